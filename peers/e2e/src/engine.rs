@@ -1,0 +1,240 @@
+//! The engine seam: what a protocol implementation offers to the virtual client.
+
+use core::fmt;
+use core::str::FromStr;
+use core::time::Duration;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use rand_core::RngCore;
+
+use crate::E2eError;
+
+/// The end-to-end protocols a device can speak. Scenario files name them by [`Protocol::name`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// No end-to-end encryption: the control every attack must beat.
+    Plain,
+}
+
+impl Protocol {
+    /// Every protocol this build implements, in the order reports list them.
+    pub const ALL: &'static [Protocol] = &[Protocol::Plain];
+
+    /// The identifier used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Plain => "plain",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown protocol `{s}`, expected one of: {}", known.join(", "))
+            })
+    }
+}
+
+/// Builds a fresh engine (new identity, no sessions) for a device.
+pub fn new_engine(protocol: Protocol, me: &FullJid) -> Box<dyn Engine> {
+    match protocol {
+        Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
+    }
+}
+
+/// Everything an engine call may use from the outside world. The engine has no clock and no
+/// RNG of its own: both come from here, seeded and simulated by the caller.
+pub struct Cx<'a> {
+    /// The device's own deterministic random stream.
+    pub rng: &'a mut dyn RngCore,
+    /// The simulated time, as a duration since the Unix epoch.
+    pub now: Duration,
+}
+
+impl fmt::Debug for Cx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cx").field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+/// What an engine asks its client to do.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this stanza (the client fills in an `id` when it has none).
+    Send(Element),
+    /// Publish `item` to the device owner's PEP node `node` (XEP-0163), with the given access
+    /// model (`open` or `presence`, XEP-0060 §4.5).
+    Publish {
+        /// The PEP node.
+        node: String,
+        /// The item id.
+        id: String,
+        /// The payload.
+        item: Element,
+        /// The `pubsub#access_model` publish option.
+        access_model: String,
+    },
+    /// Fetch the items of `owner`'s PEP node `node`; the result reaches [`Engine::receive`] as an
+    /// `<iq type='result'>` stanza.
+    Fetch {
+        /// The account whose node is read.
+        owner: BareJid,
+        /// The PEP node.
+        node: String,
+    },
+}
+
+/// How far a party trusts the key a plaintext arrived under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trust {
+    /// The message was not end-to-end protected at all.
+    Unencrypted,
+    /// Protected, but the key has not been verified out of band.
+    Unverified,
+    /// Protected, and the key was verified out of band.
+    Verified,
+    /// Protected under a key the user marked untrusted.
+    Untrusted,
+}
+
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trust::Unencrypted => "unencrypted",
+            Trust::Unverified => "unverified",
+            Trust::Verified => "verified",
+            Trust::Untrusted => "untrusted",
+        })
+    }
+}
+
+/// Which kind of XEP-0280 carbon copy carried a message, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Carbon {
+    /// A copy of a message another of our devices received.
+    Received,
+    /// A copy of a message another of our devices sent.
+    Sent,
+}
+
+/// The outcome of a verification ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VerificationResult {
+    /// The ceremony matched: the peer's key is now verified.
+    Match,
+    /// The ceremony failed: someone is in the middle.
+    Mismatch,
+    /// This protocol has no ceremony (the `plain` control).
+    NotSupported,
+}
+
+/// What an engine reports to its user.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message was decrypted (or, for `plain`, read) and is shown to the user.
+    Plaintext {
+        /// The sending device, as the stanza claimed it.
+        from: Jid,
+        /// The text.
+        body: String,
+        /// The trust in the key it arrived under.
+        trust: Trust,
+        /// How long ago it was sent, when the server stamped a XEP-0203 delay (filled by the client).
+        delay: Option<Duration>,
+        /// Whether it arrived as a carbon copy (filled by the client).
+        carbon: Option<Carbon>,
+    },
+    /// Something the user must be warned about.
+    Alert {
+        /// A stable kebab-case reason.
+        reason: &'static str,
+        /// Details for the transcript.
+        detail: String,
+    },
+    /// A verification ceremony finished.
+    Verification {
+        /// The account that was verified.
+        peer: BareJid,
+        /// What came out of it.
+        result: VerificationResult,
+    },
+}
+
+/// An engine's response to one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// What the client must do.
+    pub actions: Vec<Action>,
+    /// What the user is told.
+    pub events: Vec<Event>,
+}
+
+/// The out-of-band channel of a verification ceremony: both parties' view of it, which the
+/// attacker cannot touch (a phone call, a meeting in person).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfBand {
+    /// What the peer's own device says about itself (fingerprints, a shared secret, ...).
+    pub peer_says: Vec<String>,
+}
+
+/// What an attacker steals when it compromises a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Theft {
+    /// Long-term identity keys only; sessions are wiped.
+    LongTermKeys,
+    /// Everything the device holds, sessions included.
+    FullState,
+}
+
+/// An end-to-end encryption engine: one device's protocol state.
+///
+/// Sans-I/O: every call takes a [`Cx`] for randomness and time and returns what to do.
+/// Input from the network may come from an attacker: implementations return [`E2eError`],
+/// never panic.
+pub trait Engine: fmt::Debug + Send {
+    /// The protocol this engine speaks.
+    fn protocol(&self) -> Protocol;
+
+    /// What the device publishes once it is online (PEP items, presence payloads).
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError>;
+
+    /// Encrypts `body` for every device of `to` (and our own other devices where the protocol
+    /// does that) and returns the stanzas to send.
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError>;
+
+    /// Handles a stanza addressed to this device: a message, or the result of an
+    /// [`Action::Fetch`]. The client has already unwrapped carbons and checked their origin.
+    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError>;
+
+    /// Runs the protocol's verification ceremony with `peer` over an out-of-band channel.
+    fn verify(
+        &mut self,
+        cx: &mut Cx<'_>,
+        peer: &BareJid,
+        oob: &OutOfBand,
+    ) -> Result<Output, E2eError>;
+
+    /// What this device can tell a peer out of band about itself (its fingerprints).
+    fn out_of_band(&self) -> OutOfBand;
+
+    /// A copy of this engine as an attacker who compromised the device would hold it.
+    fn steal(&self, what: Theft) -> Box<dyn Engine>;
+}

@@ -1,0 +1,60 @@
+//! Typed engine errors that say who is at fault (modelled on rustls' `PeerMisbehaved`).
+//!
+//! Anything that arrives from the network may come from an attacker, so input problems are
+//! errors with a [`Fault`], never panics. The sim writes [`E2eError::code`] into the transcript.
+
+use thiserror::Error;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// The remote party (or whoever sits on the path and forged its stanza).
+    Peer,
+    /// Our own configuration or call sequence.
+    Local,
+}
+
+/// An error from an engine.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum E2eError {
+    /// A stanza or payload does not have the shape the protocol requires.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which element or field was wrong.
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A stanza is missing an element the protocol requires.
+    #[error("missing {what}")]
+    Missing {
+        /// The element that was expected.
+        what: &'static str,
+    },
+    /// The local policy refuses the operation (for example: no keys known for the peer).
+    #[error("refused by local policy: {detail}")]
+    Policy {
+        /// Why it was refused.
+        detail: String,
+    },
+}
+
+impl E2eError {
+    /// Who is at fault for this error.
+    pub fn fault(&self) -> Fault {
+        match self {
+            E2eError::Malformed { .. } | E2eError::Missing { .. } => Fault::Peer,
+            E2eError::Policy { .. } => Fault::Local,
+        }
+    }
+
+    /// A short stable kebab-case code, used in transcripts and in `expect:` blocks.
+    pub fn code(&self) -> &'static str {
+        match self {
+            E2eError::Malformed { .. } => "malformed",
+            E2eError::Missing { .. } => "missing-element",
+            E2eError::Policy { .. } => "policy",
+        }
+    }
+}

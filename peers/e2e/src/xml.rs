@@ -1,0 +1,81 @@
+//! Namespaces and small helpers over [`minidom::Element`].
+
+use minidom::Element;
+use minidom::rxml::{Namespace, NcName};
+
+/// RFC 6120 client namespace.
+pub const NS_CLIENT: &str = "jabber:client";
+/// RFC 6120 server namespace.
+pub const NS_SERVER: &str = "jabber:server";
+/// RFC 6120 stanza error namespace.
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// XEP-0203 delayed delivery.
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+/// XEP-0280 message carbons.
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297 stanza forwarding.
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0060 publish-subscribe.
+pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0060 event notifications.
+pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// XEP-0060 pubsub errors.
+pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0004 data forms.
+pub const NS_DATA: &str = "jabber:x:data";
+/// RFC 6121 roster.
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+/// XEP-0199 ping.
+pub const NS_PING: &str = "urn:xmpp:ping";
+
+/// Attribute helpers that hide rxml's `NcName` plumbing. Names that are not valid XML
+/// names are ignored on write (they cannot come from the network: they are our own literals).
+pub trait ElementExt {
+    /// Sets (or replaces) an attribute in no namespace.
+    fn set(&mut self, name: &str, value: impl Into<String>);
+    /// Removes an attribute in no namespace.
+    fn unset(&mut self, name: &str);
+    /// Builder-style [`ElementExt::set`].
+    fn with(self, name: &str, value: impl Into<String>) -> Self;
+    /// Builder-style child append.
+    fn child(self, child: Element) -> Self;
+    /// Builder-style text append.
+    fn text_node(self, text: impl Into<String>) -> Self;
+}
+
+impl ElementExt for Element {
+    fn set(&mut self, name: &str, value: impl Into<String>) {
+        if let Ok(name) = NcName::try_from(name) {
+            self.attrs_mut().insert(Namespace::NONE, name, value.into());
+        }
+    }
+
+    fn unset(&mut self, name: &str) {
+        self.attrs_mut().remove(&Namespace::NONE, name);
+    }
+
+    fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    fn child(mut self, child: Element) -> Self {
+        self.append_child(child);
+        self
+    }
+
+    fn text_node(mut self, text: impl Into<String>) -> Self {
+        self.append_text(text);
+        self
+    }
+}
+
+/// A new element with no attributes and no children.
+pub fn el(name: &str, ns: &str) -> Element {
+    Element::bare(name, ns)
+}
+
+/// `<name xmlns=ns>text</name>`.
+pub fn text_el(name: &str, ns: &str, text: impl Into<String>) -> Element {
+    Element::bare(name, ns).text_node(text)
+}

@@ -1,0 +1,480 @@
+//! The virtual XMPP client: one device of an account, driving one encryption engine.
+//!
+//! It connects (RFC 6120 §4–§7: stream, SASL PLAIN, bind), enables carbons (XEP-0280 §5),
+//! fetches its roster, sends initial presence, subscribes to its contacts and approves their
+//! requests, publishes what its engine asks, sends and receives messages through the engine,
+//! and reconnects after a lost connection. Stanzas sent while offline wait in a local queue.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::rc::Rc;
+
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use jabberwock_e2e::time::parse_stamp;
+use jabberwock_e2e::xml::{
+    ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB,
+    NS_ROSTER, el, text_el,
+};
+use jabberwock_e2e::{
+    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, OutOfBand, Output, Theft,
+};
+use rand_core::RngCore;
+use tokio::io::BufStream;
+use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
+
+use crate::hooks::{Hooks, Note};
+use crate::server::{NS_BIND, NS_SASL, next};
+use crate::stanza::{Kind, error_condition, error_reply, iq_result, kind, stanza_type};
+use crate::wire::{C2S_PORT, Injectable, RawDoor, Stream, Transport, describe};
+
+/// A device's static configuration.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The device's full JID (the resource names the device).
+    pub jid: FullJid,
+    /// The account's password.
+    pub password: String,
+    /// The host name of the account's server.
+    pub server_host: String,
+    /// Accounts this device subscribes to and whose requests it approves.
+    pub contacts: BTreeSet<BareJid>,
+    /// Silence before the client pings its server, and again before it gives the stream up.
+    pub keepalive: Duration,
+    /// Wait between reconnection attempts.
+    pub reconnect_after: Duration,
+}
+
+/// What a scenario tells a device to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send `body` to the account `to` through the engine.
+    Send {
+        /// The recipient account.
+        to: BareJid,
+        /// The plaintext.
+        body: String,
+    },
+    /// Log out cleanly and stay offline.
+    GoOffline,
+    /// Come back online.
+    GoOnline,
+    /// Write these bytes on the stream as they are, bypassing the XML serialiser.
+    Raw(String),
+    /// Run the verification ceremony with `peer` over the out-of-band channel.
+    Verify {
+        /// The peer account.
+        peer: BareJid,
+        /// What the peer's device says out of band.
+        oob: OutOfBand,
+    },
+    /// Hand the attacker a copy of the engine.
+    Compromise(Theft),
+}
+
+struct Conn<Io> {
+    xs: Stream<Injectable<Io>>,
+    door: RawDoor,
+}
+
+/// One device: a virtual client with its engine.
+pub struct Device<T: Transport> {
+    cfg: DeviceConfig,
+    engine: Box<dyn Engine>,
+    rng: Box<dyn RngCore>,
+    hooks: Rc<dyn Hooks>,
+    transport: T,
+    counter: u64,
+    queue: Vec<Element>,
+    roster: BTreeMap<BareJid, (String, bool)>,
+}
+
+impl<T: Transport> core::fmt::Debug for Device<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device").field("jid", &self.cfg.jid).field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+type ConnResult<T> = Result<T, (&'static str, String)>;
+
+impl<T: Transport> Device<T> {
+    /// A device with its engine and its own deterministic random stream.
+    pub fn new(cfg: DeviceConfig, engine: Box<dyn Engine>, rng: Box<dyn RngCore>, hooks: Rc<dyn Hooks>, transport: T) -> Self {
+        Device { cfg, engine, rng, hooks, transport, counter: 0, queue: vec![], roster: BTreeMap::new() }
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{}-{prefix}{}", self.cfg.jid.resource(), self.counter)
+    }
+
+    /// Runs the device: `schedule` lists commands with their times (since the Unix epoch),
+    /// in order. Never returns once the schedule is done: a device stays online.
+    pub async fn run(mut self, schedule: Vec<(Duration, Command)>) {
+        let mut schedule = schedule.into_iter().peekable();
+        let mut want_online = true;
+        let mut conn: Option<Conn<T::Io>> = None;
+        let mut retry_at = Duration::ZERO;
+        loop {
+            let now = self.hooks.now();
+            if want_online && conn.is_none() && retry_at <= now {
+                match self.connect().await {
+                    Ok(mut c) => {
+                        self.after_connect(&mut c).await;
+                        conn = Some(c);
+                    }
+                    Err((condition, reason)) => {
+                        let party = self.cfg.jid.to_string();
+                        self.hooks.note(Note::ConnectFailed { party: &party, reason: format!("{condition}: {reason}") });
+                        retry_at = self.hooks.now() + self.cfg.reconnect_after;
+                    }
+                }
+                continue;
+            }
+            let next_cmd = schedule.peek().map(|(at, _)| *at);
+            let retry = (want_online && conn.is_none()).then_some(retry_at);
+            let wake = match (next_cmd, retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let hooks = Rc::clone(&self.hooks);
+            let timer = async move {
+                match wake {
+                    Some(t) => tokio::time::sleep(t.saturating_sub(hooks.now())).await,
+                    None => std::future::pending().await,
+                }
+            };
+            if let Some(c) = conn.as_mut() {
+                let inbound = tokio::select! {
+                    biased;
+                    () = timer => None,
+                    inbound = c.xs.next() => Some(inbound),
+                };
+                match inbound {
+                    None => {}
+                    Some(Some(Ok(stanza))) => self.inbound(c, stanza).await,
+                    Some(Some(Err(ReadError::SoftTimeout))) => {
+                        // RFC 6120 §4.6.1 / XEP-0199 §4.2: probe the silent stream.
+                        let ping = el("iq", NS_CLIENT)
+                            .with("type", "get")
+                            .with("id", self.next_id("ping"))
+                            .with("to", self.cfg.jid.domain().to_string())
+                            .child(el("ping", NS_PING));
+                        self.write(c, ping).await;
+                    }
+                    Some(Some(Err(e))) => {
+                        let (condition, detail) = describe(&e);
+                        self.lost(&mut conn, format!("{condition}: {detail}"));
+                        retry_at = self.hooks.now() + self.cfg.reconnect_after;
+                    }
+                    Some(None) => {
+                        self.lost(&mut conn, "stream ended".into());
+                        retry_at = self.hooks.now() + self.cfg.reconnect_after;
+                    }
+                }
+            } else {
+                timer.await;
+            }
+            while schedule.peek().is_some_and(|(at, _)| *at <= self.hooks.now()) {
+                let Some((_, cmd)) = schedule.next() else { break };
+                match cmd {
+                    Command::GoOffline => {
+                        want_online = false;
+                        if let Some(mut c) = conn.take() {
+                            let bye = el("presence", NS_CLIENT).with("type", "unavailable");
+                            let _ = c.xs.send(&bye).await;
+                            let _ = c.xs.shutdown().await;
+                        }
+                    }
+                    Command::GoOnline => {
+                        want_online = true;
+                        retry_at = self.hooks.now();
+                    }
+                    Command::Raw(bytes) => {
+                        if let Some(c) = conn.as_mut() {
+                            c.door.push(bytes.as_bytes());
+                            let flushed = SinkExt::<&Element>::flush(&mut c.xs).await;
+                            if let Err(e) = flushed {
+                                self.lost(&mut conn, format!("raw write failed: {e}"));
+                            }
+                        }
+                    }
+                    other => self.execute(&mut conn, other).await,
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, conn: &mut Option<Conn<T::Io>>, reason: String) {
+        if conn.take().is_some() {
+            self.hooks.note(Note::SessionDown { device: &self.cfg.jid, reason: format!("client side: {reason}") });
+        }
+    }
+
+    async fn execute(&mut self, conn: &mut Option<Conn<T::Io>>, cmd: Command) {
+        let now = self.hooks.now();
+        let mut cx = Cx { rng: &mut *self.rng, now };
+        let result = match &cmd {
+            Command::Send { to, body } => {
+                let r = self.engine.send(&mut cx, to, body);
+                let (to, queued) = (to.to_string(), conn.is_none());
+                self.hooks.note(Note::Send { device: &self.cfg.jid, to: &to, body, queued });
+                r
+            }
+            Command::Verify { peer, oob } => self.engine.verify(&mut cx, peer, oob),
+            Command::Compromise(theft) => {
+                self.hooks.stolen(&self.cfg.jid, self.engine.steal(*theft));
+                Ok(Output::default())
+            }
+            Command::GoOffline | Command::GoOnline | Command::Raw(_) => Ok(Output::default()),
+        };
+        self.apply(conn.as_mut(), result).await;
+    }
+
+    /// Reports events and carries out actions of an engine call.
+    async fn apply(&mut self, mut conn: Option<&mut Conn<T::Io>>, result: Result<Output, E2eError>) {
+        let output = match result {
+            Ok(o) => o,
+            Err(error) => {
+                self.hooks.note(Note::EngineError { device: &self.cfg.jid, error: &error });
+                return;
+            }
+        };
+        for event in &output.events {
+            self.hooks.note(Note::Event { device: &self.cfg.jid, event });
+        }
+        for action in output.actions {
+            let stanza = match action {
+                Action::Send(mut s) => {
+                    if s.attr("id").is_none() {
+                        s.set("id", self.next_id("m"));
+                    }
+                    s
+                }
+                Action::Publish { node, id, item, access_model } => self.publish_iq(&node, &id, item, &access_model),
+                Action::Fetch { owner, node } => el("iq", NS_CLIENT)
+                    .with("type", "get")
+                    .with("id", self.next_id("fetch"))
+                    .with("to", owner.to_string())
+                    .child(el("pubsub", NS_PUBSUB).child(el("items", NS_PUBSUB).with("node", node))),
+                _ => continue,
+            };
+            match conn.as_deref_mut() {
+                Some(c) => self.write(c, stanza).await,
+                None => self.queue.push(stanza),
+            }
+        }
+    }
+
+    /// XEP-0163 §4.3 publish with XEP-0060 §7.1.5 publish-options.
+    fn publish_iq(&mut self, node: &str, id: &str, item: Element, access_model: &str) -> Element {
+        let field = |var: &str, value: &str| el("field", NS_DATA).with("var", var).child(text_el("value", NS_DATA, value));
+        let form = el("x", NS_DATA)
+            .with("type", "submit")
+            .child(field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"))
+            .child(field("pubsub#access_model", access_model));
+        el("iq", NS_CLIENT).with("type", "set").with("id", self.next_id("pub")).child(
+            el("pubsub", NS_PUBSUB)
+                .child(el("publish", NS_PUBSUB).with("node", node).child(el("item", NS_PUBSUB).with("id", id).child(item)))
+                .child(el("publish-options", NS_PUBSUB).child(form)),
+        )
+    }
+
+    async fn write(&mut self, c: &mut Conn<T::Io>, stanza: Element) {
+        // A failed write shows up as a read error on the next turn of the loop.
+        let _ = c.xs.send(&stanza).await;
+    }
+
+    async fn connect(&mut self) -> ConnResult<Conn<T::Io>> {
+        let io_err = |e: io::Error| ("connection-failed", e.to_string());
+        let io = self.transport.connect(&self.cfg.server_host, C2S_PORT).await.map_err(io_err)?;
+        let (io, door) = Injectable::new(io);
+        let timeouts = Timeouts { read_timeout: self.cfg.keepalive, response_timeout: self.cfg.keepalive };
+        let domain = self.cfg.jid.domain().to_string();
+        let header = || StreamHeader { from: Some(self.cfg.jid.to_bare().to_string().into()), to: Some(domain.clone().into()), id: None };
+        let pending = initiate_stream(BufStream::new(io), NS_CLIENT, header(), timeouts).await.map_err(io_err)?;
+        let (features, mut xs) = pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
+        if !features.sasl_mechanisms.contains("PLAIN") {
+            return Err(("no-plain", "server does not offer SASL PLAIN".into()));
+        }
+        // RFC 4616 §2 message: NUL authcid NUL passwd (no authzid).
+        let node = self.cfg.jid.node().map(|n| n.to_string()).unwrap_or_default();
+        let creds = format!("\0{node}\0{}", self.cfg.password);
+        let auth = el("auth", NS_SASL)
+            .with("mechanism", "PLAIN")
+            .text_node(base64::engine::general_purpose::STANDARD.encode(creds));
+        xs.send(&auth).await.map_err(io_err)?;
+        let answer = next(&mut xs).await?;
+        if !answer.is("success", NS_SASL) {
+            let condition = answer.children().next().map(|c| c.name().to_owned()).unwrap_or_default();
+            return Err(("sasl-failed", condition));
+        }
+        let pending = xs.initiate_reset().send_header(header()).await.map_err(io_err)?;
+        let (_, mut xs) = pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
+        let bind_id = self.next_id("bind");
+        let bind = el("iq", NS_CLIENT)
+            .with("type", "set")
+            .with("id", bind_id.clone())
+            .child(el("bind", NS_BIND).child(text_el("resource", NS_BIND, self.cfg.jid.resource().to_string())));
+        xs.send(&bind).await.map_err(io_err)?;
+        let bound = next(&mut xs).await?;
+        let jid = bound.get_child("bind", NS_BIND).and_then(|b| b.get_child("jid", NS_BIND)).map(|j| j.text());
+        if stanza_type(&bound) != "result" || bound.attr("id") != Some(bind_id.as_str()) || jid.as_deref() != Some(&self.cfg.jid.to_string()) {
+            return Err(("bind-failed", format!("server bound {jid:?}")));
+        }
+        Ok(Conn { xs, door })
+    }
+
+    async fn after_connect(&mut self, c: &mut Conn<T::Io>) {
+        let carbons = el("iq", NS_CLIENT).with("type", "set").with("id", self.next_id("carbons")).child(el("enable", NS_CARBONS));
+        self.write(c, carbons).await;
+        let roster = el("iq", NS_CLIENT).with("type", "get").with("id", self.next_id("roster")).child(el("query", NS_ROSTER));
+        self.write(c, roster).await;
+        self.write(c, el("presence", NS_CLIENT)).await;
+        let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
+        let published = self.engine.publish(&mut cx);
+        self.apply(Some(c), published).await;
+        for stanza in core::mem::take(&mut self.queue) {
+            self.write(c, stanza).await;
+        }
+    }
+
+    async fn inbound(&mut self, c: &mut Conn<T::Io>, stanza: Element) {
+        let own = self.cfg.jid.to_bare();
+        let from = stanza.attr("from").unwrap_or_default().to_owned();
+        match kind(&stanza) {
+            Some(Kind::Iq) => self.inbound_iq(c, stanza, &from).await,
+            Some(Kind::Presence) => match stanza_type(&stanza) {
+                "subscribe" => {
+                    let Ok(contact) = from.parse::<BareJid>() else { return };
+                    if !self.cfg.contacts.contains(&contact) {
+                        return; // a real user would be asked; ours approve only their contacts
+                    }
+                    let ok = el("presence", NS_CLIENT).with("type", "subscribed").with("to", contact.to_string());
+                    self.write(c, ok).await;
+                    self.subscribe_if_needed(c, &contact).await;
+                }
+                "error" => self.stanza_error(&stanza, &from),
+                _ => {}
+            },
+            Some(Kind::Message) => {
+                if stanza_type(&stanza) == "error" {
+                    self.stanza_error(&stanza, &from);
+                    return;
+                }
+                let carbon = [("received", Carbon::Received), ("sent", Carbon::Sent)]
+                    .into_iter()
+                    .find_map(|(name, which)| stanza.get_child(name, NS_CARBONS).map(|w| (w, which)));
+                if let Some((wrapper, which)) = carbon {
+                    // XEP-0280 §11: only our own account may send us carbons.
+                    if from != own.to_string() {
+                        self.hooks.note(Note::ClientAlert {
+                            device: &self.cfg.jid,
+                            reason: "forged-carbon",
+                            detail: format!("carbon from {from} ignored"),
+                        });
+                        return;
+                    }
+                    let inner = wrapper.get_child("forwarded", NS_FORWARD).and_then(|f| f.get_child("message", NS_CLIENT));
+                    match inner {
+                        Some(inner) => self.to_engine(c, inner.clone(), Some(which)).await,
+                        None => {
+                            let error = E2eError::Missing { what: "forwarded message" };
+                            self.hooks.note(Note::EngineError { device: &self.cfg.jid, error: &error });
+                        }
+                    }
+                    return;
+                }
+                self.to_engine(c, stanza, None).await;
+            }
+            None => {}
+        }
+    }
+
+    async fn inbound_iq(&mut self, c: &mut Conn<T::Io>, stanza: Element, from: &str) {
+        let own = self.cfg.jid.to_bare().to_string();
+        match stanza_type(&stanza) {
+            "set" | "get" => {
+                let roster_push = stanza.get_child("query", NS_ROSTER).filter(|_| stanza_type(&stanza) == "set");
+                if let Some(query) = roster_push {
+                    // RFC 6121 §2.1.6: accept pushes only from our own account.
+                    if !(from.is_empty() || from == own) {
+                        if let Some(e) = error_reply(&stanza, "cancel", "service-unavailable", None) {
+                            self.write(c, e).await;
+                        }
+                        return;
+                    }
+                    self.read_roster(query);
+                    self.write(c, iq_result(&stanza, None, None)).await;
+                } else if stanza.has_child("ping", NS_PING) && stanza_type(&stanza) == "get" {
+                    self.write(c, iq_result(&stanza, None, None)).await;
+                } else if let Some(e) = error_reply(&stanza, "cancel", "service-unavailable", None) {
+                    // RFC 6120 §8.4: an iq we do not understand.
+                    self.write(c, e).await;
+                }
+            }
+            "result" => {
+                if let Some(query) = stanza.get_child("query", NS_ROSTER) {
+                    self.read_roster(query);
+                    let contacts: Vec<BareJid> = self.cfg.contacts.iter().cloned().collect();
+                    for contact in contacts {
+                        self.subscribe_if_needed(c, &contact).await;
+                    }
+                } else if stanza.has_child("pubsub", NS_PUBSUB) {
+                    self.to_engine(c, stanza, None).await;
+                }
+            }
+            _ => self.stanza_error(&stanza, from),
+        }
+    }
+
+    fn read_roster(&mut self, query: &Element) {
+        for item in query.children().filter(|i| i.is("item", NS_ROSTER)) {
+            let Some(jid) = item.attr("jid").and_then(|j| j.parse::<BareJid>().ok()) else { continue };
+            match item.attr("subscription").unwrap_or("none") {
+                "remove" => {
+                    self.roster.remove(&jid);
+                }
+                sub => {
+                    self.roster.insert(jid, (sub.to_owned(), item.attr("ask") == Some("subscribe")));
+                }
+            }
+        }
+    }
+
+    async fn subscribe_if_needed(&mut self, c: &mut Conn<T::Io>, contact: &BareJid) {
+        let subscribed = self.roster.get(contact).is_some_and(|(sub, ask)| *ask || sub == "to" || sub == "both");
+        if !subscribed && *contact != self.cfg.jid.to_bare() {
+            self.roster.insert(contact.clone(), ("none".into(), true));
+            let req = el("presence", NS_CLIENT).with("type", "subscribe").with("to", contact.to_string());
+            self.write(c, req).await;
+        }
+    }
+
+    fn stanza_error(&self, stanza: &Element, from: &str) {
+        let condition = error_condition(stanza).unwrap_or_else(|| "undefined-condition".into());
+        self.hooks.note(Note::StanzaError { device: &self.cfg.jid, from, condition });
+    }
+
+    async fn to_engine(&mut self, c: &mut Conn<T::Io>, stanza: Element, carbon: Option<Carbon>) {
+        let now = self.hooks.now();
+        // XEP-0203 §3: how long the server held the message.
+        let delay = stanza
+            .get_child("delay", NS_DELAY)
+            .and_then(|d| d.attr("stamp"))
+            .and_then(parse_stamp)
+            .map(|stamp| now.saturating_sub(stamp));
+        let mut cx = Cx { rng: &mut *self.rng, now };
+        let mut result = self.engine.receive(&mut cx, &stanza);
+        if let Ok(out) = result.as_mut() {
+            for event in &mut out.events {
+                if let Event::Plaintext { delay: d, carbon: cb, .. } = event {
+                    *d = delay;
+                    *cb = carbon;
+                }
+            }
+        }
+        self.apply(Some(c), result).await;
+    }
+}

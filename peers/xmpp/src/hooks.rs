@@ -1,0 +1,239 @@
+//! The seam between the XMPP world and whoever watches it (the simulator, or nobody).
+
+use core::fmt;
+use core::time::Duration;
+
+use jabberwock_e2e::{E2eError, Element, Engine, Event, FullJid};
+
+/// Where a stanza is travelling. Every stanza crosses exactly one hop per network leg, and
+/// every hop passes through [`Hooks::intercept`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hop {
+    /// From a client device to its server (intercepted as the server reads it).
+    ClientToServer {
+        /// The sending device.
+        client: FullJid,
+        /// The server's domain.
+        server: String,
+    },
+    /// From one server to another over the federation link (intercepted as it is sent).
+    ServerToServer {
+        /// The sending domain.
+        from: String,
+        /// The receiving domain.
+        to: String,
+    },
+    /// From a server to one of its client devices (intercepted as the server writes it).
+    ServerToClient {
+        /// The server's domain.
+        server: String,
+        /// The receiving device.
+        client: FullJid,
+    },
+}
+
+impl Hop {
+    /// The servers this hop touches (one for client hops, two for federation).
+    pub fn servers(&self) -> [&str; 2] {
+        match self {
+            Hop::ClientToServer { server, .. } | Hop::ServerToClient { server, .. } => {
+                [server, server]
+            }
+            Hop::ServerToServer { from, to } => [from, to],
+        }
+    }
+
+    /// The short kind name used in scenarios: `c2s`, `s2s` or `s2c`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Hop::ClientToServer { .. } => "c2s",
+            Hop::ServerToServer { .. } => "s2s",
+            Hop::ServerToClient { .. } => "s2c",
+        }
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hop::ClientToServer { client, server } => write!(f, "{client} → {server}"),
+            Hop::ServerToServer { from, to } => write!(f, "{from} → {to}"),
+            Hop::ServerToClient { server, client } => write!(f, "{server} → {client}"),
+        }
+    }
+}
+
+/// A claim on a stanza held back by [`Hooks::intercept`], redeemed with [`Hooks::redeem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// What happens to an intercepted stanza (or to one of its copies).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Release {
+    /// Deliver this stanza now, in order with the other `Now` releases of the same call.
+    Now(Element),
+    /// Ask [`Hooks::redeem`] for the stanza after `after`; it may have been released
+    /// elsewhere by then (reordering), in which case nothing is delivered.
+    Later {
+        /// How long to wait.
+        after: Duration,
+        /// The claim.
+        ticket: Ticket,
+    },
+}
+
+/// A stanza the attacker injects on a hop at a given time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// When, as a duration since the Unix epoch.
+    pub at: Duration,
+    /// The hop it appears on. Its server(s) decide which server process carries it out.
+    pub hop: Hop,
+    /// The forged stanza, sent as is.
+    pub stanza: Element,
+}
+
+/// Things worth a line in the transcript that are not stanzas on a hop.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Note<'a> {
+    /// A client session came up (stream, SASL PLAIN, bind done).
+    SessionUp {
+        /// The device.
+        device: &'a FullJid,
+    },
+    /// A client session ended; `reason` says why.
+    SessionDown {
+        /// The device.
+        device: &'a FullJid,
+        /// Why (clean logout, reset, timeout, stream error, ...).
+        reason: String,
+    },
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// Who tried.
+        party: &'a str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A stream error or unparsable input on a stream.
+    StreamError {
+        /// Who detected it.
+        party: &'a str,
+        /// The RFC 6120 §4.9.3 condition.
+        condition: &'static str,
+        /// Details.
+        detail: String,
+    },
+    /// A server stored a message for an offline account (XEP-0160).
+    StoredOffline {
+        /// The server.
+        server: &'a str,
+        /// The account.
+        account: &'a str,
+        /// The stanza id.
+        id: &'a str,
+    },
+    /// A device asked its engine to send a message.
+    Send {
+        /// The device.
+        device: &'a FullJid,
+        /// The recipient account.
+        to: &'a str,
+        /// The plaintext.
+        body: &'a str,
+        /// Whether it was queued because the device is offline.
+        queued: bool,
+    },
+    /// A device's engine reported an event (plaintext, alert, verification).
+    Event {
+        /// The device.
+        device: &'a FullJid,
+        /// The event.
+        event: &'a Event,
+    },
+    /// A device's engine rejected input or refused to act.
+    EngineError {
+        /// The device.
+        device: &'a FullJid,
+        /// The error.
+        error: &'a E2eError,
+    },
+    /// A device received an RFC 6120 §8.3 stanza error.
+    StanzaError {
+        /// The device.
+        device: &'a FullJid,
+        /// Who sent the error.
+        from: &'a str,
+        /// The defined condition.
+        condition: String,
+    },
+    /// A device detected something that is not an engine matter (e.g. forged carbons).
+    ClientAlert {
+        /// The device.
+        device: &'a FullJid,
+        /// A kebab-case reason.
+        reason: &'static str,
+        /// Details.
+        detail: String,
+    },
+    /// The attacker put a forged stanza on a hop.
+    Injected {
+        /// The hop.
+        hop: &'a Hop,
+        /// The stanza.
+        stanza: &'a Element,
+    },
+    /// A stanza scheduled for a session that no longer exists was lost.
+    Lost {
+        /// Where it was going.
+        hop: &'a Hop,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Everything the outside world provides to servers and clients. Every method has a
+/// pass-through default, so [`PassThrough`] runs a plain, unwatched XMPP network.
+pub trait Hooks {
+    /// The current time as a duration since the Unix epoch (simulated inside the bench).
+    fn now(&self) -> Duration;
+
+    /// A stanza is about to cross `hop`; returns what is actually delivered.
+    fn intercept(&self, hop: &Hop, stanza: Element) -> Vec<Release> {
+        let _ = hop;
+        vec![Release::Now(stanza)]
+    }
+
+    /// Redeems a [`Release::Later`] ticket; `None` when it was already released or dropped.
+    fn redeem(&self, ticket: Ticket) -> Option<Element> {
+        let _ = ticket;
+        None
+    }
+
+    /// The forged stanzas a given server process must put on its hops.
+    fn injections(&self, server: &str) -> Vec<Injection> {
+        let _ = server;
+        Vec::new()
+    }
+
+    /// Records a non-stanza event.
+    fn note(&self, note: Note<'_>) {
+        let _ = note;
+    }
+
+    /// A device was compromised: the attacker now holds `stolen`.
+    fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {
+        let _ = (device, stolen);
+    }
+}
+
+/// Hooks that watch nothing and change nothing, over a caller-supplied clock.
+#[derive(Debug)]
+pub struct PassThrough<C>(pub C);
+
+impl<C: Fn() -> Duration> Hooks for PassThrough<C> {
+    fn now(&self) -> Duration {
+        (self.0)()
+    }
+}
