@@ -18,7 +18,7 @@ use jabberwock_e2e::xml::{
     NS_ROSTER, el, text_el,
 };
 use jabberwock_e2e::{
-    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, OutOfBand, Output, Theft,
+    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, Output, Theft,
 };
 use rand_core::RngCore;
 use tokio::io::BufStream;
@@ -62,12 +62,11 @@ pub enum Command {
     GoOnline,
     /// Write these bytes on the stream as they are, bypassing the XML serialiser.
     Raw(String),
-    /// Run the verification ceremony with `peer` over the out-of-band channel.
+    /// Run the verification ceremony with `peer` over the out-of-band channel (what the
+    /// peer's devices say there comes from [`Hooks::out_of_band`]).
     Verify {
         /// The peer account.
         peer: BareJid,
-        /// What the peer's device says out of band.
-        oob: OutOfBand,
     },
     /// Hand the attacker a copy of the engine.
     Compromise(Theft),
@@ -222,7 +221,10 @@ impl<T: Transport> Device<T> {
                 self.hooks.note(Note::Send { device: &self.cfg.jid, to: &to, body, queued });
                 r
             }
-            Command::Verify { peer, oob } => self.engine.verify(&mut cx, peer, oob),
+            Command::Verify { peer } => {
+                let oob = self.hooks.out_of_band(peer);
+                self.engine.verify(&mut cx, peer, &oob)
+            }
             Command::Compromise(theft) => {
                 self.hooks.stolen(&self.cfg.jid, self.engine.steal(*theft));
                 Ok(Output::default())
@@ -332,6 +334,7 @@ impl<T: Transport> Device<T> {
         let roster = el("iq", NS_CLIENT).with("type", "get").with("id", self.next_id("roster")).child(el("query", NS_ROSTER));
         self.write(c, roster).await;
         self.write(c, el("presence", NS_CLIENT)).await;
+        self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
         let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
         let published = self.engine.publish(&mut cx);
         self.apply(Some(c), published).await;

@@ -3,7 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use jabberwock_e2e::{E2eError, Element, Engine, Event, FullJid};
+use jabberwock_e2e::{BareJid, E2eError, Element, Engine, Event, FullJid, OutOfBand};
 
 /// Where a stanza is travelling. Every stanza crosses exactly one hop per network leg, and
 /// every hop passes through [`Hooks::intercept`].
@@ -220,6 +220,18 @@ pub trait Hooks {
     /// Records a non-stanza event.
     fn note(&self, note: Note<'_>) {
         let _ = note;
+    }
+
+    /// A device tells the out-of-band channel what it would say about itself (its
+    /// fingerprints): the channel the attacker cannot touch.
+    fn announce(&self, device: &FullJid, oob: OutOfBand) {
+        let _ = (device, oob);
+    }
+
+    /// What the devices of `peer` say on the out-of-band channel.
+    fn out_of_band(&self, peer: &BareJid) -> OutOfBand {
+        let _ = peer;
+        OutOfBand { peer_says: Vec::new() }
     }
 
     /// A device was compromised: the attacker now holds `stolen`.

@@ -752,6 +752,16 @@ impl<T: Transport> Server<T> {
         match payload {
             Some(p) if p.is("pubsub", NS_PUBSUB) => self.pep(&owner, &requester, &stanza, &p, is_owner),
             Some(p) if p.is("query", NS_ROSTER) && is_owner => self.roster_iq(&owner, &stanza, &p, &t),
+            Some(p) if (p.is("enable", NS_CARBONS) || p.is("disable", NS_CARBONS)) && is_owner && t == "set" => {
+                // XEP-0280 §5: carbons are switched per session.
+                let enable = p.name() == "enable";
+                let full = requester.clone().try_into_full().ok();
+                let found = full.as_ref().and_then(|f| self.sessions.borrow_mut().get_mut(f).map(|s| s.carbons = enable));
+                match (full, found) {
+                    (Some(full), Some(())) => self.to_session(&full, iq_result(&stanza, None, None)),
+                    _ => self.reply_error(&stanza, "modify", "bad-request"),
+                }
+            }
             Some(p) if p.is("ping", NS_PING) && t == "get" => {
                 self.route(iq_result(&stanza, Some(&owner.to_string()), None), Origin::Server)
             }

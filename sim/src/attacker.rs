@@ -1,0 +1,330 @@
+//! The attacker: composable rules over every hop it can see, passing everything by default
+//! (after turmoil-net's `Verdict` and s2n-quic's interceptor). Everything it sees is its
+//! knowledge; what it can *read* is computed later by running engines over that knowledge.
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use jabberwock_e2e::xml::NS_CLIENT;
+use jabberwock_e2e::{Element, Engine, FullJid};
+use jabberwock_xmpp::{Hop, Release, Ticket};
+
+use crate::scenario::{Action, AttackerPlan, HopKind, Position, Rule, StanzaKind};
+
+/// How long a reordered stanza waits for a successor before it is released anyway.
+const REORDER_MAX_HOLD: Duration = Duration::from_secs(5);
+
+/// A stanza the attacker saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// When.
+    pub at: Duration,
+    /// Where.
+    pub hop: Hop,
+    /// What, as it was before any rule touched it.
+    pub stanza: Element,
+}
+
+/// The attacker's running state.
+#[derive(Debug)]
+pub struct Attacker {
+    plan: AttackerPlan,
+    applied: Vec<u32>,
+    held: BTreeMap<u64, (Hop, Element)>,
+    next_ticket: u64,
+    reorder_slot: BTreeMap<Hop, u64>,
+    /// Everything seen, in order.
+    pub seen: Vec<Seen>,
+    /// Engines stolen from compromised devices, in order.
+    pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
+}
+
+impl Attacker {
+    /// An attacker following `plan`.
+    pub fn new(plan: AttackerPlan) -> Self {
+        let applied = vec![0; plan.rules.len()];
+        Attacker { plan, applied, held: BTreeMap::new(), next_ticket: 0, reorder_slot: BTreeMap::new(), seen: vec![], stolen: vec![] }
+    }
+
+    /// Where it sits.
+    pub fn position(&self) -> &Position {
+        &self.plan.position
+    }
+
+    /// Forged stanzas, with their times since the start.
+    pub fn injections(&self) -> &[(Duration, Hop, Element)] {
+        &self.plan.inject
+    }
+
+    fn hold(&mut self, hop: &Hop, stanza: Element) -> Ticket {
+        self.next_ticket += 1;
+        self.held.insert(self.next_ticket, (hop.clone(), stanza));
+        Ticket(self.next_ticket)
+    }
+
+    /// Takes back a held stanza (`None` if it was already released or dropped).
+    pub fn redeem(&mut self, ticket: Ticket) -> Option<(Hop, Element)> {
+        self.reorder_slot.retain(|_, t| *t != ticket.0);
+        self.held.remove(&ticket.0)
+    }
+
+    /// A stanza crosses `hop` at `at`: record it and apply the first matching rule. `log`
+    /// receives one line per attacker action.
+    pub fn intercept(&mut self, at: Duration, hop: &Hop, stanza: Element, log: &mut Vec<String>) -> Vec<Release> {
+        if !self.plan.position.sees(hop) {
+            return vec![Release::Now(stanza)];
+        }
+        self.seen.push(Seen { at, hop: hop.clone(), stanza: stanza.clone() });
+        let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
+        let id = stanza.attr("id").unwrap_or("-").to_owned();
+        let rule = self.plan.rules.iter().position(|r| {
+            r.matcher.count.is_none_or(|c| self.applied[r.index] < c) && matches(r, at, hop, &stanza)
+        });
+        let mut out = match rule {
+            None => vec![Release::Now(stanza)],
+            Some(i) => {
+                self.applied[i] += 1;
+                let action = self.plan.rules[i].action.clone();
+                self.act(i, &action, hop, stanza, &id, waiting.is_some(), log)
+            }
+        };
+        if let Some((_, held)) = waiting {
+            log.push(format!("releases held {} behind {id} (reordered)", held.attr("id").unwrap_or("-")));
+            out.push(Release::Now(held));
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn act(&mut self, rule: usize, action: &Action, hop: &Hop, stanza: Element, id: &str, slot_busy: bool, log: &mut Vec<String>) -> Vec<Release> {
+        let tag = format!("rule {rule}");
+        match action {
+            Action::Observe => {
+                log.push(format!("observes {id} ({tag})"));
+                vec![Release::Now(stanza)]
+            }
+            Action::Drop => {
+                log.push(format!("drops {id} ({tag})"));
+                vec![]
+            }
+            Action::Delay(d) => {
+                log.push(format!("delays {id} by {} ({tag})", crate::units::fmt_time(*d)));
+                let t = self.hold(hop, stanza);
+                vec![Release::Later { after: *d, ticket: t }]
+            }
+            Action::Reorder if slot_busy => {
+                log.push(format!("lets {id} overtake the held stanza ({tag})"));
+                vec![Release::Now(stanza)]
+            }
+            Action::Reorder => {
+                log.push(format!("holds {id} until the next stanza on this hop passes ({tag})"));
+                let t = self.hold(hop, stanza);
+                self.reorder_slot.insert(hop.clone(), t.0);
+                vec![Release::Later { after: REORDER_MAX_HOLD, ticket: t }]
+            }
+            Action::Duplicate(n) => {
+                log.push(format!("duplicates {id} ×{n} ({tag})"));
+                vec![Release::Now(stanza); *n as usize + 1]
+            }
+            Action::Replay(d) => {
+                log.push(format!("records {id} to replay it in {} ({tag})", crate::units::fmt_time(*d)));
+                let t = self.hold(hop, stanza.clone());
+                vec![Release::Now(stanza), Release::Later { after: *d, ticket: t }]
+            }
+            Action::Strip(name) => {
+                let mut s = stanza;
+                let n = strip(&mut s, name);
+                log.push(format!("strips {n} <{name}/> from {id} ({tag})"));
+                vec![Release::Now(s)]
+            }
+            Action::Replace(name, with) => {
+                let mut s = stanza;
+                let done = replace_first(&mut s, name, with);
+                log.push(format!("{} <{name}/> in {id} ({tag})", if done { "replaces" } else { "finds no" }));
+                vec![Release::Now(s)]
+            }
+            Action::Flip(name, bit) => {
+                let mut s = stanza;
+                match flip(&mut s, name, *bit) {
+                    Some(what) => log.push(format!("flips bit {bit} of {what} <{name}/> in {id} ({tag})")),
+                    None => log.push(format!("finds no <{name}/> text to flip in {id} ({tag})")),
+                }
+                vec![Release::Now(s)]
+            }
+            Action::Substitute { node, owner, with } => {
+                let mut s = stanza;
+                let from_owner = owner.as_ref().is_none_or(|o| {
+                    s.attr("from").and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok()).is_some_and(|j| j.to_bare() == *o)
+                });
+                let n = if from_owner { substitute(&mut s, node, with) } else { 0 };
+                if n > 0 {
+                    log.push(format!("substitutes {n} item(s) of {node} in {id} ({tag})"));
+                }
+                vec![Release::Now(s)]
+            }
+        }
+    }
+}
+
+fn jid_matches(pattern: &str, value: Option<&str>) -> bool {
+    let Some(v) = value else { return false };
+    v == pattern || v.strip_prefix(pattern).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn any_element(el: &Element, f: &dyn Fn(&Element) -> bool) -> bool {
+    f(el) || el.children().any(|c| any_element(c, f))
+}
+
+fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
+    let m = &rule.matcher;
+    let hop_ok = m.hop.is_none_or(|k| {
+        matches!(
+            (k, hop),
+            (HopKind::C2s, Hop::ClientToServer { .. }) | (HopKind::S2s, Hop::ServerToServer { .. }) | (HopKind::S2c, Hop::ServerToClient { .. })
+        )
+    });
+    let kind_ok = m.kind.is_none_or(|k| {
+        let name = match k {
+            StanzaKind::Message => "message",
+            StanzaKind::Presence => "presence",
+            StanzaKind::Iq => "iq",
+        };
+        stanza.name() == name && stanza.ns() == NS_CLIENT
+    });
+    hop_ok
+        && kind_ok
+        && m.from.as_deref().is_none_or(|p| jid_matches(p, stanza.attr("from")))
+        && m.to.as_deref().is_none_or(|p| jid_matches(p, stanza.attr("to")))
+        && m.element.as_deref().is_none_or(|n| stanza.children().any(|c| any_element(c, &|e| e.name() == n)))
+        && m.namespace.as_deref().is_none_or(|ns| any_element(stanza, &|e| e.ns() == ns))
+        && m.window.is_none_or(|w| w.min <= at && at <= w.max)
+}
+
+/// Removes every descendant named `name`; returns how many.
+fn strip(el: &mut Element, name: &str) -> usize {
+    let nodes = el.take_nodes();
+    let mut removed = 0;
+    for node in nodes {
+        match node {
+            minidom::Node::Element(mut child) => {
+                if child.name() == name {
+                    removed += 1;
+                } else {
+                    removed += strip(&mut child, name);
+                    el.append_child(child);
+                }
+            }
+            minidom::Node::Text(t) => el.append_text(t),
+        }
+    }
+    removed
+}
+
+fn replace_first(el: &mut Element, name: &str, with: &Element) -> bool {
+    for child in el.children_mut() {
+        if child.name() == name {
+            *child = with.clone();
+            return true;
+        }
+        if replace_first(child, name, with) {
+            return true;
+        }
+    }
+    false
+}
+
+fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element> {
+    for child in el.children_mut() {
+        if child.name() == name {
+            return Some(child);
+        }
+        if let Some(found) = find_first_mut(child, name) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Flips one bit in the text of the first `name` element: in the decoded payload when the
+/// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
+fn flip(el: &mut Element, name: &str, bit: u32) -> Option<&'static str> {
+    let target = find_first_mut(el, name)?;
+    let text = target.text();
+    if text.is_empty() {
+        return None;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let trimmed = text.trim();
+    let (mut bytes, is_b64) = match b64.decode(trimmed) {
+        Ok(b) if !b.is_empty() && trimmed.len() >= 8 => (b, true),
+        _ => (text.clone().into_bytes(), false),
+    };
+    let i = bit as usize % (bytes.len() * 8);
+    bytes[i / 8] ^= 1 << (i % 8);
+    let new_text = if is_b64 { b64.encode(&bytes) } else { String::from_utf8_lossy(&bytes).into_owned() };
+    let children: Vec<Element> = target.children().cloned().collect();
+    let _ = target.take_nodes();
+    target.append_text(new_text);
+    for c in children {
+        target.append_child(c);
+    }
+    Some(if is_b64 { "the base64 payload of" } else { "the text of" })
+}
+
+/// Replaces the payload of each item of `node` in pubsub results and event notifications.
+fn substitute(el: &mut Element, node: &str, with: &Element) -> usize {
+    let mut n = 0;
+    for child in el.children_mut() {
+        if child.name() == "items" && child.attr("node") == Some(node) {
+            for item in child.children_mut().filter(|i| i.name() == "item") {
+                let _ = item.take_nodes();
+                item.append_child(with.clone());
+                n += 1;
+            }
+        } else {
+            n += substitute(child, node, with);
+        }
+    }
+    n
+}
+
+/// The messages inside a stanza the attacker can try to read: the stanza itself and any
+/// forwarded copies (carbons).
+pub fn messages_in(stanza: &Element) -> Vec<Element> {
+    let mut out = Vec::new();
+    if stanza.name() == "message" && stanza.ns() == NS_CLIENT {
+        out.push(stanza.clone());
+    }
+    for child in stanza.children() {
+        for m in messages_in(child) {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_changes_one_payload_bit() {
+        let mut el: Element = "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAA=</payload></m>".parse().unwrap();
+        assert_eq!(flip(&mut el, "payload", 9), Some("the base64 payload of"));
+        let text = el.children().next().unwrap().text();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), vec![0, 2, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn strip_and_replace_reach_nested_elements() {
+        let mut el: Element = "<m xmlns='jabber:client'><a><body>x</body></a><body>y</body></m>".parse().unwrap();
+        assert_eq!(strip(&mut el, "body"), 2);
+        let mut el: Element = "<m xmlns='jabber:client'><a><body>x</body></a></m>".parse().unwrap();
+        let with: Element = "<body xmlns='jabber:client'>evil</body>".parse().unwrap();
+        assert!(replace_first(&mut el, "body", &with));
+        assert_eq!(el.children().next().unwrap().children().next().unwrap().text(), "evil");
+    }
+}

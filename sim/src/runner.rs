@@ -1,0 +1,416 @@
+//! The runner: builds a turmoil simulation from a [`Scenario`], runs it, and turns what
+//! happened into an [`Outcome`] with the `expect:` checks evaluated.
+
+use core::cell::RefCell;
+use core::fmt::Write as _;
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use jabberwock_e2e::{Carbon, Cx, Event, FullJid, Protocol, new_engine};
+use jabberwock_xmpp::{C2S_PORT, Device, DeviceConfig, Disk, Account, Hooks, S2S_PORT, Server, ServerConfig, Transport};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+
+use crate::attacker::{Attacker, messages_in};
+use crate::scenario::{NetEvent, Party, PartyExpect, Scenario};
+use crate::transcript::Transcript;
+use crate::units::fmt_time;
+use crate::world::{DeviceLog, World};
+
+/// Every run starts at 2026-01-01T00:00:00Z: a fixed epoch, never the wall clock.
+pub const EPOCH_SECS: u64 = 1_767_225_600;
+
+/// A failure of the simulation itself (not of an expectation).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("simulation failed: {0}")]
+pub struct RunError(pub String);
+
+/// Something the attacker could read, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The plaintext.
+    pub body: String,
+    /// How it was read.
+    pub means: String,
+    /// When the stanza was seen.
+    pub at: Duration,
+}
+
+/// What the attacker ended up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttackerReport {
+    /// Its position.
+    pub position: String,
+    /// How many stanzas it saw.
+    pub seen: usize,
+    /// Devices whose state it stole.
+    pub stolen: Vec<String>,
+    /// What it could read.
+    pub read: Vec<Read>,
+}
+
+/// One evaluated expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was expected, in words.
+    pub what: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// What was found instead (empty when ok).
+    pub detail: String,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Scenario name.
+    pub name: String,
+    /// Scenario file.
+    pub file: String,
+    /// The seed used.
+    pub seed: u64,
+    /// Simulated duration.
+    pub simulated: Duration,
+    /// The transcript.
+    pub transcript: Transcript,
+    /// Per device.
+    pub devices: BTreeMap<FullJid, DeviceLog>,
+    /// The attacker's report.
+    pub attacker: Option<AttackerReport>,
+    /// The `expect:` checks.
+    pub checks: Vec<Check>,
+}
+
+impl Outcome {
+    /// Whether every expectation held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The first failed expectation, in one line.
+    pub fn failure(&self) -> Option<String> {
+        self.checks.iter().find(|c| !c.ok).map(|c| format!("{}: {}", c.what, c.detail))
+    }
+
+    /// The reviewable text: header, transcript, outcome, expectations.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "scenario {} (seed {}, {} simulated)", self.name, self.seed, fmt_time(self.simulated));
+        out.push_str("== transcript ==\n");
+        out.push_str(&self.transcript.render());
+        out.push_str("== outcome ==\n");
+        for (dev, log) in &self.devices {
+            let bodies: Vec<String> = log.received.iter().map(describe_received).collect();
+            let _ = writeln!(out, "{dev}: received [{}]", bodies.join(", "));
+            if !log.alerts.is_empty() {
+                let _ = writeln!(out, "{dev}: alerts [{}]", log.alerts.join(", "));
+            }
+            if !log.errors.is_empty() {
+                let _ = writeln!(out, "{dev}: errors [{}]", log.errors.join(", "));
+            }
+            for (peer, result) in &log.verifications {
+                let _ = writeln!(out, "{dev}: verified {peer}: {result:?}");
+            }
+        }
+        if let Some(a) = &self.attacker {
+            let _ = writeln!(out, "attacker ({}): saw {} stanzas, stole [{}]", a.position, a.seen, a.stolen.join(", "));
+            for r in &a.read {
+                let _ = writeln!(out, "attacker read {:?} at {} ({})", r.body, fmt_time(r.at), r.means);
+            }
+            if a.read.is_empty() {
+                let _ = writeln!(out, "attacker read nothing");
+            }
+        }
+        out.push_str("== expectations ==\n");
+        for c in &self.checks {
+            if c.ok {
+                let _ = writeln!(out, "✓ {}", c.what);
+            } else {
+                let _ = writeln!(out, "✗ {} — {}", c.what, c.detail);
+            }
+        }
+        let _ = writeln!(out, "{}", if self.passed() { "PASS" } else { "FAIL" });
+        out
+    }
+}
+
+fn describe_received(r: &crate::world::Received) -> String {
+    let mut s = format!("{:?}", r.body);
+    if r.delayed {
+        s.push_str(" (delayed)");
+    }
+    match r.carbon {
+        Some(Carbon::Received) => s.push_str(" (carbon received)"),
+        Some(Carbon::Sent) => s.push_str(" (carbon sent)"),
+        None => {}
+    }
+    s
+}
+
+/// The deterministic random stream of one host: ChaCha20 keyed by the seed and the host name.
+pub fn host_rng(seed: u64, host: &str) -> ChaCha20Rng {
+    let mut h = Sha256::new();
+    h.update(b"jabberwock host rng\0");
+    h.update(seed.to_be_bytes());
+    h.update(host.as_bytes());
+    ChaCha20Rng::from_seed(h.finalize().into())
+}
+
+/// turmoil TCP as a [`Transport`], with a connect timeout (a partitioned host never answers).
+#[derive(Debug, Clone, Copy)]
+pub struct Net;
+
+impl Transport for Net {
+    type Io = turmoil::net::TcpStream;
+
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Io> {
+        let host = host.to_owned();
+        match tokio::time::timeout(Duration::from_secs(3), turmoil::net::TcpStream::connect((host.as_str(), port))).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+}
+
+async fn serve(server: Rc<Server<Net>>) -> turmoil::Result {
+    server.start();
+    let c2s = turmoil::net::TcpListener::bind(("0.0.0.0", C2S_PORT)).await?;
+    let s2s = turmoil::net::TcpListener::bind(("0.0.0.0", S2S_PORT)).await?;
+    let s2s_server = Rc::clone(&server);
+    tokio::task::spawn_local(async move {
+        while let Ok((io, _)) = s2s.accept().await {
+            tokio::task::spawn_local(Rc::clone(&s2s_server).serve_s2s(io));
+        }
+    });
+    loop {
+        let (io, _) = c2s.accept().await?;
+        tokio::task::spawn_local(Rc::clone(&server).serve_c2s(io));
+    }
+}
+
+/// Runs a scenario with its own seed.
+pub fn run(scenario: &Scenario) -> Result<Outcome, RunError> {
+    run_with_seed(scenario, scenario.seed)
+}
+
+/// Runs a scenario with the given seed.
+pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError> {
+    let epoch = Duration::from_secs(EPOCH_SECS);
+    let attacker = scenario.attacker.clone().map(Attacker::new);
+    let world = Rc::new(World::new(epoch, attacker));
+    let hooks: Rc<dyn Hooks> = world.clone();
+
+    let repair = scenario.links.iter().filter_map(|l| l.loss.map(|(_, r)| r)).fold(0.0_f64, f64::max);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + epoch)
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(scenario.end + Duration::from_secs(60))
+        .min_message_latency(scenario.latency.min)
+        .max_message_latency(scenario.latency.max)
+        .repair_rate(repair)
+        .tcp_capacity(1 << 16);
+    let mut sim = builder.build();
+
+    for domain in &scenario.servers {
+        let mut disk = Disk::default();
+        for (bare, password) in &scenario.accounts {
+            if bare.domain().as_str() == domain {
+                disk.accounts.insert(bare.clone(), Account { password: password.clone(), ..Account::default() });
+            }
+        }
+        let disk = Rc::new(RefCell::new(disk));
+        let peers: BTreeSet<String> = scenario
+            .federation
+            .iter()
+            .filter_map(|(a, b)| if a == domain { Some(b.clone()) } else if b == domain { Some(a.clone()) } else { None })
+            .collect();
+        let cfg = ServerConfig { domain: domain.clone(), peers, keepalive: scenario.keepalive };
+        let hooks = Rc::clone(&hooks);
+        sim.host(domain.as_str(), move || serve(Server::new(cfg.clone(), Rc::clone(&disk), Rc::clone(&hooks), Net)));
+    }
+
+    for dev in &scenario.devices {
+        let cfg = DeviceConfig {
+            jid: dev.jid.clone(),
+            password: dev.password.clone(),
+            server_host: dev.jid.domain().to_string(),
+            contacts: dev.contacts.clone(),
+            keepalive: scenario.keepalive,
+            reconnect_after: Duration::from_secs(1),
+        };
+        let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
+        let protocol = dev.protocol;
+        let hooks = Rc::clone(&hooks);
+        let host = dev.jid.to_string();
+        sim.host(host.as_str(), move || {
+            let device = Device::new(
+                cfg.clone(),
+                new_engine(protocol, &cfg.jid),
+                Box::new(host_rng(seed, &cfg.jid.to_string())),
+                Rc::clone(&hooks),
+                Net,
+            );
+            let schedule = schedule.clone();
+            async move {
+                device.run(schedule).await;
+                Ok(())
+            }
+        });
+    }
+
+    for link in &scenario.links {
+        let [a, b] = &link.between;
+        if let Some(l) = link.latency {
+            sim.set_link_latency(a.as_str(), b.as_str(), l.min);
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), l.max);
+        }
+        if let Some((p, _)) = link.loss {
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), p);
+        }
+    }
+
+    let mut events = scenario.events.iter().peekable();
+    loop {
+        let elapsed = sim.elapsed();
+        while let Some((_, ev)) = events.next_if(|(at, _)| *at <= elapsed) {
+            let text = match ev {
+                NetEvent::Partition(a, b) => {
+                    sim.partition(a.as_str(), b.as_str());
+                    format!("network: partition {a} ⇹ {b}")
+                }
+                NetEvent::Repair(a, b) => {
+                    sim.repair(a.as_str(), b.as_str());
+                    format!("network: repair {a} ⇆ {b}")
+                }
+                NetEvent::Crash(s) => {
+                    sim.crash(s.as_str());
+                    format!("network: server {s} crashes")
+                }
+                NetEvent::Restart(s) => {
+                    sim.bounce(s.as_str());
+                    format!("network: server {s} restarts")
+                }
+            };
+            world.transcript.borrow_mut().push(elapsed, "network", text, None);
+        }
+        if elapsed >= scenario.end {
+            break;
+        }
+        sim.step().map_err(|e| RunError(e.to_string()))?;
+    }
+
+    let devices = world.devices.borrow().clone();
+    let attacker = world.attacker.borrow_mut().take().map(|mut a| attacker_report(scenario, seed, &mut a));
+    let transcript = world.transcript.borrow().clone();
+    let mut outcome = Outcome {
+        name: scenario.name.clone(),
+        file: scenario.file.clone(),
+        seed,
+        simulated: sim.elapsed(),
+        transcript,
+        devices,
+        attacker,
+        checks: vec![],
+    };
+    outcome.checks = check(scenario, &outcome);
+    Ok(outcome)
+}
+
+/// The attacker decrypts honestly: it runs the protocols' own engines — a fresh one of its
+/// own (no keys), and every engine it stole — over every message it saw.
+fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> AttackerReport {
+    let me: FullJid = match "mallory@attacker.invalid/tap".parse() {
+        Ok(j) => j,
+        Err(_) => return AttackerReport { position: attacker.position().to_string(), seen: 0, stolen: vec![], read: vec![] },
+    };
+    let mut rng = host_rng(seed, "attacker");
+    let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
+    let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> =
+        protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me))).collect();
+    for (at, dev, engine) in attacker.stolen.drain(..) {
+        readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
+    }
+    let mut read: Vec<Read> = Vec::new();
+    for seen in &attacker.seen {
+        for msg in messages_in(&seen.stanza) {
+            for (means, engine) in readers.iter_mut() {
+                let mut cx = Cx { rng: &mut rng, now: Duration::from_secs(EPOCH_SECS) + seen.at };
+                let Ok(out) = engine.receive(&mut cx, &msg) else { continue };
+                for event in out.events {
+                    if let Event::Plaintext { body, .. } = event
+                        && !read.iter().any(|r| r.body == body)
+                    {
+                        read.push(Read { body, means: means.clone(), at: seen.at });
+                    }
+                }
+            }
+        }
+    }
+    AttackerReport {
+        position: attacker.position().to_string(),
+        seen: attacker.seen.len(),
+        stolen: readers.iter().filter(|(m, _)| m.starts_with("with")).map(|(m, _)| m.clone()).collect(),
+        read,
+    }
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut push = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail: if ok { String::new() } else { detail } });
+    for (party, key, e) in &scenario.expect {
+        match party {
+            Party::Attacker => check_attacker(key, e, outcome.attacker.as_ref(), &mut push),
+            Party::Device(jid) => {
+                let empty = DeviceLog::default();
+                let log = outcome.devices.get(jid).unwrap_or(&empty);
+                let got: Vec<String> = log.received.iter().map(|r| r.body.clone()).collect();
+                if let Some(want) = &e.received {
+                    let (ok, how) = if e.unordered {
+                        let (mut a, mut b) = (want.clone(), got.clone());
+                        a.sort();
+                        b.sort();
+                        (a == b, "in any order")
+                    } else {
+                        (*want == got, "in this order")
+                    };
+                    push(format!("{key} received {} {how}", list(want)), ok, format!("got {}", list(&got)));
+                }
+                for body in &e.delayed {
+                    let ok = log.received.iter().any(|r| &r.body == body && r.delayed);
+                    push(format!("{key} received {body:?} with a delay stamp"), ok, "no delayed copy".into());
+                }
+                for body in &e.carbons {
+                    let ok = log.received.iter().any(|r| &r.body == body && r.carbon.is_some());
+                    push(format!("{key} received {body:?} as a carbon"), ok, "no carbon copy".into());
+                }
+                if let Some(want) = &e.alerts {
+                    push(format!("{key} alerts {}", list(want)), *want == log.alerts, format!("got {}", list(&log.alerts)));
+                }
+                if let Some(want) = &e.errors {
+                    push(format!("{key} errors {}", list(want)), *want == log.errors, format!("got {}", list(&log.errors)));
+                }
+            }
+        }
+    }
+    checks
+}
+
+fn check_attacker(key: &str, e: &PartyExpect, report: Option<&AttackerReport>, push: &mut impl FnMut(String, bool, String)) {
+    if let Some(want) = &e.read {
+        let mut got: Vec<String> = report.map(|r| r.read.iter().map(|x| x.body.clone()).collect()).unwrap_or_default();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        got.sort();
+        push(format!("{key} read {}", list(want)), want_sorted == got, format!("read {}", list(&got)));
+    }
+}

@@ -1,0 +1,1091 @@
+//! Scenario files: the YAML a user writes, parsed strictly (unknown fields are errors), then
+//! validated into a [`Scenario`] the runner can execute. Every error names the file, the line
+//! and column, and the path of the field.
+//!
+//! The JSON Schema in `scenarios/scenario.schema.json` is generated from these same types
+//! (`jabberwock schema`), so editors validate while the user types.
+
+use core::fmt;
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft};
+use jabberwock_xmpp::{Command, Hop};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::units::{At, Dur, DurRange};
+
+// ---- the file format ---------------------------------------------------------------------
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Jabberwock scenario")]
+pub struct ScenarioFile {
+    /// A short kebab-case name.
+    pub name: String,
+    /// One or two sentences: what the scenario shows.
+    #[serde(default)]
+    pub about: String,
+    /// The seed of every random choice in the run (latencies, keys, nonces).
+    pub seed: u64,
+    /// How long to simulate; by default the last timeline step plus `settle`.
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    /// Extra simulated time after the last step (default 5s).
+    #[serde(default)]
+    pub settle: Option<Dur>,
+    /// The XMPP domains, one server each.
+    pub servers: Vec<At<String>>,
+    /// Federated pairs; by default every server federates with every other.
+    #[serde(default)]
+    pub federation: Option<Vec<At<[String; 2]>>>,
+    /// Accounts by bare JID.
+    pub accounts: BTreeMap<String, At<AccountSpec>>,
+    /// Network conditions.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// The attacker, if any.
+    #[serde(default)]
+    pub attacker: Option<AttackerSpec>,
+    /// What happens, in time order.
+    #[serde(default)]
+    pub timeline: Vec<At<Step>>,
+    /// Assertions: keys are devices (`alice/phone`) or `attacker`.
+    #[serde(default)]
+    pub expect: BTreeMap<String, At<PartyExpect>>,
+}
+
+/// An account.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    /// Devices by resource name, each with its protocol (`plain`, ...).
+    pub devices: BTreeMap<String, String>,
+    /// The SASL password (default: derived from the account name).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Accounts this one subscribes to; default: every other account in the scenario.
+    #[serde(default)]
+    pub contacts: Option<Vec<String>>,
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Default one-way latency of every link (turmoil's exponential distribution between the
+    /// bounds). Default 1ms..10ms.
+    #[serde(default)]
+    pub latency: Option<DurRange>,
+    /// Per-link overrides.
+    #[serde(default)]
+    pub links: Vec<At<LinkSpec>>,
+    /// Links cut for a time window (packets silently dropped; TCP sessions die by timeout).
+    #[serde(default)]
+    pub partitions: Vec<At<PartitionSpec>>,
+    /// Server crashes (and restarts).
+    #[serde(default)]
+    pub crashes: Vec<At<CrashSpec>>,
+    /// Devices that log out for a window.
+    #[serde(default)]
+    pub offline: Vec<At<OfflineSpec>>,
+    /// Silence before a client pings its server and then gives the stream up (default 10s).
+    #[serde(default)]
+    pub keepalive: Option<Dur>,
+}
+
+/// One link's conditions. Endpoints are servers (`a.example`) or devices (`alice/phone`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// The two endpoints.
+    pub between: [String; 2],
+    /// One-way latency range.
+    #[serde(default)]
+    pub latency: Option<DurRange>,
+    /// Probability per packet that the link fails, dropping what is in flight and breaking
+    /// the TCP streams on it until it is repaired (turmoil's fail rate).
+    #[serde(default)]
+    pub loss: Option<f64>,
+    /// Probability per step that a failed link is repaired (default 0.1 when `loss` is set).
+    #[serde(default)]
+    pub repair: Option<f64>,
+}
+
+/// A partition window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// The two endpoints.
+    pub between: [String; 2],
+    /// Start.
+    pub from: Dur,
+    /// End (never repaired when absent).
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+/// A server crash.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSpec {
+    /// The server's domain.
+    pub server: String,
+    /// When it crashes.
+    pub at: Dur,
+    /// When it restarts (never when absent).
+    #[serde(default)]
+    pub restart: Option<Dur>,
+}
+
+/// A device offline window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineSpec {
+    /// The device.
+    pub device: String,
+    /// When it logs out.
+    pub from: Dur,
+    /// When it logs back in (never when absent).
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+/// The attacker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttackerSpec {
+    /// Where it sits: `everywhere` (every hop), `server a.example` (a malicious server: every
+    /// hop that server touches, and the PEP items it serves), or `network X <-> Y` (one link,
+    /// between a device and its server or between two servers).
+    pub position: At<String>,
+    /// Rules applied in order to every stanza the attacker sees; the first whose match fits
+    /// acts. Everything else passes untouched.
+    #[serde(default)]
+    pub rules: Vec<At<RuleSpec>>,
+    /// Forged stanzas put on a hop at a time.
+    #[serde(default)]
+    pub inject: Vec<At<InjectSpec>>,
+}
+
+/// One attacker rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Which stanzas it applies to (all of them when empty).
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    /// What it does to them.
+    #[serde(rename = "do")]
+    pub action: ActionSpec,
+}
+
+/// A hop kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HopKind {
+    /// Client to server.
+    C2s,
+    /// Server to server.
+    S2s,
+    /// Server to client.
+    S2c,
+}
+
+/// A stanza kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StanzaKind {
+    /// `<message/>`
+    Message,
+    /// `<presence/>`
+    Presence,
+    /// `<iq/>`
+    Iq,
+}
+
+/// What a rule matches. All given fields must match.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// The hop kind.
+    #[serde(default)]
+    pub hop: Option<HopKind>,
+    /// The stanza's `from`: a bare JID matches all its resources.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The stanza's `to`: a bare JID matches all its resources.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The stanza kind.
+    #[serde(default)]
+    pub kind: Option<StanzaKind>,
+    /// The stanza has an element with this local name (at any depth).
+    #[serde(default)]
+    pub element: Option<String>,
+    /// The stanza has an element in this namespace (at any depth).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only within this window of simulated time (`1s..5s`).
+    #[serde(default)]
+    pub window: Option<DurRange>,
+    /// Act on at most this many stanzas.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// An attacker power.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ActionSpec {
+    /// Mark the stanza in the transcript (everything seen is knowledge anyway).
+    Observe,
+    /// Never deliver it.
+    Drop,
+    /// Deliver it later.
+    Delay(Dur),
+    /// Hold it until the next stanza on the same hop has passed (or `max` elapsed: default 5s),
+    /// so the two arrive in the other order.
+    Reorder,
+    /// Deliver this many extra copies right away.
+    Duplicate(u32),
+    /// Deliver it, and again this much later.
+    Replay(Dur),
+    /// Remove every element with this local name.
+    Strip(String),
+    /// Replace the first element with this local name by the given XML.
+    Replace {
+        /// Local name of the element to replace.
+        element: String,
+        /// The replacement, as XML (namespaces must be declared).
+        with: String,
+    },
+    /// Flip one bit in the text of the first element with this local name (base64 text is
+    /// decoded first and re-encoded after, so the bit lands in the payload).
+    Flip {
+        /// Local name of the element.
+        element: String,
+        /// Bit index (wraps around the payload length).
+        bit: u32,
+    },
+    /// Serve different PEP items: in pubsub results and notifications for `node` (from
+    /// `owner`, when given), replace each item's payload by the given XML. Server position only.
+    Substitute {
+        /// The PEP node.
+        node: String,
+        /// Only items of this account.
+        #[serde(default)]
+        owner: Option<String>,
+        /// The replacement payload, as XML.
+        with: String,
+    },
+}
+
+/// A forged stanza.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectSpec {
+    /// When.
+    pub at: Dur,
+    /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
+    pub hop: String,
+    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`).
+    pub stanza: String,
+}
+
+/// `online` or `offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Go {
+    /// Log in.
+    Online,
+    /// Log out.
+    Offline,
+}
+
+/// What an attacker steals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TheftSpec {
+    /// Identity keys only.
+    LongTermKeys,
+    /// All state, sessions included.
+    FullState,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendSpec {
+    /// The recipient account.
+    pub to: String,
+    /// The plaintext.
+    pub body: String,
+}
+
+/// A timeline step: `at` plus exactly one action (`wait` needs no device).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// When, in simulated time from the start.
+    pub at: Dur,
+    /// The acting device (`alice/phone` or `alice@a.example/phone`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Send a message through the device's engine.
+    #[serde(default)]
+    pub send: Option<SendSpec>,
+    /// Log out or in.
+    #[serde(default)]
+    pub go: Option<Go>,
+    /// Write raw bytes on the device's stream (for malformed XML).
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// Run the verification ceremony with this account over an out-of-band channel.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// The attacker steals the device's keys or state.
+    #[serde(default)]
+    pub compromise: Option<TheftSpec>,
+    /// Keep the simulation running at least until `at` (the text is a label).
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
+/// Expectations for one party.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartyExpect {
+    /// Device: the plaintexts shown to the user, in order (carbons included).
+    #[serde(default)]
+    pub received: Option<Vec<String>>,
+    /// Device: compare `received` ignoring order.
+    #[serde(default)]
+    pub unordered: bool,
+    /// Device: plaintexts that must have arrived with a XEP-0203 delay stamp.
+    #[serde(default)]
+    pub delayed: Vec<String>,
+    /// Device: plaintexts that must have arrived as XEP-0280 carbons.
+    #[serde(default)]
+    pub carbons: Vec<String>,
+    /// Device: alert reasons, in order.
+    #[serde(default)]
+    pub alerts: Option<Vec<String>>,
+    /// Device: error codes (engine errors, stanza errors, stream errors), in order.
+    #[serde(default)]
+    pub errors: Option<Vec<String>>,
+    /// Attacker: the plaintexts it could read, in any order.
+    #[serde(default)]
+    pub read: Option<Vec<String>>,
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+/// A scenario that cannot be run, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file.
+    pub file: String,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// The field path, e.g. `timeline[2].device`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "at `{}`: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+// ---- the validated model -----------------------------------------------------------------
+
+/// One device, ready to run.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Its full JID.
+    pub jid: FullJid,
+    /// How the scenario names it (`alice/phone`).
+    pub short: String,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// The account password.
+    pub password: String,
+    /// Accounts it subscribes to.
+    pub contacts: BTreeSet<BareJid>,
+    /// Its commands, by time since the start.
+    pub schedule: Vec<(Duration, Command)>,
+}
+
+/// A network event the runner applies between simulation steps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NetEvent {
+    /// Cut a link.
+    Partition(String, String),
+    /// Repair a link.
+    Repair(String, String),
+    /// Crash a server.
+    Crash(String),
+    /// Restart a crashed server.
+    Restart(String),
+}
+
+/// Per-link settings (host names).
+#[derive(Debug, Clone)]
+pub struct LinkConf {
+    /// Endpoint host names.
+    pub between: [String; 2],
+    /// Latency.
+    pub latency: Option<DurRange>,
+    /// Failure and repair rates.
+    pub loss: Option<(f64, f64)>,
+}
+
+/// Where the attacker sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Sees every hop.
+    Everywhere,
+    /// A malicious server: every hop it touches.
+    Server(String),
+    /// One link between a device and its server.
+    ClientLink(FullJid),
+    /// The federation link between two servers.
+    ServerLink(String, String),
+}
+
+impl Position {
+    /// Whether a hop is within reach.
+    pub fn sees(&self, hop: &Hop) -> bool {
+        match (self, hop) {
+            (Position::Everywhere, _) => true,
+            (Position::Server(d), h) => h.servers().contains(&d.as_str()),
+            (Position::ClientLink(dev), Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. }) => {
+                client == dev
+            }
+            (Position::ServerLink(a, b), Hop::ServerToServer { from, to }) => {
+                (from == a && to == b) || (from == b && to == a)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Everywhere => f.write_str("everywhere"),
+            Position::Server(d) => write!(f, "server {d}"),
+            Position::ClientLink(j) => write!(f, "network {j} <-> {}", j.domain()),
+            Position::ServerLink(a, b) => write!(f, "network {a} <-> {b}"),
+        }
+    }
+}
+
+/// A validated attacker rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its index in the file.
+    pub index: usize,
+    /// Match.
+    pub matcher: MatchSpec,
+    /// Action, with XML pre-parsed.
+    pub action: Action,
+}
+
+/// A validated attacker action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// See [`ActionSpec::Observe`].
+    Observe,
+    /// See [`ActionSpec::Drop`].
+    Drop,
+    /// See [`ActionSpec::Delay`].
+    Delay(Duration),
+    /// See [`ActionSpec::Reorder`].
+    Reorder,
+    /// See [`ActionSpec::Duplicate`].
+    Duplicate(u32),
+    /// See [`ActionSpec::Replay`].
+    Replay(Duration),
+    /// See [`ActionSpec::Strip`].
+    Strip(String),
+    /// See [`ActionSpec::Replace`].
+    Replace(String, Element),
+    /// See [`ActionSpec::Flip`].
+    Flip(String, u32),
+    /// See [`ActionSpec::Substitute`].
+    Substitute {
+        /// Node.
+        node: String,
+        /// Owner.
+        owner: Option<BareJid>,
+        /// Replacement payload.
+        with: Element,
+    },
+}
+
+/// The validated attacker.
+#[derive(Debug, Clone)]
+pub struct AttackerPlan {
+    /// Position.
+    pub position: Position,
+    /// Rules.
+    pub rules: Vec<Rule>,
+    /// Injections (time since start, hop, stanza).
+    pub inject: Vec<(Duration, Hop, Element)>,
+}
+
+/// A party in `expect:`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Party {
+    /// A device, by full JID.
+    Device(FullJid),
+    /// The attacker.
+    Attacker,
+}
+
+/// A scenario ready to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file it came from.
+    pub file: String,
+    /// Its name.
+    pub name: String,
+    /// What it shows.
+    pub about: String,
+    /// The seed.
+    pub seed: u64,
+    /// How long to simulate.
+    pub end: Duration,
+    /// Server domains.
+    pub servers: Vec<String>,
+    /// Federated pairs (each pair sorted).
+    pub federation: BTreeSet<(String, String)>,
+    /// Accounts and passwords.
+    pub accounts: BTreeMap<BareJid, String>,
+    /// Devices.
+    pub devices: Vec<DeviceSpec>,
+    /// Default latency.
+    pub latency: DurRange,
+    /// Link settings.
+    pub links: Vec<LinkConf>,
+    /// Network events by time.
+    pub events: Vec<(Duration, NetEvent)>,
+    /// Keepalive.
+    pub keepalive: Duration,
+    /// The attacker.
+    pub attacker: Option<AttackerPlan>,
+    /// Expectations.
+    pub expect: Vec<(Party, String, PartyExpect)>,
+}
+
+impl Scenario {
+    /// The device with this full JID.
+    pub fn device(&self, jid: &FullJid) -> Option<&DeviceSpec> {
+        self.devices.iter().find(|d| d.jid == *jid)
+    }
+}
+
+/// Parses and validates a scenario. `file` is only used in error messages.
+pub fn parse(file: &str, yaml: &str) -> Result<Scenario, ScenarioError> {
+    let raw: ScenarioFile = serde_saphyr::from_str(yaml).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        ScenarioError { file: file.to_owned(), line, column, path: String::new(), message: e.to_string() }
+    })?;
+    Validator { file, raw: &raw, devices: BTreeMap::new() }.run()
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    raw: &'a ScenarioFile,
+    /// full JID → (short name, protocol)
+    devices: BTreeMap<FullJid, (String, Protocol)>,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, at: (u64, u64), path: impl Into<String>, message: impl Into<String>) -> Result<T, ScenarioError> {
+        Err(ScenarioError {
+            file: self.file.to_owned(),
+            line: at.0,
+            column: at.1,
+            path: path.into(),
+            message: message.into(),
+        })
+    }
+
+    fn device_ref(&self, at: (u64, u64), path: &str, name: &str) -> Result<FullJid, ScenarioError> {
+        if let Ok(full) = name.parse::<FullJid>()
+            && self.devices.contains_key(&full)
+        {
+            return Ok(full);
+        }
+        let matches: Vec<&FullJid> = self
+            .devices
+            .iter()
+            .filter(|(_, (short, _))| short == name)
+            .map(|(j, _)| j)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => {
+                let known: Vec<&str> = self.devices.values().map(|(s, _)| s.as_str()).collect();
+                self.err(at, path, format!("unknown device `{name}` (devices: {})", known.join(", ")))
+            }
+            _ => self.err(at, path, format!("`{name}` is ambiguous: write the full JID")),
+        }
+    }
+
+    fn account_ref(&self, at: (u64, u64), path: &str, name: &str) -> Result<BareJid, ScenarioError> {
+        match name.parse::<BareJid>() {
+            Ok(b) if self.raw.accounts.contains_key(&b.to_string()) => Ok(b),
+            _ => self.err(at, path, format!("unknown account `{name}`")),
+        }
+    }
+
+    /// A server or a device, as a turmoil host name.
+    fn endpoint(&self, at: (u64, u64), path: &str, name: &str) -> Result<String, ScenarioError> {
+        if self.raw.servers.iter().any(|s| s.value == name) {
+            return Ok(name.to_owned());
+        }
+        self.device_ref(at, path, name).map(|j| j.to_string())
+    }
+
+    fn xml(&self, at: (u64, u64), path: &str, xml: &str) -> Result<Element, ScenarioError> {
+        xml.parse::<Element>().or_else(|e| self.err(at, path, format!("not well-formed XML: {e}")))
+    }
+
+    fn run(mut self) -> Result<Scenario, ScenarioError> {
+        let raw = self.raw;
+        let top = (1, 1);
+        if raw.servers.is_empty() {
+            return self.err(top, "servers", "at least one server is needed");
+        }
+        let mut servers = Vec::new();
+        for (i, s) in raw.servers.iter().enumerate() {
+            let pos = (s.line, s.column);
+            if s.value.parse::<jabberwock_e2e::Jid>().map(|j| j.node().is_some() || j.resource().is_some()).unwrap_or(true) {
+                return self.err(pos, format!("servers[{i}]"), format!("`{}` is not a domain", s.value));
+            }
+            if servers.contains(&s.value) {
+                return self.err(pos, format!("servers[{i}]"), format!("`{}` is listed twice", s.value));
+            }
+            servers.push(s.value.clone());
+        }
+        let mut federation = BTreeSet::new();
+        match &raw.federation {
+            None => {
+                for a in &servers {
+                    for b in &servers {
+                        if a < b {
+                            federation.insert((a.clone(), b.clone()));
+                        }
+                    }
+                }
+            }
+            Some(pairs) => {
+                for (i, p) in pairs.iter().enumerate() {
+                    let [a, b] = &p.value;
+                    for d in [a, b] {
+                        if !servers.contains(d) {
+                            return self.err((p.line, p.column), format!("federation[{i}]"), format!("unknown server `{d}`"));
+                        }
+                    }
+                    if a == b {
+                        return self.err((p.line, p.column), format!("federation[{i}]"), "a server cannot federate with itself");
+                    }
+                    federation.insert(if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) });
+                }
+            }
+        }
+
+        // Accounts and devices.
+        let mut accounts = BTreeMap::new();
+        for (name, acc) in &raw.accounts {
+            let pos = (acc.line, acc.column);
+            let path = format!("accounts.{name}");
+            let Ok(bare) = name.parse::<BareJid>() else {
+                return self.err(pos, path, format!("`{name}` is not a bare JID"));
+            };
+            if bare.node().is_none() {
+                return self.err(pos, path, format!("`{name}` needs a local part (user@domain)"));
+            }
+            if !servers.contains(&bare.domain().to_string()) {
+                return self.err(pos, path, format!("no server hosts `{}`", bare.domain()));
+            }
+            if acc.devices.is_empty() {
+                return self.err(pos, format!("{path}.devices"), "an account needs at least one device");
+            }
+            let password = acc.password.clone().unwrap_or_else(|| format!("pw-{}", bare.node().map(|n| n.to_string()).unwrap_or_default()));
+            accounts.insert(bare.clone(), password);
+            for (res, proto) in &acc.devices {
+                let Ok(full) = bare.with_resource_str(res) else {
+                    return self.err(pos, format!("{path}.devices.{res}"), format!("`{res}` is not a valid resource"));
+                };
+                let protocol = proto.parse::<Protocol>().or_else(|e| self.err(pos, format!("{path}.devices.{res}"), e))?;
+                let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
+                self.devices.insert(full, (short, protocol));
+            }
+        }
+        let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
+        for (full, (short, protocol)) in &self.devices {
+            let bare = full.to_bare();
+            let acc = &raw.accounts[&bare.to_string()];
+            let contacts = match &acc.contacts {
+                None => accounts.keys().filter(|b| **b != bare).cloned().collect(),
+                Some(list) => {
+                    let mut set = BTreeSet::new();
+                    for (i, c) in list.iter().enumerate() {
+                        set.insert(self.account_ref((acc.line, acc.column), &format!("accounts.{bare}.contacts[{i}]"), c)?);
+                    }
+                    set
+                }
+            };
+            device_specs.insert(
+                full.clone(),
+                DeviceSpec {
+                    jid: full.clone(),
+                    short: short.clone(),
+                    protocol: *protocol,
+                    password: accounts[&bare].clone(),
+                    contacts,
+                    schedule: vec![],
+                },
+            );
+        }
+
+        // Network.
+        let net = &raw.network;
+        let mut links = Vec::new();
+        for (i, l) in net.links.iter().enumerate() {
+            let pos = (l.line, l.column);
+            let path = format!("network.links[{i}]");
+            let a = self.endpoint(pos, &path, &l.between[0])?;
+            let b = self.endpoint(pos, &path, &l.between[1])?;
+            let loss = match l.loss {
+                Some(p) if !(0.0..=1.0).contains(&p) => return self.err(pos, format!("{path}.loss"), "a probability is between 0 and 1"),
+                Some(p) => Some((p, l.repair.unwrap_or(0.1).clamp(0.0, 1.0))),
+                None => None,
+            };
+            links.push(LinkConf { between: [a, b], latency: l.latency, loss });
+        }
+        let mut events = Vec::new();
+        for (i, p) in net.partitions.iter().enumerate() {
+            let pos = (p.line, p.column);
+            let path = format!("network.partitions[{i}]");
+            let a = self.endpoint(pos, &path, &p.between[0])?;
+            let b = self.endpoint(pos, &path, &p.between[1])?;
+            if let Some(until) = p.until
+                && until <= p.from
+            {
+                return self.err(pos, format!("{path}.until"), "the window ends before it starts");
+            }
+            events.push((p.from.0, NetEvent::Partition(a.clone(), b.clone())));
+            if let Some(until) = p.until {
+                events.push((until.0, NetEvent::Repair(a, b)));
+            }
+        }
+        for (i, c) in net.crashes.iter().enumerate() {
+            let pos = (c.line, c.column);
+            let path = format!("network.crashes[{i}]");
+            if !servers.contains(&c.server) {
+                return self.err(pos, format!("{path}.server"), format!("unknown server `{}`", c.server));
+            }
+            if let Some(r) = c.restart
+                && r <= c.at
+            {
+                return self.err(pos, format!("{path}.restart"), "the restart comes before the crash");
+            }
+            events.push((c.at.0, NetEvent::Crash(c.server.clone())));
+            if let Some(r) = c.restart {
+                events.push((r.0, NetEvent::Restart(c.server.clone())));
+            }
+        }
+        for (i, o) in net.offline.iter().enumerate() {
+            let pos = (o.line, o.column);
+            let path = format!("network.offline[{i}]");
+            let dev = self.device_ref(pos, &format!("{path}.device"), &o.device)?;
+            if let Some(u) = o.until
+                && u <= o.from
+            {
+                return self.err(pos, format!("{path}.until"), "the window ends before it starts");
+            }
+            if let Some(spec) = device_specs.get_mut(&dev) {
+                spec.schedule.push((o.from.0, Command::GoOffline));
+                if let Some(u) = o.until {
+                    spec.schedule.push((u.0, Command::GoOnline));
+                }
+            }
+        }
+        events.sort();
+
+        // Timeline.
+        let mut last = Duration::ZERO;
+        let mut end = Duration::ZERO;
+        for (i, step) in raw.timeline.iter().enumerate() {
+            let pos = (step.line, step.column);
+            let path = format!("timeline[{i}]");
+            let at = step.at.0;
+            if at < last {
+                return self.err(pos, format!("{path}.at"), format!("{} is earlier than the previous step ({}): steps go in time order", step.at, Dur(last)));
+            }
+            last = at;
+            end = end.max(at);
+            let actions = [step.send.is_some(), step.go.is_some(), step.raw.is_some(), step.verify.is_some(), step.compromise.is_some(), step.wait.is_some()];
+            let n = actions.iter().filter(|a| **a).count();
+            if n != 1 {
+                return self.err(pos, path, format!("a step needs exactly one of send, go, raw, verify, compromise, wait (found {n})"));
+            }
+            if step.wait.is_some() {
+                if step.device.is_some() {
+                    return self.err(pos, format!("{path}.device"), "`wait` takes no device");
+                }
+                continue;
+            }
+            let Some(dev_name) = &step.device else {
+                return self.err(pos, path, "this step needs a `device`");
+            };
+            let dev = self.device_ref(pos, &format!("{path}.device"), dev_name)?;
+            let command = if let Some(s) = &step.send {
+                let to = self.account_ref(pos, &format!("{path}.send.to"), &s.to)?;
+                Command::Send { to, body: s.body.clone() }
+            } else if let Some(go) = step.go {
+                match go {
+                    Go::Online => Command::GoOnline,
+                    Go::Offline => Command::GoOffline,
+                }
+            } else if let Some(raw_bytes) = &step.raw {
+                Command::Raw(raw_bytes.clone())
+            } else if let Some(peer) = &step.verify {
+                let peer = self.account_ref(pos, &format!("{path}.verify"), peer)?;
+                Command::Verify { peer }
+            } else if let Some(theft) = step.compromise {
+                if raw.attacker.is_none() {
+                    return self.err(pos, format!("{path}.compromise"), "a compromise needs an `attacker:` to hand the keys to");
+                }
+                Command::Compromise(match theft {
+                    TheftSpec::LongTermKeys => Theft::LongTermKeys,
+                    TheftSpec::FullState => Theft::FullState,
+                })
+            } else {
+                continue;
+            };
+            if let Some(spec) = device_specs.get_mut(&dev) {
+                spec.schedule.push((at, command));
+            }
+        }
+        for spec in device_specs.values_mut() {
+            spec.schedule.sort_by_key(|(at, _)| *at);
+            if let Some((at, _)) = spec.schedule.last() {
+                end = end.max(*at);
+            }
+        }
+        for (at, _) in &events {
+            end = end.max(*at);
+        }
+
+        // Attacker.
+        let attacker = match &raw.attacker {
+            None => None,
+            Some(a) => Some(self.attacker(a, &servers, &federation)?),
+        };
+        if let Some(plan) = &attacker {
+            for (at, _, _) in &plan.inject {
+                end = end.max(*at);
+            }
+        }
+
+        // Expectations.
+        let mut expect = Vec::new();
+        for (key, e) in &raw.expect {
+            let pos = (e.line, e.column);
+            let path = format!("expect.{key}");
+            if key == "attacker" {
+                if raw.attacker.is_none() {
+                    return self.err(pos, path, "there is no attacker in this scenario");
+                }
+                if e.received.is_some() || !e.delayed.is_empty() || !e.carbons.is_empty() || e.alerts.is_some() || e.errors.is_some() {
+                    return self.err(pos, path, "the attacker only has `read`");
+                }
+                expect.push((Party::Attacker, key.clone(), e.value.clone()));
+            } else {
+                let dev = self.device_ref(pos, &path, key)?;
+                if e.read.is_some() {
+                    return self.err(pos, format!("{path}.read"), "`read` is for the attacker");
+                }
+                expect.push((Party::Device(dev), key.clone(), e.value.clone()));
+            }
+        }
+
+        let settle = raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+        let end = match raw.duration {
+            Some(d) if d.0 < end => {
+                return self.err(top, "duration", format!("{d} ends before the last event at {}", Dur(end)));
+            }
+            Some(d) => d.0,
+            None => end + settle,
+        };
+        Ok(Scenario {
+            file: self.file.to_owned(),
+            name: raw.name.clone(),
+            about: raw.about.clone(),
+            seed: raw.seed,
+            end,
+            servers,
+            federation,
+            accounts,
+            devices: device_specs.into_values().collect(),
+            latency: net.latency.unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) }),
+            links,
+            events,
+            keepalive: net.keepalive.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            attacker,
+            expect,
+        })
+    }
+
+    fn attacker(&self, a: &AttackerSpec, servers: &[String], federation: &BTreeSet<(String, String)>) -> Result<AttackerPlan, ScenarioError> {
+        let pos = (a.position.line, a.position.column);
+        let words: Vec<&str> = a.position.value.split_whitespace().collect();
+        let position = match words.as_slice() {
+            ["everywhere"] => Position::Everywhere,
+            ["server", d] if servers.iter().any(|s| s == d) => Position::Server((*d).to_owned()),
+            ["network", x, "<->", y] => {
+                let is_server = |n: &str| servers.iter().any(|s| s == n);
+                match (is_server(x), is_server(y)) {
+                    (true, true) => {
+                        let pair = if x < y { ((*x).to_owned(), (*y).to_owned()) } else { ((*y).to_owned(), (*x).to_owned()) };
+                        if !federation.contains(&pair) {
+                            return self.err(pos, "attacker.position", format!("{x} and {y} are not federated"));
+                        }
+                        Position::ServerLink(pair.0, pair.1)
+                    }
+                    (false, true) | (true, false) => {
+                        let (dev, srv) = if is_server(y) { (*x, *y) } else { (*y, *x) };
+                        let dev = self.device_ref(pos, "attacker.position", dev)?;
+                        if dev.domain().as_str() != srv {
+                            return self.err(pos, "attacker.position", format!("{dev} does not connect to {srv}"));
+                        }
+                        Position::ClientLink(dev)
+                    }
+                    (false, false) => return self.err(pos, "attacker.position", "a network position names a link with at least one server"),
+                }
+            }
+            _ => {
+                return self.err(
+                    pos,
+                    "attacker.position",
+                    format!("`{}`: write `everywhere`, `server <domain>` or `network <a> <-> <b>`", a.position.value),
+                );
+            }
+        };
+        let mut rules = Vec::new();
+        for (i, r) in a.rules.iter().enumerate() {
+            let rpos = (r.line, r.column);
+            let path = format!("attacker.rules[{i}]");
+            let m = &r.matcher;
+            for (field, value) in [("from", &m.from), ("to", &m.to)] {
+                if let Some(v) = value {
+                    let known = self.devices.keys().any(|d| d.to_string() == *v || d.to_bare().to_string() == *v) || servers.iter().any(|s| s == v);
+                    if !known {
+                        return self.err(rpos, format!("{path}.match.{field}"), format!("`{v}` matches no device, account or server"));
+                    }
+                }
+            }
+            if let Some(HopKind::S2s) = m.hop
+                && federation.is_empty()
+            {
+                return self.err(rpos, format!("{path}.match.hop"), "no federation link exists: this rule matches nothing");
+            }
+            let reachable_kind = |k: HopKind| match (&position, k) {
+                (Position::ServerLink(..), HopKind::S2s) => true,
+                (Position::ServerLink(..), _) => false,
+                (Position::ClientLink(_), HopKind::S2s) => false,
+                _ => true,
+            };
+            if let Some(k) = m.hop
+                && !reachable_kind(k)
+            {
+                return self.err(rpos, format!("{path}.match.hop"), format!("an attacker at `{position}` never sees this hop: the rule matches nothing"));
+            }
+            if m.count == Some(0) {
+                return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
+            }
+            let action = match &r.action {
+                ActionSpec::Observe => Action::Observe,
+                ActionSpec::Drop => Action::Drop,
+                ActionSpec::Delay(d) => Action::Delay(d.0),
+                ActionSpec::Reorder => Action::Reorder,
+                ActionSpec::Duplicate(n) => Action::Duplicate(*n),
+                ActionSpec::Replay(d) => Action::Replay(d.0),
+                ActionSpec::Strip(e) => Action::Strip(e.clone()),
+                ActionSpec::Replace { element, with } => Action::Replace(element.clone(), self.xml(rpos, &format!("{path}.do.replace.with"), with)?),
+                ActionSpec::Flip { element, bit } => Action::Flip(element.clone(), *bit),
+                ActionSpec::Substitute { node, owner, with } => {
+                    if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                        return self.err(rpos, format!("{path}.do.substitute"), "only a server position serves PEP items");
+                    }
+                    let owner = match owner {
+                        Some(o) => Some(self.account_ref(rpos, &format!("{path}.do.substitute.owner"), o)?),
+                        None => None,
+                    };
+                    Action::Substitute { node: node.clone(), owner, with: self.xml(rpos, &format!("{path}.do.substitute.with"), with)? }
+                }
+            };
+            rules.push(Rule { index: i, matcher: m.clone(), action });
+        }
+        let mut inject = Vec::new();
+        for (i, inj) in a.inject.iter().enumerate() {
+            let ipos = (inj.line, inj.column);
+            let path = format!("attacker.inject[{i}]");
+            let words: Vec<&str> = inj.hop.split_whitespace().collect();
+            let hop = match words.as_slice() {
+                ["c2s", d] => {
+                    let dev = self.device_ref(ipos, &format!("{path}.hop"), d)?;
+                    Hop::ClientToServer { server: dev.domain().to_string(), client: dev }
+                }
+                ["s2c", d] => {
+                    let dev = self.device_ref(ipos, &format!("{path}.hop"), d)?;
+                    Hop::ServerToClient { server: dev.domain().to_string(), client: dev }
+                }
+                ["s2s", a, "->", b] => {
+                    let pair = if a < b { ((*a).to_owned(), (*b).to_owned()) } else { ((*b).to_owned(), (*a).to_owned()) };
+                    if !federation.contains(&pair) {
+                        return self.err(ipos, format!("{path}.hop"), format!("{a} and {b} are not federated"));
+                    }
+                    Hop::ServerToServer { from: (*a).to_owned(), to: (*b).to_owned() }
+                }
+                _ => return self.err(ipos, format!("{path}.hop"), format!("`{}`: write `c2s <device>`, `s2c <device>` or `s2s <from> -> <to>`", inj.hop)),
+            };
+            if !position.sees(&hop) {
+                return self.err(ipos, format!("{path}.hop"), format!("an attacker at `{position}` cannot reach {hop}"));
+            }
+            let stanza = self.xml(ipos, &format!("{path}.stanza"), &inj.stanza)?;
+            if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
+                return self.err(ipos, format!("{path}.stanza"), "an injected stanza is in xmlns='jabber:client'");
+            }
+            inject.push((inj.at.0, hop, stanza));
+        }
+        Ok(AttackerPlan { position, rules, inject })
+    }
+}
+
+/// The JSON Schema of scenario files, pretty-printed with a trailing newline.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ScenarioFile);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,180 @@
+//! The transcript: one line per event, simulated time first, stanzas in one canonical form.
+//!
+//! Stanzas are re-serialised (never the raw input): attributes sorted, `xmlns` written only
+//! where the namespace changes, the stream's default namespace omitted. Long base64 text is
+//! shown as `⟨b64 NB #hash⟩` so a snapshot stays reviewable yet changes when one ciphertext
+//! byte changes. The full bytes stay in [`Entry::xml`] for the JSON Lines export.
+
+use core::fmt::Write as _;
+use core::time::Duration;
+
+use base64::Engine as _;
+use jabberwock_e2e::Element;
+use jabberwock_e2e::xml::NS_CLIENT;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::units::fmt_time;
+
+/// One transcript line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Simulated time since the start, in milliseconds.
+    pub t_ms: u64,
+    /// `hop`, `attack`, `event`, `session`, `error`, `network`.
+    pub kind: &'static str,
+    /// The rendered line (without the time).
+    pub text: String,
+    /// The full canonical XML of the stanza, when the line is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xml: Option<String>,
+}
+
+/// The whole transcript of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transcript {
+    /// Lines in order.
+    pub entries: Vec<Entry>,
+}
+
+impl Transcript {
+    /// Appends a line.
+    pub fn push(&mut self, at: Duration, kind: &'static str, text: String, xml: Option<String>) {
+        self.entries.push(Entry { t_ms: at.as_millis() as u64, kind, text, xml });
+    }
+
+    /// The human-readable form, one line per entry.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for e in &self.entries {
+            let _ = writeln!(out, "[{:>9}] {}", fmt_time(Duration::from_millis(e.t_ms)), e.text);
+        }
+        out
+    }
+
+    /// JSON Lines with the full stanzas, each line tagged with the scenario name.
+    pub fn jsonl_for(&self, scenario: &str) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            scenario: &'a str,
+            #[serde(flatten)]
+            entry: &'a Entry,
+        }
+        let mut out = String::new();
+        for entry in &self.entries {
+            out.push_str(&serde_json::to_string(&Line { scenario, entry }).unwrap_or_default());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Canonical XML with long base64 abbreviated (for transcript lines).
+pub fn short_xml(el: &Element) -> String {
+    let mut out = String::new();
+    write_el(&mut out, el, NS_CLIENT, true);
+    out
+}
+
+/// Canonical XML with every byte (for exports and the oracle).
+pub fn full_xml(el: &Element) -> String {
+    let mut out = String::new();
+    write_el(&mut out, el, NS_CLIENT, false);
+    out
+}
+
+fn escape(s: &str, out: &mut String, attr: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' if attr => out.push_str("&apos;"),
+            '\n' if attr => out.push_str("&#10;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_el(out: &mut String, el: &Element, parent_ns: &str, abbreviate: bool) {
+    let ns = el.ns();
+    out.push('<');
+    out.push_str(el.name());
+    if ns != parent_ns {
+        out.push_str(" xmlns='");
+        escape(&ns, out, true);
+        out.push('\'');
+    }
+    let mut attrs: Vec<(String, &String)> = el
+        .attrs()
+        .iter()
+        .map(|((attr_ns, name), value)| {
+            let name = if attr_ns.is_none() { name.to_string() } else { format!("{{{}}}{name}", attr_ns.as_str()) };
+            (name, value)
+        })
+        .collect();
+    attrs.sort();
+    for (name, value) in attrs {
+        out.push(' ');
+        out.push_str(&name);
+        out.push_str("='");
+        escape(value, out, true);
+        out.push('\'');
+    }
+    let mut nodes = el.nodes().peekable();
+    if nodes.peek().is_none() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    for node in nodes {
+        match node {
+            minidom::Node::Element(child) => write_el(out, child, &ns, abbreviate),
+            minidom::Node::Text(t) => match abbreviate.then(|| abbreviate_b64(t)).flatten() {
+                Some(short) => out.push_str(&short),
+                None => escape(t, out, false),
+            },
+        }
+    }
+    out.push_str("</");
+    out.push_str(el.name());
+    out.push('>');
+}
+
+/// `⟨b64 NB #xxxxxx⟩` for text that is long base64 (24 characters or more).
+fn abbreviate_b64(text: &str) -> Option<String> {
+    let t = text.trim();
+    if t.len() < 24 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=') {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(t).ok()?;
+    let hash = Sha256::digest(&bytes);
+    Some(format!("⟨b64 {}B #{:02x}{:02x}{:02x}⟩", bytes.len(), hash[0], hash[1], hash[2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_form_sorts_attributes_and_elides_the_stream_namespace() {
+        let el: Element = "<message xmlns='jabber:client' type='chat' to='b@x' id='1'><body>a&amp;b</body><x xmlns='urn:x' k='v'><y/></x></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            short_xml(&el),
+            "<message id='1' to='b@x' type='chat'><body>a&amp;b</body><x k='v' xmlns='urn:x'><y/></x></message>"
+                .replace(" k='v' xmlns='urn:x'", " xmlns='urn:x' k='v'")
+        );
+    }
+
+    #[test]
+    fn long_base64_is_abbreviated_but_still_changes_with_the_bytes() {
+        let a: Element = "<p xmlns='urn:x'>AAECAwQFBgcICQoLDA0ODxAREhMUFRYX</p>".parse().unwrap();
+        let b: Element = "<p xmlns='urn:x'>AAECAwQFBgcICQoLDA0ODxAREhMUFRYY</p>".parse().unwrap();
+        let (sa, sb) = (short_xml(&a), short_xml(&b));
+        assert!(sa.contains("⟨b64 24B #"), "{sa}");
+        assert_ne!(sa, sb);
+        assert!(full_xml(&a).contains("AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"));
+    }
+}

@@ -1,0 +1,231 @@
+//! [`World`]: the simulator's side of the [`Hooks`] seam. It stamps sim time, writes the
+//! transcript, runs the attacker on every hop and keeps what each device experienced.
+
+use core::cell::RefCell;
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use jabberwock_e2e::{BareJid, Carbon, Element, Engine, Event, FullJid, OutOfBand, VerificationResult};
+use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket};
+
+use crate::attacker::Attacker;
+use crate::transcript::{Transcript, full_xml, short_xml};
+use crate::units::fmt_time;
+
+/// A plaintext a device showed its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The text.
+    pub body: String,
+    /// Who sent it.
+    pub from: String,
+    /// It carried a delay stamp.
+    pub delayed: bool,
+    /// It came as a carbon.
+    pub carbon: Option<Carbon>,
+    /// Trust, as the engine reported it.
+    pub trust: String,
+}
+
+/// What one device experienced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceLog {
+    /// Plaintexts shown, in order.
+    pub received: Vec<Received>,
+    /// Alert reasons, in order.
+    pub alerts: Vec<String>,
+    /// Error codes, in order.
+    pub errors: Vec<String>,
+    /// Verification outcomes.
+    pub verifications: Vec<(BareJid, VerificationResult)>,
+}
+
+/// The simulator's hooks.
+#[derive(Debug)]
+pub struct World {
+    epoch: Duration,
+    /// The transcript.
+    pub transcript: RefCell<Transcript>,
+    /// The attacker, if the scenario has one.
+    pub attacker: RefCell<Option<Attacker>>,
+    /// Per-device logs.
+    pub devices: RefCell<BTreeMap<FullJid, DeviceLog>>,
+    oob: RefCell<BTreeMap<FullJid, OutOfBand>>,
+}
+
+impl World {
+    /// A world whose clock starts at `epoch` (since the Unix epoch).
+    pub fn new(epoch: Duration, attacker: Option<Attacker>) -> Self {
+        World {
+            epoch,
+            transcript: RefCell::new(Transcript::default()),
+            attacker: RefCell::new(attacker),
+            devices: RefCell::new(BTreeMap::new()),
+            oob: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now().saturating_sub(self.epoch)
+    }
+
+    /// Appends a transcript line at the current time.
+    pub fn line(&self, kind: &'static str, text: String, xml: Option<String>) {
+        let at = self.elapsed();
+        self.transcript.borrow_mut().push(at, kind, text, xml);
+    }
+
+    fn attacker_label(&self) -> String {
+        self.attacker.borrow().as_ref().map(|a| format!("⚔ attacker ({})", a.position())).unwrap_or_default()
+    }
+
+    fn log(&self, device: &FullJid, f: impl FnOnce(&mut DeviceLog)) {
+        f(self.devices.borrow_mut().entry(device.clone()).or_default());
+    }
+}
+
+impl Hooks for World {
+    fn now(&self) -> Duration {
+        turmoil::since_epoch().unwrap_or(self.epoch)
+    }
+
+    fn intercept(&self, hop: &Hop, stanza: Element) -> Vec<Release> {
+        let original = full_xml(&stanza);
+        self.line("hop", format!("{hop}  {}", short_xml(&stanza)), Some(original.clone()));
+        let mut log = Vec::new();
+        let at = self.elapsed();
+        let releases = match self.attacker.borrow_mut().as_mut() {
+            Some(a) => a.intercept(at, hop, stanza, &mut log),
+            None => vec![Release::Now(stanza)],
+        };
+        let label = self.attacker_label();
+        for line in log {
+            self.line("attack", format!("{label} {line}"), None);
+        }
+        // A modified stanza is shown as it leaves the attacker.
+        for r in &releases {
+            if let Release::Now(s) = r
+                && full_xml(s) != original
+            {
+                self.line("attack", format!("{label} delivers on {hop}: {}", short_xml(s)), Some(full_xml(s)));
+            }
+        }
+        releases
+    }
+
+    fn redeem(&self, ticket: Ticket) -> Option<Element> {
+        let redeemed = self.attacker.borrow_mut().as_mut().and_then(|a| a.redeem(ticket));
+        let (hop, stanza) = redeemed?;
+        let label = self.attacker_label();
+        self.line("attack", format!("{label} releases on {hop}: {}", short_xml(&stanza)), Some(full_xml(&stanza)));
+        Some(stanza)
+    }
+
+    fn injections(&self, server: &str) -> Vec<Injection> {
+        let attacker = self.attacker.borrow();
+        let Some(a) = attacker.as_ref() else { return vec![] };
+        a.injections()
+            .iter()
+            .filter(|(_, hop, _)| match hop {
+                Hop::ServerToServer { to, .. } => to == server,
+                Hop::ClientToServer { server: s, .. } | Hop::ServerToClient { server: s, .. } => s == server,
+            })
+            .map(|(at, hop, stanza)| Injection { at: self.epoch + *at, hop: hop.clone(), stanza: stanza.clone() })
+            .collect()
+    }
+
+    fn note(&self, note: Note<'_>) {
+        match note {
+            Note::SessionUp { device } => self.line("session", format!("{device} ⇄ {} session up (SASL PLAIN, bound)", device.domain()), None),
+            Note::SessionDown { device, reason } => self.line("session", format!("{device} session down: {reason}"), None),
+            Note::ConnectFailed { party, reason } => self.line("session", format!("{party} cannot connect: {reason}"), None),
+            Note::StreamError { party, condition, detail } => {
+                if let Ok(dev) = party.parse::<FullJid>() {
+                    self.log(&dev, |l| l.errors.push(condition.to_owned()));
+                }
+                self.line("error", format!("{party} ✗ stream error <{condition}>: {detail}"), None);
+            }
+            Note::StoredOffline { server, account, id } => {
+                self.line("event", format!("{server} stores {id} for offline {account} (XEP-0160)"), None)
+            }
+            Note::Send { device, to, body, queued } => {
+                let q = if queued { " (queued: offline)" } else { "" };
+                self.line("event", format!("{device} ⇒ sends {body:?} to {to}{q}"), None);
+            }
+            Note::Event { device, event } => match event {
+                Event::Plaintext { from, body, trust, delay, carbon } => {
+                    let mut extra = format!("trust={trust}");
+                    if let Some(d) = delay {
+                        extra.push_str(&format!(", delayed {}", fmt_time(*d)));
+                    }
+                    if let Some(c) = carbon {
+                        extra.push_str(match c {
+                            Carbon::Received => ", carbon=received",
+                            Carbon::Sent => ", carbon=sent",
+                        });
+                    }
+                    self.line("event", format!("{device} ⇐ plaintext {body:?} from {from} ({extra})"), None);
+                    let r = Received {
+                        body: body.clone(),
+                        from: from.to_string(),
+                        delayed: delay.is_some(),
+                        carbon: *carbon,
+                        trust: trust.to_string(),
+                    };
+                    self.log(device, |l| l.received.push(r));
+                }
+                Event::Alert { reason, detail } => {
+                    self.line("event", format!("{device} ⚠ alert {reason}: {detail}"), None);
+                    self.log(device, |l| l.alerts.push((*reason).to_owned()));
+                }
+                Event::Verification { peer, result } => {
+                    self.line("event", format!("{device} ✓ verification of {peer}: {result:?}"), None);
+                    self.log(device, |l| l.verifications.push((peer.clone(), *result)));
+                }
+                other => self.line("event", format!("{device} event {other:?}"), None),
+            },
+            Note::EngineError { device, error } => {
+                self.line("error", format!("{device} ✗ engine error {} ({:?} at fault): {error}", error.code(), error.fault()), None);
+                self.log(device, |l| l.errors.push(error.code().to_owned()));
+            }
+            Note::StanzaError { device, from, condition } => {
+                self.line("error", format!("{device} ✗ stanza error <{condition}> from {from}"), None);
+                self.log(device, |l| l.errors.push(condition));
+            }
+            Note::ClientAlert { device, reason, detail } => {
+                self.line("event", format!("{device} ⚠ alert {reason}: {detail}"), None);
+                self.log(device, |l| l.alerts.push(reason.to_owned()));
+            }
+            Note::Injected { hop, stanza } => {
+                let label = self.attacker_label();
+                self.line("attack", format!("{label} injects on {hop}: {}", short_xml(stanza)), Some(full_xml(stanza)));
+            }
+            Note::Lost { hop, reason } => self.line("error", format!("{hop} stanza lost: {reason}"), None),
+            other => self.line("event", format!("{other:?}"), None),
+        }
+    }
+
+    fn announce(&self, device: &FullJid, oob: OutOfBand) {
+        self.oob.borrow_mut().insert(device.clone(), oob);
+    }
+
+    fn out_of_band(&self, peer: &BareJid) -> OutOfBand {
+        let mut says = Vec::new();
+        for (dev, oob) in self.oob.borrow().iter() {
+            if dev.to_bare() == *peer {
+                says.extend(oob.peer_says.iter().cloned());
+            }
+        }
+        OutOfBand { peer_says: says }
+    }
+
+    fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {
+        let at = self.elapsed();
+        let label = self.attacker_label();
+        self.line("attack", format!("{label} steals the state of {device}"), None);
+        if let Some(a) = self.attacker.borrow_mut().as_mut() {
+            a.stolen.push((at, device.clone(), stolen));
+        }
+    }
+}
