@@ -381,7 +381,7 @@ impl<T: Transport> Device<T> {
                     }
                     let inner = wrapper.get_child("forwarded", NS_FORWARD).and_then(|f| f.get_child("message", NS_CLIENT));
                     match inner {
-                        Some(inner) => self.to_engine(c, inner.clone(), Some(which)).await,
+                        Some(inner) => self.hand_to_engine(c, inner.clone(), Some(which)).await,
                         None => {
                             let error = E2eError::Missing { what: "forwarded message" };
                             self.hooks.note(Note::EngineError { device: &self.cfg.jid, error: &error });
@@ -389,7 +389,7 @@ impl<T: Transport> Device<T> {
                     }
                     return;
                 }
-                self.to_engine(c, stanza, None).await;
+                self.hand_to_engine(c, stanza, None).await;
             }
             None => {}
         }
@@ -425,7 +425,7 @@ impl<T: Transport> Device<T> {
                         self.subscribe_if_needed(c, &contact).await;
                     }
                 } else if stanza.has_child("pubsub", NS_PUBSUB) {
-                    self.to_engine(c, stanza, None).await;
+                    self.hand_to_engine(c, stanza, None).await;
                 }
             }
             _ => self.stanza_error(&stanza, from),
@@ -460,7 +460,7 @@ impl<T: Transport> Device<T> {
         self.hooks.note(Note::StanzaError { device: &self.cfg.jid, from, condition });
     }
 
-    async fn to_engine(&mut self, c: &mut Conn<T::Io>, stanza: Element, carbon: Option<Carbon>) {
+    async fn hand_to_engine(&mut self, c: &mut Conn<T::Io>, stanza: Element, carbon: Option<Carbon>) {
         let now = self.hooks.now();
         // XEP-0203 §3: how long the server held the message.
         let delay = stanza

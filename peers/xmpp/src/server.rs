@@ -282,7 +282,7 @@ impl<T: Transport> Server<T> {
     }
 
     /// Sends a stanza to one of our client sessions across the server→client hop.
-    fn to_session(self: &Rc<Self>, client: &FullJid, stanza: Element) {
+    fn send_to_session(self: &Rc<Self>, client: &FullJid, stanza: Element) {
         let hop = Hop::ServerToClient { server: self.cfg.domain.clone(), client: client.clone() };
         self.through(hop, stanza, Self::deliver_s2c);
     }
@@ -625,7 +625,7 @@ impl<T: Transport> Server<T> {
         stanza.set("from", from);
         if jid_attr(&stanza, "to").is_err() {
             if let Some(reply) = error_reply(&stanza, "modify", "jid-malformed", Some(self.domain())) {
-                self.to_session(client, reply);
+                self.send_to_session(client, reply);
             }
             return;
         }
@@ -664,7 +664,7 @@ impl<T: Transport> Server<T> {
             return;
         }
         if to.node().is_none() {
-            self.to_server(stanza);
+            self.for_server(stanza);
             return;
         }
         let bare = to.to_bare();
@@ -699,7 +699,7 @@ impl<T: Transport> Server<T> {
         }
     }
 
-    fn to_server(self: &Rc<Self>, stanza: Element) {
+    fn for_server(self: &Rc<Self>, stanza: Element) {
         if stanza.name() != "iq" {
             return;
         }
@@ -733,7 +733,7 @@ impl<T: Transport> Server<T> {
         if let Ok(full) = to.clone().try_into_full() {
             // RFC 6121 §8.5.3.1 / §8.5.3.2.3: an iq to a full JID goes to that session only.
             if self.sessions.borrow().contains_key(&full) {
-                self.to_session(&full, stanza);
+                self.send_to_session(&full, stanza);
             } else if t == "get" || t == "set" {
                 self.reply_error(&stanza, "cancel", "service-unavailable");
             }
@@ -758,7 +758,7 @@ impl<T: Transport> Server<T> {
                 let full = requester.clone().try_into_full().ok();
                 let found = full.as_ref().and_then(|f| self.sessions.borrow_mut().get_mut(f).map(|s| s.carbons = enable));
                 match (full, found) {
-                    (Some(full), Some(())) => self.to_session(&full, iq_result(&stanza, None, None)),
+                    (Some(full), Some(())) => self.send_to_session(&full, iq_result(&stanza, None, None)),
                     _ => self.reply_error(&stanza, "modify", "bad-request"),
                 }
             }
@@ -787,7 +787,7 @@ impl<T: Transport> Server<T> {
         if let Ok(full) = to.clone().try_into_full() {
             if self.sessions.borrow().contains_key(&full) {
                 self.received_carbons(&full, &stanza);
-                self.to_session(&full, stanza);
+                self.send_to_session(&full, stanza);
                 return;
             }
             // §8.5.3.2.1: no such resource — chat and normal are treated as if sent to the bare JID.
@@ -806,7 +806,7 @@ impl<T: Transport> Server<T> {
         if !targets.is_empty() {
             // §8.5.2.1.1: deliver to all available resources with non-negative priority.
             for full in targets {
-                self.to_session(&full, stanza.clone());
+                self.send_to_session(&full, stanza.clone());
             }
             return;
         }
@@ -877,7 +877,7 @@ impl<T: Transport> Server<T> {
         }
         for other in self.carbon_copies(recipient) {
             let copy = Self::wrap_carbon("received", &recipient.to_bare(), &other, stanza);
-            self.to_session(&other, copy);
+            self.send_to_session(&other, copy);
         }
     }
 
@@ -888,7 +888,7 @@ impl<T: Transport> Server<T> {
         }
         for other in self.carbon_copies(sender) {
             let copy = Self::wrap_carbon("sent", &sender.to_bare(), &other, stanza);
-            self.to_session(&other, copy);
+            self.send_to_session(&other, copy);
         }
     }
 
@@ -958,7 +958,7 @@ impl<T: Transport> Server<T> {
         for other in others {
             let mut copy = stanza.clone();
             copy.set("to", other.to_string());
-            self.to_session(&other, copy);
+            self.send_to_session(&other, copy);
         }
     }
 
@@ -978,11 +978,11 @@ impl<T: Transport> Server<T> {
                 .with("type", "subscribe")
                 .with("from", contact.to_string())
                 .with("to", bare.to_string());
-            self.to_session(client, req);
+            self.send_to_session(client, req);
         }
         for mut msg in stored {
             msg.set("to", client.to_string());
-            self.to_session(client, msg);
+            self.send_to_session(client, msg);
         }
     }
 
@@ -1006,7 +1006,7 @@ impl<T: Transport> Server<T> {
                 .with("id", self.next_id("push"))
                 .with("to", full.to_string())
                 .child(el("query", NS_ROSTER).child(it.clone()));
-            self.to_session(&full, push);
+            self.send_to_session(&full, push);
         }
     }
 
@@ -1080,7 +1080,7 @@ impl<T: Transport> Server<T> {
             for full in me.available_sessions(&user) {
                 let mut copy = s.clone();
                 copy.set("to", full.to_string());
-                me.to_session(&full, copy);
+                me.send_to_session(&full, copy);
             }
         };
         match stanza_type(&stanza) {
@@ -1148,7 +1148,7 @@ impl<T: Transport> Server<T> {
                     return;
                 }
                 match to.clone().try_into_full() {
-                    Ok(full) if self.sessions.borrow().contains_key(&full) => self.to_session(&full, stanza),
+                    Ok(full) if self.sessions.borrow().contains_key(&full) => self.send_to_session(&full, stanza),
                     Ok(_) => {}
                     Err(_) => deliver_all(self, &stanza),
                 }
@@ -1169,7 +1169,7 @@ impl<T: Transport> Server<T> {
                 }
                 q.append_child(it);
             }
-            self.to_session(&client, iq_result(iq, None, Some(q)));
+            self.send_to_session(&client, iq_result(iq, None, Some(q)));
             return;
         }
         let items: Vec<&Element> = query.children().filter(|c| c.is("item", NS_ROSTER)).collect();
@@ -1188,7 +1188,7 @@ impl<T: Transport> Server<T> {
         } else {
             self.update_roster(owner, &contact, |_| {});
         }
-        self.to_session(&client, iq_result(iq, None, None));
+        self.send_to_session(&client, iq_result(iq, None, None));
         self.roster_push(owner, &contact);
     }
 
@@ -1305,7 +1305,7 @@ impl<T: Transport> Server<T> {
                 )
         };
         for full in self.available_sessions(owner) {
-            self.to_session(&full, event(full.to_string()));
+            self.send_to_session(&full, event(full.to_string()));
         }
         for (contact, item) in self.roster_of(owner) {
             if item.subscription.has_from() {

@@ -1,0 +1,75 @@
+//! Bad scenarios fail with file:line:column, the field's path and a clear message — never a
+//! panic.
+
+use jabberwock_sim::parse;
+
+const GOOD_HEAD: &str = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example: {devices: {laptop: plain}}\n";
+
+fn error(yaml: &str) -> String {
+    match parse("bad.yaml", yaml) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_yaml_points_at_the_spot() {
+    let e = error("name: x\nseed: [1\n");
+    assert!(e.starts_with("bad.yaml:2:"), "{e}");
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_location() {
+    let e = error(&format!("{GOOD_HEAD}colour: blue\n"));
+    assert!(e.starts_with("bad.yaml:7:1"), "{e}");
+    assert!(e.contains("colour"), "{e}");
+    let e = error(&format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, sned: {{to: bob@a.example, body: x}}}}\n"));
+    assert!(e.starts_with("bad.yaml:8:"), "{e}");
+    assert!(e.contains("sned"), "{e}");
+}
+
+#[test]
+fn a_step_for_an_unknown_device() {
+    let e = error(&format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: carol/phone, send: {{to: bob@a.example, body: x}}}}\n"));
+    assert!(e.starts_with("bad.yaml:8:5: at `timeline[0].device`: unknown device `carol/phone`"), "{e}");
+}
+
+#[test]
+fn a_time_in_the_past() {
+    let e = error(&format!(
+        "{GOOD_HEAD}timeline:\n  - {{at: 5s, device: alice/phone, send: {{to: bob@a.example, body: x}}}}\n  - {{at: 2s, device: alice/phone, send: {{to: bob@a.example, body: y}}}}\n"
+    ));
+    assert!(e.starts_with("bad.yaml:9:5: at `timeline[1].at`"), "{e}");
+    assert!(e.contains("earlier than the previous step"), "{e}");
+}
+
+#[test]
+fn a_rule_that_matches_nothing() {
+    let e = error(&format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{from: carol@a.example}}, do: drop}}\n"));
+    assert!(e.contains("at `attacker.rules[0].match.from`"), "{e}");
+    assert!(e.contains("matches no device"), "{e}");
+    let e = error(&format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{hop: s2s}}, do: drop}}\n"));
+    assert!(e.contains("matches nothing"), "{e}");
+}
+
+#[test]
+fn other_impossible_scenarios() {
+    for (yaml, needle) in [
+        (format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone}}\n"), "exactly one of"),
+        (format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, send: {{to: zed@a.example, body: x}}}}\n"), "unknown account"),
+        (format!("{GOOD_HEAD}network:\n  crashes:\n    - {{server: b.example, at: 1s}}\n"), "unknown server"),
+        (format!("{GOOD_HEAD}network:\n  partitions:\n    - {{between: [alice/phone, a.example], from: 5s, until: 2s}}\n"), "ends before it starts"),
+        (format!("{GOOD_HEAD}network:\n  latency: 50ms..10ms\n"), "minimum above its maximum"),
+        (format!("{GOOD_HEAD}network:\n  keepalive: soon\n"), "not a duration"),
+        (format!("{GOOD_HEAD}attacker:\n  position: under the sea\n"), "everywhere"),
+        (format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{do: {{replace: {{element: body, with: '<body'}}}}}}\n"), "not well-formed XML"),
+        (format!("{GOOD_HEAD}expect:\n  carol/phone: {{received: []}}\n"), "unknown device"),
+        (format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, compromise: full-state}}\n"), "needs an `attacker:`"),
+        ("name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: rot13}}\n".to_owned(), "unknown protocol `rot13`"),
+        ("name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@b.example: {devices: {phone: plain}}\n".to_owned(), "no server hosts"),
+    ] {
+        let e = error(&yaml);
+        assert!(e.contains(needle), "expected {needle:?} in: {e}");
+        assert!(e.starts_with("bad.yaml:") && !e.starts_with("bad.yaml:0:0"), "no location in: {e}");
+    }
+}
