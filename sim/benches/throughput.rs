@@ -27,27 +27,9 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 /// The full cases: 10 clients × 1,000 messages each, 200 clients × 50 messages each.
-const FULL: &[Case] = &[
-    Case {
-        clients: 10,
-        per_client: 1_000,
-    },
-    Case {
-        clients: 200,
-        per_client: 50,
-    },
-];
+const FULL: &[Case] = &[Case { clients: 10, per_client: 1_000 }, Case { clients: 200, per_client: 50 }];
 /// The quick (CI smoke) cases.
-const QUICK: &[Case] = &[
-    Case {
-        clients: 10,
-        per_client: 50,
-    },
-    Case {
-        clients: 50,
-        per_client: 5,
-    },
-];
+const QUICK: &[Case] = &[Case { clients: 10, per_client: 50 }, Case { clients: 50, per_client: 5 }];
 
 /// Marks the machine-readable line a child prints for its parent.
 const RESULT_TAG: &str = "THROUGHPUT-RESULT";
@@ -68,10 +50,7 @@ impl Case {
         if clients < 2 || per_client == 0 {
             return Err(format!("`{s}`: need at least 2 clients and 1 message each"));
         }
-        Ok(Case {
-            clients,
-            per_client,
-        })
+        Ok(Case { clients, per_client })
     }
 
     fn name(self) -> String {
@@ -94,13 +73,8 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        cases: vec![],
-        spacing_ms: 10,
-        full_roster: false,
-        in_process: false,
-        child: false,
-    };
+    let mut opts =
+        Options { cases: vec![], spacing_ms: 10, full_roster: false, in_process: false, child: false };
     let mut quick = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -148,11 +122,7 @@ fn scenario_yaml(case: Case, spacing_ms: u64, full_roster: bool) -> String {
     let n = case.clients;
     let mut y = String::with_capacity(128 * case.total() + 128 * n);
     y.push_str("name: throughput\n");
-    let _ = writeln!(
-        y,
-        "about: {n} clients send {} messages each to the next one.",
-        case.per_client
-    );
+    let _ = writeln!(y, "about: {n} clients send {} messages each to the next one.", case.per_client);
     y.push_str("seed: 1\nservers: [a.example]\naccounts:\n");
     for i in 0..n {
         if full_roster {
@@ -160,16 +130,8 @@ fn scenario_yaml(case: Case, spacing_ms: u64, full_roster: bool) -> String {
         } else {
             let prev = account((i + n - 1) % n);
             let next = account((i + 1) % n);
-            let contacts = if prev == next {
-                next
-            } else {
-                format!("{prev}, {next}")
-            };
-            let _ = writeln!(
-                y,
-                "  {}: {{devices: {{d: plain}}, contacts: [{contacts}]}}",
-                account(i)
-            );
+            let contacts = if prev == next { next } else { format!("{prev}, {next}") };
+            let _ = writeln!(y, "  {}: {{devices: {{d: plain}}, contacts: [{contacts}]}}", account(i));
         }
     }
     y.push_str("network:\n  latency: 1ms..10ms\ntimeline:\n");
@@ -226,8 +188,7 @@ impl Measured {
             self.parse_wall.as_nanos(),
             self.run_wall.as_nanos(),
             self.simulated.as_nanos(),
-            self.peak_kib
-                .map_or_else(|| "?".to_owned(), |k| k.to_string()),
+            self.peak_kib.map_or_else(|| "?".to_owned(), |k| k.to_string()),
             self.errors,
             self.alerts,
         )
@@ -276,10 +237,7 @@ impl Measured {
 }
 
 fn mib(kib: Option<u64>) -> String {
-    kib.map_or_else(
-        || "?".to_owned(),
-        |k| format!("{:.1} MiB", k as f64 / 1024.0),
-    )
+    kib.map_or_else(|| "?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
 
 /// Runs one case in this process.
@@ -316,13 +274,7 @@ fn measure(case: Case, spacing_ms: u64, full_roster: bool) -> Result<Measured, S
 fn measure_in_child(case: Case, opts: &Options) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "--child",
-        "--case",
-        &case.name(),
-        "--spacing-ms",
-        &opts.spacing_ms.to_string(),
-    ]);
+    cmd.args(["--child", "--case", &case.name(), "--spacing-ms", &opts.spacing_ms.to_string()]);
     if opts.full_roster {
         cmd.arg("--full-roster");
     }
@@ -332,11 +284,7 @@ fn measure_in_child(case: Case, opts: &Options) -> Result<Measured, String> {
         .map_err(|e| format!("spawning the child: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!(
-            "case {}: child exited with {}",
-            case.name(),
-            out.status
-        ));
+        return Err(format!("case {}: child exited with {}", case.name(), out.status));
     }
     let line = stdout
         .lines()
@@ -424,9 +372,5 @@ fn main() -> ExitCode {
         println!();
         print!("{}", table(&results));
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

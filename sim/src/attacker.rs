@@ -44,7 +44,15 @@ impl Attacker {
     /// An attacker following `plan`.
     pub fn new(plan: AttackerPlan) -> Self {
         let applied = vec![0; plan.rules.len()];
-        Attacker { plan, applied, held: BTreeMap::new(), next_ticket: 0, reorder_slot: BTreeMap::new(), seen: vec![], stolen: vec![] }
+        Attacker {
+            plan,
+            applied,
+            held: BTreeMap::new(),
+            next_ticket: 0,
+            reorder_slot: BTreeMap::new(),
+            seen: vec![],
+            stolen: vec![],
+        }
     }
 
     /// Where it sits.
@@ -71,7 +79,13 @@ impl Attacker {
 
     /// A stanza crosses `hop` at `at`: record it and apply the first matching rule. `log`
     /// receives one line per attacker action.
-    pub fn intercept(&mut self, at: Duration, hop: &Hop, stanza: Element, log: &mut Vec<String>) -> Vec<Release> {
+    pub fn intercept(
+        &mut self,
+        at: Duration,
+        hop: &Hop,
+        stanza: Element,
+        log: &mut Vec<String>,
+    ) -> Vec<Release> {
         if !self.plan.position.sees(hop) {
             return vec![Release::Now(stanza)];
         }
@@ -97,7 +111,16 @@ impl Attacker {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn act(&mut self, rule: usize, action: &Action, hop: &Hop, stanza: Element, id: &str, slot_busy: bool, log: &mut Vec<String>) -> Vec<Release> {
+    fn act(
+        &mut self,
+        rule: usize,
+        action: &Action,
+        hop: &Hop,
+        stanza: Element,
+        id: &str,
+        slot_busy: bool,
+        log: &mut Vec<String>,
+    ) -> Vec<Release> {
         let tag = format!("rule {rule}");
         match action {
             Action::Observe => {
@@ -155,7 +178,9 @@ impl Attacker {
             Action::Substitute { node, owner, with } => {
                 let mut s = stanza;
                 let from_owner = owner.as_ref().is_none_or(|o| {
-                    s.attr("from").and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok()).is_some_and(|j| j.to_bare() == *o)
+                    s.attr("from")
+                        .and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok())
+                        .is_some_and(|j| j.to_bare() == *o)
                 });
                 let n = if from_owner { substitute(&mut s, node, with) } else { 0 };
                 if n > 0 {
@@ -181,7 +206,9 @@ fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
     let hop_ok = m.hop.is_none_or(|k| {
         matches!(
             (k, hop),
-            (HopKind::C2s, Hop::ClientToServer { .. }) | (HopKind::S2s, Hop::ServerToServer { .. }) | (HopKind::S2c, Hop::ServerToClient { .. })
+            (HopKind::C2s, Hop::ClientToServer { .. })
+                | (HopKind::S2s, Hop::ServerToServer { .. })
+                | (HopKind::S2c, Hop::ServerToClient { .. })
         )
     });
     let kind_ok = m.kind.is_none_or(|k| {
@@ -312,15 +339,20 @@ mod tests {
 
     #[test]
     fn flip_changes_one_payload_bit() {
-        let mut el: Element = "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAA=</payload></m>".parse().unwrap();
+        let mut el: Element =
+            "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAA=</payload></m>".parse().unwrap();
         assert_eq!(flip(&mut el, "payload", 9), Some("the base64 payload of"));
         let text = el.children().next().unwrap().text();
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), vec![0, 2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(text).unwrap(),
+            vec![0, 2, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
     fn strip_and_replace_reach_nested_elements() {
-        let mut el: Element = "<m xmlns='jabber:client'><a><body>x</body></a><body>y</body></m>".parse().unwrap();
+        let mut el: Element =
+            "<m xmlns='jabber:client'><a><body>x</body></a><body>y</body></m>".parse().unwrap();
         assert_eq!(strip(&mut el, "body"), 2);
         let mut el: Element = "<m xmlns='jabber:client'><a><body>x</body></a></m>".parse().unwrap();
         let with: Element = "<body xmlns='jabber:client'>evil</body>".parse().unwrap();

@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use jabberwock_e2e::{Carbon, Cx, Event, FullJid, Protocol, new_engine};
-use jabberwock_xmpp::{C2S_PORT, Device, DeviceConfig, Disk, Account, Hooks, S2S_PORT, Server, ServerConfig, Transport};
+use jabberwock_xmpp::{
+    Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
@@ -98,7 +100,13 @@ impl Outcome {
     /// The reviewable text: header, transcript, outcome, expectations.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "scenario {} (seed {}, {} simulated)", self.name, self.seed, fmt_time(self.simulated));
+        let _ = writeln!(
+            out,
+            "scenario {} (seed {}, {} simulated)",
+            self.name,
+            self.seed,
+            fmt_time(self.simulated)
+        );
         out.push_str("== transcript ==\n");
         out.push_str(&self.transcript.render());
         out.push_str("== outcome ==\n");
@@ -116,7 +124,13 @@ impl Outcome {
             }
         }
         if let Some(a) = &self.attacker {
-            let _ = writeln!(out, "attacker ({}): saw {} stanzas, stole [{}]", a.position, a.seen, a.stolen.join(", "));
+            let _ = writeln!(
+                out,
+                "attacker ({}): saw {} stanzas, stole [{}]",
+                a.position,
+                a.seen,
+                a.stolen.join(", ")
+            );
             for r in &a.read {
                 let _ = writeln!(out, "attacker read {:?} at {} ({})", r.body, fmt_time(r.at), r.means);
             }
@@ -168,7 +182,12 @@ impl Transport for Net {
 
     async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Io> {
         let host = host.to_owned();
-        match tokio::time::timeout(Duration::from_secs(3), turmoil::net::TcpStream::connect((host.as_str(), port))).await {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            turmoil::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
         }
@@ -220,18 +239,29 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let mut disk = Disk::default();
         for (bare, password) in &scenario.accounts {
             if bare.domain().as_str() == domain {
-                disk.accounts.insert(bare.clone(), Account { password: password.clone(), ..Account::default() });
+                disk.accounts
+                    .insert(bare.clone(), Account { password: password.clone(), ..Account::default() });
             }
         }
         let disk = Rc::new(RefCell::new(disk));
         let peers: BTreeSet<String> = scenario
             .federation
             .iter()
-            .filter_map(|(a, b)| if a == domain { Some(b.clone()) } else if b == domain { Some(a.clone()) } else { None })
+            .filter_map(|(a, b)| {
+                if a == domain {
+                    Some(b.clone())
+                } else if b == domain {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
             .collect();
         let cfg = ServerConfig { domain: domain.clone(), peers, keepalive: scenario.keepalive };
         let hooks = Rc::clone(&hooks);
-        sim.host(domain.as_str(), move || serve(Server::new(cfg.clone(), Rc::clone(&disk), Rc::clone(&hooks), Net)));
+        sim.host(domain.as_str(), move || {
+            serve(Server::new(cfg.clone(), Rc::clone(&disk), Rc::clone(&hooks), Net))
+        });
     }
 
     for dev in &scenario.devices {
@@ -326,7 +356,14 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
 fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> AttackerReport {
     let me: FullJid = match "mallory@attacker.invalid/tap".parse() {
         Ok(j) => j,
-        Err(_) => return AttackerReport { position: attacker.position().to_string(), seen: 0, stolen: vec![], read: vec![] },
+        Err(_) => {
+            return AttackerReport {
+                position: attacker.position().to_string(),
+                seen: 0,
+                stolen: vec![],
+                read: vec![],
+            };
+        }
     };
     let mut rng = host_rng(seed, "attacker");
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
@@ -366,7 +403,9 @@ fn list(items: &[String]) -> String {
 
 fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut push = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail: if ok { String::new() } else { detail } });
+    let mut push = |what: String, ok: bool, detail: String| {
+        checks.push(Check { what, ok, detail: if ok { String::new() } else { detail } })
+    };
     for (party, key, e) in &scenario.expect {
         match party {
             Party::Attacker => check_attacker(key, e, outcome.attacker.as_ref(), &mut push),
@@ -394,10 +433,18 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
                     push(format!("{key} received {body:?} as a carbon"), ok, "no carbon copy".into());
                 }
                 if let Some(want) = &e.alerts {
-                    push(format!("{key} alerts {}", list(want)), *want == log.alerts, format!("got {}", list(&log.alerts)));
+                    push(
+                        format!("{key} alerts {}", list(want)),
+                        *want == log.alerts,
+                        format!("got {}", list(&log.alerts)),
+                    );
                 }
                 if let Some(want) = &e.errors {
-                    push(format!("{key} errors {}", list(want)), *want == log.errors, format!("got {}", list(&log.errors)));
+                    push(
+                        format!("{key} errors {}", list(want)),
+                        *want == log.errors,
+                        format!("got {}", list(&log.errors)),
+                    );
                 }
             }
         }
@@ -405,9 +452,15 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
     checks
 }
 
-fn check_attacker(key: &str, e: &PartyExpect, report: Option<&AttackerReport>, push: &mut impl FnMut(String, bool, String)) {
+fn check_attacker(
+    key: &str,
+    e: &PartyExpect,
+    report: Option<&AttackerReport>,
+    push: &mut impl FnMut(String, bool, String),
+) {
     if let Some(want) = &e.read {
-        let mut got: Vec<String> = report.map(|r| r.read.iter().map(|x| x.body.clone()).collect()).unwrap_or_default();
+        let mut got: Vec<String> =
+            report.map(|r| r.read.iter().map(|x| x.body.clone()).collect()).unwrap_or_default();
         let mut want_sorted = want.clone();
         want_sorted.sort();
         got.sort();

@@ -472,9 +472,10 @@ impl Position {
         match (self, hop) {
             (Position::Everywhere, _) => true,
             (Position::Server(d), h) => h.servers().contains(&d.as_str()),
-            (Position::ClientLink(dev), Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. }) => {
-                client == dev
-            }
+            (
+                Position::ClientLink(dev),
+                Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. },
+            ) => client == dev,
             (Position::ServerLink(a, b), Hop::ServerToServer { from, to }) => {
                 (from == a && to == b) || (from == b && to == a)
             }
@@ -616,7 +617,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, at: (u64, u64), path: impl Into<String>, message: impl Into<String>) -> Result<T, ScenarioError> {
+    fn err<T>(
+        &self,
+        at: (u64, u64),
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, ScenarioError> {
         Err(ScenarioError {
             file: self.file.to_owned(),
             line: at.0,
@@ -632,12 +638,8 @@ impl Validator<'_> {
         {
             return Ok(full);
         }
-        let matches: Vec<&FullJid> = self
-            .devices
-            .iter()
-            .filter(|(_, (short, _))| short == name)
-            .map(|(j, _)| j)
-            .collect();
+        let matches: Vec<&FullJid> =
+            self.devices.iter().filter(|(_, (short, _))| short == name).map(|(j, _)| j).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => {
@@ -676,7 +678,11 @@ impl Validator<'_> {
         let mut servers = Vec::new();
         for (i, s) in raw.servers.iter().enumerate() {
             let pos = (s.line, s.column);
-            if s.value.parse::<jabberwock_e2e::Jid>().map(|j| j.node().is_some() || j.resource().is_some()).unwrap_or(true) {
+            if s.value
+                .parse::<jabberwock_e2e::Jid>()
+                .map(|j| j.node().is_some() || j.resource().is_some())
+                .unwrap_or(true)
+            {
                 return self.err(pos, format!("servers[{i}]"), format!("`{}` is not a domain", s.value));
             }
             if servers.contains(&s.value) {
@@ -700,11 +706,19 @@ impl Validator<'_> {
                     let [a, b] = &p.value;
                     for d in [a, b] {
                         if !servers.contains(d) {
-                            return self.err((p.line, p.column), format!("federation[{i}]"), format!("unknown server `{d}`"));
+                            return self.err(
+                                (p.line, p.column),
+                                format!("federation[{i}]"),
+                                format!("unknown server `{d}`"),
+                            );
                         }
                     }
                     if a == b {
-                        return self.err((p.line, p.column), format!("federation[{i}]"), "a server cannot federate with itself");
+                        return self.err(
+                            (p.line, p.column),
+                            format!("federation[{i}]"),
+                            "a server cannot federate with itself",
+                        );
                     }
                     federation.insert(if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) });
                 }
@@ -728,13 +742,22 @@ impl Validator<'_> {
             if acc.devices.is_empty() {
                 return self.err(pos, format!("{path}.devices"), "an account needs at least one device");
             }
-            let password = acc.password.clone().unwrap_or_else(|| format!("pw-{}", bare.node().map(|n| n.to_string()).unwrap_or_default()));
+            let password = acc
+                .password
+                .clone()
+                .unwrap_or_else(|| format!("pw-{}", bare.node().map(|n| n.to_string()).unwrap_or_default()));
             accounts.insert(bare.clone(), password);
             for (res, proto) in &acc.devices {
                 let Ok(full) = bare.with_resource_str(res) else {
-                    return self.err(pos, format!("{path}.devices.{res}"), format!("`{res}` is not a valid resource"));
+                    return self.err(
+                        pos,
+                        format!("{path}.devices.{res}"),
+                        format!("`{res}` is not a valid resource"),
+                    );
                 };
-                let protocol = proto.parse::<Protocol>().or_else(|e| self.err(pos, format!("{path}.devices.{res}"), e))?;
+                let protocol = proto
+                    .parse::<Protocol>()
+                    .or_else(|e| self.err(pos, format!("{path}.devices.{res}"), e))?;
                 let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
                 self.devices.insert(full, (short, protocol));
             }
@@ -748,7 +771,11 @@ impl Validator<'_> {
                 Some(list) => {
                     let mut set = BTreeSet::new();
                     for (i, c) in list.iter().enumerate() {
-                        set.insert(self.account_ref((acc.line, acc.column), &format!("accounts.{bare}.contacts[{i}]"), c)?);
+                        set.insert(self.account_ref(
+                            (acc.line, acc.column),
+                            &format!("accounts.{bare}.contacts[{i}]"),
+                            c,
+                        )?);
                     }
                     set
                 }
@@ -775,7 +802,9 @@ impl Validator<'_> {
             let a = self.endpoint(pos, &path, &l.between[0])?;
             let b = self.endpoint(pos, &path, &l.between[1])?;
             let loss = match l.loss {
-                Some(p) if !(0.0..=1.0).contains(&p) => return self.err(pos, format!("{path}.loss"), "a probability is between 0 and 1"),
+                Some(p) if !(0.0..=1.0).contains(&p) => {
+                    return self.err(pos, format!("{path}.loss"), "a probability is between 0 and 1");
+                }
                 Some(p) => Some((p, l.repair.unwrap_or(0.1).clamp(0.0, 1.0))),
                 None => None,
             };
@@ -839,14 +868,35 @@ impl Validator<'_> {
             let path = format!("timeline[{i}]");
             let at = step.at.0;
             if at < last {
-                return self.err(pos, format!("{path}.at"), format!("{} is earlier than the previous step ({}): steps go in time order", step.at, Dur(last)));
+                return self.err(
+                    pos,
+                    format!("{path}.at"),
+                    format!(
+                        "{} is earlier than the previous step ({}): steps go in time order",
+                        step.at,
+                        Dur(last)
+                    ),
+                );
             }
             last = at;
             end = end.max(at);
-            let actions = [step.send.is_some(), step.go.is_some(), step.raw.is_some(), step.verify.is_some(), step.compromise.is_some(), step.wait.is_some()];
+            let actions = [
+                step.send.is_some(),
+                step.go.is_some(),
+                step.raw.is_some(),
+                step.verify.is_some(),
+                step.compromise.is_some(),
+                step.wait.is_some(),
+            ];
             let n = actions.iter().filter(|a| **a).count();
             if n != 1 {
-                return self.err(pos, path, format!("a step needs exactly one of send, go, raw, verify, compromise, wait (found {n})"));
+                return self.err(
+                    pos,
+                    path,
+                    format!(
+                        "a step needs exactly one of send, go, raw, verify, compromise, wait (found {n})"
+                    ),
+                );
             }
             if step.wait.is_some() {
                 if step.device.is_some() {
@@ -873,7 +923,11 @@ impl Validator<'_> {
                 Command::Verify { peer }
             } else if let Some(theft) = step.compromise {
                 if raw.attacker.is_none() {
-                    return self.err(pos, format!("{path}.compromise"), "a compromise needs an `attacker:` to hand the keys to");
+                    return self.err(
+                        pos,
+                        format!("{path}.compromise"),
+                        "a compromise needs an `attacker:` to hand the keys to",
+                    );
                 }
                 Command::Compromise(match theft {
                     TheftSpec::LongTermKeys => Theft::LongTermKeys,
@@ -916,7 +970,12 @@ impl Validator<'_> {
                 if raw.attacker.is_none() {
                     return self.err(pos, path, "there is no attacker in this scenario");
                 }
-                if e.received.is_some() || !e.delayed.is_empty() || !e.carbons.is_empty() || e.alerts.is_some() || e.errors.is_some() {
+                if e.received.is_some()
+                    || !e.delayed.is_empty()
+                    || !e.carbons.is_empty()
+                    || e.alerts.is_some()
+                    || e.errors.is_some()
+                {
                     return self.err(pos, path, "the attacker only has `read`");
                 }
                 expect.push((Party::Attacker, key.clone(), e.value.clone()));
@@ -947,7 +1006,9 @@ impl Validator<'_> {
             federation,
             accounts,
             devices: device_specs.into_values().collect(),
-            latency: net.latency.unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) }),
+            latency: net
+                .latency
+                .unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) }),
             links,
             events,
             keepalive: net.keepalive.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
@@ -956,7 +1017,12 @@ impl Validator<'_> {
         })
     }
 
-    fn attacker(&self, a: &AttackerSpec, servers: &[String], federation: &BTreeSet<(String, String)>) -> Result<AttackerPlan, ScenarioError> {
+    fn attacker(
+        &self,
+        a: &AttackerSpec,
+        servers: &[String],
+        federation: &BTreeSet<(String, String)>,
+    ) -> Result<AttackerPlan, ScenarioError> {
         let pos = (a.position.line, a.position.column);
         let words: Vec<&str> = a.position.value.split_whitespace().collect();
         let position = match words.as_slice() {
@@ -966,9 +1032,17 @@ impl Validator<'_> {
                 let is_server = |n: &str| servers.iter().any(|s| s == n);
                 match (is_server(x), is_server(y)) {
                     (true, true) => {
-                        let pair = if x < y { ((*x).to_owned(), (*y).to_owned()) } else { ((*y).to_owned(), (*x).to_owned()) };
+                        let pair = if x < y {
+                            ((*x).to_owned(), (*y).to_owned())
+                        } else {
+                            ((*y).to_owned(), (*x).to_owned())
+                        };
                         if !federation.contains(&pair) {
-                            return self.err(pos, "attacker.position", format!("{x} and {y} are not federated"));
+                            return self.err(
+                                pos,
+                                "attacker.position",
+                                format!("{x} and {y} are not federated"),
+                            );
                         }
                         Position::ServerLink(pair.0, pair.1)
                     }
@@ -976,18 +1050,31 @@ impl Validator<'_> {
                         let (dev, srv) = if is_server(y) { (*x, *y) } else { (*y, *x) };
                         let dev = self.device_ref(pos, "attacker.position", dev)?;
                         if dev.domain().as_str() != srv {
-                            return self.err(pos, "attacker.position", format!("{dev} does not connect to {srv}"));
+                            return self.err(
+                                pos,
+                                "attacker.position",
+                                format!("{dev} does not connect to {srv}"),
+                            );
                         }
                         Position::ClientLink(dev)
                     }
-                    (false, false) => return self.err(pos, "attacker.position", "a network position names a link with at least one server"),
+                    (false, false) => {
+                        return self.err(
+                            pos,
+                            "attacker.position",
+                            "a network position names a link with at least one server",
+                        );
+                    }
                 }
             }
             _ => {
                 return self.err(
                     pos,
                     "attacker.position",
-                    format!("`{}`: write `everywhere`, `server <domain>` or `network <a> <-> <b>`", a.position.value),
+                    format!(
+                        "`{}`: write `everywhere`, `server <domain>` or `network <a> <-> <b>`",
+                        a.position.value
+                    ),
                 );
             }
         };
@@ -998,16 +1085,26 @@ impl Validator<'_> {
             let m = &r.matcher;
             for (field, value) in [("from", &m.from), ("to", &m.to)] {
                 if let Some(v) = value {
-                    let known = self.devices.keys().any(|d| d.to_string() == *v || d.to_bare().to_string() == *v) || servers.iter().any(|s| s == v);
+                    let known =
+                        self.devices.keys().any(|d| d.to_string() == *v || d.to_bare().to_string() == *v)
+                            || servers.iter().any(|s| s == v);
                     if !known {
-                        return self.err(rpos, format!("{path}.match.{field}"), format!("`{v}` matches no device, account or server"));
+                        return self.err(
+                            rpos,
+                            format!("{path}.match.{field}"),
+                            format!("`{v}` matches no device, account or server"),
+                        );
                     }
                 }
             }
             if let Some(HopKind::S2s) = m.hop
                 && federation.is_empty()
             {
-                return self.err(rpos, format!("{path}.match.hop"), "no federation link exists: this rule matches nothing");
+                return self.err(
+                    rpos,
+                    format!("{path}.match.hop"),
+                    "no federation link exists: this rule matches nothing",
+                );
             }
             let reachable_kind = |k: HopKind| match (&position, k) {
                 (Position::ServerLink(..), HopKind::S2s) => true,
@@ -1018,7 +1115,11 @@ impl Validator<'_> {
             if let Some(k) = m.hop
                 && !reachable_kind(k)
             {
-                return self.err(rpos, format!("{path}.match.hop"), format!("an attacker at `{position}` never sees this hop: the rule matches nothing"));
+                return self.err(
+                    rpos,
+                    format!("{path}.match.hop"),
+                    format!("an attacker at `{position}` never sees this hop: the rule matches nothing"),
+                );
             }
             if m.count == Some(0) {
                 return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
@@ -1031,17 +1132,28 @@ impl Validator<'_> {
                 ActionSpec::Duplicate(n) => Action::Duplicate(*n),
                 ActionSpec::Replay(d) => Action::Replay(d.0),
                 ActionSpec::Strip(e) => Action::Strip(e.clone()),
-                ActionSpec::Replace { element, with } => Action::Replace(element.clone(), self.xml(rpos, &format!("{path}.do.replace.with"), with)?),
+                ActionSpec::Replace { element, with } => Action::Replace(
+                    element.clone(),
+                    self.xml(rpos, &format!("{path}.do.replace.with"), with)?,
+                ),
                 ActionSpec::Flip { element, bit } => Action::Flip(element.clone(), *bit),
                 ActionSpec::Substitute { node, owner, with } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {
-                        return self.err(rpos, format!("{path}.do.substitute"), "only a server position serves PEP items");
+                        return self.err(
+                            rpos,
+                            format!("{path}.do.substitute"),
+                            "only a server position serves PEP items",
+                        );
                     }
                     let owner = match owner {
                         Some(o) => Some(self.account_ref(rpos, &format!("{path}.do.substitute.owner"), o)?),
                         None => None,
                     };
-                    Action::Substitute { node: node.clone(), owner, with: self.xml(rpos, &format!("{path}.do.substitute.with"), with)? }
+                    Action::Substitute {
+                        node: node.clone(),
+                        owner,
+                        with: self.xml(rpos, &format!("{path}.do.substitute.with"), with)?,
+                    }
                 }
             };
             rules.push(Rule { index: i, matcher: m.clone(), action });
@@ -1061,20 +1173,45 @@ impl Validator<'_> {
                     Hop::ServerToClient { server: dev.domain().to_string(), client: dev }
                 }
                 ["s2s", a, "->", b] => {
-                    let pair = if a < b { ((*a).to_owned(), (*b).to_owned()) } else { ((*b).to_owned(), (*a).to_owned()) };
+                    let pair = if a < b {
+                        ((*a).to_owned(), (*b).to_owned())
+                    } else {
+                        ((*b).to_owned(), (*a).to_owned())
+                    };
                     if !federation.contains(&pair) {
-                        return self.err(ipos, format!("{path}.hop"), format!("{a} and {b} are not federated"));
+                        return self.err(
+                            ipos,
+                            format!("{path}.hop"),
+                            format!("{a} and {b} are not federated"),
+                        );
                     }
                     Hop::ServerToServer { from: (*a).to_owned(), to: (*b).to_owned() }
                 }
-                _ => return self.err(ipos, format!("{path}.hop"), format!("`{}`: write `c2s <device>`, `s2c <device>` or `s2s <from> -> <to>`", inj.hop)),
+                _ => {
+                    return self.err(
+                        ipos,
+                        format!("{path}.hop"),
+                        format!(
+                            "`{}`: write `c2s <device>`, `s2c <device>` or `s2s <from> -> <to>`",
+                            inj.hop
+                        ),
+                    );
+                }
             };
             if !position.sees(&hop) {
-                return self.err(ipos, format!("{path}.hop"), format!("an attacker at `{position}` cannot reach {hop}"));
+                return self.err(
+                    ipos,
+                    format!("{path}.hop"),
+                    format!("an attacker at `{position}` cannot reach {hop}"),
+                );
             }
             let stanza = self.xml(ipos, &format!("{path}.stanza"), &inj.stanza)?;
             if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
-                return self.err(ipos, format!("{path}.stanza"), "an injected stanza is in xmlns='jabber:client'");
+                return self.err(
+                    ipos,
+                    format!("{path}.stanza"),
+                    "an injected stanza is in xmlns='jabber:client'",
+                );
             }
             inject.push((inj.at.0, hop, stanza));
         }

@@ -109,7 +109,8 @@ fn write_el(out: &mut String, el: &Element, parent_ns: &str, abbreviate: bool) {
         .attrs()
         .iter()
         .map(|((attr_ns, name), value)| {
-            let name = if attr_ns.is_none() { name.to_string() } else { format!("{{{}}}{name}", attr_ns.as_str()) };
+            let name =
+                if attr_ns.is_none() { name.to_string() } else { format!("{{{}}}{name}", attr_ns.as_str()) };
             (name, value)
         })
         .collect();

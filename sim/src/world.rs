@@ -108,7 +108,11 @@ impl Hooks for World {
             if let Release::Now(s) = r
                 && full_xml(s) != original
             {
-                self.line("attack", format!("{label} delivers on {hop}: {}", short_xml(s)), Some(full_xml(s)));
+                self.line(
+                    "attack",
+                    format!("{label} delivers on {hop}: {}", short_xml(s)),
+                    Some(full_xml(s)),
+                );
             }
         }
         releases
@@ -118,7 +122,11 @@ impl Hooks for World {
         let redeemed = self.attacker.borrow_mut().as_mut().and_then(|a| a.redeem(ticket));
         let (hop, stanza) = redeemed?;
         let label = self.attacker_label();
-        self.line("attack", format!("{label} releases on {hop}: {}", short_xml(&stanza)), Some(full_xml(&stanza)));
+        self.line(
+            "attack",
+            format!("{label} releases on {hop}: {}", short_xml(&stanza)),
+            Some(full_xml(&stanza)),
+        );
         Some(stanza)
     }
 
@@ -131,15 +139,27 @@ impl Hooks for World {
                 Hop::ServerToServer { to, .. } => to == server,
                 Hop::ClientToServer { server: s, .. } | Hop::ServerToClient { server: s, .. } => s == server,
             })
-            .map(|(at, hop, stanza)| Injection { at: self.epoch + *at, hop: hop.clone(), stanza: stanza.clone() })
+            .map(|(at, hop, stanza)| Injection {
+                at: self.epoch + *at,
+                hop: hop.clone(),
+                stanza: stanza.clone(),
+            })
             .collect()
     }
 
     fn note(&self, note: Note<'_>) {
         match note {
-            Note::SessionUp { device } => self.line("session", format!("{device} ⇄ {} session up (SASL PLAIN, bound)", device.domain()), None),
-            Note::SessionDown { device, reason } => self.line("session", format!("{device} session down: {reason}"), None),
-            Note::ConnectFailed { party, reason } => self.line("session", format!("{party} cannot connect: {reason}"), None),
+            Note::SessionUp { device } => self.line(
+                "session",
+                format!("{device} ⇄ {} session up (SASL PLAIN, bound)", device.domain()),
+                None,
+            ),
+            Note::SessionDown { device, reason } => {
+                self.line("session", format!("{device} session down: {reason}"), None)
+            }
+            Note::ConnectFailed { party, reason } => {
+                self.line("session", format!("{party} cannot connect: {reason}"), None)
+            }
             Note::StreamError { party, condition, detail } => {
                 if let Ok(dev) = party.parse::<FullJid>() {
                     self.log(&dev, |l| l.errors.push(condition.to_owned()));
@@ -186,7 +206,15 @@ impl Hooks for World {
                 other => self.line("event", format!("{device} event {other:?}"), None),
             },
             Note::EngineError { device, error } => {
-                self.line("error", format!("{device} ✗ engine error {} ({:?} at fault): {error}", error.code(), error.fault()), None);
+                self.line(
+                    "error",
+                    format!(
+                        "{device} ✗ engine error {} ({:?} at fault): {error}",
+                        error.code(),
+                        error.fault()
+                    ),
+                    None,
+                );
                 self.log(device, |l| l.errors.push(error.code().to_owned()));
             }
             Note::StanzaError { device, from, condition } => {
@@ -199,7 +227,11 @@ impl Hooks for World {
             }
             Note::Injected { hop, stanza } => {
                 let label = self.attacker_label();
-                self.line("attack", format!("{label} injects on {hop}: {}", short_xml(stanza)), Some(full_xml(stanza)));
+                self.line(
+                    "attack",
+                    format!("{label} injects on {hop}: {}", short_xml(stanza)),
+                    Some(full_xml(stanza)),
+                );
             }
             Note::Lost { hop, reason } => self.line("error", format!("{hop} stanza lost: {reason}"), None),
             other => self.line("event", format!("{other:?}"), None),

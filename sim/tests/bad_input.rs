@@ -23,14 +23,18 @@ fn unknown_fields_are_rejected_with_their_location() {
     let e = error(&format!("{GOOD_HEAD}colour: blue\n"));
     assert!(e.starts_with("bad.yaml:7:1"), "{e}");
     assert!(e.contains("colour"), "{e}");
-    let e = error(&format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, sned: {{to: bob@a.example, body: x}}}}\n"));
+    let e = error(&format!(
+        "{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, sned: {{to: bob@a.example, body: x}}}}\n"
+    ));
     assert!(e.starts_with("bad.yaml:8:"), "{e}");
     assert!(e.contains("sned"), "{e}");
 }
 
 #[test]
 fn a_step_for_an_unknown_device() {
-    let e = error(&format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: carol/phone, send: {{to: bob@a.example, body: x}}}}\n"));
+    let e = error(&format!(
+        "{GOOD_HEAD}timeline:\n  - {{at: 1s, device: carol/phone, send: {{to: bob@a.example, body: x}}}}\n"
+    ));
     assert!(e.starts_with("bad.yaml:8:5: at `timeline[0].device`: unknown device `carol/phone`"), "{e}");
 }
 
@@ -45,10 +49,14 @@ fn a_time_in_the_past() {
 
 #[test]
 fn a_rule_that_matches_nothing() {
-    let e = error(&format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{from: carol@a.example}}, do: drop}}\n"));
+    let e = error(&format!(
+        "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{from: carol@a.example}}, do: drop}}\n"
+    ));
     assert!(e.contains("at `attacker.rules[0].match.from`"), "{e}");
     assert!(e.contains("matches no device"), "{e}");
-    let e = error(&format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{hop: s2s}}, do: drop}}\n"));
+    let e = error(&format!(
+        "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{hop: s2s}}, do: drop}}\n"
+    ));
     assert!(e.contains("matches nothing"), "{e}");
 }
 

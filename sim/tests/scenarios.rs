@@ -16,8 +16,17 @@ fn scenarios() {
             let first = run(&scenario).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
             let second = run(&scenario).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
             let (a, b) = (first.render(), second.render());
-            assert!(a == b, "{}: two runs with seed {} differ:\n{}", scenario.name, scenario.seed, first_difference(&a, &b));
-            assert_eq!(first.transcript.jsonl_for(&scenario.name), second.transcript.jsonl_for(&scenario.name));
+            assert!(
+                a == b,
+                "{}: two runs with seed {} differ:\n{}",
+                scenario.name,
+                scenario.seed,
+                first_difference(&a, &b)
+            );
+            assert_eq!(
+                first.transcript.jsonl_for(&scenario.name),
+                second.transcript.jsonl_for(&scenario.name)
+            );
             insta::assert_snapshot!(a);
             assert!(first.passed(), "{}: {}", scenario.name, first.failure().unwrap_or_default());
         });

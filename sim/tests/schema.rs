@@ -10,6 +10,10 @@ fn committed_schema_is_current() {
         "scenarios/scenario.schema.json is stale: run `cargo run -p jabberwock-tools -- schema > scenarios/scenario.schema.json`"
     );
     let schema: serde_json::Value = serde_json::from_str(&current).unwrap();
-    assert_eq!(schema["additionalProperties"], serde_json::Value::Bool(false), "unknown top-level fields must be rejected");
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::Value::Bool(false),
+        "unknown top-level fields must be rejected"
+    );
     assert!(schema["properties"]["timeline"].is_object());
 }

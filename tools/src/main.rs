@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use jabberwock_sim::{Outcome, load, run_with_seed};
 
 #[derive(Debug, Parser)]
-#[command(name = "jabberwock", version, about = "Deterministic simulator and test bench for end-to-end encrypted XMPP")]
+#[command(
+    name = "jabberwock",
+    version,
+    about = "Deterministic simulator and test bench for end-to-end encrypted XMPP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -31,7 +35,8 @@ enum Cmd {
 }
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -118,10 +123,20 @@ fn main() -> ExitCode {
             for (f, row) in &rows {
                 let name = f.display().to_string();
                 match row {
-                    Row::Ran(o) if o.passed() => println!("{name:<width$}  {:>20}  {:<6}  {} checks held", o.seed, "pass", o.checks.len()),
+                    Row::Ran(o) if o.passed() => println!(
+                        "{name:<width$}  {:>20}  {:<6}  {} checks held",
+                        o.seed,
+                        "pass",
+                        o.checks.len()
+                    ),
                     Row::Ran(o) => {
                         failed += 1;
-                        println!("{name:<width$}  {:>20}  {:<6}  {}", o.seed, "FAIL", o.failure().unwrap_or_default());
+                        println!(
+                            "{name:<width$}  {:>20}  {:<6}  {}",
+                            o.seed,
+                            "FAIL",
+                            o.failure().unwrap_or_default()
+                        );
                     }
                     Row::Broken(e) => {
                         failed += 1;
@@ -131,7 +146,10 @@ fn main() -> ExitCode {
             }
             println!("{} passed, {} failed", rows.len() - failed, failed);
             if let Some(j) = jsonl {
-                let outcomes: Vec<&Outcome> = rows.iter().filter_map(|(_, r)| if let Row::Ran(o) = r { Some(o) } else { None }).collect();
+                let outcomes: Vec<&Outcome> = rows
+                    .iter()
+                    .filter_map(|(_, r)| if let Row::Ran(o) = r { Some(o) } else { None })
+                    .collect();
                 if let Err(e) = write_jsonl(&j, &outcomes) {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;

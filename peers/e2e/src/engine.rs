@@ -40,14 +40,10 @@ impl FromStr for Protocol {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Protocol::ALL
-            .iter()
-            .copied()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
-                format!("unknown protocol `{s}`, expected one of: {}", known.join(", "))
-            })
+        Protocol::ALL.iter().copied().find(|p| p.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown protocol `{s}`, expected one of: {}", known.join(", "))
+        })
     }
 }
 
@@ -225,12 +221,7 @@ pub trait Engine: fmt::Debug + Send {
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError>;
 
     /// Runs the protocol's verification ceremony with `peer` over an out-of-band channel.
-    fn verify(
-        &mut self,
-        cx: &mut Cx<'_>,
-        peer: &BareJid,
-        oob: &OutOfBand,
-    ) -> Result<Output, E2eError>;
+    fn verify(&mut self, cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError>;
 
     /// What this device can tell a peer out of band about itself (its fingerprints).
     fn out_of_band(&self) -> OutOfBand;

@@ -56,10 +56,9 @@ impl Engine for Plain {
             });
         }
         let from = match stanza.attr("from") {
-            Some(f) => f.parse::<Jid>().map_err(|e| E2eError::Malformed {
-                what: "from",
-                detail: e.to_string(),
-            })?,
+            Some(f) => {
+                f.parse::<Jid>().map_err(|e| E2eError::Malformed { what: "from", detail: e.to_string() })?
+            }
             None => Jid::from(self.me.to_bare()),
         };
         Ok(Output {
@@ -74,12 +73,7 @@ impl Engine for Plain {
         })
     }
 
-    fn verify(
-        &mut self,
-        _cx: &mut Cx<'_>,
-        peer: &BareJid,
-        _oob: &OutOfBand,
-    ) -> Result<Output, E2eError> {
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, _oob: &OutOfBand) -> Result<Output, E2eError> {
         // There is no key to compare: the control protocol has no ceremony.
         Ok(Output {
             actions: vec![],
@@ -131,7 +125,9 @@ mod tests {
         let crate::Action::Send(mut stanza) = out.actions[0].clone() else { panic!() };
         stanza.set("from", "alice@a.example/phone");
         let got = engine().receive(&mut cx, &stanza).unwrap();
-        assert!(matches!(&got.events[0], Event::Plaintext { body, trust: Trust::Unencrypted, .. } if body == "hi <&>"));
+        assert!(
+            matches!(&got.events[0], Event::Plaintext { body, trust: Trust::Unencrypted, .. } if body == "hi <&>")
+        );
     }
 
     #[test]

@@ -14,12 +14,10 @@ use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use jabberwock_e2e::time::parse_stamp;
 use jabberwock_e2e::xml::{
-    ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB,
-    NS_ROSTER, el, text_el,
+    ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB, NS_ROSTER, el,
+    text_el,
 };
-use jabberwock_e2e::{
-    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, Output, Theft,
-};
+use jabberwock_e2e::{Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, Output, Theft};
 use rand_core::RngCore;
 use tokio::io::BufStream;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
@@ -91,7 +89,10 @@ pub struct Device<T: Transport> {
 
 impl<T: Transport> core::fmt::Debug for Device<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Device").field("jid", &self.cfg.jid).field("engine", &self.engine).finish_non_exhaustive()
+        f.debug_struct("Device")
+            .field("jid", &self.cfg.jid)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +100,13 @@ type ConnResult<T> = Result<T, (&'static str, String)>;
 
 impl<T: Transport> Device<T> {
     /// A device with its engine and its own deterministic random stream.
-    pub fn new(cfg: DeviceConfig, engine: Box<dyn Engine>, rng: Box<dyn RngCore>, hooks: Rc<dyn Hooks>, transport: T) -> Self {
+    pub fn new(
+        cfg: DeviceConfig,
+        engine: Box<dyn Engine>,
+        rng: Box<dyn RngCore>,
+        hooks: Rc<dyn Hooks>,
+        transport: T,
+    ) -> Self {
         Device { cfg, engine, rng, hooks, transport, counter: 0, queue: vec![], roster: BTreeMap::new() }
     }
 
@@ -125,7 +132,10 @@ impl<T: Transport> Device<T> {
                     }
                     Err((condition, reason)) => {
                         let party = self.cfg.jid.to_string();
-                        self.hooks.note(Note::ConnectFailed { party: &party, reason: format!("{condition}: {reason}") });
+                        self.hooks.note(Note::ConnectFailed {
+                            party: &party,
+                            reason: format!("{condition}: {reason}"),
+                        });
                         retry_at = self.hooks.now() + self.cfg.reconnect_after;
                     }
                 }
@@ -207,7 +217,8 @@ impl<T: Transport> Device<T> {
 
     fn lost(&mut self, conn: &mut Option<Conn<T::Io>>, reason: String) {
         if conn.take().is_some() {
-            self.hooks.note(Note::SessionDown { device: &self.cfg.jid, reason: format!("client side: {reason}") });
+            self.hooks
+                .note(Note::SessionDown { device: &self.cfg.jid, reason: format!("client side: {reason}") });
         }
     }
 
@@ -254,7 +265,9 @@ impl<T: Transport> Device<T> {
                     }
                     s
                 }
-                Action::Publish { node, id, item, access_model } => self.publish_iq(&node, &id, item, &access_model),
+                Action::Publish { node, id, item, access_model } => {
+                    self.publish_iq(&node, &id, item, &access_model)
+                }
                 Action::Fetch { owner, node } => el("iq", NS_CLIENT)
                     .with("type", "get")
                     .with("id", self.next_id("fetch"))
@@ -271,14 +284,20 @@ impl<T: Transport> Device<T> {
 
     /// XEP-0163 §4.3 publish with XEP-0060 §7.1.5 publish-options.
     fn publish_iq(&mut self, node: &str, id: &str, item: Element, access_model: &str) -> Element {
-        let field = |var: &str, value: &str| el("field", NS_DATA).with("var", var).child(text_el("value", NS_DATA, value));
+        let field = |var: &str, value: &str| {
+            el("field", NS_DATA).with("var", var).child(text_el("value", NS_DATA, value))
+        };
         let form = el("x", NS_DATA)
             .with("type", "submit")
             .child(field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"))
             .child(field("pubsub#access_model", access_model));
         el("iq", NS_CLIENT).with("type", "set").with("id", self.next_id("pub")).child(
             el("pubsub", NS_PUBSUB)
-                .child(el("publish", NS_PUBSUB).with("node", node).child(el("item", NS_PUBSUB).with("id", id).child(item)))
+                .child(
+                    el("publish", NS_PUBSUB)
+                        .with("node", node)
+                        .child(el("item", NS_PUBSUB).with("id", id).child(item)),
+                )
                 .child(el("publish-options", NS_PUBSUB).child(form)),
         )
     }
@@ -294,9 +313,15 @@ impl<T: Transport> Device<T> {
         let (io, door) = Injectable::new(io);
         let timeouts = Timeouts { read_timeout: self.cfg.keepalive, response_timeout: self.cfg.keepalive };
         let domain = self.cfg.jid.domain().to_string();
-        let header = || StreamHeader { from: Some(self.cfg.jid.to_bare().to_string().into()), to: Some(domain.clone().into()), id: None };
-        let pending = initiate_stream(BufStream::new(io), NS_CLIENT, header(), timeouts).await.map_err(io_err)?;
-        let (features, mut xs) = pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
+        let header = || StreamHeader {
+            from: Some(self.cfg.jid.to_bare().to_string().into()),
+            to: Some(domain.clone().into()),
+            id: None,
+        };
+        let pending =
+            initiate_stream(BufStream::new(io), NS_CLIENT, header(), timeouts).await.map_err(io_err)?;
+        let (features, mut xs) =
+            pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
         if !features.sasl_mechanisms.contains("PLAIN") {
             return Err(("no-plain", "server does not offer SASL PLAIN".into()));
         }
@@ -313,25 +338,35 @@ impl<T: Transport> Device<T> {
             return Err(("sasl-failed", condition));
         }
         let pending = xs.initiate_reset().send_header(header()).await.map_err(io_err)?;
-        let (_, mut xs) = pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
+        let (_, mut xs) =
+            pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
         let bind_id = self.next_id("bind");
-        let bind = el("iq", NS_CLIENT)
-            .with("type", "set")
-            .with("id", bind_id.clone())
-            .child(el("bind", NS_BIND).child(text_el("resource", NS_BIND, self.cfg.jid.resource().to_string())));
+        let bind = el("iq", NS_CLIENT).with("type", "set").with("id", bind_id.clone()).child(
+            el("bind", NS_BIND).child(text_el("resource", NS_BIND, self.cfg.jid.resource().to_string())),
+        );
         xs.send(&bind).await.map_err(io_err)?;
         let bound = next(&mut xs).await?;
-        let jid = bound.get_child("bind", NS_BIND).and_then(|b| b.get_child("jid", NS_BIND)).map(|j| j.text());
-        if stanza_type(&bound) != "result" || bound.attr("id") != Some(bind_id.as_str()) || jid.as_deref() != Some(&self.cfg.jid.to_string()) {
+        let jid =
+            bound.get_child("bind", NS_BIND).and_then(|b| b.get_child("jid", NS_BIND)).map(|j| j.text());
+        if stanza_type(&bound) != "result"
+            || bound.attr("id") != Some(bind_id.as_str())
+            || jid.as_deref() != Some(&self.cfg.jid.to_string())
+        {
             return Err(("bind-failed", format!("server bound {jid:?}")));
         }
         Ok(Conn { xs, door })
     }
 
     async fn after_connect(&mut self, c: &mut Conn<T::Io>) {
-        let carbons = el("iq", NS_CLIENT).with("type", "set").with("id", self.next_id("carbons")).child(el("enable", NS_CARBONS));
+        let carbons = el("iq", NS_CLIENT)
+            .with("type", "set")
+            .with("id", self.next_id("carbons"))
+            .child(el("enable", NS_CARBONS));
         self.write(c, carbons).await;
-        let roster = el("iq", NS_CLIENT).with("type", "get").with("id", self.next_id("roster")).child(el("query", NS_ROSTER));
+        let roster = el("iq", NS_CLIENT)
+            .with("type", "get")
+            .with("id", self.next_id("roster"))
+            .child(el("query", NS_ROSTER));
         self.write(c, roster).await;
         self.write(c, el("presence", NS_CLIENT)).await;
         self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
@@ -354,7 +389,8 @@ impl<T: Transport> Device<T> {
                     if !self.cfg.contacts.contains(&contact) {
                         return; // a real user would be asked; ours approve only their contacts
                     }
-                    let ok = el("presence", NS_CLIENT).with("type", "subscribed").with("to", contact.to_string());
+                    let ok =
+                        el("presence", NS_CLIENT).with("type", "subscribed").with("to", contact.to_string());
                     self.write(c, ok).await;
                     self.subscribe_if_needed(c, &contact).await;
                 }
@@ -379,7 +415,9 @@ impl<T: Transport> Device<T> {
                         });
                         return;
                     }
-                    let inner = wrapper.get_child("forwarded", NS_FORWARD).and_then(|f| f.get_child("message", NS_CLIENT));
+                    let inner = wrapper
+                        .get_child("forwarded", NS_FORWARD)
+                        .and_then(|f| f.get_child("message", NS_CLIENT));
                     match inner {
                         Some(inner) => self.hand_to_engine(c, inner.clone(), Some(which)).await,
                         None => {
@@ -399,7 +437,8 @@ impl<T: Transport> Device<T> {
         let own = self.cfg.jid.to_bare().to_string();
         match stanza_type(&stanza) {
             "set" | "get" => {
-                let roster_push = stanza.get_child("query", NS_ROSTER).filter(|_| stanza_type(&stanza) == "set");
+                let roster_push =
+                    stanza.get_child("query", NS_ROSTER).filter(|_| stanza_type(&stanza) == "set");
                 if let Some(query) = roster_push {
                     // RFC 6121 §2.1.6: accept pushes only from our own account.
                     if !(from.is_empty() || from == own) {
@@ -447,7 +486,8 @@ impl<T: Transport> Device<T> {
     }
 
     async fn subscribe_if_needed(&mut self, c: &mut Conn<T::Io>, contact: &BareJid) {
-        let subscribed = self.roster.get(contact).is_some_and(|(sub, ask)| *ask || sub == "to" || sub == "both");
+        let subscribed =
+            self.roster.get(contact).is_some_and(|(sub, ask)| *ask || sub == "to" || sub == "both");
         if !subscribed && *contact != self.cfg.jid.to_bare() {
             self.roster.insert(contact.clone(), ("none".into(), true));
             let req = el("presence", NS_CLIENT).with("type", "subscribe").with("to", contact.to_string());

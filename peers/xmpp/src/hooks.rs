@@ -36,9 +36,7 @@ impl Hop {
     /// The servers this hop touches (one for client hops, two for federation).
     pub fn servers(&self) -> [&str; 2] {
         match self {
-            Hop::ClientToServer { server, .. } | Hop::ServerToClient { server, .. } => {
-                [server, server]
-            }
+            Hop::ClientToServer { server, .. } | Hop::ServerToClient { server, .. } => [server, server],
             Hop::ServerToServer { from, to } => [from, to],
         }
     }

@@ -15,8 +15,8 @@ use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use jabberwock_e2e::time::format_stamp;
 use jabberwock_e2e::xml::{
-    ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB,
-    NS_PUBSUB_ERRORS, NS_PUBSUB_EVENT, NS_ROSTER, NS_SERVER, el, text_el,
+    ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB, NS_PUBSUB_ERRORS,
+    NS_PUBSUB_EVENT, NS_ROSTER, NS_SERVER, el, text_el,
 };
 use jabberwock_e2e::{BareJid, Element, FullJid, Jid};
 use tokio::io::{AsyncRead, AsyncWrite, BufStream};
@@ -316,12 +316,13 @@ impl<T: Transport> Server<T> {
             .map_err(io_err)?;
         if header.to.as_deref() != Some(self.domain()) {
             // RFC 6120 §4.9.3.6: the stream is for a host we do not serve.
-            let _ = pending.send_error(&xmpp_parsers::stream_error::StreamError::new(
-                xmpp_parsers::stream_error::DefinedCondition::HostUnknown,
-                "en",
-                "unknown host",
-            ))
-            .await;
+            let _ = pending
+                .send_error(&xmpp_parsers::stream_error::StreamError::new(
+                    xmpp_parsers::stream_error::DefinedCondition::HostUnknown,
+                    "en",
+                    "unknown host",
+                ))
+                .await;
             return Err(("host-unknown", format!("stream to {:?}", header.to)));
         }
         let mut features = StreamFeatures::default();
@@ -375,7 +376,11 @@ impl<T: Transport> Server<T> {
         let full = user
             .with_resource_str(&resource)
             .map_err(|e| ("bad-format", format!("resource `{resource}`: {e}")))?;
-        let result = iq_result(&bind, None, Some(el("bind", NS_BIND).child(text_el("jid", NS_BIND, full.to_string()))));
+        let result = iq_result(
+            &bind,
+            None,
+            Some(el("bind", NS_BIND).child(text_el("jid", NS_BIND, full.to_string()))),
+        );
         xs.send(&result).await.map_err(io_err)?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -439,7 +444,9 @@ impl<T: Transport> Server<T> {
             .map_err(|_| "incorrect-encoding")?;
         // RFC 4616 §2: [authzid] NUL authcid NUL passwd
         let mut parts = raw.split(|b| *b == 0);
-        let (Some(_authz), Some(authc), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(_authz), Some(authc), Some(pass), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err("malformed-request");
         };
         let authc = core::str::from_utf8(authc).map_err(|_| "malformed-request")?;
@@ -463,7 +470,8 @@ impl<T: Transport> Server<T> {
         self.hooks.note(Note::SessionDown { device: full, reason });
         if session.available {
             // RFC 6121 §4.5.2: the server broadcasts unavailable presence on the user's behalf.
-            let unavailable = el("presence", NS_CLIENT).with("type", "unavailable").with("from", full.to_string());
+            let unavailable =
+                el("presence", NS_CLIENT).with("type", "unavailable").with("from", full.to_string());
             self.broadcast_presence(full, unavailable);
         }
     }
@@ -484,7 +492,8 @@ impl<T: Transport> Server<T> {
         io: Io,
     ) -> Result<(), (&'static str, String)> {
         let io_err = |e: std::io::Error| ("connection-lost", e.to_string());
-        let mut accepted = accept_stream(BufStream::new(io), NS_SERVER, federation_timeouts()).await.map_err(io_err)?;
+        let mut accepted =
+            accept_stream(BufStream::new(io), NS_SERVER, federation_timeouts()).await.map_err(io_err)?;
         let header = accepted.take_header();
         let remote = header.from.as_deref().unwrap_or_default().to_owned();
         let pending = accepted
@@ -554,10 +563,13 @@ impl<T: Transport> Server<T> {
                 to: Some(remote.clone().into()),
                 id: None,
             };
-            let stream = match initiate_stream(BufStream::new(io), NS_SERVER, header, federation_timeouts()).await {
-                Ok(pending) => pending.recv_features::<Element>().await.map(|(_, xs)| xs).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            let stream =
+                match initiate_stream(BufStream::new(io), NS_SERVER, header, federation_timeouts()).await {
+                    Ok(pending) => {
+                        pending.recv_features::<Element>().await.map(|(_, xs)| xs).map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
             let mut xs: Stream<T::Io> = match stream {
                 Ok(xs) => xs,
                 Err(e) => {
@@ -620,7 +632,8 @@ impl<T: Transport> Server<T> {
         let stype = stanza_type(&stanza).to_owned();
         // RFC 6120 §8.1.2.1 and RFC 6121 §3.1.2: the server stamps the sender's address
         // (the bare JID on subscription management presence).
-        let bare_from = k == Kind::Presence && matches!(stype.as_str(), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed");
+        let bare_from = k == Kind::Presence
+            && matches!(stype.as_str(), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed");
         let from = if bare_from { client.to_bare().to_string() } else { client.to_string() };
         stanza.set("from", from);
         if jid_attr(&stanza, "to").is_err() {
@@ -713,8 +726,12 @@ impl<T: Transport> Server<T> {
             Some(p) if t == "get" && p.is("ping", NS_PING) => iq_result(&stanza, Some(self.domain()), None),
             // XEP-0030 §3.1: the features this server implements.
             Some(p) if t == "get" && p.is("query", NS_DISCO_INFO) => {
-                let mut q = el("query", NS_DISCO_INFO)
-                    .child(el("identity", NS_DISCO_INFO).with("category", "server").with("type", "im").with("name", "jabberwock"));
+                let mut q = el("query", NS_DISCO_INFO).child(
+                    el("identity", NS_DISCO_INFO)
+                        .with("category", "server")
+                        .with("type", "im")
+                        .with("name", "jabberwock"),
+                );
                 for var in [NS_DISCO_INFO, NS_PING, NS_CARBONS, "msgoffline", "urn:xmpp:delay", NS_PUBSUB] {
                     q.append_child(el("feature", NS_DISCO_INFO).with("var", var));
                 }
@@ -752,11 +769,15 @@ impl<T: Transport> Server<T> {
         match payload {
             Some(p) if p.is("pubsub", NS_PUBSUB) => self.pep(&owner, &requester, &stanza, &p, is_owner),
             Some(p) if p.is("query", NS_ROSTER) && is_owner => self.roster_iq(&owner, &stanza, &p, &t),
-            Some(p) if (p.is("enable", NS_CARBONS) || p.is("disable", NS_CARBONS)) && is_owner && t == "set" => {
+            Some(p)
+                if (p.is("enable", NS_CARBONS) || p.is("disable", NS_CARBONS)) && is_owner && t == "set" =>
+            {
                 // XEP-0280 §5: carbons are switched per session.
                 let enable = p.name() == "enable";
                 let full = requester.clone().try_into_full().ok();
-                let found = full.as_ref().and_then(|f| self.sessions.borrow_mut().get_mut(f).map(|s| s.carbons = enable));
+                let found = full
+                    .as_ref()
+                    .and_then(|f| self.sessions.borrow_mut().get_mut(f).map(|s| s.carbons = enable));
                 match (full, found) {
                     (Some(full), Some(())) => self.send_to_session(&full, iq_result(&stanza, None, None)),
                     _ => self.reply_error(&stanza, "modify", "bad-request"),
@@ -953,8 +974,13 @@ impl<T: Transport> Server<T> {
             }
         }
         // §4.2.2 / §4.4.2: the user's other resources see it too.
-        let others: Vec<FullJid> =
-            self.sessions.borrow().iter().filter(|(j, s)| j.to_bare() == me && *j != client && s.available).map(|(j, _)| j.clone()).collect();
+        let others: Vec<FullJid> = self
+            .sessions
+            .borrow()
+            .iter()
+            .filter(|(j, s)| j.to_bare() == me && *j != client && s.available)
+            .map(|(j, _)| j.clone())
+            .collect();
         for other in others {
             let mut copy = stanza.clone();
             copy.set("to", other.to_string());
@@ -998,7 +1024,8 @@ impl<T: Transport> Server<T> {
             }
             None => it.set("subscription", "remove"),
         }
-        let sessions: Vec<FullJid> = self.sessions.borrow().keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        let sessions: Vec<FullJid> =
+            self.sessions.borrow().keys().filter(|j| j.to_bare() == *owner).cloned().collect();
         for full in sessions {
             // RFC 6121 §2.1.6: roster push.
             let push = el("iq", NS_CLIENT)
@@ -1027,12 +1054,19 @@ impl<T: Transport> Server<T> {
                 self.roster_push(&me, &contact);
             }
             "subscribed" => {
-                let was_pending = self.disk.borrow_mut().accounts.get_mut(&me).is_some_and(|a| a.pending_in.remove(&contact));
+                let was_pending = self
+                    .disk
+                    .borrow_mut()
+                    .accounts
+                    .get_mut(&me)
+                    .is_some_and(|a| a.pending_in.remove(&contact));
                 let already = self.roster_of(&me).get(&contact).is_some_and(|i| i.subscription.has_from());
                 if !was_pending && !already {
                     return; // §3.1.5: nothing to approve
                 }
-                self.update_roster(&me, &contact, |i| i.subscription = i.subscription.with(i.subscription.has_to(), true));
+                self.update_roster(&me, &contact, |i| {
+                    i.subscription = i.subscription.with(i.subscription.has_to(), true)
+                });
                 self.roster_push(&me, &contact);
                 self.route(stanza, Origin::Local);
                 // §3.1.5: the contact's server sends the user's current presence.
@@ -1061,7 +1095,9 @@ impl<T: Transport> Server<T> {
                 if let Some(acc) = self.disk.borrow_mut().accounts.get_mut(&me) {
                     acc.pending_in.remove(&contact);
                 }
-                self.update_roster(&me, &contact, |i| i.subscription = i.subscription.with(i.subscription.has_to(), false));
+                self.update_roster(&me, &contact, |i| {
+                    i.subscription = i.subscription.with(i.subscription.has_to(), false)
+                });
                 self.roster_push(&me, &contact);
             }
             _ => {}
@@ -1111,7 +1147,9 @@ impl<T: Transport> Server<T> {
                 deliver_all(self, &stanza);
             }
             "unsubscribe" => {
-                self.update_roster(&user, &contact, |i| i.subscription = i.subscription.with(i.subscription.has_to(), false));
+                self.update_roster(&user, &contact, |i| {
+                    i.subscription = i.subscription.with(i.subscription.has_to(), false)
+                });
                 self.roster_push(&user, &contact);
                 deliver_all(self, &stanza);
             }
@@ -1148,7 +1186,9 @@ impl<T: Transport> Server<T> {
                     return;
                 }
                 match to.clone().try_into_full() {
-                    Ok(full) if self.sessions.borrow().contains_key(&full) => self.send_to_session(&full, stanza),
+                    Ok(full) if self.sessions.borrow().contains_key(&full) => {
+                        self.send_to_session(&full, stanza)
+                    }
                     Ok(_) => {}
                     Err(_) => deliver_all(self, &stanza),
                 }
@@ -1163,7 +1203,9 @@ impl<T: Transport> Server<T> {
         if t == "get" {
             let mut q = el("query", NS_ROSTER);
             for (contact, item) in self.roster_of(owner) {
-                let mut it = el("item", NS_ROSTER).with("jid", contact.to_string()).with("subscription", item.subscription.name());
+                let mut it = el("item", NS_ROSTER)
+                    .with("jid", contact.to_string())
+                    .with("subscription", item.subscription.name());
                 if item.ask {
                     it.set("ask", "subscribe");
                 }
@@ -1194,7 +1236,14 @@ impl<T: Transport> Server<T> {
 
     // ---- PEP ----------------------------------------------------------------------------
 
-    fn pep(self: &Rc<Self>, owner: &BareJid, requester: &Jid, iq: &Element, pubsub: &Element, is_owner: bool) {
+    fn pep(
+        self: &Rc<Self>,
+        owner: &BareJid,
+        requester: &Jid,
+        iq: &Element,
+        pubsub: &Element,
+        is_owner: bool,
+    ) {
         let t = stanza_type(iq);
         let Some(op) = iq_payload(pubsub).or_else(|| pubsub.children().next()) else {
             self.reply_error(iq, "modify", "bad-request");
@@ -1269,7 +1318,9 @@ impl<T: Transport> Server<T> {
                     let mut cfg = PepNode { access_model: "presence".into(), max_items: 1, items: vec![] };
                     for (var, value) in &options {
                         match var.as_str() {
-                            "pubsub#access_model" if value == "open" || value == "presence" => cfg.access_model = value.clone(),
+                            "pubsub#access_model" if value == "open" || value == "presence" => {
+                                cfg.access_model = value.clone()
+                            }
                             "pubsub#access_model" => {
                                 drop(disk);
                                 self.pubsub_error(iq, "cancel", "conflict", "precondition-not-met");
@@ -1288,7 +1339,11 @@ impl<T: Transport> Server<T> {
             let excess = node_cfg.items.len().saturating_sub(keep);
             node_cfg.items.drain(..excess);
         }
-        let result = el("pubsub", NS_PUBSUB).child(el("publish", NS_PUBSUB).with("node", node.clone()).child(el("item", NS_PUBSUB).with("id", id.clone())));
+        let result = el("pubsub", NS_PUBSUB).child(
+            el("publish", NS_PUBSUB)
+                .with("node", node.clone())
+                .child(el("item", NS_PUBSUB).with("id", id.clone())),
+        );
         self.route(iq_result(iq, None, Some(result)), Origin::Server);
 
         // XEP-0163 §4.3.2: notify the owner's resources and the contacts subscribed to the
@@ -1300,8 +1355,11 @@ impl<T: Transport> Server<T> {
                 .with("type", "headline")
                 .with("id", self.next_id("ev"))
                 .child(
-                    el("event", NS_PUBSUB_EVENT)
-                        .child(el("items", NS_PUBSUB_EVENT).with("node", node.clone()).child(el("item", NS_PUBSUB_EVENT).with("id", id.clone()).child(payload.clone()))),
+                    el("event", NS_PUBSUB_EVENT).child(
+                        el("items", NS_PUBSUB_EVENT)
+                            .with("node", node.clone())
+                            .child(el("item", NS_PUBSUB_EVENT).with("id", id.clone()).child(payload.clone())),
+                    ),
                 )
         };
         for full in self.available_sessions(owner) {
@@ -1315,7 +1373,14 @@ impl<T: Transport> Server<T> {
     }
 
     /// XEP-0060 §6.5 item retrieval with the access checks of §6.5.9.
-    fn pep_items(self: &Rc<Self>, owner: &BareJid, requester: &Jid, iq: &Element, items: &Element, is_owner: bool) {
+    fn pep_items(
+        self: &Rc<Self>,
+        owner: &BareJid,
+        requester: &Jid,
+        iq: &Element,
+        items: &Element,
+        is_owner: bool,
+    ) {
         let Some(node) = items.attr("node") else {
             self.pubsub_error(iq, "modify", "bad-request", "nodeid-required");
             return;
@@ -1334,7 +1399,8 @@ impl<T: Transport> Server<T> {
             self.pubsub_error(iq, "auth", "not-authorized", "presence-subscription-required");
             return;
         }
-        let wanted: Vec<&str> = items.children().filter(|c| c.is("item", NS_PUBSUB)).filter_map(|c| c.attr("id")).collect();
+        let wanted: Vec<&str> =
+            items.children().filter(|c| c.is("item", NS_PUBSUB)).filter_map(|c| c.attr("id")).collect();
         let mut chosen: Vec<&(String, Element)> =
             cfg.items.iter().filter(|(id, _)| wanted.is_empty() || wanted.contains(&id.as_str())).collect();
         if let Some(max) = items.attr("max_items").and_then(|m| m.parse::<usize>().ok()) {
@@ -1351,7 +1417,10 @@ impl<T: Transport> Server<T> {
         for (id, payload) in chosen {
             out.append_child(el("item", NS_PUBSUB).with("id", id.clone()).child(payload.clone()));
         }
-        self.route(iq_result(iq, Some(&owner.to_string()), Some(el("pubsub", NS_PUBSUB).child(out))), Origin::Server);
+        self.route(
+            iq_result(iq, Some(&owner.to_string()), Some(el("pubsub", NS_PUBSUB).child(out))),
+            Origin::Server,
+        );
     }
 }
 
@@ -1361,7 +1430,8 @@ fn parse_max_items(v: &str) -> Option<usize> {
 
 /// The fields of a XEP-0060 §7.1.5 `<publish-options/>` data form.
 fn publish_options(pubsub: &Element) -> Vec<(String, String)> {
-    let Some(form) = pubsub.get_child("publish-options", NS_PUBSUB).and_then(|o| o.get_child("x", NS_DATA)) else {
+    let Some(form) = pubsub.get_child("publish-options", NS_PUBSUB).and_then(|o| o.get_child("x", NS_DATA))
+    else {
         return vec![];
     };
     form.children()
@@ -1396,7 +1466,10 @@ pub(crate) async fn next<Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// RFC 6120 §4.9: sends `<stream:error/>` with a defined condition (best effort).
-pub(crate) async fn send_stream_error<Io: AsyncRead + AsyncWrite + Unpin>(xs: &mut Stream<Io>, condition: &str) {
+pub(crate) async fn send_stream_error<Io: AsyncRead + AsyncWrite + Unpin>(
+    xs: &mut Stream<Io>,
+    condition: &str,
+) {
     let condition = match condition {
         "invalid-xml" => "not-well-formed",
         c => c,

@@ -80,11 +80,7 @@ impl<Io: AsyncRead + Unpin> AsyncRead for Injectable<Io> {
 }
 
 impl<Io: AsyncWrite + Unpin> AsyncWrite for Injectable<Io> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.poll_drain_door(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_write(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
