@@ -10,7 +10,7 @@ use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{Element, Engine, FullJid};
 use jabberwock_xmpp::{Hop, Release, Ticket};
 
-use crate::scenario::{Action, AttackerPlan, HopKind, Position, Rule, StanzaKind};
+use crate::scenario::{Action, AttackerPlan, Encoding, HopKind, Position, Rule, StanzaKind};
 
 /// How long a reordered stanza waits for a successor before it is released anyway.
 const REORDER_MAX_HOLD: Duration = Duration::from_secs(5);
@@ -36,6 +36,8 @@ pub struct Attacker {
     reorder_slot: BTreeMap<Hop, u64>,
     /// Everything seen, in order.
     pub seen: Vec<Seen>,
+    /// How many times each power acted.
+    pub acted: BTreeMap<&'static str, u32>,
     /// Engines stolen from compromised devices, in order.
     pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
 }
@@ -51,6 +53,7 @@ impl Attacker {
             next_ticket: 0,
             reorder_slot: BTreeMap::new(),
             seen: vec![],
+            acted: BTreeMap::new(),
             stolen: vec![],
         }
     }
@@ -122,6 +125,9 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Vec<Release> {
         let tag = format!("rule {rule}");
+        if !matches!(action, Action::Substitute { .. }) {
+            *self.acted.entry(action.power()).or_default() += 1;
+        }
         match action {
             Action::Observe => {
                 log.push(format!("observes {id} ({tag})"));
@@ -167,9 +173,9 @@ impl Attacker {
                 log.push(format!("{} <{name}/> in {id} ({tag})", if done { "replaces" } else { "finds no" }));
                 vec![Release::Now(s)]
             }
-            Action::Flip(name, bit) => {
+            Action::Flip(name, bit, encoding) => {
                 let mut s = stanza;
-                match flip(&mut s, name, *bit) {
+                match flip(&mut s, name, *bit, *encoding) {
                     Some(what) => log.push(format!("flips bit {bit} of {what} <{name}/> in {id} ({tag})")),
                     None => log.push(format!("finds no <{name}/> text to flip in {id} ({tag})")),
                 }
@@ -184,6 +190,7 @@ impl Attacker {
                 });
                 let n = if from_owner { substitute(&mut s, node, with) } else { 0 };
                 if n > 0 {
+                    *self.acted.entry("substitute").or_default() += 1;
                     log.push(format!("substitutes {n} item(s) of {node} in {id} ({tag})"));
                 }
                 vec![Release::Now(s)]
@@ -275,7 +282,7 @@ fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element
 
 /// Flips one bit in the text of the first `name` element: in the decoded payload when the
 /// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
-fn flip(el: &mut Element, name: &str, bit: u32) -> Option<&'static str> {
+fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> Option<&'static str> {
     let target = find_first_mut(el, name)?;
     let text = target.text();
     if text.is_empty() {
@@ -283,9 +290,15 @@ fn flip(el: &mut Element, name: &str, bit: u32) -> Option<&'static str> {
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let trimmed = text.trim();
-    let (mut bytes, is_b64) = match b64.decode(trimmed) {
-        Ok(b) if !b.is_empty() && trimmed.len() >= 8 => (b, true),
-        _ => (text.clone().into_bytes(), false),
+    let decoded = b64.decode(trimmed).ok().filter(|b| !b.is_empty());
+    let as_b64 = match encoding {
+        Some(Encoding::Base64) => decoded,
+        Some(Encoding::Text) => None,
+        None => decoded.filter(|_| trimmed.len() >= 16 && trimmed.len() % 4 == 0),
+    };
+    let (mut bytes, is_b64) = match as_b64 {
+        Some(b) => (b, true),
+        None => (text.clone().into_bytes(), false),
     };
     let i = bit as usize % (bytes.len() * 8);
     bytes[i / 8] ^= 1 << (i % 8);
@@ -333,6 +346,24 @@ pub fn messages_in(stanza: &Element) -> Vec<Element> {
     out
 }
 
+impl Action {
+    /// The power's name, as `acted:` counts it.
+    pub fn power(&self) -> &'static str {
+        match self {
+            Action::Observe => "observe",
+            Action::Drop => "drop",
+            Action::Delay(_) => "delay",
+            Action::Reorder => "reorder",
+            Action::Duplicate(_) => "duplicate",
+            Action::Replay(_) => "replay",
+            Action::Strip(_) => "strip",
+            Action::Replace(..) => "replace",
+            Action::Flip(..) => "flip",
+            Action::Substitute { .. } => "substitute",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,13 +371,17 @@ mod tests {
     #[test]
     fn flip_changes_one_payload_bit() {
         let mut el: Element =
-            "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAA=</payload></m>".parse().unwrap();
-        assert_eq!(flip(&mut el, "payload", 9), Some("the base64 payload of"));
+            "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAAAAAAAAAAAAAAA</payload></m>".parse().unwrap();
+        assert_eq!(flip(&mut el, "payload", 9, None), Some("the base64 payload of"));
+        let mut word: Element = "<m xmlns='jabber:client'><body>password</body></m>".parse().unwrap();
+        assert_eq!(flip(&mut word, "body", 0, None), Some("the text of"));
+        assert_eq!(word.children().next().unwrap().text(), "qassword");
         let text = el.children().next().unwrap().text();
-        assert_eq!(
-            base64::engine::general_purpose::STANDARD.decode(text).unwrap(),
-            vec![0, 2, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), {
+            let mut v = vec![0u8; 18];
+            v[1] = 2;
+            v
+        });
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct AttackerReport {
     pub stolen: Vec<String>,
     /// What it could read.
     pub read: Vec<Read>,
+    /// How many times each power acted.
+    pub acted: BTreeMap<String, u32>,
 }
 
 /// One evaluated expectation.
@@ -133,6 +135,10 @@ impl Outcome {
             );
             for r in &a.read {
                 let _ = writeln!(out, "attacker read {:?} at {} ({})", r.body, fmt_time(r.at), r.means);
+            }
+            if !a.acted.is_empty() {
+                let acted: Vec<String> = a.acted.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                let _ = writeln!(out, "attacker acted: {}", acted.join(", "));
             }
             if a.read.is_empty() {
                 let _ = writeln!(out, "attacker read nothing");
@@ -362,6 +368,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 seen: 0,
                 stolen: vec![],
                 read: vec![],
+                acted: BTreeMap::new(),
             };
         }
     };
@@ -393,6 +400,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         seen: attacker.seen.len(),
         stolen: readers.iter().filter(|(m, _)| m.starts_with("with")).map(|(m, _)| m.clone()).collect(),
         read,
+        acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
     }
 }
 
@@ -465,5 +473,9 @@ fn check_attacker(
         want_sorted.sort();
         got.sort();
         push(format!("{key} read {}", list(want)), want_sorted == got, format!("read {}", list(&got)));
+    }
+    for (power, want) in &e.acted {
+        let got = report.and_then(|r| r.acted.get(power).copied()).unwrap_or(0);
+        push(format!("{key} acted {power} ×{want}"), got == *want, format!("acted {power} ×{got}"));
     }
 }

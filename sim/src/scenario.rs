@@ -262,13 +262,18 @@ pub enum ActionSpec {
         /// The replacement, as XML (namespaces must be declared).
         with: String,
     },
-    /// Flip one bit in the text of the first element with this local name (base64 text is
-    /// decoded first and re-encoded after, so the bit lands in the payload).
+    /// Flip one bit in the text of the first element with this local name. With
+    /// `encoding: base64` the text is decoded first and re-encoded after, so the bit lands in
+    /// the payload; with `text` it lands in the UTF-8 bytes. By default: base64 when the text
+    /// is at least 16 characters of valid padded base64, text otherwise.
     Flip {
         /// Local name of the element.
         element: String,
         /// Bit index (wraps around the payload length).
         bit: u32,
+        /// How to read the text.
+        #[serde(default)]
+        encoding: Option<Encoding>,
     },
     /// Serve different PEP items: in pubsub results and notifications for `node` (from
     /// `owner`, when given), replace each item's payload by the given XML. Server position only.
@@ -281,6 +286,16 @@ pub enum ActionSpec {
         /// The replacement payload, as XML.
         with: String,
     },
+}
+
+/// How an element's text is read before a bit is flipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Base64: the bit lands in the decoded payload.
+    Base64,
+    /// The UTF-8 bytes of the text.
+    Text,
 }
 
 /// A forged stanza.
@@ -379,6 +394,10 @@ pub struct PartyExpect {
     /// Attacker: the plaintexts it could read, in any order.
     #[serde(default)]
     pub read: Option<Vec<String>>,
+    /// Attacker: how many times each power acted (`drop: 1`, `substitute: 2`, ...), so a
+    /// scenario fails when its attack never fired.
+    #[serde(default)]
+    pub acted: BTreeMap<String, u32>,
 }
 
 // ---- errors ------------------------------------------------------------------------------
@@ -495,6 +514,21 @@ impl fmt::Display for Position {
     }
 }
 
+/// The attacker's powers, as `acted:` and the transcript name them.
+pub const POWERS: &[&str] = &[
+    "observe",
+    "drop",
+    "delay",
+    "reorder",
+    "duplicate",
+    "replay",
+    "strip",
+    "replace",
+    "flip",
+    "substitute",
+    "inject",
+];
+
 /// A validated attacker rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -526,7 +560,7 @@ pub enum Action {
     /// See [`ActionSpec::Replace`].
     Replace(String, Element),
     /// See [`ActionSpec::Flip`].
-    Flip(String, u32),
+    Flip(String, u32, Option<Encoding>),
     /// See [`ActionSpec::Substitute`].
     Substitute {
         /// Node.
@@ -981,8 +1015,8 @@ impl Validator<'_> {
                 expect.push((Party::Attacker, key.clone(), e.value.clone()));
             } else {
                 let dev = self.device_ref(pos, &path, key)?;
-                if e.read.is_some() {
-                    return self.err(pos, format!("{path}.read"), "`read` is for the attacker");
+                if e.read.is_some() || !e.acted.is_empty() {
+                    return self.err(pos, path, "`read` and `acted` are for the attacker");
                 }
                 expect.push((Party::Device(dev), key.clone(), e.value.clone()));
             }
@@ -1136,7 +1170,7 @@ impl Validator<'_> {
                     element.clone(),
                     self.xml(rpos, &format!("{path}.do.replace.with"), with)?,
                 ),
-                ActionSpec::Flip { element, bit } => Action::Flip(element.clone(), *bit),
+                ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
                 ActionSpec::Substitute { node, owner, with } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {
                         return self.err(

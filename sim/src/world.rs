@@ -226,6 +226,9 @@ impl Hooks for World {
                 self.log(device, |l| l.alerts.push(reason.to_owned()));
             }
             Note::Injected { hop, stanza } => {
+                if let Some(a) = self.attacker.borrow_mut().as_mut() {
+                    *a.acted.entry("inject").or_default() += 1;
+                }
                 let label = self.attacker_label();
                 self.line(
                     "attack",

@@ -49,7 +49,7 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 enum Row {
-    Ran(Outcome),
+    Ran(Box<Outcome>),
     Broken(String),
 }
 
@@ -59,7 +59,7 @@ fn run_one(path: &Path, seed: Option<u64>) -> Row {
         Err(e) => return Row::Broken(e.to_string()),
     };
     match run_with_seed(&scenario, seed.unwrap_or(scenario.seed)) {
-        Ok(o) => Row::Ran(o),
+        Ok(o) => Row::Ran(Box::new(o)),
         Err(e) => Row::Broken(format!("{}: {e}", scenario.name)),
     }
 }
@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             if let Some(j) = jsonl {
                 let outcomes: Vec<&Outcome> = rows
                     .iter()
-                    .filter_map(|(_, r)| if let Row::Ran(o) = r { Some(o) } else { None })
+                    .filter_map(|(_, r)| if let Row::Ran(o) = r { Some(&**o) } else { None })
                     .collect();
                 if let Err(e) = write_jsonl(&j, &outcomes) {
                     eprintln!("error: {e}");

@@ -25,7 +25,7 @@ use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
 use crate::hooks::{Hooks, Note};
 use crate::server::{NS_BIND, NS_SASL, next};
 use crate::stanza::{Kind, error_condition, error_reply, iq_result, kind, stanza_type};
-use crate::wire::{C2S_PORT, Injectable, RawDoor, Stream, Transport, describe};
+use crate::wire::{C2S_PORT, Injectable, RawDoor, Stream, Transport, describe, stream_error_condition};
 
 /// A device's static configuration.
 #[derive(Debug, Clone)]
@@ -162,7 +162,18 @@ impl<T: Transport> Device<T> {
                 };
                 match inbound {
                     None => {}
-                    Some(Some(Ok(stanza))) => self.inbound(c, stanza).await,
+                    Some(Some(Ok(stanza))) => {
+                        if let Some(condition) = stream_error_condition(&stanza) {
+                            // RFC 6120 §4.9.1.2: a stream error is fatal; the stream is closed.
+                            let party = self.cfg.jid.to_string();
+                            let detail = format!("from {}", self.cfg.server_host);
+                            self.hooks.note(Note::StreamError { party: &party, condition, detail });
+                            self.lost(&mut conn, format!("stream error {condition}"));
+                            retry_at = self.hooks.now() + self.cfg.reconnect_after;
+                        } else {
+                            self.inbound(c, stanza).await;
+                        }
+                    }
                     Some(Some(Err(ReadError::SoftTimeout))) => {
                         // RFC 6120 §4.6.1 / XEP-0199 §4.2: probe the silent stream.
                         let ping = el("iq", NS_CLIENT)

@@ -420,7 +420,7 @@ impl<T: Transport> Server<T> {
                     Some(Err(e)) => {
                         let (condition, detail) = describe(&e);
                         if condition == "not-well-formed" || condition == "invalid-xml" {
-                            let party = full.to_string();
+                            let party = format!("{} c2s of {full}", self.domain());
                             self.hooks.note(Note::StreamError { party: &party, condition, detail: detail.clone() });
                             send_stream_error(&mut xs, condition).await;
                         }
@@ -621,7 +621,7 @@ impl<T: Transport> Server<T> {
     /// A stanza read from a client session (after the client→server hop).
     fn from_client(self: &Rc<Self>, client: &FullJid, mut stanza: Element) {
         let Some(k) = kind(&stanza) else {
-            let party = client.to_string();
+            let party = format!("{} c2s of {client}", self.domain());
             self.hooks.note(Note::StreamError {
                 party: &party,
                 condition: "unsupported-stanza-type",

@@ -127,6 +127,12 @@ pub(crate) fn renamespace(el: &Element, from: &str, to: &str) -> Element {
 pub(crate) fn describe(e: &tokio_xmpp::xmlstream::ReadError) -> (&'static str, String) {
     use tokio_xmpp::xmlstream::ReadError;
     match e {
+        // A connection cut mid-stream surfaces from the parser as an unexpected EOF.
+        ReadError::HardError(io)
+            if io.kind() == io::ErrorKind::InvalidData && io.to_string().to_lowercase().contains("eof") =>
+        {
+            ("connection-lost", io.to_string())
+        }
         ReadError::HardError(io) if io.kind() == io::ErrorKind::InvalidData => {
             ("not-well-formed", io.to_string())
         }
@@ -138,4 +144,46 @@ pub(crate) fn describe(e: &tokio_xmpp::xmlstream::ReadError) -> (&'static str, S
         ReadError::StreamFooterReceived => ("closed", "peer closed the stream".into()),
         ReadError::SoftTimeout => ("soft-timeout", "no data".into()),
     }
+}
+
+/// RFC 6120 §4.9.3 stream error conditions.
+const STREAM_CONDITIONS: &[&str] = &[
+    "bad-format",
+    "bad-namespace-prefix",
+    "conflict",
+    "connection-timeout",
+    "host-gone",
+    "host-unknown",
+    "improper-addressing",
+    "internal-server-error",
+    "invalid-from",
+    "invalid-namespace",
+    "invalid-xml",
+    "not-authorized",
+    "not-well-formed",
+    "policy-violation",
+    "remote-connection-failed",
+    "reset",
+    "resource-constraint",
+    "restricted-xml",
+    "see-other-host",
+    "system-shutdown",
+    "undefined-condition",
+    "unsupported-encoding",
+    "unsupported-feature",
+    "unsupported-stanza-type",
+    "unsupported-version",
+];
+
+/// The condition of a received `<stream:error/>`, if `el` is one (RFC 6120 §4.9.2).
+pub(crate) fn stream_error_condition(el: &Element) -> Option<&'static str> {
+    if !el.is("error", crate::server::NS_STREAM) {
+        return None;
+    }
+    let name =
+        el.children().find(|c| c.ns() == crate::server::NS_STREAMS && c.name() != "text").map(|c| c.name());
+    Some(
+        name.and_then(|n| STREAM_CONDITIONS.iter().copied().find(|c| *c == n))
+            .unwrap_or("undefined-condition"),
+    )
 }

@@ -1,5 +1,7 @@
 //! Integration tests of the simulator, gathered in one binary (as turmoil does).
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 mod bad_input;
 mod determinism;
 mod scenarios;

@@ -7,11 +7,11 @@ use jabberwock_sim::{load, run};
 #[test]
 fn scenarios() {
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("../../snapshots");
+    settings.set_snapshot_path("../../../snapshots");
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {
-        insta::glob!("../../scenarios", "**/*.yaml", |path| {
+        insta::glob!("../../../scenarios", "**/*.yaml", |path| {
             let scenario = load(path).unwrap_or_else(|e| panic!("{e}"));
             let first = run(&scenario).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
             let second = run(&scenario).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
