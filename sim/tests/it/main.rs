@@ -4,5 +4,6 @@
 
 mod bad_input;
 mod determinism;
+mod hostile;
 mod scenarios;
 mod schema;
