@@ -99,7 +99,7 @@ fn hostile_stanza(rng: &mut ChaCha20Rng) -> Element {
     let name = pick(rng, &["message", "presence", "iq"]);
     let mut attrs = String::new();
     for attr in ["to", "from", "type", "id"] {
-        if rng.next_u32() % 4 != 0 {
+        if !rng.next_u32().is_multiple_of(4) {
             let value = match attr {
                 "to" | "from" => pick(rng, JIDS).to_owned(),
                 "type" => pick(rng, TYPES).to_owned(),
@@ -145,7 +145,7 @@ fn hostile_input_never_breaks_the_world() {
     let mut at = Duration::from_secs(2);
     for i in 0..600 {
         at += Duration::from_millis(25);
-        let hop = if i % 2 == 0 {
+        let hop = if i.is_multiple_of(2) {
             Hop::ClientToServer { client: mallory_jid.clone(), server: "a.example".into() }
         } else {
             Hop::ServerToClient { server: "a.example".into(), client: bob.clone() }
