@@ -143,7 +143,7 @@ fn hostile_input_never_breaks_the_world() {
     let mallory_jid = scenario.devices[mallory].jid.clone();
     let plan = scenario.attacker.as_mut().unwrap();
     let mut at = Duration::from_secs(2);
-    for i in 0..600 {
+    for i in 0..600_u32 {
         at += Duration::from_millis(25);
         let hop = if i.is_multiple_of(2) {
             Hop::ClientToServer { client: mallory_jid.clone(), server: "a.example".into() }
