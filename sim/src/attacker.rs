@@ -371,7 +371,9 @@ mod tests {
     #[test]
     fn flip_changes_one_payload_bit() {
         let mut el: Element =
-            "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAAAAAAAAAAAAAAA</payload></m>".parse().unwrap();
+            "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAAAAAAAAAAAAAAA</payload></m>"
+                .parse()
+                .unwrap();
         assert_eq!(flip(&mut el, "payload", 9, None), Some("the base64 payload of"));
         let mut word: Element = "<m xmlns='jabber:client'><body>password</body></m>".parse().unwrap();
         assert_eq!(flip(&mut word, "body", 0, None), Some("the text of"));

@@ -319,7 +319,7 @@ impl<T: Transport> Device<T> {
     }
 
     async fn connect(&mut self) -> ConnResult<Conn<T::Io>> {
-        let io_err = |e: io::Error| ("connection-failed", e.to_string());
+        let io_err = |e: io::Error| ("connection-failed", format!("{:?}: {e}", e.kind()));
         let io = self.transport.connect(&self.cfg.server_host, C2S_PORT).await.map_err(io_err)?;
         let (io, door) = Injectable::new(io);
         let timeouts = Timeouts { read_timeout: self.cfg.keepalive, response_timeout: self.cfg.keepalive };

@@ -416,7 +416,17 @@ impl<T: Transport> Server<T> {
                         let hop = Hop::ClientToServer { client: full.clone(), server: self.cfg.domain.clone() };
                         self.through(hop, stanza, Self::deliver_c2s);
                     }
-                    Some(Err(ReadError::SoftTimeout)) => continue,
+                    Some(Err(ReadError::SoftTimeout)) => {
+                        // RFC 6120 §4.6.1 / XEP-0199 §4.3: probe a silent client before the
+                        // response timeout gives its session up.
+                        let ping = el("iq", NS_CLIENT)
+                            .with("type", "get")
+                            .with("id", self.next_id("ping"))
+                            .with("from", self.domain())
+                            .with("to", full.to_string())
+                            .child(el("ping", NS_PING));
+                        self.send_to_session(&full, ping);
+                    }
                     Some(Err(e)) => {
                         let (condition, detail) = describe(&e);
                         if condition == "not-well-formed" || condition == "invalid-xml" {
