@@ -1010,7 +1010,17 @@ impl Validator<'_> {
                     || e.alerts.is_some()
                     || e.errors.is_some()
                 {
-                    return self.err(pos, path, "the attacker only has `read`");
+                    return self.err(pos, path, "the attacker only has `read` and `acted`");
+                }
+                for power in e.acted.keys() {
+                    if !POWERS.contains(&power.as_str()) {
+                        let known = POWERS.join(", ");
+                        return self.err(
+                            pos,
+                            format!("{path}.acted.{power}"),
+                            format!("unknown power `{power}` (powers: {known})"),
+                        );
+                    }
                 }
                 expect.push((Party::Attacker, key.clone(), e.value.clone()));
             } else {
@@ -1163,6 +1173,9 @@ impl Validator<'_> {
                 ActionSpec::Drop => Action::Drop,
                 ActionSpec::Delay(d) => Action::Delay(d.0),
                 ActionSpec::Reorder => Action::Reorder,
+                ActionSpec::Duplicate(n) if *n == 0 || *n > 1000 => {
+                    return self.err(rpos, format!("{path}.do.duplicate"), "between 1 and 1000 extra copies");
+                }
                 ActionSpec::Duplicate(n) => Action::Duplicate(*n),
                 ActionSpec::Replay(d) => Action::Replay(d.0),
                 ActionSpec::Strip(e) => Action::Strip(e.clone()),

@@ -72,6 +72,8 @@ fn other_impossible_scenarios() {
         (format!("{GOOD_HEAD}attacker:\n  position: under the sea\n"), "everywhere"),
         (format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{do: {{replace: {{element: body, with: '<body'}}}}}}\n"), "not well-formed XML"),
         (format!("{GOOD_HEAD}expect:\n  carol/phone: {{received: []}}\n"), "unknown device"),
+        (format!("{GOOD_HEAD}attacker:\n  position: everywhere\n  rules:\n    - {{do: {{duplicate: 4000000000}}}}\n"), "between 1 and 1000"),
+        (format!("{GOOD_HEAD}attacker:\n  position: everywhere\nexpect:\n  attacker: {{acted: {{teleport: 1}}}}\n"), "unknown power `teleport`"),
         (format!("{GOOD_HEAD}timeline:\n  - {{at: 1s, device: alice/phone, compromise: full-state}}\n"), "needs an `attacker:`"),
         ("name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: rot13}}\n".to_owned(), "unknown protocol `rot13`"),
         ("name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@b.example: {devices: {phone: plain}}\n".to_owned(), "no server hosts"),
