@@ -22,12 +22,13 @@
 //! `--full-roster` (every account subscribes to every other one, the scenario default,
 //! instead of only its two ring neighbours). `--bench`, which cargo passes, is ignored.
 //!
-//! Cost model (measured): the wall time is dominated by turmoil, not by the messages. turmoil
-//! 0.7 registers a link between every pair of hosts, and on every 1ms tick it walks all links
-//! once per running host (`Topology::deliver_messages`), so one simulated millisecond costs
-//! about `hosts³ / 2` link visits (~5ns each): ~3µs per tick at 11 hosts, ~20ms at 201. The
-//! default spacing therefore keeps the simulated span short (10,000 messages in 10s); the
-//! settle time after the last send is 2s (a plain message crosses two hops of ≤10ms).
+//! Cost model (measured): the wall time is dominated by turmoil's 1ms ticks, not by the
+//! messages. Every tick polls each host's runtime (~2µs a host), and turmoil 0.7 registers a
+//! link between every pair of hosts and walks all of them once per running host
+//! (`Topology::deliver_messages`): about `hosts³ / 2` link visits (~5ns each) per tick, ~25µs
+//! a tick at 11 hosts but ~24ms at 201. The default spacing therefore keeps the simulated span
+//! short (10,000 messages in 10s, 13s in all); the settle time after the last send is 2s (a
+//! plain message crosses two hops of ≤10ms).
 
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -232,7 +233,7 @@ impl Measured {
 
     fn summary(&self) -> String {
         format!(
-            "case {:>8}: {}/{} delivered, run {:.2}s wall ({:.1} µs/msg), peak RSS {}, {:.1}s simulated ({:.2} sim-s/wall-s), parse {:.2}s",
+            "case {:>8}: {}/{} delivered, run {:.2}s wall ({:.1} µs/msg), peak RSS {}, {:.1}s simulated ({:.3} sim-s/wall-s), parse {:.2}s",
             self.case.name(),
             self.delivered,
             self.sent,
@@ -316,7 +317,7 @@ fn table(results: &[Measured]) -> String {
     for m in results {
         let _ = writeln!(
             t,
-            "| {:<8} | {:>9} | {:>7.1} µs | {:>7.2}s | {:>10} | {:>8.1}s | {:>12.2} |",
+            "| {:<8} | {:>9} | {:>7.1} µs | {:>7.2}s | {:>10} | {:>8.1}s | {:>12.3} |",
             m.case.name(),
             m.delivered,
             m.per_message().as_secs_f64() * 1e6,
