@@ -176,7 +176,9 @@ impl Attacker {
             Action::Flip(name, bit, encoding) => {
                 let mut s = stanza;
                 match flip(&mut s, name, *bit, *encoding) {
-                    Some(what) => log.push(format!("flips bit {bit} of {what} <{name}/> in {id} ({tag})")),
+                    Some((flipped, what)) => {
+                        log.push(format!("flips bit {flipped} of {what} <{name}/> in {id} ({tag})"))
+                    }
                     None => log.push(format!("finds no <{name}/> text to flip in {id} ({tag})")),
                 }
                 vec![Release::Now(s)]
@@ -282,7 +284,7 @@ fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element
 
 /// Flips one bit in the text of the first `name` element: in the decoded payload when the
 /// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
-fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> Option<&'static str> {
+fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> Option<(u32, &'static str)> {
     let target = find_first_mut(el, name)?;
     let text = target.text();
     if text.is_empty() {
@@ -296,20 +298,30 @@ fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> O
         Some(Encoding::Text) => None,
         None => decoded.filter(|_| trimmed.len() >= 16 && trimmed.len() % 4 == 0),
     };
-    let (mut bytes, is_b64) = match as_b64 {
+    let (bytes, is_b64) = match as_b64 {
         Some(b) => (b, true),
         None => (text.clone().into_bytes(), false),
     };
-    let i = bit as usize % (bytes.len() * 8);
-    bytes[i / 8] ^= 1 << (i % 8);
-    let new_text = if is_b64 { b64.encode(&bytes) } else { String::from_utf8_lossy(&bytes).into_owned() };
+    // In text, a flip must leave characters XML can carry (XML 1.0 §2.2), or the stanza
+    // could not be serialised at all: try the following bits until one does.
+    let total = bytes.len() * 8;
+    let (flipped, new_text) = (0..total).find_map(|k| {
+        let i = (bit as usize + k) % total;
+        let mut b = bytes.clone();
+        b[i / 8] ^= 1 << (i % 8);
+        if is_b64 {
+            return Some((i, b64.encode(&b)));
+        }
+        let t = String::from_utf8(b).ok()?;
+        t.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')).then_some((i, t))
+    })?;
     let children: Vec<Element> = target.children().cloned().collect();
     let _ = target.take_nodes();
     target.append_text(new_text);
     for c in children {
         target.append_child(c);
     }
-    Some(if is_b64 { "the base64 payload of" } else { "the text of" })
+    Some((flipped as u32, if is_b64 { "the base64 payload of" } else { "the text of" }))
 }
 
 /// Replaces the payload of each item of `node` in pubsub results and event notifications.
@@ -374,10 +386,15 @@ mod tests {
             "<m xmlns='jabber:client'><payload xmlns='urn:x'>AAAAAAAAAAAAAAAAAAAAAAAA</payload></m>"
                 .parse()
                 .unwrap();
-        assert_eq!(flip(&mut el, "payload", 9, None), Some("the base64 payload of"));
+        assert_eq!(flip(&mut el, "payload", 9, None), Some((9, "the base64 payload of")));
         let mut word: Element = "<m xmlns='jabber:client'><body>password</body></m>".parse().unwrap();
-        assert_eq!(flip(&mut word, "body", 0, None), Some("the text of"));
+        assert_eq!(flip(&mut word, "body", 0, None), Some((0, "the text of")));
         assert_eq!(word.children().next().unwrap().text(), "qassword");
+        // Bit 6 of 'A' gives a control character and bit 7 invalid UTF-8: the flip moves on
+        // (wrapping around) to the first bit that leaves text XML can carry.
+        let mut word: Element = "<m xmlns='jabber:client'><body>A</body></m>".parse().unwrap();
+        assert_eq!(flip(&mut word, "body", 6, None), Some((0, "the text of")));
+        assert_eq!(word.children().next().unwrap().text(), "@");
         let text = el.children().next().unwrap().text();
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), {
             let mut v = vec![0u8; 18];

@@ -44,23 +44,29 @@ pub fn format_stamp(since_epoch: Duration) -> String {
     )
 }
 
-/// Parses a XEP-0082 DateTime in UTC (`Z`) with optional fractional seconds.
+/// Parses a XEP-0082 DateTime in UTC (`Z`) with optional fractional seconds, strictly:
+/// `CCYY-MM-DDThh:mm:ss[.s+]Z` with exactly those digit counts and a year in 1970..=9999.
 /// Returns `None` for anything else: the stamp may come from an attacker.
 pub fn parse_stamp(s: &str) -> Option<Duration> {
+    fn num(s: &str, digits: usize) -> Option<i64> {
+        (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    }
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
-    let mut dp = date.splitn(3, '-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let m: i64 = dp.next()?.parse().ok()?;
-    let d: i64 = dp.next()?.parse().ok()?;
+    let mut dp = date.split('-');
+    let (y, m, d) = (num(dp.next()?, 4)?, num(dp.next()?, 2)?, num(dp.next()?, 2)?);
+    if dp.next().is_some() {
+        return None;
+    }
     let (hms, frac) = match time.split_once('.') {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (time, None),
     };
-    let mut tp = hms.splitn(3, ':');
-    let hh: i64 = tp.next()?.parse().ok()?;
-    let mm: i64 = tp.next()?.parse().ok()?;
-    let ss: i64 = tp.next()?.parse().ok()?;
+    let mut tp = hms.split(':');
+    let (hh, mm, ss) = (num(tp.next()?, 2)?, num(tp.next()?, 2)?, num(tp.next()?, 2)?);
+    if tp.next().is_some() {
+        return None;
+    }
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 || y < 1970 {
         return None;
     }
@@ -72,6 +78,7 @@ pub fn parse_stamp(s: &str) -> Option<Duration> {
         Some(_) => return None,
         None => 0,
     };
+    // A four-digit year keeps every product far from overflow.
     let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss;
     Some(Duration::new(u64::try_from(secs).ok()?, nanos))
 }
@@ -101,6 +108,13 @@ mod tests {
             "2026-01-01T00:00:00.Z",
             "2026-01-01T00:00:00.1234567890Z",
             "1969-12-31T23:59:59Z",
+            "300000000000-03-01T00:00:00Z",
+            "2026-01-01T-5:00:00Z",
+            "2026-01-01T+5:00:00Z",
+            "2026-1-01T00:00:00Z",
+            "2026-01-01T00:00:00:00Z",
+            "2026-01-01-01T00:00:00Z",
+            "+2026-01-01T00:00:00Z",
         ] {
             assert_eq!(parse_stamp(bad), None, "{bad}");
         }

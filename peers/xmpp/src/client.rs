@@ -23,9 +23,12 @@ use tokio::io::BufStream;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
 
 use crate::hooks::{Hooks, Note};
-use crate::server::{NS_BIND, NS_SASL, next};
+use crate::server::{NS_BIND, NS_SASL, next, send_stream_error};
 use crate::stanza::{Kind, error_condition, error_reply, iq_result, kind, stanza_type};
-use crate::wire::{C2S_PORT, Injectable, RawDoor, Stream, Transport, describe, stream_error_condition};
+use crate::wire::{
+    C2S_PORT, DepthGuard, Injectable, MAX_DEPTH, RawDoor, Stream, Transport, describe, dismantle,
+    stream_error_condition, too_deep,
+};
 
 /// A device's static configuration.
 #[derive(Debug, Clone)]
@@ -85,7 +88,20 @@ pub struct Device<T: Transport> {
     counter: u64,
     queue: Vec<Element>,
     roster: BTreeMap<BareJid, (String, bool)>,
+    /// Our iq requests still waiting for an answer, by id.
+    asked: BTreeMap<String, Asked>,
 }
+
+/// What an outstanding iq request asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Roster,
+    Fetch(BareJid),
+    Other,
+}
+
+/// At most this many iq requests are remembered while they wait for answers.
+const MAX_OUTSTANDING: usize = 1024;
 
 impl<T: Transport> core::fmt::Debug for Device<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -107,7 +123,17 @@ impl<T: Transport> Device<T> {
         hooks: Rc<dyn Hooks>,
         transport: T,
     ) -> Self {
-        Device { cfg, engine, rng, hooks, transport, counter: 0, queue: vec![], roster: BTreeMap::new() }
+        Device {
+            cfg,
+            engine,
+            rng,
+            hooks,
+            transport,
+            counter: 0,
+            queue: vec![],
+            roster: BTreeMap::new(),
+            asked: BTreeMap::new(),
+        }
     }
 
     fn next_id(&mut self, prefix: &str) -> String {
@@ -162,6 +188,19 @@ impl<T: Transport> Device<T> {
                 };
                 match inbound {
                     None => {}
+                    Some(Some(Ok(stanza))) if too_deep(&stanza, MAX_DEPTH) => {
+                        dismantle(stanza);
+                        let party = self.cfg.jid.to_string();
+                        let detail = format!("stanza nested deeper than {MAX_DEPTH} elements");
+                        self.hooks.note(Note::StreamError {
+                            party: &party,
+                            condition: "policy-violation",
+                            detail,
+                        });
+                        send_stream_error(&mut c.xs, "policy-violation").await;
+                        self.lost(&mut conn, "stream error policy-violation".into());
+                        retry_at = self.hooks.now() + self.cfg.reconnect_after;
+                    }
                     Some(Some(Ok(stanza))) => {
                         if let Some(condition) = stream_error_condition(&stanza) {
                             // RFC 6120 §4.9.1.2: a stream error is fatal; the stream is closed.
@@ -227,6 +266,7 @@ impl<T: Transport> Device<T> {
     }
 
     fn lost(&mut self, conn: &mut Option<Conn<T::Io>>, reason: String) {
+        self.asked.clear();
         if conn.take().is_some() {
             self.hooks
                 .note(Note::SessionDown { device: &self.cfg.jid, reason: format!("client side: {reason}") });
@@ -314,6 +354,25 @@ impl<T: Transport> Device<T> {
     }
 
     async fn write(&mut self, c: &mut Conn<T::Io>, stanza: Element) {
+        if stanza.name() == "iq"
+            && matches!(stanza_type(&stanza), "get" | "set")
+            && let Some(id) = stanza.attr("id")
+        {
+            let asked = if stanza.has_child("query", NS_ROSTER) {
+                Asked::Roster
+            } else {
+                match stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB)) {
+                    Some(_) => {
+                        stanza.attr("to").and_then(|t| t.parse().ok()).map_or(Asked::Other, Asked::Fetch)
+                    }
+                    None => Asked::Other,
+                }
+            };
+            if self.asked.len() >= MAX_OUTSTANDING {
+                self.asked.pop_first();
+            }
+            self.asked.insert(id.to_owned(), asked);
+        }
         // A failed write shows up as a read error on the next turn of the loop.
         let _ = c.xs.send(&stanza).await;
     }
@@ -329,8 +388,9 @@ impl<T: Transport> Device<T> {
             to: Some(domain.clone().into()),
             id: None,
         };
-        let pending =
-            initiate_stream(BufStream::new(io), NS_CLIENT, header(), timeouts).await.map_err(io_err)?;
+        let pending = initiate_stream(BufStream::new(DepthGuard::new(io)), NS_CLIENT, header(), timeouts)
+            .await
+            .map_err(io_err)?;
         let (features, mut xs) =
             pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
         if !features.sasl_mechanisms.contains("PLAIN") {
@@ -468,13 +528,23 @@ impl<T: Transport> Device<T> {
                 }
             }
             "result" => {
-                if let Some(query) = stanza.get_child("query", NS_ROSTER) {
+                // Only results to our own requests, from whom we asked, carry data we trust
+                // (a forged roster result would stop us subscribing; a forged items result
+                // would feed the engine keys nobody published).
+                let Some(asked) = stanza.attr("id").and_then(|id| self.asked.remove(id)) else { return };
+                let own_answer = from.is_empty() || from == own;
+                if let (Asked::Roster, true, Some(query)) =
+                    (&asked, own_answer, stanza.get_child("query", NS_ROSTER))
+                {
                     self.read_roster(query);
                     let contacts: Vec<BareJid> = self.cfg.contacts.iter().cloned().collect();
                     for contact in contacts {
                         self.subscribe_if_needed(c, &contact).await;
                     }
-                } else if stanza.has_child("pubsub", NS_PUBSUB) {
+                } else if let Asked::Fetch(owner) = asked
+                    && from == owner.to_string()
+                    && stanza.has_child("pubsub", NS_PUBSUB)
+                {
                     self.hand_to_engine(c, stanza, None).await;
                 }
             }
@@ -513,9 +583,12 @@ impl<T: Transport> Device<T> {
 
     async fn hand_to_engine(&mut self, c: &mut Conn<T::Io>, stanza: Element, carbon: Option<Carbon>) {
         let now = self.hooks.now();
-        // XEP-0203 §3: how long the server held the message.
+        // XEP-0203 §3: how long our own server held the message. Only its stamp counts: the
+        // sender may put any <delay/> it likes into the stanza.
+        let server = self.cfg.jid.domain().to_string();
         let delay = stanza
-            .get_child("delay", NS_DELAY)
+            .children()
+            .find(|d| d.is("delay", NS_DELAY) && d.attr("from") == Some(server.as_str()))
             .and_then(|d| d.attr("stamp"))
             .and_then(parse_stamp)
             .map(|stamp| now.saturating_sub(stamp));

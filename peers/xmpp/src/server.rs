@@ -27,7 +27,9 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::hooks::{Hooks, Hop, Injection, Note, Release};
 use crate::stanza::{Kind, error_reply, iq_payload, iq_result, jid_attr, kind, stanza_type};
-use crate::wire::{S2S_PORT, Stream, Transport, describe, renamespace};
+use crate::wire::{
+    DepthGuard, MAX_DEPTH, S2S_PORT, Stream, Transport, describe, dismantle, renamespace, too_deep,
+};
 
 pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
@@ -37,6 +39,8 @@ const NS_HINTS: &str = "urn:xmpp:hints";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 /// At most this many messages wait for one offline account; past it, senders get an error.
 const MAX_OFFLINE: usize = 10_000;
+/// At most this many subscription requests wait for one account; more are dropped.
+const MAX_PENDING: usize = 1_000;
 /// At most this many items stay in one PEP node, whatever `pubsub#max_items` asks.
 const MAX_ITEMS: usize = 256;
 
@@ -273,8 +277,7 @@ impl<T: Transport> Server<T> {
 
     /// Writes to a client session without interception (the caller already intercepted).
     fn write_session(&self, client: &FullJid, stanza: Element) {
-        let sessions = self.sessions.borrow();
-        let sent = sessions.get(client).is_some_and(|s| s.tx.send(Out::Stanza(stanza)).is_ok());
+        let sent = self.sessions.borrow().get(client).is_some_and(|s| s.tx.send(Out::Stanza(stanza)).is_ok());
         if !sent {
             let hop = Hop::ServerToClient { server: self.cfg.domain.clone(), client: client.clone() };
             self.hooks.note(Note::Lost { hop: &hop, reason: "session gone" });
@@ -303,7 +306,9 @@ impl<T: Transport> Server<T> {
     ) -> Result<(), (&'static str, String)> {
         let io_err = |e: std::io::Error| ("connection-lost", e.to_string());
         let mut accepted =
-            accept_stream(BufStream::new(io), NS_CLIENT, self.client_timeouts()).await.map_err(io_err)?;
+            accept_stream(BufStream::new(DepthGuard::new(io)), NS_CLIENT, self.client_timeouts())
+                .await
+                .map_err(io_err)?;
         let header = accepted.take_header();
         let stream_id = self.next_id("s");
         let pending = accepted
@@ -391,8 +396,13 @@ impl<T: Transport> Server<T> {
             Session { tx, generation, available: false, priority: 0, carbons: false, presence: None },
         );
         if let Some(old) = old {
-            // RFC 6120 §7.7.2.2: the new session overrides the old one.
+            // RFC 6120 §7.7.2.2: the new session overrides the old one, whose presence ends.
             let _ = old.tx.send(Out::Kick("conflict"));
+            if old.available {
+                let unavailable =
+                    el("presence", NS_CLIENT).with("type", "unavailable").with("from", full.to_string());
+                self.broadcast_presence(&full, unavailable);
+            }
         }
         self.hooks.note(Note::SessionUp { device: &full });
 
@@ -412,6 +422,14 @@ impl<T: Transport> Server<T> {
                     None => break "server shutting down".to_owned(),
                 },
                 inbound = xs.next() => match inbound {
+                    Some(Ok(stanza)) if too_deep(&stanza, MAX_DEPTH) => {
+                        dismantle(stanza);
+                        let party = format!("{} c2s of {full}", self.domain());
+                        let detail = format!("stanza nested deeper than {MAX_DEPTH} elements");
+                        self.hooks.note(Note::StreamError { party: &party, condition: "policy-violation", detail });
+                        send_stream_error(&mut xs, "policy-violation").await;
+                        break "stream error policy-violation".to_owned();
+                    }
                     Some(Ok(stanza)) => {
                         let hop = Hop::ClientToServer { client: full.clone(), server: self.cfg.domain.clone() };
                         self.through(hop, stanza, Self::deliver_c2s);
@@ -429,7 +447,7 @@ impl<T: Transport> Server<T> {
                     }
                     Some(Err(e)) => {
                         let (condition, detail) = describe(&e);
-                        if condition == "not-well-formed" || condition == "invalid-xml" {
+                        if matches!(condition, "not-well-formed" | "invalid-xml" | "policy-violation") {
                             let party = format!("{} c2s of {full}", self.domain());
                             self.hooks.note(Note::StreamError { party: &party, condition, detail: detail.clone() });
                             send_stream_error(&mut xs, condition).await;
@@ -503,7 +521,9 @@ impl<T: Transport> Server<T> {
     ) -> Result<(), (&'static str, String)> {
         let io_err = |e: std::io::Error| ("connection-lost", e.to_string());
         let mut accepted =
-            accept_stream(BufStream::new(io), NS_SERVER, federation_timeouts()).await.map_err(io_err)?;
+            accept_stream(BufStream::new(DepthGuard::new(io)), NS_SERVER, federation_timeouts())
+                .await
+                .map_err(io_err)?;
         let header = accepted.take_header();
         let remote = header.from.as_deref().unwrap_or_default().to_owned();
         let pending = accepted
@@ -527,6 +547,11 @@ impl<T: Transport> Server<T> {
         let mut xs: Stream<Io> = pending.send_features(&StreamFeatures::default()).await.map_err(io_err)?;
         loop {
             match xs.next().await {
+                Some(Ok(stanza)) if too_deep(&stanza, MAX_DEPTH) => {
+                    dismantle(stanza);
+                    send_stream_error(&mut xs, "policy-violation").await;
+                    return Err(("policy-violation", format!("stanza from {remote} nested too deep")));
+                }
                 Some(Ok(stanza)) => self.from_remote(&remote, renamespace(&stanza, NS_SERVER, NS_CLIENT)),
                 Some(Err(ReadError::SoftTimeout)) => continue,
                 Some(Err(e)) => return Err(describe(&e)),
@@ -573,13 +598,19 @@ impl<T: Transport> Server<T> {
                 to: Some(remote.clone().into()),
                 id: None,
             };
-            let stream =
-                match initiate_stream(BufStream::new(io), NS_SERVER, header, federation_timeouts()).await {
-                    Ok(pending) => {
-                        pending.recv_features::<Element>().await.map(|(_, xs)| xs).map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
+            let stream = match initiate_stream(
+                BufStream::new(DepthGuard::new(io)),
+                NS_SERVER,
+                header,
+                federation_timeouts(),
+            )
+            .await
+            {
+                Ok(pending) => {
+                    pending.recv_features::<Element>().await.map(|(_, xs)| xs).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
             let mut xs: Stream<T::Io> = match stream {
                 Ok(xs) => xs,
                 Err(e) => {
@@ -1140,10 +1171,12 @@ impl<T: Transport> Server<T> {
                     self.route(ok, Origin::Server);
                     return;
                 }
-                if let Some(acc) = self.disk.borrow_mut().accounts.get_mut(&user) {
-                    acc.pending_in.insert(contact.clone());
+                let stored = self.disk.borrow_mut().accounts.get_mut(&user).is_some_and(|a| {
+                    a.pending_in.len() < MAX_PENDING && a.pending_in.insert(contact.clone())
+                });
+                if stored {
+                    deliver_all(self, &stanza);
                 }
-                deliver_all(self, &stanza);
             }
             "subscribed" => {
                 if !item.ask {
@@ -1157,6 +1190,17 @@ impl<T: Transport> Server<T> {
                 deliver_all(self, &stanza);
             }
             "unsubscribe" => {
+                // §3.3.3: only a contact with a subscription (or a pending request) can take it
+                // back; anything else is ignored silently.
+                let was_pending = self
+                    .disk
+                    .borrow_mut()
+                    .accounts
+                    .get_mut(&user)
+                    .is_some_and(|a| a.pending_in.remove(&contact));
+                if !item.subscription.has_from() && !was_pending {
+                    return;
+                }
                 self.update_roster(&user, &contact, |i| {
                     i.subscription = i.subscription.with(i.subscription.has_to(), false)
                 });
@@ -1164,6 +1208,10 @@ impl<T: Transport> Server<T> {
                 deliver_all(self, &stanza);
             }
             "unsubscribed" => {
+                // §3.2.3: only meaningful when the user has (or asked for) a subscription.
+                if !item.subscription.has_to() && !item.ask {
+                    return;
+                }
                 self.update_roster(&user, &contact, |i| {
                     i.ask = false;
                     i.subscription = i.subscription.with(false, i.subscription.has_from());

@@ -55,7 +55,8 @@ pub fn error_condition(stanza: &Element) -> Option<String> {
 /// Builds the RFC 6120 §8.3 error reply to `stanza` (from and to swapped, same id).
 /// Returns `None` for stanzas that must never be answered with an error (errors themselves).
 pub fn error_reply(stanza: &Element, kind: &str, condition: &str, from: Option<&str>) -> Option<Element> {
-    if stanza_type(stanza) == "error" {
+    // RFC 6120 §8.3.1: never answer an error; §8.2.3: never answer an iq result.
+    if stanza_type(stanza) == "error" || (stanza.name() == "iq" && stanza_type(stanza) == "result") {
         return None;
     }
     let mut reply = el(stanza.name(), NS_CLIENT).with("type", "error");

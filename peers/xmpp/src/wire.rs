@@ -101,7 +101,7 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Injectable<Io> {
 }
 
 /// An established XML stream whose stream-level elements are parsed as DOM elements.
-pub(crate) type Stream<Io> = XmlStream<BufStream<Io>, Element>;
+pub(crate) type Stream<Io> = XmlStream<BufStream<DepthGuard<Io>>, Element>;
 
 /// Copies `el` with every element in namespace `from` moved to namespace `to`.
 /// RFC 6120 §4.8.3: stanzas are `jabber:client` on c2s streams and `jabber:server` on s2s.
@@ -132,6 +132,11 @@ pub(crate) fn describe(e: &tokio_xmpp::xmlstream::ReadError) -> (&'static str, S
             if io.kind() == io::ErrorKind::InvalidData && io.to_string().to_lowercase().contains("eof") =>
         {
             ("connection-lost", io.to_string())
+        }
+        ReadError::HardError(io)
+            if io.kind() == io::ErrorKind::InvalidData && io.to_string().contains("nested deeper") =>
+        {
+            ("policy-violation", io.to_string())
         }
         ReadError::HardError(io) if io.kind() == io::ErrorKind::InvalidData => {
             ("not-well-formed", io.to_string())
@@ -186,4 +191,138 @@ pub(crate) fn stream_error_condition(el: &Element) -> Option<&'static str> {
         name.and_then(|n| STREAM_CONDITIONS.iter().copied().find(|c| *c == n))
             .unwrap_or("undefined-condition"),
     )
+}
+
+/// How deep a stanza may nest. Deeper input is refused with `<policy-violation/>` (RFC 6120
+/// §4.9.3.14) before anything recursive (routing, serialising, dropping) touches it.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Whether `el` nests deeper than `limit` elements, measured without recursion.
+pub(crate) fn too_deep(el: &Element, limit: usize) -> bool {
+    let mut stack: Vec<(&Element, usize)> = vec![(el, 1)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > limit {
+            return true;
+        }
+        stack.extend(e.children().map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// Takes an element apart without recursion, so that dropping a hostile, very deep tree
+/// cannot overflow the stack.
+pub(crate) fn dismantle(el: Element) {
+    let mut stack = vec![el];
+    while let Some(mut e) = stack.pop() {
+        for node in e.take_nodes() {
+            if let minidom::Node::Element(child) = node {
+                stack.push(child);
+            }
+        }
+    }
+}
+
+/// A read-side guard that counts element nesting in the raw bytes and fails the stream when
+/// it passes a limit, before the XML parser (whose DOM builder recurses once per level) sees
+/// it. A lenient tokenizer: it only needs to be right about well-formed input and never to
+/// crash on the rest.
+#[derive(Debug)]
+pub(crate) struct DepthGuard<Io> {
+    inner: Io,
+    state: Lex,
+    depth: usize,
+    last_slash: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    Text,
+    TagOpen,
+    StartTag,
+    Quoted(u8),
+    EndTag,
+    Special,
+}
+
+/// The stream header opens one level, and a SASL restart opens another (RFC 6120 §6.4.6).
+const STREAM_LEVELS: usize = 2;
+
+impl<Io> DepthGuard<Io> {
+    pub(crate) fn new(inner: Io) -> Self {
+        DepthGuard { inner, state: Lex::Text, depth: 0, last_slash: false }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for &b in bytes {
+            self.state = match (self.state, b) {
+                (Lex::Text, b'<') => Lex::TagOpen,
+                (Lex::Text, _) => Lex::Text,
+                (Lex::TagOpen, b'/') => Lex::EndTag,
+                (Lex::TagOpen, b'?' | b'!') => Lex::Special,
+                (Lex::TagOpen, _) => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH + STREAM_LEVELS {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("XML nested deeper than {MAX_DEPTH} elements"),
+                        ));
+                    }
+                    self.last_slash = false;
+                    Lex::StartTag
+                }
+                (Lex::StartTag, b'"' | b'\'') => Lex::Quoted(b),
+                (Lex::StartTag, b'>') => {
+                    if self.last_slash {
+                        self.depth = self.depth.saturating_sub(1);
+                    }
+                    Lex::Text
+                }
+                (Lex::StartTag, _) => {
+                    self.last_slash = b == b'/';
+                    Lex::StartTag
+                }
+                (Lex::Quoted(q), _) if b == q => Lex::StartTag,
+                (Lex::Quoted(q), _) => Lex::Quoted(q),
+                (Lex::EndTag, b'>') => {
+                    self.depth = self.depth.saturating_sub(1);
+                    Lex::Text
+                }
+                (Lex::EndTag, _) => Lex::EndTag,
+                (Lex::Special, b'>') => Lex::Text,
+                (Lex::Special, _) => Lex::Special,
+            };
+        }
+        Ok(())
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for DepthGuard<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let fresh = buf.filled()[before..].to_vec();
+                Poll::Ready(self.scan(&fresh))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for DepthGuard<Io> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -158,6 +158,11 @@ fn hostile_input_never_breaks_the_world() {
         raw_at += Duration::from_millis(1500);
         scenario.devices[mallory].schedule.push((raw_at, Command::Raw(malformed_bytes(&mut rng))));
     }
+    // Nesting deep enough to overflow any recursive parser or destructor.
+    let deep =
+        format!("<message to='bob@a.example'>{}{}</message>", "<a>".repeat(200_000), "</a>".repeat(200_000));
+    scenario.devices[mallory].schedule.push((Duration::from_millis(1500), Command::Raw(deep)));
+    scenario.devices[mallory].schedule.sort_by_key(|(at, _)| *at);
     let end = at.max(raw_at) + Duration::from_secs(2);
     let alice = scenario.devices.iter_mut().find(|d| d.short == "alice/phone").unwrap();
     alice.schedule.push((end, Command::Send { to: bob.to_bare(), body: "after the storm".into() }));
@@ -179,6 +184,14 @@ fn hostile_input_never_breaks_the_world() {
     assert!(log.alerts.iter().any(|a| a == "forged-carbon"), "bob flagged carbons from strangers");
     let stream_errors = first.transcript.entries.iter().filter(|e| e.text.contains("✗ stream error")).count();
     assert!(stream_errors >= 10, "malformed bytes give stream errors in the transcript ({stream_errors})");
+    assert!(
+        first
+            .transcript
+            .entries
+            .iter()
+            .any(|e| e.text.contains("policy-violation: XML nested deeper than 64")),
+        "deep nesting is refused before it is parsed"
+    );
     let stanza_errors = first.transcript.entries.iter().filter(|e| e.text.contains("type='error'")).count();
     assert!(stanza_errors >= 20, "hostile stanzas get stanza errors ({stanza_errors})");
 }
