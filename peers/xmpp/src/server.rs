@@ -866,7 +866,17 @@ impl<T: Transport> Server<T> {
             return;
         }
         if !targets.is_empty() {
-            // §8.5.2.1.1: deliver to all available resources with non-negative priority.
+            // §8.5.2.1.1: deliver to all available resources with non-negative priority;
+            // XEP-0280 §7.1: carbons-enabled resources that did not get it get a copy.
+            let carbons: Vec<FullJid> = if Self::carbon_eligible(&stanza) {
+                self.carbon_copies(&targets[0]).into_iter().filter(|j| !targets.contains(j)).collect()
+            } else {
+                vec![]
+            };
+            for other in carbons {
+                let copy = Self::wrap_carbon("received", &bare, &other, &stanza);
+                self.send_to_session(&other, copy);
+            }
             for full in targets {
                 self.send_to_session(&full, stanza.clone());
             }
@@ -919,7 +929,7 @@ impl<T: Transport> Server<T> {
         self.sessions
             .borrow()
             .iter()
-            .filter(|(j, s)| j.to_bare() == owner.to_bare() && *j != owner && s.carbons && s.available)
+            .filter(|(j, s)| j.to_bare() == owner.to_bare() && *j != owner && s.carbons)
             .map(|(j, _)| j.clone())
             .collect()
     }
@@ -1136,14 +1146,32 @@ impl<T: Transport> Server<T> {
                 if let Some(acc) = self.disk.borrow_mut().accounts.get_mut(&me) {
                     acc.pending_in.remove(&contact);
                 }
+                let had_from = self.roster_of(&me).get(&contact).is_some_and(|i| i.subscription.has_from());
                 self.update_roster(&me, &contact, |i| {
                     i.subscription = i.subscription.with(i.subscription.has_to(), false)
                 });
                 self.roster_push(&me, &contact);
+                self.route(stanza, Origin::Local);
+                if had_from {
+                    // §3.2.2: the contact stops seeing the user: unavailable from each resource.
+                    self.unavailable_to(&me, &contact);
+                }
+                return;
             }
             _ => {}
         }
         self.route(stanza, Origin::Local);
+    }
+
+    /// Sends unavailable presence from each of `user`'s available resources to `contact`.
+    fn unavailable_to(self: &Rc<Self>, user: &BareJid, contact: &BareJid) {
+        for full in self.available_sessions(user) {
+            let p = el("presence", NS_CLIENT)
+                .with("type", "unavailable")
+                .with("from", full.to_string())
+                .with("to", contact.to_string());
+            self.route(p, Origin::Server);
+        }
     }
 
     /// RFC 6121 §3 and §4 on the contact's side: a presence stanza addressed to one of our
@@ -1201,11 +1229,16 @@ impl<T: Transport> Server<T> {
                 if !item.subscription.has_from() && !was_pending {
                     return;
                 }
+                let had_from = item.subscription.has_from();
                 self.update_roster(&user, &contact, |i| {
                     i.subscription = i.subscription.with(i.subscription.has_to(), false)
                 });
                 self.roster_push(&user, &contact);
                 deliver_all(self, &stanza);
+                if had_from {
+                    // §3.3.3: the former subscriber sees the user go unavailable.
+                    self.unavailable_to(&user, &contact);
+                }
             }
             "unsubscribed" => {
                 // §3.2.3: only meaningful when the user has (or asked for) a subscription.
@@ -1282,8 +1315,25 @@ impl<T: Transport> Server<T> {
             return;
         };
         if item.attr("subscription") == Some("remove") {
-            if let Some(acc) = self.disk.borrow_mut().accounts.get_mut(owner) {
-                acc.roster.remove(&contact);
+            let old = self.disk.borrow_mut().accounts.get_mut(owner).and_then(|acc| {
+                acc.pending_in.remove(&contact);
+                acc.roster.remove(&contact)
+            });
+            // §2.5.2: removing a contact cancels both directions of the subscription.
+            if let Some(old) = old {
+                let cancel = |t: &str| {
+                    el("presence", NS_CLIENT)
+                        .with("type", t.to_owned())
+                        .with("from", owner.to_string())
+                        .with("to", contact.to_string())
+                };
+                if old.subscription.has_to() || old.ask {
+                    self.route(cancel("unsubscribe"), Origin::Server);
+                }
+                if old.subscription.has_from() {
+                    self.route(cancel("unsubscribed"), Origin::Server);
+                    self.unavailable_to(owner, &contact);
+                }
             }
         } else {
             self.update_roster(owner, &contact, |_| {});
