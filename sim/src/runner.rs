@@ -376,7 +376,9 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
     let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> =
         protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me))).collect();
+    let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
+        stolen.push(format!("{dev} at {}", fmt_time(at)));
         readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
     }
     let mut read: Vec<Read> = Vec::new();
@@ -398,7 +400,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     AttackerReport {
         position: attacker.position().to_string(),
         seen: attacker.seen.len(),
-        stolen: readers.iter().filter(|(m, _)| m.starts_with("with")).map(|(m, _)| m.clone()).collect(),
+        stolen,
         read,
         acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
     }
