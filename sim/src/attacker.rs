@@ -95,16 +95,36 @@ impl Attacker {
         self.seen.push(Seen { at, hop: hop.clone(), stanza: stanza.clone() });
         let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
         let id = stanza.attr("id").unwrap_or("-").to_owned();
-        let rule = self.plan.rules.iter().position(|r| {
-            r.matcher.count.is_none_or(|c| self.applied[r.index] < c) && matches(r, at, hop, &stanza)
-        });
-        let mut out = match rule {
-            None => vec![Release::Now(stanza)],
-            Some(i) => {
-                self.applied[i] += 1;
-                let action = self.plan.rules[i].action.clone();
-                self.act(i, &action, hop, stanza, &id, waiting.is_some(), log)
+        // Rules compose in order: observing and modifying rules change the stanza and let later
+        // rules act on the result; the first delivery rule (drop, delay, reorder, duplicate,
+        // replay) decides how it travels.
+        let mut current = Some(stanza);
+        let mut out = None;
+        for i in 0..self.plan.rules.len() {
+            let Some(stanza) = current.take() else { break };
+            let rule = &self.plan.rules[i];
+            if rule.matcher.count.is_some_and(|c| self.applied[i] >= c) || !matches(rule, at, hop, &stanza) {
+                current = Some(stanza);
+                continue;
             }
+            self.applied[i] += 1;
+            let action = rule.action.clone();
+            let releases = self.act(i, &action, hop, stanza, &id, waiting.is_some(), log);
+            match (action.delivers(), <[Release; 1]>::try_from(releases)) {
+                (false, Ok([Release::Now(modified)])) => current = Some(modified),
+                (_, Ok(one)) => {
+                    out = Some(Vec::from(one));
+                    break;
+                }
+                (_, Err(many)) => {
+                    out = Some(many);
+                    break;
+                }
+            }
+        }
+        let mut out = match out {
+            Some(out) => out,
+            None => current.map(|s| vec![Release::Now(s)]).unwrap_or_default(),
         };
         if let Some((_, held)) = waiting {
             log.push(format!("releases held {} behind {id} (reordered)", held.attr("id").unwrap_or("-")));
@@ -359,6 +379,15 @@ pub fn messages_in(stanza: &Element) -> Vec<Element> {
 }
 
 impl Action {
+    /// Whether this power decides how the stanza travels (and so ends rule evaluation), as
+    /// opposed to observing or modifying it.
+    pub fn delivers(&self) -> bool {
+        matches!(
+            self,
+            Action::Drop | Action::Delay(_) | Action::Reorder | Action::Duplicate(_) | Action::Replay(_)
+        )
+    }
+
     /// The power's name, as `acted:` counts it.
     pub fn power(&self) -> &'static str {
         match self {

@@ -161,8 +161,10 @@ pub struct AttackerSpec {
     /// hop that server touches, and the PEP items it serves), or `network X <-> Y` (one link,
     /// between a device and its server or between two servers).
     pub position: At<String>,
-    /// Rules applied in order to every stanza the attacker sees; the first whose match fits
-    /// acts. Everything else passes untouched.
+    /// Rules applied in order to every stanza the attacker sees. Observing and modifying rules
+    /// (observe, strip, replace, flip, substitute) act and let later rules see the result; the
+    /// first matching delivery rule (drop, delay, reorder, duplicate, replay) decides how the
+    /// stanza travels. A stanza no rule matches passes untouched.
     #[serde(default)]
     pub rules: Vec<At<RuleSpec>>,
     /// Forged stanzas put on a hop at a time.
