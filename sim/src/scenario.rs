@@ -629,13 +629,6 @@ pub struct Scenario {
     pub expect: Vec<(Party, String, PartyExpect)>,
 }
 
-impl Scenario {
-    /// The device with this full JID.
-    pub fn device(&self, jid: &FullJid) -> Option<&DeviceSpec> {
-        self.devices.iter().find(|d| d.jid == *jid)
-    }
-}
-
 /// Parses and validates a scenario. `file` is only used in error messages.
 pub fn parse(file: &str, yaml: &str) -> Result<Scenario, ScenarioError> {
     let raw: ScenarioFile = serde_saphyr::from_str(yaml).map_err(|e| {

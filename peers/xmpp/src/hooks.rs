@@ -40,15 +40,6 @@ impl Hop {
             Hop::ServerToServer { from, to } => [from, to],
         }
     }
-
-    /// The short kind name used in scenarios: `c2s`, `s2s` or `s2c`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Hop::ClientToServer { .. } => "c2s",
-            Hop::ServerToServer { .. } => "s2s",
-            Hop::ServerToClient { .. } => "s2c",
-        }
-    }
 }
 
 impl fmt::Display for Hop {
@@ -192,7 +183,8 @@ pub enum Note<'a> {
 }
 
 /// Everything the outside world provides to servers and clients. Every method has a
-/// pass-through default, so [`PassThrough`] runs a plain, unwatched XMPP network.
+/// pass-through default but [`Hooks::now`], so a caller that only supplies a clock runs a plain,
+/// unwatched XMPP network.
 pub trait Hooks {
     /// The current time as a duration since the Unix epoch (simulated inside the bench).
     fn now(&self) -> Duration;
@@ -235,15 +227,5 @@ pub trait Hooks {
     /// A device was compromised: the attacker now holds `stolen`.
     fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {
         let _ = (device, stolen);
-    }
-}
-
-/// Hooks that watch nothing and change nothing, over a caller-supplied clock.
-#[derive(Debug)]
-pub struct PassThrough<C>(pub C);
-
-impl<C: Fn() -> Duration> Hooks for PassThrough<C> {
-    fn now(&self) -> Duration {
-        (self.0)()
     }
 }

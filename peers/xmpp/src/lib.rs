@@ -16,6 +16,6 @@ pub mod stanza;
 mod wire;
 
 pub use client::{Command, Device, DeviceConfig};
-pub use hooks::{Hooks, Hop, Injection, Note, PassThrough, Release, Ticket};
+pub use hooks::{Hooks, Hop, Injection, Note, Release, Ticket};
 pub use server::{Account, Disk, RosterItem, Server, ServerConfig, Subscription};
 pub use wire::{C2S_PORT, S2S_PORT, Transport};
