@@ -32,6 +32,15 @@ pub enum E2eError {
         /// The element that was expected.
         what: &'static str,
     },
+    /// Cryptographic checks rejected the input (a bad MAC, a bad signature, a message key
+    /// that no longer exists because the message was already read).
+    #[error("rejected ({reason}): {detail}")]
+    Rejected {
+        /// A stable kebab-case reason, e.g. `bad-mac`, `bad-signature`, `no-message-key`.
+        reason: &'static str,
+        /// Details.
+        detail: String,
+    },
     /// The local policy refuses the operation (for example: no keys known for the peer).
     #[error("refused by local policy: {detail}")]
     Policy {
@@ -44,7 +53,7 @@ impl E2eError {
     /// Who is at fault for this error.
     pub fn fault(&self) -> Fault {
         match self {
-            E2eError::Malformed { .. } | E2eError::Missing { .. } => Fault::Peer,
+            E2eError::Malformed { .. } | E2eError::Missing { .. } | E2eError::Rejected { .. } => Fault::Peer,
             E2eError::Policy { .. } => Fault::Local,
         }
     }
@@ -54,6 +63,7 @@ impl E2eError {
         match self {
             E2eError::Malformed { .. } => "malformed",
             E2eError::Missing { .. } => "missing-element",
+            E2eError::Rejected { reason, .. } => reason,
             E2eError::Policy { .. } => "policy",
         }
     }

@@ -9,6 +9,7 @@
 
 mod engine;
 mod error;
+pub mod omemo;
 pub mod plain;
 pub mod time;
 pub mod xml;

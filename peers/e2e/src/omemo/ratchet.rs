@@ -1,0 +1,290 @@
+//! XEP-0384 §protocol-double_ratchet: the Double Ratchet (Signal specification, §3) with
+//! OMEMO's parameters:
+//!
+//! - `KDF_RK(rk, dh_out)`: HKDF-SHA-256, salt `rk`, input `dh_out`, info "OMEMO Root Chain";
+//! - `KDF_CK(ck)`: HMAC-SHA-256 keyed with `ck` over `0x01` (message key) and `0x02` (chain key);
+//! - `ENCRYPT(mk, …)`: HKDF-SHA-256 of `mk` (zero salt, info "OMEMO Message Key Material") into
+//!   a 32-byte AES key, a 32-byte HMAC key and a 16-byte IV; AES-256-CBC with PKCS#7; the HMAC
+//!   over `ad || OMEMOMessage` truncated to 16 bytes;
+//! - MAX_SKIP: at most [`MAX_SKIP`] keys skipped by one message, at most [`MAX_STORED`] kept per
+//!   session, evicted first-in first-out.
+//!
+//! A message that fails authentication leaves the state untouched (Signal §3.5: "if an
+//! exception is raised … discard any changes to the state").
+
+use std::collections::VecDeque;
+
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+use prost::Message;
+use rand_core::RngCore;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::wire::{OmemoAuthenticatedMessage, OmemoMessage, decode, key32};
+use super::{hkdf_zero_salt, hmac16, macs_equal, random_bytes};
+use crate::E2eError;
+
+/// The most message keys one incoming message may make us skip.
+pub const MAX_SKIP: u32 = 1000;
+/// The most skipped message keys kept per session (XEP-0384 recommends 1000), FIFO.
+pub const MAX_STORED: usize = 1000;
+
+/// A skipped message key is found by the sender's ratchet key and the message number.
+type SkippedKeyId = ([u8; 32], u32);
+
+const ROOT_INFO: &[u8] = b"OMEMO Root Chain";
+const MESSAGE_KEY_INFO: &[u8] = b"OMEMO Message Key Material";
+
+/// One Double Ratchet session with one peer device.
+#[derive(Clone)]
+pub struct Ratchet {
+    dhs: StaticSecret,
+    dhr: Option<[u8; 32]>,
+    rk: [u8; 32],
+    cks: Option<[u8; 32]>,
+    ckr: Option<[u8; 32]>,
+    ns: u32,
+    nr: u32,
+    pn: u32,
+    skipped: VecDeque<(SkippedKeyId, [u8; 32])>,
+    ad: Vec<u8>,
+}
+
+impl core::fmt::Debug for Ratchet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ratchet")
+            .field("ns", &self.ns)
+            .field("nr", &self.nr)
+            .field("pn", &self.pn)
+            .field("skipped", &self.skipped.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn kdf_rk(rk: &[u8; 32], dh_out: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+    let mut okm = [0u8; 64];
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(rk), dh_out).expand(ROOT_INFO, &mut okm);
+    let (mut root, mut chain) = ([0u8; 32], [0u8; 32]);
+    root.copy_from_slice(&okm[..32]);
+    chain.copy_from_slice(&okm[32..]);
+    (root, chain)
+}
+
+fn hmac32(key: &[u8; 32], input: u8) -> [u8; 32] {
+    use hmac::Mac;
+    let mut out = [0u8; 32];
+    if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        mac.update(&[input]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// `KDF_CK`: (next chain key, message key).
+fn kdf_ck(ck: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+    (hmac32(ck, 0x02), hmac32(ck, 0x01))
+}
+
+/// The 80 bytes of "OMEMO Message Key Material": (AES key, HMAC key, IV).
+fn message_keys(mk: &[u8; 32]) -> ([u8; 32], [u8; 32], [u8; 16]) {
+    let okm: [u8; 80] = hkdf_zero_salt(mk, MESSAGE_KEY_INFO);
+    let (mut enc, mut auth, mut iv) = ([0u8; 32], [0u8; 32], [0u8; 16]);
+    enc.copy_from_slice(&okm[..32]);
+    auth.copy_from_slice(&okm[32..64]);
+    iv.copy_from_slice(&okm[64..]);
+    (enc, auth, iv)
+}
+
+pub(crate) fn aes_cbc_encrypt(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
+    cbc::Encryptor::<aes::Aes256>::new(key.into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext)
+}
+
+pub(crate) fn aes_cbc_decrypt(key: &[u8; 32], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Vec<u8>, E2eError> {
+    cbc::Decryptor::<aes::Aes256>::new(key.into(), iv.into())
+        .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+        .map_err(|_| E2eError::Rejected { reason: "bad-padding", detail: "AES-256-CBC padding".into() })
+}
+
+impl Ratchet {
+    /// Alice (the active initiator) after X3DH: Signal §3.3 `RatchetInitAlice(SK, bob_dh_public_key)`,
+    /// with Bob's signed PreKey as his first ratchet key.
+    pub fn init_alice(
+        sk: &[u8; 32],
+        ad: Vec<u8>,
+        bob_spk: &[u8; 32],
+        rng: &mut dyn RngCore,
+    ) -> Result<Self, E2eError> {
+        let dhs = StaticSecret::from(random_bytes(rng));
+        let dh_out = contributory(&dhs, bob_spk)?;
+        let (rk, cks) = kdf_rk(sk, &dh_out);
+        Ok(Ratchet {
+            dhs,
+            dhr: Some(*bob_spk),
+            rk,
+            cks: Some(cks),
+            ckr: None,
+            ns: 0,
+            nr: 0,
+            pn: 0,
+            skipped: VecDeque::new(),
+            ad,
+        })
+    }
+
+    /// Bob after X3DH: `RatchetInitBob(SK, bob_dh_key_pair)` with his signed PreKey pair.
+    pub fn init_bob(sk: &[u8; 32], ad: Vec<u8>, spk: &StaticSecret) -> Self {
+        Ratchet {
+            dhs: spk.clone(),
+            dhr: None,
+            rk: *sk,
+            cks: None,
+            ckr: None,
+            ns: 0,
+            nr: 0,
+            pn: 0,
+            skipped: VecDeque::new(),
+            ad,
+        }
+    }
+
+    /// How many skipped message keys are stored.
+    pub fn skipped_keys(&self) -> usize {
+        self.skipped.len()
+    }
+
+    /// Signal §3.4 `RatchetEncrypt`: the serialised `OMEMOAuthenticatedMessage`.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, E2eError> {
+        let Some(cks) = self.cks else {
+            return Err(E2eError::Policy {
+                detail: "no sending chain yet: the peer has not answered".into(),
+            });
+        };
+        let (next, mk) = kdf_ck(&cks);
+        self.cks = Some(next);
+        let mut header = OmemoMessage {
+            n: self.ns,
+            pn: self.pn,
+            dh_pub: PublicKey::from(&self.dhs).to_bytes().to_vec(),
+            ciphertext: None,
+        };
+        self.ns =
+            self.ns.checked_add(1).ok_or(E2eError::Policy { detail: "sending chain exhausted".into() })?;
+        let (enc, auth, iv) = message_keys(&mk);
+        header.ciphertext = Some(aes_cbc_encrypt(&enc, &iv, plaintext));
+        // Serialise once and authenticate exactly those bytes (XEP-0384, ENCRYPT step 6).
+        let message = header.encode_to_vec();
+        let mac = hmac16(&auth, &[&self.ad, &message]).to_vec();
+        Ok(OmemoAuthenticatedMessage { mac, message }.encode_to_vec())
+    }
+
+    /// Signal §3.5 `RatchetDecrypt` of a serialised `OMEMOAuthenticatedMessage`. The RNG
+    /// supplies the fresh key pair of a DH ratchet step (`GENERATE_DH`): deriving it from the
+    /// state instead would let a thief of the state follow every future step.
+    pub fn decrypt(&mut self, bytes: &[u8], rng: &mut dyn RngCore) -> Result<Vec<u8>, E2eError> {
+        let outer: OmemoAuthenticatedMessage = decode("OMEMOAuthenticatedMessage", bytes)?;
+        self.decrypt_authenticated(&outer, rng)
+    }
+
+    /// [`Ratchet::decrypt`] of an already parsed `OMEMOAuthenticatedMessage`.
+    pub fn decrypt_authenticated(
+        &mut self,
+        outer: &OmemoAuthenticatedMessage,
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<u8>, E2eError> {
+        let header: OmemoMessage = decode("OMEMOMessage", &outer.message)?;
+        let dh = key32("dh_pub", &header.dh_pub)?;
+        let ciphertext =
+            header.ciphertext.as_deref().ok_or(E2eError::Missing { what: "OMEMOMessage ciphertext" })?;
+        // A skipped key: try it, and forget it only if the message authenticates.
+        if let Some(pos) = self.skipped.iter().position(|(k, _)| *k == (dh, header.n)) {
+            let mk = self.skipped[pos].1;
+            let plaintext = self.open(&mk, outer, ciphertext)?;
+            self.skipped.remove(pos);
+            return Ok(plaintext);
+        }
+        let mut trial = self.clone();
+        if trial.dhr != Some(dh) {
+            trial.skip(header.pn)?;
+            trial.dh_ratchet(&dh, random_bytes(rng))?;
+        }
+        trial.skip(header.n)?;
+        let ckr = trial
+            .ckr
+            .ok_or(E2eError::Rejected { reason: "no-message-key", detail: "no receiving chain".into() })?;
+        if header.n < trial.nr {
+            return Err(E2eError::Rejected {
+                reason: "no-message-key",
+                detail: format!("message {} of this chain was already read or its key discarded", header.n),
+            });
+        }
+        let (next, mk) = kdf_ck(&ckr);
+        trial.ckr = Some(next);
+        trial.nr += 1;
+        let plaintext = trial.open(&mk, outer, ciphertext)?;
+        *self = trial;
+        Ok(plaintext)
+    }
+
+    fn open(
+        &self,
+        mk: &[u8; 32],
+        outer: &OmemoAuthenticatedMessage,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, E2eError> {
+        let (enc, auth, iv) = message_keys(mk);
+        let expected = hmac16(&auth, &[&self.ad, &outer.message]);
+        if !macs_equal(&expected, &outer.mac) {
+            return Err(E2eError::Rejected {
+                reason: "bad-mac",
+                detail: "OMEMOAuthenticatedMessage HMAC".into(),
+            });
+        }
+        aes_cbc_decrypt(&enc, &iv, ciphertext)
+    }
+
+    /// Signal §3.5 `SkipMessageKeys`, bounded by MAX_SKIP and the FIFO store.
+    fn skip(&mut self, until: u32) -> Result<(), E2eError> {
+        let Some(mut ckr) = self.ckr else { return Ok(()) };
+        if until > self.nr.saturating_add(MAX_SKIP) {
+            return Err(E2eError::Rejected {
+                reason: "too-many-skipped",
+                detail: format!("message {until} would skip more than {MAX_SKIP} keys"),
+            });
+        }
+        let Some(dhr) = self.dhr else { return Ok(()) };
+        while self.nr < until {
+            let (next, mk) = kdf_ck(&ckr);
+            ckr = next;
+            if self.skipped.len() >= MAX_STORED {
+                self.skipped.pop_front();
+            }
+            self.skipped.push_back(((dhr, self.nr), mk));
+            self.nr += 1;
+        }
+        self.ckr = Some(ckr);
+        Ok(())
+    }
+
+    /// Signal §3.5 `DHRatchet`, with `fresh` as the new sending private key.
+    fn dh_ratchet(&mut self, dh: &[u8; 32], fresh: [u8; 32]) -> Result<(), E2eError> {
+        self.pn = self.ns;
+        self.ns = 0;
+        self.nr = 0;
+        self.dhr = Some(*dh);
+        let (rk, ckr) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?);
+        self.rk = rk;
+        self.ckr = Some(ckr);
+        self.dhs = StaticSecret::from(fresh);
+        let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?);
+        self.rk = rk;
+        self.cks = Some(cks);
+        Ok(())
+    }
+}
+
+fn contributory(secret: &StaticSecret, public: &[u8; 32]) -> Result<[u8; 32], E2eError> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*public));
+    if !shared.was_contributory() {
+        return Err(E2eError::Rejected { reason: "weak-key", detail: "a low-order ratchet key".into() });
+    }
+    Ok(shared.to_bytes())
+}

@@ -1,0 +1,293 @@
+//! XEP-0384 §protocol-key_exchange: X3DH with curve Curve25519/Ed25519, SHA-256 and the info
+//! string "OMEMO X3DH".
+//!
+//! The IdentityKey is an Ed25519 key pair (the second option of the XEP's XEdDSA rules): it
+//! signs directly, and is converted with the RFC 7748 birational map to do X25519 — the
+//! private half as libsodium's `crypto_sign_ed25519_sk_to_curve25519` does (the clamped
+//! SHA-512 prefix of the seed), the public half to its Montgomery u-coordinate.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::RngCore;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::random_bytes;
+use crate::E2eError;
+
+/// The X3DH info string (XEP-0384 §protocol-key_exchange, "info string").
+pub const X3DH_INFO: &[u8] = b"OMEMO X3DH";
+
+/// A device's long-term IdentityKey (Ed25519).
+#[derive(Clone)]
+pub struct IdentityKey {
+    signing: SigningKey,
+}
+
+impl core::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "IdentityKey({})", hex(&self.public()))
+    }
+}
+
+impl IdentityKey {
+    /// A new IdentityKey from the caller's RNG.
+    pub fn generate(rng: &mut dyn RngCore) -> Self {
+        IdentityKey { signing: SigningKey::from_bytes(&random_bytes(rng)) }
+    }
+
+    /// `Encode(IK)`: the RFC 8032 encoding of the public key.
+    pub fn public(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// `Sig(IK, M)`: an RFC 8032 Ed25519 signature.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    fn x25519(&self) -> StaticSecret {
+        StaticSecret::from(self.signing.to_scalar_bytes())
+    }
+}
+
+/// Converts an encoded Ed25519 IdentityKey (from the network) to its X25519 form.
+pub fn identity_to_x25519(ik: &[u8; 32]) -> Result<PublicKey, E2eError> {
+    let vk = VerifyingKey::from_bytes(ik)
+        .map_err(|e| E2eError::Malformed { what: "identity key", detail: e.to_string() })?;
+    Ok(PublicKey::from(vk.to_montgomery().to_bytes()))
+}
+
+/// Verifies `Sig(IK, Encode(SPK))` on a bundle's signed PreKey.
+pub fn verify_spk(ik: &[u8; 32], spk: &[u8; 32], signature: &[u8; 64]) -> Result<(), E2eError> {
+    let vk = VerifyingKey::from_bytes(ik)
+        .map_err(|e| E2eError::Malformed { what: "identity key", detail: e.to_string() })?;
+    vk.verify_strict(spk, &Signature::from_bytes(signature))
+        .map_err(|_| E2eError::Rejected { reason: "bad-signature", detail: "signed PreKey signature".into() })
+}
+
+/// An X25519 key pair with an id (a signed PreKey or a one-time PreKey).
+#[derive(Clone)]
+pub struct PreKeyPair {
+    /// Its id in the bundle.
+    pub id: u32,
+    secret: StaticSecret,
+}
+
+impl core::fmt::Debug for PreKeyPair {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PreKey({}, {})", self.id, hex(&self.public()))
+    }
+}
+
+impl PreKeyPair {
+    fn generate(id: u32, rng: &mut dyn RngCore) -> Self {
+        PreKeyPair { id, secret: StaticSecret::from(random_bytes(rng)) }
+    }
+
+    /// `Encode(PK)`: the little-endian u-coordinate.
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.secret).to_bytes()
+    }
+
+    /// The private half, for the Double Ratchet's first responder key.
+    pub fn secret(&self) -> &StaticSecret {
+        &self.secret
+    }
+}
+
+/// What a device publishes (XEP-0384 §bundles), already decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The IdentityKey, Ed25519 encoding.
+    pub ik: [u8; 32],
+    /// The signed PreKey id.
+    pub spk_id: u32,
+    /// The signed PreKey.
+    pub spk: [u8; 32],
+    /// `Sig(IK, Encode(SPK))`.
+    pub spks: [u8; 64],
+    /// One-time PreKeys by id.
+    pub prekeys: Vec<(u32, [u8; 32])>,
+}
+
+/// A device's private key material for X3DH.
+#[derive(Clone)]
+pub struct KeyStore {
+    /// The IdentityKey.
+    pub identity: IdentityKey,
+    spk: PreKeyPair,
+    spk_signature: [u8; 64],
+    prekeys: BTreeMap<u32, PreKeyPair>,
+    next_prekey_id: u32,
+    target: usize,
+}
+
+impl core::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("identity", &self.identity)
+            .field("spk", &self.spk)
+            .field("prekeys", &self.prekeys.len())
+            .finish()
+    }
+}
+
+/// XEP-0384 §protocol-key_exchange: the bundle "SHOULD always contain around 100 PreKeys".
+pub const PREKEYS: usize = 100;
+
+impl KeyStore {
+    /// A new identity, signed PreKey (id 1) and `prekeys` one-time PreKeys (ids 1..).
+    pub fn generate(rng: &mut dyn RngCore, prekeys: usize) -> Self {
+        let identity = IdentityKey::generate(rng);
+        let spk = PreKeyPair::generate(1, rng);
+        let spk_signature = identity.sign(&spk.public());
+        let mut store = KeyStore {
+            identity,
+            spk,
+            spk_signature,
+            prekeys: BTreeMap::new(),
+            next_prekey_id: 1,
+            target: prekeys,
+        };
+        store.refill(rng);
+        store
+    }
+
+    /// Tops the one-time PreKeys back up to the target count (after consumption).
+    pub fn refill(&mut self, rng: &mut dyn RngCore) -> bool {
+        let mut added = false;
+        while self.prekeys.len() < self.target {
+            let id = self.next_prekey_id;
+            self.next_prekey_id = self.next_prekey_id.wrapping_add(1).max(1);
+            self.prekeys.insert(id, PreKeyPair::generate(id, rng));
+            added = true;
+        }
+        added
+    }
+
+    /// The public bundle.
+    pub fn bundle(&self) -> Bundle {
+        Bundle {
+            ik: self.identity.public(),
+            spk_id: self.spk.id,
+            spk: self.spk.public(),
+            spks: self.spk_signature,
+            prekeys: self.prekeys.values().map(|p| (p.id, p.public())).collect(),
+        }
+    }
+
+    /// How many one-time PreKeys are left.
+    pub fn prekey_count(&self) -> usize {
+        self.prekeys.len()
+    }
+}
+
+/// The X3DH header an initiator sends (the fields of `OMEMOKeyExchange` besides the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyExchangeHeader {
+    /// The one-time PreKey used.
+    pub pk_id: u32,
+    /// The signed PreKey used.
+    pub spk_id: u32,
+    /// The initiator's IdentityKey (Ed25519 encoding).
+    pub ik: [u8; 32],
+    /// The initiator's ephemeral key.
+    pub ek: [u8; 32],
+}
+
+/// The result of X3DH on either side.
+#[derive(Clone)]
+pub struct Agreement {
+    /// The shared secret SK.
+    pub sk: [u8; 32],
+    /// `AD = Encode(IK_A) || Encode(IK_B)`, A the active initiator.
+    pub ad: Vec<u8>,
+}
+
+impl core::fmt::Debug for Agreement {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Agreement").field("ad", &hex(&self.ad)).finish_non_exhaustive()
+    }
+}
+
+fn dh(secret: &StaticSecret, public: &PublicKey) -> Result<[u8; 32], E2eError> {
+    let shared = secret.diffie_hellman(public);
+    if !shared.was_contributory() {
+        return Err(E2eError::Rejected { reason: "weak-key", detail: "a low-order public key".into() });
+    }
+    Ok(shared.to_bytes())
+}
+
+/// X3DH's KDF: HKDF-SHA-256 over `F || KM` with F = 32 0xFF bytes, a zero salt of hash
+/// length, and the info string (X3DH §2.2).
+fn kdf(km: &[[u8; 32]]) -> [u8; 32] {
+    let mut ikm = vec![0xFFu8; 32];
+    for part in km {
+        ikm.extend_from_slice(part);
+    }
+    let mut sk = [0u8; 32];
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &ikm).expand(X3DH_INFO, &mut sk);
+    sk
+}
+
+/// Alice's side (X3DH §3.3): verifies the bundle, picks a one-time PreKey (XEP-0384: "All
+/// key exchanges MUST use a PreKey"), and derives SK.
+pub fn initiate(
+    identity: &IdentityKey,
+    bundle: &Bundle,
+    rng: &mut dyn RngCore,
+) -> Result<(Agreement, KeyExchangeHeader), E2eError> {
+    verify_spk(&bundle.ik, &bundle.spk, &bundle.spks)?;
+    if bundle.prekeys.is_empty() {
+        return Err(E2eError::Malformed { what: "bundle", detail: "no one-time PreKeys".into() });
+    }
+    let index = (rng.next_u32() as usize) % bundle.prekeys.len();
+    let (pk_id, opk) = bundle.prekeys[index];
+    let ek = StaticSecret::from(random_bytes(rng));
+    let ik_b = identity_to_x25519(&bundle.ik)?;
+    let spk_b = PublicKey::from(bundle.spk);
+    let opk_b = PublicKey::from(opk);
+    let sk = kdf(&[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?]);
+    let mut ad = identity.public().to_vec();
+    ad.extend_from_slice(&bundle.ik);
+    let header = KeyExchangeHeader {
+        pk_id,
+        spk_id: bundle.spk_id,
+        ik: identity.public(),
+        ek: PublicKey::from(&ek).to_bytes(),
+    };
+    Ok((Agreement { sk, ad }, header))
+}
+
+/// Bob's side: derives SK from a key exchange header, consuming the one-time PreKey it names.
+/// Returns the agreement and the signed PreKey pair that starts Bob's ratchet.
+pub fn accept(store: &mut KeyStore, header: &KeyExchangeHeader) -> Result<(Agreement, PreKeyPair), E2eError> {
+    if header.spk_id != store.spk.id {
+        return Err(E2eError::Rejected {
+            reason: "unknown-prekey",
+            detail: format!("signed PreKey {}", header.spk_id),
+        });
+    }
+    let ik_a = identity_to_x25519(&header.ik)?;
+    let ek_a = PublicKey::from(header.ek);
+    let opk = store.prekeys.get(&header.pk_id).cloned().ok_or(E2eError::Rejected {
+        reason: "unknown-prekey",
+        detail: format!("one-time PreKey {} (already used, or never ours)", header.pk_id),
+    })?;
+    let sk = kdf(&[
+        dh(&store.spk.secret, &ik_a)?,
+        dh(&store.identity.x25519(), &ek_a)?,
+        dh(&store.spk.secret, &ek_a)?,
+        dh(&opk.secret, &ek_a)?,
+    ]);
+    // X3DH §3.4: the one-time PreKey is deleted once used.
+    store.prekeys.remove(&header.pk_id);
+    let mut ad = header.ik.to_vec();
+    ad.extend_from_slice(&store.identity.public());
+    Ok((Agreement { sk, ad }, store.spk.clone()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
