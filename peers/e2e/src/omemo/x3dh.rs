@@ -154,6 +154,26 @@ impl KeyStore {
         store
     }
 
+    /// Restores a store from its secrets: the Ed25519 identity seed, the signed PreKey and the
+    /// one-time PreKeys (X25519 private keys with their ids). `target` is how many one-time
+    /// PreKeys [`KeyStore::refill`] keeps.
+    pub fn from_secrets(
+        identity_seed: [u8; 32],
+        spk: (u32, [u8; 32]),
+        prekeys: &[(u32, [u8; 32])],
+        target: usize,
+    ) -> Self {
+        let identity = IdentityKey { signing: SigningKey::from_bytes(&identity_seed) };
+        let spk = PreKeyPair { id: spk.0, secret: StaticSecret::from(spk.1) };
+        let spk_signature = identity.sign(&spk.public());
+        let prekeys: BTreeMap<u32, PreKeyPair> = prekeys
+            .iter()
+            .map(|(id, k)| (*id, PreKeyPair { id: *id, secret: StaticSecret::from(*k) }))
+            .collect();
+        let next_prekey_id = prekeys.keys().next_back().map_or(1, |id| id.wrapping_add(1).max(1));
+        KeyStore { identity, spk, spk_signature, prekeys, next_prekey_id, target }
+    }
+
     /// Tops the one-time PreKeys back up to the target count (after consumption).
     pub fn refill(&mut self, rng: &mut dyn RngCore) -> bool {
         let mut added = false;
