@@ -284,13 +284,9 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
         sim.host(host.as_str(), move || {
-            let device = Device::new(
-                cfg.clone(),
-                new_engine(protocol, &cfg.jid),
-                Box::new(host_rng(seed, &cfg.jid.to_string())),
-                Rc::clone(&hooks),
-                Net,
-            );
+            let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
+            let engine = new_engine(protocol, &cfg.jid, &mut *rng);
+            let device = Device::new(cfg.clone(), engine, rng, Rc::clone(&hooks), Net);
             let schedule = schedule.clone();
             async move {
                 device.run(schedule).await;
@@ -375,7 +371,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     let mut rng = host_rng(seed, "attacker");
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
     let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> =
-        protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me))).collect();
+        protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng))).collect();
     let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
         stolen.push(format!("{dev} at {}", fmt_time(at)));

@@ -16,16 +16,19 @@ use crate::E2eError;
 pub enum Protocol {
     /// No end-to-end encryption: the control every attack must beat.
     Plain,
+    /// OMEMO 0.8+ (XEP-0384, `urn:xmpp:omemo:2`, with XEP-0420 SCE).
+    Omemo,
 }
 
 impl Protocol {
     /// Every protocol this build implements, in the order reports list them.
-    pub const ALL: &'static [Protocol] = &[Protocol::Plain];
+    pub const ALL: &'static [Protocol] = &[Protocol::Plain, Protocol::Omemo];
 
     /// The identifier used in scenario files and reports.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Plain => "plain",
+            Protocol::Omemo => "omemo",
         }
     }
 }
@@ -47,10 +50,11 @@ impl FromStr for Protocol {
     }
 }
 
-/// Builds a fresh engine (new identity, no sessions) for a device.
-pub fn new_engine(protocol: Protocol, me: &FullJid) -> Box<dyn Engine> {
+/// Builds a fresh engine (new identity from `rng`, no sessions) for a device.
+pub fn new_engine(protocol: Protocol, me: &FullJid, rng: &mut dyn RngCore) -> Box<dyn Engine> {
     match protocol {
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
+        Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng)),
     }
 }
 
@@ -84,8 +88,8 @@ pub enum Action {
         id: String,
         /// The payload.
         item: Element,
-        /// The `pubsub#access_model` publish option.
-        access_model: String,
+        /// XEP-0060 §7.1.5 publish-options (`pubsub#access_model`, `pubsub#max_items`, ...).
+        options: Vec<(String, String)>,
     },
     /// Fetch the items of `owner`'s PEP node `node`; the result reaches [`Engine::receive`] as an
     /// `<iq type='result'>` stanza.
@@ -219,6 +223,19 @@ pub trait Engine: fmt::Debug + Send {
     /// Handles a stanza addressed to this device: a message, or the result of an
     /// [`Action::Fetch`]. The client has already unwrapped carbons and checked their origin.
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError>;
+
+    /// A [`Action::Fetch`] was answered with an error (`condition`, e.g. `item-not-found` when
+    /// the node does not exist).
+    fn fetch_failed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        owner: &BareJid,
+        node: &str,
+        condition: &str,
+    ) -> Result<Output, E2eError> {
+        let _ = (cx, owner, node, condition);
+        Ok(Output::default())
+    }
 
     /// Runs the protocol's verification ceremony with `peer` over an out-of-band channel.
     fn verify(&mut self, cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError>;

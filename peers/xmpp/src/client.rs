@@ -96,7 +96,7 @@ pub struct Device<T: Transport> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Asked {
     Roster,
-    Fetch(BareJid),
+    Fetch(BareJid, String),
     Other,
 }
 
@@ -316,9 +316,7 @@ impl<T: Transport> Device<T> {
                     }
                     s
                 }
-                Action::Publish { node, id, item, access_model } => {
-                    self.publish_iq(&node, &id, item, &access_model)
-                }
+                Action::Publish { node, id, item, options } => self.publish_iq(&node, &id, item, &options),
                 Action::Fetch { owner, node } => el("iq", NS_CLIENT)
                     .with("type", "get")
                     .with("id", self.next_id("fetch"))
@@ -334,14 +332,16 @@ impl<T: Transport> Device<T> {
     }
 
     /// XEP-0163 §4.3 publish with XEP-0060 §7.1.5 publish-options.
-    fn publish_iq(&mut self, node: &str, id: &str, item: Element, access_model: &str) -> Element {
+    fn publish_iq(&mut self, node: &str, id: &str, item: Element, options: &[(String, String)]) -> Element {
         let field = |var: &str, value: &str| {
             el("field", NS_DATA).with("var", var).child(text_el("value", NS_DATA, value))
         };
-        let form = el("x", NS_DATA)
+        let mut form = el("x", NS_DATA)
             .with("type", "submit")
-            .child(field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"))
-            .child(field("pubsub#access_model", access_model));
+            .child(field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"));
+        for (var, value) in options {
+            form.append_child(field(var, value));
+        }
         el("iq", NS_CLIENT).with("type", "set").with("id", self.next_id("pub")).child(
             el("pubsub", NS_PUBSUB)
                 .child(
@@ -361,11 +361,11 @@ impl<T: Transport> Device<T> {
             let asked = if stanza.has_child("query", NS_ROSTER) {
                 Asked::Roster
             } else {
-                match stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB)) {
-                    Some(_) => {
-                        stanza.attr("to").and_then(|t| t.parse().ok()).map_or(Asked::Other, Asked::Fetch)
-                    }
-                    None => Asked::Other,
+                let items =
+                    stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB));
+                match (items.and_then(|i| i.attr("node")), stanza.attr("to").and_then(|t| t.parse().ok())) {
+                    (Some(node), Some(owner)) => Asked::Fetch(owner, node.to_owned()),
+                    _ => Asked::Other,
                 }
             };
             if self.asked.len() >= MAX_OUTSTANDING {
@@ -541,14 +541,28 @@ impl<T: Transport> Device<T> {
                     for contact in contacts {
                         self.subscribe_if_needed(c, &contact).await;
                     }
-                } else if let Asked::Fetch(owner) = asked
+                } else if let Asked::Fetch(owner, _) = asked
                     && from == owner.to_string()
                     && stanza.has_child("pubsub", NS_PUBSUB)
                 {
                     self.hand_to_engine(c, stanza, None).await;
                 }
             }
-            _ => self.stanza_error(&stanza, from),
+            _ => {
+                // A fetch the engine asked for failed: the engine decides what that means
+                // (a node that does not exist is an empty device list).
+                let asked = stanza.attr("id").and_then(|id| self.asked.remove(id));
+                if let Some(Asked::Fetch(owner, node)) = asked
+                    && from == owner.to_string()
+                {
+                    let condition = error_condition(&stanza).unwrap_or_else(|| "undefined-condition".into());
+                    let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
+                    let result = self.engine.fetch_failed(&mut cx, &owner, &node, &condition);
+                    self.apply(Some(c), result).await;
+                    return;
+                }
+                self.stanza_error(&stanza, from)
+            }
         }
     }
 

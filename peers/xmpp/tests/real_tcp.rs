@@ -83,8 +83,8 @@ fn chat_over_real_tcp() {
                 keepalive: Duration::from_secs(30),
                 reconnect_after: Duration::from_millis(50),
             };
-            let engine = new_engine(Protocol::Plain, &jid);
-            let rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
+            let mut rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
+            let engine = new_engine(Protocol::Plain, &jid, &mut *rng);
             let device = Device::new(cfg, engine, rng, Rc::clone(&hooks), transport.clone());
             let send = Command::Send { to: format!("{peer}@a.example").parse().unwrap(), body: body.into() };
             tokio::task::spawn_local(device.run(vec![(hooks.now(), send)]));

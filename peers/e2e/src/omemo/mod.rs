@@ -8,6 +8,7 @@
 //! Everything is sans-I/O and deterministic: key material comes from the caller's RNG
 //! ([`random_bytes`]), never from the OS.
 
+pub mod engine;
 pub mod payload;
 pub mod ratchet;
 pub mod wire;

@@ -1,0 +1,731 @@
+//! The `omemo` engine: XEP-0384 (`urn:xmpp:omemo:2`) over the core in this module, with the
+//! XEP-0420 SCE envelope and blind trust before verification (BTBV).
+//!
+//! - §devices / §bundles: the device list (item `current`) and one bundle item per device,
+//!   both published with `pubsub#access_model=open` (bundles also `pubsub#max_items=max`);
+//!   the own device list is fetched and re-announced when this device is missing from it.
+//! - §usecases-messagesend: the SCE envelope (rpad, time, to, from) is encrypted once and its
+//!   key is ratcheted to every device of the recipient and the sender's other devices;
+//!   sessions start just in time from a fetched bundle and repeat their `OMEMOKeyExchange`
+//!   until the peer answers.
+//! - §usecases-receiving: a key exchange builds (or replaces) the session, the used PreKey is
+//!   replaced and the bundle republished, and an empty OMEMO message answers it.
+//! - Trust: BTBV — a new device is trusted blindly until the user verifies one of the
+//!   contact's devices; from then on unverified devices are not encrypted to, and an identity
+//!   key that changes for a known device is an alert.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use prost::Message;
+use rand_core::RngCore;
+
+use super::ratchet::Ratchet;
+use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
+use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
+use super::{payload, random_bytes};
+use crate::time::{format_stamp, parse_stamp};
+use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
+use crate::{
+    Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
+};
+
+/// `urn:xmpp:omemo:2`.
+pub const NS: &str = "urn:xmpp:omemo:2";
+/// The device list node.
+pub const NODE_DEVICES: &str = "urn:xmpp:omemo:2:devices";
+/// The bundles node.
+pub const NODE_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
+/// XEP-0420 Stanza Content Encryption.
+pub const NS_SCE: &str = "urn:xmpp:sce:1";
+const NS_EME: &str = "urn:xmpp:eme:0";
+const NS_HINTS: &str = "urn:xmpp:hints";
+/// How far in the future an envelope's `<time/>` may lie before it is rejected.
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
+}
+
+/// A device id: XEP-0384 §bundles, "a positive integer between 1 and 2^31 - 1".
+fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
+    let s = s.ok_or(E2eError::Missing { what })?;
+    match s.parse::<u32>() {
+        Ok(id) if (1..=0x7FFF_FFFF).contains(&id) => Ok(id),
+        _ => Err(E2eError::Malformed { what, detail: format!("`{s}` is not an id in 1..2^31-1") }),
+    }
+}
+
+/// How much a device's IdentityKey is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrustState {
+    /// Trusted without verification (BTBV, before any verification of this contact).
+    Blind,
+    /// Verified out of band.
+    Verified,
+    /// Not trusted: unverified after the contact was verified, or its key changed.
+    Untrusted,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    ratchet: Ratchet,
+    /// The X3DH header we repeat until the peer answers (we initiated).
+    pending_kex: Option<KeyExchangeHeader>,
+    /// The initiator's ephemeral key (they initiated): a repeated key exchange with the same
+    /// key is not a new session.
+    their_ek: Option<[u8; 32]>,
+}
+
+/// One device's OMEMO 2 state.
+#[derive(Debug, Clone)]
+pub struct Omemo {
+    me: FullJid,
+    device: u32,
+    keys: KeyStore,
+    sessions: BTreeMap<(BareJid, u32), Session>,
+    devices: BTreeMap<BareJid, BTreeSet<u32>>,
+    bundles: BTreeMap<(BareJid, u32), Bundle>,
+    trust: BTreeMap<(BareJid, u32), ([u8; 32], TrustState)>,
+    verified_contacts: BTreeSet<BareJid>,
+    pending: Vec<(BareJid, String)>,
+    asked: BTreeSet<(BareJid, &'static str)>,
+}
+
+impl Omemo {
+    /// A new device: a fresh identity, signed PreKey, 100 PreKeys and a random device id.
+    pub fn new(me: FullJid, rng: &mut dyn RngCore) -> Self {
+        let device = (rng.next_u32() % 0x7FFF_FFFF) + 1;
+        Omemo {
+            me,
+            device,
+            keys: KeyStore::generate(rng, PREKEYS),
+            sessions: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            bundles: BTreeMap::new(),
+            trust: BTreeMap::new(),
+            verified_contacts: BTreeSet::new(),
+            pending: Vec::new(),
+            asked: BTreeSet::new(),
+        }
+    }
+
+    fn own(&self) -> BareJid {
+        self.me.to_bare()
+    }
+
+    fn fingerprint(ik: &[u8; 32]) -> String {
+        hex(ik)
+    }
+
+    // ---- PEP ------------------------------------------------------------------------------
+
+    fn bundle_element(&self) -> Element {
+        let b = self.keys.bundle();
+        let mut prekeys = el("prekeys", NS);
+        for (id, pk) in &b.prekeys {
+            prekeys.append_child(text_el("pk", NS, b64(pk)).with("id", id.to_string()));
+        }
+        el("bundle", NS)
+            .child(text_el("spk", NS, b64(&b.spk)).with("id", b.spk_id.to_string()))
+            .child(text_el("spks", NS, b64(&b.spks)))
+            .child(text_el("ik", NS, b64(&b.ik)))
+            .child(prekeys)
+    }
+
+    fn publish_bundle(&self) -> Action {
+        Action::Publish {
+            node: NODE_BUNDLES.into(),
+            id: self.device.to_string(),
+            item: self.bundle_element(),
+            options: vec![
+                ("pubsub#max_items".into(), "max".into()),
+                ("pubsub#access_model".into(), "open".into()),
+            ],
+        }
+    }
+
+    fn publish_devices(&self, ids: &BTreeSet<u32>) -> Action {
+        let mut list = el("devices", NS);
+        for id in ids {
+            list.append_child(el("device", NS).with("id", id.to_string()));
+        }
+        Action::Publish {
+            node: NODE_DEVICES.into(),
+            id: "current".into(),
+            item: list,
+            options: vec![("pubsub#access_model".into(), "open".into())],
+        }
+    }
+
+    fn fetch(&mut self, owner: &BareJid, node: &'static str, out: &mut Output) {
+        if self.asked.insert((owner.clone(), node)) {
+            out.actions.push(Action::Fetch { owner: owner.clone(), node: node.into() });
+        }
+    }
+
+    fn parse_bundle(item: &Element) -> Result<Bundle, E2eError> {
+        let bundle = item.get_child("bundle", NS).ok_or(E2eError::Missing { what: "bundle" })?;
+        let child = |name: &'static str| bundle.get_child(name, NS).ok_or(E2eError::Missing { what: name });
+        let spk_el = child("spk")?;
+        let spks: [u8; 64] = unb64("spks", &child("spks")?.text())?
+            .try_into()
+            .map_err(|_| E2eError::Malformed { what: "spks", detail: "expected 64 bytes".into() })?;
+        let mut prekeys = Vec::new();
+        for pk in child("prekeys")?.children().filter(|c| c.is("pk", NS)) {
+            prekeys.push((device_id("pk id", pk.attr("id"))?, key32("pk", &unb64("pk", &pk.text())?)?));
+        }
+        Ok(Bundle {
+            ik: key32("ik", &unb64("ik", &child("ik")?.text())?)?,
+            spk_id: device_id("spk id", spk_el.attr("id"))?,
+            spk: key32("spk", &unb64("spk", &spk_el.text())?)?,
+            spks,
+            prekeys,
+        })
+    }
+
+    /// Items of a device list or bundles node, from an iq result or an event notification.
+    fn pep_items(
+        &mut self,
+        cx: &mut Cx<'_>,
+        owner: &BareJid,
+        items: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        match items.attr("node") {
+            Some(NODE_DEVICES) => {
+                self.asked.remove(&(owner.clone(), NODE_DEVICES));
+                let mut ids = BTreeSet::new();
+                if let Some(list) = items.children().find_map(|i| i.get_child("devices", NS)) {
+                    for d in list.children().filter(|d| d.is("device", NS)) {
+                        ids.insert(device_id("device id", d.attr("id"))?);
+                    }
+                }
+                // §devices: our own id must be on our own list, or we re-announce it.
+                if *owner == self.own() && !ids.contains(&self.device) {
+                    let mut merged = ids.clone();
+                    merged.insert(self.device);
+                    out.actions.push(self.publish_devices(&merged));
+                }
+                self.devices.insert(owner.clone(), ids);
+            }
+            Some(NODE_BUNDLES) => {
+                self.asked.remove(&(owner.clone(), NODE_BUNDLES));
+                for item in items.children().filter(|i| i.name() == "item") {
+                    let id = device_id("bundle item id", item.attr("id"))?;
+                    let bundle = Self::parse_bundle(item)?;
+                    self.bundles.insert((owner.clone(), id), bundle);
+                }
+            }
+            _ => return Ok(()),
+        }
+        self.flush(cx, out);
+        Ok(())
+    }
+
+    // ---- trust ----------------------------------------------------------------------------
+
+    /// Records the IdentityKey seen for a device; returns its trust, raising an alert when
+    /// the key changed.
+    fn observe_identity(
+        &mut self,
+        owner: &BareJid,
+        device: u32,
+        ik: [u8; 32],
+        out: &mut Output,
+    ) -> TrustState {
+        let key = (owner.clone(), device);
+        match self.trust.get(&key) {
+            Some((known, state)) if *known == ik => *state,
+            Some(_) => {
+                out.events.push(Event::Alert {
+                    reason: "identity-changed",
+                    detail: format!("device {device} of {owner} presents a new IdentityKey"),
+                });
+                self.trust.insert(key, (ik, TrustState::Untrusted));
+                TrustState::Untrusted
+            }
+            None => {
+                // BTBV: blind trust until this contact has been verified once.
+                let state = if self.verified_contacts.contains(owner) {
+                    TrustState::Untrusted
+                } else {
+                    TrustState::Blind
+                };
+                self.trust.insert(key, (ik, state));
+                state
+            }
+        }
+    }
+
+    fn trust_of(&self, owner: &BareJid, device: u32) -> Trust {
+        match self.trust.get(&(owner.clone(), device)).map(|(_, s)| *s) {
+            Some(TrustState::Verified) => Trust::Verified,
+            Some(TrustState::Untrusted) => Trust::Untrusted,
+            _ => Trust::Unverified,
+        }
+    }
+
+    // ---- sending --------------------------------------------------------------------------
+
+    /// Encrypts every pending message whose key material is complete; asks for the rest.
+    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
+        let pending = core::mem::take(&mut self.pending);
+        for (to, body) in pending {
+            match self.try_encrypt(cx, &to, Some(&body), out) {
+                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
+                Ok(None) => self.pending.push((to, body)),
+                Err(e) => {
+                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
+                }
+            }
+        }
+    }
+
+    /// The devices a message to `to` goes to: all of `to`'s and our own others, minus the
+    /// untrusted ones. `None` (after asking for it) while `to`'s device list is unknown.
+    fn recipients(&mut self, to: &BareJid, out: &mut Output) -> Option<Vec<(BareJid, u32)>> {
+        let Some(theirs) = self.devices.get(to).cloned() else {
+            self.fetch(to, NODE_DEVICES, out);
+            return None;
+        };
+        let own = self.own();
+        let mine = self.devices.get(&own).cloned().unwrap_or_default();
+        let mut all: Vec<(BareJid, u32)> = theirs.into_iter().map(|d| (to.clone(), d)).collect();
+        if *to != own {
+            all.extend(mine.into_iter().filter(|d| *d != self.device).map(|d| (own.clone(), d)));
+        } else {
+            all.retain(|(_, d)| *d != self.device);
+        }
+        all.retain(|(owner, d)| {
+            !matches!(self.trust.get(&(owner.clone(), *d)), Some((_, TrustState::Untrusted)))
+        });
+        Some(all)
+    }
+
+    /// Builds the `<message/>` for `to` (with `body`, or an empty OMEMO message without),
+    /// or `None` while key material is still being fetched.
+    fn try_encrypt(
+        &mut self,
+        cx: &mut Cx<'_>,
+        to: &BareJid,
+        body: Option<&str>,
+        out: &mut Output,
+    ) -> Result<Option<Element>, E2eError> {
+        let Some(devices) = self.recipients(to, out) else { return Ok(None) };
+        let mut missing = false;
+        for (owner, d) in &devices {
+            if !self.sessions.contains_key(&(owner.clone(), *d))
+                && !self.bundles.contains_key(&(owner.clone(), *d))
+            {
+                self.fetch(owner, NODE_BUNDLES, out);
+                missing = true;
+            }
+        }
+        if missing {
+            return Ok(None);
+        }
+        if devices.is_empty() {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
+        }
+        // §protocol-message_encryption; an empty message ratchets 32 zero bytes instead.
+        let (key_material, payload) = match body {
+            Some(text) => {
+                let envelope = self.envelope(cx, to, text);
+                let (k, ct) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+                (k.to_vec(), Some(ct))
+            }
+            None => (vec![0u8; 32], None),
+        };
+        let mut header = el("header", NS).with("sid", self.device.to_string());
+        let mut by_owner: BTreeMap<BareJid, Element> = BTreeMap::new();
+        for (owner, d) in devices {
+            let key = (owner.clone(), d);
+            if !self.sessions.contains_key(&key) {
+                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
+                if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
+                    continue;
+                }
+                let (agreement, kex) = x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?;
+                let ratchet = Ratchet::init_alice(&agreement.sk, agreement.ad, &bundle.spk, cx.rng)?;
+                self.sessions
+                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
+            }
+            let Some(session) = self.sessions.get_mut(&key) else { continue };
+            let message = session.ratchet.encrypt(&key_material)?;
+            let mut k = el("key", NS).with("rid", d.to_string());
+            let bytes = match &session.pending_kex {
+                Some(h) => {
+                    k.set("kex", "true");
+                    let authenticated: OmemoAuthenticatedMessage =
+                        decode("OMEMOAuthenticatedMessage", &message)?;
+                    OmemoKeyExchange {
+                        pk_id: h.pk_id,
+                        spk_id: h.spk_id,
+                        ik: h.ik.to_vec(),
+                        ek: h.ek.to_vec(),
+                        message: authenticated,
+                    }
+                    .encode_to_vec()
+                }
+                None => message,
+            };
+            k.append_text(b64(&bytes));
+            by_owner
+                .entry(owner.clone())
+                .or_insert_with(|| el("keys", NS).with("jid", owner.to_string()))
+                .append_child(k);
+        }
+        for keys in by_owner.into_values() {
+            header.append_child(keys);
+        }
+        let mut encrypted = el("encrypted", NS).child(header);
+        if let Some(ct) = payload {
+            encrypted.append_child(text_el("payload", NS, b64(&ct)));
+        }
+        let stanza = el("message", NS_CLIENT)
+            .with("to", to.to_string())
+            .with("type", "chat")
+            .child(encrypted)
+            // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
+            .child(el("encryption", NS_EME).with("namespace", NS).with("name", "OMEMO"))
+            .child(el("store", NS_HINTS));
+        Ok(Some(stanza))
+    }
+
+    /// §sce: the OMEMO SCE profile — rpad always, time, to and from.
+    fn envelope(&self, cx: &mut Cx<'_>, to: &BareJid, text: &str) -> Element {
+        let pad_len = (cx.rng.next_u32() % 200) as usize;
+        let pad: String =
+            random_bytes(cx.rng).iter().cycle().take(pad_len).map(|b| char::from(b'a' + b % 26)).collect();
+        el("envelope", NS_SCE)
+            .child(el("content", NS_SCE).child(text_el("body", NS_CLIENT, text)))
+            .child(text_el("rpad", NS_SCE, pad))
+            .child(el("time", NS_SCE).with("stamp", format_stamp(cx.now)))
+            .child(el("to", NS_SCE).with("jid", to.to_string()))
+            .child(el("from", NS_SCE).with("jid", self.own().to_string()))
+    }
+
+    // ---- receiving ------------------------------------------------------------------------
+
+    fn receive_encrypted(
+        &mut self,
+        cx: &mut Cx<'_>,
+        stanza: &Element,
+        encrypted: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let from: Jid = stanza
+            .attr("from")
+            .ok_or(E2eError::Missing { what: "from" })?
+            .parse()
+            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let sender = from.to_bare();
+        let header = encrypted.get_child("header", NS).ok_or(E2eError::Missing { what: "header" })?;
+        let sid = device_id("sid", header.attr("sid"))?;
+        let own = self.own().to_string();
+        let my_key = header
+            .children()
+            .filter(|k| k.is("keys", NS) && k.attr("jid") == Some(own.as_str()))
+            .flat_map(|k| k.children())
+            .find(|k| k.is("key", NS) && k.attr("rid") == Some(self.device.to_string().as_str()));
+        let Some(my_key) = my_key else {
+            // §usecases-receiving: "a warning message SHOULD be displayed instead".
+            out.events.push(Event::Alert {
+                reason: "not-for-this-device",
+                detail: format!("an OMEMO message from {from} carries no key for device {}", self.device),
+            });
+            return Ok(());
+        };
+        let bytes = unb64("key", &my_key.text())?;
+        let session_key = (sender.clone(), sid);
+        let kex = matches!(my_key.attr("kex"), Some("true") | Some("1"));
+        let key_material = if kex {
+            let exchange: OmemoKeyExchange = decode("OMEMOKeyExchange", &bytes)?;
+            let ek = key32("ek", &exchange.ek)?;
+            let ik = key32("ik", &exchange.ik)?;
+            let same = self.sessions.get(&session_key).is_some_and(|s| s.their_ek == Some(ek));
+            if same {
+                let session =
+                    self.sessions.get_mut(&session_key).ok_or(E2eError::Missing { what: "session" })?;
+                session.ratchet.decrypt_authenticated(&exchange.message, cx.rng)?
+            } else {
+                // A new session: work on copies and keep them only if the message authenticates.
+                let mut keys = self.keys.clone();
+                let header = KeyExchangeHeader { pk_id: exchange.pk_id, spk_id: exchange.spk_id, ik, ek };
+                let (agreement, spk) = x3dh::accept(&mut keys, &header)?;
+                let mut ratchet = Ratchet::init_bob(&agreement.sk, agreement.ad, spk.secret());
+                let material = ratchet.decrypt_authenticated(&exchange.message, cx.rng)?;
+                self.keys = keys;
+                self.sessions
+                    .insert(session_key.clone(), Session { ratchet, pending_kex: None, their_ek: Some(ek) });
+                self.observe_identity(&sender, sid, ik, out);
+                // The used PreKey is replaced and the bundle republished; the key exchange is
+                // answered with an empty OMEMO message so the initiator stops repeating it.
+                self.keys.refill(cx.rng);
+                out.actions.push(self.publish_bundle());
+                let reply_to = sender.clone();
+                if let Some(mut reply) = self.empty_to(&reply_to, sid) {
+                    reply.set("to", from.to_string());
+                    out.actions.push(Action::Send(reply));
+                }
+                material
+            }
+        } else {
+            let session = self.sessions.get_mut(&session_key).ok_or(E2eError::Rejected {
+                reason: "no-session",
+                detail: format!("no session with device {sid} of {sender}"),
+            })?;
+            let material = session.ratchet.decrypt(&bytes, cx.rng)?;
+            // The peer answered: our key exchange is complete.
+            session.pending_kex = None;
+            material
+        };
+        let Some(payload_el) = encrypted.get_child("payload", NS) else {
+            return Ok(()); // an empty OMEMO message: session management only
+        };
+        let plaintext = payload::open(&key_material, &unb64("payload", &payload_el.text())?)?;
+        let text = String::from_utf8(plaintext)
+            .map_err(|e| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
+        let envelope: Element = text
+            .parse()
+            .map_err(|e: minidom::Error| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
+        let body = self.check_envelope(cx, stanza, &sender, &envelope)?;
+        out.events.push(Event::Plaintext {
+            from,
+            body,
+            trust: self.trust_of(&sender, sid),
+            delay: None,
+            carbon: None,
+        });
+        Ok(())
+    }
+
+    /// An empty OMEMO message to one device of `owner` (a session must exist).
+    fn empty_to(&mut self, owner: &BareJid, device: u32) -> Option<Element> {
+        let session = self.sessions.get_mut(&(owner.clone(), device))?;
+        let message = session.ratchet.encrypt(&[0u8; 32]).ok()?;
+        let key = text_el("key", NS, b64(&message)).with("rid", device.to_string());
+        let header = el("header", NS)
+            .with("sid", self.device.to_string())
+            .child(el("keys", NS).with("jid", owner.to_string()).child(key));
+        Some(
+            el("message", NS_CLIENT)
+                .with("type", "chat")
+                .child(el("encrypted", NS).child(header))
+                .child(el("store", NS_HINTS)),
+        )
+    }
+
+    /// XEP-0420 §affix checks for the OMEMO profile; returns the body.
+    fn check_envelope(
+        &self,
+        cx: &Cx<'_>,
+        stanza: &Element,
+        sender: &BareJid,
+        envelope: &Element,
+    ) -> Result<String, E2eError> {
+        if !envelope.is("envelope", NS_SCE) {
+            return Err(E2eError::Malformed { what: "envelope", detail: "not an SCE envelope".into() });
+        }
+        if envelope.get_child("rpad", NS_SCE).is_none() {
+            return Err(E2eError::Missing { what: "rpad" });
+        }
+        let affix =
+            |name: &str| envelope.get_child(name, NS_SCE).and_then(|a| a.attr("jid")).map(str::to_owned);
+        if let Some(f) = affix("from")
+            && f != sender.to_string()
+        {
+            return Err(E2eError::Rejected {
+                reason: "sce-from-mismatch",
+                detail: format!("envelope from {f}, stanza from {sender}"),
+            });
+        }
+        if let Some(t) = affix("to") {
+            let stanza_to =
+                stanza.attr("to").and_then(|t| t.parse::<Jid>().ok()).map(|j| j.to_bare().to_string());
+            if stanza_to.as_deref().is_some_and(|st| st != t) {
+                return Err(E2eError::Rejected {
+                    reason: "sce-to-mismatch",
+                    detail: format!("envelope to {t}, stanza to {stanza_to:?}"),
+                });
+            }
+        }
+        if let Some(stamp) = envelope.get_child("time", NS_SCE).and_then(|t| t.attr("stamp")) {
+            let sent =
+                parse_stamp(stamp).ok_or(E2eError::Malformed { what: "time", detail: stamp.to_owned() })?;
+            if sent.as_secs() > cx.now.as_secs() + MAX_CLOCK_SKEW_SECS {
+                return Err(E2eError::Rejected {
+                    reason: "sce-time-mismatch",
+                    detail: format!("sent at {stamp}, in the future"),
+                });
+            }
+        }
+        let content = envelope.get_child("content", NS_SCE).ok_or(E2eError::Missing { what: "content" })?;
+        Ok(content.get_child("body", NS_CLIENT).map(Element::text).unwrap_or_default())
+    }
+}
+
+impl Engine for Omemo {
+    fn protocol(&self) -> Protocol {
+        Protocol::Omemo
+    }
+
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let mut out = Output { actions: vec![self.publish_bundle()], events: vec![] };
+        let own = self.own();
+        self.asked.remove(&(own.clone(), NODE_DEVICES));
+        self.fetch(&own, NODE_DEVICES, &mut out);
+        Ok(out)
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        self.pending.push((to.clone(), body.to_owned()));
+        self.flush(cx, &mut out);
+        Ok(out)
+    }
+
+    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        let owner = stanza
+            .attr("from")
+            .and_then(|f| f.parse::<Jid>().ok())
+            .map(|j| j.to_bare())
+            .unwrap_or_else(|| self.own());
+        // PEP: iq results of our fetches and event notifications.
+        let items = stanza
+            .get_child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.get_child("items", NS_PUBSUB))
+            .or_else(|| {
+                stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
+            });
+        if let Some(items) = items {
+            self.pep_items(cx, &owner, items, &mut out)?;
+            return Ok(out);
+        }
+        if stanza.name() != "message" {
+            return Ok(out);
+        }
+        if let Some(encrypted) = stanza.get_child("encrypted", NS) {
+            self.receive_encrypted(cx, stanza, encrypted, &mut out)?;
+            return Ok(out);
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
+            let from = stanza
+                .attr("from")
+                .and_then(|f| f.parse::<Jid>().ok())
+                .unwrap_or_else(|| Jid::from(owner.clone()));
+            out.events.push(Event::Alert {
+                reason: "unencrypted",
+                detail: format!("{from} sent a message without OMEMO"),
+            });
+            out.events.push(Event::Plaintext {
+                from,
+                body: body.text(),
+                trust: Trust::Unencrypted,
+                delay: None,
+                carbon: None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn fetch_failed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        owner: &BareJid,
+        node: &str,
+        condition: &str,
+    ) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        match node {
+            // No device list: the account has no OMEMO device (yet). Ours gets announced.
+            NODE_DEVICES => {
+                self.asked.remove(&(owner.clone(), NODE_DEVICES));
+                if *owner == self.own() {
+                    out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
+                }
+                self.devices.entry(owner.clone()).or_default();
+            }
+            // No bundles: none of the listed devices without a bundle can be reached.
+            NODE_BUNDLES => {
+                self.asked.remove(&(owner.clone(), NODE_BUNDLES));
+                let reachable: BTreeSet<u32> = self
+                    .devices
+                    .get(owner)
+                    .map(|ids| {
+                        ids.iter()
+                            .copied()
+                            .filter(|d| self.bundles.contains_key(&(owner.clone(), *d)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.events.push(Event::Alert {
+                    reason: "no-bundle",
+                    detail: format!("bundles of {owner} could not be fetched ({condition})"),
+                });
+                self.devices.insert(owner.clone(), reachable);
+            }
+            _ => return Ok(out),
+        }
+        self.flush(cx, &mut out);
+        Ok(out)
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        // Fingerprint comparison: every IdentityKey we hold for the peer must be one its devices
+        // show out of band.
+        let mut out = Output::default();
+        self.verified_contacts.insert(peer.clone());
+        let mut result = VerificationResult::Match;
+        let mut seen = 0;
+        for ((owner, device), (ik, state)) in self.trust.iter_mut().filter(|((o, _), _)| o == peer) {
+            seen += 1;
+            if oob.peer_says.contains(&Self::fingerprint(ik)) {
+                *state = TrustState::Verified;
+            } else {
+                *state = TrustState::Untrusted;
+                result = VerificationResult::Mismatch;
+                out.events.push(Event::Alert {
+                    reason: "fingerprint-mismatch",
+                    detail: format!(
+                        "device {device} of {owner}: {} is not what the peer shows",
+                        Self::fingerprint(ik)
+                    ),
+                });
+            }
+        }
+        if seen == 0 {
+            result = VerificationResult::Mismatch;
+            out.events.push(Event::Alert {
+                reason: "nothing-to-verify",
+                detail: format!("no key of {peer} seen yet"),
+            });
+        }
+        out.events.push(Event::Verification { peer: peer.clone(), result });
+        Ok(out)
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand { peer_says: vec![Self::fingerprint(&self.keys.identity.public())] }
+    }
+
+    fn steal(&self, what: Theft) -> Box<dyn Engine> {
+        let mut copy = self.clone();
+        if what == Theft::LongTermKeys {
+            copy.sessions.clear();
+            copy.pending.clear();
+        }
+        Box::new(copy)
+    }
+}
