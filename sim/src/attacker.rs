@@ -9,6 +9,8 @@ use base64::Engine as _;
 use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{Element, Engine, FullJid};
 use jabberwock_xmpp::{Hop, Release, Ticket};
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
 
 use crate::scenario::{Action, AttackerPlan, Encoding, HopKind, Position, Rule, StanzaKind};
 
@@ -38,13 +40,14 @@ pub struct Attacker {
     pub seen: Vec<Seen>,
     /// How many times each power acted.
     pub acted: BTreeMap<&'static str, u32>,
+    rng: ChaCha20Rng,
     /// Engines stolen from compromised devices, in order.
     pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
 }
 
 impl Attacker {
     /// An attacker following `plan`.
-    pub fn new(plan: AttackerPlan) -> Self {
+    pub fn new(plan: AttackerPlan, rng: ChaCha20Rng) -> Self {
         let applied = vec![0; plan.rules.len()];
         Attacker {
             plan,
@@ -55,6 +58,7 @@ impl Attacker {
             seen: vec![],
             acted: BTreeMap::new(),
             stolen: vec![],
+            rng,
         }
     }
 
@@ -161,6 +165,13 @@ impl Attacker {
                 log.push(format!("delays {id} by {} ({tag})", crate::units::fmt_time(*d)));
                 let t = self.hold(hop, stanza);
                 vec![Release::Later { after: *d, ticket: t }]
+            }
+            Action::Jitter(max) => {
+                let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+                let d = Duration::from_millis(self.rng.next_u64() % ms.saturating_add(1));
+                log.push(format!("delays {id} by {} at random ({tag})", crate::units::fmt_time(d)));
+                let t = self.hold(hop, stanza);
+                vec![Release::Later { after: d, ticket: t }]
             }
             Action::Reorder if slot_busy => {
                 log.push(format!("lets {id} overtake the held stanza ({tag})"));
@@ -384,7 +395,12 @@ impl Action {
     pub fn delivers(&self) -> bool {
         matches!(
             self,
-            Action::Drop | Action::Delay(_) | Action::Reorder | Action::Duplicate(_) | Action::Replay(_)
+            Action::Drop
+                | Action::Delay(_)
+                | Action::Jitter(_)
+                | Action::Reorder
+                | Action::Duplicate(_)
+                | Action::Replay(_)
         )
     }
 
@@ -394,6 +410,7 @@ impl Action {
             Action::Observe => "observe",
             Action::Drop => "drop",
             Action::Delay(_) => "delay",
+            Action::Jitter(_) => "jitter",
             Action::Reorder => "reorder",
             Action::Duplicate(_) => "duplicate",
             Action::Replay(_) => "replay",

@@ -224,7 +224,8 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, RunError> {
 /// Runs a scenario with the given seed.
 pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError> {
     let epoch = Duration::from_secs(EPOCH_SECS);
-    let attacker = scenario.attacker.clone().map(Attacker::new);
+    let attacker =
+        scenario.attacker.clone().map(|plan| Attacker::new(plan, host_rng(seed, "attacker network")));
     let world = Rc::new(World::new(epoch, attacker));
     let hooks: Rc<dyn Hooks> = world.clone();
 

@@ -248,6 +248,9 @@ pub enum ActionSpec {
     Drop,
     /// Deliver it later.
     Delay(Dur),
+    /// Deliver it after a random delay between 0 and this (drawn from the attacker's seeded
+    /// RNG), so a run of stanzas arrives shuffled.
+    Jitter(Dur),
     /// Hold it until the next stanza on the same hop has passed (or `max` elapsed: default 5s),
     /// so the two arrive in the other order.
     Reorder,
@@ -521,6 +524,7 @@ pub const POWERS: &[&str] = &[
     "observe",
     "drop",
     "delay",
+    "jitter",
     "reorder",
     "duplicate",
     "replay",
@@ -551,6 +555,8 @@ pub enum Action {
     Drop,
     /// See [`ActionSpec::Delay`].
     Delay(Duration),
+    /// See [`ActionSpec::Jitter`].
+    Jitter(Duration),
     /// See [`ActionSpec::Reorder`].
     Reorder,
     /// See [`ActionSpec::Duplicate`].
@@ -1167,6 +1173,7 @@ impl Validator<'_> {
                 ActionSpec::Observe => Action::Observe,
                 ActionSpec::Drop => Action::Drop,
                 ActionSpec::Delay(d) => Action::Delay(d.0),
+                ActionSpec::Jitter(d) => Action::Jitter(d.0),
                 ActionSpec::Reorder => Action::Reorder,
                 ActionSpec::Duplicate(n) if *n == 0 || *n > 1000 => {
                     return self.err(rpos, format!("{path}.do.duplicate"), "between 1 and 1000 extra copies");

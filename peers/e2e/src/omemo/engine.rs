@@ -27,7 +27,7 @@ use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
 use super::{payload, random_bytes};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
@@ -438,6 +438,9 @@ impl Omemo {
             .flat_map(|k| k.children())
             .find(|k| k.is("key", NS) && k.attr("rid") == Some(self.device.to_string().as_str()));
         let Some(my_key) = my_key else {
+            if encrypted.get_child("payload", NS).is_none() {
+                return Ok(()); // an empty message for another device: nothing was withheld
+            }
             // §usecases-receiving: "a warning message SHOULD be displayed instead".
             out.events.push(Event::Alert {
                 reason: "not-for-this-device",
@@ -517,10 +520,14 @@ impl Omemo {
         let header = el("header", NS)
             .with("sid", self.device.to_string())
             .child(el("keys", NS).with("jid", owner.to_string()).child(key));
+        // Session management for one device only: no carbon copies (XEP-0280 §6 `<private/>`),
+        // no copies elsewhere (XEP-0334), but kept for an offline device.
         Some(
             el("message", NS_CLIENT)
                 .with("type", "chat")
                 .child(el("encrypted", NS).child(header))
+                .child(el("private", NS_CARBONS))
+                .child(el("no-copy", NS_HINTS))
                 .child(el("store", NS_HINTS)),
         )
     }
