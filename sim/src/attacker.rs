@@ -6,8 +6,9 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::NS_CLIENT;
-use jabberwock_e2e::{Element, Engine, FullJid};
+use jabberwock_e2e::{BareJid, Element, Engine, FullJid};
 use jabberwock_xmpp::{Hop, Release, Ticket};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
@@ -16,6 +17,15 @@ use crate::scenario::{Action, AttackerPlan, Encoding, HopKind, Position, Rule, S
 
 /// How long a reordered stanza waits for a successor before it is released anyway.
 const REORDER_MAX_HOLD: Duration = Duration::from_secs(5);
+
+/// The attacker's own engine posing as an account, and the PEP items it publishes.
+#[derive(Debug)]
+pub struct Impostor {
+    /// The engine that holds the impostor's keys (and reads what is encrypted to them).
+    pub engine: Box<dyn Engine>,
+    /// Items by PEP node, as the engine would publish them.
+    pub items: BTreeMap<String, Vec<(String, Element)>>,
+}
 
 /// A stanza the attacker saw.
 #[derive(Debug, Clone)]
@@ -41,6 +51,8 @@ pub struct Attacker {
     /// How many times each power acted.
     pub acted: BTreeMap<&'static str, u32>,
     rng: ChaCha20Rng,
+    /// Key material the attacker made to pass off as other accounts', by account.
+    pub impostors: BTreeMap<BareJid, Impostor>,
     /// Engines stolen from compromised devices, in order.
     pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
 }
@@ -59,6 +71,7 @@ impl Attacker {
             acted: BTreeMap::new(),
             stolen: vec![],
             rng,
+            impostors: BTreeMap::new(),
         }
     }
 
@@ -149,7 +162,7 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Vec<Release> {
         let tag = format!("rule {rule}");
-        if !matches!(action, Action::Substitute { .. }) {
+        if !matches!(action, Action::Substitute { .. } | Action::Impersonate(_)) {
             *self.acted.entry(action.power()).or_default() += 1;
         }
         match action {
@@ -225,6 +238,29 @@ impl Attacker {
                 if n > 0 {
                     *self.acted.entry("substitute").or_default() += 1;
                     log.push(format!("substitutes {n} item(s) of {node} in {id} ({tag})"));
+                }
+                vec![Release::Now(s)]
+            }
+            Action::Impersonate(owner) => {
+                let mut s = stanza;
+                let from_owner = s
+                    .attr("from")
+                    .and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok())
+                    .is_some_and(|j| j.to_bare() == *owner);
+                let mut replaced = Vec::new();
+                if let Some(impostor) = self.impostors.get(owner).filter(|_| from_owner) {
+                    for (node, items) in &impostor.items {
+                        if replace_items(&mut s, node, items) {
+                            replaced.push(node.clone());
+                        }
+                    }
+                }
+                if !replaced.is_empty() {
+                    *self.acted.entry("impersonate").or_default() += 1;
+                    log.push(format!(
+                        "serves its own keys as {owner}'s on {} in {id} ({tag})",
+                        replaced.join(", ")
+                    ));
                 }
                 vec![Release::Now(s)]
             }
@@ -355,6 +391,26 @@ fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> O
     Some((flipped as u32, if is_b64 { "the base64 payload of" } else { "the text of" }))
 }
 
+/// Replaces all items of `node` in pubsub results and event notifications by `items`.
+fn replace_items(el: &mut Element, node: &str, items: &[(String, Element)]) -> bool {
+    let mut done = false;
+    for child in el.children_mut() {
+        if child.name() == "items" && child.attr("node") == Some(node) {
+            let ns = child.ns();
+            let _ = child.take_nodes();
+            for (id, payload) in items {
+                child.append_child(
+                    jabberwock_e2e::xml::el("item", &ns).with("id", id.clone()).child(payload.clone()),
+                );
+            }
+            done = true;
+        } else {
+            done |= replace_items(child, node, items);
+        }
+    }
+    done
+}
+
 /// Replaces the payload of each item of `node` in pubsub results and event notifications.
 fn substitute(el: &mut Element, node: &str, with: &Element) -> usize {
     let mut n = 0;
@@ -418,6 +474,7 @@ impl Action {
             Action::Replace(..) => "replace",
             Action::Flip(..) => "flip",
             Action::Substitute { .. } => "substitute",
+            Action::Impersonate(_) => "impersonate",
         }
     }
 }

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use jabberwock_e2e::{Carbon, Cx, Event, FullJid, Protocol, new_engine};
+use jabberwock_e2e::{
+    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Protocol, new_engine,
+};
 use jabberwock_xmpp::{
     Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
 };
@@ -16,7 +18,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 
-use crate::attacker::{Attacker, messages_in};
+use crate::attacker::{Attacker, Impostor, messages_in};
+use crate::scenario::Action;
 use crate::scenario::{NetEvent, Party, PartyExpect, Scenario};
 use crate::transcript::Transcript;
 use crate::units::fmt_time;
@@ -224,8 +227,19 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, RunError> {
 /// Runs a scenario with the given seed.
 pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError> {
     let epoch = Duration::from_secs(EPOCH_SECS);
-    let attacker =
-        scenario.attacker.clone().map(|plan| Attacker::new(plan, host_rng(seed, "attacker network")));
+    let attacker = scenario.attacker.clone().map(|plan| {
+        let mut attacker = Attacker::new(plan.clone(), host_rng(seed, "attacker network"));
+        for rule in &plan.rules {
+            if let Action::Impersonate(owner) = &rule.action
+                && let Some(protocol) =
+                    scenario.devices.iter().find(|d| d.jid.to_bare() == *owner).map(|d| d.protocol)
+                && let Some(impostor) = impostor(protocol, owner, seed, epoch)
+            {
+                attacker.impostors.insert(owner.clone(), impostor);
+            }
+        }
+        attacker
+    });
     let world = Rc::new(World::new(epoch, attacker));
     let hooks: Rc<dyn Hooks> = world.clone();
 
@@ -354,6 +368,32 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     Ok(outcome)
 }
 
+/// The attacker's own engine for `owner`'s protocol, posing as `owner`, and everything it
+/// would publish (running the engine's own code: `publish`, and `fetch_failed` for its own
+/// nodes, which do not exist yet).
+fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> Option<Impostor> {
+    let me = owner.with_resource_str("impostor").ok()?;
+    let mut rng = host_rng(seed, &format!("impostor {owner}"));
+    let mut engine = new_engine(protocol, &me, &mut rng);
+    let mut cx = Cx { rng: &mut rng, now: epoch };
+    let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
+    let mut queue = engine.publish(&mut cx).ok()?.actions;
+    while let Some(action) = queue.pop() {
+        match action {
+            EngineAction::Publish { node, id, item, .. } => {
+                let list = items.entry(node).or_default();
+                list.retain(|(i, _)| *i != id);
+                list.push((id, item));
+            }
+            EngineAction::Fetch { owner: o, node } if o == *owner => {
+                queue.extend(engine.fetch_failed(&mut cx, owner, &node, "item-not-found").ok()?.actions);
+            }
+            _ => {}
+        }
+    }
+    Some(Impostor { engine, items })
+}
+
 /// The attacker decrypts honestly: it runs the protocols' own engines — a fresh one of its
 /// own (no keys), and every engine it stole — over every message it saw.
 fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> AttackerReport {
@@ -373,6 +413,9 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
     let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> =
         protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng))).collect();
+    for (owner, imp) in core::mem::take(&mut attacker.impostors) {
+        readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
+    }
     let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
         stolen.push(format!("{dev} at {}", fmt_time(at)));

@@ -291,6 +291,14 @@ pub enum ActionSpec {
         /// The replacement payload, as XML.
         with: String,
     },
+    /// Impersonate an account toward others: the attacker makes key material of its own for
+    /// `owner`'s protocol (a fresh engine) and serves it in place of `owner`'s on every PEP node
+    /// that protocol publishes (device lists, bundles, keys). What is then encrypted to the
+    /// attacker's keys it reads. Server position only.
+    Impersonate {
+        /// The account whose keys are replaced.
+        owner: String,
+    },
 }
 
 /// How an element's text is read before a bit is flipped.
@@ -532,6 +540,7 @@ pub const POWERS: &[&str] = &[
     "replace",
     "flip",
     "substitute",
+    "impersonate",
     "inject",
 ];
 
@@ -578,6 +587,8 @@ pub enum Action {
         /// Replacement payload.
         with: Element,
     },
+    /// See [`ActionSpec::Impersonate`].
+    Impersonate(BareJid),
 }
 
 /// The validated attacker.
@@ -1186,6 +1197,20 @@ impl Validator<'_> {
                     self.xml(rpos, &format!("{path}.do.replace.with"), with)?,
                 ),
                 ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
+                ActionSpec::Impersonate { owner } => {
+                    if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                        return self.err(
+                            rpos,
+                            format!("{path}.do.impersonate"),
+                            "only a server position serves PEP items",
+                        );
+                    }
+                    Action::Impersonate(self.account_ref(
+                        rpos,
+                        &format!("{path}.do.impersonate.owner"),
+                        owner,
+                    )?)
+                }
                 ActionSpec::Substitute { node, owner, with } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {
                         return self.err(
