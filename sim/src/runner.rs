@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Protocol, new_engine,
+    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Protocol, TrustPolicy, new_engine,
 };
 use jabberwock_xmpp::{
     Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
@@ -295,12 +295,12 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             reconnect_after: Duration::from_secs(1),
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
-        let protocol = dev.protocol;
+        let (protocol, trust) = (dev.protocol, dev.trust);
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
-            let engine = new_engine(protocol, &cfg.jid, &mut *rng);
+            let engine = new_engine(protocol, &cfg.jid, &mut *rng, trust);
             let device = Device::new(cfg.clone(), engine, rng, Rc::clone(&hooks), Net);
             let schedule = schedule.clone();
             async move {
@@ -374,7 +374,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
 fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> Option<Impostor> {
     let me = owner.with_resource_str("impostor").ok()?;
     let mut rng = host_rng(seed, &format!("impostor {owner}"));
-    let mut engine = new_engine(protocol, &me, &mut rng);
+    let mut engine = new_engine(protocol, &me, &mut rng, TrustPolicy::Btbv);
     let mut cx = Cx { rng: &mut rng, now: epoch };
     let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
     let mut queue = engine.publish(&mut cx).ok()?.actions;
@@ -411,8 +411,10 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     };
     let mut rng = host_rng(seed, "attacker");
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
-    let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> =
-        protocols.iter().map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng))).collect();
+    let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> = protocols
+        .iter()
+        .map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng, TrustPolicy::Btbv)))
+        .collect();
     for (owner, imp) in core::mem::take(&mut attacker.impostors) {
         readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
     }

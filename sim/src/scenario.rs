@@ -9,7 +9,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft};
+use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -69,6 +69,22 @@ pub struct AccountSpec {
     /// Accounts this one subscribes to; default: every other account in the scenario.
     #[serde(default)]
     pub contacts: Option<Vec<String>>,
+    /// How this account's devices trust keys they have not verified (default `btbv`).
+    #[serde(default)]
+    pub trust: TrustSpec,
+}
+
+/// A trust policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustSpec {
+    /// Blind trust before verification.
+    #[default]
+    Btbv,
+    /// Trust on first use.
+    Tofu,
+    /// Only verified keys.
+    Manual,
 }
 
 /// Network conditions.
@@ -453,6 +469,8 @@ pub struct DeviceSpec {
     pub short: String,
     /// Its protocol.
     pub protocol: Protocol,
+    /// Its trust policy.
+    pub trust: TrustPolicy,
     /// The account password.
     pub password: String,
     /// Accounts it subscribes to.
@@ -832,6 +850,11 @@ impl Validator<'_> {
                     jid: full.clone(),
                     short: short.clone(),
                     protocol: *protocol,
+                    trust: match acc.trust {
+                        TrustSpec::Btbv => TrustPolicy::Btbv,
+                        TrustSpec::Tofu => TrustPolicy::Tofu,
+                        TrustSpec::Manual => TrustPolicy::Manual,
+                    },
                     password: accounts[&bare].clone(),
                     contacts,
                     schedule: vec![],

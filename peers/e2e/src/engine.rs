@@ -51,11 +51,30 @@ impl FromStr for Protocol {
 }
 
 /// Builds a fresh engine (new identity from `rng`, no sessions) for a device.
-pub fn new_engine(protocol: Protocol, me: &FullJid, rng: &mut dyn RngCore) -> Box<dyn Engine> {
+pub fn new_engine(
+    protocol: Protocol,
+    me: &FullJid,
+    rng: &mut dyn RngCore,
+    policy: TrustPolicy,
+) -> Box<dyn Engine> {
     match protocol {
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
-        Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng)),
+        Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
     }
+}
+
+/// How a client decides to trust a peer's key before (or without) verification — the
+/// policies clients really ship.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TrustPolicy {
+    /// Blind trust before verification: new keys are trusted until the user verified one key
+    /// of that contact; after that, only verified keys.
+    #[default]
+    Btbv,
+    /// Trust on first use: the first key seen for each device is trusted.
+    Tofu,
+    /// Only keys the user verified are trusted.
+    Manual,
 }
 
 /// Everything an engine call may use from the outside world. The engine has no clock and no

@@ -15,8 +15,8 @@ pub mod time;
 pub mod xml;
 
 pub use engine::{
-    Action, Carbon, Cx, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
-    new_engine,
+    Action, Carbon, Cx, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
+    VerificationResult, new_engine,
 };
 pub use error::{E2eError, Fault};
 pub use jid::{BareJid, FullJid, Jid};

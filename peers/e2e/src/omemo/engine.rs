@@ -10,9 +10,12 @@
 //!   until the peer answers.
 //! - §usecases-receiving: a key exchange builds (or replaces) the session, the used PreKey is
 //!   replaced and the bundle republished, and an empty OMEMO message answers it.
-//! - Trust: BTBV — a new device is trusted blindly until the user verifies one of the
-//!   contact's devices; from then on unverified devices are not encrypted to, and an identity
-//!   key that changes for a known device is an alert.
+//! - Trust, as the device's [`TrustPolicy`] says: BTBV (a new device is trusted blindly until
+//!   the user verified one of the contact's devices; from then on unverified devices are not
+//!   encrypted to), TOFU (every device's first key is trusted), manual (only verified keys).
+//!   Under every policy an IdentityKey that changes for a known device is distrusted with an
+//!   alert, untrusted devices are not encrypted to, and a message from one is shown with an
+//!   alert.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +32,8 @@ use super::{payload, random_bytes};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
-    Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
+    Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
+    VerificationResult,
 };
 
 /// `urn:xmpp:omemo:2`.
@@ -96,13 +100,14 @@ pub struct Omemo {
     bundles: BTreeMap<(BareJid, u32), Bundle>,
     trust: BTreeMap<(BareJid, u32), ([u8; 32], TrustState)>,
     verified_contacts: BTreeSet<BareJid>,
+    policy: TrustPolicy,
     pending: Vec<(BareJid, String)>,
     asked: BTreeSet<(BareJid, &'static str)>,
 }
 
 impl Omemo {
     /// A new device: a fresh identity, signed PreKey, 100 PreKeys and a random device id.
-    pub fn new(me: FullJid, rng: &mut dyn RngCore) -> Self {
+    pub fn new(me: FullJid, rng: &mut dyn RngCore, policy: TrustPolicy) -> Self {
         let device = (rng.next_u32() % 0x7FFF_FFFF) + 1;
         Omemo {
             me,
@@ -113,6 +118,7 @@ impl Omemo {
             bundles: BTreeMap::new(),
             trust: BTreeMap::new(),
             verified_contacts: BTreeSet::new(),
+            policy,
             pending: Vec::new(),
             asked: BTreeSet::new(),
         }
@@ -254,11 +260,12 @@ impl Omemo {
                 TrustState::Untrusted
             }
             None => {
-                // BTBV: blind trust until this contact has been verified once.
-                let state = if self.verified_contacts.contains(owner) {
-                    TrustState::Untrusted
-                } else {
-                    TrustState::Blind
+                let state = match self.policy {
+                    // Blind trust until this contact has been verified once.
+                    TrustPolicy::Btbv if self.verified_contacts.contains(owner) => TrustState::Untrusted,
+                    TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
+                    // Nothing is trusted before the user verified it.
+                    TrustPolicy::Manual => TrustState::Untrusted,
                 };
                 self.trust.insert(key, (ik, state));
                 state
@@ -384,6 +391,9 @@ impl Omemo {
                 .or_insert_with(|| el("keys", NS).with("jid", owner.to_string()))
                 .append_child(k);
         }
+        if !by_owner.contains_key(to) {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
+        }
         for keys in by_owner.into_values() {
             header.append_child(keys);
         }
@@ -502,13 +512,14 @@ impl Omemo {
             .parse()
             .map_err(|e: minidom::Error| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
         let body = self.check_envelope(cx, stanza, &sender, &envelope)?;
-        out.events.push(Event::Plaintext {
-            from,
-            body,
-            trust: self.trust_of(&sender, sid),
-            delay: None,
-            carbon: None,
-        });
+        let trust = self.trust_of(&sender, sid);
+        if trust == Trust::Untrusted {
+            out.events.push(Event::Alert {
+                reason: "untrusted-device",
+                detail: format!("device {sid} of {sender} is not trusted"),
+            });
+        }
+        out.events.push(Event::Plaintext { from, body, trust, delay: None, carbon: None });
         Ok(())
     }
 

@@ -272,8 +272,8 @@ mod engines {
         let r = &mut rng(40);
         let (alice_jid, bob_jid): (BareJid, BareJid) =
             ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
-        let mut alice = Omemo::new("alice@a.example/phone".parse().unwrap(), r);
-        let mut bob = Omemo::new("bob@b.example/laptop".parse().unwrap(), r);
+        let mut alice = Omemo::new("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = Omemo::new("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
         let _ = publications(&mut alice, &alice_jid, r);
         let bob_pub = publications(&mut bob, &bob_jid, r);
         let mut stanzas = Vec::new();
