@@ -297,6 +297,7 @@ fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
     });
     hop_ok
         && kind_ok
+        && m.stanza_type.as_deref().is_none_or(|t| jabberwock_xmpp::stanza::stanza_type(stanza) == t)
         && m.from.as_deref().is_none_or(|p| jid_matches(p, stanza.attr("from")))
         && m.to.as_deref().is_none_or(|p| jid_matches(p, stanza.attr("to")))
         && m.element.as_deref().is_none_or(|n| stanza.children().any(|c| any_element(c, &|e| e.name() == n)))

@@ -11,6 +11,7 @@
 //! [`Hooks`]: jabberwock_xmpp::Hooks
 
 pub mod attacker;
+pub mod properties;
 pub mod runner;
 pub mod scenario;
 pub mod transcript;

@@ -240,6 +240,10 @@ pub struct MatchSpec {
     /// The stanza kind.
     #[serde(default)]
     pub kind: Option<StanzaKind>,
+    /// The stanza's `type` attribute (`chat`, `headline`, `get`, ...; messages default to
+    /// `normal`, presence to `available`).
+    #[serde(default, rename = "type")]
+    pub stanza_type: Option<String>,
     /// The stanza has an element with this local name (at any depth).
     #[serde(default)]
     pub element: Option<String>,

@@ -32,6 +32,8 @@ enum Cmd {
     },
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Run the property suite for every protocol and print the protocol × property table.
+    Matrix,
 }
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -79,6 +81,16 @@ fn main() -> ExitCode {
             print!("{}", jabberwock_sim::json_schema());
             ExitCode::SUCCESS
         }
+        Cmd::Matrix => match jabberwock_sim::properties::matrix() {
+            Ok(m) => {
+                print!("{}", jabberwock_sim::properties::render(&m));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Run { path, seed, jsonl } if path.is_file() => match run_one(&path, seed) {
             Row::Ran(o) => {
                 print!("{}", o.render());

@@ -5,5 +5,6 @@
 mod bad_input;
 mod determinism;
 mod hostile;
+mod matrix;
 mod scenarios;
 mod schema;

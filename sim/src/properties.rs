@@ -1,0 +1,321 @@
+//! The property suite: one scenario template per property (`scenarios/properties/*.yaml.tmpl`),
+//! run once per protocol, and a judge that turns the run's outcome into a verdict. Nothing is
+//! typed in: a verdict says what the attacker read, what the users were shown and what alerted,
+//! in that run (after tlspuffin's `check_violation`, which names the violation it found).
+
+use std::collections::BTreeMap;
+
+use jabberwock_e2e::Protocol;
+use jabberwock_xmpp::Command;
+
+use crate::runner::{Outcome, run};
+use crate::scenario::{Scenario, parse};
+
+/// A property verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the property held in the run.
+    pub holds: bool,
+    /// One line: what happened.
+    pub reason: String,
+}
+
+/// A measured property.
+#[derive(Debug)]
+pub struct Property {
+    /// Its id (the template's file stem).
+    pub id: &'static str,
+    /// The question it answers.
+    pub title: &'static str,
+    template: &'static str,
+    judge: fn(&Facts<'_>) -> Verdict,
+}
+
+/// What a judge looks at: the scenario as run and its outcome.
+struct Facts<'a> {
+    scenario: &'a Scenario,
+    outcome: &'a Outcome,
+}
+
+impl Facts<'_> {
+    /// Every body sent, with the sender's short name and when.
+    fn sent(&self) -> Vec<(String, std::time::Duration, String)> {
+        let mut sent = Vec::new();
+        for d in &self.scenario.devices {
+            for (at, cmd) in &d.schedule {
+                if let Command::Send { body, .. } = cmd {
+                    sent.push((d.short.clone(), *at, body.clone()));
+                }
+            }
+        }
+        sent.sort_by_key(|(_, at, _)| *at);
+        sent
+    }
+
+    fn read(&self) -> Vec<String> {
+        self.outcome
+            .attacker
+            .as_ref()
+            .map(|a| a.read.iter().map(|r| r.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn device(&self, short: &str) -> Option<&crate::world::DeviceLog> {
+        let jid = &self.scenario.devices.iter().find(|d| d.short == short)?.jid;
+        self.outcome.devices.get(jid)
+    }
+
+    fn shown(&self, short: &str) -> Vec<String> {
+        self.device(short).map(|l| l.received.iter().map(|r| r.body.clone()).collect()).unwrap_or_default()
+    }
+
+    fn alerts(&self, short: &str) -> Vec<String> {
+        self.device(short).map(|l| l.alerts.clone()).unwrap_or_default()
+    }
+
+    fn errors(&self, short: &str) -> Vec<String> {
+        self.device(short).map(|l| l.errors.clone()).unwrap_or_default()
+    }
+}
+
+fn verdict(holds: bool, reason: impl Into<String>) -> Verdict {
+    Verdict { holds, reason: reason.into() }
+}
+
+fn judge_unread(f: &Facts<'_>, what: &str) -> Verdict {
+    let sent = f.sent().len();
+    let read = f.read();
+    if read.is_empty() {
+        verdict(true, format!("read 0 of {sent} messages {what}"))
+    } else {
+        verdict(false, format!("read {} of {sent} messages {what}", read.len()))
+    }
+}
+
+fn confidentiality(f: &Facts<'_>) -> Verdict {
+    judge_unread(f, "from the server")
+}
+
+fn integrity(f: &Facts<'_>) -> Verdict {
+    let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
+    let forged: Vec<String> = f.shown("bob/laptop").into_iter().filter(|b| !sent.contains(b)).collect();
+    match forged.first() {
+        Some(text) => verdict(false, format!("Bob was shown altered text {text:?}")),
+        None => {
+            verdict(true, format!("the altered message was rejected ({})", f.errors("bob/laptop").join(", ")))
+        }
+    }
+}
+
+fn replay(f: &Facts<'_>) -> Verdict {
+    let shown = f.shown("bob/laptop");
+    let twice =
+        f.sent().into_iter().map(|(_, _, b)| b).find(|b| shown.iter().filter(|s| *s == b).count() > 1);
+    match twice {
+        Some(b) => verdict(false, format!("Bob was shown {b:?} twice")),
+        None => verdict(true, format!("the copy was rejected ({})", f.errors("bob/laptop").join(", "))),
+    }
+}
+
+fn forward_secrecy(f: &Facts<'_>) -> Verdict {
+    judge_unread(f, "with both long-term keys stolen afterwards")
+}
+
+fn key_substitution(f: &Facts<'_>) -> Verdict {
+    judge_unread(f, "through the substituted keys")
+}
+
+fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
+    let verify_at = f
+        .scenario
+        .devices
+        .iter()
+        .flat_map(|d| d.schedule.iter())
+        .find(|(_, c)| matches!(c, Command::Verify { .. }))
+        .map(|(at, _)| *at)
+        .unwrap_or_default();
+    let after: Vec<String> =
+        f.sent().into_iter().filter(|(_, at, _)| *at > verify_at).map(|(_, _, b)| b).collect();
+    let read = f.read();
+    let read_after = read.iter().filter(|b| after.contains(b)).count();
+    let caught = f.alerts("alice/phone").iter().any(|a| a == "fingerprint-mismatch");
+    match (caught, read_after) {
+        (true, 0) => verdict(
+            true,
+            format!("caught by the ceremony; read {} message(s) before it, none after", read.len()),
+        ),
+        (true, n) => verdict(false, format!("caught, yet {n} message(s) after the ceremony were read")),
+        (false, n) => verdict(false, format!("not caught; {n} message(s) after the ceremony were read")),
+    }
+}
+
+fn reordering(f: &Facts<'_>) -> Verdict {
+    let sent = f.sent().len();
+    let shown = f.shown("bob/laptop").len();
+    verdict(shown == sent, format!("{shown} of {sent} shuffled messages shown"))
+}
+
+fn offline_first_contact(f: &Facts<'_>) -> Verdict {
+    let sent = f.sent().len();
+    let shown = f.shown("bob/laptop").len();
+    verdict(shown == sent, format!("{shown} of {sent} messages shown after coming back"))
+}
+
+fn multi_device(f: &Facts<'_>) -> Verdict {
+    let missing: Vec<&str> =
+        ["bob/laptop", "bob/phone", "alice/tablet"].into_iter().filter(|d| f.shown(d).is_empty()).collect();
+    if missing.is_empty() {
+        verdict(true, "both of Bob's devices and Alice's tablet read it")
+    } else {
+        verdict(false, format!("not read on {}", missing.join(", ")))
+    }
+}
+
+fn downgrade(f: &Facts<'_>) -> Verdict {
+    let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
+    let forged = f.shown("bob/laptop").into_iter().any(|b| !sent.contains(&b));
+    let flagged = f.alerts("bob/laptop").iter().any(|a| a == "unencrypted");
+    match (forged, flagged) {
+        (true, true) => verdict(true, "the plain body was shown flagged as unencrypted"),
+        (true, false) => verdict(false, "the forged plain body was shown without a warning"),
+        (false, _) => verdict(true, "nothing forged was shown"),
+    }
+}
+
+fn post_compromise(f: &Facts<'_>) -> Verdict {
+    let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
+    let read = f.read();
+    if read.contains(&last) {
+        verdict(false, format!("still reads after two round trips ({} read)", read.len()))
+    } else {
+        verdict(true, format!("locked out after two round trips ({} read in between)", read.len()))
+    }
+}
+
+/// Every property, in report order.
+pub const PROPERTIES: &[Property] = &[
+    Property {
+        id: "confidentiality",
+        title: "confidentiality against the server",
+        template: include_str!("../../scenarios/properties/confidentiality.yaml.tmpl"),
+        judge: confidentiality,
+    },
+    Property {
+        id: "integrity",
+        title: "tampered ciphertext detected",
+        template: include_str!("../../scenarios/properties/integrity.yaml.tmpl"),
+        judge: integrity,
+    },
+    Property {
+        id: "replay",
+        title: "replay rejected",
+        template: include_str!("../../scenarios/properties/replay.yaml.tmpl"),
+        judge: replay,
+    },
+    Property {
+        id: "forward-secrecy",
+        title: "forward secrecy",
+        template: include_str!("../../scenarios/properties/forward-secrecy.yaml.tmpl"),
+        judge: forward_secrecy,
+    },
+    Property {
+        id: "post-compromise",
+        title: "recovery after full-state theft",
+        template: include_str!("../../scenarios/properties/post-compromise.yaml.tmpl"),
+        judge: post_compromise,
+    },
+    Property {
+        id: "key-substitution",
+        title: "key substitution without verification",
+        template: include_str!("../../scenarios/properties/key-substitution.yaml.tmpl"),
+        judge: key_substitution,
+    },
+    Property {
+        id: "key-substitution-verified",
+        title: "key substitution with verification",
+        template: include_str!("../../scenarios/properties/key-substitution-verified.yaml.tmpl"),
+        judge: key_substitution_verified,
+    },
+    Property {
+        id: "offline-first-contact",
+        title: "first contact while the peer is offline",
+        template: include_str!("../../scenarios/properties/offline-first-contact.yaml.tmpl"),
+        judge: offline_first_contact,
+    },
+    Property {
+        id: "reordering",
+        title: "20 messages in shuffled order",
+        template: include_str!("../../scenarios/properties/reordering.yaml.tmpl"),
+        judge: reordering,
+    },
+    Property {
+        id: "multi-device",
+        title: "multi-device delivery (own devices too)",
+        template: include_str!("../../scenarios/properties/multi-device.yaml.tmpl"),
+        judge: multi_device,
+    },
+    Property {
+        id: "downgrade",
+        title: "downgrade by stripping the encryption",
+        template: include_str!("../../scenarios/properties/downgrade.yaml.tmpl"),
+        judge: downgrade,
+    },
+];
+
+impl Property {
+    /// The scenario for `protocol`.
+    pub fn scenario(&self, protocol: Protocol) -> Result<Scenario, String> {
+        let file = format!("scenarios/properties/{}.yaml.tmpl ({protocol})", self.id);
+        parse(&file, &self.template.replace("{protocol}", protocol.name())).map_err(|e| e.to_string())
+    }
+
+    /// Runs the property for `protocol` and judges the outcome.
+    pub fn measure(&self, protocol: Protocol) -> Result<(Verdict, Outcome), String> {
+        let scenario = self.scenario(protocol)?;
+        let outcome = run(&scenario).map_err(|e| e.to_string())?;
+        let verdict = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
+        Ok((verdict, outcome))
+    }
+}
+
+/// Runs every property for every protocol: property id → protocol → verdict.
+pub fn matrix() -> Result<BTreeMap<&'static str, BTreeMap<Protocol, Verdict>>, String> {
+    let mut out = BTreeMap::new();
+    for p in PROPERTIES {
+        let mut row = BTreeMap::new();
+        for protocol in Protocol::ALL {
+            row.insert(*protocol, p.measure(*protocol)?.0);
+        }
+        out.insert(p.id, row);
+    }
+    Ok(out)
+}
+
+/// The matrix as a markdown table; each cell names its verdict, the reason and the run behind it.
+pub fn render(matrix: &BTreeMap<&'static str, BTreeMap<Protocol, Verdict>>) -> String {
+    let mut s = String::from("| property |");
+    for p in Protocol::ALL {
+        s.push_str(&format!(" {p} |"));
+    }
+    s.push_str("\n|---|");
+    for _ in Protocol::ALL {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for p in PROPERTIES {
+        s.push_str(&format!("| {} |", p.title));
+        for protocol in Protocol::ALL {
+            match matrix.get(p.id).and_then(|row| row.get(protocol)) {
+                Some(v) => s.push_str(&format!(
+                    " {} {} (`{}` × {protocol}) |",
+                    if v.holds { "✅" } else { "❌" },
+                    v.reason,
+                    p.id
+                )),
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
