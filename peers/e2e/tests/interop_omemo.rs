@@ -1,0 +1,224 @@
+//! OMEMO 2 interop with an independent implementation: python-omemo + twomemo, driven through
+//! `peers/reference/omemo/harness.py` over stdin/stdout. Both directions, first contact via a
+//! bundle, ten messages each way with some delivered out of order, and the empty messages
+//! python sends to complete a key exchange delivered back.
+//!
+//! Feature `interop` (CI installs the Python packages and runs it); without Python or the
+//! packages the test fails, it is never skipped.
+
+#![cfg(feature = "interop")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use jabberwock_e2e::omemo::engine::{NODE_BUNDLES, NODE_DEVICES, Omemo};
+use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
+use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, TrustPolicy};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use serde_json::{Value, json};
+
+struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Python {
+    fn start() -> Python {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../reference/omemo/harness.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the OMEMO harness (pip install omemo 'twomemo[xml]')");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Python { child, stdin, stdout }
+    }
+
+    fn call(&mut self, request: Value) -> Value {
+        writeln!(self.stdin, "{request}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let reply: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("harness said {line:?}: {e}"));
+        assert!(reply.get("error").is_none(), "python harness: {reply} (for {request})");
+        reply
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
+    Cx { rng: r, now: Duration::from_secs(1_767_225_600) }
+}
+
+/// The Rust device's publications, as XML strings: (device list, bundle).
+fn publications(engine: &mut Omemo, owner: &BareJid, r: &mut ChaCha20Rng) -> (String, String) {
+    let (mut devices, mut bundle) = (None, None);
+    let mut queue = engine.publish(&mut cx(r)).unwrap().actions;
+    while let Some(a) = queue.pop() {
+        match a {
+            Action::Publish { node, item, .. } if node == NODE_DEVICES => devices = Some(String::from(&item)),
+            Action::Publish { node, item, .. } if node == NODE_BUNDLES => bundle = Some(String::from(&item)),
+            Action::Fetch { owner: o, node } if o == *owner => {
+                queue.extend(engine.fetch_failed(&mut cx(r), owner, &node, "item-not-found").unwrap().actions)
+            }
+            _ => {}
+        }
+    }
+    (devices.unwrap(), bundle.unwrap())
+}
+
+fn items_result(owner: &str, node: &str, id: &str, payload: &str) -> Element {
+    let payload: Element = payload.parse().unwrap();
+    el("iq", NS_CLIENT).with("type", "result").with("from", owner).child(el("pubsub", NS_PUBSUB).child(
+        el("items", NS_PUBSUB).with("node", node).child(el("item", NS_PUBSUB).with("id", id).child(payload)),
+    ))
+}
+
+fn message_from(from: &str, to: &str, encrypted: &str) -> Element {
+    el("message", NS_CLIENT)
+        .with("from", from)
+        .with("to", to)
+        .with("type", "chat")
+        .child(encrypted.parse().unwrap())
+}
+
+fn shown(events: Vec<Event>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|e| if let Event::Plaintext { body, .. } = e { Some(body) } else { None })
+        .collect()
+}
+
+/// Encrypts `body` from the Rust engine to `peer`, answering its PEP fetches with the
+/// python device's publications; returns the `<encrypted/>` XML.
+fn rust_encrypt(engine: &mut Omemo, r: &mut ChaCha20Rng, peer: &str, py: &Value, body: &str) -> String {
+    let peer_jid: BareJid = peer.parse().unwrap();
+    let mut queue = engine.send(&mut cx(r), &peer_jid, body).unwrap().actions;
+    let mut out = None;
+    while let Some(a) = queue.pop() {
+        match a {
+            Action::Fetch { node, .. } if node == NODE_DEVICES => {
+                let reply = items_result(peer, NODE_DEVICES, "current", py["devicelist"].as_str().unwrap());
+                queue.extend(engine.receive(&mut cx(r), &reply).unwrap().actions);
+            }
+            Action::Fetch { node, .. } if node == NODE_BUNDLES => {
+                let id = py["device_id"].to_string();
+                let reply = items_result(peer, NODE_BUNDLES, &id, py["bundle"].as_str().unwrap());
+                queue.extend(engine.receive(&mut cx(r), &reply).unwrap().actions);
+            }
+            Action::Send(stanza) => {
+                let encrypted = stanza.get_child("encrypted", "urn:xmpp:omemo:2").unwrap();
+                out = Some(String::from(encrypted));
+            }
+            _ => {}
+        }
+    }
+    out.expect("the Rust engine produced a message")
+}
+
+#[test]
+fn rust_initiates_and_both_sides_talk() {
+    let r = &mut ChaCha20Rng::seed_from_u64(1);
+    let mut python = Python::start();
+    let bob = python.call(json!({"cmd": "init", "jid": "bob@b.example"}));
+    let alice_jid: BareJid = "alice@a.example".parse().unwrap();
+    let mut alice = Omemo::new("alice@a.example/rust".parse().unwrap(), r, TrustPolicy::Btbv);
+    let (devices, bundle) = publications(&mut alice, &alice_jid, r);
+    let alice_id = devices.split("id='").nth(1).and_then(|s| s.split('\'').next()).unwrap().to_owned();
+    python.call(json!({"cmd": "peer", "jid": "alice@a.example", "devicelist": devices, "bundles": {alice_id: bundle}}));
+
+    // Rust → python: ten messages, the second pair swapped; the first carries the key exchange.
+    let sent: Vec<String> = (0..10).map(|i| format!("rust to python {i}")).collect();
+    let mut wire: Vec<String> =
+        sent.iter().map(|b| rust_encrypt(&mut alice, r, "bob@b.example", &bob, b)).collect();
+    wire.swap(2, 3);
+    let mut order: Vec<usize> = (0..10).collect();
+    order.swap(2, 3);
+    for (i, encrypted) in order.iter().zip(&wire) {
+        let reply = python.call(json!({"cmd": "decrypt", "from": "alice@a.example", "encrypted": encrypted}));
+        assert_eq!(reply["body"].as_str(), Some(sent[*i].as_str()));
+        // Python answers the key exchange with an empty message: deliver it.
+        for m in reply["outbox"].as_array().unwrap() {
+            let stanza =
+                message_from("bob@b.example/python", "alice@a.example", m["encrypted"].as_str().unwrap());
+            assert!(shown(alice.receive(&mut cx(r), &stanza).unwrap().events).is_empty());
+        }
+    }
+
+    // Python → Rust: ten messages, delivered with a pair swapped.
+    let sent: Vec<String> = (0..10).map(|i| format!("python to rust {i}")).collect();
+    let mut wire: Vec<String> = sent
+        .iter()
+        .map(|b| {
+            let reply = python.call(json!({"cmd": "encrypt", "to": "alice@a.example", "body": b}));
+            reply["encrypted"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    wire.swap(5, 6);
+    let mut got = Vec::new();
+    for encrypted in &wire {
+        let stanza = message_from("bob@b.example/python", "alice@a.example", encrypted);
+        got.extend(shown(alice.receive(&mut cx(r), &stanza).unwrap().events));
+    }
+    let mut expected = sent.clone();
+    expected.swap(5, 6);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn python_initiates_first_contact() {
+    let r = &mut ChaCha20Rng::seed_from_u64(2);
+    let mut python = Python::start();
+    python.call(json!({"cmd": "init", "jid": "bob@b.example"}));
+    let carol_jid: BareJid = "carol@c.example".parse().unwrap();
+    let mut carol = Omemo::new("carol@c.example/rust".parse().unwrap(), r, TrustPolicy::Btbv);
+    let (devices, bundle) = publications(&mut carol, &carol_jid, r);
+    let carol_id = devices.split("id='").nth(1).and_then(|s| s.split('\'').next()).unwrap().to_owned();
+    python.call(json!({"cmd": "peer", "jid": "carol@c.example", "devicelist": devices, "bundles": {carol_id: bundle}}));
+
+    let sent: Vec<String> = (0..10).map(|i| format!("first contact {i}")).collect();
+    let mut wire: Vec<String> = sent
+        .iter()
+        .map(|b| {
+            let reply = python.call(json!({"cmd": "encrypt", "to": "carol@c.example", "body": b}));
+            reply["encrypted"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // The key exchange rides on every message until answered: deliver the third one first.
+    wire.swap(0, 2);
+    let mut got = Vec::new();
+    let mut answers = Vec::new();
+    for encrypted in &wire {
+        let stanza = message_from("bob@b.example/python", "carol@c.example", encrypted);
+        let out = carol.receive(&mut cx(r), &stanza).unwrap();
+        for a in out.actions {
+            if let Action::Send(s) = a
+                && let Some(e) = s.get_child("encrypted", "urn:xmpp:omemo:2")
+            {
+                answers.push(String::from(e));
+            }
+        }
+        got.extend(shown(out.events));
+    }
+    let mut expected = sent.clone();
+    expected.swap(0, 2);
+    assert_eq!(got, expected);
+    // Our empty answer to the key exchange is a valid OMEMO message for python.
+    assert!(!answers.is_empty());
+    for a in answers {
+        let reply = python.call(json!({"cmd": "decrypt", "from": "carol@c.example", "encrypted": a}));
+        assert!(reply["body"].is_null(), "an empty OMEMO message has no body: {reply}");
+    }
+}
