@@ -38,6 +38,8 @@ const MESSAGE_KEY_INFO: &[u8] = b"OMEMO Message Key Material";
 #[derive(Clone)]
 pub struct Ratchet {
     dhs: StaticSecret,
+    /// The public half of `dhs`, kept so encrypting does not redo a scalar multiplication.
+    dhs_pub: [u8; 32],
     dhr: Option<[u8; 32]>,
     rk: [u8; 32],
     cks: Option<[u8; 32]>,
@@ -117,6 +119,7 @@ impl Ratchet {
         let dh_out = contributory(&dhs, bob_spk)?;
         let (rk, cks) = kdf_rk(sk, &dh_out);
         Ok(Ratchet {
+            dhs_pub: PublicKey::from(&dhs).to_bytes(),
             dhs,
             dhr: Some(*bob_spk),
             rk,
@@ -133,6 +136,7 @@ impl Ratchet {
     /// Bob after X3DH: `RatchetInitBob(SK, bob_dh_key_pair)` with his signed PreKey pair.
     pub fn init_bob(sk: &[u8; 32], ad: Vec<u8>, spk: &StaticSecret) -> Self {
         Ratchet {
+            dhs_pub: PublicKey::from(spk).to_bytes(),
             dhs: spk.clone(),
             dhr: None,
             rk: *sk,
@@ -160,12 +164,8 @@ impl Ratchet {
         };
         let (next, mk) = kdf_ck(&cks);
         self.cks = Some(next);
-        let mut header = OmemoMessage {
-            n: self.ns,
-            pn: self.pn,
-            dh_pub: PublicKey::from(&self.dhs).to_bytes().to_vec(),
-            ciphertext: None,
-        };
+        let mut header =
+            OmemoMessage { n: self.ns, pn: self.pn, dh_pub: self.dhs_pub.to_vec(), ciphertext: None };
         self.ns =
             self.ns.checked_add(1).ok_or(E2eError::Policy { detail: "sending chain exhausted".into() })?;
         let (enc, auth, iv) = message_keys(&mk);
@@ -274,6 +274,7 @@ impl Ratchet {
         self.rk = rk;
         self.ckr = Some(ckr);
         self.dhs = StaticSecret::from(fresh);
+        self.dhs_pub = PublicKey::from(&self.dhs).to_bytes();
         let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?);
         self.rk = rk;
         self.cks = Some(cks);
