@@ -182,6 +182,15 @@ fn downgrade(f: &Facts<'_>) -> Verdict {
     }
 }
 
+fn deniability(f: &Facts<'_>) -> Verdict {
+    let forgeries = f.outcome.attacker.as_ref().map(|a| a.forgeries.clone()).unwrap_or_default();
+    match forgeries.iter().find(|g| g.claimed.starts_with("alice@")) {
+        Some(g) if g.accepted => verdict(true, "Bob alone made a message his client accepts as Alice's"),
+        Some(g) => verdict(false, format!("Bob could not forge a message from Alice ({})", g.detail)),
+        None => verdict(false, "no message from Alice to test"),
+    }
+}
+
 fn post_compromise(f: &Facts<'_>) -> Verdict {
     let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
     let read = f.read();
@@ -235,6 +244,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "key substitution with verification",
         template: include_str!("../../scenarios/properties/key-substitution-verified.yaml.tmpl"),
         judge: key_substitution_verified,
+    },
+    Property {
+        id: "deniability",
+        title: "deniability (the recipient can forge)",
+        template: include_str!("../../scenarios/properties/deniability.yaml.tmpl"),
+        judge: deniability,
     },
     Property {
         id: "offline-first-contact",

@@ -9,7 +9,8 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Protocol, TrustPolicy, new_engine,
+    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Jid, Protocol, TrustPolicy,
+    new_engine,
 };
 use jabberwock_xmpp::{
     Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
@@ -57,6 +58,59 @@ pub struct AttackerReport {
     pub read: Vec<Read>,
     /// How many times each power acted.
     pub acted: BTreeMap<String, u32>,
+    /// The deniability test, run on every stolen device state: could the recipient alone make
+    /// a message its own protocol code accepts as sent by its peer?
+    pub forgeries: Vec<Forgery>,
+}
+
+/// One recipient-forgery attempt (the deniability test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgery {
+    /// The device whose state made the forgery.
+    pub recipient: String,
+    /// Whom the forgery claims as its sender.
+    pub claimed: String,
+    /// Whether the recipient's own engine accepted it as that sender's.
+    pub accepted: bool,
+    /// What happened.
+    pub detail: String,
+}
+
+/// Text a forgery carries.
+const FORGED: &str = "forged by the recipient";
+
+/// Runs the deniability test on a stolen state: forge a message from `claimed` with a copy of
+/// the state, and feed it to another copy.
+fn forgery(
+    engine: &dyn jabberwock_e2e::Engine,
+    recipient: &FullJid,
+    claimed: &Jid,
+    rng: &mut ChaCha20Rng,
+    now: Duration,
+) -> Forgery {
+    let mut forger = engine.steal(jabberwock_e2e::Theft::FullState);
+    let mut checker = engine.steal(jabberwock_e2e::Theft::FullState);
+    let (accepted, detail) = match forger.forge(&mut Cx { rng: &mut *rng, now }, claimed, FORGED) {
+        Ok(Some(stanza)) => match checker.receive(&mut Cx { rng: &mut *rng, now }, &stanza) {
+            Ok(out) => {
+                let ok = out.events.iter().any(|e| {
+                    matches!(e, Event::Plaintext { from, body, .. } if from.to_bare() == claimed.to_bare() && body == FORGED)
+                });
+                (
+                    ok,
+                    if ok {
+                        "accepted as genuine".to_owned()
+                    } else {
+                        "not shown as the sender's".to_owned()
+                    },
+                )
+            }
+            Err(e) => (false, format!("rejected: {e}")),
+        },
+        Ok(None) => (false, "the protocol gives the recipient no way to forge".to_owned()),
+        Err(e) => (false, format!("forging failed: {e}")),
+    };
+    Forgery { recipient: recipient.to_string(), claimed: claimed.to_string(), accepted, detail }
 }
 
 /// One evaluated expectation.
@@ -142,6 +196,13 @@ impl Outcome {
             if !a.acted.is_empty() {
                 let acted: Vec<String> = a.acted.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
                 let _ = writeln!(out, "attacker acted: {}", acted.join(", "));
+            }
+            for f in &a.forgeries {
+                let _ = writeln!(
+                    out,
+                    "deniability test: {} forged a message from {}: {}",
+                    f.recipient, f.claimed, f.detail
+                );
             }
             if a.read.is_empty() {
                 let _ = writeln!(out, "attacker read nothing");
@@ -406,6 +467,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 stolen: vec![],
                 read: vec![],
                 acted: BTreeMap::new(),
+                forgeries: vec![],
             };
         }
     };
@@ -417,6 +479,33 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         .collect();
     for (owner, imp) in core::mem::take(&mut attacker.impostors) {
         readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
+    }
+    let mut forgeries = Vec::new();
+    for (_, dev, engine) in &attacker.stolen {
+        // The peers that wrote to this device, as the recording shows them.
+        let mut claimed: Vec<Jid> = Vec::new();
+        for seen in &attacker.seen {
+            for msg in messages_in(&seen.stanza) {
+                let from = msg.attr("from").and_then(|f| f.parse::<Jid>().ok());
+                let to = msg.attr("to").and_then(|t| t.parse::<Jid>().ok());
+                if let (Some(from), Some(to)) = (from, to)
+                    && to.to_bare() == dev.to_bare()
+                    && from.to_bare() != dev.to_bare()
+                    && !claimed.iter().any(|c| c.to_bare() == from.to_bare())
+                {
+                    claimed.push(from);
+                }
+            }
+        }
+        for c in &claimed {
+            forgeries.push(forgery(
+                engine.as_ref(),
+                dev,
+                c,
+                &mut rng,
+                Duration::from_secs(EPOCH_SECS) + scenario.end,
+            ));
+        }
     }
     let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
@@ -445,6 +534,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         stolen,
         read,
         acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        forgeries,
     }
 }
 

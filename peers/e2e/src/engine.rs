@@ -262,6 +262,14 @@ pub trait Engine: fmt::Debug + Send {
     /// What this device can tell a peer out of band about itself (its fingerprints).
     fn out_of_band(&self) -> OutOfBand;
 
+    /// The deniability test: using only this device's own state, make a stanza that this
+    /// device would accept as `body` sent by `from`. `Ok(None)` when the protocol gives the
+    /// recipient no way to (a signature only the sender can make, or no session yet).
+    fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
+        let _ = (cx, from, body);
+        Ok(None)
+    }
+
     /// A copy of this engine as an attacker who compromised the device would hold it.
     fn steal(&self, what: Theft) -> Box<dyn Engine>;
 }

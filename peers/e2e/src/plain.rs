@@ -88,6 +88,17 @@ impl Engine for Plain {
         OutOfBand { peer_says: vec![] }
     }
 
+    fn forge(&mut self, _cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
+        // Anyone can write a plain message with any `from`: nothing binds it to the sender.
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("from", from.to_string())
+                .with("to", self.me.to_bare().to_string())
+                .with("type", "chat")
+                .child(text_el("body", NS_CLIENT, body)),
+        ))
+    }
+
     fn steal(&self, _what: Theft) -> Box<dyn Engine> {
         Box::new(self.clone())
     }

@@ -734,6 +734,36 @@ impl Engine for Omemo {
         Ok(out)
     }
 
+    fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
+        let sender = from.to_bare();
+        let me = self.own();
+        let Some((sid, session)) =
+            self.sessions.iter().find(|((owner, _), _)| *owner == sender).map(|((_, sid), s)| (*sid, s))
+        else {
+            return Ok(None);
+        };
+        // The envelope the sender would have written (SCE affixes from the sender, to us).
+        let envelope = el("envelope", NS_SCE)
+            .child(el("content", NS_SCE).child(text_el("body", NS_CLIENT, body)))
+            .child(text_el("rpad", NS_SCE, "forged"))
+            .child(el("time", NS_SCE).with("stamp", format_stamp(cx.now)))
+            .child(el("to", NS_SCE).with("jid", me.to_string()))
+            .child(el("from", NS_SCE).with("jid", sender.to_string()));
+        let (key_material, ciphertext) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+        let Some(message) = session.ratchet.forge_incoming(&key_material) else { return Ok(None) };
+        let key = text_el("key", NS, b64(&message)).with("rid", self.device.to_string());
+        let header = el("header", NS)
+            .with("sid", sid.to_string())
+            .child(el("keys", NS).with("jid", me.to_string()).child(key));
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("from", from.to_string())
+                .with("to", me.to_string())
+                .with("type", "chat")
+                .child(el("encrypted", NS).child(header).child(text_el("payload", NS, b64(&ciphertext)))),
+        ))
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand { peer_says: vec![Self::fingerprint(&self.keys.identity.public())] }
     }

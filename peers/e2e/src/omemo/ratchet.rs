@@ -176,6 +176,22 @@ impl Ratchet {
         Ok(OmemoAuthenticatedMessage { mac, message }.encode_to_vec())
     }
 
+    /// What the *receiver* of this session can make on its own: the next message of the peer's
+    /// current sending chain, encrypting `plaintext`. Every key involved is one the receiver
+    /// holds (the MACs are symmetric), so the result is indistinguishable from a message the
+    /// peer sent — which is what makes OMEMO messages deniable. `None` before the peer sent
+    /// anything.
+    pub fn forge_incoming(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
+        let (ckr, dhr) = (self.ckr?, self.dhr?);
+        let (_, mk) = kdf_ck(&ckr);
+        let mut header = OmemoMessage { n: self.nr, pn: 0, dh_pub: dhr.to_vec(), ciphertext: None };
+        let (enc, auth, iv) = message_keys(&mk);
+        header.ciphertext = Some(aes_cbc_encrypt(&enc, &iv, plaintext));
+        let message = header.encode_to_vec();
+        let mac = hmac16(&auth, &[&self.ad, &message]).to_vec();
+        Some(OmemoAuthenticatedMessage { mac, message }.encode_to_vec())
+    }
+
     /// Signal §3.5 `RatchetDecrypt` of a serialised `OMEMOAuthenticatedMessage`. The RNG
     /// supplies the fresh key pair of a DH ratchet step (`GENERATE_DH`): deriving it from the
     /// state instead would let a thief of the state follow every future step.

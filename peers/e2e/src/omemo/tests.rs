@@ -295,6 +295,22 @@ mod engines {
         (bob, stanzas, r.clone())
     }
 
+    /// The deniability test: Bob's state alone makes a message Bob's client takes as Alice's.
+    #[test]
+    fn the_recipient_can_forge_a_message_from_the_sender() {
+        let (mut bob, stanzas, mut r) = conversation(2);
+        for s in &stanzas {
+            bob.receive(&mut cx(&mut r), s).unwrap();
+        }
+        let alice: jid::Jid = "alice@a.example/phone".parse().unwrap();
+        let forged = bob.clone().forge(&mut cx(&mut r), &alice, "I owe Bob 1000 EUR").unwrap().unwrap();
+        let shown = bob.receive(&mut cx(&mut r), &forged).unwrap().events;
+        assert!(
+            shown.iter().any(|e| matches!(e, Event::Plaintext { from, body, .. } if *from == alice && body == "I owe Bob 1000 EUR")),
+            "{shown:?}"
+        );
+    }
+
     #[test]
     fn engines_talk_without_a_server() {
         let (mut bob, stanzas, mut r) = conversation(3);
