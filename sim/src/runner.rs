@@ -107,7 +107,9 @@ fn forgery(
             }
             Err(e) => (false, format!("rejected: {e}")),
         },
-        Ok(None) => (false, "the protocol gives the recipient no way to forge".to_owned()),
+        Ok(None) => {
+            (false, "this state cannot make one (no session, or a key only the sender holds)".to_owned())
+        }
         Err(e) => (false, format!("forging failed: {e}")),
     };
     Forgery { recipient: recipient.to_string(), claimed: claimed.to_string(), accepted, detail }
