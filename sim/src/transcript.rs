@@ -128,19 +128,59 @@ fn write_el(out: &mut String, el: &Element, parent_ns: &str, abbreviate: bool) {
         return;
     }
     out.push('>');
-    for node in nodes {
-        match node {
-            minidom::Node::Element(child) => write_el(out, child, &ns, abbreviate),
+    // In the short form, a long run of same-named siblings (a bundle's 100 PreKeys) shows its
+    // first few and then one line with the count and a hash of the rest, which still changes
+    // when any byte of them does.
+    let nodes: Vec<&minidom::Node> = nodes.collect();
+    let mut i = 0;
+    while i < nodes.len() {
+        match nodes[i] {
+            minidom::Node::Element(child) => {
+                let run = nodes[i..]
+                    .iter()
+                    .take_while(|n| matches!(n, minidom::Node::Element(c) if c.name() == child.name() && c.ns() == child.ns()))
+                    .count();
+                if abbreviate && run > SIBLINGS_SHOWN + 1 {
+                    for n in &nodes[i..i + SIBLINGS_SHOWN] {
+                        if let minidom::Node::Element(c) = n {
+                            write_el(out, c, &ns, abbreviate);
+                        }
+                    }
+                    let mut hasher = Sha256::new();
+                    for n in &nodes[i + SIBLINGS_SHOWN..i + run] {
+                        if let minidom::Node::Element(c) = n {
+                            hasher.update(full_xml(c).as_bytes());
+                        }
+                    }
+                    let h = hasher.finalize();
+                    let _ = write!(
+                        out,
+                        "⟨{} more <{}/> #{:02x}{:02x}{:02x}⟩",
+                        run - SIBLINGS_SHOWN,
+                        child.name(),
+                        h[0],
+                        h[1],
+                        h[2]
+                    );
+                    i += run;
+                    continue;
+                }
+                write_el(out, child, &ns, abbreviate);
+            }
             minidom::Node::Text(t) => match abbreviate.then(|| abbreviate_b64(t)).flatten() {
                 Some(short) => out.push_str(&short),
                 None => escape(t, out, false),
             },
         }
+        i += 1;
     }
     out.push_str("</");
     out.push_str(el.name());
     out.push('>');
 }
+
+/// How many of a long run of same-named siblings the short form shows.
+const SIBLINGS_SHOWN: usize = 3;
 
 /// `⟨b64 NB #xxxxxx⟩` for text that is long base64 (24 characters or more).
 fn abbreviate_b64(text: &str) -> Option<String> {
@@ -167,6 +207,23 @@ mod tests {
             "<message id='1' to='b@x' type='chat'><body>a&amp;b</body><x k='v' xmlns='urn:x'><y/></x></message>"
                 .replace(" k='v' xmlns='urn:x'", " xmlns='urn:x' k='v'")
         );
+    }
+
+    #[test]
+    fn long_runs_of_siblings_are_summarised_with_a_hash() {
+        let run = |last: &str| -> Element {
+            let mut xml = String::from("<l xmlns='urn:x'>");
+            for i in 0..9 {
+                xml.push_str(&format!("<pk id='{i}'>{}</pk>", if i == 8 { last } else { "a" }));
+            }
+            xml.push_str("</l>");
+            xml.parse().unwrap()
+        };
+        let (a, b) = (short_xml(&run("a")), short_xml(&run("b")));
+        assert!(a.contains("<pk id='2'>a</pk>⟨6 more <pk/> #"), "{a}");
+        assert!(!a.contains("id='3'"), "{a}");
+        assert_ne!(a, b, "a change in an elided sibling changes the hash");
+        assert!(full_xml(&run("a")).contains("<pk id='8'>a</pk>"));
     }
 
     #[test]
