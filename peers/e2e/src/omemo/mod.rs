@@ -31,6 +31,18 @@ fn hkdf_zero_salt<const N: usize>(ikm: &[u8], info: &[u8]) -> [u8; N] {
     out
 }
 
+/// The 80-byte HKDF expansion both OMEMO encryption layers use, split into an AES-256 key,
+/// an HMAC key and an IV (§protocol-double_ratchet ENCRYPT step 2, §protocol-message_encryption
+/// step 3).
+fn aead_keys(ikm: &[u8], info: &[u8]) -> ([u8; 32], [u8; 32], [u8; 16]) {
+    let okm: [u8; 80] = hkdf_zero_salt(ikm, info);
+    let (mut enc, mut auth, mut iv) = ([0u8; 32], [0u8; 32], [0u8; 16]);
+    enc.copy_from_slice(&okm[..32]);
+    auth.copy_from_slice(&okm[32..64]);
+    iv.copy_from_slice(&okm[64..]);
+    (enc, auth, iv)
+}
+
 /// HMAC-SHA-256 truncated to 16 bytes (XEP-0384: "authentication tag truncation").
 fn hmac16(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
     use hmac::Mac;

@@ -5,7 +5,7 @@
 use rand_core::RngCore;
 
 use super::ratchet::{aes_cbc_decrypt, aes_cbc_encrypt};
-use super::{hkdf_zero_salt, hmac16, macs_equal, random_bytes};
+use super::{aead_keys, hmac16, macs_equal, random_bytes};
 use crate::E2eError;
 
 const PAYLOAD_INFO: &[u8] = b"OMEMO Payload";
@@ -14,12 +14,7 @@ const PAYLOAD_INFO: &[u8] = b"OMEMO Payload";
 pub const KEY_AND_MAC: usize = 48;
 
 fn keys(key: &[u8]) -> ([u8; 32], [u8; 32], [u8; 16]) {
-    let okm: [u8; 80] = hkdf_zero_salt(key, PAYLOAD_INFO);
-    let (mut enc, mut auth, mut iv) = ([0u8; 32], [0u8; 32], [0u8; 16]);
-    enc.copy_from_slice(&okm[..32]);
-    auth.copy_from_slice(&okm[32..64]);
-    iv.copy_from_slice(&okm[64..]);
-    (enc, auth, iv)
+    aead_keys(key, PAYLOAD_INFO)
 }
 
 /// Encrypts `plaintext` (steps 1–5): returns `key || HMAC` and the ciphertext.

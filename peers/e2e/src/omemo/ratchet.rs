@@ -20,7 +20,7 @@ use rand_core::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::wire::{OmemoAuthenticatedMessage, OmemoMessage, decode, key32};
-use super::{hkdf_zero_salt, hmac16, macs_equal, random_bytes};
+use super::{aead_keys, hmac16, macs_equal, random_bytes};
 use crate::E2eError;
 
 /// The most message keys one incoming message may make us skip.
@@ -88,12 +88,7 @@ fn kdf_ck(ck: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
 
 /// The 80 bytes of "OMEMO Message Key Material": (AES key, HMAC key, IV).
 fn message_keys(mk: &[u8; 32]) -> ([u8; 32], [u8; 32], [u8; 16]) {
-    let okm: [u8; 80] = hkdf_zero_salt(mk, MESSAGE_KEY_INFO);
-    let (mut enc, mut auth, mut iv) = ([0u8; 32], [0u8; 32], [0u8; 16]);
-    enc.copy_from_slice(&okm[..32]);
-    auth.copy_from_slice(&okm[32..64]);
-    iv.copy_from_slice(&okm[64..]);
-    (enc, auth, iv)
+    aead_keys(mk, MESSAGE_KEY_INFO)
 }
 
 pub(crate) fn aes_cbc_encrypt(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
