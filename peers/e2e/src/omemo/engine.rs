@@ -287,7 +287,7 @@ impl Omemo {
     fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
         let pending = core::mem::take(&mut self.pending);
         for (to, body) in pending {
-            match self.try_encrypt(cx, &to, Some(&body), out) {
+            match self.try_encrypt(cx, &to, &body, out) {
                 Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
                 Ok(None) => self.pending.push((to, body)),
                 Err(e) => {
@@ -318,13 +318,13 @@ impl Omemo {
         Some(all)
     }
 
-    /// Builds the `<message/>` for `to` (with `body`, or an empty OMEMO message without),
-    /// or `None` while key material is still being fetched.
+    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
+    /// being fetched. (Empty OMEMO messages are built by [`Omemo::empty_to`].)
     fn try_encrypt(
         &mut self,
         cx: &mut Cx<'_>,
         to: &BareJid,
-        body: Option<&str>,
+        body: &str,
         out: &mut Output,
     ) -> Result<Option<Element>, E2eError> {
         let Some(devices) = self.recipients(to, out) else { return Ok(None) };
@@ -344,14 +344,8 @@ impl Omemo {
             return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
         }
         // §protocol-message_encryption; an empty message ratchets 32 zero bytes instead.
-        let (key_material, payload) = match body {
-            Some(text) => {
-                let envelope = self.envelope(cx, to, text);
-                let (k, ct) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
-                (k.to_vec(), Some(ct))
-            }
-            None => (vec![0u8; 32], None),
-        };
+        let envelope = self.envelope(cx, to, body);
+        let (key_material, ciphertext) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
         let mut header = el("header", NS).with("sid", self.device.to_string());
         let mut by_owner: BTreeMap<BareJid, Element> = BTreeMap::new();
         for (owner, d) in devices {
@@ -398,9 +392,7 @@ impl Omemo {
             header.append_child(keys);
         }
         let mut encrypted = el("encrypted", NS).child(header);
-        if let Some(ct) = payload {
-            encrypted.append_child(text_el("payload", NS, b64(&ct)));
-        }
+        encrypted.append_child(text_el("payload", NS, b64(&ciphertext)));
         let stanza = el("message", NS_CLIENT)
             .with("to", to.to_string())
             .with("type", "chat")
