@@ -52,6 +52,28 @@ impl Python {
     }
 }
 
+impl Python {
+    /// Tells python about a Rust device: its device list and bundle, as published.
+    fn introduce(&mut self, engine: &mut Omemo, jid: &str, r: &mut ChaCha20Rng) {
+        let (devices, bundle) = publications(engine, &jid.parse().unwrap(), r);
+        let id = devices.split("id='").nth(1).and_then(|s| s.split('\'').next()).unwrap().to_owned();
+        self.call(json!({"cmd": "peer", "jid": jid, "devicelist": devices, "bundles": {id: bundle}}));
+    }
+
+    /// Python encrypts each body to `to`; returns the `<encrypted/>` XML of each.
+    fn encrypt_all(&mut self, to: &str, bodies: &[String]) -> Vec<String> {
+        bodies
+            .iter()
+            .map(|b| {
+                self.call(json!({"cmd": "encrypt", "to": to, "body": b}))["encrypted"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
 impl Drop for Python {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -133,11 +155,8 @@ fn rust_initiates_and_both_sides_talk() {
     let r = &mut ChaCha20Rng::seed_from_u64(1);
     let mut python = Python::start();
     let bob = python.call(json!({"cmd": "init", "jid": "bob@b.example"}));
-    let alice_jid: BareJid = "alice@a.example".parse().unwrap();
     let mut alice = Omemo::new("alice@a.example/rust".parse().unwrap(), r, TrustPolicy::Btbv);
-    let (devices, bundle) = publications(&mut alice, &alice_jid, r);
-    let alice_id = devices.split("id='").nth(1).and_then(|s| s.split('\'').next()).unwrap().to_owned();
-    python.call(json!({"cmd": "peer", "jid": "alice@a.example", "devicelist": devices, "bundles": {alice_id: bundle}}));
+    python.introduce(&mut alice, "alice@a.example", r);
 
     // Rust → python: ten messages, the second pair swapped; the first carries the key exchange.
     let sent: Vec<String> = (0..10).map(|i| format!("rust to python {i}")).collect();
@@ -159,13 +178,7 @@ fn rust_initiates_and_both_sides_talk() {
 
     // Python → Rust: ten messages, delivered with a pair swapped.
     let sent: Vec<String> = (0..10).map(|i| format!("python to rust {i}")).collect();
-    let mut wire: Vec<String> = sent
-        .iter()
-        .map(|b| {
-            let reply = python.call(json!({"cmd": "encrypt", "to": "alice@a.example", "body": b}));
-            reply["encrypted"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let mut wire = python.encrypt_all("alice@a.example", &sent);
     wire.swap(5, 6);
     let mut got = Vec::new();
     for encrypted in &wire {
@@ -182,20 +195,11 @@ fn python_initiates_first_contact() {
     let r = &mut ChaCha20Rng::seed_from_u64(2);
     let mut python = Python::start();
     python.call(json!({"cmd": "init", "jid": "bob@b.example"}));
-    let carol_jid: BareJid = "carol@c.example".parse().unwrap();
     let mut carol = Omemo::new("carol@c.example/rust".parse().unwrap(), r, TrustPolicy::Btbv);
-    let (devices, bundle) = publications(&mut carol, &carol_jid, r);
-    let carol_id = devices.split("id='").nth(1).and_then(|s| s.split('\'').next()).unwrap().to_owned();
-    python.call(json!({"cmd": "peer", "jid": "carol@c.example", "devicelist": devices, "bundles": {carol_id: bundle}}));
+    python.introduce(&mut carol, "carol@c.example", r);
 
     let sent: Vec<String> = (0..10).map(|i| format!("first contact {i}")).collect();
-    let mut wire: Vec<String> = sent
-        .iter()
-        .map(|b| {
-            let reply = python.call(json!({"cmd": "encrypt", "to": "carol@c.example", "body": b}));
-            reply["encrypted"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let mut wire = python.encrypt_all("carol@c.example", &sent);
     // The key exchange rides on every message until answered: deliver the third one first.
     wire.swap(0, 2);
     let mut got = Vec::new();
