@@ -1,22 +1,28 @@
-"""Known-answer vectors for Jabberwock's OMEMO 2 Double Ratchet, made by an independent
-implementation: python-doubleratchet with twomemo's OMEMO 2 parameters (pip: twomemo).
+"""Known-answer vectors for Jabberwock's OMEMO Double Ratchet, made by an independent
+implementation: python-doubleratchet with twomemo's OMEMO 2 parameters (pip: twomemo) or,
+with the argument `legacy`, oldmemo's OMEMO 0.3 parameters (pip: oldmemo).
 
 The initiator ("alice") is python; the vectors hold the shared secret, the associated data,
 the responder's signed PreKey private key and every OMEMOAuthenticatedMessage python produced,
 so the Rust side can play the responder ("bob") and must read them all, in a shuffled order.
 
     python3 peers/reference/omemo/ratchet_vectors.py > peers/e2e/src/omemo/vectors/twomemo-ratchet.json
+    python3 peers/reference/omemo/ratchet_vectors.py legacy > peers/e2e/src/omemo/vectors/oldmemo-ratchet.json
 """
 
 import asyncio
 import hashlib
 import json
 import random
+import sys
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives import serialization
 from doubleratchet.recommended import diffie_hellman_ratchet_curve25519 as dh_curve25519
-import twomemo.twomemo as tm
+if sys.argv[1:] == ["legacy"]:
+    import oldmemo.oldmemo as tm  # same class names, OMEMO 0.3 parameters
+else:
+    import twomemo.twomemo as tm
 
 
 def det(label: str) -> bytes:
@@ -26,6 +32,9 @@ def det(label: str) -> bytes:
 async def main() -> None:
     shared_secret = det("sk")
     associated_data = det("ik_a") + det("ik_b")
+    if tm.__name__.startswith("oldmemo"):
+        # OMEMO 0.3 encodes identity keys as 0x05 || Curve25519 key (33 bytes each).
+        associated_data = b"\x05" + det("ik_a") + b"\x05" + det("ik_b")
     bob_spk = X25519PrivateKey.from_private_bytes(det("bob spk"))
     bob_spk_pub = bob_spk.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -55,7 +64,7 @@ async def main() -> None:
     order = list(range(1, 20))
     random.Random(7).shuffle(order)
     print(json.dumps({
-        "generator": "python DoubleRatchet + Twomemo parameters",
+        "generator": f"python DoubleRatchet + {tm.__name__} parameters",
         "shared_secret": shared_secret.hex(),
         "associated_data": associated_data.hex(),
         "bob_spk_private": det("bob spk").hex(),

@@ -25,7 +25,7 @@ use minidom::Element;
 use prost::Message;
 use rand_core::RngCore;
 
-use super::ratchet::Ratchet;
+use super::ratchet::{Profile, Ratchet};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
 use super::{payload, random_bytes};
@@ -356,7 +356,8 @@ impl Omemo {
                     continue;
                 }
                 let (agreement, kex) = x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?;
-                let ratchet = Ratchet::init_alice(&agreement.sk, agreement.ad, &bundle.spk, cx.rng)?;
+                let ratchet =
+                    Ratchet::init_alice(Profile::Omemo2, &agreement.sk, agreement.ad, &bundle.spk, cx.rng)?;
                 self.sessions
                     .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
             }
@@ -467,7 +468,8 @@ impl Omemo {
                 let mut keys = self.keys.clone();
                 let header = KeyExchangeHeader { pk_id: exchange.pk_id, spk_id: exchange.spk_id, ik, ek };
                 let (agreement, spk) = x3dh::accept(&mut keys, &header)?;
-                let mut ratchet = Ratchet::init_bob(&agreement.sk, agreement.ad, spk.secret());
+                let mut ratchet =
+                    Ratchet::init_bob(Profile::Omemo2, &agreement.sk, agreement.ad, spk.secret());
                 let material = ratchet.decrypt_authenticated(&exchange.message, cx.rng)?;
                 self.keys = keys;
                 self.sessions

@@ -19,8 +19,8 @@ use prost::Message;
 use rand_core::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::wire::{OmemoAuthenticatedMessage, OmemoMessage, decode, key32};
-use super::{aead_keys, hmac16, macs_equal, random_bytes};
+use super::wire::{LegacyMessage, OmemoAuthenticatedMessage, OmemoMessage, decode, key32};
+use super::{aead_keys, macs_equal, random_bytes};
 use crate::E2eError;
 
 /// The most message keys one incoming message may make us skip.
@@ -31,12 +31,152 @@ pub const MAX_STORED: usize = 1000;
 /// A skipped message key is found by the sender's ratchet key and the message number.
 type SkippedKeyId = ([u8; 32], u32);
 
-const ROOT_INFO: &[u8] = b"OMEMO Root Chain";
-const MESSAGE_KEY_INFO: &[u8] = b"OMEMO Message Key Material";
+/// The wire format and KDF labels of an OMEMO version; the ratchet itself is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Profile {
+    /// XEP-0384 0.8+ (`urn:xmpp:omemo:2`): `OMEMOAuthenticatedMessage` protobuf, 16-byte MAC.
+    Omemo2,
+    /// XEP-0384 0.3 (`eu.siacs.conversations.axolotl`): libsignal v3 — version byte 0x33,
+    /// `WhisperMessage` protobuf with 0x05-prefixed keys, 8-byte MAC appended.
+    Legacy,
+}
+
+/// libsignal's message version byte (current version 3 in both nibbles).
+const LEGACY_VERSION: u8 = 0x33;
+/// libsignal's type byte for Curve25519 public keys.
+pub const DJB_TYPE: u8 = 0x05;
+
+/// A ratchet message taken apart.
+struct Parsed {
+    /// The bytes the MAC covers after the associated data.
+    authenticated: Vec<u8>,
+    mac: Vec<u8>,
+    n: u32,
+    pn: u32,
+    dh: [u8; 32],
+    ciphertext: Vec<u8>,
+}
+
+impl Profile {
+    fn root_info(self) -> &'static [u8] {
+        match self {
+            Profile::Omemo2 => b"OMEMO Root Chain",
+            Profile::Legacy => b"WhisperRatchet",
+        }
+    }
+
+    fn key_info(self) -> &'static [u8] {
+        match self {
+            Profile::Omemo2 => b"OMEMO Message Key Material",
+            Profile::Legacy => b"WhisperMessageKeys",
+        }
+    }
+
+    fn mac_len(self) -> usize {
+        match self {
+            Profile::Omemo2 => 16,
+            Profile::Legacy => 8,
+        }
+    }
+
+    /// Serialises a message and authenticates it (serialised once, MAC over exactly those bytes).
+    fn seal(
+        self,
+        ad: &[u8],
+        auth: &[u8; 32],
+        n: u32,
+        pn: u32,
+        dh: &[u8; 32],
+        ciphertext: Vec<u8>,
+    ) -> Vec<u8> {
+        match self {
+            Profile::Omemo2 => {
+                let message =
+                    OmemoMessage { n, pn, dh_pub: dh.to_vec(), ciphertext: Some(ciphertext) }.encode_to_vec();
+                let mac = hmac_trunc(auth, &[ad, &message], self.mac_len());
+                OmemoAuthenticatedMessage { mac, message }.encode_to_vec()
+            }
+            Profile::Legacy => {
+                let mut dh_pub = vec![DJB_TYPE];
+                dh_pub.extend_from_slice(dh);
+                let mut message = vec![LEGACY_VERSION];
+                message.extend(LegacyMessage { dh_pub, n, pn, ciphertext: Some(ciphertext) }.encode_to_vec());
+                let mac = hmac_trunc(auth, &[ad, &message], self.mac_len());
+                message.extend(mac);
+                message
+            }
+        }
+    }
+
+    fn parse(self, bytes: &[u8]) -> Result<Parsed, E2eError> {
+        match self {
+            Profile::Omemo2 => {
+                let outer: OmemoAuthenticatedMessage = decode("OMEMOAuthenticatedMessage", bytes)?;
+                let header: OmemoMessage = decode("OMEMOMessage", &outer.message)?;
+                Ok(Parsed {
+                    dh: key32("dh_pub", &header.dh_pub)?,
+                    n: header.n,
+                    pn: header.pn,
+                    ciphertext: header
+                        .ciphertext
+                        .ok_or(E2eError::Missing { what: "OMEMOMessage ciphertext" })?,
+                    authenticated: outer.message,
+                    mac: outer.mac,
+                })
+            }
+            Profile::Legacy => {
+                let split = bytes.len().checked_sub(self.mac_len()).filter(|s| *s > 1).ok_or(
+                    E2eError::Malformed {
+                        what: "WhisperMessage",
+                        detail: format!("{} bytes is too short", bytes.len()),
+                    },
+                )?;
+                let (message, mac) = bytes.split_at(split);
+                if message.first() != Some(&LEGACY_VERSION) {
+                    return Err(E2eError::Malformed {
+                        what: "WhisperMessage",
+                        detail: "version byte is not 0x33".into(),
+                    });
+                }
+                let header: LegacyMessage = decode("WhisperMessage", &message[1..])?;
+                let dh = match header.dh_pub.split_first() {
+                    Some((&DJB_TYPE, key)) => key32("ratchet key", key)?,
+                    _ => {
+                        return Err(E2eError::Malformed {
+                            what: "ratchet key",
+                            detail: "not a 0x05 key".into(),
+                        });
+                    }
+                };
+                Ok(Parsed {
+                    dh,
+                    n: header.n,
+                    pn: header.pn,
+                    ciphertext: header
+                        .ciphertext
+                        .ok_or(E2eError::Missing { what: "WhisperMessage ciphertext" })?,
+                    authenticated: message.to_vec(),
+                    mac: mac.to_vec(),
+                })
+            }
+        }
+    }
+}
+
+/// HMAC-SHA-256 over the concatenation of `parts`, truncated to `len` bytes.
+fn hmac_trunc(key: &[u8; 32], parts: &[&[u8]], len: usize) -> Vec<u8> {
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else { return vec![0; len] };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes()[..len].to_vec()
+}
 
 /// One Double Ratchet session with one peer device.
 #[derive(Clone)]
 pub struct Ratchet {
+    profile: Profile,
     dhs: StaticSecret,
     /// The public half of `dhs`, kept so encrypting does not redo a scalar multiplication.
     dhs_pub: [u8; 32],
@@ -62,9 +202,9 @@ impl core::fmt::Debug for Ratchet {
     }
 }
 
-fn kdf_rk(rk: &[u8; 32], dh_out: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+fn kdf_rk(rk: &[u8; 32], dh_out: &[u8; 32], info: &[u8]) -> ([u8; 32], [u8; 32]) {
     let mut okm = [0u8; 64];
-    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(rk), dh_out).expand(ROOT_INFO, &mut okm);
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(rk), dh_out).expand(info, &mut okm);
     let (mut root, mut chain) = ([0u8; 32], [0u8; 32]);
     root.copy_from_slice(&okm[..32]);
     chain.copy_from_slice(&okm[32..]);
@@ -87,8 +227,8 @@ fn kdf_ck(ck: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
 }
 
 /// The 80 bytes of "OMEMO Message Key Material": (AES key, HMAC key, IV).
-fn message_keys(mk: &[u8; 32]) -> ([u8; 32], [u8; 32], [u8; 16]) {
-    aead_keys(mk, MESSAGE_KEY_INFO)
+fn message_keys(mk: &[u8; 32], info: &[u8]) -> ([u8; 32], [u8; 32], [u8; 16]) {
+    aead_keys(mk, info)
 }
 
 pub(crate) fn aes_cbc_encrypt(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
@@ -105,6 +245,7 @@ impl Ratchet {
     /// Alice (the active initiator) after X3DH: Signal §3.3 `RatchetInitAlice(SK, bob_dh_public_key)`,
     /// with Bob's signed PreKey as his first ratchet key.
     pub fn init_alice(
+        profile: Profile,
         sk: &[u8; 32],
         ad: Vec<u8>,
         bob_spk: &[u8; 32],
@@ -112,8 +253,9 @@ impl Ratchet {
     ) -> Result<Self, E2eError> {
         let dhs = StaticSecret::from(random_bytes(rng));
         let dh_out = contributory(&dhs, bob_spk)?;
-        let (rk, cks) = kdf_rk(sk, &dh_out);
+        let (rk, cks) = kdf_rk(sk, &dh_out, profile.root_info());
         Ok(Ratchet {
+            profile,
             dhs_pub: PublicKey::from(&dhs).to_bytes(),
             dhs,
             dhr: Some(*bob_spk),
@@ -129,8 +271,9 @@ impl Ratchet {
     }
 
     /// Bob after X3DH: `RatchetInitBob(SK, bob_dh_key_pair)` with his signed PreKey pair.
-    pub fn init_bob(sk: &[u8; 32], ad: Vec<u8>, spk: &StaticSecret) -> Self {
+    pub fn init_bob(profile: Profile, sk: &[u8; 32], ad: Vec<u8>, spk: &StaticSecret) -> Self {
         Ratchet {
+            profile,
             dhs_pub: PublicKey::from(spk).to_bytes(),
             dhs: spk.clone(),
             dhr: None,
@@ -150,7 +293,7 @@ impl Ratchet {
         self.skipped.len()
     }
 
-    /// Signal §3.4 `RatchetEncrypt`: the serialised `OMEMOAuthenticatedMessage`.
+    /// Signal §3.4 `RatchetEncrypt`: the serialised message of this profile.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, E2eError> {
         let Some(cks) = self.cks else {
             return Err(E2eError::Policy {
@@ -159,16 +302,12 @@ impl Ratchet {
         };
         let (next, mk) = kdf_ck(&cks);
         self.cks = Some(next);
-        let mut header =
-            OmemoMessage { n: self.ns, pn: self.pn, dh_pub: self.dhs_pub.to_vec(), ciphertext: None };
+        let n = self.ns;
         self.ns =
             self.ns.checked_add(1).ok_or(E2eError::Policy { detail: "sending chain exhausted".into() })?;
-        let (enc, auth, iv) = message_keys(&mk);
-        header.ciphertext = Some(aes_cbc_encrypt(&enc, &iv, plaintext));
-        // Serialise once and authenticate exactly those bytes (XEP-0384, ENCRYPT step 6).
-        let message = header.encode_to_vec();
-        let mac = hmac16(&auth, &[&self.ad, &message]).to_vec();
-        Ok(OmemoAuthenticatedMessage { mac, message }.encode_to_vec())
+        let (enc, auth, iv) = message_keys(&mk, self.profile.key_info());
+        let ciphertext = aes_cbc_encrypt(&enc, &iv, plaintext);
+        Ok(self.profile.seal(&self.ad, &auth, n, self.pn, &self.dhs_pub, ciphertext))
     }
 
     /// What the *receiver* of this session can make on its own: the next message of the peer's
@@ -179,77 +318,62 @@ impl Ratchet {
     pub fn forge_incoming(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
         let (ckr, dhr) = (self.ckr?, self.dhr?);
         let (_, mk) = kdf_ck(&ckr);
-        let mut header = OmemoMessage { n: self.nr, pn: 0, dh_pub: dhr.to_vec(), ciphertext: None };
-        let (enc, auth, iv) = message_keys(&mk);
-        header.ciphertext = Some(aes_cbc_encrypt(&enc, &iv, plaintext));
-        let message = header.encode_to_vec();
-        let mac = hmac16(&auth, &[&self.ad, &message]).to_vec();
-        Some(OmemoAuthenticatedMessage { mac, message }.encode_to_vec())
+        let (enc, auth, iv) = message_keys(&mk, self.profile.key_info());
+        let ciphertext = aes_cbc_encrypt(&enc, &iv, plaintext);
+        Some(self.profile.seal(&self.ad, &auth, self.nr, 0, &dhr, ciphertext))
     }
 
-    /// Signal §3.5 `RatchetDecrypt` of a serialised `OMEMOAuthenticatedMessage`. The RNG
-    /// supplies the fresh key pair of a DH ratchet step (`GENERATE_DH`): deriving it from the
-    /// state instead would let a thief of the state follow every future step.
+    /// Signal §3.5 `RatchetDecrypt` of a serialised message of this profile. The RNG supplies
+    /// the fresh key pair of a DH ratchet step (`GENERATE_DH`): deriving it from the state
+    /// instead would let a thief of the state follow every future step.
     pub fn decrypt(&mut self, bytes: &[u8], rng: &mut dyn RngCore) -> Result<Vec<u8>, E2eError> {
-        let outer: OmemoAuthenticatedMessage = decode("OMEMOAuthenticatedMessage", bytes)?;
-        self.decrypt_authenticated(&outer, rng)
-    }
-
-    /// [`Ratchet::decrypt`] of an already parsed `OMEMOAuthenticatedMessage`.
-    pub fn decrypt_authenticated(
-        &mut self,
-        outer: &OmemoAuthenticatedMessage,
-        rng: &mut dyn RngCore,
-    ) -> Result<Vec<u8>, E2eError> {
-        let header: OmemoMessage = decode("OMEMOMessage", &outer.message)?;
-        let dh = key32("dh_pub", &header.dh_pub)?;
-        let ciphertext =
-            header.ciphertext.as_deref().ok_or(E2eError::Missing { what: "OMEMOMessage ciphertext" })?;
+        let m = self.profile.parse(bytes)?;
         // A skipped key: try it, and forget it only if the message authenticates.
-        if let Some(pos) = self.skipped.iter().position(|(k, _)| *k == (dh, header.n)) {
+        if let Some(pos) = self.skipped.iter().position(|(k, _)| *k == (m.dh, m.n)) {
             let mk = self.skipped[pos].1;
-            let plaintext = self.open(&mk, outer, ciphertext)?;
+            let plaintext = self.open(&mk, &m)?;
             self.skipped.remove(pos);
             return Ok(plaintext);
         }
         let mut trial = self.clone();
-        if trial.dhr != Some(dh) {
-            trial.skip(header.pn)?;
-            trial.dh_ratchet(&dh, random_bytes(rng))?;
+        if trial.dhr != Some(m.dh) {
+            trial.skip(m.pn)?;
+            trial.dh_ratchet(&m.dh, random_bytes(rng))?;
         }
-        trial.skip(header.n)?;
+        trial.skip(m.n)?;
         let ckr = trial
             .ckr
             .ok_or(E2eError::Rejected { reason: "no-message-key", detail: "no receiving chain".into() })?;
-        if header.n < trial.nr {
+        if m.n < trial.nr {
             return Err(E2eError::Rejected {
                 reason: "no-message-key",
-                detail: format!("message {} of this chain was already read or its key discarded", header.n),
+                detail: format!("message {} of this chain was already read or its key discarded", m.n),
             });
         }
         let (next, mk) = kdf_ck(&ckr);
         trial.ckr = Some(next);
         trial.nr += 1;
-        let plaintext = trial.open(&mk, outer, ciphertext)?;
+        let plaintext = trial.open(&mk, &m)?;
         *self = trial;
         Ok(plaintext)
     }
 
-    fn open(
-        &self,
-        mk: &[u8; 32],
+    /// [`Ratchet::decrypt`] of an already parsed `OMEMOAuthenticatedMessage` (OMEMO 2).
+    pub fn decrypt_authenticated(
+        &mut self,
         outer: &OmemoAuthenticatedMessage,
-        ciphertext: &[u8],
+        rng: &mut dyn RngCore,
     ) -> Result<Vec<u8>, E2eError> {
-        let (enc, auth, iv) = message_keys(mk);
-        let expected = hmac16(&auth, &[&self.ad, &outer.message]);
-        if !macs_equal(&expected, &outer.mac) {
-            return Err(E2eError::Rejected {
-                reason: "bad-mac",
-                detail: "OMEMOAuthenticatedMessage HMAC".into(),
-            });
+        self.decrypt(&outer.encode_to_vec(), rng)
+    }
+
+    fn open(&self, mk: &[u8; 32], m: &Parsed) -> Result<Vec<u8>, E2eError> {
+        let (enc, auth, iv) = message_keys(mk, self.profile.key_info());
+        let expected = hmac_trunc(&auth, &[&self.ad, &m.authenticated], self.profile.mac_len());
+        if !macs_equal(&expected, &m.mac) {
+            return Err(E2eError::Rejected { reason: "bad-mac", detail: "ratchet message MAC".into() });
         }
-        aes_cbc_decrypt(&enc, &iv, ciphertext)
+        aes_cbc_decrypt(&enc, &iv, &m.ciphertext)
     }
 
     /// Signal §3.5 `SkipMessageKeys`, bounded by MAX_SKIP and the FIFO store.
@@ -281,12 +405,12 @@ impl Ratchet {
         self.ns = 0;
         self.nr = 0;
         self.dhr = Some(*dh);
-        let (rk, ckr) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?);
+        let (rk, ckr) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?, self.profile.root_info());
         self.rk = rk;
         self.ckr = Some(ckr);
         self.dhs = StaticSecret::from(fresh);
         self.dhs_pub = PublicKey::from(&self.dhs).to_bytes();
-        let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?);
+        let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?, self.profile.root_info());
         self.rk = rk;
         self.cks = Some(cks);
         Ok(())

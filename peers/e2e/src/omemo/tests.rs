@@ -4,7 +4,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use super::payload;
-use super::ratchet::{MAX_SKIP, Ratchet};
+use super::ratchet::{MAX_SKIP, Profile, Ratchet};
 use super::x3dh::{KeyStore, accept, initiate};
 
 fn rng(seed: u64) -> ChaCha20Rng {
@@ -17,11 +17,13 @@ fn session(r: &mut ChaCha20Rng) -> (Ratchet, Ratchet, KeyStore) {
     let alice = KeyStore::generate(r, 5);
     let mut bob = KeyStore::generate(r, 5);
     let (a_agreement, header) = initiate(&alice.identity, &bob.bundle(), r).unwrap();
-    let mut a = Ratchet::init_alice(&a_agreement.sk, a_agreement.ad.clone(), &bob.bundle().spk, r).unwrap();
+    let mut a =
+        Ratchet::init_alice(Profile::Omemo2, &a_agreement.sk, a_agreement.ad.clone(), &bob.bundle().spk, r)
+            .unwrap();
     let (b_agreement, spk) = accept(&mut bob, &header).unwrap();
     assert_eq!(a_agreement.sk, b_agreement.sk, "X3DH agrees");
     assert_eq!(a_agreement.ad, b_agreement.ad, "AD = IK_A || IK_B on both sides");
-    let mut b = Ratchet::init_bob(&b_agreement.sk, b_agreement.ad, spk.secret());
+    let mut b = Ratchet::init_bob(Profile::Omemo2, &b_agreement.sk, b_agreement.ad, spk.secret());
     let first = a.encrypt(b"first").unwrap();
     assert_eq!(b.decrypt(&first, r).unwrap(), b"first");
     (a, b, bob)
@@ -153,28 +155,64 @@ fn hostile_bytes_are_typed_errors() {
 }
 
 /// Messages encrypted by an independent implementation (python DoubleRatchet with twomemo's
-/// OMEMO 2 parameters; generator in peers/reference/omemo/ratchet_vectors.py) are read by our
-/// ratchet playing the responder, delivered out of order.
-#[test]
-fn reads_twomemo_ratchet_messages() {
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("vectors/twomemo-ratchet.json")).unwrap();
-    let hex = |v: &serde_json::Value| -> Vec<u8> {
-        let s = v.as_str().unwrap();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    };
-    let sk: [u8; 32] = hex(&vectors["shared_secret"]).try_into().unwrap();
-    let spk: [u8; 32] = hex(&vectors["bob_spk_private"]).try_into().unwrap();
-    let mut bob =
-        Ratchet::init_bob(&sk, hex(&vectors["associated_data"]), &x25519_dalek::StaticSecret::from(spk));
+/// OMEMO 2 or oldmemo's OMEMO 0.3 parameters; generator in
+/// peers/reference/omemo/ratchet_vectors.py) are read by our ratchet playing the responder,
+/// delivered out of order.
+fn reads_python_ratchet_messages(vectors: &str, profile: Profile) {
+    let vectors: serde_json::Value = serde_json::from_str(vectors).unwrap();
+    let sk: [u8; 32] = unhex(&vectors["shared_secret"]).try_into().unwrap();
+    let spk: [u8; 32] = unhex(&vectors["bob_spk_private"]).try_into().unwrap();
+    let mut bob = Ratchet::init_bob(
+        profile,
+        &sk,
+        unhex(&vectors["associated_data"]),
+        &x25519_dalek::StaticSecret::from(spk),
+    );
     let messages = vectors["messages"].as_array().unwrap();
     let r = &mut rng(10);
     for i in vectors["delivery_order"].as_array().unwrap() {
         let m = &messages[i.as_u64().unwrap() as usize];
-        let plain = bob.decrypt(&hex(&m["message"]), r).unwrap();
+        let plain = bob.decrypt(&unhex(&m["message"]), r).unwrap();
         assert_eq!(plain, m["plaintext"].as_str().unwrap().as_bytes());
     }
     assert_eq!(bob.skipped_keys(), 0);
+}
+
+#[test]
+fn reads_twomemo_ratchet_messages() {
+    reads_python_ratchet_messages(include_str!("vectors/twomemo-ratchet.json"), Profile::Omemo2);
+}
+
+#[test]
+fn reads_oldmemo_ratchet_messages() {
+    reads_python_ratchet_messages(include_str!("vectors/oldmemo-ratchet.json"), Profile::Legacy);
+}
+
+/// Our legacy ratchet talks to itself in libsignal v3 format: version byte, 8-byte MAC.
+#[test]
+fn legacy_profile_round_trip_and_tamper() {
+    let r = &mut rng(11);
+    let sk = [3u8; 32];
+    let ad = [[5u8].as_slice(), &[1u8; 32], &[5u8], &[2u8; 32]].concat();
+    let bob_spk = x25519_dalek::StaticSecret::from([9u8; 32]);
+    let mut a = Ratchet::init_alice(
+        Profile::Legacy,
+        &sk,
+        ad.clone(),
+        &x25519_dalek::PublicKey::from(&bob_spk).to_bytes(),
+        r,
+    )
+    .unwrap();
+    let mut b = Ratchet::init_bob(Profile::Legacy, &sk, ad, &bob_spk);
+    let c = a.encrypt(b"whisper").unwrap();
+    assert_eq!(c[0], 0x33, "libsignal v3 version byte");
+    let mut t = c.clone();
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    assert_eq!(b.decrypt(&t, r).unwrap_err().code(), "bad-mac");
+    assert_eq!(b.decrypt(&c, r).unwrap(), b"whisper");
+    let reply = b.encrypt(b"back").unwrap();
+    assert_eq!(a.decrypt(&reply, r).unwrap(), b"back");
 }
 
 fn unhex(v: &serde_json::Value) -> Vec<u8> {

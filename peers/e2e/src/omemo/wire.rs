@@ -72,6 +72,23 @@ pub struct OmemoKeyExchange {
     pub message: OmemoAuthenticatedMessage,
 }
 
+/// libsignal's `WhisperMessage` as OMEMO 0.3 uses it (after the 0x33 version byte).
+#[derive(Clone, PartialEq, Message)]
+pub struct LegacyMessage {
+    /// The sender's ratchet key, 0x05 || X25519 key.
+    #[prost(bytes = "vec", required, tag = "1")]
+    pub dh_pub: Vec<u8>,
+    /// Message number (`counter`).
+    #[prost(uint32, required, tag = "2")]
+    pub n: u32,
+    /// Previous chain length (`previousCounter`).
+    #[prost(uint32, required, tag = "3")]
+    pub pn: u32,
+    /// AES-256-CBC ciphertext.
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub ciphertext: Option<Vec<u8>>,
+}
+
 /// Decodes a protobuf structure from untrusted bytes.
 pub fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, E2eError> {
     M::decode(bytes).map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
