@@ -6,14 +6,22 @@ vectors; the Rust side rebuilds bob from them and must derive the same shared se
 associated data, and produce the same signed PreKey signature.
 
     python3 peers/reference/omemo/x3dh_vectors.py > peers/e2e/src/omemo/vectors/twomemo-x3dh.json
+    python3 peers/reference/omemo/x3dh_vectors.py legacy > peers/e2e/src/omemo/vectors/oldmemo-x3dh.json
+
+With `legacy`, python-x3dh is configured as oldmemo configures it (OMEMO 0.3: "WhisperText",
+identity keys encoded as 0x05 || Curve25519 key in the associated data).
 """
 
 import asyncio
 import hashlib
 import json
+import sys
 
 import x3dh
-import twomemo.twomemo as tm
+if sys.argv[1:] == ["legacy"]:
+    import oldmemo.oldmemo as tm  # same class names, OMEMO 0.3 parameters
+else:
+    import twomemo.twomemo as tm
 
 
 def det(label: str) -> bytes:
@@ -37,7 +45,7 @@ async def main() -> None:
     bundle = bob.bundle
     shared_secret, associated_data, header = await alice.get_shared_secret_active(bundle)
     print(json.dumps({
-        "generator": "python X3DH configured as Twomemo",
+        "generator": f"python X3DH configured as {tm.__name__}",
         "bob_identity_seed": det("bob ik").hex(),
         "bob_identity_public": bundle.identity_key.hex(),
         "bob_spk_private": model.signed_pre_key.priv.hex(),

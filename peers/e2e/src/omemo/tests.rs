@@ -447,3 +447,43 @@ fn mutated_omemo_stanzas_never_panic() {
 fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
     crate::Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
 }
+
+/// python-x3dh configured as oldmemo (OMEMO 0.3: "WhisperText", 0x05-prefixed Curve25519
+/// identity keys in the AD) ran the active side; our legacy passive side derives the same SK
+/// and AD, and python's signature over `0x05 || SPK`, in the wire form oldmemo's serialiser
+/// gives it (Ed25519 sign bit in the top bit of byte 63), verifies under the Curve25519 form
+/// of its identity key, as OMEMO 0.3 peers check it.
+#[test]
+fn agrees_with_oldmemo_x3dh() {
+    use super::x3dh::{accept_legacy, djb_encode, identity_to_x25519, verify_curve_signature};
+    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/oldmemo-x3dh.json")).unwrap();
+    let prekeys: Vec<(u32, [u8; 32])> = v["bob_prekeys_private"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i as u32 + 1, key(k)))
+        .collect();
+    let mut bob =
+        KeyStore::from_secrets(key(&v["bob_identity_seed"]), (1, key(&v["bob_spk_private"])), &prekeys, 5);
+    let bundle = bob.bundle();
+    assert_eq!(bundle.spk, key(&v["bob_spk_public"]));
+    let mut wire_sig: [u8; 64] = unhex(&v["bob_spk_signature"]).try_into().unwrap();
+    let bob_ed = key(&v["bob_identity_public"]);
+    wire_sig[63] |= bob_ed[31] & 0x80; // oldmemo/etree.py serialize_bundle
+    let bob_curve = identity_to_x25519(&bob_ed).unwrap().to_bytes();
+    verify_curve_signature(&bob_curve, &djb_encode(&bundle.spk), &wire_sig).unwrap();
+    let mut forged = wire_sig;
+    forged[0] ^= 1;
+    assert_eq!(
+        verify_curve_signature(&bob_curve, &djb_encode(&bundle.spk), &forged).unwrap_err().code(),
+        "bad-signature"
+    );
+    let h = &v["header"];
+    let pre_key = key(&h["pre_key"]);
+    let pk_id = bundle.prekeys.iter().find(|(_, p)| *p == pre_key).map(|(id, _)| *id).unwrap();
+    let alice_curve = identity_to_x25519(&key(&h["identity_key"])).unwrap().to_bytes();
+    let (agreement, _) = accept_legacy(&mut bob, pk_id, 1, &alice_curve, &key(&h["ephemeral_key"])).unwrap();
+    assert_eq!(agreement.sk.to_vec(), unhex(&v["shared_secret"]));
+    assert_eq!(agreement.ad, unhex(&v["associated_data"]));
+}

@@ -17,6 +17,40 @@ use crate::E2eError;
 
 /// The X3DH info string (XEP-0384 §protocol-key_exchange, "info string").
 pub const X3DH_INFO: &[u8] = b"OMEMO X3DH";
+/// OMEMO 0.3 uses libsignal's X3DH info string.
+pub const LEGACY_INFO: &[u8] = b"WhisperText";
+/// libsignal's type byte in front of every Curve25519 public key (OMEMO 0.3 encoding).
+const DJB_TYPE: u8 = 0x05;
+
+/// Verifies an OMEMO 0.3 signature (over the signed PreKey) under a Curve25519 identity key,
+/// in the libsignal wire convention: the Edwards point's sign bit travels in the top bit of the
+/// signature's last byte (always 0 for XEdDSA proper, whose signer forces sign 0), the key is
+/// mapped to the Edwards point with that sign (RFC 7748 birational map) and the signature is
+/// checked as Ed25519.
+pub fn verify_curve_signature(
+    curve_pub: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), E2eError> {
+    let bad = || E2eError::Rejected {
+        reason: "bad-signature",
+        detail: "signature under the Curve25519 identity key".into(),
+    };
+    let sign = signature[63] >> 7;
+    let mut sig = *signature;
+    sig[63] &= 0x7f;
+    let edwards =
+        curve25519_dalek::montgomery::MontgomeryPoint(*curve_pub).to_edwards(sign).ok_or_else(bad)?;
+    let vk = VerifyingKey::from_bytes(&edwards.compress().to_bytes()).map_err(|_| bad())?;
+    vk.verify_strict(message, &Signature::from_bytes(&sig)).map_err(|_| bad())
+}
+
+/// OMEMO 0.3 key encoding: 0x05 || Curve25519 public key.
+pub fn djb_encode(key: &[u8; 32]) -> [u8; 33] {
+    let mut out = [DJB_TYPE; 33];
+    out[1..].copy_from_slice(key);
+    out
+}
 
 /// A device's long-term IdentityKey (Ed25519).
 #[derive(Clone)]
@@ -241,13 +275,13 @@ fn dh(secret: &StaticSecret, public: &PublicKey) -> Result<[u8; 32], E2eError> {
 
 /// X3DH's KDF: HKDF-SHA-256 over `F || KM` with F = 32 0xFF bytes, a zero salt of hash
 /// length, and the info string (X3DH §2.2).
-fn kdf(km: &[[u8; 32]]) -> [u8; 32] {
+fn kdf(km: &[[u8; 32]], info: &[u8]) -> [u8; 32] {
     let mut ikm = vec![0xFFu8; 32];
     for part in km {
         ikm.extend_from_slice(part);
     }
     let mut sk = [0u8; 32];
-    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &ikm).expand(X3DH_INFO, &mut sk);
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &ikm).expand(info, &mut sk);
     sk
 }
 
@@ -268,7 +302,10 @@ pub fn initiate(
     let ik_b = identity_to_x25519(&bundle.ik)?;
     let spk_b = PublicKey::from(bundle.spk);
     let opk_b = PublicKey::from(opk);
-    let sk = kdf(&[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?]);
+    let sk = kdf(
+        &[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?],
+        X3DH_INFO,
+    );
     let mut ad = identity.public().to_vec();
     ad.extend_from_slice(&bundle.ik);
     let header = KeyExchangeHeader {
@@ -295,16 +332,54 @@ pub fn accept(store: &mut KeyStore, header: &KeyExchangeHeader) -> Result<(Agree
         reason: "unknown-prekey",
         detail: format!("one-time PreKey {} (already used, or never ours)", header.pk_id),
     })?;
-    let sk = kdf(&[
-        dh(&store.spk.secret, &ik_a)?,
-        dh(&store.identity.x25519(), &ek_a)?,
-        dh(&store.spk.secret, &ek_a)?,
-        dh(&opk.secret, &ek_a)?,
-    ]);
+    let sk = kdf(
+        &[
+            dh(&store.spk.secret, &ik_a)?,
+            dh(&store.identity.x25519(), &ek_a)?,
+            dh(&store.spk.secret, &ek_a)?,
+            dh(&opk.secret, &ek_a)?,
+        ],
+        X3DH_INFO,
+    );
     // X3DH §3.4: the one-time PreKey is deleted once used.
     store.prekeys.remove(&header.pk_id);
     let mut ad = header.ik.to_vec();
     ad.extend_from_slice(&store.identity.public());
+    Ok((Agreement { sk, ad }, store.spk.clone()))
+}
+
+/// Bob's side in OMEMO 0.3 (libsignal X3DH, "WhisperText"): the initiator's identity key
+/// arrives in Curve25519 form; the associated data is `0x05 || IK_A || 0x05 || IK_B`.
+pub fn accept_legacy(
+    store: &mut KeyStore,
+    pk_id: u32,
+    spk_id: u32,
+    ik_curve: &[u8; 32],
+    ek: &[u8; 32],
+) -> Result<(Agreement, PreKeyPair), E2eError> {
+    if spk_id != store.spk.id {
+        return Err(E2eError::Rejected {
+            reason: "unknown-prekey",
+            detail: format!("signed PreKey {spk_id}"),
+        });
+    }
+    let (ik_a, ek_a) = (PublicKey::from(*ik_curve), PublicKey::from(*ek));
+    let opk = store.prekeys.get(&pk_id).cloned().ok_or(E2eError::Rejected {
+        reason: "unknown-prekey",
+        detail: format!("one-time PreKey {pk_id} (already used, or never ours)"),
+    })?;
+    let sk = kdf(
+        &[
+            dh(&store.spk.secret, &ik_a)?,
+            dh(&store.identity.x25519(), &ek_a)?,
+            dh(&store.spk.secret, &ek_a)?,
+            dh(&opk.secret, &ek_a)?,
+        ],
+        LEGACY_INFO,
+    );
+    store.prekeys.remove(&pk_id);
+    let own = PublicKey::from(&store.identity.x25519()).to_bytes();
+    let ad = [djb_encode(ik_curve), djb_encode(&own)].concat();
     Ok((Agreement { sk, ad }, store.spk.clone()))
 }
 
