@@ -448,6 +448,45 @@ fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
     crate::Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
 }
 
+/// Our OMEMO 0.3 active and passive sides agree, and our own signed-PreKey signature in the
+/// wire convention verifies (oldmemo's convention, checked against its vectors below).
+#[test]
+fn legacy_x3dh_round_trip() {
+    use super::x3dh::{accept_legacy, djb_encode, initiate_legacy};
+    let r = &mut rng(12);
+    let alice = KeyStore::generate(r, 3);
+    let mut bob = KeyStore::generate(r, 3);
+    let b = bob.bundle();
+    let spks = bob.identity.sign_curve(&djb_encode(&b.spk));
+    let (a_agreement, header) = initiate_legacy(
+        &alice.identity,
+        &bob.identity.curve_public(),
+        b.spk_id,
+        &b.spk,
+        &spks,
+        &b.prekeys,
+        r,
+    )
+    .unwrap();
+    let (b_agreement, _) =
+        accept_legacy(&mut bob, header.pk_id, header.spk_id, &header.ik, &header.ek).unwrap();
+    assert_eq!(a_agreement.sk, b_agreement.sk);
+    assert_eq!(a_agreement.ad, b_agreement.ad);
+    assert_eq!(a_agreement.ad.len(), 66);
+    let mut forged = spks;
+    forged[5] ^= 1;
+    let err = initiate_legacy(
+        &alice.identity,
+        &bob.identity.curve_public(),
+        b.spk_id,
+        &b.spk,
+        &forged,
+        &b.prekeys,
+        r,
+    );
+    assert_eq!(err.unwrap_err().code(), "bad-signature");
+}
+
 /// python-x3dh configured as oldmemo (OMEMO 0.3: "WhisperText", 0x05-prefixed Curve25519
 /// identity keys in the AD) ran the active side; our legacy passive side derives the same SK
 /// and AD, and python's signature over `0x05 || SPK`, in the wire form oldmemo's serialiser

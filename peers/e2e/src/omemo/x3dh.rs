@@ -83,6 +83,20 @@ impl IdentityKey {
     fn x25519(&self) -> StaticSecret {
         StaticSecret::from(self.signing.to_scalar_bytes())
     }
+
+    /// The Curve25519 form of the public key, as OMEMO 0.3 transfers it.
+    pub fn curve_public(&self) -> [u8; 32] {
+        PublicKey::from(&self.x25519()).to_bytes()
+    }
+
+    /// An OMEMO 0.3 signature in the libsignal wire convention: Ed25519 over `message`, with
+    /// the Edwards public key's sign bit moved into the top bit of byte 63 (as oldmemo does),
+    /// so [`verify_curve_signature`] accepts it under [`IdentityKey::curve_public`].
+    pub fn sign_curve(&self, message: &[u8]) -> [u8; 64] {
+        let mut sig = self.sign(message);
+        sig[63] |= self.public()[31] & 0x80;
+        sig
+    }
 }
 
 /// Converts an encoded Ed25519 IdentityKey (from the network) to its X25519 form.
@@ -315,6 +329,37 @@ pub fn initiate(
         ek: PublicKey::from(&ek).to_bytes(),
     };
     Ok((Agreement { sk, ad }, header))
+}
+
+/// Alice's side in OMEMO 0.3: the bundle's identity key is in Curve25519 form and its signed
+/// PreKey signature in the libsignal wire convention. The returned header carries our
+/// identity key in Curve25519 form too.
+pub fn initiate_legacy(
+    identity: &IdentityKey,
+    ik_b: &[u8; 32],
+    spk_id: u32,
+    spk: &[u8; 32],
+    spks: &[u8; 64],
+    prekeys: &[(u32, [u8; 32])],
+    rng: &mut dyn RngCore,
+) -> Result<(Agreement, KeyExchangeHeader), E2eError> {
+    verify_curve_signature(ik_b, &djb_encode(spk), spks)?;
+    if prekeys.is_empty() {
+        return Err(E2eError::Malformed { what: "bundle", detail: "no one-time PreKeys".into() });
+    }
+    let (pk_id, opk) = prekeys[(rng.next_u32() as usize) % prekeys.len()];
+    let ek = StaticSecret::from(random_bytes(rng));
+    let (ik_b_pub, spk_b, opk_b) = (PublicKey::from(*ik_b), PublicKey::from(*spk), PublicKey::from(opk));
+    let sk = kdf(
+        &[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b_pub)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?],
+        LEGACY_INFO,
+    );
+    let own = identity.curve_public();
+    let ad = [djb_encode(&own), djb_encode(ik_b)].concat();
+    Ok((
+        Agreement { sk, ad },
+        KeyExchangeHeader { pk_id, spk_id, ik: own, ek: PublicKey::from(&ek).to_bytes() },
+    ))
 }
 
 /// Bob's side: derives SK from a key exchange header, consuming the one-time PreKey it names.
