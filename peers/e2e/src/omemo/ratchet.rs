@@ -38,6 +38,13 @@ pub enum Profile {
     Omemo2,
     /// XEP-0384 0.3 (`eu.siacs.conversations.axolotl`): libsignal v3 — version byte 0x33,
     /// `WhisperMessage` protobuf with 0x05-prefixed keys, 8-byte MAC appended.
+    ///
+    /// A deliberate choice: the "Protocol Definition" section of the 0.3.0 text
+    /// (`xep-0384-v0.3.xml`, §protocol-double_ratchet) describes OMEMO-2-style labels ("OMEMO
+    /// Root Chain", 16-byte tags, `OMEMOAuthenticatedMessage`), but every deployed
+    /// implementation of this namespace (Conversations' libsignal, python oldmemo) speaks
+    /// libsignal's protocol, which the XEP's own introduction points to. We follow the
+    /// deployed wire format, checked against oldmemo's vectors.
     Legacy,
 }
 
