@@ -184,6 +184,8 @@ fn hmac_trunc(key: &[u8; 32], parts: &[&[u8]], len: usize) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Ratchet {
     profile: Profile,
+    /// Whether this side started the session (X3DH's active party, "Alice").
+    initiator: bool,
     dhs: StaticSecret,
     /// The public half of `dhs`, kept so encrypting does not redo a scalar multiplication.
     dhs_pub: [u8; 32],
@@ -263,6 +265,7 @@ impl Ratchet {
         let (rk, cks) = kdf_rk(sk, &dh_out, profile.root_info());
         Ok(Ratchet {
             profile,
+            initiator: true,
             dhs_pub: PublicKey::from(&dhs).to_bytes(),
             dhs,
             dhr: Some(*bob_spk),
@@ -281,6 +284,7 @@ impl Ratchet {
     pub fn init_bob(profile: Profile, sk: &[u8; 32], ad: Vec<u8>, spk: &StaticSecret) -> Self {
         Ratchet {
             profile,
+            initiator: false,
             dhs_pub: PublicKey::from(spk).to_bytes(),
             dhs: spk.clone(),
             dhr: None,
@@ -292,6 +296,19 @@ impl Ratchet {
             pn: 0,
             skipped: VecDeque::new(),
             ad,
+        }
+    }
+
+    /// The associated data a MAC covers. OMEMO 2: `IK_A || IK_B` (A the initiator) both ways.
+    /// OMEMO 0.3 follows libsignal, which orders it `sender || receiver` whoever initiated
+    /// (python oldmemo's `encrypt_key_material` rebuilds it the same way).
+    fn mac_ad(&self, sending: bool) -> Vec<u8> {
+        match self.profile {
+            Profile::Legacy if sending != self.initiator => {
+                let (a, b) = self.ad.split_at(self.ad.len() / 2);
+                [b, a].concat()
+            }
+            _ => self.ad.clone(),
         }
     }
 
@@ -314,7 +331,7 @@ impl Ratchet {
             self.ns.checked_add(1).ok_or(E2eError::Policy { detail: "sending chain exhausted".into() })?;
         let (enc, auth, iv) = message_keys(&mk, self.profile.key_info());
         let ciphertext = aes_cbc_encrypt(&enc, &iv, plaintext);
-        Ok(self.profile.seal(&self.ad, &auth, n, self.pn, &self.dhs_pub, ciphertext))
+        Ok(self.profile.seal(&self.mac_ad(true), &auth, n, self.pn, &self.dhs_pub, ciphertext))
     }
 
     /// What the *receiver* of this session can make on its own: the next message of the peer's
@@ -327,7 +344,7 @@ impl Ratchet {
         let (_, mk) = kdf_ck(&ckr);
         let (enc, auth, iv) = message_keys(&mk, self.profile.key_info());
         let ciphertext = aes_cbc_encrypt(&enc, &iv, plaintext);
-        Some(self.profile.seal(&self.ad, &auth, self.nr, 0, &dhr, ciphertext))
+        Some(self.profile.seal(&self.mac_ad(false), &auth, self.nr, 0, &dhr, ciphertext))
     }
 
     /// Signal §3.5 `RatchetDecrypt` of a serialised message of this profile. The RNG supplies
@@ -376,7 +393,7 @@ impl Ratchet {
 
     fn open(&self, mk: &[u8; 32], m: &Parsed) -> Result<Vec<u8>, E2eError> {
         let (enc, auth, iv) = message_keys(mk, self.profile.key_info());
-        let expected = hmac_trunc(&auth, &[&self.ad, &m.authenticated], self.profile.mac_len());
+        let expected = hmac_trunc(&auth, &[&self.mac_ad(false), &m.authenticated], self.profile.mac_len());
         if !macs_equal(&expected, &m.mac) {
             return Err(E2eError::Rejected { reason: "bad-mac", detail: "ratchet message MAC".into() });
         }
@@ -430,4 +447,28 @@ fn contributory(secret: &StaticSecret, public: &[u8; 32]) -> Result<[u8; 32], E2
         return Err(E2eError::Rejected { reason: "weak-key", detail: "a low-order ratchet key".into() });
     }
     Ok(shared.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OMEMO 0.3 authenticates `sender || receiver` (libsignal); OMEMO 2 `initiator || responder`.
+    #[test]
+    fn mac_associated_data_order() {
+        let (a_ik, b_ik) = ([[5u8].as_slice(), &[1u8; 32]].concat(), [[5u8].as_slice(), &[2u8; 32]].concat());
+        let ab = [a_ik.as_slice(), &b_ik].concat();
+        let ba = [b_ik.as_slice(), &a_ik].concat();
+        let spk = StaticSecret::from([9u8; 32]);
+        for (profile, alice_sends, alice_reads, bob_sends, bob_reads) in
+            [(Profile::Legacy, &ab, &ba, &ba, &ab), (Profile::Omemo2, &ab, &ab, &ab, &ab)]
+        {
+            let alice = Ratchet { initiator: true, ..Ratchet::init_bob(profile, &[0; 32], ab.clone(), &spk) };
+            let bob = Ratchet::init_bob(profile, &[0; 32], ab.clone(), &spk);
+            assert_eq!(&alice.mac_ad(true), alice_sends, "{profile:?}");
+            assert_eq!(&alice.mac_ad(false), alice_reads, "{profile:?}");
+            assert_eq!(&bob.mac_ad(true), bob_sends, "{profile:?}");
+            assert_eq!(&bob.mac_ad(false), bob_reads, "{profile:?}");
+        }
+    }
 }
