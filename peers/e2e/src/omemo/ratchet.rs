@@ -263,21 +263,11 @@ impl Ratchet {
         let dhs = StaticSecret::from(random_bytes(rng));
         let dh_out = contributory(&dhs, bob_spk)?;
         let (rk, cks) = kdf_rk(sk, &dh_out, profile.root_info());
-        Ok(Ratchet {
-            profile,
-            initiator: true,
-            dhs_pub: PublicKey::from(&dhs).to_bytes(),
-            dhs,
-            dhr: Some(*bob_spk),
-            rk,
-            cks: Some(cks),
-            ckr: None,
-            ns: 0,
-            nr: 0,
-            pn: 0,
-            skipped: VecDeque::new(),
-            ad,
-        })
+        let mut ratchet = Ratchet::init_bob(profile, &rk, ad, &dhs);
+        ratchet.initiator = true;
+        ratchet.dhr = Some(*bob_spk);
+        ratchet.cks = Some(cks);
+        Ok(ratchet)
     }
 
     /// Bob after X3DH: `RatchetInitBob(SK, bob_dh_key_pair)` with his signed PreKey pair.

@@ -224,13 +224,8 @@ fn key(v: &serde_json::Value) -> [u8; 32] {
     unhex(v).try_into().unwrap()
 }
 
-/// python-x3dh configured as twomemo (generator in peers/reference/omemo/x3dh_vectors.py) ran
-/// the active side against a bob whose secrets are in the vectors: rebuilt from them, our
-/// passive side derives the same SK and AD, and accepts python's PreKey signature.
-#[test]
-fn agrees_with_twomemo_x3dh() {
-    use super::x3dh::{KeyExchangeHeader, verify_spk};
-    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/twomemo-x3dh.json")).unwrap();
+/// Bob rebuilt from the secrets in an X3DH vector file (PreKeys numbered from 1, in order).
+fn vector_bob(v: &serde_json::Value) -> KeyStore {
     let prekeys: Vec<(u32, [u8; 32])> = v["bob_prekeys_private"]
         .as_array()
         .unwrap()
@@ -238,8 +233,17 @@ fn agrees_with_twomemo_x3dh() {
         .enumerate()
         .map(|(i, k)| (i as u32 + 1, key(k)))
         .collect();
-    let mut bob =
-        KeyStore::from_secrets(key(&v["bob_identity_seed"]), (1, key(&v["bob_spk_private"])), &prekeys, 5);
+    KeyStore::from_secrets(key(&v["bob_identity_seed"]), (1, key(&v["bob_spk_private"])), &prekeys, 5)
+}
+
+/// python-x3dh configured as twomemo (generator in peers/reference/omemo/x3dh_vectors.py) ran
+/// the active side against a bob whose secrets are in the vectors: rebuilt from them, our
+/// passive side derives the same SK and AD, and accepts python's PreKey signature.
+#[test]
+fn agrees_with_twomemo_x3dh() {
+    use super::x3dh::{KeyExchangeHeader, verify_spk};
+    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/twomemo-x3dh.json")).unwrap();
+    let mut bob = vector_bob(&v);
     let bundle = bob.bundle();
     assert_eq!(bundle.ik, key(&v["bob_identity_public"]), "Ed25519 seed semantics");
     assert_eq!(bundle.spk, key(&v["bob_spk_public"]));
@@ -496,15 +500,7 @@ fn legacy_x3dh_round_trip() {
 fn agrees_with_oldmemo_x3dh() {
     use super::x3dh::{accept_legacy, djb_encode, identity_to_x25519, verify_curve_signature};
     let v: serde_json::Value = serde_json::from_str(include_str!("vectors/oldmemo-x3dh.json")).unwrap();
-    let prekeys: Vec<(u32, [u8; 32])> = v["bob_prekeys_private"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (i as u32 + 1, key(k)))
-        .collect();
-    let mut bob =
-        KeyStore::from_secrets(key(&v["bob_identity_seed"]), (1, key(&v["bob_spk_private"])), &prekeys, 5);
+    let mut bob = vector_bob(&v);
     let bundle = bob.bundle();
     assert_eq!(bundle.spk, key(&v["bob_spk_public"]));
     let mut wire_sig: [u8; 64] = unhex(&v["bob_spk_signature"]).try_into().unwrap();

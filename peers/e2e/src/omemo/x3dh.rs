@@ -307,28 +307,66 @@ pub fn initiate(
     rng: &mut dyn RngCore,
 ) -> Result<(Agreement, KeyExchangeHeader), E2eError> {
     verify_spk(&bundle.ik, &bundle.spk, &bundle.spks)?;
-    if bundle.prekeys.is_empty() {
-        return Err(E2eError::Malformed { what: "bundle", detail: "no one-time PreKeys".into() });
-    }
-    let index = (rng.next_u32() as usize) % bundle.prekeys.len();
-    let (pk_id, opk) = bundle.prekeys[index];
-    let ek = StaticSecret::from(random_bytes(rng));
     let ik_b = identity_to_x25519(&bundle.ik)?;
-    let spk_b = PublicKey::from(bundle.spk);
-    let opk_b = PublicKey::from(opk);
-    let sk = kdf(
-        &[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?],
-        X3DH_INFO,
-    );
+    let (sk, pk_id, ek) = active(identity, &ik_b, &bundle.spk, &bundle.prekeys, X3DH_INFO, rng)?;
     let mut ad = identity.public().to_vec();
     ad.extend_from_slice(&bundle.ik);
-    let header = KeyExchangeHeader {
-        pk_id,
-        spk_id: bundle.spk_id,
-        ik: identity.public(),
-        ek: PublicKey::from(&ek).to_bytes(),
-    };
-    Ok((Agreement { sk, ad }, header))
+    Ok((Agreement { sk, ad }, KeyExchangeHeader { pk_id, spk_id: bundle.spk_id, ik: identity.public(), ek }))
+}
+
+/// X3DH §3.3 for the active party: picks one of the peer's one-time PreKeys (XEP-0384: "All
+/// key exchanges MUST use a PreKey"), makes the ephemeral key and derives SK. Returns SK, the
+/// PreKey id and the ephemeral public key.
+fn active(
+    identity: &IdentityKey,
+    ik_b: &PublicKey,
+    spk: &[u8; 32],
+    prekeys: &[(u32, [u8; 32])],
+    info: &[u8],
+    rng: &mut dyn RngCore,
+) -> Result<([u8; 32], u32, [u8; 32]), E2eError> {
+    if prekeys.is_empty() {
+        return Err(E2eError::Malformed { what: "bundle", detail: "no one-time PreKeys".into() });
+    }
+    let (pk_id, opk) = prekeys[(rng.next_u32() as usize) % prekeys.len()];
+    let ek = StaticSecret::from(random_bytes(rng));
+    let (spk_b, opk_b) = (PublicKey::from(*spk), PublicKey::from(opk));
+    let sk =
+        kdf(&[dh(&identity.x25519(), &spk_b)?, dh(&ek, ik_b)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?], info);
+    Ok((sk, pk_id, PublicKey::from(&ek).to_bytes()))
+}
+
+/// X3DH §3.4 for the passive party: derives SK and deletes the one-time PreKey it used.
+fn passive(
+    store: &mut KeyStore,
+    pk_id: u32,
+    spk_id: u32,
+    ik_a: &PublicKey,
+    ek: &[u8; 32],
+    info: &[u8],
+) -> Result<[u8; 32], E2eError> {
+    if spk_id != store.spk.id {
+        return Err(E2eError::Rejected {
+            reason: "unknown-prekey",
+            detail: format!("signed PreKey {spk_id}"),
+        });
+    }
+    let ek_a = PublicKey::from(*ek);
+    let opk = store.prekeys.get(&pk_id).cloned().ok_or(E2eError::Rejected {
+        reason: "unknown-prekey",
+        detail: format!("one-time PreKey {pk_id} (already used, or never ours)"),
+    })?;
+    let sk = kdf(
+        &[
+            dh(&store.spk.secret, ik_a)?,
+            dh(&store.identity.x25519(), &ek_a)?,
+            dh(&store.spk.secret, &ek_a)?,
+            dh(&opk.secret, &ek_a)?,
+        ],
+        info,
+    );
+    store.prekeys.remove(&pk_id);
+    Ok(sk)
 }
 
 /// Alice's side in OMEMO 0.3: the bundle's identity key is in Curve25519 form and its signed
@@ -344,50 +382,17 @@ pub fn initiate_legacy(
     rng: &mut dyn RngCore,
 ) -> Result<(Agreement, KeyExchangeHeader), E2eError> {
     verify_curve_signature(ik_b, &djb_encode(spk), spks)?;
-    if prekeys.is_empty() {
-        return Err(E2eError::Malformed { what: "bundle", detail: "no one-time PreKeys".into() });
-    }
-    let (pk_id, opk) = prekeys[(rng.next_u32() as usize) % prekeys.len()];
-    let ek = StaticSecret::from(random_bytes(rng));
-    let (ik_b_pub, spk_b, opk_b) = (PublicKey::from(*ik_b), PublicKey::from(*spk), PublicKey::from(opk));
-    let sk = kdf(
-        &[dh(&identity.x25519(), &spk_b)?, dh(&ek, &ik_b_pub)?, dh(&ek, &spk_b)?, dh(&ek, &opk_b)?],
-        LEGACY_INFO,
-    );
+    let (sk, pk_id, ek) = active(identity, &PublicKey::from(*ik_b), spk, prekeys, LEGACY_INFO, rng)?;
     let own = identity.curve_public();
     let ad = [djb_encode(&own), djb_encode(ik_b)].concat();
-    Ok((
-        Agreement { sk, ad },
-        KeyExchangeHeader { pk_id, spk_id, ik: own, ek: PublicKey::from(&ek).to_bytes() },
-    ))
+    Ok((Agreement { sk, ad }, KeyExchangeHeader { pk_id, spk_id, ik: own, ek }))
 }
 
 /// Bob's side: derives SK from a key exchange header, consuming the one-time PreKey it names.
 /// Returns the agreement and the signed PreKey pair that starts Bob's ratchet.
 pub fn accept(store: &mut KeyStore, header: &KeyExchangeHeader) -> Result<(Agreement, PreKeyPair), E2eError> {
-    if header.spk_id != store.spk.id {
-        return Err(E2eError::Rejected {
-            reason: "unknown-prekey",
-            detail: format!("signed PreKey {}", header.spk_id),
-        });
-    }
     let ik_a = identity_to_x25519(&header.ik)?;
-    let ek_a = PublicKey::from(header.ek);
-    let opk = store.prekeys.get(&header.pk_id).cloned().ok_or(E2eError::Rejected {
-        reason: "unknown-prekey",
-        detail: format!("one-time PreKey {} (already used, or never ours)", header.pk_id),
-    })?;
-    let sk = kdf(
-        &[
-            dh(&store.spk.secret, &ik_a)?,
-            dh(&store.identity.x25519(), &ek_a)?,
-            dh(&store.spk.secret, &ek_a)?,
-            dh(&opk.secret, &ek_a)?,
-        ],
-        X3DH_INFO,
-    );
-    // X3DH §3.4: the one-time PreKey is deleted once used.
-    store.prekeys.remove(&header.pk_id);
+    let sk = passive(store, header.pk_id, header.spk_id, &ik_a, &header.ek, X3DH_INFO)?;
     let mut ad = header.ik.to_vec();
     ad.extend_from_slice(&store.identity.public());
     Ok((Agreement { sk, ad }, store.spk.clone()))
@@ -402,28 +407,8 @@ pub fn accept_legacy(
     ik_curve: &[u8; 32],
     ek: &[u8; 32],
 ) -> Result<(Agreement, PreKeyPair), E2eError> {
-    if spk_id != store.spk.id {
-        return Err(E2eError::Rejected {
-            reason: "unknown-prekey",
-            detail: format!("signed PreKey {spk_id}"),
-        });
-    }
-    let (ik_a, ek_a) = (PublicKey::from(*ik_curve), PublicKey::from(*ek));
-    let opk = store.prekeys.get(&pk_id).cloned().ok_or(E2eError::Rejected {
-        reason: "unknown-prekey",
-        detail: format!("one-time PreKey {pk_id} (already used, or never ours)"),
-    })?;
-    let sk = kdf(
-        &[
-            dh(&store.spk.secret, &ik_a)?,
-            dh(&store.identity.x25519(), &ek_a)?,
-            dh(&store.spk.secret, &ek_a)?,
-            dh(&opk.secret, &ek_a)?,
-        ],
-        LEGACY_INFO,
-    );
-    store.prekeys.remove(&pk_id);
-    let own = PublicKey::from(&store.identity.x25519()).to_bytes();
+    let sk = passive(store, pk_id, spk_id, &PublicKey::from(*ik_curve), ek, LEGACY_INFO)?;
+    let own = store.identity.curve_public();
     let ad = [djb_encode(ik_curve), djb_encode(&own)].concat();
     Ok((Agreement { sk, ad }, store.spk.clone()))
 }
