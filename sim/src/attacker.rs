@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use jabberwock_e2e::xml::ElementExt;
-use jabberwock_e2e::xml::NS_CLIENT;
+use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB};
 use jabberwock_e2e::{BareJid, Element, Engine, FullJid};
 use jabberwock_xmpp::{Hop, Release, Ticket};
 use rand_chacha::ChaCha20Rng;
@@ -55,6 +55,10 @@ pub struct Attacker {
     pub impostors: BTreeMap<BareJid, Impostor>,
     /// Engines stolen from compromised devices, in order.
     pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
+    /// PEP item requests in flight, (owner, iq id) → node: a server answering for an owner
+    /// knows what was asked, so an impostor can answer a request for a node that does not
+    /// exist (OMEMO 0.3 keeps one bundle node per device).
+    requests: BTreeMap<(BareJid, String), String>,
 }
 
 impl Attacker {
@@ -72,6 +76,7 @@ impl Attacker {
             stolen: vec![],
             rng,
             impostors: BTreeMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -110,6 +115,9 @@ impl Attacker {
             return vec![Release::Now(stanza)];
         }
         self.seen.push(Seen { at, hop: hop.clone(), stanza: stanza.clone() });
+        if let Some((owner, id, node)) = items_request(&stanza) {
+            self.requests.insert((owner, id), node);
+        }
         let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
         let id = stanza.attr("id").unwrap_or("-").to_owned();
         // Rules compose in order: observing and modifying rules change the stanza and let later
@@ -249,6 +257,15 @@ impl Attacker {
                     .is_some_and(|j| j.to_bare() == *owner);
                 let mut replaced = Vec::new();
                 if let Some(impostor) = self.impostors.get(owner).filter(|_| from_owner) {
+                    // The owner's server found no such node: the impostor's server answers.
+                    let asked = s
+                        .attr("id")
+                        .filter(|_| s.name() == "iq" && s.attr("type") == Some("error"))
+                        .and_then(|id| self.requests.get(&(owner.clone(), id.to_owned())))
+                        .filter(|node| impostor.items.contains_key(*node));
+                    if let Some(node) = asked {
+                        s = iq_result_with_items(&s, node);
+                    }
                     for (node, items) in &impostor.items {
                         if replace_items(&mut s, node, items) {
                             replaced.push(node.clone());
@@ -393,6 +410,30 @@ fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> O
 }
 
 /// Replaces all items of `node` in pubsub results and event notifications by `items`.
+/// `(owner, id, node)` of an `<iq type='get'><pubsub><items node/></pubsub></iq>`.
+fn items_request(stanza: &Element) -> Option<(BareJid, String, String)> {
+    if stanza.name() != "iq" || stanza.attr("type") != Some("get") {
+        return None;
+    }
+    let items = stanza.get_child("pubsub", NS_PUBSUB)?.get_child("items", NS_PUBSUB)?;
+    let owner = stanza.attr("to")?.parse::<jabberwock_e2e::Jid>().ok()?.to_bare();
+    Some((owner, stanza.attr("id")?.to_owned(), items.attr("node")?.to_owned()))
+}
+
+/// An empty pubsub result for `node` answering the same request as the error `error`.
+fn iq_result_with_items(error: &Element, node: &str) -> Element {
+    let mut result = jabberwock_e2e::xml::el("iq", NS_CLIENT).with("type", "result");
+    for attr in ["id", "from", "to"] {
+        if let Some(v) = error.attr(attr) {
+            result.set(attr, v);
+        }
+    }
+    result.child(
+        jabberwock_e2e::xml::el("pubsub", NS_PUBSUB)
+            .child(jabberwock_e2e::xml::el("items", NS_PUBSUB).with("node", node)),
+    )
+}
+
 fn replace_items(el: &mut Element, node: &str, items: &[(String, Element)]) -> bool {
     let mut done = false;
     for child in el.children_mut() {

@@ -18,17 +18,20 @@ pub enum Protocol {
     Plain,
     /// OMEMO 0.8+ (XEP-0384, `urn:xmpp:omemo:2`, with XEP-0420 SCE).
     Omemo,
+    /// OMEMO 0.3 (XEP-0384 0.3, `eu.siacs.conversations.axolotl`, libsignal v3 wire format).
+    OmemoLegacy,
 }
 
 impl Protocol {
     /// Every protocol this build implements, in the order reports list them.
-    pub const ALL: &'static [Protocol] = &[Protocol::Plain, Protocol::Omemo];
+    pub const ALL: &'static [Protocol] = &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy];
 
     /// The identifier used in scenario files and reports.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Plain => "plain",
             Protocol::Omemo => "omemo",
+            Protocol::OmemoLegacy => "omemo-legacy",
         }
     }
 }
@@ -60,6 +63,7 @@ pub fn new_engine(
     match protocol {
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
+        Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
     }
 }
 

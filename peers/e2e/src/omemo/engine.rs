@@ -1,5 +1,7 @@
-//! The `omemo` engine: XEP-0384 (`urn:xmpp:omemo:2`) over the core in this module, with the
-//! XEP-0420 SCE envelope and blind trust before verification (BTBV).
+//! The `omemo` and `omemo-legacy` engines: XEP-0384 (`urn:xmpp:omemo:2`, with the XEP-0420
+//! SCE envelope) and OMEMO 0.3 (`eu.siacs.conversations.axolotl`, wire formats in
+//! [`super::legacy`]) over the core in this module. The two versions share the session logic
+//! and never talk to each other: each reads only its own namespace.
 //!
 //! - §devices / §bundles: the device list (item `current`) and one bundle item per device,
 //!   both published with `pubsub#access_model=open` (bundles also `pubsub#max_items=max`);
@@ -16,6 +18,8 @@
 //!   Under every policy an IdentityKey that changes for a known device is distrusted with an
 //!   alert, untrusted devices are not encrypted to, and a message from one is shown with an
 //!   alert.
+//! - OMEMO 0.3 differs in what is on the wire: one bundle node per device, no SCE (the
+//!   payload is the body text, AES-128-GCM), keys not grouped by JID, a fallback `<body/>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +32,7 @@ use rand_core::RngCore;
 use super::ratchet::{Profile, Ratchet};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
-use super::{payload, random_bytes};
+use super::{legacy, payload, random_bytes};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
@@ -68,6 +72,119 @@ fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
     }
 }
 
+/// The fallback body an OMEMO 0.3 message carries for clients without OMEMO (the text
+/// Conversations sends).
+const LEGACY_FALLBACK: &str = "I sent you an OMEMO encrypted message but your client doesn’t seem to support that. Find more information on https://conversations.im/omemo";
+
+/// Which OMEMO an engine speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// XEP-0384 0.8+, `urn:xmpp:omemo:2`.
+    Omemo2,
+    /// XEP-0384 0.3, `eu.siacs.conversations.axolotl`.
+    Legacy,
+}
+
+impl Version {
+    fn ns(self) -> &'static str {
+        match self {
+            Version::Omemo2 => NS,
+            Version::Legacy => legacy::NS,
+        }
+    }
+
+    fn devices_node(self) -> &'static str {
+        match self {
+            Version::Omemo2 => NODE_DEVICES,
+            Version::Legacy => legacy::NODE_DEVICES,
+        }
+    }
+
+    /// The node holding `device`'s bundle: one node for all devices in OMEMO 2, one per
+    /// device in 0.3.
+    fn bundle_node(self, device: u32) -> String {
+        match self {
+            Version::Omemo2 => NODE_BUNDLES.to_owned(),
+            Version::Legacy => legacy::bundle_node(device),
+        }
+    }
+
+    fn profile(self) -> Profile {
+        match self {
+            Version::Omemo2 => Profile::Omemo2,
+            Version::Legacy => Profile::Legacy,
+        }
+    }
+}
+
+/// One `<key rid/>`: the ratchet message, wrapped in this version's key exchange while the
+/// peer has not answered ours (OMEMO 2: `kex='true'` and `OMEMOKeyExchange`; 0.3:
+/// `prekey='true'` and `PreKeyWhisperMessage`).
+fn key_element(
+    version: Version,
+    rid: u32,
+    message: Vec<u8>,
+    pending_kex: Option<&KeyExchangeHeader>,
+) -> Result<Element, E2eError> {
+    let mut k = el("key", version.ns()).with("rid", rid.to_string());
+    let bytes = match (pending_kex, version) {
+        (None, _) => message,
+        (Some(h), Version::Omemo2) => {
+            k.set("kex", "true");
+            let authenticated: OmemoAuthenticatedMessage = decode("OMEMOAuthenticatedMessage", &message)?;
+            OmemoKeyExchange {
+                pk_id: h.pk_id,
+                spk_id: h.spk_id,
+                ik: h.ik.to_vec(),
+                ek: h.ek.to_vec(),
+                message: authenticated,
+            }
+            .encode_to_vec()
+        }
+        (Some(h), Version::Legacy) => {
+            k.set("prekey", "true");
+            legacy::encode_key_exchange(h, message)
+        }
+    };
+    k.append_text(b64(&bytes));
+    Ok(k)
+}
+
+/// The `<header/>`: OMEMO 2 groups the keys by owner (`<keys jid/>`); 0.3 lists them flat
+/// (device ids only) and carries the payload's IV.
+fn header(
+    version: Version,
+    sid: u32,
+    keys: Vec<(BareJid, Element)>,
+    iv: Option<[u8; legacy::IV_LEN]>,
+) -> Element {
+    let ns = version.ns();
+    let mut header = el("header", ns).with("sid", sid.to_string());
+    match version {
+        Version::Omemo2 => {
+            let mut by_owner: BTreeMap<BareJid, Element> = BTreeMap::new();
+            for (owner, k) in keys {
+                by_owner
+                    .entry(owner.clone())
+                    .or_insert_with(|| el("keys", ns).with("jid", owner.to_string()))
+                    .append_child(k);
+            }
+            for keys in by_owner.into_values() {
+                header.append_child(keys);
+            }
+        }
+        Version::Legacy => {
+            for (_, k) in keys {
+                header.append_child(k);
+            }
+            if let Some(iv) = iv {
+                header.append_child(text_el("iv", ns, b64(&iv)));
+            }
+        }
+    }
+    header
+}
+
 /// How much a device's IdentityKey is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TrustState {
@@ -89,9 +206,10 @@ struct Session {
     their_ek: Option<[u8; 32]>,
 }
 
-/// One device's OMEMO 2 state.
+/// One device's OMEMO state.
 #[derive(Debug, Clone)]
 pub struct Omemo {
+    version: Version,
     me: FullJid,
     device: u32,
     keys: KeyStore,
@@ -102,14 +220,25 @@ pub struct Omemo {
     verified_contacts: BTreeSet<BareJid>,
     policy: TrustPolicy,
     pending: Vec<(BareJid, String)>,
-    asked: BTreeSet<(BareJid, &'static str)>,
+    asked: BTreeSet<(BareJid, String)>,
 }
 
 impl Omemo {
-    /// A new device: a fresh identity, signed PreKey, 100 PreKeys and a random device id.
+    /// A new OMEMO 2 device: a fresh identity, signed PreKey, 100 PreKeys and a random
+    /// device id.
     pub fn new(me: FullJid, rng: &mut dyn RngCore, policy: TrustPolicy) -> Self {
+        Self::with_version(Version::Omemo2, me, rng, policy)
+    }
+
+    /// A new OMEMO 0.3 device.
+    pub fn legacy(me: FullJid, rng: &mut dyn RngCore, policy: TrustPolicy) -> Self {
+        Self::with_version(Version::Legacy, me, rng, policy)
+    }
+
+    fn with_version(version: Version, me: FullJid, rng: &mut dyn RngCore, policy: TrustPolicy) -> Self {
         let device = (rng.next_u32() % 0x7FFF_FFFF) + 1;
         Omemo {
+            version,
             me,
             device,
             keys: KeyStore::generate(rng, PREKEYS),
@@ -132,9 +261,25 @@ impl Omemo {
         hex(ik)
     }
 
+    /// Our IdentityKey as this version transfers it: Ed25519 (OMEMO 2) or Curve25519 (0.3).
+    fn own_ik(&self) -> [u8; 32] {
+        match self.version {
+            Version::Omemo2 => self.keys.identity.public(),
+            Version::Legacy => self.keys.identity.curve_public(),
+        }
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> u32 {
+        self.device
+    }
+
     // ---- PEP ------------------------------------------------------------------------------
 
     fn bundle_element(&self) -> Element {
+        if self.version == Version::Legacy {
+            return legacy::bundle_element(&self.keys.legacy_bundle(), b64);
+        }
         let b = self.keys.bundle();
         let mut prekeys = el("prekeys", NS);
         for (id, pk) in &b.prekeys {
@@ -148,37 +293,53 @@ impl Omemo {
     }
 
     fn publish_bundle(&self) -> Action {
-        Action::Publish {
-            node: NODE_BUNDLES.into(),
-            id: self.device.to_string(),
-            item: self.bundle_element(),
-            options: vec![
-                ("pubsub#max_items".into(), "max".into()),
-                ("pubsub#access_model".into(), "open".into()),
-            ],
+        let node = self.version.bundle_node(self.device);
+        let item = self.bundle_element();
+        match self.version {
+            Version::Omemo2 => Action::Publish {
+                node,
+                id: self.device.to_string(),
+                item,
+                options: vec![
+                    ("pubsub#max_items".into(), "max".into()),
+                    ("pubsub#access_model".into(), "open".into()),
+                ],
+            },
+            // One node per device, one item in it (as Conversations publishes it).
+            Version::Legacy => Action::Publish {
+                node,
+                id: "current".into(),
+                item,
+                options: vec![("pubsub#access_model".into(), "open".into())],
+            },
         }
     }
 
     fn publish_devices(&self, ids: &BTreeSet<u32>) -> Action {
-        let mut list = el("devices", NS);
+        let ns = self.version.ns();
+        let mut list = el(if self.version == Version::Legacy { "list" } else { "devices" }, ns);
         for id in ids {
-            list.append_child(el("device", NS).with("id", id.to_string()));
+            list.append_child(el("device", ns).with("id", id.to_string()));
         }
         Action::Publish {
-            node: NODE_DEVICES.into(),
+            node: self.version.devices_node().into(),
             id: "current".into(),
             item: list,
             options: vec![("pubsub#access_model".into(), "open".into())],
         }
     }
 
-    fn fetch(&mut self, owner: &BareJid, node: &'static str, out: &mut Output) {
-        if self.asked.insert((owner.clone(), node)) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: node.into() });
+    fn fetch(&mut self, owner: &BareJid, node: String, out: &mut Output) {
+        if self.asked.insert((owner.clone(), node.clone())) {
+            out.actions.push(Action::Fetch { owner: owner.clone(), node });
         }
     }
 
-    fn parse_bundle(item: &Element) -> Result<Bundle, E2eError> {
+    fn parse_bundle(&self, item: &Element) -> Result<Bundle, E2eError> {
+        if self.version == Version::Legacy {
+            let bundle = item.get_child("bundle", legacy::NS).ok_or(E2eError::Missing { what: "bundle" })?;
+            return legacy::parse_bundle(bundle, unb64);
+        }
         let bundle = item.get_child("bundle", NS).ok_or(E2eError::Missing { what: "bundle" })?;
         let child = |name: &'static str| bundle.get_child(name, NS).ok_or(E2eError::Missing { what: name });
         let spk_el = child("spk")?;
@@ -206,32 +367,43 @@ impl Omemo {
         items: &Element,
         out: &mut Output,
     ) -> Result<(), E2eError> {
-        match items.attr("node") {
-            Some(NODE_DEVICES) => {
-                self.asked.remove(&(owner.clone(), NODE_DEVICES));
-                let mut ids = BTreeSet::new();
-                if let Some(list) = items.children().find_map(|i| i.get_child("devices", NS)) {
-                    for d in list.children().filter(|d| d.is("device", NS)) {
-                        ids.insert(device_id("device id", d.attr("id"))?);
-                    }
-                }
-                // §devices: our own id must be on our own list, or we re-announce it.
-                if *owner == self.own() && !ids.contains(&self.device) {
-                    let mut merged = ids.clone();
-                    merged.insert(self.device);
-                    out.actions.push(self.publish_devices(&merged));
-                }
-                self.devices.insert(owner.clone(), ids);
-            }
-            Some(NODE_BUNDLES) => {
-                self.asked.remove(&(owner.clone(), NODE_BUNDLES));
-                for item in items.children().filter(|i| i.name() == "item") {
-                    let id = device_id("bundle item id", item.attr("id"))?;
-                    let bundle = Self::parse_bundle(item)?;
-                    self.bundles.insert((owner.clone(), id), bundle);
+        let Some(node) = items.attr("node") else { return Ok(()) };
+        let (ns, version) = (self.version.ns(), self.version);
+        if node == version.devices_node() {
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            let list_name = if version == Version::Legacy { "list" } else { "devices" };
+            let mut ids = BTreeSet::new();
+            if let Some(list) = items.children().find_map(|i| i.get_child(list_name, ns)) {
+                for d in list.children().filter(|d| d.is("device", ns)) {
+                    ids.insert(device_id("device id", d.attr("id"))?);
                 }
             }
-            _ => return Ok(()),
+            // §devices: our own id must be on our own list, or we re-announce it.
+            if *owner == self.own() && !ids.contains(&self.device) {
+                let mut merged = ids.clone();
+                merged.insert(self.device);
+                out.actions.push(self.publish_devices(&merged));
+            }
+            self.devices.insert(owner.clone(), ids);
+        } else if version == Version::Omemo2 && node == NODE_BUNDLES {
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            for item in items.children().filter(|i| i.name() == "item") {
+                let id = device_id("bundle item id", item.attr("id"))?;
+                let bundle = self.parse_bundle(item)?;
+                self.bundles.insert((owner.clone(), id), bundle);
+            }
+        } else if let Some(id) = node.strip_prefix(legacy::NODE_BUNDLE_PREFIX)
+            && version == Version::Legacy
+        {
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            let id = device_id("bundle node", Some(id))?;
+            // The node holds one bundle; if a server keeps several items, the last counts.
+            if let Some(item) = items.children().filter(|i| i.name() == "item").last() {
+                let bundle = self.parse_bundle(item)?;
+                self.bundles.insert((owner.clone(), id), bundle);
+            }
+        } else {
+            return Ok(());
         }
         self.flush(cx, out);
         Ok(())
@@ -301,7 +473,7 @@ impl Omemo {
     /// untrusted ones. `None` (after asking for it) while `to`'s device list is unknown.
     fn recipients(&mut self, to: &BareJid, out: &mut Output) -> Option<Vec<(BareJid, u32)>> {
         let Some(theirs) = self.devices.get(to).cloned() else {
-            self.fetch(to, NODE_DEVICES, out);
+            self.fetch(to, self.version.devices_node().into(), out);
             return None;
         };
         let own = self.own();
@@ -333,7 +505,7 @@ impl Omemo {
             if !self.sessions.contains_key(&(owner.clone(), *d))
                 && !self.bundles.contains_key(&(owner.clone(), *d))
             {
-                self.fetch(owner, NODE_BUNDLES, out);
+                self.fetch(owner, self.version.bundle_node(*d), out);
                 missing = true;
             }
         }
@@ -343,11 +515,20 @@ impl Omemo {
         if devices.is_empty() {
             return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
         }
-        // §protocol-message_encryption; an empty message ratchets 32 zero bytes instead.
-        let envelope = self.envelope(cx, to, body);
-        let (key_material, ciphertext) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
-        let mut header = el("header", NS).with("sid", self.device.to_string());
-        let mut by_owner: BTreeMap<BareJid, Element> = BTreeMap::new();
+        // §protocol-message_encryption: the content is encrypted once, its key for each device
+        // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
+        let (key_material, iv, ciphertext) = match self.version {
+            Version::Omemo2 => {
+                let envelope = self.envelope(cx, to, body);
+                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+                (k.to_vec(), None, c)
+            }
+            Version::Legacy => {
+                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
+                (k.to_vec(), Some(iv), c)
+            }
+        };
+        let mut keys = Vec::new();
         for (owner, d) in devices {
             let key = (owner.clone(), d);
             if !self.sessions.contains_key(&key) {
@@ -355,53 +536,43 @@ impl Omemo {
                 if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
                     continue;
                 }
-                let (agreement, kex) = x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?;
-                let ratchet =
-                    Ratchet::init_alice(Profile::Omemo2, &agreement.sk, agreement.ad, &bundle.spk, cx.rng)?;
+                let (agreement, kex) = match self.version {
+                    Version::Omemo2 => x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?,
+                    Version::Legacy => x3dh::initiate_legacy(&self.keys.identity, &bundle, cx.rng)?,
+                };
+                let ratchet = Ratchet::init_alice(
+                    self.version.profile(),
+                    &agreement.sk,
+                    agreement.ad,
+                    &bundle.spk,
+                    cx.rng,
+                )?;
                 self.sessions
                     .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
             }
             let Some(session) = self.sessions.get_mut(&key) else { continue };
             let message = session.ratchet.encrypt(&key_material)?;
-            let mut k = el("key", NS).with("rid", d.to_string());
-            let bytes = match &session.pending_kex {
-                Some(h) => {
-                    k.set("kex", "true");
-                    let authenticated: OmemoAuthenticatedMessage =
-                        decode("OMEMOAuthenticatedMessage", &message)?;
-                    OmemoKeyExchange {
-                        pk_id: h.pk_id,
-                        spk_id: h.spk_id,
-                        ik: h.ik.to_vec(),
-                        ek: h.ek.to_vec(),
-                        message: authenticated,
-                    }
-                    .encode_to_vec()
-                }
-                None => message,
-            };
-            k.append_text(b64(&bytes));
-            by_owner
-                .entry(owner.clone())
-                .or_insert_with(|| el("keys", NS).with("jid", owner.to_string()))
-                .append_child(k);
+            keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
         }
-        if !by_owner.contains_key(to) {
+        if !keys.iter().any(|(owner, _)| owner == to) {
             return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
         }
-        for keys in by_owner.into_values() {
-            header.append_child(keys);
+        let ns = self.version.ns();
+        let encrypted = el("encrypted", ns)
+            .child(header(self.version, self.device, keys, iv))
+            .child(text_el("payload", ns, b64(&ciphertext)));
+        let mut stanza =
+            el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
+        if self.version == Version::Legacy {
+            // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
+            stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
         }
-        let mut encrypted = el("encrypted", NS).child(header);
-        encrypted.append_child(text_el("payload", NS, b64(&ciphertext)));
-        let stanza = el("message", NS_CLIENT)
-            .with("to", to.to_string())
-            .with("type", "chat")
-            .child(encrypted)
-            // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
-            .child(el("encryption", NS_EME).with("namespace", NS).with("name", "OMEMO"))
-            .child(el("store", NS_HINTS));
-        Ok(Some(stanza))
+        // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
+        Ok(Some(
+            stanza
+                .child(el("encryption", NS_EME).with("namespace", ns).with("name", "OMEMO"))
+                .child(el("store", NS_HINTS)),
+        ))
     }
 
     /// §sce: the OMEMO SCE profile — rpad always, time, to and from.
@@ -432,16 +603,23 @@ impl Omemo {
             .parse()
             .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
         let sender = from.to_bare();
-        let header = encrypted.get_child("header", NS).ok_or(E2eError::Missing { what: "header" })?;
+        let (version, ns) = (self.version, self.version.ns());
+        let header = encrypted.get_child("header", ns).ok_or(E2eError::Missing { what: "header" })?;
         let sid = device_id("sid", header.attr("sid"))?;
         let own = self.own().to_string();
-        let my_key = header
-            .children()
-            .filter(|k| k.is("keys", NS) && k.attr("jid") == Some(own.as_str()))
-            .flat_map(|k| k.children())
-            .find(|k| k.is("key", NS) && k.attr("rid") == Some(self.device.to_string().as_str()));
+        let rid = self.device.to_string();
+        let is_mine = |k: &&Element| k.is("key", ns) && k.attr("rid") == Some(rid.as_str());
+        let my_key = match version {
+            Version::Omemo2 => header
+                .children()
+                .filter(|k| k.is("keys", ns) && k.attr("jid") == Some(own.as_str()))
+                .flat_map(|k| k.children())
+                .find(is_mine),
+            // 0.3 names devices by id alone.
+            Version::Legacy => header.children().find(is_mine),
+        };
         let Some(my_key) = my_key else {
-            if encrypted.get_child("payload", NS).is_none() {
+            if encrypted.get_child("payload", ns).is_none() {
                 return Ok(()); // an empty message for another device: nothing was withheld
             }
             // §usecases-receiving: "a warning message SHOULD be displayed instead".
@@ -453,24 +631,38 @@ impl Omemo {
         };
         let bytes = unb64("key", &my_key.text())?;
         let session_key = (sender.clone(), sid);
-        let kex = matches!(my_key.attr("kex"), Some("true") | Some("1"));
+        let flag = if version == Version::Legacy { "prekey" } else { "kex" };
+        let kex = matches!(my_key.attr(flag), Some("true") | Some("1"));
         let key_material = if kex {
-            let exchange: OmemoKeyExchange = decode("OMEMOKeyExchange", &bytes)?;
-            let ek = key32("ek", &exchange.ek)?;
-            let ik = key32("ik", &exchange.ik)?;
+            let (kex_header, message) = match version {
+                Version::Omemo2 => {
+                    let exchange: OmemoKeyExchange = decode("OMEMOKeyExchange", &bytes)?;
+                    let header = KeyExchangeHeader {
+                        pk_id: exchange.pk_id,
+                        spk_id: exchange.spk_id,
+                        ik: key32("ik", &exchange.ik)?,
+                        ek: key32("ek", &exchange.ek)?,
+                    };
+                    (header, exchange.message.encode_to_vec())
+                }
+                Version::Legacy => legacy::decode_key_exchange(&bytes)?,
+            };
+            let (ik, ek) = (kex_header.ik, kex_header.ek);
             let same = self.sessions.get(&session_key).is_some_and(|s| s.their_ek == Some(ek));
             if same {
                 let session =
                     self.sessions.get_mut(&session_key).ok_or(E2eError::Missing { what: "session" })?;
-                session.ratchet.decrypt_authenticated(&exchange.message, cx.rng)?
+                session.ratchet.decrypt(&message, cx.rng)?
             } else {
                 // A new session: work on copies and keep them only if the message authenticates.
                 let mut keys = self.keys.clone();
-                let header = KeyExchangeHeader { pk_id: exchange.pk_id, spk_id: exchange.spk_id, ik, ek };
-                let (agreement, spk) = x3dh::accept(&mut keys, &header)?;
+                let (agreement, spk) = match version {
+                    Version::Omemo2 => x3dh::accept(&mut keys, &kex_header)?,
+                    Version::Legacy => x3dh::accept_legacy(&mut keys, &kex_header)?,
+                };
                 let mut ratchet =
-                    Ratchet::init_bob(Profile::Omemo2, &agreement.sk, agreement.ad, spk.secret());
-                let material = ratchet.decrypt_authenticated(&exchange.message, cx.rng)?;
+                    Ratchet::init_bob(version.profile(), &agreement.sk, agreement.ad, spk.secret());
+                let material = ratchet.decrypt(&message, cx.rng)?;
                 self.keys = keys;
                 self.sessions
                     .insert(session_key.clone(), Session { ratchet, pending_kex: None, their_ek: Some(ek) });
@@ -480,7 +672,7 @@ impl Omemo {
                 self.keys.refill(cx.rng);
                 out.actions.push(self.publish_bundle());
                 let reply_to = sender.clone();
-                if let Some(mut reply) = self.empty_to(&reply_to, sid) {
+                if let Some(mut reply) = self.empty_to(cx, &reply_to, sid) {
                     reply.set("to", from.to_string());
                     out.actions.push(Action::Send(reply));
                 }
@@ -496,16 +688,30 @@ impl Omemo {
             session.pending_kex = None;
             material
         };
-        let Some(payload_el) = encrypted.get_child("payload", NS) else {
+        let Some(payload_el) = encrypted.get_child("payload", ns) else {
             return Ok(()); // an empty OMEMO message: session management only
         };
-        let plaintext = payload::open(&key_material, &unb64("payload", &payload_el.text())?)?;
-        let text = String::from_utf8(plaintext)
-            .map_err(|e| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
-        let envelope: Element = text
-            .parse()
-            .map_err(|e: minidom::Error| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
-        let body = self.check_envelope(cx, stanza, &sender, &envelope)?;
+        let payload = unb64("payload", &payload_el.text())?;
+        let body = match version {
+            Version::Omemo2 => {
+                let plaintext = payload::open(&key_material, &payload)?;
+                let text = String::from_utf8(plaintext)
+                    .map_err(|e| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
+                let envelope: Element = text.parse().map_err(|e: minidom::Error| E2eError::Malformed {
+                    what: "envelope",
+                    detail: e.to_string(),
+                })?;
+                self.check_envelope(cx, stanza, &sender, &envelope)?
+            }
+            // 0.3 has no envelope: the plaintext is the body, and nothing binds it to a sender,
+            // a recipient or a time beyond the ratchet session it came through.
+            Version::Legacy => {
+                let iv = header.get_child("iv", ns).ok_or(E2eError::Missing { what: "iv" })?;
+                let plaintext = legacy::open(&key_material, &unb64("iv", &iv.text())?, &payload)?;
+                String::from_utf8(plaintext)
+                    .map_err(|e| E2eError::Malformed { what: "payload", detail: e.to_string() })?
+            }
+        };
         let trust = self.trust_of(&sender, sid);
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
@@ -517,20 +723,28 @@ impl Omemo {
         Ok(())
     }
 
-    /// An empty OMEMO message to one device of `owner` (a session must exist).
-    fn empty_to(&mut self, owner: &BareJid, device: u32) -> Option<Element> {
+    /// An empty OMEMO message to one device of `owner` (a session must exist). OMEMO 2
+    /// ratchets 32 zero bytes; 0.3 a fresh 16-byte key and sends an IV (oldmemo's empty
+    /// message, libsignal's `KeyTransportMessage`).
+    fn empty_to(&mut self, cx: &mut Cx<'_>, owner: &BareJid, device: u32) -> Option<Element> {
+        let version = self.version;
+        let (material, iv) = match version {
+            Version::Omemo2 => (vec![0u8; 32], None),
+            Version::Legacy => {
+                let (key, iv) = legacy::empty_key(cx.rng);
+                (key.to_vec(), Some(iv))
+            }
+        };
         let session = self.sessions.get_mut(&(owner.clone(), device))?;
-        let message = session.ratchet.encrypt(&[0u8; 32]).ok()?;
-        let key = text_el("key", NS, b64(&message)).with("rid", device.to_string());
-        let header = el("header", NS)
-            .with("sid", self.device.to_string())
-            .child(el("keys", NS).with("jid", owner.to_string()).child(key));
+        let message = session.ratchet.encrypt(&material).ok()?;
+        let key = key_element(version, device, message, session.pending_kex.as_ref()).ok()?;
+        let header = header(version, self.device, vec![(owner.clone(), key)], iv);
         // Session management for one device only: no carbon copies (XEP-0280 §6 `<private/>`),
         // no copies elsewhere (XEP-0334), but kept for an offline device.
         Some(
             el("message", NS_CLIENT)
                 .with("type", "chat")
-                .child(el("encrypted", NS).child(header))
+                .child(el("encrypted", version.ns()).child(header))
                 .child(el("private", NS_CARBONS))
                 .child(el("no-copy", NS_HINTS))
                 .child(el("store", NS_HINTS)),
@@ -588,14 +802,18 @@ impl Omemo {
 
 impl Engine for Omemo {
     fn protocol(&self) -> Protocol {
-        Protocol::Omemo
+        match self.version {
+            Version::Omemo2 => Protocol::Omemo,
+            Version::Legacy => Protocol::OmemoLegacy,
+        }
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
         let mut out = Output { actions: vec![self.publish_bundle()], events: vec![] };
         let own = self.own();
-        self.asked.remove(&(own.clone(), NODE_DEVICES));
-        self.fetch(&own, NODE_DEVICES, &mut out);
+        let node = self.version.devices_node();
+        self.asked.remove(&(own.clone(), node.to_owned()));
+        self.fetch(&own, node.into(), &mut out);
         Ok(out)
     }
 
@@ -627,7 +845,7 @@ impl Engine for Omemo {
         if stanza.name() != "message" {
             return Ok(out);
         }
-        if let Some(encrypted) = stanza.get_child("encrypted", NS) {
+        if let Some(encrypted) = stanza.get_child("encrypted", self.version.ns()) {
             self.receive_encrypted(cx, stanza, encrypted, &mut out)?;
             return Ok(out);
         }
@@ -660,35 +878,44 @@ impl Engine for Omemo {
         condition: &str,
     ) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        match node {
+        let version = self.version;
+        if node == version.devices_node() {
             // No device list: the account has no OMEMO device (yet). Ours gets announced.
-            NODE_DEVICES => {
-                self.asked.remove(&(owner.clone(), NODE_DEVICES));
-                if *owner == self.own() {
-                    out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
-                }
-                self.devices.entry(owner.clone()).or_default();
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            if *owner == self.own() {
+                out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
             }
+            self.devices.entry(owner.clone()).or_default();
+        } else if version == Version::Omemo2 && node == NODE_BUNDLES {
             // No bundles: none of the listed devices without a bundle can be reached.
-            NODE_BUNDLES => {
-                self.asked.remove(&(owner.clone(), NODE_BUNDLES));
-                let reachable: BTreeSet<u32> = self
-                    .devices
-                    .get(owner)
-                    .map(|ids| {
-                        ids.iter()
-                            .copied()
-                            .filter(|d| self.bundles.contains_key(&(owner.clone(), *d)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.events.push(Event::Alert {
-                    reason: "no-bundle",
-                    detail: format!("bundles of {owner} could not be fetched ({condition})"),
-                });
-                self.devices.insert(owner.clone(), reachable);
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            let reachable: BTreeSet<u32> = self
+                .devices
+                .get(owner)
+                .map(|ids| {
+                    ids.iter().copied().filter(|d| self.bundles.contains_key(&(owner.clone(), *d))).collect()
+                })
+                .unwrap_or_default();
+            out.events.push(Event::Alert {
+                reason: "no-bundle",
+                detail: format!("bundles of {owner} could not be fetched ({condition})"),
+            });
+            self.devices.insert(owner.clone(), reachable);
+        } else if version == Version::Legacy
+            && let Some(Ok(device)) =
+                node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
+        {
+            // 0.3: this one device cannot be reached.
+            self.asked.remove(&(owner.clone(), node.to_owned()));
+            out.events.push(Event::Alert {
+                reason: "no-bundle",
+                detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
+            });
+            if let Some(ids) = self.devices.get_mut(owner) {
+                ids.remove(&device);
             }
-            _ => return Ok(out),
+        } else {
+            return Ok(out);
         }
         self.flush(cx, &mut out);
         Ok(out)
@@ -736,30 +963,41 @@ impl Engine for Omemo {
         else {
             return Ok(None);
         };
-        // The envelope the sender would have written (SCE affixes from the sender, to us).
-        let envelope = el("envelope", NS_SCE)
-            .child(el("content", NS_SCE).child(text_el("body", NS_CLIENT, body)))
-            .child(text_el("rpad", NS_SCE, "forged"))
-            .child(el("time", NS_SCE).with("stamp", format_stamp(cx.now)))
-            .child(el("to", NS_SCE).with("jid", me.to_string()))
-            .child(el("from", NS_SCE).with("jid", sender.to_string()));
-        let (key_material, ciphertext) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+        let version = self.version;
+        let (key_material, iv, ciphertext) = match version {
+            Version::Omemo2 => {
+                // The envelope the sender would have written (SCE affixes from the sender, to us).
+                let envelope = el("envelope", NS_SCE)
+                    .child(el("content", NS_SCE).child(text_el("body", NS_CLIENT, body)))
+                    .child(text_el("rpad", NS_SCE, "forged"))
+                    .child(el("time", NS_SCE).with("stamp", format_stamp(cx.now)))
+                    .child(el("to", NS_SCE).with("jid", me.to_string()))
+                    .child(el("from", NS_SCE).with("jid", sender.to_string()));
+                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+                (k.to_vec(), None, c)
+            }
+            Version::Legacy => {
+                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
+                (k.to_vec(), Some(iv), c)
+            }
+        };
         let Some(message) = session.ratchet.forge_incoming(&key_material) else { return Ok(None) };
-        let key = text_el("key", NS, b64(&message)).with("rid", self.device.to_string());
-        let header = el("header", NS)
-            .with("sid", sid.to_string())
-            .child(el("keys", NS).with("jid", me.to_string()).child(key));
+        let key = key_element(version, self.device, message, None)?;
+        let ns = version.ns();
+        let encrypted = el("encrypted", ns)
+            .child(header(version, sid, vec![(me.clone(), key)], iv))
+            .child(text_el("payload", ns, b64(&ciphertext)));
         Ok(Some(
             el("message", NS_CLIENT)
                 .with("from", from.to_string())
                 .with("to", me.to_string())
                 .with("type", "chat")
-                .child(el("encrypted", NS).child(header).child(text_el("payload", NS, b64(&ciphertext)))),
+                .child(encrypted),
         ))
     }
 
     fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![Self::fingerprint(&self.keys.identity.public())] }
+        OutOfBand { peer_says: vec![Self::fingerprint(&self.own_ik())] }
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {

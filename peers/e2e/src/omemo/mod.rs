@@ -3,12 +3,14 @@
 //! - [`x3dh`]: the modified X3DH key agreement of XEP-0384 §protocol-key_exchange;
 //! - [`ratchet`]: the Double Ratchet with the parameters of §protocol-double_ratchet;
 //! - [`payload`]: the content encryption of §protocol-message_encryption / §…decryption;
-//! - [`wire`]: the protobuf structures of §protobuf-schema.
+//! - [`wire`]: the protobuf structures of §protobuf-schema (and libsignal's, for 0.3);
+//! - [`legacy`]: the OMEMO 0.3 (`eu.siacs.conversations.axolotl`) XML and payload formats.
 //!
 //! Everything is sans-I/O and deterministic: key material comes from the caller's RNG
 //! ([`random_bytes`]), never from the OS.
 
 pub mod engine;
+pub mod legacy;
 pub mod payload;
 pub mod ratchet;
 pub mod wire;

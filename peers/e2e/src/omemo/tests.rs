@@ -5,7 +5,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::payload;
 use super::ratchet::{MAX_SKIP, Profile, Ratchet};
-use super::x3dh::{KeyStore, accept, initiate};
+use super::x3dh::{KeyExchangeHeader, KeyStore, accept, initiate};
 
 fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
@@ -241,7 +241,7 @@ fn vector_bob(v: &serde_json::Value) -> KeyStore {
 /// passive side derives the same SK and AD, and accepts python's PreKey signature.
 #[test]
 fn agrees_with_twomemo_x3dh() {
-    use super::x3dh::{KeyExchangeHeader, verify_spk};
+    use super::x3dh::verify_spk;
     let v: serde_json::Value = serde_json::from_str(include_str!("vectors/twomemo-x3dh.json")).unwrap();
     let mut bob = vector_bob(&v);
     let bundle = bob.bundle();
@@ -309,13 +309,17 @@ mod engines {
             .child(el("pubsub", NS_PUBSUB).child(items))
     }
 
+    /// Both OMEMO versions: the engine constructor of each.
+    pub(super) const VERSIONS: [(&str, Make); 2] = [("omemo:2", Omemo::new), ("0.3", Omemo::legacy)];
+    pub(super) type Make = fn(jid::FullJid, &mut dyn rand_core::RngCore, crate::TrustPolicy) -> Omemo;
+
     /// Alice sends `n` messages to Bob; returns Bob's engine and the message stanzas.
-    pub(super) fn conversation(n: usize) -> (Omemo, Vec<Element>, rand_chacha::ChaCha20Rng) {
+    pub(super) fn conversation(make: Make, n: usize) -> (Omemo, Vec<Element>, rand_chacha::ChaCha20Rng) {
         let r = &mut rng(40);
         let (alice_jid, bob_jid): (BareJid, BareJid) =
             ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
-        let mut alice = Omemo::new("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
-        let mut bob = Omemo::new("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut alice = make("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = make("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
         let _ = publications(&mut alice, &alice_jid, r);
         let bob_pub = publications(&mut bob, &bob_jid, r);
         let mut stanzas = Vec::new();
@@ -340,36 +344,57 @@ mod engines {
     /// The deniability test: Bob's state alone makes a message Bob's client takes as Alice's.
     #[test]
     fn the_recipient_can_forge_a_message_from_the_sender() {
-        let (mut bob, stanzas, mut r) = conversation(2);
-        for s in &stanzas {
-            bob.receive(&mut cx(&mut r), s).unwrap();
+        for (version, make) in VERSIONS {
+            let (mut bob, stanzas, mut r) = conversation(make, 2);
+            for s in &stanzas {
+                bob.receive(&mut cx(&mut r), s).unwrap();
+            }
+            let alice: jid::Jid = "alice@a.example/phone".parse().unwrap();
+            let forged = bob.clone().forge(&mut cx(&mut r), &alice, "I owe Bob 1000 EUR").unwrap().unwrap();
+            let shown = bob.receive(&mut cx(&mut r), &forged).unwrap().events;
+            assert!(
+                shown.iter().any(|e| matches!(e, Event::Plaintext { from, body, .. } if *from == alice && body == "I owe Bob 1000 EUR")),
+                "{version}: {shown:?}"
+            );
         }
-        let alice: jid::Jid = "alice@a.example/phone".parse().unwrap();
-        let forged = bob.clone().forge(&mut cx(&mut r), &alice, "I owe Bob 1000 EUR").unwrap().unwrap();
-        let shown = bob.receive(&mut cx(&mut r), &forged).unwrap().events;
-        assert!(
-            shown.iter().any(|e| matches!(e, Event::Plaintext { from, body, .. } if *from == alice && body == "I owe Bob 1000 EUR")),
-            "{shown:?}"
-        );
     }
 
     #[test]
     fn engines_talk_without_a_server() {
-        let (mut bob, stanzas, mut r) = conversation(3);
-        assert_eq!(stanzas.len(), 3);
-        let mut shown = Vec::new();
-        for s in &stanzas {
-            for e in bob.receive(&mut cx(&mut r), s).unwrap().events {
-                if let Event::Plaintext { body, .. } = e {
-                    shown.push(body);
+        for (version, make) in VERSIONS {
+            let (mut bob, stanzas, mut r) = conversation(make, 3);
+            assert_eq!(stanzas.len(), 3, "{version}");
+            let mut shown = Vec::new();
+            for s in &stanzas {
+                for e in bob.receive(&mut cx(&mut r), s).unwrap().events {
+                    if let Event::Plaintext { body, .. } = e {
+                        shown.push(body);
+                    }
                 }
             }
+            assert_eq!(shown, ["message 0", "message 1", "message 2"], "{version}");
         }
-        assert_eq!(shown, ["message 0", "message 1", "message 2"]);
+    }
+
+    /// The 0.3 stanza is what oldmemo's schema and Conversations expect: keys flat in the
+    /// header with `prekey='true'` on the first contact, an IV, a fallback body; 0.3 never
+    /// reads an omemo:2 message (and shows the fallback of a 0.3 one only with an alert).
+    #[test]
+    fn legacy_wire_shape_and_no_cross_talk() {
+        use crate::omemo::legacy::NS;
+        let (_, legacy, _) = conversation(Omemo::legacy, 1);
+        let header = legacy[0].get_child("encrypted", NS).and_then(|e| e.get_child("header", NS)).unwrap();
+        let key = header.get_child("key", NS).unwrap();
+        assert_eq!(key.attr("prekey"), Some("true"));
+        assert!(header.get_child("iv", NS).is_some());
+        assert!(legacy[0].get_child("body", NS_CLIENT).is_some());
+        let (mut modern_bob, _, mut r) = conversation(Omemo::new, 1);
+        let events = modern_bob.receive(&mut cx(&mut r), &legacy[0]).unwrap().events;
+        assert!(events.iter().any(|e| matches!(e, Event::Alert { reason: "unencrypted", .. })), "{events:?}");
     }
 }
 
-/// Thousands of seeded mutations of real OMEMO stanzas (bit flips in base64, truncation,
+/// Thousands of seeded mutations of real OMEMO stanzas of both versions (bit flips in base64, truncation,
 /// attribute and element damage) into a receiving engine: typed errors or nothing, never a
 /// panic, and the genuine stanzas still decrypt afterwards.
 #[test]
@@ -380,72 +405,74 @@ fn mutated_omemo_stanzas_never_panic() {
     use crate::Engine;
     use crate::xml::ElementExt;
 
-    let (mut bob, stanzas, mut r) = engines::conversation(4);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut errors = std::collections::BTreeSet::new();
-    for round in 0..3000 {
-        let original = &stanzas[round % stanzas.len()];
-        let mut s = original.clone();
-        let target = ["key", "payload", "header", "keys", "encrypted"][(r.next_u32() % 5) as usize];
-        fn find<'a>(e: &'a mut Element, name: &str) -> Option<&'a mut Element> {
-            if e.name() == name {
-                return Some(e);
-            }
-            for c in e.children_mut() {
-                if let Some(f) = find(c, name) {
-                    return Some(f);
+    for (version, make) in engines::VERSIONS {
+        let (mut bob, stanzas, mut r) = engines::conversation(make, 4);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut errors = std::collections::BTreeSet::new();
+        for round in 0..2000 {
+            let original = &stanzas[round % stanzas.len()];
+            let mut s = original.clone();
+            let target = ["key", "payload", "header", "keys", "encrypted", "iv"][(r.next_u32() % 6) as usize];
+            fn find<'a>(e: &'a mut Element, name: &str) -> Option<&'a mut Element> {
+                if e.name() == name {
+                    return Some(e);
                 }
+                for c in e.children_mut() {
+                    if let Some(f) = find(c, name) {
+                        return Some(f);
+                    }
+                }
+                None
             }
-            None
-        }
-        if let Some(t) = find(&mut s, target) {
-            match r.next_u32() % 6 {
-                0 | 1 => {
-                    if let Ok(mut bytes) = b64.decode(t.text().trim()) {
-                        if !bytes.is_empty() {
-                            let i = (r.next_u32() as usize) % (bytes.len() * 8);
-                            bytes[i / 8] ^= 1 << (i % 8);
+            if let Some(t) = find(&mut s, target) {
+                match r.next_u32() % 6 {
+                    0 | 1 => {
+                        if let Ok(mut bytes) = b64.decode(t.text().trim()) {
+                            if !bytes.is_empty() {
+                                let i = (r.next_u32() as usize) % (bytes.len() * 8);
+                                bytes[i / 8] ^= 1 << (i % 8);
+                            }
+                            let _ = t.take_nodes();
+                            t.append_text(b64.encode(&bytes));
                         }
+                    }
+                    2 => {
+                        if let Ok(mut bytes) = b64.decode(t.text().trim()) {
+                            bytes.truncate((r.next_u32() as usize) % (bytes.len() + 1));
+                            let _ = t.take_nodes();
+                            t.append_text(b64.encode(&bytes));
+                        }
+                    }
+                    3 => {
+                        let attr = ["rid", "sid", "jid", "kex", "prekey"][(r.next_u32() % 5) as usize];
+                        let value = ["0", "-1", "4294967296", "", "x", "true", "bob@b.example", "2147483648"]
+                            [(r.next_u32() % 8) as usize];
+                        t.set(attr, value);
+                    }
+                    4 => {
                         let _ = t.take_nodes();
-                        t.append_text(b64.encode(&bytes));
+                        t.append_text("!!not base64!!");
+                    }
+                    _ => {
+                        let _ = t.take_nodes();
                     }
                 }
-                2 => {
-                    if let Ok(mut bytes) = b64.decode(t.text().trim()) {
-                        bytes.truncate((r.next_u32() as usize) % (bytes.len() + 1));
-                        let _ = t.take_nodes();
-                        t.append_text(b64.encode(&bytes));
-                    }
-                }
-                3 => {
-                    let attr = ["rid", "sid", "jid", "kex"][(r.next_u32() % 4) as usize];
-                    let value = ["0", "-1", "4294967296", "", "x", "true", "bob@b.example", "2147483648"]
-                        [(r.next_u32() % 8) as usize];
-                    t.set(attr, value);
-                }
-                4 => {
-                    let _ = t.take_nodes();
-                    t.append_text("!!not base64!!");
-                }
-                _ => {
-                    let _ = t.take_nodes();
+            }
+            match bob.clone().receive(&mut engines_cx(&mut r), &s) {
+                Ok(_) => {}
+                Err(e) => {
+                    errors.insert(e.code());
                 }
             }
         }
-        match bob.clone().receive(&mut engines_cx(&mut r), &s) {
-            Ok(_) => {}
-            Err(e) => {
-                errors.insert(e.code());
-            }
+        assert!(errors.contains("bad-mac") && errors.contains("malformed"), "{version}: {errors:?}");
+        // The genuine stanzas, in order, still decrypt.
+        let mut shown = 0;
+        for s in &stanzas {
+            shown += bob.receive(&mut engines_cx(&mut r), s).unwrap().events.len();
         }
+        assert_eq!(shown, 4, "{version}");
     }
-    assert!(errors.contains("bad-mac") && errors.contains("malformed"), "{errors:?}");
-    // The genuine stanzas, in order, still decrypt.
-    let mut shown = 0;
-    for s in &stanzas {
-        shown += bob.receive(&mut engines_cx(&mut r), s).unwrap().events.len();
-    }
-    assert_eq!(shown, 4);
 }
 
 fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
@@ -456,38 +483,19 @@ fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
 /// wire convention verifies (oldmemo's convention, checked against its vectors below).
 #[test]
 fn legacy_x3dh_round_trip() {
-    use super::x3dh::{accept_legacy, djb_encode, initiate_legacy};
+    use super::x3dh::{accept_legacy, initiate_legacy};
     let r = &mut rng(12);
     let alice = KeyStore::generate(r, 3);
     let mut bob = KeyStore::generate(r, 3);
-    let b = bob.bundle();
-    let spks = bob.identity.sign_curve(&djb_encode(&b.spk));
-    let (a_agreement, header) = initiate_legacy(
-        &alice.identity,
-        &bob.identity.curve_public(),
-        b.spk_id,
-        &b.spk,
-        &spks,
-        &b.prekeys,
-        r,
-    )
-    .unwrap();
-    let (b_agreement, _) =
-        accept_legacy(&mut bob, header.pk_id, header.spk_id, &header.ik, &header.ek).unwrap();
+    let b = bob.legacy_bundle();
+    let (a_agreement, header) = initiate_legacy(&alice.identity, &b, r).unwrap();
+    let (b_agreement, _) = accept_legacy(&mut bob, &header).unwrap();
     assert_eq!(a_agreement.sk, b_agreement.sk);
     assert_eq!(a_agreement.ad, b_agreement.ad);
     assert_eq!(a_agreement.ad.len(), 66);
-    let mut forged = spks;
-    forged[5] ^= 1;
-    let err = initiate_legacy(
-        &alice.identity,
-        &bob.identity.curve_public(),
-        b.spk_id,
-        &b.spk,
-        &forged,
-        &b.prekeys,
-        r,
-    );
+    let mut forged = b.clone();
+    forged.spks[5] ^= 1;
+    let err = initiate_legacy(&alice.identity, &forged, r);
     assert_eq!(err.unwrap_err().code(), "bad-signature");
 }
 
@@ -518,7 +526,8 @@ fn agrees_with_oldmemo_x3dh() {
     let pre_key = key(&h["pre_key"]);
     let pk_id = bundle.prekeys.iter().find(|(_, p)| *p == pre_key).map(|(id, _)| *id).unwrap();
     let alice_curve = identity_to_x25519(&key(&h["identity_key"])).unwrap().to_bytes();
-    let (agreement, _) = accept_legacy(&mut bob, pk_id, 1, &alice_curve, &key(&h["ephemeral_key"])).unwrap();
+    let header = KeyExchangeHeader { pk_id, spk_id: 1, ik: alice_curve, ek: key(&h["ephemeral_key"]) };
+    let (agreement, _) = accept_legacy(&mut bob, &header).unwrap();
     assert_eq!(agreement.sk.to_vec(), unhex(&v["shared_secret"]));
     assert_eq!(agreement.ad, unhex(&v["associated_data"]));
 }

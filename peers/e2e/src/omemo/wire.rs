@@ -89,6 +89,30 @@ pub struct LegacyMessage {
     pub ciphertext: Option<Vec<u8>>,
 }
 
+/// libsignal's `PreKeyWhisperMessage` as OMEMO 0.3 uses it (after the 0x33 version byte).
+/// Field numbers are libsignal's; oldmemo requires all but the registration id.
+#[derive(Clone, PartialEq, Message)]
+pub struct LegacyKeyExchange {
+    /// The id of the recipient's one-time PreKey that was used (`preKeyId`).
+    #[prost(uint32, required, tag = "1")]
+    pub pk_id: u32,
+    /// The initiator's ephemeral key (`baseKey`), 0x05 || X25519 key.
+    #[prost(bytes = "vec", required, tag = "2")]
+    pub ek: Vec<u8>,
+    /// The initiator's identity key, 0x05 || Curve25519 form.
+    #[prost(bytes = "vec", required, tag = "3")]
+    pub ik: Vec<u8>,
+    /// A whole `WhisperMessage`: version byte, protobuf and MAC.
+    #[prost(bytes = "vec", required, tag = "4")]
+    pub message: Vec<u8>,
+    /// libsignal's `registrationId`, unused by OMEMO.
+    #[prost(uint32, optional, tag = "5")]
+    pub registration_id: Option<u32>,
+    /// The id of the recipient's signed PreKey that was used (`signedPreKeyId`).
+    #[prost(uint32, required, tag = "6")]
+    pub spk_id: u32,
+}
+
 /// Decodes a protobuf structure from untrusted bytes.
 pub fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, E2eError> {
     M::decode(bytes).map_err(|e| E2eError::Malformed { what, detail: e.to_string() })

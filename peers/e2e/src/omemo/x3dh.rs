@@ -245,6 +245,16 @@ impl KeyStore {
         }
     }
 
+    /// The public bundle in OMEMO 0.3 form: the IdentityKey as its Curve25519 public key and
+    /// the signed PreKey signed over `0x05 || SPK` in the libsignal wire convention.
+    pub fn legacy_bundle(&self) -> Bundle {
+        Bundle {
+            ik: self.identity.curve_public(),
+            spks: self.identity.sign_curve(&djb_encode(&self.spk.public())),
+            ..self.bundle()
+        }
+    }
+
     /// How many one-time PreKeys are left.
     pub fn prekey_count(&self) -> usize {
         self.prekeys.len()
@@ -374,18 +384,15 @@ fn passive(
 /// identity key in Curve25519 form too.
 pub fn initiate_legacy(
     identity: &IdentityKey,
-    ik_b: &[u8; 32],
-    spk_id: u32,
-    spk: &[u8; 32],
-    spks: &[u8; 64],
-    prekeys: &[(u32, [u8; 32])],
+    bundle: &Bundle,
     rng: &mut dyn RngCore,
 ) -> Result<(Agreement, KeyExchangeHeader), E2eError> {
-    verify_curve_signature(ik_b, &djb_encode(spk), spks)?;
-    let (sk, pk_id, ek) = active(identity, &PublicKey::from(*ik_b), spk, prekeys, LEGACY_INFO, rng)?;
+    verify_curve_signature(&bundle.ik, &djb_encode(&bundle.spk), &bundle.spks)?;
+    let (sk, pk_id, ek) =
+        active(identity, &PublicKey::from(bundle.ik), &bundle.spk, &bundle.prekeys, LEGACY_INFO, rng)?;
     let own = identity.curve_public();
-    let ad = [djb_encode(&own), djb_encode(ik_b)].concat();
-    Ok((Agreement { sk, ad }, KeyExchangeHeader { pk_id, spk_id, ik: own, ek }))
+    let ad = [djb_encode(&own), djb_encode(&bundle.ik)].concat();
+    Ok((Agreement { sk, ad }, KeyExchangeHeader { pk_id, spk_id: bundle.spk_id, ik: own, ek }))
 }
 
 /// Bob's side: derives SK from a key exchange header, consuming the one-time PreKey it names.
@@ -402,14 +409,12 @@ pub fn accept(store: &mut KeyStore, header: &KeyExchangeHeader) -> Result<(Agree
 /// arrives in Curve25519 form; the associated data is `0x05 || IK_A || 0x05 || IK_B`.
 pub fn accept_legacy(
     store: &mut KeyStore,
-    pk_id: u32,
-    spk_id: u32,
-    ik_curve: &[u8; 32],
-    ek: &[u8; 32],
+    header: &KeyExchangeHeader,
 ) -> Result<(Agreement, PreKeyPair), E2eError> {
-    let sk = passive(store, pk_id, spk_id, &PublicKey::from(*ik_curve), ek, LEGACY_INFO)?;
+    let sk =
+        passive(store, header.pk_id, header.spk_id, &PublicKey::from(header.ik), &header.ek, LEGACY_INFO)?;
     let own = store.identity.curve_public();
-    let ad = [djb_encode(ik_curve), djb_encode(&own)].concat();
+    let ad = [djb_encode(&header.ik), djb_encode(&own)].concat();
     Ok((Agreement { sk, ad }, store.spk.clone()))
 }
 
