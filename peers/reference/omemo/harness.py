@@ -1,14 +1,16 @@
-"""An independent OMEMO 2 device for Jabberwock's interop tier: python-omemo with the twomemo
-backend (pip: omemo, twomemo), driven over stdin/stdout with one JSON object per line.
+"""An independent OMEMO device for Jabberwock's interop tier: python-omemo with the twomemo
+backend (OMEMO 2) or the oldmemo backend (OMEMO 0.3), pip: omemo, twomemo[xml], oldmemo[xml],
+driven over stdin/stdout with one JSON object per line.
 
 Commands (each answered by one JSON line; errors as {"error": "..."}):
-  {"cmd": "init", "jid": J}                       -> {"device_id", "devicelist", "bundle"}
+  {"cmd": "init", "jid": J, "version": "twomemo"|"oldmemo"}  -> {"device_id", "devicelist", "bundle"}
   {"cmd": "peer", "jid": J, "devicelist": X, "bundles": {id: X}}  -> {}
   {"cmd": "encrypt", "to": J, "body": B}           -> {"encrypted": X}
   {"cmd": "decrypt", "from": J, "encrypted": X}    -> {"body": B or null, "outbox": [{"to": J, "encrypted": X}]}
 
-X is the XML of a <devices/>, <bundle/> or <encrypted/> element (urn:xmpp:omemo:2). Messages
-are wrapped in an XEP-0420 SCE envelope here, since python-omemo encrypts opaque bytes.
+X is the XML of a device list, <bundle/> or <encrypted/> element of the chosen version's
+namespace. OMEMO 2 messages are wrapped in an XEP-0420 SCE envelope here, since python-omemo
+encrypts opaque bytes; OMEMO 0.3 messages carry the body text as is.
 Trust is blind (every key trusted), as in the Rust engine's default policy.
 """
 
@@ -23,10 +25,13 @@ from typing import Any, Dict, FrozenSet, Optional
 
 import omemo
 from omemo.storage import Just, Maybe, Nothing, Storage
+import oldmemo
+import oldmemo.etree
 import twomemo
 import twomemo.etree
 
-NS = twomemo.twomemo.NAMESPACE
+# The backend module of the version in use ("twomemo" or "oldmemo"), set by "init".
+VERSION: Dict[str, Any] = {}
 SCE = "urn:xmpp:sce:1"
 CLIENT = "jabber:client"
 
@@ -91,7 +96,15 @@ class Manager(omemo.SessionManager):
 
     @staticmethod
     async def _send_message(message: omemo.Message, bare_jid: str) -> None:
-        OUTBOX.append({"to": bare_jid, "encrypted": xml(twomemo.etree.serialize_message(message))})
+        OUTBOX.append({"to": bare_jid, "encrypted": xml(etree().serialize_message(message))})
+
+
+def etree() -> Any:
+    return VERSION["module"].etree
+
+
+def legacy() -> bool:
+    return VERSION["module"] is oldmemo
 
 
 def xml(element: ET.Element) -> str:
@@ -124,40 +137,50 @@ async def handle(req: Dict[str, Any], state: Dict[str, Any]) -> Dict[str, Any]:
     cmd = req["cmd"]
     if cmd == "init":
         OWN["jid"] = req["jid"]
+        module = {"twomemo": twomemo, "oldmemo": oldmemo}[req.get("version", "twomemo")]
+        VERSION["module"] = module
+        backend = twomemo.Twomemo if module is twomemo else oldmemo.Oldmemo
         storage = MemoryStorage()
-        manager = await Manager.create(
-            [twomemo.Twomemo(storage)], storage, req["jid"], None, Trust.TRUSTED.value,
-        )
+        manager = await Manager.create([backend(storage)], storage, req["jid"], None, Trust.TRUSTED.value)
         state["manager"] = manager
         info = await manager.get_own_device_information()
         device_id = info[0].device_id
         return {
             "device_id": device_id,
-            "devicelist": xml(twomemo.etree.serialize_device_list(OWN["devicelist"])),
-            "bundle": xml(twomemo.etree.serialize_bundle(OWN["bundle"])),
+            "devicelist": xml(etree().serialize_device_list(OWN["devicelist"])),
+            "bundle": xml(etree().serialize_bundle(OWN["bundle"])),
         }
     manager = state["manager"]
     if cmd == "peer":
-        PEP_DEVICES[req["jid"]] = twomemo.etree.parse_device_list(ET.fromstring(req["devicelist"]))
+        PEP_DEVICES[req["jid"]] = etree().parse_device_list(ET.fromstring(req["devicelist"]))
         for device_id, bundle in req["bundles"].items():
-            PEP_BUNDLES[(req["jid"], int(device_id))] = twomemo.etree.parse_bundle(
+            PEP_BUNDLES[(req["jid"], int(device_id))] = etree().parse_bundle(
                 ET.fromstring(bundle), req["jid"], int(device_id)
             )
         await manager.refresh_device_lists(req["jid"])
         return {}
     if cmd == "encrypt":
-        messages, errors = await manager.encrypt(
-            frozenset([req["to"]]), {NS: envelope(req["body"], req["to"], OWN["jid"])}
-        )
+        ns = oldmemo.oldmemo.NAMESPACE if legacy() else twomemo.twomemo.NAMESPACE
+        plaintext = req["body"].encode("utf-8") if legacy() else envelope(req["body"], req["to"], OWN["jid"])
+        messages, errors = await manager.encrypt(frozenset([req["to"]]), {ns: plaintext})
         if errors:
             return {"error": f"encryption errors: {errors}"}
         (message,) = list(messages.keys())
-        return {"encrypted": xml(twomemo.etree.serialize_message(message))}
+        return {"encrypted": xml(etree().serialize_message(message))}
     if cmd == "decrypt":
         OUTBOX.clear()
-        message = twomemo.etree.parse_message(ET.fromstring(req["encrypted"]), req["from"])
+        element = ET.fromstring(req["encrypted"])
+        if legacy():
+            message = await oldmemo.etree.parse_message(element, req["from"], OWN["jid"], manager)
+        else:
+            message = twomemo.etree.parse_message(element, req["from"])
         plaintext, _device, _key = await manager.decrypt(message)
-        body = None if plaintext is None else unwrap(plaintext, req["from"])
+        if plaintext is None:
+            body = None
+        elif legacy():
+            body = plaintext.decode("utf-8")
+        else:
+            body = unwrap(plaintext, req["from"])
         return {"body": body, "outbox": list(OUTBOX)}
     return {"error": f"unknown command {cmd}"}
 

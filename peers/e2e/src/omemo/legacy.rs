@@ -212,3 +212,53 @@ pub fn open(key_material: &[u8], iv: &[u8], payload: &[u8]) -> Result<Vec<u8>, E
     }
     Ok(buffer)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn payload_round_trip_and_tamper() {
+        let rng = &mut ChaCha20Rng::seed_from_u64(3);
+        let (key_and_tag, iv, ciphertext) = seal("hello".as_bytes(), rng);
+        assert_eq!(open(&key_and_tag, &iv, &ciphertext).unwrap(), b"hello");
+        let mut bad = ciphertext.clone();
+        bad[0] ^= 1;
+        assert_eq!(open(&key_and_tag, &iv, &bad).unwrap_err().code(), "bad-mac");
+        assert_eq!(open(&key_and_tag[..20], &iv, &ciphertext).unwrap_err().code(), "malformed");
+        assert_eq!(open(&key_and_tag, &iv[..8], &ciphertext).unwrap_err().code(), "malformed");
+    }
+
+    /// The older deployed forms: a 16-byte IV, and a bare key with the tag after the payload.
+    #[test]
+    fn older_conversations_forms_decrypt() {
+        let key = [7u8; KEY_LEN];
+        let iv = [9u8; 16];
+        let mut buffer = b"from an old client".to_vec();
+        let tag = AesGcm::<aes::Aes128, U16>::new(&key.into())
+            .encrypt_in_place_detached((&iv).into(), b"", &mut buffer)
+            .unwrap();
+        let key_and_tag = [key.as_slice(), tag.as_slice()].concat();
+        assert_eq!(open(&key_and_tag, &iv, &buffer).unwrap(), b"from an old client");
+        let tag_in_payload = [buffer.as_slice(), tag.as_slice()].concat();
+        assert_eq!(open(&key, &iv, &tag_in_payload).unwrap(), b"from an old client");
+        assert_eq!(open(&key, &iv, &tag_in_payload[..20]).unwrap_err().code(), "bad-mac");
+    }
+
+    #[test]
+    fn key_exchange_round_trip_and_bad_input() {
+        let header = KeyExchangeHeader { pk_id: 4, spk_id: 0, ik: [1; 32], ek: [2; 32] };
+        let bytes = encode_key_exchange(&header, vec![0x33, 1, 2]);
+        let (back, message) = decode_key_exchange(&bytes).unwrap();
+        assert_eq!(back, header);
+        assert_eq!(message, [0x33, 1, 2]);
+        assert_eq!(decode_key_exchange(&bytes[1..]).unwrap_err().code(), "malformed");
+        assert_eq!(decode_key_exchange(&bytes[..bytes.len() - 3]).unwrap_err().code(), "malformed");
+        assert_eq!(decode_key_exchange(&[]).unwrap_err().code(), "malformed");
+    }
+}
