@@ -199,6 +199,14 @@ impl Hooks for World {
                     self.line("event", format!("{device} ⚠ alert {reason}: {detail}"), None);
                     self.log(device, |l| l.alerts.push((*reason).to_owned()));
                 }
+                Event::TrustChanged { peer, device: d, fingerprint, trust } => {
+                    let short: String = fingerprint.chars().take(16).collect();
+                    self.line(
+                        "event",
+                        format!("{device} 🔑 {peer} device {d} key {short}… is {trust}"),
+                        None,
+                    );
+                }
                 Event::Verification { peer, result } => {
                     self.line("event", format!("{device} ✓ verification of {peer}: {result:?}"), None);
                     self.log(device, |l| l.verifications.push((peer.clone(), *result)));

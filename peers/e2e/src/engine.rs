@@ -192,6 +192,18 @@ pub enum Event {
         /// Details for the transcript.
         detail: String,
     },
+    /// The engine decided how much a peer device's key is trusted: a key seen for the first
+    /// time, a key that changed, a verification.
+    TrustChanged {
+        /// The account.
+        peer: BareJid,
+        /// The device, as the protocol names it (an OMEMO device id).
+        device: String,
+        /// The key's fingerprint, as the user would compare it.
+        fingerprint: String,
+        /// The new trust.
+        trust: Trust,
+    },
     /// A verification ceremony finished.
     Verification {
         /// The account that was verified.

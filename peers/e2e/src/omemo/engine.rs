@@ -150,6 +150,19 @@ fn key_element(
     Ok(k)
 }
 
+fn trust_event(owner: &BareJid, device: u32, ik: &[u8; 32], state: TrustState) -> Event {
+    Event::TrustChanged {
+        peer: owner.clone(),
+        device: device.to_string(),
+        fingerprint: hex(ik),
+        trust: match state {
+            TrustState::Blind => Trust::Unverified,
+            TrustState::Verified => Trust::Verified,
+            TrustState::Untrusted => Trust::Untrusted,
+        },
+    }
+}
+
 /// The `<header/>`: OMEMO 2 groups the keys by owner (`<keys jid/>`); 0.3 lists them flat
 /// (device ids only) and carries the payload's IV.
 fn header(
@@ -421,28 +434,26 @@ impl Omemo {
         out: &mut Output,
     ) -> TrustState {
         let key = (owner.clone(), device);
-        match self.trust.get(&key) {
-            Some((known, state)) if *known == ik => *state,
+        let state = match self.trust.get(&key) {
+            Some((known, state)) if *known == ik => return *state,
             Some(_) => {
                 out.events.push(Event::Alert {
                     reason: "identity-changed",
                     detail: format!("device {device} of {owner} presents a new IdentityKey"),
                 });
-                self.trust.insert(key, (ik, TrustState::Untrusted));
                 TrustState::Untrusted
             }
-            None => {
-                let state = match self.policy {
-                    // Blind trust until this contact has been verified once.
-                    TrustPolicy::Btbv if self.verified_contacts.contains(owner) => TrustState::Untrusted,
-                    TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-                    // Nothing is trusted before the user verified it.
-                    TrustPolicy::Manual => TrustState::Untrusted,
-                };
-                self.trust.insert(key, (ik, state));
-                state
-            }
-        }
+            None => match self.policy {
+                // Blind trust until this contact has been verified once.
+                TrustPolicy::Btbv if self.verified_contacts.contains(owner) => TrustState::Untrusted,
+                TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
+                // Nothing is trusted before the user verified it.
+                TrustPolicy::Manual => TrustState::Untrusted,
+            },
+        };
+        self.trust.insert(key, (ik, state));
+        out.events.push(trust_event(owner, device, &ik, state));
+        state
     }
 
     fn trust_of(&self, owner: &BareJid, device: u32) -> Trust {
@@ -930,10 +941,16 @@ impl Engine for Omemo {
         let mut seen = 0;
         for ((owner, device), (ik, state)) in self.trust.iter_mut().filter(|((o, _), _)| o == peer) {
             seen += 1;
-            if oob.peer_says.contains(&Self::fingerprint(ik)) {
-                *state = TrustState::Verified;
+            let before = *state;
+            *state = if oob.peer_says.contains(&Self::fingerprint(ik)) {
+                TrustState::Verified
             } else {
-                *state = TrustState::Untrusted;
+                TrustState::Untrusted
+            };
+            if *state != before {
+                out.events.push(trust_event(owner, *device, ik, *state));
+            }
+            if *state == TrustState::Untrusted {
                 result = VerificationResult::Mismatch;
                 out.events.push(Event::Alert {
                     reason: "fingerprint-mismatch",

@@ -469,7 +469,8 @@ fn mutated_omemo_stanzas_never_panic() {
         // The genuine stanzas, in order, still decrypt.
         let mut shown = 0;
         for s in &stanzas {
-            shown += bob.receive(&mut engines_cx(&mut r), s).unwrap().events.len();
+            let events = bob.receive(&mut engines_cx(&mut r), s).unwrap().events;
+            shown += events.iter().filter(|e| matches!(e, crate::Event::Plaintext { .. })).count();
         }
         assert_eq!(shown, 4, "{version}");
     }
