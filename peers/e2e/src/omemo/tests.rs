@@ -278,7 +278,7 @@ mod engines {
     }
 
     /// Publishes both engines' items and returns them (node, id, item) per owner.
-    fn publications(
+    pub(super) fn publications(
         engine: &mut Omemo,
         owner: &BareJid,
         r: &mut rand_chacha::ChaCha20Rng,
@@ -296,7 +296,7 @@ mod engines {
         out
     }
 
-    fn answer(owner: &BareJid, node: &str, published: &[(String, String, Element)]) -> Element {
+    pub(super) fn answer(owner: &BareJid, node: &str, published: &[(String, String, Element)]) -> Element {
         let mut items = el("items", NS_PUBSUB).with("node", node);
         for (n, id, item) in published {
             if n == node {
@@ -473,6 +473,129 @@ fn mutated_omemo_stanzas_never_panic() {
             shown += events.iter().filter(|e| matches!(e, crate::Event::Plaintext { .. })).count();
         }
         assert_eq!(shown, 4, "{version}");
+    }
+}
+
+/// Seeded damage to the device lists and bundles a sender fetches (both versions): typed
+/// errors or nothing, never a panic, never a message encrypted to damaged keys; the genuine
+/// answers still let the message go out afterwards.
+#[test]
+fn mutated_device_lists_and_bundles_never_panic() {
+    use base64::Engine as _;
+    use jid::BareJid;
+    use minidom::Element;
+
+    use crate::xml::ElementExt;
+    use crate::{Action, Engine};
+
+    fn leaves(e: &Element, path: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        out.push(path.clone());
+        for (i, c) in e.children().enumerate() {
+            path.push(i);
+            leaves(c, path, out);
+            path.pop();
+        }
+    }
+    fn at<'a>(e: &'a mut Element, path: &[usize]) -> &'a mut Element {
+        match path.split_first() {
+            None => e,
+            Some((i, rest)) => {
+                let child = e.children_mut().nth(*i).expect("path from leaves()");
+                at(child, rest)
+            }
+        }
+    }
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (version, make) in engines::VERSIONS {
+        let r = &mut rng(77);
+        let bob_jid: BareJid = "bob@b.example".parse().unwrap();
+        let mut alice = make("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = make("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let _ = engines::publications(&mut alice, &"alice@a.example".parse().unwrap(), r);
+        let published = engines::publications(&mut bob, &bob_jid, r);
+        // Alice wants to write: she asks for Bob's device list, then his bundle(s).
+        let asked: Vec<String> = alice
+            .send(&mut engines_cx(r), &bob_jid, "hello")
+            .unwrap()
+            .actions
+            .into_iter()
+            .filter_map(|a| if let Action::Fetch { node, .. } = a { Some(node) } else { None })
+            .collect();
+        assert_eq!(asked.len(), 1, "{version}: {asked:?}");
+        let devices = engines::answer(&bob_jid, &asked[0], &published);
+        let bundle_node = published.iter().map(|(n, _, _)| n.clone()).find(|n| *n != asked[0]).unwrap();
+        let bundle = engines::answer(&bob_jid, &bundle_node, &published);
+        // A second Alice that already has the genuine device list and waits for the bundle.
+        let mut waiting_for_bundle = alice.clone();
+        let _ = waiting_for_bundle.receive(&mut engines_cx(r), &devices).unwrap();
+        let mut errors = std::collections::BTreeSet::new();
+        for round in 0..1500 {
+            let mut s = if round % 3 == 0 { devices.clone() } else { bundle.clone() };
+            let mut paths = Vec::new();
+            leaves(&s, &mut Vec::new(), &mut paths);
+            let path = paths[(r.next_u32() as usize) % paths.len()].clone();
+            let t = at(&mut s, &path);
+            match r.next_u32() % 5 {
+                0 | 1 => {
+                    if let Ok(mut bytes) = b64.decode(t.text().trim())
+                        && !bytes.is_empty()
+                    {
+                        let i = (r.next_u32() as usize) % (bytes.len() * 8);
+                        bytes[i / 8] ^= 1 << (i % 8);
+                        if r.next_u32() % 2 == 0 {
+                            bytes.truncate(bytes.len() - 1);
+                        }
+                        let _ = t.take_nodes();
+                        t.append_text(b64.encode(&bytes));
+                    }
+                }
+                2 => {
+                    let attr =
+                        ["id", "node", "preKeyId", "signedPreKeyId", "jid"][(r.next_u32() % 5) as usize];
+                    let value = ["0", "-1", "4294967296", "", "x", "2147483648"][(r.next_u32() % 6) as usize];
+                    t.set(attr, value);
+                }
+                3 => {
+                    let _ = t.take_nodes();
+                    t.append_text("!!not base64!!");
+                }
+                _ => {
+                    let _ = t.take_nodes();
+                }
+            }
+            let mut a = if round % 3 == 0 { alice.clone() } else { waiting_for_bundle.clone() };
+            match a.receive(&mut engines_cx(r), &s) {
+                Ok(out) => {
+                    for e in &out.events {
+                        if let crate::Event::Alert { detail, .. } = e
+                            && detail.contains("signature")
+                        {
+                            errors.insert("bad-signature");
+                        }
+                    }
+                    // What went out reaches Bob's genuine engine: it reads it, or (a one-time
+                    // PreKey is not signed, so a damaged one is used) rejects it with a typed
+                    // error.
+                    for action in out.actions {
+                        if let Action::Send(mut m) = action {
+                            m.set("from", "alice@a.example/phone");
+                            if let Err(e) = bob.clone().receive(&mut engines_cx(r), &m) {
+                                errors.insert(e.code());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    errors.insert(e.code());
+                }
+            }
+        }
+        assert!(errors.contains("malformed") && errors.contains("bad-signature"), "{version}: {errors:?}");
+        // The genuine answers still work.
+        let mut out = alice.receive(&mut engines_cx(r), &devices).unwrap().actions;
+        out.extend(alice.receive(&mut engines_cx(r), &bundle).unwrap().actions);
+        assert!(out.iter().any(|a| matches!(a, Action::Send(_))), "{version}: {out:?}");
     }
 }
 
