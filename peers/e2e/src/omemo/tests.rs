@@ -531,7 +531,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
         let _ = waiting_for_bundle.receive(&mut engines_cx(r), &devices).unwrap();
         let mut errors = std::collections::BTreeSet::new();
         for round in 0..1500 {
-            let mut s = if round % 3 == 0 { devices.clone() } else { bundle.clone() };
+            let mut s = if round.is_multiple_of(3) { devices.clone() } else { bundle.clone() };
             let mut paths = Vec::new();
             leaves(&s, &mut Vec::new(), &mut paths);
             let path = paths[(r.next_u32() as usize) % paths.len()].clone();
@@ -543,7 +543,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                     {
                         let i = (r.next_u32() as usize) % (bytes.len() * 8);
                         bytes[i / 8] ^= 1 << (i % 8);
-                        if r.next_u32() % 2 == 0 {
+                        if r.next_u32().is_multiple_of(2) {
                             bytes.truncate(bytes.len() - 1);
                         }
                         let _ = t.take_nodes();
@@ -564,7 +564,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                     let _ = t.take_nodes();
                 }
             }
-            let mut a = if round % 3 == 0 { alice.clone() } else { waiting_for_bundle.clone() };
+            let mut a = if round.is_multiple_of(3) { alice.clone() } else { waiting_for_bundle.clone() };
             match a.receive(&mut engines_cx(r), &s) {
                 Ok(out) => {
                     for e in &out.events {
