@@ -530,7 +530,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
         let mut waiting_for_bundle = alice.clone();
         let _ = waiting_for_bundle.receive(&mut engines_cx(r), &devices).unwrap();
         let mut errors = std::collections::BTreeSet::new();
-        for round in 0..1500 {
+        for round in 0..1500u32 {
             let mut s = if round.is_multiple_of(3) { devices.clone() } else { bundle.clone() };
             let mut paths = Vec::new();
             leaves(&s, &mut Vec::new(), &mut paths);
