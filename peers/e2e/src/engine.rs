@@ -20,11 +20,14 @@ pub enum Protocol {
     Omemo,
     /// OMEMO 0.3 (XEP-0384 0.3, `eu.siacs.conversations.axolotl`, libsignal v3 wire format).
     OmemoLegacy,
+    /// Off-the-Record Messaging version 3, in message bodies (XEP-0364).
+    Otr,
 }
 
 impl Protocol {
     /// Every protocol this build implements, in the order reports list them.
-    pub const ALL: &'static [Protocol] = &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy];
+    pub const ALL: &'static [Protocol] =
+        &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy, Protocol::Otr];
 
     /// The identifier used in scenario files and reports.
     pub fn name(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Protocol {
             Protocol::Plain => "plain",
             Protocol::Omemo => "omemo",
             Protocol::OmemoLegacy => "omemo-legacy",
+            Protocol::Otr => "otr",
         }
     }
 }
@@ -64,6 +68,7 @@ pub fn new_engine(
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
         Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
+        Protocol::Otr => Box::new(crate::otr::Otr::new(me.clone(), rng, crate::otr::OtrConfig::default())),
     }
 }
 
@@ -258,6 +263,14 @@ pub trait Engine: fmt::Debug + Send {
     /// Handles a stanza addressed to this device: a message, or the result of an
     /// [`Action::Fetch`]. The client has already unwrapped carbons and checked their origin.
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError>;
+
+    /// What is left to do after a [`Engine::receive`] call, whether it succeeded or failed
+    /// (OTR answers an unreadable message with an Error Message and still reports the error).
+    /// The client calls it after every `receive`.
+    fn drain(&mut self, cx: &mut Cx<'_>) -> Output {
+        let _ = cx;
+        Output::default()
+    }
 
     /// A [`Action::Fetch`] was answered with an error (`condition`, e.g. `item-not-found` when
     /// the node does not exist).

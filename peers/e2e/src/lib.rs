@@ -10,6 +10,7 @@
 mod engine;
 mod error;
 pub mod omemo;
+pub mod otr;
 pub mod plain;
 pub mod time;
 pub mod xml;

@@ -617,5 +617,10 @@ impl<T: Transport> Device<T> {
             }
         }
         self.apply(Some(c), result).await;
+        let mut cx = Cx { rng: &mut *self.rng, now };
+        let left = self.engine.drain(&mut cx);
+        if !left.actions.is_empty() || !left.events.is_empty() {
+            self.apply(Some(c), Ok(left)).await;
+        }
     }
 }
