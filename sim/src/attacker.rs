@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB};
-use jabberwock_e2e::{BareJid, Element, Engine, FullJid};
+use jabberwock_e2e::{
+    Action as EngineAction, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, Output,
+    Protocol, new_engine,
+};
 use jabberwock_xmpp::{Hop, Release, Ticket};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
@@ -25,6 +28,17 @@ pub struct Impostor {
     pub engine: Box<dyn Engine>,
     /// Items by PEP node, as the engine would publish them.
     pub items: BTreeMap<String, Vec<(String, Element)>>,
+    /// The protocol (to make the engines that pose as the victims).
+    pub protocol: Protocol,
+    /// For protocols that publish no keys (a session protocol: OTR, ESessions), the man in the
+    /// middle: engines posing as each victim toward the owner, by victim account.
+    pub toward_owner: BTreeMap<BareJid, Box<dyn Engine>>,
+    /// The victims' devices, as seen on their hops.
+    pub victims: BTreeMap<BareJid, FullJid>,
+    /// The owner's full JID, once seen.
+    pub owner_device: Option<Jid>,
+    /// What the relays read, live: (when, body, how).
+    pub read: Vec<(Duration, String, String)>,
 }
 
 /// A stanza the attacker saw.
@@ -55,6 +69,8 @@ pub struct Attacker {
     pub impostors: BTreeMap<BareJid, Impostor>,
     /// Engines stolen from compromised devices, in order.
     pub stolen: Vec<(Duration, FullJid, Box<dyn Engine>)>,
+    /// The Unix time the simulation starts at (engines run by the attacker need a clock).
+    pub epoch: Duration,
     /// PEP item requests in flight, (owner, iq id) → node: a server answering for an owner
     /// knows what was asked, so an impostor can answer a request for a node that does not
     /// exist (OMEMO 0.3 keeps one bundle node per device).
@@ -76,6 +92,7 @@ impl Attacker {
             stolen: vec![],
             rng,
             impostors: BTreeMap::new(),
+            epoch: Duration::ZERO,
             requests: BTreeMap::new(),
         }
     }
@@ -134,7 +151,7 @@ impl Attacker {
             }
             self.applied[i] += 1;
             let action = rule.action.clone();
-            let releases = self.act(i, &action, hop, stanza, &id, waiting.is_some(), log);
+            let releases = self.act(i, &action, (at, hop), stanza, &id, waiting.is_some(), log);
             match (action.delivers(), <[Release; 1]>::try_from(releases)) {
                 (false, Ok([Release::Now(modified)])) => current = Some(modified),
                 (_, Ok(one)) => {
@@ -163,7 +180,7 @@ impl Attacker {
         &mut self,
         rule: usize,
         action: &Action,
-        hop: &Hop,
+        (at, hop): (Duration, &Hop),
         stanza: Element,
         id: &str,
         slot_busy: bool,
@@ -238,9 +255,7 @@ impl Attacker {
             Action::Substitute { node, owner, with } => {
                 let mut s = stanza;
                 let from_owner = owner.as_ref().is_none_or(|o| {
-                    s.attr("from")
-                        .and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok())
-                        .is_some_and(|j| j.to_bare() == *o)
+                    s.attr("from").and_then(|f| f.parse::<Jid>().ok()).is_some_and(|j| j.to_bare() == *o)
                 });
                 let n = if from_owner { substitute(&mut s, node, with) } else { 0 };
                 if n > 0 {
@@ -250,11 +265,12 @@ impl Attacker {
                 vec![Release::Now(s)]
             }
             Action::Impersonate(owner) => {
+                if let Some(releases) = self.in_the_middle(owner, at, hop, &stanza, &tag, log) {
+                    return releases;
+                }
                 let mut s = stanza;
-                let from_owner = s
-                    .attr("from")
-                    .and_then(|f| f.parse::<jabberwock_e2e::Jid>().ok())
-                    .is_some_and(|j| j.to_bare() == *owner);
+                let from_owner =
+                    s.attr("from").and_then(|f| f.parse::<Jid>().ok()).is_some_and(|j| j.to_bare() == *owner);
                 let mut replaced = Vec::new();
                 if let Some(impostor) = self.impostors.get(owner).filter(|_| from_owner) {
                     // The owner's server found no such node: the impostor's server answers.
@@ -282,6 +298,149 @@ impl Attacker {
                 vec![Release::Now(s)]
             }
         }
+    }
+}
+
+impl Attacker {
+    /// The man in the middle of a session protocol (one that publishes no keys, so there is
+    /// nothing to substitute): chat messages between `owner` and a victim of this server are
+    /// taken off their hops and handed to the attacker's own engines — one posing as `owner`
+    /// toward the victim, one posing as the victim toward `owner` — which run the real
+    /// protocol with each side; whatever one of them decrypts, the other re-encrypts and
+    /// sends on. `None` when the stanza is not such a message (or the protocol publishes
+    /// keys: then substitution is the attack).
+    fn in_the_middle(
+        &mut self,
+        owner: &BareJid,
+        at: Duration,
+        hop: &Hop,
+        stanza: &Element,
+        tag: &str,
+        log: &mut Vec<String>,
+    ) -> Option<Vec<Release>> {
+        let imp = self.impostors.get_mut(owner).filter(|i| i.items.is_empty())?;
+        if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+            return None;
+        }
+        let bare = |a: Option<&str>| a.and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
+        let now = self.epoch + at;
+        let mut releases = Vec::new();
+        match hop {
+            // The victim writes to the owner: the impostor posing as the owner answers.
+            Hop::ClientToServer { client, server } if bare(stanza.attr("to")).as_ref() == Some(owner) => {
+                let victim = client.to_bare();
+                imp.victims.insert(victim.clone(), client.clone());
+                let mut s = stanza.clone();
+                s.set("from", client.to_string());
+                let mut cx = Cx { rng: &mut self.rng, now };
+                let out = receive_all(imp.engine.as_mut(), &mut cx, &s);
+                log.push(format!(
+                    "takes {} from {client} into its engine posing as {owner} ({tag})",
+                    id_of(stanza)
+                ));
+                let owner_jid = imp.owner_device.clone().unwrap_or_else(|| Jid::from(owner.clone()));
+                for m in sends(&out) {
+                    releases.push(to_victim(m, &owner_jid, client, server));
+                }
+                for body in plaintexts(&out) {
+                    imp.read.push((
+                        at,
+                        body.clone(),
+                        format!("in the middle, posing as {owner} to {victim}"),
+                    ));
+                    let relay = imp.toward_owner.entry(victim.clone()).or_insert_with(|| {
+                        new_engine(imp.protocol, client, &mut self.rng, &EngineConfig::default())
+                    });
+                    let mut cx = Cx { rng: &mut self.rng, now };
+                    if let Ok(out) = relay.send(&mut cx, owner, &body) {
+                        for m in sends(&out) {
+                            releases.push(Release::Reroute {
+                                hop: Hop::ClientToServer { client: client.clone(), server: server.clone() },
+                                stanza: m,
+                            });
+                        }
+                    }
+                }
+            }
+            // The owner writes to the victim: the impostor posing as the victim answers.
+            Hop::ServerToClient { server, client } if bare(stanza.attr("from")).as_ref() == Some(owner) => {
+                let victim = client.to_bare();
+                imp.victims.insert(victim.clone(), client.clone());
+                if let Some(from) = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()) {
+                    imp.owner_device = Some(from);
+                }
+                let relay = imp.toward_owner.entry(victim.clone()).or_insert_with(|| {
+                    new_engine(imp.protocol, client, &mut self.rng, &EngineConfig::default())
+                });
+                let mut cx = Cx { rng: &mut self.rng, now };
+                let out = receive_all(relay.as_mut(), &mut cx, stanza);
+                log.push(format!(
+                    "takes {} to {client} into its engine posing as {victim} ({tag})",
+                    id_of(stanza)
+                ));
+                for m in sends(&out) {
+                    releases.push(Release::Reroute {
+                        hop: Hop::ClientToServer { client: client.clone(), server: server.clone() },
+                        stanza: m,
+                    });
+                }
+                let owner_jid = imp.owner_device.clone().unwrap_or_else(|| Jid::from(owner.clone()));
+                for body in plaintexts(&out) {
+                    imp.read.push((
+                        at,
+                        body.clone(),
+                        format!("in the middle, posing as {victim} to {owner}"),
+                    ));
+                    let mut cx = Cx { rng: &mut self.rng, now };
+                    if let Ok(out) = imp.engine.send(&mut cx, &victim, &body) {
+                        for m in sends(&out) {
+                            releases.push(to_victim(m, &owner_jid, client, server));
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        }
+        *self.acted.entry("impersonate").or_default() += 1;
+        Some(releases)
+    }
+}
+
+/// `receive`, then whatever the engine has left to send.
+fn receive_all(engine: &mut dyn Engine, cx: &mut Cx<'_>, stanza: &Element) -> Output {
+    let mut out = engine.receive(cx, stanza).unwrap_or_default();
+    let left = engine.drain(cx);
+    out.actions.extend(left.actions);
+    out.events.extend(left.events);
+    out
+}
+
+fn sends(out: &Output) -> Vec<Element> {
+    out.actions
+        .iter()
+        .filter_map(|a| if let EngineAction::Send(s) = a { Some(s.clone()) } else { None })
+        .collect()
+}
+
+fn plaintexts(out: &Output) -> Vec<String> {
+    out.events
+        .iter()
+        .filter_map(|e| if let Event::Plaintext { body, .. } = e { Some(body.clone()) } else { None })
+        .collect()
+}
+
+fn id_of(stanza: &Element) -> String {
+    stanza.attr("id").unwrap_or("-").to_owned()
+}
+
+/// A stanza the impostor-as-owner sends, written to the victim's session as if it came from
+/// the owner.
+fn to_victim(mut m: Element, owner: &Jid, client: &FullJid, server: &str) -> Release {
+    m.set("from", owner.to_string());
+    m.set("to", client.to_string());
+    Release::Reroute {
+        hop: Hop::ServerToClient { server: server.to_owned(), client: client.clone() },
+        stanza: m,
     }
 }
 
@@ -319,6 +478,9 @@ fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
         && m.to.as_deref().is_none_or(|p| jid_matches(p, stanza.attr("to")))
         && m.element.as_deref().is_none_or(|n| stanza.children().any(|c| any_element(c, &|e| e.name() == n)))
         && m.namespace.as_deref().is_none_or(|ns| any_element(stanza, &|e| e.ns() == ns))
+        && m.text
+            .as_deref()
+            .is_none_or(|t| stanza.get_child("body", NS_CLIENT).is_some_and(|b| b.text().contains(t)))
         && m.window.is_none_or(|w| w.min <= at && at <= w.max)
 }
 
@@ -416,7 +578,7 @@ fn items_request(stanza: &Element) -> Option<(BareJid, String, String)> {
         return None;
     }
     let items = stanza.get_child("pubsub", NS_PUBSUB)?.get_child("items", NS_PUBSUB)?;
-    let owner = stanza.attr("to")?.parse::<jabberwock_e2e::Jid>().ok()?.to_bare();
+    let owner = stanza.attr("to")?.parse::<Jid>().ok()?.to_bare();
     Some((owner, stanza.attr("id")?.to_owned(), items.attr("node")?.to_owned()))
 }
 

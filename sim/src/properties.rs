@@ -138,7 +138,11 @@ fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
         f.sent().into_iter().filter(|(_, at, _)| *at > verify_at).map(|(_, _, b)| b).collect();
     let read = f.read();
     let read_after = read.iter().filter(|b| after.contains(b)).count();
-    let caught = f.alerts("alice/phone").iter().any(|a| a == "fingerprint-mismatch");
+    // Caught: the ceremony itself came out as a mismatch (fingerprints that differ, an SMP
+    // that failed), whatever the protocol's ceremony is.
+    let caught = f.device("alice/phone").is_some_and(|l| {
+        l.verifications.iter().any(|(_, r)| *r == jabberwock_e2e::VerificationResult::Mismatch)
+    });
     match (caught, read_after) {
         (true, 0) => verdict(
             true,

@@ -9,14 +9,14 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, Event, FullJid, Jid, Protocol, TrustPolicy,
+    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Protocol,
     new_engine,
 };
 use jabberwock_xmpp::{
     Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
 };
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::attacker::{Attacker, Impostor, messages_in};
@@ -292,6 +292,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     let epoch = Duration::from_secs(EPOCH_SECS);
     let attacker = scenario.attacker.clone().map(|plan| {
         let mut attacker = Attacker::new(plan.clone(), host_rng(seed, "attacker network"));
+        attacker.epoch = epoch;
         for rule in &plan.rules {
             if let Action::Impersonate(owner) = &rule.action
                 && let Some(protocol) =
@@ -358,12 +359,23 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             reconnect_after: Duration::from_secs(1),
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
-        let (protocol, trust) = (dev.protocol, dev.trust);
+        let protocol = dev.protocol;
+        let config = EngineConfig {
+            trust: dev.trust,
+            otr: dev.otr,
+            secrets: scenario
+                .devices
+                .iter()
+                .map(|d| d.jid.to_bare())
+                .filter(|b| *b != dev.jid.to_bare())
+                .map(|b| (b.clone(), pair_secret(seed, &dev.jid.to_bare(), &b)))
+                .collect(),
+        };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
-            let engine = new_engine(protocol, &cfg.jid, &mut *rng, trust);
+            let engine = new_engine(protocol, &cfg.jid, &mut *rng, &config);
             let device = Device::new(cfg.clone(), engine, rng, Rc::clone(&hooks), Net);
             let schedule = schedule.clone();
             async move {
@@ -431,13 +443,22 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     Ok(outcome)
 }
 
+/// The answer two users agreed in person for a verification ceremony (OTR's SMP): known to
+/// both of them, derived from the seed so runs repeat; no engine of the attacker gets it.
+fn pair_secret(seed: u64, a: &BareJid, b: &BareJid) -> String {
+    let (x, y) = if a < b { (a, b) } else { (b, a) };
+    let mut rng = host_rng(seed, &format!("secret {x} {y}"));
+    let words = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor"];
+    (0..4).map(|_| words[(rng.next_u32() % 8) as usize]).collect::<Vec<_>>().join(" ")
+}
+
 /// The attacker's own engine for `owner`'s protocol, posing as `owner`, and everything it
 /// would publish (running the engine's own code: `publish`, and `fetch_failed` for its own
 /// nodes, which do not exist yet).
 fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> Option<Impostor> {
     let me = owner.with_resource_str("impostor").ok()?;
     let mut rng = host_rng(seed, &format!("impostor {owner}"));
-    let mut engine = new_engine(protocol, &me, &mut rng, TrustPolicy::Btbv);
+    let mut engine = new_engine(protocol, &me, &mut rng, &EngineConfig::default());
     let mut cx = Cx { rng: &mut rng, now: epoch };
     let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
     let mut queue = engine.publish(&mut cx).ok()?.actions;
@@ -454,7 +475,15 @@ fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> 
             _ => {}
         }
     }
-    Some(Impostor { engine, items })
+    Some(Impostor {
+        engine,
+        items,
+        protocol,
+        toward_owner: BTreeMap::new(),
+        victims: BTreeMap::new(),
+        owner_device: None,
+        read: Vec::new(),
+    })
 }
 
 /// The attacker decrypts honestly: it runs the protocols' own engines — a fresh one of its
@@ -477,9 +506,15 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
     let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> = protocols
         .iter()
-        .map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng, TrustPolicy::Btbv)))
+        .map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng, &EngineConfig::default())))
         .collect();
+    let mut read: Vec<Read> = Vec::new();
     for (owner, imp) in core::mem::take(&mut attacker.impostors) {
+        for (at, body, means) in imp.read {
+            if !read.iter().any(|r| r.body == body) {
+                read.push(Read { body, means, at });
+            }
+        }
         readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
     }
     let mut forgeries = Vec::new();
@@ -514,7 +549,6 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         stolen.push(format!("{dev} at {}", fmt_time(at)));
         readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
     }
-    let mut read: Vec<Read> = Vec::new();
     for seen in &attacker.seen {
         for msg in messages_in(&seen.stanza) {
             for (means, engine) in readers.iter_mut() {

@@ -9,6 +9,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
+use jabberwock_e2e::otr::{OtrConfig, OtrPolicy};
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 use schemars::JsonSchema;
@@ -72,6 +73,22 @@ pub struct AccountSpec {
     /// How this account's devices trust keys they have not verified (default `btbv`).
     #[serde(default)]
     pub trust: TrustSpec,
+    /// The OTR policy of this account's `otr` devices (default `require`).
+    #[serde(default)]
+    pub otr: OtrPolicySpec,
+}
+
+/// OTR v3 §"Policies", as clients offer them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtrPolicySpec {
+    /// Never send unencrypted: store the message, send a Query, send it once private.
+    #[default]
+    Require,
+    /// libotr's default: plaintext with a whitespace tag until the peer starts the AKE.
+    Opportunistic,
+    /// OTR off.
+    Never,
 }
 
 /// A trust policy.
@@ -110,6 +127,9 @@ pub struct NetworkSpec {
     /// Silence before a client pings its server and then gives the stream up (default 10s).
     #[serde(default)]
     pub keepalive: Option<Dur>,
+    /// The largest message body (bytes) engines that fragment (OTR) send in one stanza.
+    #[serde(default)]
+    pub max_message: Option<At<usize>>,
 }
 
 /// One link's conditions. Endpoints are servers (`a.example`) or devices (`alice/phone`).
@@ -250,6 +270,9 @@ pub struct MatchSpec {
     /// The stanza has an element in this namespace (at any depth).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The stanza's `<body/>` contains this text (`?OTR:AAMD` picks OTR Data Messages).
+    #[serde(default)]
+    pub text: Option<String>,
     /// Only within this window of simulated time (`1s..5s`).
     #[serde(default)]
     pub window: Option<DurRange>,
@@ -475,6 +498,8 @@ pub struct DeviceSpec {
     pub protocol: Protocol,
     /// Its trust policy.
     pub trust: TrustPolicy,
+    /// Its OTR settings.
+    pub otr: OtrConfig,
     /// The account password.
     pub password: String,
     /// Accounts it subscribes to.
@@ -859,6 +884,14 @@ impl Validator<'_> {
                         TrustSpec::Tofu => TrustPolicy::Tofu,
                         TrustSpec::Manual => TrustPolicy::Manual,
                     },
+                    otr: OtrConfig {
+                        policy: match acc.otr {
+                            OtrPolicySpec::Require => OtrPolicy::Require,
+                            OtrPolicySpec::Opportunistic => OtrPolicy::Opportunistic,
+                            OtrPolicySpec::Never => OtrPolicy::Never,
+                        },
+                        max_message: raw.network.max_message.as_ref().map(|m| **m),
+                    },
                     password: accounts[&bare].clone(),
                     contacts,
                     schedule: vec![],
@@ -868,6 +901,15 @@ impl Validator<'_> {
 
         // Network.
         let net = &raw.network;
+        if let Some(max) = &net.max_message
+            && **max < 64
+        {
+            return self.err(
+                (max.line, max.column),
+                String::from("network.max_message"),
+                "at least 64 bytes: an OTR fragment needs 38 bytes of framing around its piece",
+            );
+        }
         let mut links = Vec::new();
         for (i, l) in net.links.iter().enumerate() {
             let pos = (l.line, l.column);

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::str::FromStr;
 use core::time::Duration;
+use std::collections::BTreeMap;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -57,18 +58,40 @@ impl FromStr for Protocol {
     }
 }
 
+/// How a device's engine is set up: the user's choices, and what the user knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How unverified keys are trusted.
+    pub trust: TrustPolicy,
+    /// OTR's policy and fragment size.
+    pub otr: crate::otr::OtrConfig,
+    /// For each contact, the answer this user agreed with them in person; a ceremony that
+    /// compares secrets (OTR's SMP) uses it. An attacker's own engines do not have it.
+    pub secrets: BTreeMap<BareJid, String>,
+}
+
+impl EngineConfig {
+    /// A configuration with this trust policy and nothing else set.
+    pub fn with_trust(trust: TrustPolicy) -> Self {
+        EngineConfig { trust, ..EngineConfig::default() }
+    }
+}
+
 /// Builds a fresh engine (new identity from `rng`, no sessions) for a device.
 pub fn new_engine(
     protocol: Protocol,
     me: &FullJid,
     rng: &mut dyn RngCore,
-    policy: TrustPolicy,
+    config: &EngineConfig,
 ) -> Box<dyn Engine> {
+    let policy = config.trust;
     match protocol {
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
         Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
-        Protocol::Otr => Box::new(crate::otr::Otr::new(me.clone(), rng, crate::otr::OtrConfig::default())),
+        Protocol::Otr => {
+            Box::new(crate::otr::Otr::new(me.clone(), rng, config.otr).with_secrets(config.secrets.clone()))
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub mod time;
 pub mod xml;
 
 pub use engine::{
-    Action, Carbon, Cx, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
+    Action, Carbon, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
     VerificationResult, new_engine,
 };
 pub use error::{E2eError, Fault};

@@ -69,6 +69,14 @@ pub enum Release {
         /// The claim.
         ticket: Ticket,
     },
+    /// Put this stanza on another hop of the same server now, as an injection: an attacker
+    /// inside the server answering in someone's name (a man in the middle).
+    Reroute {
+        /// The hop it appears on.
+        hop: Hop,
+        /// The stanza.
+        stanza: Element,
+    },
 }
 
 /// A stanza the attacker injects on a hop at a given time.

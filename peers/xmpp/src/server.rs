@@ -240,6 +240,12 @@ impl<T: Transport> Server<T> {
         for release in self.hooks.intercept(&hop, stanza) {
             match release {
                 Release::Now(s) => deliver(self, &hop, s),
+                Release::Reroute { hop: elsewhere, stanza } => {
+                    if elsewhere.servers().contains(&self.domain()) {
+                        let at = self.hooks.now();
+                        self.inject(Injection { at, hop: elsewhere, stanza });
+                    }
+                }
                 Release::Later { after, ticket } => {
                     let me = Rc::clone(self);
                     let hop = hop.clone();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use jabberwock_e2e::{Event, FullJid, Protocol, TrustPolicy, new_engine};
+use jabberwock_e2e::{EngineConfig, Event, FullJid, Protocol, new_engine};
 use jabberwock_xmpp::{
     Account, Command, Device, DeviceConfig, Disk, Hooks, Note, Server, ServerConfig, Transport,
 };
@@ -84,7 +84,7 @@ fn chat_over_real_tcp() {
                 reconnect_after: Duration::from_millis(50),
             };
             let mut rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
-            let engine = new_engine(Protocol::Plain, &jid, &mut *rng, TrustPolicy::default());
+            let engine = new_engine(Protocol::Plain, &jid, &mut *rng, &EngineConfig::default());
             let device = Device::new(cfg, engine, rng, Rc::clone(&hooks), transport.clone());
             let send = Command::Send { to: format!("{peer}@a.example").parse().unwrap(), body: body.into() };
             tokio::task::spawn_local(device.run(vec![(hooks.now(), send)]));

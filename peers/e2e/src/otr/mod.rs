@@ -128,6 +128,8 @@ pub struct Otr {
     /// Messages to send that came out of a call which failed (an Error Message answering an
     /// unreadable Data Message).
     deferred: Vec<Element>,
+    /// The SMP answers this user agreed with each contact.
+    secrets: BTreeMap<BareJid, String>,
 }
 
 impl Otr {
@@ -142,7 +144,14 @@ impl Otr {
             peers: BTreeMap::new(),
             clock: 0,
             deferred: Vec::new(),
+            secrets: BTreeMap::new(),
         }
+    }
+
+    /// The answers this user agreed in person with each contact (what they type into SMP).
+    pub fn with_secrets(mut self, secrets: BTreeMap<BareJid, String>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Our fingerprint, as users compare it.
@@ -155,11 +164,10 @@ impl Otr {
         self.instance
     }
 
-    /// The secret both users of a pair know (what they would type into SMP): agreed in
-    /// person, derived here from the pair so both sides' engines have it.
-    fn shared_phrase(a: &BareJid, b: &BareJid) -> String {
-        let (x, y) = if a < b { (a, b) } else { (b, a) };
-        format!("the answer {x} and {y} agreed on")
+    /// What this user types into SMP with `peer`: the answer they agreed in person, or
+    /// (none agreed) an empty answer, which only matches another empty one.
+    fn answer_for(&self, peer: &BareJid) -> String {
+        self.secrets.get(peer).cloned().unwrap_or_default()
     }
 
     fn stanza(&self, to: &Jid, body: &str, otr: bool) -> Element {
@@ -536,7 +544,7 @@ impl Otr {
         out: &mut Output,
     ) -> Result<(), E2eError> {
         let our_fp = self.key.public.fingerprint();
-        let phrase = Self::shared_phrase(&self.me.to_bare(), peer_jid);
+        let phrase = self.answer_for(peer_jid);
         let Some(inst) = self.peers.get_mut(peer_jid).and_then(|p| p.instances.get_mut(&tag)) else {
             return Ok(());
         };
@@ -611,6 +619,25 @@ impl Engine for Otr {
             return Ok(out);
         }
         if let Some(tag) = Self::best(peer) {
+            // A fingerprint that failed SMP gets nothing more (as OMEMO clients stop
+            // encrypting to an untrusted device): the user was warned that someone may be in
+            // the middle.
+            let fp = peer.instances.get(&tag).and_then(|i| match &i.msg {
+                MsgState::Encrypted(s) => Some(s.their_pub.fingerprint()),
+                _ => None,
+            });
+            if let Some(fp) = fp
+                && peer.fingerprints.get(&fp) == Some(&Trust::Untrusted)
+            {
+                out.events.push(Event::Alert {
+                    reason: "not-sent",
+                    detail: format!(
+                        "{to}'s fingerprint {} failed verification: the message was not sent",
+                        hex(&fp)
+                    ),
+                });
+                return Ok(out);
+            }
             self.send_data(to, tag, body, &[], 0, &mut out)?;
             return Ok(out);
         }
@@ -686,7 +713,7 @@ impl Engine for Otr {
         // The ceremony is SMP inside the private conversation, on the secret both users share.
         let mut out = Output::default();
         let our_fp = self.key.public.fingerprint();
-        let phrase = Self::shared_phrase(&self.me.to_bare(), peer);
+        let phrase = self.answer_for(peer);
         let Some(tag) = self.peers.get(peer).and_then(Self::best) else {
             out.events.push(Event::Alert {
                 reason: "nothing-to-verify",

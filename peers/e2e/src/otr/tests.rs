@@ -31,8 +31,10 @@ pub(super) const BOB: &str = "bob@b.example/laptop";
 impl Pair {
     pub fn new(seed: u64, config: OtrConfig) -> Pair {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let alice = Otr::new(ALICE.parse().unwrap(), &mut rng, config);
-        let bob = Otr::new(BOB.parse().unwrap(), &mut rng, config);
+        let secret =
+            |peer: &str| BTreeMap::from([(peer.parse::<BareJid>().unwrap(), "amber birch".to_owned())]);
+        let alice = Otr::new(ALICE.parse().unwrap(), &mut rng, config).with_secrets(secret("bob@b.example"));
+        let bob = Otr::new(BOB.parse().unwrap(), &mut rng, config).with_secrets(secret("alice@a.example"));
         Pair { alice, bob, rng, wire: vec![], shown: vec![], events: vec![], errors: vec![] }
     }
 
