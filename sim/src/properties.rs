@@ -188,8 +188,19 @@ fn downgrade(f: &Facts<'_>) -> Verdict {
 
 fn deniability(f: &Facts<'_>) -> Verdict {
     let forgeries = f.outcome.attacker.as_ref().map(|a| a.forgeries.clone()).unwrap_or_default();
+    let public = f
+        .outcome
+        .attacker
+        .as_ref()
+        .and_then(|a| a.public_forgery)
+        .map(|(n, total)| {
+            format!("; {n} of {total} recorded messages verify under MAC keys published in the recording")
+        })
+        .unwrap_or_default();
     match forgeries.iter().find(|g| g.claimed.starts_with("alice@")) {
-        Some(g) if g.accepted => verdict(true, "Bob alone made a message his client accepts as Alice's"),
+        Some(g) if g.accepted => {
+            verdict(true, format!("Bob alone made a message his client accepts as Alice's{public}"))
+        }
         Some(g) => verdict(false, format!("Bob could not forge a message from Alice ({})", g.detail)),
         None => verdict(false, "no message from Alice to test"),
     }

@@ -61,6 +61,10 @@ pub struct AttackerReport {
     /// The deniability test, run on every stolen device state: could the recipient alone make
     /// a message its own protocol code accepts as sent by its peer?
     pub forgeries: Vec<Forgery>,
+    /// The transcript test, for protocols that publish old MAC keys (OTR): of the recorded
+    /// encrypted messages, how many verify under a MAC key published in the same recording —
+    /// messages anyone holding the recording could have made. (forgeable, total)
+    pub public_forgery: Option<(usize, usize)>,
 }
 
 /// One recipient-forgery attempt (the deniability test).
@@ -204,6 +208,12 @@ impl Outcome {
                     out,
                     "deniability test: {} forged a message from {}: {}",
                     f.recipient, f.claimed, f.detail
+                );
+            }
+            if let Some((n, total)) = a.public_forgery {
+                let _ = writeln!(
+                    out,
+                    "transcript test: {n} of {total} recorded encrypted messages verify under MAC keys published in the recording"
                 );
             }
             if a.read.is_empty() {
@@ -499,6 +509,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 read: vec![],
                 acted: BTreeMap::new(),
                 forgeries: vec![],
+                public_forgery: None,
             };
         }
     };
@@ -544,6 +555,24 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
             ));
         }
     }
+    // The transcript test: OTR publishes old MAC keys; a third party checks them against the
+    // recording alone.
+    let public_forgery = protocols.contains(&Protocol::Otr).then(|| {
+        let mut bodies: Vec<(String, String)> = Vec::new();
+        for seen in &attacker.seen {
+            for msg in messages_in(&seen.stanza) {
+                let Some(body) = msg.get_child("body", jabberwock_e2e::xml::NS_CLIENT).map(|b| b.text())
+                else {
+                    continue;
+                };
+                let from = msg.attr("from").unwrap_or_default().to_owned();
+                if !bodies.iter().any(|(_, b)| *b == body) {
+                    bodies.push((from, body));
+                }
+            }
+        }
+        jabberwock_e2e::otr::forgeable_by_anyone(&bodies)
+    });
     let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
         stolen.push(format!("{dev} at {}", fmt_time(at)));
@@ -571,6 +600,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         read,
         acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         forgeries,
+        public_forgery,
     }
 }
 

@@ -770,5 +770,37 @@ impl Engine for Otr {
     }
 }
 
+/// §"Revealing MAC keys", seen by a third party: of the Data Messages in a recording (message
+/// bodies with their sender, in order), how many carry a MAC that a key published later in
+/// the same recording verifies — messages anyone holding the transcript could have made.
+/// Returns (forgeable, data messages).
+pub fn forgeable_by_anyone(bodies: &[(String, String)]) -> (usize, usize) {
+    let mut reassembly: BTreeMap<String, Reassembly> = BTreeMap::new();
+    let mut data = Vec::new();
+    for (sender, body) in bodies {
+        let whole = match wire::classify(body) {
+            Ok(Text::Fragment { k, n, piece, .. }) => {
+                reassembly.entry(sender.clone()).or_default().push(k, n, &piece)
+            }
+            _ => Some(body.clone()),
+        };
+        if let Some(whole) = whole
+            && let Ok(Text::Encoded(bytes)) = wire::classify(&whole)
+            && let Ok((header, Message::Data(d))) = wire::decode(&bytes)
+        {
+            data.push((header, d));
+        }
+    }
+    let revealed: Vec<&[u8]> = data.iter().flat_map(|(_, d)| d.old_mac_keys.chunks_exact(20)).collect();
+    let forgeable = data
+        .iter()
+        .filter(|(h, d)| {
+            let authenticated = d.authenticated(h.sender, h.receiver);
+            revealed.iter().any(|k| crypto::equal(&crypto::hmac_sha1(k, &[&authenticated]), &d.mac))
+        })
+        .count();
+    (forgeable, data.len())
+}
+
 #[cfg(test)]
 mod tests;

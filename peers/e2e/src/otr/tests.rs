@@ -318,6 +318,23 @@ fn simultaneous_queries_settle_on_one_session() {
     assert_eq!(p.shown_by(true), ["from bob"]);
 }
 
+/// Once keys rotate, the MAC keys of earlier messages appear in the transcript, and a third
+/// party can check that they verify those messages: anyone could have made them.
+#[test]
+fn revealed_mac_keys_make_the_transcript_forgeable_by_anyone() {
+    let mut p = Pair::new(12, OtrConfig::default());
+    for i in 0..6 {
+        p.send(i % 2 == 0, &format!("message {i}"));
+    }
+    let bodies: Vec<(String, String)> =
+        p.wire.iter().map(|(a, s)| (a.to_string(), s.get_child("body", NS_CLIENT).unwrap().text())).collect();
+    let (forgeable, total) = forgeable_by_anyone(&bodies);
+    assert_eq!(total, 6);
+    assert!(forgeable >= 3, "{forgeable} of {total}");
+    // Before any rotation nothing is public yet.
+    assert_eq!(forgeable_by_anyone(&bodies[..5]).0, 0);
+}
+
 #[test]
 fn the_recipient_can_forge_a_message_from_the_sender() {
     let mut p = Pair::new(10, OtrConfig::default());
