@@ -55,6 +55,9 @@ pub struct Session {
     used_mac_keys: BTreeMap<(u32, u32), [u8; 20]>,
     /// MAC keys to reveal in the next Data Message.
     to_reveal: Vec<u8>,
+    /// The keys of each (our keyid, their keyid) pair in use, so a D-H computation is done
+    /// once per pair, not per message (libotr keeps the same four session-key slots).
+    cache: BTreeMap<(u32, u32), PairKeys>,
     /// Their long-term key.
     pub their_pub: PublicKey,
     /// The secure session id.
@@ -78,6 +81,7 @@ impl Session {
             seen_ctr: BTreeMap::new(),
             used_mac_keys: BTreeMap::new(),
             to_reveal: Vec::new(),
+            cache: BTreeMap::new(),
             their_pub: e.their_pub,
             ssid: e.ssid,
             we_revealed: e.we_revealed,
@@ -93,7 +97,14 @@ impl Session {
         tags: (u32, u32),
     ) -> Result<DataMessage, E2eError> {
         let (sk, rk) = (self.our_keyid - 1, self.their_keyid);
-        let keys = pair_keys(&self.our_prev, &self.their_y)?;
+        let keys = match self.cache.get(&(sk, rk)) {
+            Some(k) => *k,
+            None => {
+                let k = pair_keys(&self.our_prev, &self.their_y)?;
+                self.cache.insert((sk, rk), k);
+                k
+            }
+        };
         let ctr = self.sent_ctr.entry((sk, rk)).or_insert(0);
         *ctr += 1;
         let ctr = ctr.to_be_bytes();
@@ -141,7 +152,11 @@ impl Session {
         } else {
             return Err(reject(format!("sender keyid {} (theirs: {})", msg.sender_keyid, self.their_keyid)));
         };
-        let keys = pair_keys(ours, theirs)?;
+        let pair = (msg.recipient_keyid, msg.sender_keyid);
+        let keys = match self.cache.get(&pair) {
+            Some(k) => *k,
+            None => pair_keys(ours, theirs)?,
+        };
         if !equal(&hmac_sha1(&keys.recv_mac, &[&msg.authenticated(tags.0, tags.1)]), &msg.mac) {
             return Err(E2eError::Rejected { reason: "bad-mac", detail: "Data Message MAC".into() });
         }
@@ -160,17 +175,20 @@ impl Session {
         aes_ctr(&keys.recv_aes, &counter, &mut plaintext);
         self.seen_ctr.insert(pair, ctr);
         self.used_mac_keys.insert((msg.recipient_keyid, msg.sender_keyid), keys.recv_mac);
+        self.cache.insert((msg.recipient_keyid, msg.sender_keyid), keys);
         // Rotation.
         if msg.recipient_keyid == self.our_keyid {
             // Forget our_dh[our_keyid-1], revealing the MAC keys it generated.
             let old = self.our_keyid - 1;
             self.reveal(|(o, _)| o == old);
+            self.cache.retain(|(o, _), _| *o != old);
             self.our_prev = core::mem::replace(&mut self.our_cur, DhKey::generate(rng));
             self.our_keyid += 1;
         }
         if msg.sender_keyid == self.their_keyid {
             let old = self.their_keyid.wrapping_sub(1);
             self.reveal(|(_, t)| t == old);
+            self.cache.retain(|(_, t), _| *t != old);
             self.their_old = Some(core::mem::replace(&mut self.their_y, msg.next_dh.clone()));
             self.their_keyid += 1;
         }
