@@ -83,3 +83,14 @@ fn other_impossible_scenarios() {
         assert!(e.starts_with("bad.yaml:") && !e.starts_with("bad.yaml:0:0"), "no location in: {e}");
     }
 }
+
+#[test]
+fn settings_out_of_range() {
+    let e = error(&format!("{GOOD_HEAD}network:\n  max_message: 20\n"));
+    assert!(e.starts_with("bad.yaml:8:16: at `network.max_message`: at least 64 bytes"), "{e}");
+    let e = error(
+        "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: otr}, otr: sometimes}\n",
+    );
+    assert!(e.starts_with("bad.yaml:5:"), "{e}");
+    assert!(e.contains("sometimes"), "{e}");
+}

@@ -290,6 +290,14 @@ impl Otr {
                     .or_default()
                     .push(k, n, &piece);
                 if let Some(whole) = whole {
+                    // A reassembled message is an encoded message, never another fragment
+                    // (which would let nested fragments recurse without bound).
+                    if whole.contains("?OTR|") {
+                        return Err(E2eError::Malformed {
+                            what: "OTR fragment",
+                            detail: "a reassembled message is itself a fragment".into(),
+                        });
+                    }
                     return self.receive_text(cx, from, &whole, out);
                 }
                 Ok(())

@@ -349,6 +349,22 @@ fn the_recipient_can_forge_a_message_from_the_sender() {
     );
 }
 
+/// Fragments nested in fragments are refused, not followed.
+#[test]
+fn nested_fragments_are_refused() {
+    let mut p = Pair::new(13, OtrConfig::default());
+    let mut body = String::from("?OTR:AAMD.");
+    for _ in 0..3000 {
+        body = format!("?OTR|00000100|00000000,00001,00001,{body},");
+    }
+    let stanza = el("message", NS_CLIENT)
+        .with("from", ALICE)
+        .with("type", "chat")
+        .child(text_el("body", NS_CLIENT, body));
+    let mut rng = p.rng.clone();
+    assert_eq!(p.bob.receive(&mut cx(&mut rng), &stanza).unwrap_err().code(), "malformed");
+}
+
 /// Seeded damage to every kind of OTR message on the wire (AKE, data, SMP, fragments):
 /// typed errors or nothing, never a panic.
 #[test]
