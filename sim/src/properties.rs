@@ -97,6 +97,9 @@ fn confidentiality(f: &Facts<'_>) -> Verdict {
 }
 
 fn integrity(f: &Facts<'_>) -> Verdict {
+    if acted(f, "flip") == 0 {
+        return verdict(false, "not tested: the attacker found no ciphertext to flip");
+    }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     let forged: Vec<String> = f.shown("bob/laptop").into_iter().filter(|b| !sent.contains(b)).collect();
     match forged.first() {
@@ -108,6 +111,9 @@ fn integrity(f: &Facts<'_>) -> Verdict {
 }
 
 fn replay(f: &Facts<'_>) -> Verdict {
+    if acted(f, "replay") == 0 {
+        return verdict(false, "not tested: the attacker found no message to replay");
+    }
     let shown = f.shown("bob/laptop");
     let twice =
         f.sent().into_iter().map(|(_, _, b)| b).find(|b| shown.iter().filter(|s| *s == b).count() > 1);
@@ -175,7 +181,15 @@ fn multi_device(f: &Facts<'_>) -> Verdict {
     }
 }
 
+/// How many times the attacker used `power` in the run.
+fn acted(f: &Facts<'_>, power: &str) -> u32 {
+    f.outcome.attacker.as_ref().and_then(|a| a.acted.get(power).copied()).unwrap_or(0)
+}
+
 fn downgrade(f: &Facts<'_>) -> Verdict {
+    if acted(f, "replace") == 0 {
+        return verdict(false, "not tested: the attacker found nothing to strip");
+    }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     let forged = f.shown("bob/laptop").into_iter().any(|b| !sent.contains(&b));
     let flagged = f.alerts("bob/laptop").iter().any(|a| a == "unencrypted");

@@ -582,7 +582,12 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         for msg in messages_in(&seen.stanza) {
             for (means, engine) in readers.iter_mut() {
                 let mut cx = Cx { rng: &mut rng, now: Duration::from_secs(EPOCH_SECS) + seen.at };
-                let Ok(out) = engine.receive(&mut cx, &msg) else { continue };
+                // A stanza the engine rejects leaves it as it was: the attacker tries every
+                // recorded stanza, and a protocol that drops its session on a bad MAC (an
+                // ESession) must not lose it to a stanza from before the theft.
+                let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
+                let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
+                *engine = trial;
                 for event in out.events {
                     if let Event::Plaintext { body, .. } = event
                         && !read.iter().any(|r| r.body == body)

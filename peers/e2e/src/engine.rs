@@ -23,12 +23,14 @@ pub enum Protocol {
     OmemoLegacy,
     /// Off-the-Record Messaging version 3, in message bodies (XEP-0364).
     Otr,
+    /// Encrypted Session Negotiation (XEP-0116) with stanza encryption (XEP-0200).
+    Esession,
 }
 
 impl Protocol {
     /// Every protocol this build implements, in the order reports list them.
     pub const ALL: &'static [Protocol] =
-        &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy, Protocol::Otr];
+        &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy, Protocol::Otr, Protocol::Esession];
 
     /// The identifier used in scenario files and reports.
     pub fn name(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Protocol {
             Protocol::Omemo => "omemo",
             Protocol::OmemoLegacy => "omemo-legacy",
             Protocol::Otr => "otr",
+            Protocol::Esession => "esession",
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn new_engine(
         Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
         Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
+        Protocol::Esession => Box::new(crate::esession::Esession::new(me.clone())),
         Protocol::Otr => {
             Box::new(crate::otr::Otr::new(me.clone(), rng, config.otr).with_secrets(config.secrets.clone()))
         }

@@ -9,6 +9,7 @@
 
 mod engine;
 mod error;
+pub mod esession;
 pub mod omemo;
 pub mod otr;
 pub mod plain;

@@ -308,6 +308,9 @@ impl<T: Transport> Device<T> {
         for event in &output.events {
             self.hooks.note(Note::Event { device: &self.cfg.jid, event });
         }
+        // What this device would say out of band can change with its sessions (an ESession's
+        // SAS): keep the board current.
+        self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
         for action in output.actions {
             let stanza = match action {
                 Action::Send(mut s) => {

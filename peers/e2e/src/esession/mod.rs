@@ -1,0 +1,1052 @@
+//! Encrypted Session Negotiation (XEP-0116, 4-message SIGMA-R variant, over XEP-0155 stanza
+//! session negotiation) with XEP-0200 stanza encryption: the engine `esession`.
+//!
+//! - [`forms`]: data forms and the §sign-normal normalization;
+//! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA.
+//!
+//! Choices where the texts are ambiguous (README "Protocol choices" lists them): 4-message
+//! negotiation only (§init-variants: "SHOULD be used to establish client-to-client sessions");
+//! `aes128-ctr`, `sha256`, `rsa-sha256` with `key` identities both ways, `sas28x5`, no
+//! compression, `message` stanzas; the cipher key is the low 16 bytes of its HMAC, MAC and
+//! SIGMA keys the whole HMAC; a CTR counter's first block is the counter itself and counters
+//! run on from the handshake into the stanzas, never reset; counters in MACs are stripped
+//! MPIs; Bob's final message uses the `#ns-init` wrapper; the SAS is five base-28 digits,
+//! most significant first. Every encrypted stanza also carries `<private/>` (XEP-0280) so
+//! carbons do not copy what no other resource can read.
+
+pub mod crypto;
+pub mod forms;
+
+use std::collections::BTreeMap;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use num_bigint::BigUint;
+use rand_core::RngCore;
+
+use self::crypto::{Identity, Keys, b64, check_public, counter_mpi, ctr, mpi, unb64};
+use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
+use crate::otr::crypto::{equal, hmac_sha256, sha256};
+use crate::otr::hex;
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
+use crate::{
+    Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
+};
+
+/// XEP-0200 stanza encryption.
+pub const NS_C: &str = "http://www.xmpp.org/extensions/xep-0200.html#ns";
+/// The wrapper of Bob's final negotiation message (§init-acceptbob-send).
+pub const NS_INIT: &str = "http://www.xmpp.org/extensions/xep-0116.html#ns-init";
+/// How many stanzas a party sends before it rekeys (the `rekey_freq` we offer).
+const REKEY_FREQ: u32 = 50;
+
+/// A negotiation in progress with one peer.
+#[derive(Clone)]
+enum Negotiation {
+    /// Alice sent M1.
+    AwaitM2 { thread: String, dh: Vec<(u32, BigUint, BigUint)>, n_a: Vec<u8>, form_a: Vec<u8> },
+    /// Bob sent M2.
+    AwaitM3(Box<BobState>),
+    /// Alice sent M3.
+    AwaitM4(Box<AliceState>),
+}
+
+#[derive(Clone)]
+struct BobState {
+    thread: String,
+    peer: Jid,
+    group: u32,
+    y: BigUint,
+    d: BigUint,
+    he: Vec<u8>,
+    n_a: Vec<u8>,
+    n_b: Vec<u8>,
+    c_a: u128,
+    form_a: Vec<u8>,
+    form_b: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct AliceState {
+    thread: String,
+    peer: Jid,
+    group: u32,
+    x: BigUint,
+    d: BigUint,
+    k: [u8; 32],
+    n_a: Vec<u8>,
+    n_b: Vec<u8>,
+    c_a: u128,
+    c_b: u128,
+    form_b: Vec<u8>,
+    m_a: Vec<u8>,
+}
+
+/// An established ESession.
+#[derive(Clone)]
+struct Session {
+    thread: String,
+    peer: Jid,
+    group: u32,
+    /// Our current DH private value, and the peer's current public one (for rekeys).
+    own_secret: BigUint,
+    peer_public: BigUint,
+    send: Keys,
+    recv: Keys,
+    /// Receiving keys from before a rekey we started, until the peer uses the new ones.
+    old_recv: Option<Keys>,
+    send_ctr: u128,
+    recv_ctr: u128,
+    sent_since_rekey: u32,
+    rekey_freq: u32,
+    /// `<key/>` stanzas received since we last sent.
+    keys_received: u32,
+    sas: String,
+    verified: bool,
+    their_key: String,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("thread", &self.thread)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Negotiation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Negotiation::AwaitM2 { .. } => "AwaitM2",
+            Negotiation::AwaitM3(_) => "AwaitM3",
+            Negotiation::AwaitM4(_) => "AwaitM4",
+        })
+    }
+}
+
+/// One device's ESessions state.
+#[derive(Debug, Clone)]
+pub struct Esession {
+    me: FullJid,
+    identity: Option<Identity>,
+    negotiations: BTreeMap<BareJid, Negotiation>,
+    sessions: BTreeMap<BareJid, Session>,
+    stored: BTreeMap<BareJid, Vec<String>>,
+    /// Retained secrets per peer account and peer client (§init-finalbob).
+    retained: BTreeMap<BareJid, BTreeMap<String, [u8; 32]>>,
+    /// Public keys seen per peer account, with their trust.
+    keys: BTreeMap<BareJid, BTreeMap<String, Trust>>,
+}
+
+fn random_vec(rng: &mut dyn RngCore, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rng.fill_bytes(&mut v);
+    // A non-zero first byte, so nonces read the same as bytes and as stripped integers (A14).
+    v[0] |= 1;
+    v
+}
+
+fn random_counter(rng: &mut dyn RngCore) -> u128 {
+    let mut b = [0u8; 16];
+    rng.fill_bytes(&mut b);
+    b[0] = (b[0] | 1) & 0x7f;
+    u128::from_be_bytes(b)
+}
+
+/// C_B = C_A XOR 2^(n-1) (§init-online-bobprep, the `&CBeCAx2n1;` entity).
+fn counter_b(c_a: u128) -> u128 {
+    c_a ^ (1u128 << 127)
+}
+
+fn parse_counter(text: &str) -> Result<u128, E2eError> {
+    let bytes = unb64("counter", text)?;
+    if bytes.len() > 16 || bytes.is_empty() {
+        return Err(E2eError::Malformed { what: "counter", detail: format!("{} bytes", bytes.len()) });
+    }
+    let mut b = [0u8; 16];
+    b[16 - bytes.len()..].copy_from_slice(&bytes);
+    Ok(u128::from_be_bytes(b))
+}
+
+fn mac_of(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    hmac_sha256(key, parts).to_vec()
+}
+
+impl Esession {
+    /// A new device. Its RSA key is made on first use (2048-bit generation is slow), from the
+    /// device's RNG at that moment.
+    pub fn new(me: FullJid) -> Self {
+        Esession {
+            me,
+            identity: None,
+            negotiations: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    fn identity(&mut self, rng: &mut dyn RngCore) -> Result<Identity, E2eError> {
+        if let Some(i) = &self.identity {
+            return Ok(i.clone());
+        }
+        let id = Identity::generate(rng)?;
+        self.identity = Some(id.clone());
+        Ok(id)
+    }
+
+    /// The SAS of the session with `peer`, once negotiated.
+    pub fn sas(&self, peer: &BareJid) -> Option<&str> {
+        self.sessions.get(peer).map(|s| s.sas.as_str())
+    }
+
+    fn negotiation_stanza(to: &Jid, thread: &str, wrapper: Element) -> Element {
+        el("message", NS_CLIENT)
+            .with("to", to.to_string())
+            .child(text_el("thread", NS_CLIENT, thread))
+            .child(wrapper)
+    }
+
+    // ---- M1 ---------------------------------------------------------------------------------
+
+    /// §init-online-request: the ESession Request to the peer's bare JID.
+    fn request(&mut self, cx: &mut Cx<'_>, to: &BareJid, out: &mut Output) {
+        let thread = hex(&random_vec(cx.rng, 16));
+        let n_a = random_vec(cx.rng, 16);
+        let offered = [14u32, 5];
+        let mut dh = Vec::new();
+        let mut hashes = Vec::new();
+        for g in offered {
+            let Some(p) = crypto::group_prime(g) else { continue };
+            let x = crypto::secret_exponent(cx.rng);
+            let e = BigUint::from(2u32).modpow(&x, p);
+            hashes.push(b64(&sha256(&[&mpi(&e)])));
+            dh.push((g, x, e));
+        }
+        let groups: Vec<String> = offered.iter().map(u32::to_string).collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let hashes: Vec<&str> = hashes.iter().map(String::as_str).collect();
+        let n_a_b64 = b64(&n_a);
+        let freq = REKEY_FREQ.to_string();
+        let form = Form {
+            kind: "form".into(),
+            fields: vec![
+                Field::values("FORM_TYPE", Some("hidden"), &[FORM_TYPE]),
+                Field { required: true, ..Field::values("accept", Some("boolean"), &["1"]) },
+                Field::options("logging", "list-single", &["mustnot", "may"], true),
+                Field::options("disclosure", "list-single", &["never"], true),
+                Field::options("security", "list-single", &["e2e"], true),
+                Field::options("modp", "list-single", &groups, false),
+                Field::options("crypt_algs", "list-single", &["aes128-ctr"], false),
+                Field::options("hash_algs", "list-single", &["sha256"], false),
+                Field::options("sign_algs", "list-single", &[crypto::RSA_SHA256], false),
+                Field::options("compress", "list-single", &["none"], false),
+                Field::options("stanzas", "list-multi", &["message"], false),
+                Field::options("init_pubkey", "list-single", &["key"], false),
+                Field::options("resp_pubkey", "list-single", &["key"], false),
+                Field::options("ver", "list-single", &["1.0"], false),
+                Field::values("rekey_freq", Some("text-single"), &[&freq]),
+                Field::values("my_nonce", Some("hidden"), &[&n_a_b64]),
+                Field::options("sas_algs", "list-single", &["sas28x5"], false),
+                Field::values("dhhashes", Some("hidden"), &hashes),
+            ],
+        };
+        let x = form.to_element();
+        let form_a = form_content(&x, &[]);
+        let stanza =
+            Self::negotiation_stanza(&Jid::from(to.clone()), &thread, el("feature", NS_FEATURE).child(x));
+        out.actions.push(Action::Send(stanza));
+        self.negotiations.insert(to.clone(), Negotiation::AwaitM2 { thread, dh, n_a, form_a });
+    }
+
+    // ---- M1 → M2 (Bob) ------------------------------------------------------------------------
+
+    /// §init-online-bobprep / §init-online-form.
+    fn respond(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &Jid,
+        thread: &str,
+        x: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let form = Form::parse(x)?;
+        let choose = |var: &'static str, ours: &[&str]| -> Result<String, E2eError> {
+            let f = form.field(var).ok_or(E2eError::Missing { what: var })?;
+            let offered = if f.options.is_empty() { &f.values } else { &f.options };
+            offered.iter().find(|o| ours.contains(&o.as_str())).cloned().ok_or(E2eError::Rejected {
+                reason: "not-acceptable",
+                detail: format!("no acceptable option in `{var}`"),
+            })
+        };
+        if form.field("dhkeys").is_some() && form.field("dhhashes").is_none() {
+            return Err(E2eError::Rejected {
+                reason: "feature-not-implemented",
+                detail: "3-message negotiation (we only answer the 4-message variant)".into(),
+            });
+        }
+        let modp_field = form.field("modp").ok_or(E2eError::Missing { what: "modp" })?;
+        let groups: Vec<String> = crypto::GROUPS.iter().map(u32::to_string).collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let group_s = choose("modp", &groups)?;
+        let group: u32 =
+            group_s.parse().map_err(|_| E2eError::Malformed { what: "modp", detail: group_s.clone() })?;
+        let index = modp_field.options.iter().position(|o| *o == group_s).unwrap_or(0);
+        let he = form
+            .field("dhhashes")
+            .and_then(|f| f.values.get(index))
+            .ok_or(E2eError::Missing { what: "dhhashes" })?;
+        let he = unb64("dhhashes", he)?;
+        let choices = [
+            ("logging", choose("logging", &["mustnot", "may", "false", "true"])?),
+            ("disclosure", choose("disclosure", &["never"])?),
+            ("security", choose("security", &["e2e"])?),
+            ("crypt_algs", choose("crypt_algs", &["aes128-ctr"])?),
+            ("hash_algs", choose("hash_algs", &["sha256"])?),
+            ("sign_algs", choose("sign_algs", &[crypto::RSA_SHA256])?),
+            ("compress", choose("compress", &["none"])?),
+            ("stanzas", choose("stanzas", &["message"])?),
+            ("init_pubkey", choose("init_pubkey", &["key"])?),
+            ("resp_pubkey", choose("resp_pubkey", &["key"])?),
+            ("ver", choose("ver", &["1.0"])?),
+            ("sas_algs", choose("sas_algs", &["sas28x5"])?),
+        ];
+        let their_freq: u32 = form.value("rekey_freq")?.trim().parse().unwrap_or(REKEY_FREQ);
+        let freq = their_freq.max(REKEY_FREQ).to_string();
+        let n_a = unb64("my_nonce", form.value("my_nonce")?)?;
+        let p = crypto::group_prime(group).ok_or(E2eError::Missing { what: "group" })?;
+        let n_b = random_vec(cx.rng, 16);
+        let c_a = random_counter(cx.rng);
+        let y = crypto::secret_exponent(cx.rng);
+        let d = BigUint::from(2u32).modpow(&y, p);
+        let mut fields = vec![
+            Field::values("FORM_TYPE", None, &[FORM_TYPE]),
+            Field::values("accept", None, &["1"]),
+            Field::values("modp", None, &[&group_s]),
+        ];
+        for (var, v) in &choices {
+            fields.push(Field::values(var, None, &[v]));
+        }
+        fields.push(Field::values("rekey_freq", None, &[&freq]));
+        fields.push(Field::values("my_nonce", None, &[&b64(&n_b)]));
+        fields.push(Field::values("dhkeys", None, &[&b64(&mpi(&d))]));
+        fields.push(Field::values("nonce", None, &[&b64(&n_a)]));
+        fields.push(Field::values("counter", None, &[&b64(&counter_mpi(c_a))]));
+        let response = Form { kind: "submit".into(), fields }.to_element();
+        let form_b = form_content(&response, &["identity", "mac"]);
+        out.actions.push(Action::Send(Self::negotiation_stanza(
+            from,
+            thread,
+            el("feature", NS_FEATURE).child(response),
+        )));
+        let state = BobState {
+            thread: thread.to_owned(),
+            peer: from.clone(),
+            group,
+            y,
+            d,
+            he,
+            n_a,
+            n_b,
+            c_a,
+            form_a: form_content(x, &[]),
+            form_b,
+        };
+        self.negotiations.insert(from.to_bare(), Negotiation::AwaitM3(Box::new(state)));
+        Ok(())
+    }
+
+    // ---- M2 → M3 (Alice) ----------------------------------------------------------------------
+
+    /// §init-acceptalice-prep, §init-acceptalice-hide, §init-acceptalice-send.
+    fn accept(&mut self, cx: &mut Cx<'_>, from: &Jid, x: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let peer = from.to_bare();
+        let Some(Negotiation::AwaitM2 { thread, dh, n_a, form_a }) = self.negotiations.get(&peer).cloned()
+        else {
+            return Err(E2eError::Rejected {
+                reason: "unexpected",
+                detail: "an ESession response we did not ask for".into(),
+            });
+        };
+        let form = Form::parse(x)?;
+        if !matches!(form.value("accept")?, "1" | "true") {
+            self.negotiations.remove(&peer);
+            return Err(E2eError::Rejected {
+                reason: "declined",
+                detail: format!("{from} declined the ESession"),
+            });
+        }
+        if unb64("nonce", form.value("nonce")?)? != n_a {
+            return Err(E2eError::Rejected {
+                reason: "bad-nonce",
+                detail: "response to another request".into(),
+            });
+        }
+        // Step 1: the options must be ones we offered.
+        for (var, ours) in [
+            ("crypt_algs", "aes128-ctr"),
+            ("hash_algs", "sha256"),
+            ("sign_algs", crypto::RSA_SHA256),
+            ("sas_algs", "sas28x5"),
+            ("init_pubkey", "key"),
+            ("resp_pubkey", "key"),
+            ("security", "e2e"),
+        ] {
+            if form.value(var)? != ours {
+                return Err(E2eError::Rejected {
+                    reason: "not-acceptable",
+                    detail: format!("`{var}` we did not offer"),
+                });
+            }
+        }
+        let group: u32 = form
+            .value("modp")?
+            .trim()
+            .parse()
+            .map_err(|_| E2eError::Malformed { what: "modp", detail: "not a group number".into() })?;
+        let (_, x_secret, e) =
+            dh.iter().find(|(g, _, _)| *g == group).cloned().ok_or(E2eError::Rejected {
+                reason: "not-acceptable",
+                detail: format!("group {group} was not offered"),
+            })?;
+        let p = crypto::group_prime(group).ok_or(E2eError::Missing { what: "group" })?;
+        let d = BigUint::from_bytes_be(&unb64("dhkeys", form.value("dhkeys")?)?);
+        check_public("d", &d, p)?;
+        let c_a = parse_counter(form.value("counter")?)?;
+        let c_b = counter_b(c_a);
+        let n_b = unb64("my_nonce", form.value("my_nonce")?)?;
+        let form_b = form_content(x, &["identity", "mac"]);
+        let k = sha256(&[&mpi(&d.modpow(&x_secret, p))]);
+        let (a_keys, _, ks_a, _) = crypto::session_keys(&k);
+        // rshashes: our retained secrets for the peer's clients, keyed with N_A, plus random
+        // values so an observer cannot tell how many there are.
+        let mut rshashes: Vec<String> = self
+            .retained
+            .get(&peer)
+            .map(|m| m.values().map(|rs| b64(&mac_of(&n_a, &[rs]))).collect())
+            .unwrap_or_default();
+        rshashes.push(b64(&random_vec(cx.rng, 32)));
+        rshashes.push(b64(&random_vec(cx.rng, 32)));
+        let rs: Vec<&str> = rshashes.iter().map(String::as_str).collect();
+        let n_b_b64 = b64(&n_b);
+        let e_b64 = b64(&mpi(&e));
+        let mut result = Form {
+            kind: "result".into(),
+            fields: vec![
+                Field::values("FORM_TYPE", None, &[FORM_TYPE]),
+                Field::values("accept", None, &["1"]),
+                Field::values("nonce", None, &[&n_b_b64]),
+                Field::values("dhkeys", Some("hidden"), &[&e_b64]),
+                Field::values("rshashes", Some("hidden"), &rs),
+            ],
+        };
+        let form_a2 = form_content(&result.to_element(), &[]);
+        let identity = self.identity(cx.rng)?;
+        let pub_a = identity.key_value();
+        let mac_a = mac_of(&ks_a, &[&n_b, &n_a, &mpi(&e), pub_a.as_bytes(), &form_a, &form_a2]);
+        let sign_a = identity.sign(&mac_a, cx.rng);
+        let mut id_a = format!("{pub_a}{sign_a}").into_bytes();
+        let mut c = c_a;
+        ctr(&a_keys.kc, &mut c, &mut id_a);
+        let m_a = mac_of(&a_keys.km, &[&counter_mpi(c_a), &id_a]);
+        result.fields.push(Field::values("identity", None, &[&b64(&id_a)]));
+        result.fields.push(Field::values("mac", None, &[&b64(&m_a)]));
+        out.actions.push(Action::Send(Self::negotiation_stanza(
+            from,
+            &thread,
+            el("feature", NS_FEATURE).child(result.to_element()),
+        )));
+        let state = AliceState {
+            thread,
+            peer: from.clone(),
+            group,
+            x: x_secret,
+            d,
+            k,
+            n_a,
+            n_b,
+            c_a: c,
+            c_b,
+            form_b,
+            m_a,
+        };
+        self.negotiations.insert(peer, Negotiation::AwaitM4(Box::new(state)));
+        Ok(())
+    }
+
+    // ---- M3 → M4 (Bob) ------------------------------------------------------------------------
+
+    /// §init-acceptbob-verify, §init-finalbob, §init-acceptbob-send.
+    fn finish_bob(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &Jid,
+        x: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let peer = from.to_bare();
+        let Some(Negotiation::AwaitM3(st)) = self.negotiations.get(&peer).cloned() else {
+            return Err(E2eError::Rejected {
+                reason: "unexpected",
+                detail: "an ESession accept we did not ask for".into(),
+            });
+        };
+        let form = Form::parse(x)?;
+        if unb64("nonce", form.value("nonce")?)? != st.n_b {
+            return Err(E2eError::Rejected {
+                reason: "bad-nonce",
+                detail: "accept for another response".into(),
+            });
+        }
+        let p = crypto::group_prime(st.group).ok_or(E2eError::Missing { what: "group" })?;
+        let e_bytes = unb64("dhkeys", form.value("dhkeys")?)?;
+        // The hash commitment: SHA256(e) must be what M1 promised.
+        if !equal(&sha256(&[&e_bytes]), &st.he) {
+            self.negotiations.remove(&peer);
+            return Err(E2eError::Rejected {
+                reason: "bad-commitment",
+                detail: "e does not match its hash".into(),
+            });
+        }
+        let e = BigUint::from_bytes_be(&e_bytes);
+        check_public("e", &e, p)?;
+        let k = sha256(&[&mpi(&e.modpow(&st.y, p))]);
+        let (a_keys, _, ks_a, _) = crypto::session_keys(&k);
+        let id_a = unb64("identity", form.value("identity")?)?;
+        let m_a = unb64("mac", form.value("mac")?)?;
+        if !equal(&mac_of(&a_keys.km, &[&counter_mpi(st.c_a), &id_a]), &m_a) {
+            self.negotiations.remove(&peer);
+            return Err(E2eError::Rejected { reason: "bad-mac", detail: "M_A".into() });
+        }
+        let mut plain = id_a.clone();
+        let mut c_a = st.c_a;
+        ctr(&a_keys.kc, &mut c_a, &mut plain);
+        let plain = String::from_utf8(plain)
+            .map_err(|e| E2eError::Malformed { what: "identity", detail: e.to_string() })?;
+        let form_a2 = form_content(x, &["identity", "mac"]);
+        let split = plain.find("<SignatureValue>").unwrap_or(plain.len());
+        let mac_a =
+            mac_of(&ks_a, &[&st.n_b, &st.n_a, &e_bytes, &plain.as_bytes()[..split], &st.form_a, &form_a2]);
+        let pub_a = crypto::verify_identity(&plain, &mac_a)?;
+        let sas = crypto::sas(&m_a, &st.form_b);
+        // Retained secrets: find the SRS among the rshashes.
+        let rshashes: Vec<Vec<u8>> = form
+            .field("rshashes")
+            .map(|f| f.values.iter().filter_map(|v| unb64("rshashes", v).ok()).collect())
+            .unwrap_or_default();
+        let client = st.peer.to_string();
+        let srs = self.retained.get(&peer).and_then(|m| {
+            m.values()
+                .find(|rs| rshashes.iter().any(|h| equal(h, &mac_of(&st.n_a, &[rs.as_slice()]))))
+                .copied()
+        });
+        let k_final = match &srs {
+            Some(rs) => sha256(&[&k, rs]),
+            None => sha256(&[&k]),
+        };
+        let (fa, fb, _, ks_b) = crypto::session_keys(&k_final);
+        let srshash = match &srs {
+            Some(rs) => mac_of(rs, &[b"Shared Retained Secret"]),
+            None => random_vec(cx.rng, 32),
+        };
+        let mut m4 = Form {
+            kind: "result".into(),
+            fields: vec![
+                Field::values("FORM_TYPE", None, &[FORM_TYPE]),
+                Field::values("nonce", None, &[&b64(&st.n_a)]),
+                Field::values("srshash", None, &[&b64(&srshash)]),
+            ],
+        };
+        let form_b2 = form_content(&m4.to_element(), &[]);
+        let identity = self.identity(cx.rng)?;
+        let pub_b = identity.key_value();
+        let mac_b = mac_of(&ks_b, &[&st.n_a, &st.n_b, &mpi(&st.d), pub_b.as_bytes(), &st.form_b, &form_b2]);
+        let sign_b = identity.sign(&mac_b, cx.rng);
+        let mut id_b = format!("{pub_b}{sign_b}").into_bytes();
+        let c_b0 = counter_b(st.c_a);
+        let mut c_b = c_b0;
+        ctr(&fb.kc, &mut c_b, &mut id_b);
+        let m_b = mac_of(&fb.km, &[&counter_mpi(c_b0), &id_b]);
+        m4.fields.push(Field::values("identity", None, &[&b64(&id_b)]));
+        m4.fields.push(Field::values("mac", None, &[&b64(&m_b)]));
+        out.actions.push(Action::Send(Self::negotiation_stanza(
+            from,
+            &st.thread,
+            el("init", NS_INIT).child(m4.to_element()),
+        )));
+        // The new retained secret replaces the old one for this client.
+        self.retained
+            .entry(peer.clone())
+            .or_default()
+            .insert(client, hmac_sha256(&k_final, &[b"New Retained Secret"]));
+        self.negotiations.remove(&peer);
+        self.observe_key(&peer, &pub_a, out);
+        let session = Session {
+            thread: st.thread.clone(),
+            peer: from.clone(),
+            group: st.group,
+            own_secret: st.y.clone(),
+            peer_public: e,
+            send: fb,
+            recv: fa,
+            old_recv: None,
+            send_ctr: c_b,
+            recv_ctr: c_a,
+            sent_since_rekey: 0,
+            rekey_freq: form_rekey_freq(&st.form_b),
+            keys_received: 0,
+            sas,
+            verified: false,
+            their_key: pub_a,
+        };
+        self.established(peer, session, out);
+        Ok(())
+    }
+
+    // ---- M4 (Alice) ---------------------------------------------------------------------------
+
+    /// §init-finalalice, §init-complete-verify.
+    fn finish_alice(&mut self, from: &Jid, x: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let peer = from.to_bare();
+        let Some(Negotiation::AwaitM4(st)) = self.negotiations.get(&peer).cloned() else {
+            return Err(E2eError::Rejected {
+                reason: "unexpected",
+                detail: "an ESession identity we did not ask for".into(),
+            });
+        };
+        let form = Form::parse(x)?;
+        if unb64("nonce", form.value("nonce")?)? != st.n_a {
+            return Err(E2eError::Rejected {
+                reason: "bad-nonce",
+                detail: "identity for another request".into(),
+            });
+        }
+        let srshash = unb64("srshash", form.value("srshash")?)?;
+        let srs = self.retained.get(&peer).and_then(|m| {
+            m.values()
+                .find(|rs| equal(&mac_of(rs.as_slice(), &[b"Shared Retained Secret"]), &srshash))
+                .copied()
+        });
+        let k_final = match &srs {
+            Some(rs) => sha256(&[&st.k, rs]),
+            None => sha256(&[&st.k]),
+        };
+        let (fa, fb, _, ks_b) = crypto::session_keys(&k_final);
+        let id_b = unb64("identity", form.value("identity")?)?;
+        let m_b = unb64("mac", form.value("mac")?)?;
+        if !equal(&mac_of(&fb.km, &[&counter_mpi(st.c_b), &id_b]), &m_b) {
+            self.negotiations.remove(&peer);
+            return Err(E2eError::Rejected { reason: "bad-mac", detail: "M_B".into() });
+        }
+        let mut plain = id_b.clone();
+        let mut c_b = st.c_b;
+        ctr(&fb.kc, &mut c_b, &mut plain);
+        let plain = String::from_utf8(plain)
+            .map_err(|e| E2eError::Malformed { what: "identity", detail: e.to_string() })?;
+        let form_b2 = form_content(x, &["identity", "mac"]);
+        let split = plain.find("<SignatureValue>").unwrap_or(plain.len());
+        let mac_b =
+            mac_of(&ks_b, &[&st.n_a, &st.n_b, &mpi(&st.d), &plain.as_bytes()[..split], &st.form_b, &form_b2]);
+        let pub_b = crypto::verify_identity(&plain, &mac_b)?;
+        self.retained
+            .entry(peer.clone())
+            .or_default()
+            .insert(st.peer.to_string(), hmac_sha256(&k_final, &[b"New Retained Secret"]));
+        self.negotiations.remove(&peer);
+        self.observe_key(&peer, &pub_b, out);
+        let session = Session {
+            thread: st.thread.clone(),
+            peer: from.clone(),
+            group: st.group,
+            own_secret: st.x.clone(),
+            peer_public: st.d.clone(),
+            send: fa,
+            recv: fb,
+            old_recv: None,
+            send_ctr: st.c_a,
+            recv_ctr: c_b,
+            sent_since_rekey: 0,
+            rekey_freq: form_rekey_freq(&st.form_b),
+            keys_received: 0,
+            sas: crypto::sas(&st.m_a, &st.form_b),
+            verified: false,
+            their_key: pub_b,
+        };
+        self.established(peer, session, out);
+        Ok(())
+    }
+
+    fn observe_key(&mut self, peer: &BareJid, key_value: &str, out: &mut Output) {
+        let known = self.keys.entry(peer.clone()).or_default();
+        if known.contains_key(key_value) {
+            return;
+        }
+        // §sec-associations: a JID with a stored key that now uses another MUST alert.
+        if !known.is_empty() {
+            out.events.push(Event::Alert {
+                reason: "key-changed",
+                detail: format!("{peer} presents a public key never seen before"),
+            });
+        }
+        known.insert(key_value.to_owned(), Trust::Unverified);
+        out.events.push(Event::TrustChanged {
+            peer: peer.clone(),
+            device: "esession".into(),
+            fingerprint: hex(&crypto::fingerprint(key_value)),
+            trust: Trust::Unverified,
+        });
+    }
+
+    fn established(&mut self, peer: BareJid, session: Session, out: &mut Output) {
+        // A key whose SAS failed before (someone in the middle) gets no session again.
+        if self.keys.get(&peer).and_then(|k| k.get(&session.their_key)) == Some(&Trust::Untrusted) {
+            out.events.push(Event::Alert {
+                reason: "untrusted-key",
+                detail: format!(
+                    "{} presents a key whose SAS did not match before: no session, nothing sent",
+                    session.peer
+                ),
+            });
+            return;
+        }
+        out.events.push(Event::Alert {
+            reason: "esession",
+            detail: format!(
+                "encrypted session with {} (thread {}), SAS {}",
+                session.peer, session.thread, session.sas
+            ),
+        });
+        self.sessions.insert(peer.clone(), session);
+        for body in self.stored.remove(&peer).unwrap_or_default() {
+            if let Err(e) = self.encrypt_content(&peer, &body_xml(&body), None, out) {
+                out.events.push(Event::Alert { reason: "not-sent", detail: e.to_string() });
+            }
+        }
+    }
+
+    // ---- XEP-0200 -----------------------------------------------------------------------------
+
+    /// §encrypt: `<c><data/>[<key/>][<new/>]<mac/></c>`, with a rekey (§rekey-init) when an
+    /// RNG is given.
+    fn encrypt_content(
+        &mut self,
+        peer: &BareJid,
+        content: &str,
+        rekey_rng: Option<&mut dyn RngCore>,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let s = self.sessions.get_mut(peer).ok_or(E2eError::Missing { what: "ESession" })?;
+        let c_before = s.send_ctr;
+        let mut data = content.as_bytes().to_vec();
+        ctr(&s.send.kc, &mut s.send_ctr, &mut data);
+        let data_b64 = b64(&data);
+        let mut m_content = format!("<data>{data_b64}</data>");
+        let mut c = el("c", NS_C).child(text_el("data", NS_C, data_b64));
+        let mut new_keys = None;
+        if let Some(rng) = rekey_rng {
+            let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
+            let x = crypto::secret_exponent(rng);
+            let e = BigUint::from(2u32).modpow(&x, p);
+            let k = s.peer_public.modpow(&x, p);
+            let key = b64(&mpi(&e));
+            m_content.push_str(&format!("<key>{key}</key>"));
+            c.append_child(text_el("key", NS_C, key));
+            new_keys = Some((x, crypto::rekey_keys(&k)));
+        }
+        if s.keys_received > 0 {
+            m_content.push_str(&format!("<new>{}</new>", s.keys_received));
+            c.append_child(text_el("new", NS_C, s.keys_received.to_string()));
+            s.keys_received = 0;
+        }
+        let a_mac = mac_of(&s.send.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
+        c.append_child(text_el("mac", NS_C, b64(&a_mac)));
+        let stanza = el("message", NS_CLIENT)
+            .with("to", s.peer.to_string())
+            .with("type", "chat")
+            .child(text_el("thread", NS_CLIENT, s.thread.clone()))
+            .child(c)
+            .child(el("private", NS_CARBONS));
+        out.actions.push(Action::Send(stanza));
+        s.sent_since_rekey += 1;
+        if let Some((x, (mine, theirs))) = new_keys {
+            // The stanza carrying <key/> went out under the old keys; from now on ours are
+            // new, and the old receiving keys stay until the peer uses the new ones.
+            s.own_secret = x;
+            s.send = mine;
+            s.old_recv = Some(s.recv);
+            s.recv = theirs;
+            s.sent_since_rekey = 0;
+        }
+        Ok(())
+    }
+
+    /// §decrypt. A MAC that fails ends the session (the XEP's MUST).
+    fn decrypt(&mut self, from: &Jid, c: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let peer = from.to_bare();
+        let s = self.sessions.get_mut(&peer).ok_or(E2eError::Rejected {
+            reason: "no-session",
+            detail: format!("an encrypted stanza from {from} outside an ESession"),
+        })?;
+        let mac = unb64("mac", &c.get_child("mac", NS_C).ok_or(E2eError::Missing { what: "mac" })?.text())?;
+        let mut m_content = String::new();
+        for child in c.children().filter(|ch| ch.name() != "mac") {
+            m_content.push_str(&format!("<{0}>{1}</{0}>", child.name(), escape(&child.text())));
+        }
+        let c_before = s.recv_ctr;
+        let expected = |k: &Keys| mac_of(&k.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
+        let keys = if equal(&expected(&s.recv), &mac) {
+            // The peer uses our newest keys: older ones can go.
+            s.old_recv = None;
+            s.recv
+        } else {
+            match s.old_recv {
+                Some(old) if equal(&expected(&old), &mac) => old,
+                _ => {
+                    self.sessions.remove(&peer);
+                    return Err(E2eError::Rejected {
+                        reason: "bad-mac",
+                        detail: "XEP-0200 stanza MAC (the session is terminated)".into(),
+                    });
+                }
+            }
+        };
+        let mut data = match c.get_child("data", NS_C) {
+            Some(d) => unb64("data", &d.text())?,
+            None => Vec::new(),
+        };
+        ctr(&keys.kc, &mut s.recv_ctr, &mut data);
+        // §rekey-accept: a new e from the peer.
+        if let Some(key) = c.get_child("key", NS_C) {
+            let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
+            let e = BigUint::from_bytes_be(&unb64("key", &key.text())?);
+            check_public("rekey e", &e, p)?;
+            let (theirs, mine) = crypto::rekey_keys(&e.modpow(&s.own_secret, p));
+            s.recv = theirs;
+            s.send = mine;
+            s.peer_public = e;
+            s.keys_received += 1;
+        }
+        let verified = s.verified;
+        let text = String::from_utf8(data)
+            .map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
+        if text.starts_with("<feature>") && text.contains("terminate") {
+            self.sessions.remove(&peer);
+            out.events.push(Event::Alert {
+                reason: "esession-terminated",
+                detail: format!("{from} ended the ESession"),
+            });
+            return Ok(());
+        }
+        let trust = if verified { Trust::Verified } else { Trust::Unverified };
+        if let Some(body) = parse_body(&text)? {
+            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        }
+        Ok(())
+    }
+
+    /// §terminate: an encrypted `terminate` form; the session is over on our side.
+    pub fn terminate(&mut self, peer: &BareJid) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        let form = Form {
+            kind: "submit".into(),
+            fields: vec![
+                Field::values("FORM_TYPE", None, &[FORM_TYPE]),
+                Field::values("terminate", None, &["1"]),
+            ],
+        };
+        let mut content = String::from("<feature>");
+        forms::normalize(&form.to_element(), &mut content);
+        content.push_str("</feature>");
+        self.encrypt_content(peer, &content, None, &mut out)?;
+        self.sessions.remove(peer);
+        Ok(out)
+    }
+}
+
+fn form_rekey_freq(form_b: &[u8]) -> u32 {
+    let s = String::from_utf8_lossy(form_b);
+    s.split("<field var=\"rekey_freq\"><value>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(REKEY_FREQ)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The content we encrypt for a chat message: `<body/>` (the stanza's namespace applies).
+fn body_xml(body: &str) -> String {
+    format!("<body>{}</body>", escape(body))
+}
+
+/// Parses decrypted content as stanza children in `jabber:client` and finds the `<body/>`.
+fn parse_body(text: &str) -> Result<Option<String>, E2eError> {
+    let wrapped = format!("<content xmlns='{NS_CLIENT}'>{text}</content>");
+    let root: Element = wrapped.parse().map_err(|e: minidom::Error| E2eError::Malformed {
+        what: "decrypted content",
+        detail: e.to_string(),
+    })?;
+    Ok(root.get_child("body", NS_CLIENT).map(Element::text))
+}
+
+impl Engine for Esession {
+    fn protocol(&self) -> Protocol {
+        Protocol::Esession
+    }
+
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        Ok(Output::default())
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        if let Some(s) = self.sessions.get(to) {
+            // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
+            let rng: Option<&mut dyn RngCore> =
+                if s.sent_since_rekey + 1 >= s.rekey_freq { Some(&mut *cx.rng) } else { None };
+            self.encrypt_content(to, &body_xml(body), rng, &mut out)?;
+            return Ok(out);
+        }
+        // No session: store the message and negotiate one (never send in clear).
+        self.stored.entry(to.clone()).or_default().push(body.to_owned());
+        if !self.negotiations.contains_key(to) {
+            self.request(cx, to, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
+            return Ok(out);
+        }
+        let from: Jid = stanza
+            .attr("from")
+            .ok_or(E2eError::Missing { what: "from" })?
+            .parse()
+            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
+        if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
+            if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
+                return Ok(out);
+            }
+            match x.attr("type") {
+                Some("form") => self.respond(cx, &from, &thread, x, &mut out)?,
+                Some("submit") => self.accept(cx, &from, x, &mut out)?,
+                Some("result") => self.finish_bob(cx, &from, x, &mut out)?,
+                other => {
+                    return Err(E2eError::Malformed { what: "form", detail: format!("form type {other:?}") });
+                }
+            }
+            return Ok(out);
+        }
+        if let Some(x) = stanza.get_child("init", NS_INIT).and_then(|i| i.get_child("x", NS_DATA)) {
+            self.finish_alice(&from, x, &mut out)?;
+            return Ok(out);
+        }
+        if let Some(c) = stanza.get_child("c", NS_C) {
+            self.decrypt(&from, c, &mut out)?;
+            return Ok(out);
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            out.events.push(Event::Alert {
+                reason: "unencrypted",
+                detail: format!("{from} sent a message outside an ESession"),
+            });
+            out.events.push(Event::Plaintext {
+                from,
+                body: body.text(),
+                trust: Trust::Unencrypted,
+                delay: None,
+                carbon: None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        // §sas: both users read their SAS to each other over a channel the attacker cannot
+        // touch; the peer's device announced the SAS of its session with us.
+        let mut out = Output::default();
+        let me = self.me.to_bare();
+        let Some(s) = self.sessions.get_mut(peer) else {
+            out.events.push(Event::Alert {
+                reason: "nothing-to-verify",
+                detail: format!("no ESession with {peer}"),
+            });
+            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
+            return Ok(out);
+        };
+        let said = format!("sas {me}: {}", s.sas);
+        let matched = oob.peer_says.contains(&said);
+        let trust = if matched { Trust::Verified } else { Trust::Untrusted };
+        s.verified = matched;
+        let key = s.their_key.clone();
+        self.keys.entry(peer.clone()).or_default().insert(key.clone(), trust);
+        out.events.push(Event::TrustChanged {
+            peer: peer.clone(),
+            device: "esession".into(),
+            fingerprint: hex(&crypto::fingerprint(&key)),
+            trust,
+        });
+        if !matched {
+            // Someone is in the middle: end the session; nothing more goes through it.
+            self.sessions.remove(peer);
+            out.events.push(Event::Alert {
+                reason: "sas-mismatch",
+                detail: format!("the SAS {peer} reads out is not ours: the session is closed"),
+            });
+        }
+        out.events.push(Event::Verification {
+            peer: peer.clone(),
+            result: if matched { VerificationResult::Match } else { VerificationResult::Mismatch },
+        });
+        Ok(out)
+    }
+
+    fn forge(&mut self, _cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
+        // The receiver holds the sender's cipher and MAC keys: it can make the next stanza.
+        let Some(s) = self.sessions.get(&from.to_bare()) else { return Ok(None) };
+        let mut counter = s.recv_ctr;
+        let mut data = body_xml(body).into_bytes();
+        ctr(&s.recv.kc, &mut counter, &mut data);
+        let m_content = format!("<data>{}</data>", b64(&data));
+        let a_mac = mac_of(&s.recv.km, &[m_content.as_bytes(), &counter_mpi(s.recv_ctr)]);
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("from", from.to_string())
+                .with("to", self.me.to_string())
+                .with("type", "chat")
+                .child(text_el("thread", NS_CLIENT, s.thread.clone()))
+                .child(el("c", NS_C).child(text_el("data", NS_C, b64(&data))).child(text_el(
+                    "mac",
+                    NS_C,
+                    b64(&a_mac),
+                ))),
+        ))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand {
+            peer_says: self.sessions.iter().map(|(peer, s)| format!("sas {peer}: {}", s.sas)).collect(),
+        }
+    }
+
+    fn steal(&self, what: Theft) -> Box<dyn Engine> {
+        let mut copy = self.clone();
+        if what == Theft::LongTermKeys {
+            // The identity key and the retained secrets are long-term; sessions are not.
+            copy.sessions.clear();
+            copy.negotiations.clear();
+            copy.stored.clear();
+        }
+        Box::new(copy)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::crypto::{self, Keys, b64, counter_mpi, ctr, mpi};
+use super::forms::{Field, Form, form_content};
+use super::*;
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
+    Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+}
+
+const ALICE: &str = "alice@a.example/phone";
+const BOB: &str = "bob@b.example/laptop";
+
+/// Two devices and the wire between them.
+struct Pair {
+    alice: Esession,
+    bob: Esession,
+    rng: ChaCha20Rng,
+    wire: Vec<(bool, Element)>,
+    shown: Vec<(bool, String)>,
+    events: Vec<(bool, Event)>,
+    errors: Vec<(bool, &'static str)>,
+}
+
+impl Pair {
+    fn new(seed: u64) -> Pair {
+        Pair {
+            alice: Esession::new(ALICE.parse().unwrap()),
+            bob: Esession::new(BOB.parse().unwrap()),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            wire: vec![],
+            shown: vec![],
+            events: vec![],
+            errors: vec![],
+        }
+    }
+
+    fn run(&mut self, from_alice: bool, out: Output) {
+        let mut queue: std::collections::VecDeque<(bool, Element)> = sends(from_alice, out).into();
+        while let Some((by_alice, mut s)) = queue.pop_front() {
+            s.set("from", if by_alice { ALICE } else { BOB });
+            self.wire.push((by_alice, s.clone()));
+            let mut rng = self.rng.clone();
+            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
+            let result = engine.receive(&mut cx(&mut rng), &s);
+            self.rng = rng;
+            match result {
+                Ok(out) => {
+                    for e in &out.events {
+                        if let Event::Plaintext { body, .. } = e {
+                            self.shown.push((!by_alice, body.clone()));
+                        }
+                        self.events.push((!by_alice, e.clone()));
+                    }
+                    queue.extend(sends(!by_alice, out));
+                }
+                Err(e) => self.errors.push((!by_alice, e.code())),
+            }
+        }
+    }
+
+    fn send(&mut self, from_alice: bool, body: &str) {
+        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
+        let mut rng = self.rng.clone();
+        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
+        let out = engine.send(&mut cx(&mut rng), &to, body).unwrap();
+        self.rng = rng;
+        self.run(from_alice, out);
+    }
+
+    fn shown_by(&self, alice: bool) -> Vec<String> {
+        self.shown.iter().filter(|(a, _)| *a == alice).map(|(_, b)| b.clone()).collect()
+    }
+}
+
+fn sends(by: bool, out: Output) -> Vec<(bool, Element)> {
+    out.actions
+        .into_iter()
+        .filter_map(|a| if let Action::Send(s) = a { Some((by, s)) } else { None })
+        .collect()
+}
+
+#[test]
+fn groups_are_safe_primes() {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    for g in crypto::GROUPS {
+        let p = crypto::group_prime(g).unwrap();
+        assert!(p.bits() >= 1024, "group {g}");
+        let q = (p - 1u32) >> 1;
+        // A Fermat test to a few bases for p and q: a wrong digit would fail it.
+        for _ in 0..4 {
+            let a = BigUint::from(rng.next_u32() | 2);
+            assert_eq!(a.modpow(&(p - 1u32), p), BigUint::from(1u32), "group {g}: p");
+            assert_eq!(a.modpow(&(&q - 1u32), &q), BigUint::from(1u32), "group {g}: (p-1)/2");
+        }
+    }
+}
+
+#[test]
+fn four_messages_then_both_ways_with_rekeys() {
+    let mut p = Pair::new(2);
+    p.send(true, "hello bob");
+    assert_eq!(p.shown_by(false), ["hello bob"], "{:?}", p.errors);
+    // M1, M2, M3, M4, then the stored message: nothing in clear.
+    assert_eq!(p.wire.len(), 5);
+    assert!(p.wire[0].1.get_child("feature", NS_FEATURE).is_some());
+    assert!(p.wire[3].1.get_child("init", NS_INIT).is_some());
+    assert!(p.wire.iter().all(|(_, s)| !String::from(s).contains("hello bob")));
+    // Both sides computed the same SAS.
+    let (a, b) =
+        (p.alice.sas(&"bob@b.example".parse().unwrap()), p.bob.sas(&"alice@a.example".parse().unwrap()));
+    assert_eq!(a, b);
+    assert_eq!(a.unwrap().len(), 5);
+    // Enough traffic both ways to rekey several times (rekey_freq 50).
+    for i in 0..220 {
+        p.send(i % 3 != 0, &format!("m{i} <&>"));
+    }
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.shown.len(), 221);
+    let rekeys = p
+        .wire
+        .iter()
+        .filter(|(_, s)| s.get_child("c", NS_C).is_some_and(|c| c.has_child("key", NS_C)))
+        .count();
+    assert!(rekeys >= 3, "{rekeys} rekeys");
+    assert!(p.shown_by(false).contains(&"m1 <&>".to_owned()));
+}
+
+#[test]
+fn a_second_session_uses_the_retained_secret() {
+    let mut p = Pair::new(3);
+    p.send(true, "first session");
+    let bob: BareJid = "bob@b.example".parse().unwrap();
+    let out = p.alice.terminate(&bob).unwrap();
+    p.run(true, out);
+    assert!(
+        p.events.iter().any(|(a, e)| !*a && matches!(e, Event::Alert { reason: "esession-terminated", .. }))
+    );
+    let before = p.alice.retained.get(&bob).cloned().unwrap();
+    p.send(true, "second session");
+    assert_eq!(p.shown_by(false), ["first session", "second session"], "{:?}", p.errors);
+    // Both sides found the SRS and replaced it with a new one, the same on both.
+    let after_a = p.alice.retained.get(&bob).cloned().unwrap();
+    let after_b = p.bob.retained.get(&"alice@a.example".parse::<BareJid>().unwrap()).cloned().unwrap();
+    assert_ne!(before, after_a);
+    assert_eq!(after_a.values().collect::<Vec<_>>(), after_b.values().collect::<Vec<_>>());
+}
+
+#[test]
+fn tampering_and_replay_end_the_session() {
+    let mut p = Pair::new(4);
+    p.send(true, "one");
+    p.send(true, "two");
+    let last = p.wire.last().unwrap().1.clone();
+    let mut rng = p.rng.clone();
+    // A replayed stanza: the counter moved on, the MAC does not verify, the session ends.
+    assert_eq!(p.bob.clone().receive(&mut cx(&mut rng), &last).unwrap_err().code(), "bad-mac");
+    let mut tampered = last.clone();
+    let data = tampered.get_child_mut("c", NS_C).unwrap().get_child_mut("data", NS_C).unwrap();
+    let mut bytes = unb64("data", &data.text()).unwrap();
+    bytes[0] ^= 1;
+    let _ = data.take_nodes();
+    data.append_text(b64(&bytes));
+    let mut bob = p.bob.clone();
+    assert_eq!(bob.receive(&mut cx(&mut rng), &tampered).unwrap_err().code(), "bad-mac");
+    assert!(bob.sessions.is_empty());
+}
+
+#[test]
+fn the_recipient_can_forge_a_message_from_the_sender() {
+    let mut p = Pair::new(5);
+    p.send(true, "real");
+    let alice: Jid = ALICE.parse().unwrap();
+    let mut rng = p.rng.clone();
+    let forged = p.bob.clone().forge(&mut cx(&mut rng), &alice, "forged").unwrap().unwrap();
+    let events = p.bob.receive(&mut cx(&mut rng), &forged).unwrap().events;
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Plaintext { body, .. } if body == "forged")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn sas_verification_matches_between_the_real_peers() {
+    let mut p = Pair::new(6);
+    p.send(true, "hi");
+    let bob: BareJid = "bob@b.example".parse().unwrap();
+    let mut rng = p.rng.clone();
+    let out = p.alice.verify(&mut cx(&mut rng), &bob, &p.bob.out_of_band()).unwrap();
+    assert!(
+        out.events.iter().any(|e| matches!(e, Event::Verification { result: VerificationResult::Match, .. }))
+    );
+    // Another session's SAS does not match.
+    let mut q = Pair::new(7);
+    q.send(true, "hi");
+    let out = p.alice.verify(&mut cx(&mut rng), &bob, &q.bob.out_of_band()).unwrap();
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::Verification { result: VerificationResult::Mismatch, .. }))
+    );
+    assert!(p.alice.sessions.is_empty());
+}
+
+/// Seeded damage to every negotiation and encrypted stanza: typed errors, never a panic.
+#[test]
+fn mutated_esession_stanzas_never_panic() {
+    let mut p = Pair::new(8);
+    p.send(true, "one");
+    p.send(false, "two");
+    let recorded = p.wire.clone();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut codes = std::collections::BTreeSet::new();
+    fn paths(e: &Element, path: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        out.push(path.clone());
+        for (i, c) in e.children().enumerate() {
+            path.push(i);
+            paths(c, path, out);
+            path.pop();
+        }
+    }
+    fn at<'a>(e: &'a mut Element, path: &[usize]) -> &'a mut Element {
+        match path.split_first() {
+            None => e,
+            Some((i, rest)) => at(e.children_mut().nth(*i).expect("a path from paths()"), rest),
+        }
+    }
+    for round in 0..600usize {
+        let (by_alice, stanza) = &recorded[round % recorded.len()];
+        let mut s = stanza.clone();
+        let mut all = Vec::new();
+        paths(&s, &mut Vec::new(), &mut all);
+        let pick = all[(rng.next_u32() as usize) % all.len()].clone();
+        let target = at(&mut s, &pick);
+        match rng.next_u32() % 4 {
+            0 => {
+                if let Ok(mut b) = unb64("x", &target.text())
+                    && !b.is_empty()
+                {
+                    let i = (rng.next_u32() as usize) % b.len();
+                    b[i] ^= 1 << (rng.next_u32() % 8);
+                    let _ = target.take_nodes();
+                    target.append_text(b64(&b));
+                }
+            }
+            1 => {
+                let _ = target.take_nodes();
+                target.append_text("!!");
+            }
+            2 => target.set("type", ["form", "submit", "result", "x"][(rng.next_u32() % 4) as usize]),
+            _ => {
+                let _ = target.take_nodes();
+            }
+        }
+        let (mut a, mut b) = (p.alice.clone(), p.bob.clone());
+        let target_engine = if *by_alice { &mut b } else { &mut a };
+        if let Err(e) = target_engine.receive(&mut cx(&mut rng), &s) {
+            codes.insert(e.code());
+        }
+    }
+    assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
+}
+
+// ---- known-answer vectors ------------------------------------------------------------------
+//
+// XEP-0116 has no test vectors (every value in its examples is a placeholder). These were
+// derived independently (Python hashlib/hmac/cryptography, from the XEP's formulas under the
+// readings recorded in the module documentation) for group 2, aes128-ctr, sha256, no public
+// keys, no retained secret.
+
+fn vector_keys() -> ([u8; 32], Keys, [u8; 32]) {
+    let p = crypto::group_prime(2).unwrap();
+    let x = (BigUint::from(1u32) << 255) + BigUint::from(0x0123_4567_89ab_cdefu64);
+    let y = (BigUint::from(1u32) << 255) + BigUint::from(0xfedc_ba98_7654_3210u64);
+    let e = BigUint::from(2u32).modpow(&x, p);
+    let d = BigUint::from(2u32).modpow(&y, p);
+    assert_eq!(
+        b64(&mpi(&d)),
+        "IUh6uFPBUu/ZJ/t9RlcCT04sqpooIMEBNaptTmtkwGrjH4AUpB3oOQTLkSmRL1Fi8W61dGcETtVbiUeDCZxZEVsHYPCtcJaYL18STluo6xLNioyi+lZ1Djf85pwfbhDGg/q9LSCmdIR9qh2jroNFiHmaNqmPu4HNdG/yDKWLZ94="
+    );
+    assert_eq!(
+        sha256(&[&mpi(&e)]).to_vec(),
+        unhex("c410d062e2b5b83944ddc84242fbcc99908c5cec35271a14b01d5e8b147d9ca9")
+    );
+    let k = sha256(&[&mpi(&d.modpow(&x, p))]);
+    assert_eq!(k.to_vec(), unhex("7a74a9252508f796a7f8d67631279fb8a66851f81184b25d0464d96c236bf615"));
+    let (a, _, ks_a, _) = crypto::session_keys(&k);
+    (k, a, ks_a)
+}
+
+#[test]
+fn derived_vectors_key_derivation() {
+    let (k, a, ks_a) = vector_keys();
+    assert_eq!(a.kc.to_vec(), unhex("897ec4d95d9c64a51404b7c72e465af3"));
+    assert_eq!(a.km.to_vec(), unhex("714bb3d615ef378179d0a099f30d14208868ea272610521a79e58d75b2b67ced"));
+    assert_eq!(ks_a.to_vec(), unhex("4a1804957118d244fde098336d738063f99307d109fa683e6a575748e1eeae88"));
+    let k_final = sha256(&[&k]);
+    assert_eq!(k_final.to_vec(), unhex("3ea08ced09c9dad48903e64fbe22245b43d6f542d8f2e8105011a0928850e29f"));
+    let (fa, fb, _, ks_b) = crypto::session_keys(&k_final);
+    assert_eq!(fa.kc.to_vec(), unhex("4de53c0980f9e75dc0c102e103e4ddf8"));
+    assert_eq!(fb.kc.to_vec(), unhex("ff5dbd4f70702cdf2b1f86eafd1e31c8"));
+    assert_eq!(fb.km.to_vec(), unhex("24e1c0b88ae19f6307c578ffbad4f2a065a85701a0982516feb1de907b8dc4f0"));
+    assert_eq!(ks_b.to_vec(), unhex("d1ddcf153878373ad93bc573a9e3d5b491612f453ce9587b9561457705136ed0"));
+    assert_eq!(
+        hmac_sha256(&k_final, &[b"New Retained Secret"]).to_vec(),
+        unhex("aa7b8bc832502e6da11d4a9f3ff73a932cad6cc7f4525e562e214542b32191d8")
+    );
+}
+
+fn form_a_element() -> Element {
+    Form {
+        kind: "form".into(),
+        fields: vec![
+            Field::values("FORM_TYPE", Some("hidden"), &["urn:xmpp:ssn"]),
+            Field { required: true, ..Field::values("accept", Some("boolean"), &["1"]) },
+            Field::options("logging", "list-single", &["mustnot", "may"], true),
+            Field::options("disclosure", "list-single", &["never"], true),
+            Field::options("security", "list-single", &["e2e"], true),
+            Field::options("modp", "list-single", &["2"], false),
+            Field::values("crypt_algs", Some("hidden"), &["aes128-ctr"]),
+            Field::values("hash_algs", Some("hidden"), &["sha256"]),
+            Field::values("compress", Some("hidden"), &["none"]),
+            Field::options("stanzas", "list-multi", &["message"], false),
+            Field::values("init_pubkey", Some("hidden"), &["none"]),
+            Field::values("resp_pubkey", Some("hidden"), &["none"]),
+            Field::options("ver", "list-single", &["1.0"], false),
+            Field::values("rekey_freq", Some("hidden"), &["4294967295"]),
+            Field::values("my_nonce", Some("hidden"), &["EBESExQVFhcYGRobHB0eHw=="]),
+            Field::values("sas_algs", Some("hidden"), &["sas28x5"]),
+            Field::values("dhhashes", Some("hidden"), &["xBDQYuK1uDlE3chCQvvMmZCMXOw1JxoUsB1eixR9nKk="]),
+        ],
+    }
+    .to_element()
+}
+
+const FORM_B: &str = r#"<field var="FORM_TYPE"><value>urn:xmpp:ssn</value></field><field var="accept"><value>1</value></field><field var="logging"><value>mustnot</value></field><field var="disclosure"><value>never</value></field><field var="security"><value>e2e</value></field><field var="modp"><value>2</value></field><field var="crypt_algs"><value>aes128-ctr</value></field><field var="hash_algs"><value>sha256</value></field><field var="compress"><value>none</value></field><field var="stanzas"><value>message</value></field><field var="init_pubkey"><value>none</value></field><field var="resp_pubkey"><value>none</value></field><field var="ver"><value>1.0</value></field><field var="rekey_freq"><value>4294967295</value></field><field var="my_nonce"><value>ICEiIyQlJicoKSorLC0uLw==</value></field><field var="sas_algs"><value>sas28x5</value></field><field var="dhkeys"><value>IUh6uFPBUu/ZJ/t9RlcCT04sqpooIMEBNaptTmtkwGrjH4AUpB3oOQTLkSmRL1Fi8W61dGcETtVbiUeDCZxZEVsHYPCtcJaYL18STluo6xLNioyi+lZ1Djf85pwfbhDGg/q9LSCmdIR9qh2jroNFiHmaNqmPu4HNdG/yDKWLZ94=</value></field><field var="nonce"><value>EBESExQVFhcYGRobHB0eHw==</value></field><field var="counter"><value>Dw4NDAsKCQgHBgUEAwIBAA==</value></field>"#;
+
+#[test]
+fn derived_vectors_normalization_identity_sas_and_stanza() {
+    let form_a = form_content(&form_a_element(), &[]);
+    assert!(String::from_utf8_lossy(&form_a).starts_with(
+        r#"<field type="hidden" var="FORM_TYPE"><value>urn:xmpp:ssn</value></field><field type="boolean" var="accept"><value>1</value><required></required></field>"#
+    ));
+    // form_B parsed from its own normalized text normalizes back to the same bytes.
+    let wrapped = format!("<x xmlns='jabber:x:data' type='submit'>{}</x>", FORM_B.replace('"', "'"));
+    let x: Element = wrapped.parse().unwrap();
+    assert_eq!(form_content(&x, &[]), FORM_B.as_bytes());
+    let form_a2 = concat!(
+        r#"<field var="FORM_TYPE"><value>urn:xmpp:ssn</value></field><field var="accept"><value>1</value></field>"#,
+        r#"<field var="nonce"><value>ICEiIyQlJicoKSorLC0uLw==</value></field><field type="hidden" var="dhkeys"><value>vDU/zFAHUMV1mbusYn4bKPzWrvA4D3m7xQT5z1FGFCMbKLe2fA3abAOJaR5c7daurgsWSITMRPfEK2VyoRoKHwNzS38ffrRQEyYaKOnBRrMb/rnamL4fqGd2IaeGtUtwTe1dXaRcdkeDpgkx1pyltMIgGaXy/zn1Q9WHhEJkYEg=</value></field>"#,
+        r#"<field type="hidden" var="rshashes"><value>VVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVU=</value></field>"#
+    );
+    let (_, a, ks_a) = vector_keys();
+    let n_a: Vec<u8> = (0x10..0x20).collect();
+    let n_b: Vec<u8> = (0x20..0x30).collect();
+    let p = crypto::group_prime(2).unwrap();
+    let x_secret = (BigUint::from(1u32) << 255) + BigUint::from(0x0123_4567_89ab_cdefu64);
+    let e = BigUint::from(2u32).modpow(&x_secret, p);
+    let mac_a = mac_of(&ks_a, &[&n_b, &n_a, &mpi(&e), b"", &form_a, form_a2.as_bytes()]);
+    assert_eq!(mac_a, unhex("9c65b67b4b9d66006eab496e318d8c6462d5a1d8fd1e0f6f7b147909899f4499"));
+    let c_a0: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
+    let mut c_a = c_a0;
+    let mut id_a = mac_a.clone();
+    ctr(&a.kc, &mut c_a, &mut id_a);
+    assert_eq!(id_a, unhex("697b61e7e2612b6f3b735fedc8e9d78f2e99b09187c2b4b4a0ff1776fea1ff32"));
+    let m_a = mac_of(&a.km, &[&counter_mpi(c_a0), &id_a]);
+    assert_eq!(m_a, unhex("84e523d4f07c9f398f1faf38eb775a01d8880d339521b4edd33682d5e0106d9a"));
+    assert_eq!(crypto::sas(&m_a, FORM_B.as_bytes()), "164h5");
+    assert_eq!(c_a, c_a0 + 2);
+    assert_eq!(counter_b(c_a0), 0x8f0e_0d0c_0b0a_0908_0706_0504_0302_0100);
+    // The first stanza under the final keys.
+    let k_final = sha256(&[&unhex("7a74a9252508f796a7f8d67631279fb8a66851f81184b25d0464d96c236bf615")]);
+    let (fa, _, _, _) = crypto::session_keys(&k_final);
+    let before = c_a;
+    let mut data = b"<body>Hello, Bob!</body>".to_vec();
+    ctr(&fa.kc, &mut c_a, &mut data);
+    assert_eq!(b64(&data), "zvmZSYtZIeWE9QeGHAJNTmIVoqOBIatG");
+    let m_content = format!("<data>{}</data>", b64(&data));
+    let a_mac = mac_of(&fa.km, &[m_content.as_bytes(), &counter_mpi(before)]);
+    assert_eq!(b64(&a_mac), "195XhWS9Q0+KJFo9jTS/z9yEVAXWKQdDpb/uRfBIW/A=");
+}
+
+#[test]
+fn sas_encoding_edges() {
+    // The digit encoding alone, on chosen 24-bit values (the hash is bypassed by feeding the
+    // encoder through a fake: we check the alphabet and order through known values instead).
+    const ALPHABET: &[u8; 28] = b"acdefghikmopqruvwxy123456789";
+    let enc = |mut v: u32| {
+        let mut out = [b'a'; 5];
+        for slot in out.iter_mut().rev() {
+            *slot = ALPHABET[(v % 28) as usize];
+            v /= 28;
+        }
+        String::from_utf8(out.to_vec()).unwrap()
+    };
+    assert_eq!(enc(0), "aaaaa");
+    assert_eq!(enc(27), "aaaa9");
+    assert_eq!(enc(28), "aaaca");
+    assert_eq!(enc(0x123456), "c8m24");
+    assert_eq!(enc(0xFFFFFF), "9kiui");
+}
