@@ -832,6 +832,11 @@ impl Esession {
         let text = String::from_utf8(data)
             .map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
         if text.starts_with("<feature>") && text.contains("terminate") {
+            // §terminate: the MAC verified, so every stanza of the session arrived; a request
+            // (a submit form) is acknowledged at once, encrypted, and then the keys go.
+            if text.contains("type=\"submit\"") {
+                let _ = self.encrypt_content(&peer, &terminate_form("result"), None, out);
+            }
             self.sessions.remove(&peer);
             out.events.push(Event::Alert {
                 reason: "esession-terminated",
@@ -849,20 +854,26 @@ impl Esession {
     /// §terminate: an encrypted `terminate` form; the session is over on our side.
     pub fn terminate(&mut self, peer: &BareJid) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        let form = Form {
-            kind: "submit".into(),
-            fields: vec![
-                Field::values("FORM_TYPE", None, &[FORM_TYPE]),
-                Field::values("terminate", None, &["1"]),
-            ],
-        };
-        let mut content = String::from("<feature>");
-        forms::normalize(&form.to_element(), &mut content);
-        content.push_str("</feature>");
-        self.encrypt_content(peer, &content, None, &mut out)?;
+        self.encrypt_content(peer, &terminate_form("submit"), None, &mut out)?;
         self.sessions.remove(peer);
         Ok(out)
     }
+}
+
+/// The SSN termination form (XEP-0155 §terminate), as encrypted content: `submit` to end,
+/// `result` to acknowledge.
+fn terminate_form(kind: &str) -> String {
+    let form = Form {
+        kind: kind.into(),
+        fields: vec![
+            Field::values("FORM_TYPE", None, &[FORM_TYPE]),
+            Field::values("terminate", None, &["1"]),
+        ],
+    };
+    let mut content = String::from("<feature>");
+    forms::normalize(&form.to_element(), &mut content);
+    content.push_str("</feature>");
+    content
 }
 
 fn form_rekey_freq(form_b: &[u8]) -> u32 {

@@ -144,6 +144,9 @@ fn a_second_session_uses_the_retained_secret() {
     assert!(
         p.events.iter().any(|(a, e)| !*a && matches!(e, Event::Alert { reason: "esession-terminated", .. }))
     );
+    // Bob acknowledged, encrypted, and Alice (whose keys are gone) could not read it.
+    assert_eq!(p.errors, [(true, "no-session")]);
+    p.errors.clear();
     let before = p.alice.retained.get(&bob).cloned().unwrap();
     p.send(true, "second session");
     assert_eq!(p.shown_by(false), ["first session", "second session"], "{:?}", p.errors);
