@@ -322,6 +322,14 @@ impl Attacker {
         if stanza.name() != "message" || stanza.attr("type") == Some("error") {
             return None;
         }
+        // The owner's own devices (carbons, notes to self) are not victims.
+        let device = match hop {
+            Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. } => client,
+            Hop::ServerToServer { .. } => return None,
+        };
+        if device.to_bare() == *owner {
+            return None;
+        }
         let bare = |a: Option<&str>| a.and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
         let now = self.epoch + at;
         let mut releases = Vec::new();

@@ -244,6 +244,9 @@ impl<T: Transport> Server<T> {
                     if elsewhere.servers().contains(&self.domain()) {
                         let at = self.hooks.now();
                         self.inject(Injection { at, hop: elsewhere, stanza });
+                    } else {
+                        self.hooks
+                            .note(Note::Lost { hop: &elsewhere, reason: "rerouted to another server's hop" });
                     }
                 }
                 Release::Later { after, ticket } => {

@@ -104,6 +104,9 @@ struct Session {
     sas: String,
     verified: bool,
     their_key: String,
+    /// Whether we started the negotiation: only that side starts rekeys, so two rekeys never
+    /// cross (XEP-0200 allows either side; crossing rekeys need several key sets kept).
+    initiator: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -273,6 +276,13 @@ impl Esession {
         out: &mut Output,
     ) -> Result<(), E2eError> {
         let form = Form::parse(x)?;
+        // Both asked at once: the request from the lower JID goes on, the other is dropped
+        // (our stored messages go out once the surviving session exists).
+        if matches!(self.negotiations.get(&from.to_bare()), Some(Negotiation::AwaitM2 { .. }))
+            && self.me.to_bare() < from.to_bare()
+        {
+            return Ok(());
+        }
         let choose = |var: &'static str, ours: &[&str]| -> Result<String, E2eError> {
             let f = form.field(var).ok_or(E2eError::Missing { what: var })?;
             let offered = if f.options.is_empty() { &f.values } else { &f.options };
@@ -600,6 +610,7 @@ impl Esession {
             sas,
             verified: false,
             their_key: pub_a,
+            initiator: false,
         };
         self.established(peer, session, out);
         Ok(())
@@ -673,6 +684,7 @@ impl Esession {
             sas: crypto::sas(&st.m_a, &st.form_b),
             verified: false,
             their_key: pub_b,
+            initiator: true,
         };
         self.established(peer, session, out);
         Ok(())
@@ -785,6 +797,18 @@ impl Esession {
     /// §decrypt. A MAC that fails ends the session (the XEP's MUST).
     fn decrypt(&mut self, from: &Jid, c: &Element, out: &mut Output) -> Result<(), E2eError> {
         let peer = from.to_bare();
+        // The MAC covers names and text only: anything else in <c/> would be unauthenticated.
+        for child in c.children() {
+            if child.ns() != NS_C
+                || child.attrs().iter().next().is_some()
+                || child.children().next().is_some()
+            {
+                return Err(E2eError::Malformed {
+                    what: "c",
+                    detail: format!("<{}/> is not a plain XEP-0200 child", child.name()),
+                });
+            }
+        }
         let s = self.sessions.get_mut(&peer).ok_or(E2eError::Rejected {
             reason: "no-session",
             detail: format!("an encrypted stanza from {from} outside an ESession"),
@@ -796,13 +820,11 @@ impl Esession {
         }
         let c_before = s.recv_ctr;
         let expected = |k: &Keys| mac_of(&k.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
-        let keys = if equal(&expected(&s.recv), &mac) {
-            // The peer uses our newest keys: older ones can go.
-            s.old_recv = None;
-            s.recv
+        let (keys, newest) = if equal(&expected(&s.recv), &mac) {
+            (s.recv, true)
         } else {
             match s.old_recv {
-                Some(old) if equal(&expected(&old), &mac) => old,
+                Some(old) if equal(&expected(&old), &mac) => (old, false),
                 _ => {
                     self.sessions.remove(&peer);
                     return Err(E2eError::Rejected {
@@ -812,25 +834,50 @@ impl Esession {
                 }
             }
         };
-        let mut data = match c.get_child("data", NS_C) {
-            Some(d) => unb64("data", &d.text())?,
-            None => Vec::new(),
+        // Authenticated: from here on, a stanza we cannot use ends the session (§decrypt:
+        // an XML error MUST terminate it), so the counters never fall out of step.
+        let mut counter = s.recv_ctr;
+        let decoded = (|| {
+            let mut data = match c.get_child("data", NS_C) {
+                Some(d) => unb64("data", &d.text())?,
+                None => Vec::new(),
+            };
+            ctr(&keys.kc, &mut counter, &mut data);
+            let rekey = match c.get_child("key", NS_C) {
+                Some(key) => {
+                    let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
+                    let e = BigUint::from_bytes_be(&unb64("key", &key.text())?);
+                    check_public("rekey e", &e, p)?;
+                    let k = e.modpow(&s.own_secret, p);
+                    Some((e, crypto::rekey_keys(&k)))
+                }
+                None => None,
+            };
+            let text = String::from_utf8(data)
+                .map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
+            let body = if text.starts_with("<feature>") { None } else { parse_body(&text)? };
+            Ok::<_, E2eError>((rekey, text, body))
+        })();
+        let (rekey, text, body) = match decoded {
+            Ok(v) => v,
+            Err(e) => {
+                self.sessions.remove(&peer);
+                return Err(e);
+            }
         };
-        ctr(&keys.kc, &mut s.recv_ctr, &mut data);
-        // §rekey-accept: a new e from the peer.
-        if let Some(key) = c.get_child("key", NS_C) {
-            let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
-            let e = BigUint::from_bytes_be(&unb64("key", &key.text())?);
-            check_public("rekey e", &e, p)?;
-            let (theirs, mine) = crypto::rekey_keys(&e.modpow(&s.own_secret, p));
+        s.recv_ctr = counter;
+        if newest {
+            // The peer uses our newest keys: older ones can go.
+            s.old_recv = None;
+        }
+        // §rekey-accept: a new e from the peer; with one key set, both directions change.
+        if let Some((e, (theirs, mine))) = rekey {
             s.recv = theirs;
             s.send = mine;
             s.peer_public = e;
             s.keys_received += 1;
         }
         let verified = s.verified;
-        let text = String::from_utf8(data)
-            .map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
         if text.starts_with("<feature>") && text.contains("terminate") {
             // §terminate: the MAC verified, so every stanza of the session arrived; a request
             // (a submit form) is acknowledged at once, encrypted, and then the keys go.
@@ -845,7 +892,7 @@ impl Esession {
             return Ok(());
         }
         let trust = if verified { Trust::Verified } else { Trust::Unverified };
-        if let Some(body) = parse_body(&text)? {
+        if let Some(body) = body {
             out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
         }
         Ok(())
@@ -894,8 +941,36 @@ fn body_xml(body: &str) -> String {
     format!("<body>{}</body>", escape(body))
 }
 
+/// The deepest element nesting decrypted content may have (the server's stream limit).
+const MAX_DEPTH: usize = 64;
+
 /// Parses decrypted content as stanza children in `jabber:client` and finds the `<body/>`.
+/// The content comes from the peer, who may be the attacker: its nesting is checked before
+/// the recursive parser sees it.
 fn parse_body(text: &str) -> Result<Option<String>, E2eError> {
+    let mut depth: usize = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|b| *b == b'<') {
+        let start = i + at;
+        let end = bytes[start..].iter().position(|b| *b == b'>').map_or(bytes.len(), |e| start + e);
+        match bytes.get(start + 1) {
+            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(b'!' | b'?') => {}
+            // A start tag, unless it closes itself.
+            _ if end > 0 && bytes.get(end - 1) == Some(&b'/') => {}
+            _ => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(E2eError::Malformed {
+                        what: "decrypted content",
+                        detail: "nested too deep".into(),
+                    });
+                }
+            }
+        }
+        i = end.max(start + 1).min(bytes.len());
+    }
     let wrapped = format!("<content xmlns='{NS_CLIENT}'>{text}</content>");
     let root: Element = wrapped.parse().map_err(|e: minidom::Error| E2eError::Malformed {
         what: "decrypted content",
@@ -917,8 +992,8 @@ impl Engine for Esession {
         let mut out = Output::default();
         if let Some(s) = self.sessions.get(to) {
             // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
-            let rng: Option<&mut dyn RngCore> =
-                if s.sent_since_rekey + 1 >= s.rekey_freq { Some(&mut *cx.rng) } else { None };
+            let due = s.initiator && s.old_recv.is_none() && s.sent_since_rekey + 1 >= s.rekey_freq;
+            let rng: Option<&mut dyn RngCore> = if due { Some(&mut *cx.rng) } else { None };
             self.encrypt_content(to, &body_xml(body), rng, &mut out)?;
             return Ok(out);
         }

@@ -119,7 +119,7 @@ fn four_messages_then_both_ways_with_rekeys() {
         (p.alice.sas(&"bob@b.example".parse().unwrap()), p.bob.sas(&"alice@a.example".parse().unwrap()));
     assert_eq!(a, b);
     assert_eq!(a.unwrap().len(), 5);
-    // Enough traffic both ways to rekey several times (rekey_freq 50).
+    // Enough traffic both ways for the initiator to rekey several times (rekey_freq 50).
     for i in 0..220 {
         p.send(i % 3 != 0, &format!("m{i} <&>"));
     }
@@ -130,7 +130,7 @@ fn four_messages_then_both_ways_with_rekeys() {
         .iter()
         .filter(|(_, s)| s.get_child("c", NS_C).is_some_and(|c| c.has_child("key", NS_C)))
         .count();
-    assert!(rekeys >= 3, "{rekeys} rekeys");
+    assert!(rekeys >= 2, "{rekeys} rekeys");
     assert!(p.shown_by(false).contains(&"m1 <&>".to_owned()));
 }
 
@@ -175,6 +175,45 @@ fn tampering_and_replay_end_the_session() {
     let mut bob = p.bob.clone();
     assert_eq!(bob.receive(&mut cx(&mut rng), &tampered).unwrap_err().code(), "bad-mac");
     assert!(bob.sessions.is_empty());
+}
+
+/// Both users open a session at once: the requests cross, one negotiation survives, and
+/// both stored messages are delivered.
+#[test]
+fn crossing_requests_settle_on_one_session() {
+    let mut p = Pair::new(10);
+    let (a, b): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+    let mut rng = p.rng.clone();
+    let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
+    let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
+    p.rng = rng;
+    let mut queue: std::collections::VecDeque<(bool, Element)> = sends(true, out_a).into();
+    queue.extend(sends(false, out_b));
+    while let Some((by_alice, mut s)) = queue.pop_front() {
+        s.set("from", if by_alice { ALICE } else { BOB });
+        let mut rng = p.rng.clone();
+        let engine = if by_alice { &mut p.bob } else { &mut p.alice };
+        let out = engine.receive(&mut cx(&mut rng), &s).unwrap();
+        p.rng = rng;
+        for e in &out.events {
+            if let Event::Plaintext { body, .. } = e {
+                p.shown.push((!by_alice, body.clone()));
+            }
+        }
+        queue.extend(sends(!by_alice, out));
+    }
+    assert_eq!(p.shown_by(false), ["from alice"]);
+    assert_eq!(p.shown_by(true), ["from bob"]);
+}
+
+/// Decrypted content nested deeper than the stream limit is refused before it is parsed.
+#[test]
+fn deeply_nested_content_is_refused() {
+    let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
+    assert_eq!(parse_body(&deep).unwrap_err().code(), "malformed");
+    let many =
+        format!("<body>x</body>{}", "<active xmlns='http://jabber.org/protocol/chatstates'/>".repeat(100));
+    assert_eq!(parse_body(&many).unwrap(), Some("x".to_owned()));
 }
 
 #[test]

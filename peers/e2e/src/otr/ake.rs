@@ -205,7 +205,8 @@ fn open_authenticator(
     }
     let their_pub = PublicKey { p: r.mpi()?, q: r.mpi()?, g: r.mpi()?, y: r.mpi()? };
     let keyid = r.int()?;
-    if keyid == 0 {
+    // Keyids count up from here and must stay representable.
+    if keyid == 0 || keyid > u32::MAX / 2 {
         return Err(E2eError::Malformed { what: "AKE signature", detail: "keyid 0".into() });
     }
     let qlen = mpi_bytes(&their_pub.q).len();
@@ -280,6 +281,10 @@ pub fn receive(
             _ => Ok(Step::default()),
         },
         Message::RevealSig { r, encrypted_sig, mac } => {
+            // In any other state the message is ignored, and the AKE in progress kept.
+            if !matches!(state, AuthState::AwaitingRevealSig { .. }) {
+                return Ok(Step::default());
+            }
             let AuthState::AwaitingRevealSig { y, encrypted_gx, hashed_gx, .. } = core::mem::take(state)
             else {
                 return Ok(Step::default());
@@ -325,6 +330,9 @@ pub fn receive(
             })
         }
         Message::Sig { encrypted_sig, mac } => {
+            if !matches!(state, AuthState::AwaitingSig { .. }) {
+                return Ok(Step::default());
+            }
             let AuthState::AwaitingSig { x, gy, keys, .. } = core::mem::take(state) else {
                 return Ok(Step::default());
             };
@@ -350,5 +358,41 @@ pub fn receive(
             })
         }
         Message::Data(_) => Ok(Step::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    /// A Reveal Signature whose keyid is near the end of the range is refused (keyids count
+    /// up from it), and a message for another state leaves the AKE in progress alone.
+    #[test]
+    fn huge_keyids_and_stray_messages() {
+        let rng = &mut ChaCha20Rng::seed_from_u64(1);
+        let (alice, bob) = (PrivateKey::generate(rng), PrivateKey::generate(rng));
+        let mut bob_state = AuthState::None;
+        let commit = commit(&mut bob_state, rng);
+        let mut alice_state = AuthState::None;
+        let Some(Message::DhKey { gy }) = receive(&mut alice_state, &alice, &commit, rng).unwrap().reply
+        else {
+            panic!("no D-H Key");
+        };
+        // A Signature now is for another state: ignored, the AKE stays.
+        let stray = Message::Sig { encrypted_sig: vec![1, 2, 3], mac: [0; 20] };
+        assert!(receive(&mut alice_state, &alice, &stray, rng).unwrap().reply.is_none());
+        assert!(matches!(alice_state, AuthState::AwaitingRevealSig { .. }));
+        let AuthState::AwaitingDhKey { x, r, .. } = &bob_state else { panic!("bob is not waiting") };
+        let keys = AkeKeys::derive(&x.shared(&gy).unwrap());
+        let (encrypted_sig, mac) =
+            authenticator(&bob, &x.public, &gy, u32::MAX, (&keys.c, &keys.m1, &keys.m2), rng);
+        let reveal = Message::RevealSig { r: r.to_vec(), encrypted_sig, mac };
+        let err = receive(&mut alice_state, &alice, &reveal, rng).unwrap_err();
+        assert_eq!(err.code(), "malformed", "{err}");
     }
 }

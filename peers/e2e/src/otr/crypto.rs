@@ -180,7 +180,17 @@ impl PublicKey {
     pub fn verify(&self, m: &[u8], sig: &[u8]) -> Result<(), E2eError> {
         let bad = || E2eError::Rejected { reason: "bad-signature", detail: "DSA signature".into() };
         let qlen = mpi_bytes(&self.q).len();
-        if sig.len() != 2 * qlen || self.q.bits() < 160 || self.p.bits() < 1024 {
+        // Sizes OTR keys have (§"Public keys": q of 160 bits; p of 1024 to 3072 bits): larger
+        // ones from the network would make verification run for ever.
+        let one = BigUint::from(1u32);
+        if sig.len() != 2 * qlen
+            || self.q.bits() != 160
+            || !(1024..=3072).contains(&self.p.bits())
+            || self.g <= one
+            || self.g >= self.p
+            || self.y <= one
+            || self.y >= self.p
+        {
             return Err(bad());
         }
         let r = BigUint::from_bytes_be(&sig[..qlen]);

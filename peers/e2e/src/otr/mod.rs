@@ -401,15 +401,25 @@ impl Otr {
         let clock = self.clock;
         let key = self.key.clone();
         let peer = self.peers.entry(peer_jid.clone()).or_default();
-        // A D-H Key answering the commit we sent before we knew their instance.
-        if !peer.instances.contains_key(&tag)
-            && matches!(message, Message::DhKey { .. })
-            && let Some(pending) =
-                peer.instances.get(&0).filter(|i| matches!(i.auth, AuthState::AwaitingDhKey { .. }))
-        {
-            let mut inst = pending.clone();
-            inst.jid = from.clone();
-            peer.instances.insert(tag, inst);
+        // The commit we sent before we knew their instance (tag 0) is this instance's AKE when
+        // the peer answers it (a D-H Key) or crosses it with its own commit (then the spec's
+        // hash comparison decides), unless this instance is in an AKE of its own already.
+        let pending = peer
+            .instances
+            .get(&0)
+            .filter(|i| matches!(i.auth, AuthState::AwaitingDhKey { .. }))
+            .map(|i| i.auth.clone());
+        if let Some(auth) = pending {
+            let current = peer.instances.get(&tag).map(|i| &i.auth);
+            let adopt = match message {
+                Message::DhKey { .. } => !matches!(current, Some(AuthState::AwaitingDhKey { .. })),
+                Message::DhCommit { .. } => matches!(current, None | Some(AuthState::None)),
+                _ => false,
+            };
+            if adopt {
+                let inst = peer.instances.entry(tag).or_insert_with(|| Instance::new(from.clone()));
+                inst.auth = auth;
+            }
         }
         let inst = peer.instances.entry(tag).or_insert_with(|| Instance::new(from.clone()));
         inst.jid = from.clone();
@@ -490,7 +500,11 @@ impl Otr {
                 return Err(e);
             }
         };
-        let (text, tlvs) = wire::split_tlvs(&plaintext)?;
+        // A damaged TLV area does not cost the human-readable part (it decrypted and verified).
+        let (text, tlvs) = wire::split_tlvs(&plaintext).unwrap_or_else(|_| {
+            let end = plaintext.iter().position(|b| *b == 0).unwrap_or(plaintext.len());
+            (String::from_utf8_lossy(&plaintext[..end]).into_owned(), Vec::new())
+        });
         let fp;
         {
             let Some(inst) = self.peers.get_mut(&peer_jid).and_then(|p| p.instances.get_mut(&tag)) else {
@@ -564,14 +578,14 @@ impl Otr {
         let step = match step {
             Ok(s) => s,
             Err(e) => {
-                self.send_data(
-                    peer_jid,
-                    tag,
-                    "",
-                    &[(smp::TLV_SMP_ABORT, Vec::new())],
-                    wire::IGNORE_UNREADABLE,
-                    out,
-                )?;
+                // The abort must go out although this call fails: it waits in `deferred`.
+                let mut abort = Output::default();
+                let tlv = [(smp::TLV_SMP_ABORT, Vec::new())];
+                self.send_data(peer_jid, tag, "", &tlv, wire::IGNORE_UNREADABLE, &mut abort)?;
+                self.deferred.extend(abort.actions.into_iter().filter_map(|a| match a {
+                    crate::Action::Send(s) => Some(s),
+                    _ => None,
+                }));
                 return Err(e);
             }
         };

@@ -169,6 +169,15 @@ impl Session {
             });
         }
         check_group_element("next D-H key", &msg.next_dh)?;
+        let exhausted = || E2eError::Rejected { reason: "keyid-exhausted", detail: "key ids ran out".into() };
+        let next_ours = self.our_keyid.checked_add(1).ok_or_else(exhausted)?;
+        let next_theirs = self.their_keyid.checked_add(1).ok_or_else(exhausted)?;
+        if ctr == u64::MAX {
+            return Err(E2eError::Rejected {
+                reason: "replayed-counter",
+                detail: "counter at its maximum".into(),
+            });
+        }
         let mut counter = [0u8; 16];
         counter[..8].copy_from_slice(&msg.ctr);
         let mut plaintext = msg.encrypted.clone();
@@ -183,14 +192,14 @@ impl Session {
             self.reveal(|(o, _)| o == old);
             self.cache.retain(|(o, _), _| *o != old);
             self.our_prev = core::mem::replace(&mut self.our_cur, DhKey::generate(rng));
-            self.our_keyid += 1;
+            self.our_keyid = next_ours;
         }
         if msg.sender_keyid == self.their_keyid {
             let old = self.their_keyid.wrapping_sub(1);
             self.reveal(|(_, t)| t == old);
             self.cache.retain(|(_, t), _| *t != old);
             self.their_old = Some(core::mem::replace(&mut self.their_y, msg.next_dh.clone()));
-            self.their_keyid += 1;
+            self.their_keyid = next_theirs;
         }
         Ok(plaintext)
     }
@@ -213,7 +222,8 @@ impl Session {
     /// the current pair are symmetric. Used by the deniability judge.
     pub fn forge_incoming(&self, plaintext: &[u8], tags: (u32, u32)) -> Result<DataMessage, E2eError> {
         let keys = pair_keys(&self.our_cur, &self.their_y)?;
-        let ctr = self.seen_ctr.get(&(self.their_keyid, self.our_keyid)).copied().unwrap_or(0) + 1;
+        let ctr =
+            self.seen_ctr.get(&(self.their_keyid, self.our_keyid)).copied().unwrap_or(0).saturating_add(1);
         let mut counter = [0u8; 16];
         counter[..8].copy_from_slice(&ctr.to_be_bytes());
         let mut encrypted = plaintext.to_vec();

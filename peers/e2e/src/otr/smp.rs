@@ -79,6 +79,11 @@ fn decode(what: &'static str, bytes: &[u8], n: usize) -> Result<Vec<BigUint>, E2
     }
     let values = (0..n).map(|_| r.mpi()).collect::<Result<Vec<_>, _>>()?;
     r.finish()?;
+    // Every value is a group element (below p), a hash (256 bits) or a D (below q): anything
+    // larger is malformed, and would only make the exponentiations expensive.
+    if values.iter().any(|v| v >= modulus()) {
+        return Err(E2eError::Malformed { what, detail: "a value beyond the group".into() });
+    }
     Ok(values)
 }
 

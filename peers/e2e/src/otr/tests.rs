@@ -46,6 +46,11 @@ impl Pair {
     pub fn run(&mut self, from_alice: bool, out: Output) {
         let mut queue: Vec<(bool, Element)> = Vec::new();
         self.collect(from_alice, out, &mut queue);
+        self.run_all(queue);
+    }
+
+    /// Delivers the queued stanzas in order, and everything that follows.
+    pub fn run_all(&mut self, mut queue: Vec<(bool, Element)>) {
         let mut i = 0;
         while i < queue.len() {
             let (by_alice, mut stanza) = queue[i].clone();
@@ -335,6 +340,41 @@ fn revealed_mac_keys_make_the_transcript_forgeable_by_anyone() {
     assert_eq!(forgeable_by_anyone(&bodies[..5]).0, 0);
 }
 
+/// Both users start at once: the two Queries cross, then the two D-H Commits cross, and the
+/// spec's hashed-g^x comparison settles on one AKE.
+#[test]
+fn crossing_commits_settle_on_one_ake() {
+    let mut p = Pair::new(14, OtrConfig::default());
+    let (a, b): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+    let mut rng = p.rng.clone();
+    let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
+    let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
+    p.rng = rng;
+    let mut queue = Vec::new();
+    p.collect(true, out_a, &mut queue);
+    p.collect(false, out_b, &mut queue);
+    p.run_all(queue);
+    assert_eq!(p.shown_by(false), ["from alice"], "{:?}", p.errors);
+    assert_eq!(p.shown_by(true), ["from bob"]);
+}
+
+/// A second AKE with an instance we already know (the peer asks again) completes, and the
+/// conversation goes on under the new keys.
+#[test]
+fn a_second_ake_with_a_known_instance_completes() {
+    let mut p = Pair::new(15, OtrConfig::default());
+    p.send(true, "first");
+    let query = el("message", NS_CLIENT).with("to", ALICE).child(text_el("body", NS_CLIENT, "?OTRv3?"));
+    p.run_all(vec![(false, query)]);
+    p.send(true, "second");
+    p.send(false, "third");
+    assert_eq!(p.shown_by(false), ["first", "second"], "{:?}", p.errors);
+    assert_eq!(p.shown_by(true), ["third"]);
+    let sessions =
+        p.events.iter().filter(|(_, e)| matches!(e, Event::Alert { reason: "otr-session", .. })).count();
+    assert_eq!(sessions, 4);
+}
+
 #[test]
 fn the_recipient_can_forge_a_message_from_the_sender() {
     let mut p = Pair::new(10, OtrConfig::default());
@@ -354,7 +394,7 @@ fn the_recipient_can_forge_a_message_from_the_sender() {
 fn nested_fragments_are_refused() {
     let mut p = Pair::new(13, OtrConfig::default());
     let mut body = String::from("?OTR:AAMD.");
-    for _ in 0..3000 {
+    for _ in 0..1000 {
         body = format!("?OTR|00000100|00000000,00001,00001,{body},");
     }
     let stanza = el("message", NS_CLIENT)

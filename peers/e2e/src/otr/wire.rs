@@ -441,6 +441,9 @@ pub fn fragment(message: &str, sender: u32, receiver: u32, max: usize) -> Option
     )
 }
 
+/// The largest reassembled message kept (an OTR message is a few kilobytes).
+pub const MAX_REASSEMBLED: usize = 64 * 1024;
+
 /// §"Receiving Fragments": the reassembly state for one correspondent.
 #[derive(Debug, Clone, Default)]
 pub struct Reassembly {
@@ -453,6 +456,11 @@ impl Reassembly {
     /// Feeds a fragment; returns the whole message once complete.
     pub fn push(&mut self, k: u16, n: u16, piece: &str) -> Option<String> {
         if k == 0 || n == 0 || k > n {
+            return None;
+        }
+        // No OTR message we accept is larger: stop a peer from growing the buffer for ever.
+        if self.buffer.len() + piece.len() > MAX_REASSEMBLED {
+            *self = Reassembly::default();
             return None;
         }
         if k == 1 {
