@@ -403,6 +403,9 @@ impl Esession {
             ("init_pubkey", "key"),
             ("resp_pubkey", "key"),
             ("security", "e2e"),
+            ("compress", "none"),
+            ("stanzas", "message"),
+            ("ver", "1.0"),
         ] {
             if form.value(var)? != ours {
                 return Err(E2eError::Rejected {
@@ -410,6 +413,13 @@ impl Esession {
                     detail: format!("`{var}` we did not offer"),
                 });
             }
+        }
+        // §init-online-form: Bob's rekey frequency is at least ours and below 2^32.
+        if form.value("rekey_freq")?.trim().parse::<u32>().map_or(true, |f| f < REKEY_FREQ) {
+            return Err(E2eError::Rejected {
+                reason: "not-acceptable",
+                detail: "`rekey_freq` below ours".into(),
+            });
         }
         let group: u32 = form
             .value("modp")?
@@ -586,11 +596,6 @@ impl Esession {
             &st.thread,
             el("init", NS_INIT).child(m4.to_element()),
         )));
-        // The new retained secret replaces the old one for this client.
-        self.retained
-            .entry(peer.clone())
-            .or_default()
-            .insert(client, hmac_sha256(&k_final, &[b"New Retained Secret"]));
         self.negotiations.remove(&peer);
         self.observe_key(&peer, &pub_a, out);
         let session = Session {
@@ -612,7 +617,14 @@ impl Esession {
             their_key: pub_a,
             initiator: false,
         };
-        self.established(peer, session, out);
+        // The new retained secret replaces the old one for this client, once the session is
+        // accepted (§init-finalbob, §init-finalalice).
+        if self.established(peer.clone(), session, out) {
+            self.retained
+                .entry(peer)
+                .or_default()
+                .insert(client, hmac_sha256(&k_final, &[b"New Retained Secret"]));
+        }
         Ok(())
     }
 
@@ -661,10 +673,7 @@ impl Esession {
         let mac_b =
             mac_of(&ks_b, &[&st.n_a, &st.n_b, &mpi(&st.d), &plain.as_bytes()[..split], &st.form_b, &form_b2]);
         let pub_b = crypto::verify_identity(&plain, &mac_b)?;
-        self.retained
-            .entry(peer.clone())
-            .or_default()
-            .insert(st.peer.to_string(), hmac_sha256(&k_final, &[b"New Retained Secret"]));
+        let client = st.peer.to_string();
         self.negotiations.remove(&peer);
         self.observe_key(&peer, &pub_b, out);
         let session = Session {
@@ -686,7 +695,14 @@ impl Esession {
             their_key: pub_b,
             initiator: true,
         };
-        self.established(peer, session, out);
+        // The new retained secret replaces the old one for this client, once the session is
+        // accepted (§init-finalbob, §init-finalalice).
+        if self.established(peer.clone(), session, out) {
+            self.retained
+                .entry(peer)
+                .or_default()
+                .insert(client, hmac_sha256(&k_final, &[b"New Retained Secret"]));
+        }
         Ok(())
     }
 
@@ -711,7 +727,8 @@ impl Esession {
         });
     }
 
-    fn established(&mut self, peer: BareJid, session: Session, out: &mut Output) {
+    /// Makes the session current, unless its key failed a SAS before; returns whether it did.
+    fn established(&mut self, peer: BareJid, session: Session, out: &mut Output) -> bool {
         // A key whose SAS failed before (someone in the middle) gets no session again.
         if self.keys.get(&peer).and_then(|k| k.get(&session.their_key)) == Some(&Trust::Untrusted) {
             out.events.push(Event::Alert {
@@ -721,7 +738,7 @@ impl Esession {
                     session.peer
                 ),
             });
-            return;
+            return false;
         }
         out.events.push(Event::Alert {
             reason: "esession",
@@ -736,6 +753,7 @@ impl Esession {
                 out.events.push(Event::Alert { reason: "not-sent", detail: e.to_string() });
             }
         }
+        true
     }
 
     // ---- XEP-0200 -----------------------------------------------------------------------------

@@ -232,6 +232,12 @@ pub fn receive(
 ) -> Result<Step, E2eError> {
     match message {
         Message::DhCommit { encrypted_gx, hashed_gx } => {
+            if hashed_gx.len() != 32 {
+                return Err(E2eError::Malformed {
+                    what: "D-H Commit",
+                    detail: format!("hashed g^x of {} bytes", hashed_gx.len()),
+                });
+            }
             if let AuthState::AwaitingDhKey { x, commit, .. } = state {
                 // "The trickiest transition": the higher hashed g^x keeps its commit.
                 let ours_hash = sha256(&[&gx_mpi(x)]);
