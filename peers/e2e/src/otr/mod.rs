@@ -277,10 +277,10 @@ impl Otr {
         let policy = self.config.policy;
         match text {
             Text::Fragment { sender, receiver, k, n, piece } => {
-                if receiver != 0 && receiver != self.instance {
-                    return Ok(()); // for another instance of ours
+                // §"Instance Tags": for another instance of ours, or from an invalid sender tag.
+                if (receiver != 0 && receiver != self.instance) || sender < wire::MIN_INSTANCE_TAG {
+                    return Ok(());
                 }
-                let _ = sender;
                 let whole = self
                     .peers
                     .entry(peer_jid.clone())
