@@ -140,6 +140,8 @@ pub struct Esession {
     retained: BTreeMap<BareJid, BTreeMap<String, [u8; 32]>>,
     /// Public keys seen per peer account, with their trust.
     keys: BTreeMap<BareJid, BTreeMap<String, Trust>>,
+    /// Sessions we asked to terminate, kept to verify the peer's acknowledgement (§terminate).
+    closing: BTreeMap<BareJid, Session>,
 }
 
 fn random_vec(rng: &mut dyn RngCore, n: usize) -> Vec<u8> {
@@ -188,6 +190,7 @@ impl Esession {
             stored: BTreeMap::new(),
             retained: BTreeMap::new(),
             keys: BTreeMap::new(),
+            closing: BTreeMap::new(),
         }
     }
 
@@ -827,6 +830,11 @@ impl Esession {
                 });
             }
         }
+        // The acknowledgement of a termination we sent is checked with that session's keys.
+        let acknowledging = !self.sessions.contains_key(&peer) && self.closing.contains_key(&peer);
+        if acknowledging && let Some(closing) = self.closing.remove(&peer) {
+            self.sessions.insert(peer.clone(), closing);
+        }
         let s = self.sessions.get_mut(&peer).ok_or(E2eError::Rejected {
             reason: "no-session",
             detail: format!("an encrypted stanza from {from} outside an ESession"),
@@ -883,6 +891,21 @@ impl Esession {
                 return Err(e);
             }
         };
+        if acknowledging {
+            // After our termination request only its acknowledgement may come (§terminate).
+            self.sessions.remove(&peer);
+            if text.starts_with("<feature>") && text.contains("terminate") {
+                out.events.push(Event::Alert {
+                    reason: "esession-terminated",
+                    detail: format!("{from} acknowledged the end of the ESession"),
+                });
+                return Ok(());
+            }
+            return Err(E2eError::Rejected {
+                reason: "no-session",
+                detail: format!("{from} sent more after we ended the ESession"),
+            });
+        }
         s.recv_ctr = counter;
         if newest {
             // The peer uses our newest keys: older ones can go.
@@ -920,7 +943,9 @@ impl Esession {
     pub fn terminate(&mut self, peer: &BareJid) -> Result<Output, E2eError> {
         let mut out = Output::default();
         self.encrypt_content(peer, &terminate_form("submit"), None, &mut out)?;
-        self.sessions.remove(peer);
+        if let Some(session) = self.sessions.remove(peer) {
+            self.closing.insert(peer.clone(), session);
+        }
         Ok(out)
     }
 }
@@ -1145,6 +1170,7 @@ impl Engine for Esession {
         if what == Theft::LongTermKeys {
             // The identity key and the retained secrets are long-term; sessions are not.
             copy.sessions.clear();
+            copy.closing.clear();
             copy.negotiations.clear();
             copy.stored.clear();
         }
