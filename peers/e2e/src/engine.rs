@@ -254,6 +254,21 @@ pub struct Output {
     pub events: Vec<Event>,
 }
 
+impl Output {
+    /// A body that arrived in clear where end-to-end encryption was expected: shown, and
+    /// flagged with an `unencrypted` alert (what a downgrade must not get past).
+    pub(crate) fn unencrypted(&mut self, from: Jid, body: String, detail: String) {
+        self.events.push(Event::Alert { reason: "unencrypted", detail });
+        self.events.push(Event::Plaintext {
+            from,
+            body,
+            trust: Trust::Unencrypted,
+            delay: None,
+            carbon: None,
+        });
+    }
+}
+
 /// The out-of-band channel of a verification ceremony: both parties' view of it, which the
 /// attacker cannot touch (a phone call, a meeting in person).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -160,9 +160,13 @@ pub fn counter_mpi(c: u128) -> Vec<u8> {
 /// §sas, `sas28x5`: SHA256(M_A | form_B | "Short Authentication String"), its 24 least
 /// significant bits as five base-28 digits, most significant first.
 pub fn sas(m_a: &[u8], form_b: &[u8]) -> String {
-    const ALPHABET: &[u8; 28] = b"acdefghikmopqruvwxy123456789";
     let h = sha256(&[m_a, form_b, b"Short Authentication String"]);
-    let mut v = u32::from_be_bytes([0, h[29], h[30], h[31]]);
+    sas_digits(u32::from_be_bytes([0, h[29], h[30], h[31]]))
+}
+
+/// Five base-28 digits of a 24-bit value, most significant first, padded with `a` (zero).
+pub fn sas_digits(mut v: u32) -> String {
+    const ALPHABET: &[u8; 28] = b"acdefghikmopqruvwxy123456789";
     let mut out = [b'a'; 5];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(v % 28) as usize];

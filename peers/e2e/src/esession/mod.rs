@@ -203,6 +203,15 @@ impl Esession {
         Ok(id)
     }
 
+    /// A failed MAC over an identity fails the whole negotiation (§init-online-reject: "both
+    /// MUST consider it failed"); other errors leave it to the peer to answer again.
+    fn negotiation_step<T>(&mut self, peer: &BareJid, step: Result<T, E2eError>) -> Result<T, E2eError> {
+        if step.as_ref().is_err_and(|e| e.code() == "bad-mac") {
+            self.negotiations.remove(peer);
+        }
+        step
+    }
+
     /// The SAS of the session with `peer`, once negotiated.
     pub fn sas(&self, peer: &BareJid) -> Option<&str> {
         self.sessions.get(peer).map(|s| s.sas.as_str())
@@ -467,13 +476,15 @@ impl Esession {
         };
         let form_a2 = form_content(&result.to_element(), &[]);
         let identity = self.identity(cx.rng)?;
-        let pub_a = identity.key_value();
-        let mac_a = mac_of(&ks_a, &[&n_b, &n_a, &mpi(&e), pub_a.as_bytes(), &form_a, &form_a2]);
-        let sign_a = identity.sign(&mac_a, cx.rng);
-        let mut id_a = format!("{pub_a}{sign_a}").into_bytes();
-        let mut c = c_a;
-        ctr(&a_keys.kc, &mut c, &mut id_a);
-        let m_a = mac_of(&a_keys.km, &[&counter_mpi(c_a), &id_a]);
+        let (id_a, m_a, c) = hide_identity(
+            &identity,
+            &a_keys,
+            &ks_a,
+            c_a,
+            [&n_b, &n_a, &mpi(&e)],
+            [&form_a, &form_a2],
+            cx.rng,
+        );
         result.fields.push(Field::values("identity", None, &[&b64(&id_a)]));
         result.fields.push(Field::values("mac", None, &[&b64(&m_a)]));
         out.actions.push(Action::Send(Self::negotiation_stanza(
@@ -539,20 +550,16 @@ impl Esession {
         let (a_keys, _, ks_a, _) = crypto::session_keys(&k);
         let id_a = unb64("identity", form.value("identity")?)?;
         let m_a = unb64("mac", form.value("mac")?)?;
-        if !equal(&mac_of(&a_keys.km, &[&counter_mpi(st.c_a), &id_a]), &m_a) {
-            self.negotiations.remove(&peer);
-            return Err(E2eError::Rejected { reason: "bad-mac", detail: "M_A".into() });
-        }
-        let mut plain = id_a.clone();
-        let mut c_a = st.c_a;
-        ctr(&a_keys.kc, &mut c_a, &mut plain);
-        let plain = String::from_utf8(plain)
-            .map_err(|e| E2eError::Malformed { what: "identity", detail: e.to_string() })?;
         let form_a2 = form_content(x, &["identity", "mac"]);
-        let split = plain.find("<SignatureValue>").unwrap_or(plain.len());
-        let mac_a =
-            mac_of(&ks_a, &[&st.n_b, &st.n_a, &e_bytes, &plain.as_bytes()[..split], &st.form_a, &form_a2]);
-        let pub_a = crypto::verify_identity(&plain, &mac_a)?;
+        let opened = open_identity(
+            &a_keys,
+            &ks_a,
+            st.c_a,
+            (&id_a, &m_a, "M_A"),
+            [&st.n_b, &st.n_a, &e_bytes],
+            [&st.form_a, &form_a2],
+        );
+        let (pub_a, c_a) = self.negotiation_step(&peer, opened)?;
         let sas = crypto::sas(&m_a, &st.form_b);
         // Retained secrets: find the SRS among the rshashes.
         let rshashes: Vec<Vec<u8>> = form
@@ -584,14 +591,15 @@ impl Esession {
         };
         let form_b2 = form_content(&m4.to_element(), &[]);
         let identity = self.identity(cx.rng)?;
-        let pub_b = identity.key_value();
-        let mac_b = mac_of(&ks_b, &[&st.n_a, &st.n_b, &mpi(&st.d), pub_b.as_bytes(), &st.form_b, &form_b2]);
-        let sign_b = identity.sign(&mac_b, cx.rng);
-        let mut id_b = format!("{pub_b}{sign_b}").into_bytes();
-        let c_b0 = counter_b(st.c_a);
-        let mut c_b = c_b0;
-        ctr(&fb.kc, &mut c_b, &mut id_b);
-        let m_b = mac_of(&fb.km, &[&counter_mpi(c_b0), &id_b]);
+        let (id_b, m_b, c_b) = hide_identity(
+            &identity,
+            &fb,
+            &ks_b,
+            counter_b(st.c_a),
+            [&st.n_a, &st.n_b, &mpi(&st.d)],
+            [&st.form_b, &form_b2],
+            cx.rng,
+        );
         m4.fields.push(Field::values("identity", None, &[&b64(&id_b)]));
         m4.fields.push(Field::values("mac", None, &[&b64(&m_b)]));
         out.actions.push(Action::Send(Self::negotiation_stanza(
@@ -662,20 +670,16 @@ impl Esession {
         let (fa, fb, _, ks_b) = crypto::session_keys(&k_final);
         let id_b = unb64("identity", form.value("identity")?)?;
         let m_b = unb64("mac", form.value("mac")?)?;
-        if !equal(&mac_of(&fb.km, &[&counter_mpi(st.c_b), &id_b]), &m_b) {
-            self.negotiations.remove(&peer);
-            return Err(E2eError::Rejected { reason: "bad-mac", detail: "M_B".into() });
-        }
-        let mut plain = id_b.clone();
-        let mut c_b = st.c_b;
-        ctr(&fb.kc, &mut c_b, &mut plain);
-        let plain = String::from_utf8(plain)
-            .map_err(|e| E2eError::Malformed { what: "identity", detail: e.to_string() })?;
         let form_b2 = form_content(x, &["identity", "mac"]);
-        let split = plain.find("<SignatureValue>").unwrap_or(plain.len());
-        let mac_b =
-            mac_of(&ks_b, &[&st.n_a, &st.n_b, &mpi(&st.d), &plain.as_bytes()[..split], &st.form_b, &form_b2]);
-        let pub_b = crypto::verify_identity(&plain, &mac_b)?;
+        let opened = open_identity(
+            &fb,
+            &ks_b,
+            st.c_b,
+            (&id_b, &m_b, "M_B"),
+            [&st.n_a, &st.n_b, &mpi(&st.d)],
+            [&st.form_b, &form_b2],
+        );
+        let (pub_b, c_b) = self.negotiation_step(&peer, opened)?;
         let client = st.peer.to_string();
         self.negotiations.remove(&peer);
         self.observe_key(&peer, &pub_b, out);
@@ -950,6 +954,52 @@ impl Esession {
     }
 }
 
+/// §init-hide for the side that proves itself: `mac = HMAC(KS, nonces | DH value | pubKey |
+/// forms)`, signed; `ID = CIPHER(KC, C, pubKey | sign)`; `M = HMAC(KM, C | ID)`. Returns ID,
+/// M and the counter after ID.
+fn hide_identity(
+    identity: &Identity,
+    keys: &Keys,
+    ks: &[u8; 32],
+    counter: u128,
+    head: [&[u8]; 3],
+    forms: [&[u8]; 2],
+    rng: &mut dyn RngCore,
+) -> (Vec<u8>, Vec<u8>, u128) {
+    let key_value = identity.key_value();
+    let mac = mac_of(ks, &[head[0], head[1], head[2], key_value.as_bytes(), forms[0], forms[1]]);
+    let sign = identity.sign(&mac, rng);
+    let mut id = format!("{key_value}{sign}").into_bytes();
+    let mut after = counter;
+    ctr(&keys.kc, &mut after, &mut id);
+    let m = mac_of(&keys.km, &[&counter_mpi(counter), &id]);
+    (id, m, after)
+}
+
+/// §init-online-bobid / §init-acceptbob-verify, the mirror of [`hide_identity`]: checks M,
+/// decrypts ID from the counter, recomputes the SIGMA MAC over the received `<KeyValue/>` and
+/// verifies the signature. Returns the key and the counter after ID.
+fn open_identity(
+    keys: &Keys,
+    ks: &[u8; 32],
+    counter: u128,
+    (id, m, what): (&[u8], &[u8], &'static str),
+    head: [&[u8]; 3],
+    forms: [&[u8]; 2],
+) -> Result<(String, u128), E2eError> {
+    if !equal(&mac_of(&keys.km, &[&counter_mpi(counter), id]), m) {
+        return Err(E2eError::Rejected { reason: "bad-mac", detail: what.into() });
+    }
+    let mut plain = id.to_vec();
+    let mut after = counter;
+    ctr(&keys.kc, &mut after, &mut plain);
+    let plain = String::from_utf8(plain)
+        .map_err(|e| E2eError::Malformed { what: "identity", detail: e.to_string() })?;
+    let split = plain.find("<SignatureValue>").unwrap_or(plain.len());
+    let mac = mac_of(ks, &[head[0], head[1], head[2], &plain.as_bytes()[..split], forms[0], forms[1]]);
+    Ok((crypto::verify_identity(&plain, &mac)?, after))
+}
+
 /// The SSN termination form (XEP-0155 §terminate), as encrypted content: `submit` to end,
 /// `result` to acknowledge.
 fn terminate_form(kind: &str) -> String {
@@ -1082,17 +1132,8 @@ impl Engine for Esession {
             return Ok(out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            out.events.push(Event::Alert {
-                reason: "unencrypted",
-                detail: format!("{from} sent a message outside an ESession"),
-            });
-            out.events.push(Event::Plaintext {
-                from,
-                body: body.text(),
-                trust: Trust::Unencrypted,
-                delay: None,
-                carbon: None,
-            });
+            let detail = format!("{from} sent a message outside an ESession");
+            out.unencrypted(from, body.text(), detail);
         }
         Ok(out)
     }

@@ -866,17 +866,8 @@ impl Engine for Omemo {
                 .attr("from")
                 .and_then(|f| f.parse::<Jid>().ok())
                 .unwrap_or_else(|| Jid::from(owner.clone()));
-            out.events.push(Event::Alert {
-                reason: "unencrypted",
-                detail: format!("{from} sent a message without OMEMO"),
-            });
-            out.events.push(Event::Plaintext {
-                from,
-                body: body.text(),
-                trust: Trust::Unencrypted,
-                delay: None,
-                carbon: None,
-            });
+            let detail = format!("{from} sent a message without OMEMO");
+            out.unencrypted(from, body.text(), detail);
         }
         Ok(out)
     }
