@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use jabberwock_e2e::xml::ElementExt;
-use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB};
+use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el};
 use jabberwock_e2e::{
     Action as EngineAction, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, Output,
     Protocol, new_engine,
@@ -539,18 +539,32 @@ fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element
 
 /// Flips one bit in the text of the first `name` element: in the decoded payload when the
 /// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
-fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> Option<(u32, &'static str)> {
-    let target = find_first_mut(el, name)?;
+/// A path `a/b/c` names the first `a` (at any depth), then its child `b`, then that one's
+/// child `c` (XML Encryption keeps a `CipherValue` in every `EncryptedKey` before the content's).
+fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> Option<(u32, &'static str)> {
+    let mut steps = name.split('/');
+    let mut target = find_first_mut(el, steps.next()?)?;
+    for step in steps {
+        target = target.children_mut().find(|c| c.name() == step)?;
+    }
     let text = target.text();
     if text.is_empty() {
         return None;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
+    if encoding == Some(Encoding::Armor) {
+        let mut bytes = dearmor(&text)?;
+        let i = bit_index(bit, bytes.len() * 8);
+        bytes[i / 8] ^= 1 << (i % 8);
+        let _ = target.take_nodes();
+        target.append_text(armor(&bytes));
+        return Some((i as u32, "the armoured packets (CRC-24 recomputed) of"));
+    }
     let trimmed = text.trim();
     let decoded = b64.decode(trimmed).ok().filter(|b| !b.is_empty());
     let as_b64 = match encoding {
         Some(Encoding::Base64) => decoded,
-        Some(Encoding::Text) => None,
+        Some(Encoding::Text | Encoding::Armor) => None,
         None => decoded.filter(|_| trimmed.len() >= 16 && trimmed.len() % 4 == 0),
     };
     let (bytes, is_b64) = match as_b64 {
@@ -561,7 +575,7 @@ fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> O
     // could not be serialised at all: try the following bits until one does.
     let total = bytes.len() * 8;
     let (flipped, new_text) = (0..total).find_map(|k| {
-        let i = (bit as usize + k) % total;
+        let i = (bit_index(bit, total) + k) % total;
         let mut b = bytes.clone();
         b[i / 8] ^= 1 << (i % 8);
         if is_b64 {
@@ -579,6 +593,50 @@ fn flip(el: &mut Element, name: &str, bit: u32, encoding: Option<Encoding>) -> O
     Some((flipped as u32, if is_b64 { "the base64 payload of" } else { "the text of" }))
 }
 
+/// A bit position in a payload of `total` bits: wrapped around, negative from the end.
+fn bit_index(bit: i64, total: usize) -> usize {
+    let total = total.max(1) as i64;
+    bit.rem_euclid(total) as usize
+}
+
+/// The packets of headerless OpenPGP armour (RFC 4880 §6.2): base64 lines, then `=` and the
+/// CRC-24, which is not checked here (the attacker recomputes it anyway).
+fn dearmor(text: &str) -> Option<Vec<u8>> {
+    let body: String =
+        text.lines().map(str::trim).filter(|l| !(l.starts_with('=') && l.len() == 5)).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok().filter(|b| !b.is_empty())
+}
+
+/// Headerless armour for `bytes`: 64-character base64 lines and the CRC-24 line.
+fn armor(bytes: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = b64.encode(bytes);
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    let crc = crc24(bytes).to_be_bytes();
+    out.push('=');
+    out.push_str(&b64.encode(&crc[1..]));
+    out
+}
+
+/// RFC 4880 §6.1 CRC-24.
+fn crc24(bytes: &[u8]) -> u32 {
+    let mut crc: u32 = 0x00B7_04CE;
+    for &b in bytes {
+        crc ^= u32::from(b) << 16;
+        for _ in 0..8 {
+            crc <<= 1;
+            if crc & 0x0100_0000 != 0 {
+                crc ^= 0x0186_4CFB;
+            }
+        }
+    }
+    crc & 0x00FF_FFFF
+}
+
 /// Replaces all items of `node` in pubsub results and event notifications by `items`.
 /// `(owner, id, node)` of an `<iq type='get'><pubsub><items node/></pubsub></iq>`.
 fn items_request(stanza: &Element) -> Option<(BareJid, String, String)> {
@@ -592,16 +650,13 @@ fn items_request(stanza: &Element) -> Option<(BareJid, String, String)> {
 
 /// An empty pubsub result for `node` answering the same request as the error `error`.
 fn iq_result_with_items(error: &Element, node: &str) -> Element {
-    let mut result = jabberwock_e2e::xml::el("iq", NS_CLIENT).with("type", "result");
+    let mut result = el("iq", NS_CLIENT).with("type", "result");
     for attr in ["id", "from", "to"] {
         if let Some(v) = error.attr(attr) {
             result.set(attr, v);
         }
     }
-    result.child(
-        jabberwock_e2e::xml::el("pubsub", NS_PUBSUB)
-            .child(jabberwock_e2e::xml::el("items", NS_PUBSUB).with("node", node)),
-    )
+    result.child(el("pubsub", NS_PUBSUB).child(el("items", NS_PUBSUB).with("node", node)))
 }
 
 fn replace_items(el: &mut Element, node: &str, items: &[(String, Element)]) -> bool {
@@ -638,6 +693,247 @@ fn substitute(el: &mut Element, node: &str, with: &Element) -> usize {
         }
     }
     n
+}
+
+/// The namespace of a forgery order: a placeholder the plan carries until the injection's
+/// time, when [`Attacker::forge`] makes the stanza.
+const NS_FORGE: &str = "urn:jabberwock:attacker:forge";
+
+/// A forgery order for an injection: `body` as if `from` (a `protocol` device) sent it to `to`.
+pub fn forge_order(from: &FullJid, to: &BareJid, protocol: Protocol, body: &str) -> Element {
+    el("forge", NS_FORGE)
+        .with("from", from.to_string())
+        .with("to", to.to_string())
+        .with("protocol", protocol.name())
+        .text_node(body)
+}
+
+/// A forwarding order for an injection: with `stolen`'s state, the last signed message it
+/// received from `from` goes on to `to`, with `body` wrapped around it where possible.
+pub fn forward_order(stolen: &FullJid, from: &BareJid, to: &BareJid, body: &str) -> Element {
+    el("forward", NS_FORGE)
+        .with("stolen", stolen.to_string())
+        .with("from", from.to_string())
+        .with("to", to.to_string())
+        .text_node(body)
+}
+
+/// Whether a planned injection is an order ([`forge_order`], [`forward_order`]) rather than
+/// a stanza.
+pub fn is_order(stanza: &Element) -> bool {
+    stanza.ns() == NS_FORGE
+}
+
+impl Attacker {
+    /// Carries out a forgery order at `now` (since the Unix epoch): a fresh engine of the
+    /// protocol, posing as the claimed sender, sends the text with the public keys recorded so
+    /// far. Returns the stanzas and a line for the transcript.
+    pub fn forge(&mut self, now: Duration, order: &Element) -> (Vec<Element>, String) {
+        let parsed = (
+            order.attr("from").and_then(|f| f.parse::<FullJid>().ok()),
+            order.attr("to").and_then(|t| t.parse::<BareJid>().ok()),
+            order.attr("protocol").and_then(|p| p.parse::<Protocol>().ok()),
+        );
+        let (Some(from), Some(to), Some(protocol)) = parsed else {
+            return (vec![], "cannot read its forgery order".into());
+        };
+        let body = order.text();
+        *self.acted.entry("forge").or_default() += 1;
+        let mut engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
+        let mut cx = Cx { rng: &mut self.rng, now };
+        let out = match engine.send(&mut cx, &to, &body) {
+            Ok(out) => answer_fetches(engine.as_mut(), &mut cx, out, &self.seen),
+            Err(e) => return (vec![], format!("cannot forge {body:?} as {from} ({protocol}): {e}")),
+        };
+        let stanzas: Vec<Element> = out
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                EngineAction::Send(mut s) => {
+                    s.set("from", from.to_string());
+                    if s.attr("id").is_none() {
+                        s.set("id", format!("forged-{}", self.acted.get("forge").copied().unwrap_or(0)));
+                    }
+                    Some(s)
+                }
+                _ => None,
+            })
+            .collect();
+        let line = format!(
+            "forges {body:?} as {from} to {to} with its own {protocol} engine and recorded public keys ({} stanza{})",
+            stanzas.len(),
+            if stanzas.len() == 1 { "" } else { "s" }
+        );
+        (stanzas, line)
+    }
+
+    /// Carries out a forwarding order at `now` (since the Unix epoch). Returns the stanzas and
+    /// a line for the transcript.
+    pub fn forward(&mut self, now: Duration, order: &Element) -> (Vec<Element>, String) {
+        let parsed = (
+            order.attr("stolen").and_then(|f| f.parse::<FullJid>().ok()),
+            order.attr("from").and_then(|t| t.parse::<BareJid>().ok()),
+            order.attr("to").and_then(|t| t.parse::<BareJid>().ok()),
+        );
+        let (Some(stolen), Some(from), Some(to)) = parsed else {
+            return (vec![], "cannot read its forwarding order".into());
+        };
+        let body = order.text();
+        *self.acted.entry("forward").or_default() += 1;
+        let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| *d == stolen).map(|(_, _, e)| e) else {
+            return (vec![], format!("cannot forward: it holds no stolen state of {stolen}"));
+        };
+        let mut engine = engine.steal(jabberwock_e2e::Theft::FullState);
+        // The last message from `from` that reached the stolen device (its server-to-client
+        // hop), as it crossed the wire.
+        let recorded = self.seen.iter().rev().find_map(|s| match &s.hop {
+            Hop::ServerToClient { client, .. } if *client == stolen => {
+                messages_in(&s.stanza).into_iter().find(|m| {
+                    let sender = m.attr("from").and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
+                    sender.as_ref() == Some(&from) && m.attr("type") != Some("error")
+                })
+            }
+            _ => None,
+        });
+        let Some(recorded) = recorded else {
+            return (vec![], format!("cannot forward: it recorded no message from {from} to {stolen}"));
+        };
+        let sender = recorded.attr("from").unwrap_or_default().to_owned();
+        let mut cx = Cx { rng: &mut self.rng, now };
+        let mut out = None;
+        // At most one round of key fetches (answered from the recording), then the forgery.
+        for _ in 0..2 {
+            match engine.forward(&mut cx, &recorded, &to, &body) {
+                Ok(Some(o)) if o.actions.iter().any(|a| matches!(a, EngineAction::Fetch { .. })) => {
+                    let _ = answer_fetches(engine.as_mut(), &mut cx, o, &self.seen);
+                }
+                Ok(Some(o)) => {
+                    out = Some(o);
+                    break;
+                }
+                Ok(None) => {
+                    return (
+                        vec![],
+                        format!("cannot forward: {} has no signature to reuse", engine.protocol()),
+                    );
+                }
+                Err(e) => return (vec![], format!("cannot forward {}: {e}", id_of(&recorded))),
+            }
+        }
+        let Some(out) = out else {
+            return (vec![], format!("cannot forward: no public keys of {to} recorded"));
+        };
+        let stanzas: Vec<Element> = out
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                EngineAction::Send(mut s) => {
+                    s.set("from", sender.clone());
+                    if s.attr("id").is_none() {
+                        s.set("id", format!("forwarded-{}", self.acted.get("forward").copied().unwrap_or(0)));
+                    }
+                    Some(s)
+                }
+                _ => None,
+            })
+            .collect();
+        let how = if body.is_empty() { String::new() } else { format!(", slipping in {body:?}") };
+        let line = format!(
+            "passes {} ({sender} → {stolen}) on to {to} with the stolen state of {stolen}{how}",
+            id_of(&recorded)
+        );
+        (stanzas, line)
+    }
+}
+
+/// Runs the engine's own key fetches against the public key material the attacker recorded
+/// (PEP publications, fetch results, notifications), as any third party could read it, and
+/// gathers what the engine reports and asks once it has the keys.
+pub(crate) fn answer_fetches(
+    engine: &mut dyn Engine,
+    cx: &mut Cx<'_>,
+    mut out: Output,
+    seen: &[Seen],
+) -> Output {
+    let mut events = core::mem::take(&mut out.events);
+    let mut done = Vec::new();
+    let mut pending = out.actions;
+    // Each answer may ask for more (a key list, then the keys): a few rounds at most.
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for action in core::mem::take(&mut pending) {
+            let EngineAction::Fetch { owner, node } = action else {
+                done.push(action);
+                continue;
+            };
+            let items = recorded_items(seen, &owner, &node);
+            let result = el("iq", NS_CLIENT).with("type", "result").with("from", owner.to_string()).child(
+                el("pubsub", NS_PUBSUB).child({
+                    let mut list = el("items", NS_PUBSUB).with("node", node);
+                    for item in items {
+                        list.append_child(item);
+                    }
+                    list
+                }),
+            );
+            if let Ok(more) = engine.receive(cx, &result) {
+                events.extend(more.events);
+                next.extend(more.actions);
+            }
+        }
+        pending = next;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    done.extend(pending.into_iter().filter(|a| !matches!(a, EngineAction::Fetch { .. })));
+    Output { actions: done, events }
+}
+
+/// The latest items of `owner`'s PEP node `node` in the recording, as pubsub `<item/>`s.
+fn recorded_items(seen: &[Seen], owner: &BareJid, node: &str) -> Vec<Element> {
+    let mut latest: BTreeMap<String, Element> = BTreeMap::new();
+    for s in seen {
+        let from = s.stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).map(|j| j.to_bare());
+        let to = s.stanza.attr("to").and_then(|f| f.parse::<Jid>().ok()).map(|j| j.to_bare());
+        let lists: Vec<&Element> = match s.stanza.name() {
+            // A publish by one of the owner's devices, on its way to its server.
+            "iq" if s.stanza.attr("type") == Some("set")
+                && matches!(&s.hop, Hop::ClientToServer { client, .. } if client.to_bare() == *owner)
+                && to.as_ref().is_none_or(|t| t == owner) =>
+            {
+                s.stanza
+                    .get_child("pubsub", NS_PUBSUB)
+                    .into_iter()
+                    .flat_map(|p| p.children().filter(|c| c.is("publish", NS_PUBSUB)))
+                    .collect()
+            }
+            "iq" if s.stanza.attr("type") == Some("result") && from.as_ref() == Some(owner) => s
+                .stanza
+                .get_child("pubsub", NS_PUBSUB)
+                .into_iter()
+                .flat_map(|p| p.children().filter(|c| c.is("items", NS_PUBSUB)))
+                .collect(),
+            "message" if from.as_ref() == Some(owner) => s
+                .stanza
+                .get_child("event", NS_PUBSUB_EVENT)
+                .into_iter()
+                .flat_map(|p| p.children().filter(|c| c.is("items", NS_PUBSUB_EVENT)))
+                .collect(),
+            _ => vec![],
+        };
+        for list in lists.into_iter().filter(|l| l.attr("node") == Some(node)) {
+            for item in list.children().filter(|i| i.name() == "item") {
+                let id = item.attr("id").unwrap_or_default().to_owned();
+                let mut copy = el("item", NS_PUBSUB).with("id", id.clone());
+                for payload in item.children() {
+                    copy.append_child(payload.clone());
+                }
+                latest.insert(id, copy);
+            }
+        }
+    }
+    latest.into_values().collect()
 }
 
 /// The messages inside a stanza the attacker can try to read: the stanza itself and any

@@ -69,6 +69,10 @@ impl Facts<'_> {
         self.device(short).map(|l| l.received.iter().map(|r| r.body.clone()).collect()).unwrap_or_default()
     }
 
+    fn received(&self, short: &str) -> Vec<crate::world::Received> {
+        self.device(short).map(|d| d.received.clone()).unwrap_or_default()
+    }
+
     fn alerts(&self, short: &str) -> Vec<String> {
         self.device(short).map(|l| l.alerts.clone()).unwrap_or_default()
     }
@@ -220,6 +224,28 @@ fn deniability(f: &Facts<'_>) -> Verdict {
     }
 }
 
+fn authentication(f: &Facts<'_>) -> Verdict {
+    if acted(f, "forge") == 0 {
+        return verdict(false, "not tested: the attacker made no forgery");
+    }
+    let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
+    let forged = f.shown("bob/laptop").into_iter().find(|b| !sent.contains(b));
+    match (forged, f.received("bob/laptop").into_iter().find(|r| !sent.contains(&r.body))) {
+        (Some(text), Some(r)) if r.trust == "unencrypted" => {
+            verdict(false, format!("Bob was shown the forged {text:?} (flagged unencrypted)"))
+        }
+        (Some(text), Some(r)) => {
+            verdict(false, format!("Bob was shown the forged {text:?} as Alice's (trust={})", r.trust))
+        }
+        _ => {
+            let mut why = f.errors("bob/laptop");
+            why.extend(f.alerts("bob/laptop"));
+            let why = if why.is_empty() { "ignored".to_owned() } else { why.join(", ") };
+            verdict(true, format!("the forgery was rejected ({why})"))
+        }
+    }
+}
+
 fn post_compromise(f: &Facts<'_>) -> Verdict {
     let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
     let read = f.read();
@@ -303,6 +329,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "downgrade by stripping the encryption",
         template: include_str!("../../scenarios/properties/downgrade.yaml.tmpl"),
         judge: downgrade,
+    },
+    Property {
+        id: "authentication",
+        title: "sender authentication against a forger with public keys",
+        template: include_str!("../../scenarios/properties/authentication.yaml.tmpl"),
+        judge: authentication,
     },
 ];
 

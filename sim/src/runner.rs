@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Protocol,
-    new_engine,
+    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Output,
+    Protocol, new_engine,
 };
 use jabberwock_xmpp::{
     Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
@@ -19,7 +20,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::attacker::{Attacker, Impostor, messages_in};
+use crate::attacker::{Attacker, Impostor, answer_fetches, messages_in};
 use crate::scenario::Action;
 use crate::scenario::{NetEvent, Party, PartyExpect, Scenario};
 use crate::transcript::Transcript;
@@ -380,6 +381,8 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
                 .filter(|b| *b != dev.jid.to_bare())
                 .map(|b| (b.clone(), pair_secret(seed, &dev.jid.to_bare(), &b)))
                 .collect(),
+            ca: Some(ca_seed(seed)),
+            cipher: dev.cipher,
         };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
@@ -451,6 +454,15 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     };
     outcome.checks = check(scenario, &outcome);
     Ok(outcome)
+}
+
+/// The scenario's certificate authority (S/MIME), derived from the seed so runs repeat: every
+/// honest device is enrolled with it; the attacker's own engines are not.
+fn ca_seed(seed: u64) -> [u8; 32] {
+    let mut rng = host_rng(seed, "certificate authority");
+    let mut out = [0u8; 32];
+    rng.fill_bytes(&mut out);
+    out
 }
 
 /// The answer two users agreed in person for a verification ceremony (OTR's SMP): known to
@@ -561,8 +573,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         let mut bodies: Vec<(String, String)> = Vec::new();
         for seen in &attacker.seen {
             for msg in messages_in(&seen.stanza) {
-                let Some(body) = msg.get_child("body", jabberwock_e2e::xml::NS_CLIENT).map(|b| b.text())
-                else {
+                let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
                     continue;
                 };
                 let from = msg.attr("from").unwrap_or_default().to_owned();
@@ -587,6 +598,10 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 // ESession) must not lose it to a stanza from before the theft.
                 let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
                 let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
+                // A protocol that must check a signature asks for the sender's public key
+                // first: keys are public, and the attacker answers from what it recorded.
+                let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
+                let out = Output { actions: vec![], ..out };
                 *engine = trial;
                 for event in out.events {
                     if let Event::Plaintext { body, .. } = event

@@ -10,7 +10,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_e2e::otr::{OtrConfig, OtrPolicy};
-use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
+use jabberwock_e2e::{BareJid, ContentCipher, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -76,6 +76,20 @@ pub struct AccountSpec {
     /// The OTR policy of this account's `otr` devices (default `require`).
     #[serde(default)]
     pub otr: OtrPolicySpec,
+    /// The XML Encryption content cipher of this account's `xmlsec` devices (default `gcm`).
+    #[serde(default)]
+    pub cipher: CipherSpec,
+}
+
+/// A content cipher for XML Encryption.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CipherSpec {
+    /// AES-128-GCM (xmlenc11), authenticated.
+    #[default]
+    Gcm,
+    /// AES-128-CBC (xmlenc), malleable: for the attacks CBC allows.
+    Cbc,
 }
 
 /// OTR v3 §"Policies", as clients offer them.
@@ -315,10 +329,12 @@ pub enum ActionSpec {
     /// the payload; with `text` it lands in the UTF-8 bytes. By default: base64 when the text
     /// is at least 16 characters of valid padded base64, text otherwise.
     Flip {
-        /// Local name of the element.
+        /// Local name of the element, or a path `a/b/c`: the first `a` at any depth, then
+        /// its child `b`, then that one's child `c`.
         element: String,
-        /// Bit index (wraps around the payload length).
-        bit: u32,
+        /// Bit index (wraps around the payload length); negative counts from the end
+        /// (`-1` is the last bit: CBC padding lives in the last block).
+        bit: i64,
         /// How to read the text.
         #[serde(default)]
         encoding: Option<Encoding>,
@@ -352,6 +368,9 @@ pub enum Encoding {
     Base64,
     /// The UTF-8 bytes of the text.
     Text,
+    /// OpenPGP ASCII armour with its headers stripped, as XEP-0027 carries it: the bit lands
+    /// in the packets and the CRC-24 line (RFC 4880 §6.1) is recomputed, as anyone can.
+    Armor,
 }
 
 /// A forged stanza.
@@ -362,8 +381,48 @@ pub struct InjectSpec {
     pub at: Dur,
     /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
     pub hop: String,
-    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`).
-    pub stanza: String,
+    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this or
+    /// `forge`.
+    #[serde(default)]
+    pub stanza: Option<String>,
+    /// A message made at that moment by the attacker's own engine of the device's protocol,
+    /// posing as that device, with the public keys the attacker recorded: what an outsider
+    /// can make a recipient believe.
+    #[serde(default)]
+    pub forge: Option<ForgeSpec>,
+    /// Surreptitious forwarding (and, for XML Signature, signature wrapping): with a device's
+    /// stolen state, the last signed message it received from `from` goes on to `to` as if
+    /// `from` had written to `to` (see the engine's `forward`).
+    #[serde(default)]
+    pub forward: Option<ForwardSpec>,
+}
+
+/// A signed message passed on by an attacker holding its recipient's stolen state.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// The device whose state was stolen (`compromise` it earlier in the timeline).
+    pub stolen: String,
+    /// The account whose signed message it received.
+    pub from: String,
+    /// The account it goes on to.
+    pub to: String,
+    /// Text slipped in around the signed part where the signature leaves room for it
+    /// (XML signature wrapping); empty for plain forwarding.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// A message the attacker makes with the protocol's own code and public keys only.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeSpec {
+    /// The device it claims to come from (`alice/phone`).
+    pub from: String,
+    /// The recipient account.
+    pub to: String,
+    /// The text.
+    pub body: String,
 }
 
 /// `online` or `offline`.
@@ -500,6 +559,8 @@ pub struct DeviceSpec {
     pub trust: TrustPolicy,
     /// Its OTR settings.
     pub otr: OtrConfig,
+    /// Its XML Encryption content cipher.
+    pub cipher: ContentCipher,
     /// The account password.
     pub password: String,
     /// Accounts it subscribes to.
@@ -589,6 +650,8 @@ pub const POWERS: &[&str] = &[
     "substitute",
     "impersonate",
     "inject",
+    "forge",
+    "forward",
 ];
 
 /// A validated attacker rule.
@@ -624,7 +687,7 @@ pub enum Action {
     /// See [`ActionSpec::Replace`].
     Replace(String, Element),
     /// See [`ActionSpec::Flip`].
-    Flip(String, u32, Option<Encoding>),
+    Flip(String, i64, Option<Encoding>),
     /// See [`ActionSpec::Substitute`].
     Substitute {
         /// Node.
@@ -891,6 +954,10 @@ impl Validator<'_> {
                             OtrPolicySpec::Never => OtrPolicy::Never,
                         },
                         max_message: raw.network.max_message.as_ref().map(|m| **m),
+                    },
+                    cipher: match acc.cipher {
+                        CipherSpec::Gcm => ContentCipher::Gcm,
+                        CipherSpec::Cbc => ContentCipher::Cbc,
                     },
                     password: accounts[&bare].clone(),
                     contacts,
@@ -1348,8 +1415,23 @@ impl Validator<'_> {
                     format!("an attacker at `{position}` cannot reach {hop}"),
                 );
             }
-            let stanza = self.xml(ipos, &format!("{path}.stanza"), &inj.stanza)?;
-            if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
+            let stanza = match (&inj.stanza, &inj.forge, &inj.forward) {
+                (Some(xml), None, None) => self.xml(ipos, &format!("{path}.stanza"), xml)?,
+                (None, Some(f), None) => {
+                    let from = self.device_ref(ipos, &format!("{path}.forge.from"), &f.from)?;
+                    let to = self.account_ref(ipos, &format!("{path}.forge.to"), &f.to)?;
+                    let protocol = self.devices.get(&from).map(|(_, p)| *p).unwrap_or(Protocol::Plain);
+                    crate::attacker::forge_order(&from, &to, protocol, &f.body)
+                }
+                (None, None, Some(f)) => {
+                    let stolen = self.device_ref(ipos, &format!("{path}.forward.stolen"), &f.stolen)?;
+                    let from = self.account_ref(ipos, &format!("{path}.forward.from"), &f.from)?;
+                    let to = self.account_ref(ipos, &format!("{path}.forward.to"), &f.to)?;
+                    crate::attacker::forward_order(&stolen, &from, &to, &f.body)
+                }
+                _ => return self.err(ipos, path, "give exactly one of `stanza`, `forge` or `forward`"),
+            };
+            if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT && !crate::attacker::is_order(&stanza) {
                 return self.err(
                     ipos,
                     format!("{path}.stanza"),

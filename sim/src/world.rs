@@ -118,6 +118,20 @@ impl Hooks for World {
         releases
     }
 
+    fn materialize(&self, hop: &Hop, stanza: Element) -> Vec<Element> {
+        if !crate::attacker::is_order(&stanza) {
+            return vec![stanza];
+        }
+        let now = self.now();
+        let made = self.attacker.borrow_mut().as_mut().map(|a| {
+            if stanza.name() == "forward" { a.forward(now, &stanza) } else { a.forge(now, &stanza) }
+        });
+        let Some((stanzas, line)) = made else { return vec![] };
+        let label = self.attacker_label();
+        self.line("attack", format!("{label} {line} on {hop}"), None);
+        stanzas
+    }
+
     fn redeem(&self, ticket: Ticket) -> Option<Element> {
         let redeemed = self.attacker.borrow_mut().as_mut().and_then(|a| a.redeem(ticket));
         let (hop, stanza) = redeemed?;

@@ -17,6 +17,14 @@ use crate::E2eError;
 pub enum Protocol {
     /// No end-to-end encryption: the control every attack must beat.
     Plain,
+    /// OpenPGP as XEP-0027 uses it: signed presence, `jabber:x:encrypted` message bodies.
+    Pgp,
+    /// OpenPGP for XMPP (XEP-0373, XEP-0374): `<openpgp>` carrying `<signcrypt>`.
+    Ox,
+    /// S/MIME over XMPP (RFC 3923): CPIM wrapped in signed, then enveloped CMS.
+    Smime,
+    /// W3C XML Signature and XML Encryption applied to the stanza (the binding is ours).
+    Xmlsec,
     /// OMEMO 0.8+ (XEP-0384, `urn:xmpp:omemo:2`, with XEP-0420 SCE).
     Omemo,
     /// OMEMO 0.3 (XEP-0384 0.3, `eu.siacs.conversations.axolotl`, libsignal v3 wire format).
@@ -29,13 +37,26 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol this build implements, in the order reports list them.
-    pub const ALL: &'static [Protocol] =
-        &[Protocol::Plain, Protocol::Omemo, Protocol::OmemoLegacy, Protocol::Otr, Protocol::Esession];
+    pub const ALL: &'static [Protocol] = &[
+        Protocol::Plain,
+        Protocol::Pgp,
+        Protocol::Ox,
+        Protocol::Smime,
+        Protocol::Xmlsec,
+        Protocol::Otr,
+        Protocol::Esession,
+        Protocol::Omemo,
+        Protocol::OmemoLegacy,
+    ];
 
     /// The identifier used in scenario files and reports.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Plain => "plain",
+            Protocol::Pgp => "pgp",
+            Protocol::Ox => "ox",
+            Protocol::Smime => "smime",
+            Protocol::Xmlsec => "xmlsec",
             Protocol::Omemo => "omemo",
             Protocol::OmemoLegacy => "omemo-legacy",
             Protocol::Otr => "otr",
@@ -71,6 +92,21 @@ pub struct EngineConfig {
     /// For each contact, the answer this user agreed with them in person; a ceremony that
     /// compares secrets (OTR's SMP) uses it. An attacker's own engines do not have it.
     pub secrets: BTreeMap<BareJid, String>,
+    /// The seed of the scenario's certificate authority (S/MIME certificates). Honest devices
+    /// are enrolled with it; an attacker's own engines have `None` and must make their own.
+    pub ca: Option<[u8; 32]>,
+    /// The content cipher of XML Encryption (`xmlsec`).
+    pub cipher: ContentCipher,
+}
+
+/// A block cipher mode for content encryption, where a protocol lets the user choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContentCipher {
+    /// AES-128-GCM: authenticated.
+    #[default]
+    Gcm,
+    /// AES-128-CBC: malleable, kept to show what that costs.
+    Cbc,
 }
 
 impl EngineConfig {
@@ -93,6 +129,15 @@ pub fn new_engine(
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
         Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
         Protocol::Esession => Box::new(crate::esession::Esession::new(me.clone())),
+        Protocol::Pgp => Box::new(crate::openpgp::Pgp::new(me.clone(), rng, config)),
+        Protocol::Ox => Box::new(crate::openpgp::Ox::new(me.clone(), rng, config)),
+        Protocol::Smime => Box::new(crate::smime::Smime::new(me.clone(), rng, config)),
+        Protocol::Xmlsec => {
+            Box::new(crate::xmlsec::Xmlsec::new(me.clone(), rng, config).with_cipher(match config.cipher {
+                ContentCipher::Gcm => crate::xmlsec::Cipher::Aes128Gcm,
+                ContentCipher::Cbc => crate::xmlsec::Cipher::Aes128Cbc,
+            }))
+        }
         Protocol::Otr => {
             Box::new(crate::otr::Otr::new(me.clone(), rng, config.otr).with_secrets(config.secrets.clone()))
         }
@@ -295,8 +340,22 @@ pub trait Engine: fmt::Debug + Send {
     /// The protocol this engine speaks.
     fn protocol(&self) -> Protocol;
 
-    /// What the device publishes once it is online (PEP items, presence payloads).
+    /// What the device publishes once it is online (PEP items).
     fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError>;
+
+    /// Extensions for the device's available presence, which the client sends after every
+    /// login (XEP-0027 signs the presence status here).
+    fn presence(&mut self, cx: &mut Cx<'_>) -> Result<Vec<Element>, E2eError> {
+        let _ = cx;
+        Ok(Vec::new())
+    }
+
+    /// Handles available presence from another device (XEP-0027 signed presence). The
+    /// client calls it for presence that carries any extension.
+    fn receive_presence(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        let _ = (cx, stanza);
+        Ok(Output::default())
+    }
 
     /// Encrypts `body` for every device of `to` (and our own other devices where the protocol
     /// does that) and returns the stanzas to send.
@@ -338,6 +397,27 @@ pub trait Engine: fmt::Debug + Send {
     /// recipient no way to (a signature only the sender can make, or no session yet).
     fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
         let _ = (cx, from, body);
+        Ok(None)
+    }
+
+    /// The surreptitious-forwarding test (D. Davis, "Defective Sign & Encrypt in S/MIME,
+    /// PKCS#7, MOSS, PEM, PGP, and XML", USENIX 2001): with this device's state (stolen by
+    /// the attacker), take a signed message the device received (`recorded`, as it crossed
+    /// the wire), keep its sender's signature, and send it on to `to` as if the sender had
+    /// written to `to`. Where the signature covers less than the whole payload (XML
+    /// Signature), `body` is what the attacker tries to slip in around the signed part
+    /// (signature wrapping). The output's `Send` actions carry the forgery (the caller sets
+    /// their `from` to the original sender). Without `to`'s public keys the output holds only
+    /// the `Fetch` actions for them: the caller feeds the results to [`Engine::receive`] and
+    /// calls again. `Ok(None)` when the protocol has no sender signature to reuse.
+    fn forward(
+        &mut self,
+        cx: &mut Cx<'_>,
+        recorded: &Element,
+        to: &BareJid,
+        body: &str,
+    ) -> Result<Option<Output>, E2eError> {
+        let _ = (cx, recorded, to, body);
         Ok(None)
     }
 

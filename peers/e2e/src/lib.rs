@@ -11,14 +11,18 @@ mod engine;
 mod error;
 pub mod esession;
 pub mod omemo;
+pub mod openpgp;
 pub mod otr;
 pub mod plain;
+mod rng06;
+pub mod smime;
 pub mod time;
 pub mod xml;
+pub mod xmlsec;
 
 pub use engine::{
-    Action, Carbon, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
-    VerificationResult, new_engine,
+    Action, Carbon, ContentCipher, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft,
+    Trust, TrustPolicy, VerificationResult, new_engine,
 };
 pub use error::{E2eError, Fault};
 pub use jid::{BareJid, FullJid, Jid};

@@ -442,7 +442,16 @@ impl<T: Transport> Device<T> {
             .with("id", self.next_id("roster"))
             .child(el("query", NS_ROSTER));
         self.write(c, roster).await;
-        self.write(c, el("presence", NS_CLIENT)).await;
+        // RFC 6121 §4.2 initial presence, with what the engine adds (XEP-0027 signs it).
+        let mut presence = el("presence", NS_CLIENT);
+        let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
+        match self.engine.presence(&mut cx) {
+            Ok(extensions) => extensions.into_iter().for_each(|x| {
+                presence.append_child(x);
+            }),
+            Err(error) => self.hooks.note(Note::EngineError { device: &self.cfg.jid, error: &error }),
+        }
+        self.write(c, presence).await;
         self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
         let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
         let published = self.engine.publish(&mut cx);
@@ -469,6 +478,13 @@ impl<T: Transport> Device<T> {
                     self.subscribe_if_needed(c, &contact).await;
                 }
                 "error" => self.stanza_error(&stanza, &from),
+                // Available presence carrying an extension (XEP-0027's signature): the engine
+                // reads it. Presence from our own other devices counts too.
+                "available" if stanza.children().next().is_some() && from != self.cfg.jid.to_string() => {
+                    let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
+                    let result = self.engine.receive_presence(&mut cx, &stanza);
+                    self.apply(Some(c), result).await;
+                }
                 _ => {}
             },
             Some(Kind::Message) => {

@@ -215,6 +215,13 @@ pub trait Hooks {
         Vec::new()
     }
 
+    /// What an injection puts on its hop when its time comes: the stanza itself, or what the
+    /// attacker makes of it then (a forgery needs the keys it has recorded by that time).
+    fn materialize(&self, hop: &Hop, stanza: Element) -> Vec<Element> {
+        let _ = hop;
+        vec![stanza]
+    }
+
     /// Records a non-stanza event.
     fn note(&self, note: Note<'_>) {
         let _ = note;

@@ -210,11 +210,13 @@ impl<T: Transport> Server<T> {
     }
 
     fn inject(self: &Rc<Self>, inj: Injection) {
-        self.hooks.note(Note::Injected { hop: &inj.hop, stanza: &inj.stanza });
-        match &inj.hop {
-            Hop::ClientToServer { client, .. } => self.from_client(client, inj.stanza),
-            Hop::ServerToClient { client, .. } => self.write_session(client, inj.stanza),
-            Hop::ServerToServer { from, .. } => self.from_remote(from, inj.stanza),
+        for stanza in self.hooks.materialize(&inj.hop, inj.stanza) {
+            self.hooks.note(Note::Injected { hop: &inj.hop, stanza: &stanza });
+            match &inj.hop {
+                Hop::ClientToServer { client, .. } => self.from_client(client, stanza),
+                Hop::ServerToClient { client, .. } => self.write_session(client, stanza),
+                Hop::ServerToServer { from, .. } => self.from_remote(from, stanza),
+            }
         }
     }
 

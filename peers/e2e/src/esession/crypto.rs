@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use crate::rng06::Rng06;
 use base64::Engine as _;
 use num_bigint::BigUint;
 use rand_core::RngCore;
@@ -177,28 +178,6 @@ pub fn sas_digits(mut v: u32) -> String {
 
 /// The signature algorithm we offer and accept (§sec-mandatory-sign: MUST).
 pub const RSA_SHA256: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha256";
-
-/// The caller's RNG for crates on the rand_core 0.6 generation (rsa).
-struct Rng06<'a>(&'a mut dyn RngCore);
-
-impl rand_core_06::RngCore for Rng06<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-// The caller's generator is the device's seeded ChaCha20 stream.
-impl rand_core_06::CryptoRng for Rng06<'_> {}
 
 /// A device's RSA identity key (2048 bits).
 #[derive(Clone)]

@@ -1,0 +1,240 @@
+//! Per-message cost of the `pgp` (XEP-0027) and `ox` (XEP-0373/0374) engines, next to the
+//! raw rPGP work on the same payload, measured in the same run. A plain binary
+//! (`harness = false`, like the other engine benches), not a timed test:
+//!
+//! ```text
+//! cargo bench -p jabberwock-e2e --bench openpgp            # 300 messages
+//! cargo bench -p jabberwock-e2e --bench openpgp -- --quick # a smoke run
+//! ```
+//!
+//! Steady state: keys are discovered first (not measured); Alice then sends to Bob, who reads.
+//! Both engines encrypt to two keys (Bob's, and Alice's own so her other devices can read).
+//! - `pgp`: the raw line is rPGP encrypting the body to the same two Curve25519 subkeys
+//!   (SEIPD v1, AES-256), ASCII armour, and Bob's decryption. The engine adds the XEP-0027
+//!   stanza, header stripping and parsing.
+//! - `ox`: the raw line is rPGP signing (Ed25519) and encrypting a `<signcrypt/>` of the same
+//!   size to the two subkeys, Bob's decryption and signature verification. The engine adds the
+//!   XML (`<signcrypt/>`, rpad), base64 and the XEP-0373 §3.1 checks.
+
+// The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use jabberwock_e2e::openpgp::keys::armor_body;
+use jabberwock_e2e::openpgp::{Ox, Pgp};
+use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
+use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid};
+use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::types::Password;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
+const ALICE: &str = "alice@a.example/phone";
+const BOB: &str = "bob@b.example/laptop";
+const BODY: &str = "a typical chat message of some sixty bytes, give or take";
+
+/// Two engines and a PEP service: fetches are answered from what they published.
+struct Pair {
+    alice: Box<dyn Engine>,
+    bob: Box<dyn Engine>,
+    pep: Vec<(BareJid, String, String, Element)>,
+    rng: ChaCha20Rng,
+    shown: usize,
+}
+
+impl Pair {
+    fn new(make: fn(&str, &mut ChaCha20Rng) -> Box<dyn Engine>) -> Pair {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let alice = make(ALICE, &mut rng);
+        let bob = make(BOB, &mut rng);
+        let mut p = Pair { alice, bob, pep: vec![], rng, shown: 0 };
+        for a in [true, false] {
+            let mut rng = p.rng.clone();
+            let out = p.engine(a).publish(&mut Cx { rng: &mut rng, now: NOW }).unwrap();
+            p.run(a, out.actions);
+        }
+        p
+    }
+
+    fn engine(&mut self, alice: bool) -> &mut dyn Engine {
+        if alice { self.alice.as_mut() } else { self.bob.as_mut() }
+    }
+
+    fn jid(alice: bool) -> &'static str {
+        if alice { ALICE } else { BOB }
+    }
+
+    fn run(&mut self, by_alice: bool, actions: Vec<Action>) {
+        let mut queue: Vec<(bool, Action)> = actions.into_iter().map(|a| (by_alice, a)).collect();
+        while let Some((who, action)) = queue.pop() {
+            let me: FullJid = Pair::jid(who).parse().unwrap();
+            let out = match action {
+                Action::Publish { node, id, item, .. } => {
+                    self.pep.retain(|(o, n, i, _)| !(*o == me.to_bare() && *n == node && *i == id));
+                    self.pep.push((me.to_bare(), node, id, item));
+                    continue;
+                }
+                Action::Fetch { owner, node } => {
+                    let items: Vec<_> =
+                        self.pep.iter().filter(|(o, n, _, _)| *o == owner && *n == node).cloned().collect();
+                    let mut rng = self.rng.clone();
+                    let cx = &mut Cx { rng: &mut rng, now: NOW };
+                    let out = if items.is_empty() {
+                        self.engine(who).fetch_failed(cx, &owner, &node, "item-not-found").unwrap()
+                    } else {
+                        let mut list = el("items", NS_PUBSUB).with("node", node);
+                        for (_, _, id, item) in items {
+                            list.append_child(el("item", NS_PUBSUB).with("id", id).child(item));
+                        }
+                        let iq = el("iq", NS_CLIENT)
+                            .with("type", "result")
+                            .with("from", owner.to_string())
+                            .child(el("pubsub", NS_PUBSUB).child(list));
+                        self.engine(who).receive(cx, &iq).unwrap()
+                    };
+                    self.rng = rng;
+                    out
+                }
+                Action::Send(mut s) => {
+                    s.set("from", me.to_string());
+                    let mut rng = self.rng.clone();
+                    let out = self.engine(!who).receive(&mut Cx { rng: &mut rng, now: NOW }, &s).unwrap();
+                    self.rng = rng;
+                    self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
+                    queue.extend(out.actions.into_iter().map(|a| (!who, a)));
+                    continue;
+                }
+                _ => continue,
+            };
+            self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
+            queue.extend(out.actions.into_iter().map(|a| (who, a)));
+        }
+    }
+
+    fn send(&mut self, body: &str) {
+        let to: BareJid = "bob@b.example".parse().unwrap();
+        let mut rng = self.rng.clone();
+        let out = self.alice.send(&mut Cx { rng: &mut rng, now: NOW }, &to, body).unwrap();
+        self.rng = rng;
+        self.run(true, out.actions);
+    }
+}
+
+fn pgp_engine(jid: &str, rng: &mut ChaCha20Rng) -> Box<dyn Engine> {
+    Box::new(Pgp::new(jid.parse().unwrap(), rng, &EngineConfig::default()))
+}
+
+fn ox_engine(jid: &str, rng: &mut ChaCha20Rng) -> Box<dyn Engine> {
+    Box::new(Ox::new(jid.parse().unwrap(), rng, &EngineConfig::default()))
+}
+
+fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
+    println!(
+        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.2}× |",
+        per(engine),
+        per(raw),
+        engine.as_secs_f64() / raw.as_secs_f64()
+    );
+}
+
+/// The same key material the engines make, as rPGP objects.
+fn raw_keys() -> (SignedSecretKey, SignedPublicKey, SignedSecretKey, SignedPublicKey) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let alice = Pgp::new(ALICE.parse().unwrap(), &mut rng, &EngineConfig::default());
+    let bob = Pgp::new(BOB.parse().unwrap(), &mut rng, &EngineConfig::default());
+    let sec =
+        |e: &Pgp| SignedSecretKey::from_armor_single(e.key().secret_armored().unwrap().as_bytes()).unwrap().0;
+    let (a, b) = (sec(&alice), sec(&bob));
+    let (ap, bp) = (a.to_public_key(), b.to_public_key());
+    (a, ap, b, bp)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: u32 = if quick { 20 } else { 300 };
+    println!("| what | messages | engine (send + receive) | raw rPGP | engine / raw |");
+    println!("|---|---|---|---|---|");
+    let (alice_sec, alice_pub, bob_sec, bob_pub) = raw_keys();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut rng06 = Adapter(&mut rng);
+
+    // ---- pgp ----
+    let mut p = Pair::new(pgp_engine);
+    p.send("warm-up");
+    p.shown = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        p.send(BODY);
+    }
+    let engine = t.elapsed();
+    assert_eq!(p.shown, n as usize);
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut b = MessageBuilder::from_bytes("", BODY.as_bytes().to_vec())
+            .seipd_v1(&mut rng06, SymmetricKeyAlgorithm::AES256);
+        b.encrypt_to_key(&mut rng06, &bob_pub.public_subkeys[0]).unwrap();
+        b.encrypt_to_key(&mut rng06, &alice_pub.public_subkeys[0]).unwrap();
+        let bytes = b.to_vec(&mut rng06).unwrap();
+        black_box(armor_body(&bytes));
+        let mut m = Message::from_bytes(&bytes[..]).unwrap().decrypt(&Password::empty(), &bob_sec).unwrap();
+        black_box(m.as_data_vec().unwrap());
+    }
+    row("pgp message (XEP-0027, encrypt only)", n, engine, t.elapsed());
+
+    // ---- ox ----
+    let mut p = Pair::new(ox_engine);
+    p.send("warm-up");
+    p.shown = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        p.send(BODY);
+    }
+    let engine = t.elapsed();
+    assert_eq!(p.shown, n as usize);
+    // A <signcrypt/> of typical size (rpad averages 100 characters).
+    let signcrypt = format!(
+        "<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='bob@b.example'/><time stamp='2026-01-01T01:00:00.000Z'/><rpad>{}</rpad><payload><body xmlns='jabber:client'>{BODY}</body></payload></signcrypt>",
+        "x".repeat(100)
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut b = MessageBuilder::from_bytes("", signcrypt.clone().into_bytes())
+            .seipd_v1(&mut rng06, SymmetricKeyAlgorithm::AES256);
+        b.encrypt_to_key(&mut rng06, &bob_pub.public_subkeys[0]).unwrap();
+        b.encrypt_to_key(&mut rng06, &alice_pub.public_subkeys[0]).unwrap();
+        b.sign(&alice_sec.primary_key, Password::empty(), HashAlgorithm::Sha256);
+        let bytes = b.to_vec(&mut rng06).unwrap();
+        let mut m = Message::from_bytes(&bytes[..]).unwrap().decrypt(&Password::empty(), &bob_sec).unwrap();
+        black_box(m.as_data_vec().unwrap());
+        m.verify(&alice_pub.primary_key).unwrap();
+    }
+    row("ox message (XEP-0374 signcrypt, sign + encrypt)", n, engine, t.elapsed());
+}
+
+/// rPGP takes the rand_core 0.6 generation: the workspace's seeded ChaCha20 stream, adapted
+/// (the engines use the crate's own `Rng06` the same way).
+struct Adapter<'a>(&'a mut ChaCha20Rng);
+
+impl rand_core_06::RngCore for Adapter<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core_06::CryptoRng for Adapter<'_> {}
