@@ -62,6 +62,10 @@ pub struct Attacker {
     reorder_slot: BTreeMap<Hop, u64>,
     /// Everything seen, in order.
     pub seen: Vec<Seen>,
+    /// TLS records seen on a client link it could not open, and their bytes.
+    pub records: usize,
+    /// See `records`.
+    pub record_bytes: usize,
     /// How many times each power acted.
     pub acted: BTreeMap<&'static str, u32>,
     rng: ChaCha20Rng,
@@ -88,6 +92,8 @@ impl Attacker {
             next_ticket: 0,
             reorder_slot: BTreeMap::new(),
             seen: vec![],
+            records: 0,
+            record_bytes: 0,
             acted: BTreeMap::new(),
             stolen: vec![],
             rng,

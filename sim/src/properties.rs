@@ -132,10 +132,22 @@ fn forward_secrecy(f: &Facts<'_>) -> Verdict {
 }
 
 fn key_substitution(f: &Facts<'_>) -> Verdict {
+    if acted(f, "impersonate") == 0 {
+        return verdict(
+            false,
+            "not tested: the attacker found no keys to substitute and no session to relay",
+        );
+    }
     judge_unread(f, "through the substituted keys")
 }
 
 fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
+    if acted(f, "impersonate") == 0 {
+        return verdict(
+            false,
+            "not tested: the attacker found no keys to substitute and no session to relay",
+        );
+    }
     let verify_at = f
         .scenario
         .devices
@@ -240,7 +252,7 @@ fn authentication(f: &Facts<'_>) -> Verdict {
         _ => {
             let mut why = f.errors("bob/laptop");
             why.extend(f.alerts("bob/laptop"));
-            let why = if why.is_empty() { "ignored".to_owned() } else { why.join(", ") };
+            let why = if why.is_empty() { "nothing it made was shown".to_owned() } else { why.join(", ") };
             verdict(true, format!("the forgery was rejected ({why})"))
         }
     }

@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use jabberwock_e2e::tls::{Identity, SimTime};
 use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{
     Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Output,
     Protocol, new_engine,
 };
 use jabberwock_xmpp::{
-    Account, C2S_PORT, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig, Transport,
+    Account, C2S_PORT, ClientTls, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig,
+    ServerTls, Transport,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -22,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::attacker::{Attacker, Impostor, answer_fetches, messages_in};
 use crate::scenario::Action;
-use crate::scenario::{NetEvent, Party, PartyExpect, Scenario};
+use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Transport as C2sTransport};
 use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
@@ -66,6 +68,8 @@ pub struct AttackerReport {
     /// encrypted messages, how many verify under a MAC key published in the same recording —
     /// messages anyone holding the recording could have made. (forgeable, total)
     pub public_forgery: Option<(usize, usize)>,
+    /// TLS records it saw on a client link and could not open: (records, bytes).
+    pub records: (usize, usize),
 }
 
 /// One recipient-forgery attempt (the deniability test).
@@ -197,6 +201,13 @@ impl Outcome {
                 a.seen,
                 a.stolen.join(", ")
             );
+            if a.records.0 > 0 {
+                let _ = writeln!(
+                    out,
+                    "attacker saw {} TLS records ({} bytes) it could not open",
+                    a.records.0, a.records.1
+                );
+            }
             for r in &a.read {
                 let _ = writeln!(out, "attacker read {:?} at {} ({})", r.body, fmt_time(r.at), r.means);
             }
@@ -277,7 +288,20 @@ impl Transport for Net {
     }
 }
 
-async fn serve(server: Rc<Server<Net>>) -> turmoil::Result {
+/// A TLS-terminating attacker on one device's link: it answers that device's handshakes.
+struct Terminator {
+    /// The device's host name.
+    victim: String,
+    /// The attacker's side of the handshake.
+    tls: ServerTls,
+    world: Rc<World>,
+}
+
+async fn serve(
+    server: Rc<Server<Net>>,
+    own: Option<ServerTls>,
+    terminator: Option<Terminator>,
+) -> turmoil::Result {
     server.start();
     let c2s = turmoil::net::TcpListener::bind(("0.0.0.0", C2S_PORT)).await?;
     let s2s = turmoil::net::TcpListener::bind(("0.0.0.0", S2S_PORT)).await?;
@@ -288,9 +312,79 @@ async fn serve(server: Rc<Server<Net>>) -> turmoil::Result {
         }
     });
     loop {
-        let (io, _) = c2s.accept().await?;
-        tokio::task::spawn_local(Rc::clone(&server).serve_c2s(io));
+        let (io, peer) = c2s.accept().await?;
+        // The attacker on the victim's link holds the other end of the victim's connections:
+        // their TLS handshake meets its certificate, not this server's.
+        let tls = match &terminator {
+            Some(t) if turmoil::reverse_lookup(peer.ip()).as_deref() == Some(t.victim.as_str()) => {
+                let label = t.world.attacker_label();
+                let fp: String =
+                    t.world.attacker_certificate.as_deref().unwrap_or_default().chars().take(16).collect();
+                t.world.line(
+                    "attack",
+                    format!("{label} terminates TLS of {}: presents its own certificate {fp}…", t.victim),
+                    None,
+                );
+                Some(t.tls.clone())
+            }
+            _ => own.clone(),
+        };
+        tokio::task::spawn_local(Rc::clone(&server).serve_c2s_presenting(io, tls));
     }
+}
+
+/// 32 seed bytes for `label`, from the scenario seed.
+fn seed32(seed: u64, label: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    host_rng(seed, label).fill_bytes(&mut out);
+    out
+}
+
+/// The client-to-server TLS material of a run, all derived from the seed: the server CA
+/// (not the S/MIME one), each server's certificate for its domain issued by it, and the
+/// certificate a TLS-terminating attacker presents (self-signed, for the victim's server).
+struct TlsMaterial {
+    ca: Identity,
+    servers: BTreeMap<String, Identity>,
+    /// (victim device, the attacker's certificate)
+    attacker: Option<(FullJid, Identity)>,
+}
+
+fn tls_material(scenario: &Scenario, seed: u64, epoch: Duration) -> Result<Option<TlsMaterial>, RunError> {
+    if scenario.transport != C2sTransport::Tls {
+        return Ok(None);
+    }
+    let err = |e: jabberwock_xmpp::rustls::Error| RunError(format!("TLS certificates: {e}"));
+    let ca =
+        jabberwock_e2e::tls::ca("Jabberwock server CA", seed32(seed, "server certificate authority"), epoch)
+            .map_err(err)?;
+    let mut servers = BTreeMap::new();
+    for domain in &scenario.servers {
+        let key = seed32(seed, &format!("tls key {domain}"));
+        servers
+            .insert(domain.clone(), jabberwock_e2e::tls::issued_by(&ca, &[domain], key, epoch).map_err(err)?);
+    }
+    let attacker = match scenario.attacker.as_ref() {
+        Some(plan) if plan.terminate_tls => match &plan.position {
+            Position::ClientLink(victim) => {
+                let domain = victim.domain().to_string();
+                let key = seed32(seed, "attacker tls key");
+                Some((victim.clone(), jabberwock_e2e::tls::self_signed(&[&domain], key, epoch).map_err(err)?))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(Some(TlsMaterial { ca, servers, attacker }))
+}
+
+/// A server's TLS for one boot of its process: a fresh seeded provider per boot, so a
+/// restarted server does not repeat its randomness.
+fn server_tls(identity: &Identity, seed: u64, label: &str) -> Result<ServerTls, String> {
+    let clock = SimTime::default();
+    let provider = jabberwock_e2e::tls::provider(seed32(seed, label));
+    let config = jabberwock_e2e::tls::server_config(provider, identity, &clock).map_err(|e| e.to_string())?;
+    Ok(ServerTls { config, clock })
 }
 
 /// Runs a scenario with its own seed.
@@ -315,7 +409,11 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         }
         attacker
     });
-    let world = Rc::new(World::new(epoch, attacker));
+    let tls = tls_material(scenario, seed, epoch)?;
+    let mut world = World::new(epoch, attacker);
+    world.attacker_certificate =
+        tls.as_ref().and_then(|t| t.attacker.as_ref()).map(|(_, id)| id.fingerprint());
+    let world = Rc::new(world);
     let hooks: Rc<dyn Hooks> = world.clone();
 
     let repair = scenario.links.iter().filter_map(|l| l.loss.map(|(_, r)| r)).fold(0.0_f64, f64::max);
@@ -353,10 +451,36 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
                 }
             })
             .collect();
-        let cfg = ServerConfig { domain: domain.clone(), peers, keepalive: scenario.keepalive };
+        let cfg = ServerConfig { domain: domain.clone(), peers, keepalive: scenario.keepalive, tls: None };
         let hooks = Rc::clone(&hooks);
+        let identity = tls.as_ref().and_then(|t| t.servers.get(domain)).cloned();
+        let terminator = tls
+            .as_ref()
+            .and_then(|t| t.attacker.clone())
+            .filter(|(victim, _)| victim.domain().as_str() == domain);
+        let world = Rc::clone(&world);
+        let boots = Rc::new(core::cell::Cell::new(0u32));
         sim.host(domain.as_str(), move || {
-            serve(Server::new(cfg.clone(), Rc::clone(&disk), Rc::clone(&hooks), Net))
+            let boot = boots.get();
+            boots.set(boot + 1);
+            let mut cfg = cfg.clone();
+            let domain = cfg.domain.clone();
+            let own = identity.as_ref().map(|id| server_tls(id, seed, &format!("tls {domain} boot {boot}")));
+            let terminator = terminator.as_ref().map(|(victim, id)| {
+                server_tls(id, seed, &format!("attacker tls boot {boot}")).map(|tls| Terminator {
+                    victim: victim.to_string(),
+                    tls,
+                    world: Rc::clone(&world),
+                })
+            });
+            let server_hooks = Rc::clone(&hooks);
+            let disk = Rc::clone(&disk);
+            async move {
+                let own = own.transpose()?;
+                let terminator = terminator.transpose()?;
+                cfg.tls = own.clone();
+                serve(Server::new(cfg, disk, server_hooks, Net), own, terminator).await
+            }
         });
     }
 
@@ -368,6 +492,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             contacts: dev.contacts.clone(),
             keepalive: scenario.keepalive,
             reconnect_after: Duration::from_secs(1),
+            tls: None,
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
         let protocol = dev.protocol;
@@ -386,12 +511,26 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
+        let ca = tls.as_ref().map(|t| t.ca.clone());
+        let verify = dev.tls_verify;
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
             let engine = new_engine(protocol, &cfg.jid, &mut *rng, &config);
-            let device = Device::new(cfg.clone(), engine, rng, Rc::clone(&hooks), Net);
+            // Its own TLS random stream, apart from the engine's (and the same on every
+            // connection's provider: one provider per device).
+            let client_tls = ca.as_ref().map(|ca| {
+                let clock = SimTime::default();
+                let provider = jabberwock_e2e::tls::provider(seed32(seed, &format!("tls {}", cfg.jid)));
+                jabberwock_e2e::tls::client_config(provider, Some(ca), None, verify, &clock)
+                    .map(|config| ClientTls { config, clock, verify })
+                    .map_err(|e| e.to_string())
+            });
+            let mut cfg = cfg.clone();
             let schedule = schedule.clone();
+            let hooks = Rc::clone(&hooks);
             async move {
+                cfg.tls = client_tls.transpose()?;
+                let device = Device::new(cfg, engine, rng, hooks, Net);
                 device.run(schedule).await;
                 Ok(())
             }
@@ -522,6 +661,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 acted: BTreeMap::new(),
                 forgeries: vec![],
                 public_forgery: None,
+                records: (0, 0),
             };
         }
     };
@@ -621,6 +761,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         forgeries,
         public_forgery,
+        records: (attacker.records, attacker.record_bytes),
     }
 }
 

@@ -39,6 +39,11 @@ pub struct ScenarioFile {
     pub settle: Option<Dur>,
     /// The XMPP domains, one server each.
     pub servers: Vec<At<String>>,
+    /// How clients reach their servers: `tls` (default: RFC 6120 STARTTLS, required by every
+    /// server, each with a certificate for its domain from the scenario's server CA) or
+    /// `plain` (no TLS). Server-to-server links are plain either way.
+    #[serde(default)]
+    pub transport: TransportSpec,
     /// Federated pairs; by default every server federates with every other.
     #[serde(default)]
     pub federation: Option<Vec<At<[String; 2]>>>,
@@ -79,6 +84,35 @@ pub struct AccountSpec {
     /// The XML Encryption content cipher of this account's `xmlsec` devices (default `gcm`).
     #[serde(default)]
     pub cipher: CipherSpec,
+    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
+    #[serde(default)]
+    pub tls: Option<At<TlsSpec>>,
+}
+
+/// The client-to-server transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportSpec {
+    /// STARTTLS (RFC 6120 §5) with TLS 1.3, required by the servers.
+    #[default]
+    Tls,
+    /// No TLS: a network attacker on a client's link reads and changes stanzas.
+    Plain,
+}
+
+/// A device's TLS settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// Verify the server's certificate chain (up to the scenario's server CA) and that it
+    /// names the server's domain (default true). `false` accepts any certificate: a network
+    /// attacker that terminates TLS is then let in.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A content cipher for XML Encryption.
@@ -220,6 +254,13 @@ pub struct AttackerSpec {
     /// Forged stanzas put on a hop at a time.
     #[serde(default)]
     pub inject: Vec<At<InjectSpec>>,
+    /// At a `network <device> <-> <server>` position under `transport: tls`: answer the
+    /// device's TLS handshake with a certificate of the attacker's own for the server's name
+    /// (self-signed, from the attacker's seeded keys). A device that verifies refuses it; one
+    /// with `tls: {verify: false}` connects, and the attacker then reads and changes its
+    /// stanzas. Without it, an attacker on a TLS link sees only the sizes of TLS records.
+    #[serde(default)]
+    pub terminate_tls: Option<At<bool>>,
 }
 
 /// One attacker rule.
@@ -563,6 +604,8 @@ pub struct DeviceSpec {
     pub cipher: ContentCipher,
     /// The account password.
     pub password: String,
+    /// Whether it verifies the server's TLS certificate (with `transport: tls`).
+    pub tls_verify: bool,
     /// Accounts it subscribes to.
     pub contacts: BTreeSet<BareJid>,
     /// Its commands, by time since the start.
@@ -710,6 +753,17 @@ pub struct AttackerPlan {
     pub rules: Vec<Rule>,
     /// Injections (time since start, hop, stanza).
     pub inject: Vec<(Duration, Hop, Element)>,
+    /// It terminates TLS on its client link with its own certificate.
+    pub terminate_tls: bool,
+}
+
+/// The client-to-server transport of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// STARTTLS on every client stream.
+    Tls,
+    /// Plain client streams.
+    Plain,
 }
 
 /// A party in `expect:`.
@@ -736,6 +790,8 @@ pub struct Scenario {
     pub end: Duration,
     /// Server domains.
     pub servers: Vec<String>,
+    /// The client-to-server transport.
+    pub transport: Transport,
     /// Federated pairs (each pair sorted).
     pub federation: BTreeSet<(String, String)>,
     /// Accounts and passwords.
@@ -898,6 +954,15 @@ impl Validator<'_> {
             if acc.devices.is_empty() {
                 return self.err(pos, format!("{path}.devices"), "an account needs at least one device");
             }
+            if let Some(t) = &acc.tls
+                && raw.transport == TransportSpec::Plain
+            {
+                return self.err(
+                    (t.line, t.column),
+                    format!("{path}.tls"),
+                    "`tls` settings need `transport: tls`",
+                );
+            }
             let password = acc
                 .password
                 .clone()
@@ -960,6 +1025,7 @@ impl Validator<'_> {
                         CipherSpec::Cbc => ContentCipher::Cbc,
                     },
                     password: accounts[&bare].clone(),
+                    tls_verify: acc.tls.as_ref().is_none_or(|t| t.verify),
                     contacts,
                     schedule: vec![],
                 },
@@ -1195,6 +1261,10 @@ impl Validator<'_> {
             seed: raw.seed,
             end,
             servers,
+            transport: match raw.transport {
+                TransportSpec::Tls => Transport::Tls,
+                TransportSpec::Plain => Transport::Plain,
+            },
             federation,
             accounts,
             devices: device_specs.into_values().collect(),
@@ -1440,7 +1510,45 @@ impl Validator<'_> {
             }
             inject.push((inj.at.0, hop, stanza));
         }
-        Ok(AttackerPlan { position, rules, inject })
+        let tls = self.raw.transport == TransportSpec::Tls;
+        let terminate_tls = match &a.terminate_tls {
+            Some(t) if t.value => {
+                let tpos = (t.line, t.column);
+                if !matches!(position, Position::ClientLink(_)) {
+                    return self.err(
+                        tpos,
+                        "attacker.terminate_tls",
+                        "only an attacker on a client's link (`network <device> <-> <server>`) meets its TLS handshake",
+                    );
+                }
+                if !tls {
+                    return self.err(
+                        tpos,
+                        "attacker.terminate_tls",
+                        "there is no TLS to terminate with `transport: plain`",
+                    );
+                }
+                true
+            }
+            _ => false,
+        };
+        // Under TLS a wire attacker on a client link sees records it cannot open: rules that
+        // would read or change stanzas there could never act.
+        if tls
+            && !terminate_tls
+            && let Position::ClientLink(dev) = &position
+        {
+            let sealed = format!(
+                "{dev}'s link is under TLS: an attacker on it sees only TLS records (write `transport: plain`, or `terminate_tls: true`)"
+            );
+            if let Some(r) = a.rules.first() {
+                return self.err((r.line, r.column), "attacker.rules[0]", sealed);
+            }
+            if let Some(i) = a.inject.first() {
+                return self.err((i.line, i.column), "attacker.inject[0]", sealed);
+            }
+        }
+        Ok(AttackerPlan { position, rules, inject, terminate_tls })
     }
 }
 

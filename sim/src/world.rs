@@ -6,9 +6,10 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 
 use jabberwock_e2e::{BareJid, Carbon, Element, Engine, Event, FullJid, OutOfBand, VerificationResult};
-use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket};
+use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket, TlsSummary};
 
 use crate::attacker::Attacker;
+use crate::scenario::Position;
 use crate::transcript::{Transcript, full_xml, short_xml};
 use crate::units::fmt_time;
 
@@ -51,6 +52,10 @@ pub struct World {
     /// Per-device logs.
     pub devices: RefCell<BTreeMap<FullJid, DeviceLog>>,
     oob: RefCell<BTreeMap<FullJid, OutOfBand>>,
+    /// The TLS each device's current connection runs, as the device saw its handshake.
+    tls: RefCell<BTreeMap<FullJid, TlsSummary>>,
+    /// The fingerprint of the certificate a TLS-terminating attacker presents.
+    pub attacker_certificate: Option<String>,
 }
 
 impl World {
@@ -62,6 +67,8 @@ impl World {
             attacker: RefCell::new(attacker),
             devices: RefCell::new(BTreeMap::new()),
             oob: RefCell::new(BTreeMap::new()),
+            tls: RefCell::new(BTreeMap::new()),
+            attacker_certificate: None,
         }
     }
 
@@ -76,7 +83,36 @@ impl World {
         self.transcript.borrow_mut().push(at, kind, text, xml);
     }
 
-    fn attacker_label(&self) -> String {
+    /// Whether `hop` is a client link the attacker sits on, under TLS that the client runs
+    /// with its server (not with the attacker): all the attacker gets there are TLS records.
+    fn sealed_from_attacker(&self, hop: &Hop) -> bool {
+        let client = match hop {
+            Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. } => client,
+            Hop::ServerToServer { .. } => return false,
+        };
+        let on_link = self
+            .attacker
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| matches!(a.position(), Position::ClientLink(dev) if dev == client));
+        on_link
+            && self.tls.borrow().get(client).is_some_and(|t| {
+                self.attacker_certificate.as_deref()
+                    != Some(&jabberwock_e2e::tls::fingerprint(&t.server_certificate))
+            })
+    }
+
+    /// How the session-up line describes a device's TLS.
+    fn describe_tls(&self, t: &TlsSummary) -> String {
+        let fp = jabberwock_e2e::tls::fingerprint(&t.server_certificate);
+        let short: String = fp.chars().take(16).collect();
+        let whose =
+            if self.attacker_certificate.as_deref() == Some(fp.as_str()) { " (the attacker's)" } else { "" };
+        let verified = if t.verified { "verified" } else { "NOT verified" };
+        format!("{t}, server certificate {short}…{whose} {verified}")
+    }
+
+    pub(crate) fn attacker_label(&self) -> String {
         self.attacker.borrow().as_ref().map(|a| format!("⚔ attacker ({})", a.position())).unwrap_or_default()
     }
 
@@ -93,6 +129,10 @@ impl Hooks for World {
     fn intercept(&self, hop: &Hop, stanza: Element) -> Vec<Release> {
         let original = full_xml(&stanza);
         self.line("hop", format!("{hop}  {}", short_xml(&stanza)), Some(original.clone()));
+        if self.sealed_from_attacker(hop) {
+            // The attacker saw this stanza's records (`Note::Records`); TLS hides the rest.
+            return vec![Release::Now(stanza)];
+        }
         let mut log = Vec::new();
         let at = self.elapsed();
         let releases = match self.attacker.borrow_mut().as_mut() {
@@ -163,11 +203,39 @@ impl Hooks for World {
 
     fn note(&self, note: Note<'_>) {
         match note {
-            Note::SessionUp { device } => self.line(
-                "session",
-                format!("{device} ⇄ {} session up (SASL PLAIN, bound)", device.domain()),
-                None,
-            ),
+            Note::SessionUp { device } => {
+                let tls = self.tls.borrow().get(device).map(|t| format!("{}; ", self.describe_tls(t)));
+                self.line(
+                    "session",
+                    format!(
+                        "{device} ⇄ {} session up ({}SASL PLAIN, bound)",
+                        device.domain(),
+                        tls.unwrap_or_default()
+                    ),
+                    None,
+                )
+            }
+            Note::TlsUp { device, summary } => {
+                self.tls.borrow_mut().insert(device.clone(), summary.clone());
+            }
+            Note::TlsFailed { party, reason } => {
+                self.line("session", format!("{party} TLS handshake failed: {reason}"), None)
+            }
+            Note::Records { hop, sizes } => {
+                if self.sealed_from_attacker(hop) {
+                    let bytes: usize = sizes.iter().sum();
+                    if let Some(a) = self.attacker.borrow_mut().as_mut() {
+                        a.records += sizes.len();
+                        a.record_bytes += bytes;
+                    }
+                    let what = match sizes {
+                        [one] => format!("a TLS record of {one} bytes"),
+                        many => format!("{} TLS records, {bytes} bytes", many.len()),
+                    };
+                    let label = self.attacker_label();
+                    self.line("attack", format!("{label} sees {what} on {hop}"), None);
+                }
+            }
             Note::SessionDown { device, reason } => {
                 self.line("session", format!("{device} session down: {reason}"), None)
             }

@@ -57,7 +57,8 @@ fn pair(cipher: Cipher, alice_key: &KeyPair, bob_key: &KeyPair) -> (Xmlsec, Xmls
     let config = EngineConfig::default();
     let mut alice =
         Xmlsec::with_key(ALICE.parse::<FullJid>().unwrap(), alice_key.clone(), &config).with_cipher(cipher);
-    let mut bob = Xmlsec::with_key(BOB.parse::<FullJid>().unwrap(), bob_key.clone(), &config);
+    let mut bob =
+        Xmlsec::with_key(BOB.parse::<FullJid>().unwrap(), bob_key.clone(), &config).with_cipher(cipher);
     alice.import_peer_key(&bare(BOB), &bob.public_key_pem()).unwrap();
     bob.import_peer_key(&bare(ALICE), &alice.public_key_pem()).unwrap();
     (alice, bob)

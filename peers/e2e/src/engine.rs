@@ -33,6 +33,8 @@ pub enum Protocol {
     Otr,
     /// Encrypted Session Negotiation (XEP-0116) with stanza encryption (XEP-0200).
     Esession,
+    /// TLS 1.3 between clients, tunnelled in stanzas (XTLS).
+    Xtls,
 }
 
 impl Protocol {
@@ -45,6 +47,7 @@ impl Protocol {
         Protocol::Xmlsec,
         Protocol::Otr,
         Protocol::Esession,
+        Protocol::Xtls,
         Protocol::Omemo,
         Protocol::OmemoLegacy,
     ];
@@ -61,6 +64,7 @@ impl Protocol {
             Protocol::OmemoLegacy => "omemo-legacy",
             Protocol::Otr => "otr",
             Protocol::Esession => "esession",
+            Protocol::Xtls => "xtls",
         }
     }
 }
@@ -129,6 +133,7 @@ pub fn new_engine(
         Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
         Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
         Protocol::Esession => Box::new(crate::esession::Esession::new(me.clone())),
+        Protocol::Xtls => Box::new(crate::xtls::Xtls::new(me.clone(), rng, config)),
         Protocol::Pgp => Box::new(crate::openpgp::Pgp::new(me.clone(), rng, config)),
         Protocol::Ox => Box::new(crate::openpgp::Ox::new(me.clone(), rng, config)),
         Protocol::Smime => Box::new(crate::smime::Smime::new(me.clone(), rng, config)),
@@ -348,6 +353,13 @@ pub trait Engine: fmt::Debug + Send {
     fn presence(&mut self, cx: &mut Cx<'_>) -> Result<Vec<Element>, E2eError> {
         let _ = cx;
         Ok(Vec::new())
+    }
+
+    /// The namespaces of `<iq/>` payloads this engine speaks (XTLS carries its whole protocol
+    /// in iq stanzas). The client hands such requests, and the answers to the engine's own
+    /// requests, to [`Engine::receive`]; the engine answers requests itself.
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Handles available presence from another device (XEP-0027 signed presence). The

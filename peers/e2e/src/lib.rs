@@ -17,8 +17,10 @@ pub mod plain;
 mod rng06;
 pub mod smime;
 pub mod time;
+pub mod tls;
 pub mod xml;
 pub mod xmlsec;
+pub mod xtls;
 
 pub use engine::{
     Action, Carbon, ContentCipher, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft,

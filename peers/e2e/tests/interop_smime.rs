@@ -9,7 +9,8 @@
 //!   give back the CPIM object with the stanza XML.
 //! - theirs → ours: `openssl cms -sign` then `openssl cms -encrypt -aes128` of a CPIM object
 //!   the test writes, to our certificate (exported PEM), wrapped in `<e2e/>`: our engine shows
-//!   the body as unverified, then verified once the fingerprint is compared.
+//!   the body as unverified, then verified once the fingerprint is compared. The second
+//!   message is signed with `-md sha1` (RFC 3923 §6.10's mandatory digest, accepted on receipt).
 //!
 //! Feature `interop`; a missing `openssl` fails the test, it is never skipped.
 
@@ -234,7 +235,8 @@ fn openssl_to_ours() {
     let mut cx = Cx { rng: &mut rng, now };
     let ours = bob.enrol_now(&mut cx).unwrap().clone();
     std::fs::write(dir.join("bob.pem"), ours.pem()).unwrap();
-    let send = |body: &str, n: u32| -> Element {
+    // `md`: the signer's digest; RFC 3923 §6.10 makes SHA-1 mandatory to implement on receipt.
+    let send = |body: &str, n: u32, md: &str| -> Element {
         let cpim = format!(
             "Content-type: Message/CPIM\r\n\r\nFrom: Alice <im:alice@a.example>\r\nTo: Bob <im:bob@b.example>\r\n\
              DateTime: {}\r\n\r\nContent-type: application/xmpp+xml; charset=utf-8\r\n\r\n\
@@ -254,6 +256,8 @@ fn openssl_to_ours() {
                 "alice.pem",
                 "-inkey",
                 "alice.key",
+                "-md",
+                md,
                 "-binary",
                 "-nodetach",
                 "-outform",
@@ -285,8 +289,8 @@ fn openssl_to_ours() {
             .with("type", "chat")
             .child(text_el("e2e", NS_E2E, b64(&der)))
     };
-    let first = send("hello from OpenSSL", 0);
-    let second = send("verified now", 1);
+    let first = send("hello from OpenSSL", 0, "sha256");
+    let second = send("verified now", 1, "sha1");
     let out = bob.receive(&mut cx, &first).unwrap_or_else(|e| panic!("{e}"));
     let shown: Vec<(String, Trust)> = out
         .events
@@ -329,7 +333,7 @@ fn openssl_to_ours() {
     );
     let cert = other.enrol_now(&mut Cx { rng: &mut rng2, now }).unwrap().clone();
     std::fs::write(dir.join("bob.pem"), cert.pem()).unwrap();
-    let third = send("to the other CA", 2);
+    let third = send("to the other CA", 2, "sha256");
     let err = other.receive(&mut Cx { rng: &mut rng2, now }, &third).unwrap_err();
     assert_eq!(err.code(), "untrusted-certificate");
     let _ = std::fs::remove_dir_all(&dir);

@@ -22,9 +22,10 @@ use rand_core::RngCore;
 use tokio::io::BufStream;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
 
-use crate::hooks::{Hooks, Note};
+use crate::hooks::{Hooks, Hop, Note};
 use crate::server::{NS_BIND, NS_SASL, next, send_stream_error};
 use crate::stanza::{Kind, error_condition, error_reply, iq_result, kind, stanza_type};
+use crate::tls::{ClientTls, Link, NS_TLS, Records};
 use crate::wire::{
     C2S_PORT, DepthGuard, Injectable, MAX_DEPTH, RawDoor, Stream, Transport, describe, dismantle,
     stream_error_condition, too_deep,
@@ -45,6 +46,9 @@ pub struct DeviceConfig {
     pub keepalive: Duration,
     /// Wait between reconnection attempts.
     pub reconnect_after: Duration,
+    /// TLS (RFC 6120 §5): when set, the device insists on STARTTLS and refuses a server that
+    /// does not offer it; when `None` it never asks for TLS (a server requiring it refuses it).
+    pub tls: Option<ClientTls>,
 }
 
 /// What a scenario tells a device to do.
@@ -74,8 +78,10 @@ pub enum Command {
 }
 
 struct Conn<Io> {
-    xs: Stream<Injectable<Io>>,
+    xs: Stream<Injectable<Link<Io>>>,
     door: RawDoor,
+    /// The TLS records written, when the stream is under TLS.
+    records: Option<Records>,
 }
 
 /// One device: a virtual client with its engine.
@@ -97,6 +103,8 @@ pub struct Device<T: Transport> {
 enum Asked {
     Roster,
     Fetch(BareJid, String),
+    /// A request in one of the engine's own iq namespaces: the answer goes to the engine.
+    Engine,
     Other,
 }
 
@@ -243,6 +251,7 @@ impl<T: Transport> Device<T> {
                         if let Some(mut c) = conn.take() {
                             let bye = el("presence", NS_CLIENT).with("type", "unavailable");
                             let _ = c.xs.send(&bye).await;
+                            self.records_written(&c);
                             let _ = c.xs.shutdown().await;
                         }
                     }
@@ -254,6 +263,7 @@ impl<T: Transport> Device<T> {
                         if let Some(c) = conn.as_mut() {
                             c.door.push(bytes.as_bytes());
                             let flushed = SinkExt::<&Element>::flush(&mut c.xs).await;
+                            self.records_written(c);
                             if let Err(e) = flushed {
                                 self.lost(&mut conn, format!("raw write failed: {e}"));
                             }
@@ -361,8 +371,11 @@ impl<T: Transport> Device<T> {
             && matches!(stanza_type(&stanza), "get" | "set")
             && let Some(id) = stanza.attr("id")
         {
+            let engine_ns = self.engine.iq_namespaces();
             let asked = if stanza.has_child("query", NS_ROSTER) {
                 Asked::Roster
+            } else if stanza.children().any(|p| engine_ns.contains(&p.ns().as_str())) {
+                Asked::Engine
             } else {
                 let items =
                     stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB));
@@ -378,12 +391,27 @@ impl<T: Transport> Device<T> {
         }
         // A failed write shows up as a read error on the next turn of the loop.
         let _ = c.xs.send(&stanza).await;
+        self.records_written(c);
+    }
+
+    /// Under TLS, reports the records that carried what was just written: all a network
+    /// observer of this device's link gets to see of it.
+    fn records_written(&self, c: &Conn<T::Io>) {
+        let Some(records) = &c.records else { return };
+        let sizes = records.take();
+        if !sizes.is_empty() {
+            let hop = Hop::ClientToServer {
+                client: self.cfg.jid.clone(),
+                server: self.cfg.jid.domain().to_string(),
+            };
+            self.hooks.note(Note::Records { hop: &hop, sizes: &sizes });
+        }
     }
 
     async fn connect(&mut self) -> ConnResult<Conn<T::Io>> {
         let io_err = |e: io::Error| ("connection-failed", format!("{:?}: {e}", e.kind()));
         let io = self.transport.connect(&self.cfg.server_host, C2S_PORT).await.map_err(io_err)?;
-        let (io, door) = Injectable::new(io);
+        let (io, door) = Injectable::new(Link::Plain(io));
         let timeouts = Timeouts { read_timeout: self.cfg.keepalive, response_timeout: self.cfg.keepalive };
         let domain = self.cfg.jid.domain().to_string();
         let header = || StreamHeader {
@@ -396,6 +424,36 @@ impl<T: Transport> Device<T> {
             .map_err(io_err)?;
         let (features, mut xs) =
             pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?;
+        let mut records = None;
+        let (features, mut xs) = match self.cfg.tls.clone() {
+            None => (features, xs),
+            Some(tls) => {
+                // RFC 6120 §5.3.1: a client that wants TLS does not go on without it (no
+                // silent downgrade to plaintext when the offer is missing).
+                if features.starttls.is_none() {
+                    return Err(("tls-unavailable", "server does not offer STARTTLS".into()));
+                }
+                // §5.4.2.1–§5.4.2.3: ask, and wait for <proceed/>.
+                xs.send(&el("starttls", NS_TLS)).await.map_err(io_err)?;
+                let answer = next(&mut xs).await?;
+                if !answer.is("proceed", NS_TLS) {
+                    return Err(("tls-failed", format!("server answered <{}/>", answer.name())));
+                }
+                // §5.4.3.1: the handshake runs over the same TCP connection; nothing of the
+                // old XML stream survives it (§5.4.3.3).
+                let (link, door) = xs.into_inner().into_inner().into_inner().into_parts();
+                let (link, sealed, summary) =
+                    crate::tls::connect(link, &tls, &domain, self.hooks.now()).await?;
+                self.hooks.note(Note::TlsUp { device: &self.cfg.jid, summary: &summary });
+                records = Some(sealed);
+                let io = Injectable::with_door(link, door);
+                let pending =
+                    initiate_stream(BufStream::new(DepthGuard::new(io)), NS_CLIENT, header(), timeouts)
+                        .await
+                        .map_err(io_err)?;
+                pending.recv_features::<Element>().await.map_err(|e| ("stream-failed", e.to_string()))?
+            }
+        };
         if !features.sasl_mechanisms.contains("PLAIN") {
             return Err(("no-plain", "server does not offer SASL PLAIN".into()));
         }
@@ -428,7 +486,7 @@ impl<T: Transport> Device<T> {
         {
             return Err(("bind-failed", format!("server bound {jid:?}")));
         }
-        Ok(Conn { xs, door })
+        Ok(Conn { xs, door, records })
     }
 
     async fn after_connect(&mut self, c: &mut Conn<T::Io>) {
@@ -526,6 +584,7 @@ impl<T: Transport> Device<T> {
     async fn inbound_iq(&mut self, c: &mut Conn<T::Io>, stanza: Element, from: &str) {
         let own = self.cfg.jid.to_bare().to_string();
         match stanza_type(&stanza) {
+            "set" | "get" if self.engine_speaks(&stanza) => self.hand_to_engine(c, stanza, None).await,
             "set" | "get" => {
                 let roster_push =
                     stanza.get_child("query", NS_ROSTER).filter(|_| stanza_type(&stanza) == "set");
@@ -551,6 +610,10 @@ impl<T: Transport> Device<T> {
                 // (a forged roster result would stop us subscribing; a forged items result
                 // would feed the engine keys nobody published).
                 let Some(asked) = stanza.attr("id").and_then(|id| self.asked.remove(id)) else { return };
+                if asked == Asked::Engine {
+                    self.hand_to_engine(c, stanza, None).await;
+                    return;
+                }
                 let own_answer = from.is_empty() || from == own;
                 if let (Asked::Roster, true, Some(query)) =
                     (&asked, own_answer, stanza.get_child("query", NS_ROSTER))
@@ -571,6 +634,10 @@ impl<T: Transport> Device<T> {
                 // A fetch the engine asked for failed: the engine decides what that means
                 // (a node that does not exist is an empty device list).
                 let asked = stanza.attr("id").and_then(|id| self.asked.remove(id));
+                if asked == Some(Asked::Engine) {
+                    self.hand_to_engine(c, stanza, None).await;
+                    return;
+                }
                 if let Some(Asked::Fetch(owner, node)) = asked
                     && from == owner.to_string()
                 {
@@ -583,6 +650,12 @@ impl<T: Transport> Device<T> {
                 self.stanza_error(&stanza, from)
             }
         }
+    }
+
+    /// Whether an iq request carries a payload in one of the engine's own namespaces.
+    fn engine_speaks(&self, stanza: &Element) -> bool {
+        let engine_ns = self.engine.iq_namespaces();
+        stanza.children().any(|p| engine_ns.contains(&p.ns().as_str()))
     }
 
     fn read_roster(&mut self, query: &Element) {

@@ -106,6 +106,28 @@ pub enum Note<'a> {
         /// Why (clean logout, reset, timeout, stream error, ...).
         reason: String,
     },
+    /// A client finished the TLS handshake of STARTTLS (RFC 6120 §5.4.3) on a new connection.
+    TlsUp {
+        /// The device.
+        device: &'a FullJid,
+        /// Version, suite, the server's certificate, whether it was verified.
+        summary: &'a crate::tls::TlsSummary,
+    },
+    /// A server's side of a TLS handshake failed (RFC 6120 §5.4.3.2: the connection closes).
+    TlsFailed {
+        /// Who saw it.
+        party: &'a str,
+        /// Why.
+        reason: String,
+    },
+    /// A stanza left a peer under TLS: what a wire observer of `hop` sees of it are these
+    /// records (their sizes, 5-byte header included), not the stanza.
+    Records {
+        /// The hop.
+        hop: &'a Hop,
+        /// Record sizes in bytes.
+        sizes: &'a [usize],
+    },
     /// A connection attempt failed.
     ConnectFailed {
         /// Who tried.

@@ -13,9 +13,13 @@ mod client;
 mod hooks;
 mod server;
 pub mod stanza;
+mod tls;
 mod wire;
 
 pub use client::{Command, Device, DeviceConfig};
 pub use hooks::{Hooks, Hop, Injection, Note, Release, Ticket};
+/// rustls, as the TLS configurations of servers and clients are written in it.
+pub use rustls;
 pub use server::{Account, Disk, RosterItem, Server, ServerConfig, Subscription};
+pub use tls::{ClientTls, ServerTls, TlsSummary};
 pub use wire::{C2S_PORT, S2S_PORT, Transport};

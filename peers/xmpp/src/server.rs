@@ -27,6 +27,7 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::hooks::{Hooks, Hop, Injection, Note, Release};
 use crate::stanza::{Kind, error_reply, iq_payload, iq_result, jid_attr, kind, stanza_type};
+use crate::tls::{Link, NS_TLS};
 use crate::wire::{
     DepthGuard, MAX_DEPTH, S2S_PORT, Stream, Transport, describe, dismantle, renamespace, too_deep,
 };
@@ -134,6 +135,9 @@ pub struct ServerConfig {
     pub peers: BTreeSet<String>,
     /// Silence on a client stream before the stream is probed, then dropped (RFC 6120 §4.6.1).
     pub keepalive: Duration,
+    /// TLS for client streams (RFC 6120 §5): when set, STARTTLS is offered as required and
+    /// nothing else is accepted before it; when `None`, client streams stay plain.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 /// Where a stanza being routed came from.
@@ -303,30 +307,50 @@ impl<T: Transport> Server<T> {
 
     // ---- client streams -----------------------------------------------------------------
 
-    /// Serves one client connection until it ends (RFC 6120 §4–§7: stream, SASL, bind).
+    /// Serves one client connection until it ends (RFC 6120 §4–§7: stream, STARTTLS when
+    /// configured, SASL, bind).
     pub async fn serve_c2s<Io: AsyncRead + AsyncWrite + Unpin + 'static>(self: Rc<Self>, io: Io) {
+        let tls = self.cfg.tls.clone();
+        self.serve_c2s_presenting(io, tls).await;
+    }
+
+    /// Serves one client connection, answering its TLS handshake with `tls` instead of this
+    /// server's own configuration (whoever holds the other end of the TCP connection decides
+    /// which certificate the client meets: the bench uses it for an attacker on the link that
+    /// terminates TLS with a certificate of its own).
+    pub async fn serve_c2s_presenting<Io: AsyncRead + AsyncWrite + Unpin + 'static>(
+        self: Rc<Self>,
+        io: Io,
+        tls: Option<crate::tls::ServerTls>,
+    ) {
         let party = format!("{} c2s", self.domain());
-        if let Err((condition, detail)) = self.c2s(io).await {
-            self.hooks.note(Note::StreamError { party: &party, condition, detail });
+        if let Err((condition, detail)) = self.c2s(Link::Plain(io), tls).await {
+            if condition == "tls-failed" {
+                self.hooks.note(Note::TlsFailed { party: &party, reason: detail });
+            } else {
+                self.hooks.note(Note::StreamError { party: &party, condition, detail });
+            }
         }
     }
 
-    async fn c2s<Io: AsyncRead + AsyncWrite + Unpin + 'static>(
+    /// Accepts a client stream header and answers with ours and `features` (RFC 6120 §4.3).
+    async fn open_c2s<Io: AsyncRead + AsyncWrite + Unpin + 'static>(
         self: &Rc<Self>,
-        io: Io,
-    ) -> Result<(), (&'static str, String)> {
+        link: Link<Io>,
+        stream_id: &str,
+        features: &StreamFeatures,
+    ) -> Result<Stream<Link<Io>>, (&'static str, String)> {
         let io_err = |e: std::io::Error| ("connection-lost", e.to_string());
         let mut accepted =
-            accept_stream(BufStream::new(DepthGuard::new(io)), NS_CLIENT, self.client_timeouts())
+            accept_stream(BufStream::new(DepthGuard::new(link)), NS_CLIENT, self.client_timeouts())
                 .await
                 .map_err(io_err)?;
         let header = accepted.take_header();
-        let stream_id = self.next_id("s");
         let pending = accepted
             .send_header(StreamHeader {
                 from: Some(self.domain().to_owned().into()),
                 to: None,
-                id: Some(stream_id.clone().into()),
+                id: Some(stream_id.to_owned().into()),
             })
             .await
             .map_err(io_err)?;
@@ -341,9 +365,43 @@ impl<T: Transport> Server<T> {
                 .await;
             return Err(("host-unknown", format!("stream to {:?}", header.to)));
         }
-        let mut features = StreamFeatures::default();
-        features.sasl_mechanisms.insert("PLAIN".to_owned());
-        let mut xs: Stream<Io> = pending.send_features(&features).await.map_err(io_err)?;
+        pending.send_features(features).await.map_err(io_err)
+    }
+
+    async fn c2s<Io: AsyncRead + AsyncWrite + Unpin + 'static>(
+        self: &Rc<Self>,
+        link: Link<Io>,
+        tls: Option<crate::tls::ServerTls>,
+    ) -> Result<(), (&'static str, String)> {
+        let io_err = |e: std::io::Error| ("connection-lost", e.to_string());
+        let stream_id = self.next_id("s");
+        let mut sasl = StreamFeatures::default();
+        sasl.sasl_mechanisms.insert("PLAIN".to_owned());
+        let (mut xs, records) = match tls {
+            None => (self.open_c2s(link, &stream_id, &sasl).await?, None),
+            Some(config) => {
+                // RFC 6120 §5.4.1: STARTTLS is offered, and required — it is the only feature.
+                let offer = StreamFeatures {
+                    starttls: Some(xmpp_parsers::starttls::StartTls { required: true }),
+                    ..Default::default()
+                };
+                let mut xs = self.open_c2s(link, &stream_id, &offer).await?;
+                let ask = next(&mut xs).await?;
+                if !ask.is("starttls", NS_TLS) {
+                    // §5.3.1: TLS is mandatory-to-negotiate here; nothing else goes first.
+                    send_stream_error(&mut xs, "policy-violation").await;
+                    return Err(("policy-violation", format!("<{}/> before STARTTLS", ask.name())));
+                }
+                // §5.4.2.3: proceed, then the handshake over the same TCP connection.
+                xs.send(&el("proceed", NS_TLS)).await.map_err(io_err)?;
+                let link = xs.into_inner().into_inner().into_inner();
+                let (link, records) = crate::tls::accept(link, &config, self.hooks.now())
+                    .await
+                    .map_err(|e| ("tls-failed", e))?;
+                // §5.4.3.3: the client restarts the stream over TLS.
+                (self.open_c2s(link, &format!("{stream_id}t"), &sasl).await?, Some(records))
+            }
+        };
 
         // RFC 6120 §6.4.2–§6.4.6 with RFC 4616 PLAIN.
         let mut failures = 0;
@@ -377,7 +435,7 @@ impl<T: Transport> Server<T> {
             .await
             .map_err(io_err)?;
         let features = StreamFeatures { bind: Some(BindFeature { required: true }), ..Default::default() };
-        let mut xs: Stream<Io> = pending.send_features(&features).await.map_err(io_err)?;
+        let mut xs: Stream<Link<Io>> = pending.send_features(&features).await.map_err(io_err)?;
 
         // RFC 6120 §7.6: resource binding.
         let bind = next(&mut xs).await?;
@@ -422,7 +480,12 @@ impl<T: Transport> Server<T> {
                 biased;
                 out = rx.recv() => match out {
                     Some(Out::Stanza(s)) => {
-                        if let Err(e) = xs.send(&s).await {
+                        let sent = xs.send(&s).await;
+                        if let Some(sizes) = records.as_ref().map(|r| r.take()).filter(|s| !s.is_empty()) {
+                            let hop = Hop::ServerToClient { server: self.cfg.domain.clone(), client: full.clone() };
+                            self.hooks.note(Note::Records { hop: &hop, sizes: &sizes });
+                        }
+                        if let Err(e) = sent {
                             break format!("write failed: {e}");
                         }
                     }

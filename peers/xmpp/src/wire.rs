@@ -48,6 +48,17 @@ impl<Io> Injectable<Io> {
         let door = RawDoor::default();
         (Injectable { inner, door: door.clone() }, door)
     }
+
+    /// Wraps `inner` behind an existing door (after a transport upgrade, the door opens
+    /// into the new layer: raw bytes written after STARTTLS travel inside TLS).
+    pub(crate) fn with_door(inner: Io, door: RawDoor) -> Self {
+        Injectable { inner, door }
+    }
+
+    /// The wrapped stream and the door. Bytes still waiting in the door stay there.
+    pub(crate) fn into_parts(self) -> (Io, RawDoor) {
+        (self.inner, self.door)
+    }
 }
 
 impl<Io: AsyncWrite + Unpin> Injectable<Io> {
@@ -250,6 +261,11 @@ const STREAM_LEVELS: usize = 2;
 impl<Io> DepthGuard<Io> {
     pub(crate) fn new(inner: Io) -> Self {
         DepthGuard { inner, state: Lex::Text, depth: 0, last_slash: false }
+    }
+
+    /// The wrapped stream (for a transport upgrade: a new stream starts at depth zero).
+    pub(crate) fn into_inner(self) -> Io {
+        self.inner
     }
 
     fn scan(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -64,6 +64,7 @@ fn chat_over_real_tcp() {
             domain: "a.example".into(),
             peers: BTreeSet::new(),
             keepalive: Duration::from_secs(30),
+            tls: None,
         };
         let server = Server::new(cfg, Rc::new(RefCell::new(disk)), Rc::clone(&hooks), transport.clone());
         server.start();
@@ -82,6 +83,7 @@ fn chat_over_real_tcp() {
                 contacts: [format!("{peer}@a.example").parse().unwrap()].into(),
                 keepalive: Duration::from_secs(30),
                 reconnect_after: Duration::from_millis(50),
+                tls: None,
             };
             let mut rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
             let engine = new_engine(Protocol::Plain, &jid, &mut *rng, &EngineConfig::default());

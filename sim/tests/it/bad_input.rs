@@ -94,3 +94,42 @@ fn settings_out_of_range() {
     assert!(e.starts_with("bad.yaml:5:"), "{e}");
     assert!(e.contains("sometimes"), "{e}");
 }
+
+#[test]
+fn tls_settings_are_checked() {
+    let e = error(&format!("{GOOD_HEAD}transport: tcp\n"));
+    assert!(e.starts_with("bad.yaml:7:"), "{e}");
+    let e = error(
+        "name: x\nseed: 1\nservers: [a.example]\ntransport: plain\naccounts:\n  alice@a.example: {devices: {phone: plain}, tls: {verify: false}}\n",
+    );
+    assert!(e.starts_with("bad.yaml:6:") && e.contains("`accounts.alice@a.example.tls`"), "{e}");
+    assert!(e.contains("need `transport: tls`"), "{e}");
+    let e = error(
+        "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}, tls: {verfy: false}}\n",
+    );
+    assert!(e.starts_with("bad.yaml:5:") && e.contains("verfy"), "{e}");
+}
+
+#[test]
+fn a_tls_terminating_attacker_needs_a_client_link_under_tls() {
+    let e = error(&format!("{GOOD_HEAD}attacker:\n  position: server a.example\n  terminate_tls: true\n"));
+    assert!(e.starts_with("bad.yaml:9:") && e.contains("`attacker.terminate_tls`"), "{e}");
+    let plain = GOOD_HEAD.replace("servers: [a.example]\n", "servers: [a.example]\ntransport: plain\n");
+    let e = error(&format!(
+        "{plain}attacker:\n  position: network alice/phone <-> a.example\n  terminate_tls: true\n"
+    ));
+    assert!(e.contains("no TLS to terminate"), "{e}");
+}
+
+#[test]
+fn rules_on_a_link_under_tls_are_refused() {
+    let e = error(&format!(
+        "{GOOD_HEAD}attacker:\n  position: network alice/phone <-> a.example\n  rules:\n    - {{match: {{kind: message}}, do: drop}}\n"
+    ));
+    assert!(e.starts_with("bad.yaml:10:") && e.contains("`attacker.rules[0]`"), "{e}");
+    assert!(e.contains("only TLS records"), "{e}");
+    let e = error(&format!(
+        "{GOOD_HEAD}attacker:\n  position: network alice/phone <-> a.example\n  inject:\n    - {{at: 1s, hop: c2s alice/phone, stanza: \"<message xmlns='jabber:client'/>\"}}\n"
+    ));
+    assert!(e.contains("`attacker.inject[0]`") && e.contains("only TLS records"), "{e}");
+}

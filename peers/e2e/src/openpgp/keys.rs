@@ -183,6 +183,12 @@ impl OwnKey {
         Ok(OwnKey { secret, public, fingerprint })
     }
 
+    /// Our secret key (tests build revocations and expiring certifications with it).
+    #[cfg(test)]
+    pub(crate) fn secret_key(&self) -> &SignedSecretKey {
+        &self.secret
+    }
+
     /// Our fingerprint (XEP-0373 v4 fingerprint string).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -242,21 +248,24 @@ impl OwnKey {
     }
 
     /// An OpenPGP message (RFC 4880 §11.3, SEIPD v1 with AES-256) holding `data` as binary
-    /// literal data, encrypted to every encryption-capable key of every certificate in `to`,
-    /// and, when `sign_at` is given, one-pass signed by us at that time before encryption.
+    /// literal data, encrypted to every encryption key of every certificate in `to` that is
+    /// valid at `now` ([`encryption_keys`]), and, when `sign` is set, one-pass signed by us at
+    /// `now` before encryption.
     pub fn encrypt(
         &self,
         rng: &mut dyn RngCore,
         to: &[&SignedPublicKey],
         data: &[u8],
-        sign_at: Option<Duration>,
+        now: Duration,
+        sign: bool,
     ) -> Result<Vec<u8>, E2eError> {
+        let sign_at = sign.then_some(now);
         let mut rng = Rng06(rng);
         let mut builder =
             MessageBuilder::from_bytes("", data.to_vec()).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
         let mut recipients = 0;
         for cert in to {
-            for key in encryption_keys(cert) {
+            for key in encryption_keys(cert, now) {
                 builder.encrypt_to_key(&mut rng, key).map_err(local)?;
                 recipients += 1;
             }
@@ -290,9 +299,21 @@ impl OwnKey {
             detail: format!("not decryptable with our key {}: {e}", self.fingerprint),
         })?;
         let mut message = open_layers(message)?;
-        let data = message
-            .as_data_vec()
+        // Streamed through a bounded reader, never `as_data_vec` (rPGP: it "may be arbitrarily
+        // large"): a few hundred compressed bytes can inflate to gigabytes (XEP-0373
+        // §"Security Considerations" cites CVE-2013-4402). One byte over the limit is enough
+        // to know the message is too large; the signature is only read at the end, so a
+        // message cut short is refused, never passed on unverified.
+        let mut data = Vec::new();
+        let limit = u64::try_from(MAX_PLAINTEXT).unwrap_or(u64::MAX).saturating_add(1);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut message, limit), &mut data)
             .map_err(|e| E2eError::Rejected { reason: "undecryptable", detail: e.to_string() })?;
+        if data.len() > MAX_PLAINTEXT {
+            return Err(E2eError::Rejected {
+                reason: "too-large",
+                detail: format!("the decrypted content exceeds {MAX_PLAINTEXT} bytes"),
+            });
+        }
         let signature = match &message {
             Message::Signed { reader, .. } => reader.signature(0).cloned(),
             _ => None,
@@ -301,15 +322,26 @@ impl OwnKey {
     }
 }
 
-/// Decompression, at most a few layers deep (an attacker can nest compressed packets).
-fn open_layers(mut message: Message<'_>) -> Result<Message<'_>, E2eError> {
-    for _ in 0..4 {
-        if !message.is_compressed() {
-            return Ok(message);
-        }
-        message = message.decompress().map_err(pgp_err("compressed data"))?;
+/// The most decrypted content either engine reads: 64 KiB. An XMPP stanza is far smaller in
+/// practice (servers commonly cap stanzas at 64–256 KiB), the OX `<signcrypt/>` of a chat
+/// message and an XEP-0027 body too; anything larger is refused as `too-large`.
+pub const MAX_PLAINTEXT: usize = 64 * 1024;
+
+/// Opens at most one compression layer (RFC 4880 §5.6; GnuPG and Sequoia write one). A
+/// compressed packet inside a compressed packet is refused: nesting only multiplies a
+/// decompression bomb's ratio.
+fn open_layers(message: Message<'_>) -> Result<Message<'_>, E2eError> {
+    if !message.is_compressed() {
+        return Ok(message);
     }
-    Err(E2eError::Malformed { what: "openpgp message", detail: "compression nested too deep".into() })
+    let message = message.decompress().map_err(pgp_err("compressed data"))?;
+    if message.is_compressed() {
+        return Err(E2eError::Malformed {
+            what: "openpgp message",
+            detail: "compressed data inside compressed data".into(),
+        });
+    }
+    Ok(message)
 }
 
 /// What [`OwnKey::decrypt`] found.
@@ -336,41 +368,123 @@ pub fn parse_cert(bytes: &[u8]) -> Result<SignedPublicKey, E2eError> {
     }
     key.verify_bindings()
         .map_err(|e| E2eError::Rejected { reason: "bad-key-binding", detail: e.to_string() })?;
+    // RFC 4880 §5.2.1 0x20: a key revocation signature (verified just now with the primary
+    // key) revokes the whole certificate.
+    if key.details.revocation_signatures.iter().any(|s| s.typ() == Some(SignatureType::KeyRevocation)) {
+        return Err(E2eError::Rejected {
+            reason: "key-revoked",
+            detail: format!("key {} carries a key revocation signature", fingerprint_hex(&key)),
+        });
+    }
     Ok(key)
 }
 
-/// Whether `cert` has a (self-certified, see [`parse_cert`]) user ID naming `bare`: exactly
-/// `xmpp:<bare>` (XEP-0373), or, for keys made for e-mail that XEP-0027 users kept, `<bare>` as
-/// the whole ID or in angle brackets.
+/// Whether `cert` has a valid (see [`valid_user_ids`]) user ID naming `bare`: `xmpp:<bare>`
+/// (XEP-0373, compared as [`has_xmpp_uid`] does), or, for keys made for e-mail that XEP-0027
+/// users kept, `<bare>` as the whole ID or in angle brackets.
 pub fn names_account(cert: &SignedPublicKey, bare: &jid::BareJid) -> bool {
-    let bare = bare.to_string();
-    let xmpp = format!("xmpp:{bare}");
-    let angle = format!("<{bare}>");
-    cert.details.users.iter().filter_map(|u| u.id.as_str()).any(|id| {
+    let text = bare.to_string();
+    let angle = format!("<{text}>");
+    valid_user_ids(cert).any(|id| {
         let id = id.trim();
-        id == xmpp || id == bare || id.ends_with(&angle)
+        uid_is_xmpp_of(id, bare) || id == text || id.ends_with(&angle)
     })
 }
 
-/// Whether `cert` has a user ID that is exactly `xmpp:<bare>` (XEP-0373's requirement).
+/// Whether `cert` has a valid user ID `xmpp:<bare>` (XEP-0373 §7.3 "OpenPGP User IDs": "The
+/// OpenPGP User ID [...] MUST be the XMPP address prefixed with 'xmpp:'"): the address after
+/// the prefix is parsed and compared as a bare JID (so `xmpp:Juliet@Example.org` names
+/// `juliet@example.org`: JID normalisation, RFC 7622), never as raw text.
 pub fn has_xmpp_uid(cert: &SignedPublicKey, bare: &jid::BareJid) -> bool {
-    let xmpp = xmpp_uid(bare);
-    cert.details.users.iter().filter_map(|u| u.id.as_str()).any(|id| id == xmpp)
+    valid_user_ids(cert).any(|id| uid_is_xmpp_of(id, bare))
+}
+
+fn uid_is_xmpp_of(id: &str, bare: &jid::BareJid) -> bool {
+    id.strip_prefix("xmpp:").and_then(|a| a.parse::<jid::BareJid>().ok()).is_some_and(|a| a == *bare)
+}
+
+fn sig_secs(sig: &Signature) -> u32 {
+    sig.created().map(Timestamp::as_secs).unwrap_or(0)
+}
+
+fn is_self_certification(sig: &Signature) -> bool {
+    matches!(
+        sig.typ(),
+        Some(
+            SignatureType::CertGeneric
+                | SignatureType::CertPersona
+                | SignatureType::CertCasual
+                | SignatureType::CertPositive
+        )
+    )
+}
+
+/// A user ID counts when a self-certification (RFC 4880 §5.2.1 0x10–0x13) on it is newer than
+/// every certification revocation (0x30) on it (a revocation at the same second wins). Every
+/// signature on a user ID was verified by [`parse_cert`] (rPGP checks them all against the
+/// primary key).
+fn user_valid(user: &SignedUser) -> bool {
+    let revoked =
+        user.signatures.iter().filter(|s| s.typ() == Some(SignatureType::CertRevocation)).map(sig_secs).max();
+    user.signatures
+        .iter()
+        .filter(|s| is_self_certification(s))
+        .map(sig_secs)
+        .any(|t| revoked.is_none_or(|r| t > r))
+}
+
+/// The user IDs of `cert` that are not revoked (see [`user_valid`]).
+pub fn valid_user_ids(cert: &SignedPublicKey) -> impl Iterator<Item = &str> {
+    cert.details.users.iter().filter(|u| user_valid(u)).filter_map(|u| u.id.as_str())
+}
+
+/// When the primary key expires (RFC 4880 §5.2.3.6, seconds since the epoch): the key
+/// expiration time of its newest self-signature (a valid user ID's certification or a direct
+/// key signature), counted from the key's creation; `None` when it never expires.
+fn primary_expiry(cert: &SignedPublicKey) -> Option<u64> {
+    let newest = cert
+        .details
+        .users
+        .iter()
+        .filter(|u| user_valid(u))
+        .flat_map(|u| u.signatures.iter().filter(|s| is_self_certification(s)))
+        .chain(cert.details.direct_signatures.iter())
+        .max_by_key(|s| sig_secs(s))?;
+    expiry(cert.primary_key.created_at(), newest)
+}
+
+fn expiry(created: Timestamp, sig: &Signature) -> Option<u64> {
+    let d = u64::from(sig.key_expiration_time()?.as_secs());
+    // "If this is not present or has a value of zero, the key never expires" (§5.2.3.6).
+    (d != 0).then(|| u64::from(created.as_secs()) + d)
+}
+
+/// Whether `cert`'s primary key has expired at `now`.
+pub fn expired_at(cert: &SignedPublicKey, now: Duration) -> bool {
+    primary_expiry(cert).is_some_and(|t| now.as_secs() >= t)
 }
 
 fn latest_binding(sub: &SignedPublicSubKey) -> Option<&Signature> {
-    sub.signatures.iter().max_by_key(|s| s.created().map(Timestamp::as_secs).unwrap_or(0))
+    sub.signatures.iter().max_by_key(|s| sig_secs(s))
 }
 
-/// The subkeys a message to `cert` is encrypted to: those whose latest binding signature
-/// allows encryption (RFC 4880 §5.2.3.21 flags 0x04/0x08) and whose algorithm can encrypt.
-pub fn encryption_keys(cert: &SignedPublicKey) -> Vec<&SignedPublicSubKey> {
+/// The subkeys a message to `cert` is encrypted to at `now`: none if the primary key has
+/// expired; otherwise those whose latest binding signature is a subkey binding (0x18, not a
+/// 0x28 revocation) that allows encryption (RFC 4880 §5.2.3.21 flags 0x04/0x08), whose
+/// algorithm can encrypt, and whose binding's key expiration time has not passed.
+pub fn encryption_keys(cert: &SignedPublicKey, now: Duration) -> Vec<&SignedPublicSubKey> {
+    if expired_at(cert, now) {
+        return vec![];
+    }
     cert.public_subkeys
         .iter()
         .filter(|s| s.key.algorithm().can_encrypt())
         .filter(|s| {
-            latest_binding(s)
-                .is_some_and(|b| b.key_flags().encrypt_comms() || b.key_flags().encrypt_storage())
+            latest_binding(s).is_some_and(|b| {
+                b.typ() == Some(SignatureType::SubkeyBinding)
+                    && (b.key_flags().encrypt_comms() || b.key_flags().encrypt_storage())
+                    && expiry(s.key.created_at(), b).is_none_or(|t| now.as_secs() < t)
+            })
         })
         .collect()
 }

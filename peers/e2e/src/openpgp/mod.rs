@@ -48,23 +48,36 @@
 //! `<public-keys-list><pubkey-metadata v4-fingerprint date/></public-keys-list>`) and one data
 //! node per key, `urn:xmpp:openpgp:0:public-keys:FINGERPRINT` (item id = the publication time,
 //! `<pubkey date><data>BASE64</data></pubkey>`), both `open` (§4.1–4.3). Our own metadata list
-//! is fetched at publish and our fingerprint added if missing (§4.4's re-announce rule). A
+//! is fetched at publish and our fingerprint added if missing (§6.3's re-announce rule). A
 //! fetched key must have the fingerprint its node names and the user ID `xmpp:<bare>`
-//! (§"OpenPGP User IDs"); the most recent item counts (§4.3).
+//! (§3.2, §8.5 "OpenPGP User IDs"), compared as a normalised bare JID (§7.3); the most recent
+//! item counts (§4.4).
 //!
-//! Messages (XEP-0374 §3–§5): `<signcrypt>` with one `<to jid=bare/>`, `<time stamp/>`, an
+//! Messages (XEP-0374 §2.2, §3): `<signcrypt>` with one `<to jid=bare/>`, `<time stamp/>`, an
 //! `<rpad/>` of random length (0–199 characters) and `<payload><body xmlns='jabber:client'/>
 //! </payload>`; signed by our primary key, then encrypted (SEIPD v1, AES-256) to every announced
 //! key of the recipient that is not untrusted, to our own key and our other announced keys
-//! (§"Encrypting to multiple keys"); plus a fallback `<body/>`, the XEP-0380 EME hint and a
-//! XEP-0334 store hint. On receipt (XEP-0373 §3.1 "Verification"): the message must decrypt
+//! (XEP-0373 §3.1: "SHOULD also be encrypted to self"); plus a fallback `<body/>`, the XEP-0380 EME hint and a
+//! XEP-0334 store hint. On receipt (XEP-0373 §3.2 "Verification"): the message must decrypt
 //! with our key, be signed, the signature must verify with an announced key of the `from`
 //! account (fetched if unknown: the stanza waits for it), one of the `<to/>` must be the
 //! stanza's `to` (bare; our own account when the stanza has none), and `time` must be plausible.
 //! Plausible is read as "not more than [`ox::MAX_CLOCK_SKEW`] (5 minutes) in the future":
 //! an old stamp is normal for offline or archived messages and cannot be refused without state.
-//! XEP-0373 §"Security Considerations" says the `to` and `time` elements *mitigate* replay and
-//! that "full replay attack prevention would require a counter based approach", which it does
+//! Before the decrypted `<signcrypt/>` is parsed, it is bounded: at most
+//! [`keys::MAX_PLAINTEXT`] (64 KiB) is decompressed and read (one compression layer), and
+//! elements nested more than 32 deep are refused (minidom recurses).
+//!
+//! Limits on what the network can make us keep (the XEPs set none): at most
+//! [`ox::MAX_KEYS_PER_ACCOUNT`] (16) announced keys per account, key data only for announced
+//! fingerprints, at most 4 received stanzas per sender (64 in all) waiting for the sender's
+//! keys; for XEP-0027 [`xep0027::MAX_KEYS_PER_ACCOUNT`] (16) keyserver keys per account and
+//! [`xep0027::MAX_PENDING_PRESENCE`] (64) presences waiting for a lookup. Revoked keys (0x20),
+//! revoked user IDs (0x30 newer than every self-certification) and keys or subkeys expired at
+//! the simulated time are not used.
+//! XEP-0373 §8.3 (Rationale, "Addressing the Issues and Problems of XEP-0027") says the `to`
+//! and `time` elements *mitigate* replay and (in a note) that "full Replay attack prevention
+//! would require a counter based approach", which it does
 //! not define: so there is no replay cache, and a replayed stanza is shown again.
 //! The secret key backup node (§5) is optional and not implemented: every device has its own
 //! key and announces it.

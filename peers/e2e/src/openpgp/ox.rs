@@ -25,15 +25,24 @@ pub const NODE_PUBLIC_KEYS: &str = "urn:xmpp:openpgp:0:public-keys";
 pub const NS_EME: &str = "urn:xmpp:eme:0";
 /// XEP-0334 message processing hints.
 pub const NS_HINTS: &str = "urn:xmpp:hints";
-/// The unencrypted body XEP-0374 §5 recommends.
+/// The unencrypted body XEP-0374 §3.2 ("Provide Hints") recommends.
 pub const FALLBACK: &str = "This message is encrypted using OpenPGP.";
-/// How far in the future a `<time/>` may lie before the content is refused (XEP-0373 §3.1
+/// How far in the future a `<time/>` may lie before the content is refused (XEP-0373 §3.2
 /// "verify the 'time' element for plausibility"; the XEP gives no number).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// At most this many received stanzas wait for their sender's keys (a flood of stanzas
-/// naming unknown signers must not grow the state without bound).
+/// At most this many received stanzas wait for their senders' keys in all (a flood of
+/// stanzas naming unknown signers must not grow the state without bound); beyond it a stanza
+/// is refused as `unknown-signer` at once.
 const MAX_WAITING: usize = 64;
+/// At most this many received stanzas wait for one sender's keys; a fifth evicts that
+/// sender's oldest (reported as `dropped`), so one account cannot fill the whole inbox.
+const MAX_WAITING_PER_SENDER: usize = 4;
+/// At most this many keys of one account are taken from its metadata list (XEP-0373 sets no
+/// number; a client has a handful of devices). Beyond it the list is cut to the most
+/// recently dated keys and `too-many-keys` is reported: one list of thousands of
+/// fingerprints must not make us fetch and store thousands of keys.
+pub const MAX_KEYS_PER_ACCOUNT: usize = 16;
 
 /// The data node of the key with this fingerprint (XEP-0373 §4.1).
 pub fn data_node(fpr: &str) -> String {
@@ -57,7 +66,7 @@ pub struct Ox {
     missing: BTreeMap<BareJid, BTreeSet<String>>,
     /// Messages waiting for the recipient's keys.
     pending: Vec<(BareJid, String)>,
-    /// Received stanzas waiting for the sender's keys (§3.1: "the recipient may need to
+    /// Received stanzas waiting for the sender's keys (§3.2: "the recipient may need to
     /// retrieve the key").
     inbox: Vec<Element>,
     /// Fetches in flight.
@@ -126,24 +135,41 @@ impl Ox {
         out: &mut Output,
     ) -> Result<(), E2eError> {
         self.asked.remove(&(owner.clone(), NODE_PUBLIC_KEYS.to_owned()));
+        // One item, `current` (§4.2); should several come, the last one in the answer.
         let Some(list) = items.children().filter_map(|i| i.get_child("public-keys-list", NS)).last() else {
-            // A notification without payload (§4.4 "notification-only"): read the node.
+            // A notification without payload (§4.5 "notification-only"): read the node.
             if items.ns() != NS_PUBSUB {
                 self.fetch(owner, NODE_PUBLIC_KEYS.into(), out);
             }
             return Ok(());
         };
-        let mut fprs = BTreeSet::new();
+        let mut dated: BTreeMap<String, Duration> = BTreeMap::new();
         for meta in list.children().filter(|m| m.is("pubkey-metadata", NS)) {
             let fpr = meta.attr("v4-fingerprint").ok_or(E2eError::Missing { what: "v4-fingerprint" })?;
             if !is_fingerprint(fpr) {
                 return Err(E2eError::Malformed { what: "v4-fingerprint", detail: format!("`{fpr}`") });
             }
-            fprs.insert(fpr.to_owned());
+            let date = meta.attr("date").and_then(parse_time).unwrap_or_default();
+            let entry = dated.entry(fpr.to_owned()).or_default();
+            *entry = (*entry).max(date);
+        }
+        let mut fprs: BTreeSet<String> = dated.keys().cloned().collect();
+        if dated.len() > MAX_KEYS_PER_ACCOUNT {
+            // The most recently dated keys (ties: the smaller fingerprint), deterministically.
+            let mut by_date: Vec<(Duration, String)> = dated.into_iter().map(|(f, d)| (d, f)).collect();
+            by_date.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            fprs = by_date.into_iter().take(MAX_KEYS_PER_ACCOUNT).map(|(_, f)| f).collect();
+            out.events.push(Event::Alert {
+                reason: "too-many-keys",
+                detail: format!(
+                    "{owner} announces more than {MAX_KEYS_PER_ACCOUNT} keys; the newest are used"
+                ),
+            });
         }
         let own = self.own();
         if *owner == own && !fprs.contains(self.key.fingerprint()) {
-            // §4.4: "If the key has been removed, the entity SHOULD reannounce it."
+            // §6.3 "Key Enforcement": "If the key has been removed, the entity SHOULD
+            // reannounce it."
             let mut merged = fprs.clone();
             merged.insert(self.key.fingerprint().to_owned());
             out.actions.push(self.publish_metadata(cx, &merged));
@@ -156,17 +182,33 @@ impl Ox {
                 self.fetch(owner, data_node(fpr), out);
             }
         }
+        self.ring.pin_first(owner, &fprs);
         self.announced.insert(owner.clone(), fprs);
         self.missing.insert(owner.clone(), missing);
         self.keys_arrived(cx, owner, out);
         Ok(())
     }
 
-    /// A data node: the most recent item's key, which must have the node's fingerprint and
-    /// the user ID `xmpp:<owner>`.
+    /// A data node: the most recent item's key (§4.4: "Only the public keys found in the most
+    /// recent item MUST be used": the item whose `<pubkey date/>` is latest; ties and
+    /// undated items: the later one in the answer), which must have the node's fingerprint
+    /// and the user ID `xmpp:<owner>`. Only keys the owner announced are taken (a key pushed
+    /// to a node its metadata list does not name is ignored): nothing else reaches the ring.
     fn data(&mut self, cx: &mut Cx<'_>, owner: &BareJid, fpr: &str, items: &Element, out: &mut Output) {
         self.asked.remove(&(owner.clone(), data_node(fpr)));
-        if let Some(item) = items.children().filter(|i| i.name() == "item").last() {
+        let wanted = self.announced.get(owner).is_some_and(|a| a.contains(fpr))
+            || self.missing.get(owner).is_some_and(|m| m.contains(fpr));
+        if !wanted {
+            // Not (yet) in the owner's metadata list: ignored, not stored. A publisher writes the
+            // data node before the metadata (XEP-0373 §4.1), so its contacts see this first for
+            // every honest new key; the list that follows makes us fetch it.
+            return;
+        }
+        let newest = items.children().filter(|i| i.name() == "item").enumerate().max_by_key(|(n, i)| {
+            let date = i.get_child("pubkey", NS).and_then(|p| p.attr("date")).and_then(parse_time);
+            (date, *n)
+        });
+        if let Some((_, item)) = newest {
             match parse_pubkey(item, owner, fpr) {
                 Ok(cert) => {
                     self.ring.observe(owner, cert, out);
@@ -200,7 +242,7 @@ impl Ox {
         }
     }
 
-    // ---- sending (XEP-0374 §5) ------------------------------------------------------------
+    // ---- sending (XEP-0374 §2.2) ----------------------------------------------------------
 
     fn usable(&self, owner: &BareJid) -> Vec<SignedPublicKey> {
         self.announced
@@ -234,7 +276,7 @@ impl Ox {
                 });
                 continue;
             }
-            // "SHOULD also be encrypted to self" (XEP-0373 §3): our key and our other devices'.
+            // "SHOULD also be encrypted to self" (XEP-0373 §3.1): our key and our other devices'.
             certs.push(self.key.public().clone());
             if to != own {
                 certs.extend(self.usable(&own));
@@ -249,7 +291,7 @@ impl Ox {
     }
 
     /// XEP-0373 §3.1 `<signcrypt>` (to, time, rpad, payload), signed and encrypted, in the
-    /// XEP-0374 §5 message.
+    /// XEP-0374 §2.2 message.
     fn stanza(
         &self,
         cx: &mut Cx<'_>,
@@ -259,7 +301,7 @@ impl Ox {
     ) -> Result<Element, E2eError> {
         let signcrypt = signcrypt(cx, to, body);
         let refs: Vec<&SignedPublicKey> = certs.iter().collect();
-        let bytes = self.key.encrypt(cx.rng, &refs, String::from(&signcrypt).as_bytes(), Some(cx.now))?;
+        let bytes = self.key.encrypt(cx.rng, &refs, String::from(&signcrypt).as_bytes(), cx.now, true)?;
         Ok(message(to, &bytes))
     }
 
@@ -287,7 +329,7 @@ impl Ox {
             .collect())
     }
 
-    // ---- receiving (XEP-0373 §3.1 "Verification") ------------------------------------------
+    // ---- receiving (XEP-0373 §3.2 "Verification") ------------------------------------------
 
     fn receive_openpgp(
         &mut self,
@@ -317,7 +359,7 @@ impl Ox {
         }
         let openpgp = stanza.get_child("openpgp", NS).ok_or(E2eError::Missing { what: "openpgp" })?;
         let decrypted = self.key.decrypt(&unb64("openpgp", &openpgp.text())?)?;
-        // XEP-0374 §4: only <signcrypt/>; XEP-0373 §3: it MUST be signed and encrypted.
+        // XEP-0374 §3.1: only <signcrypt/>; XEP-0373 §3.1: it MUST be signed and encrypted.
         let sig = decrypted.signature.ok_or(E2eError::Rejected {
             reason: "not-signed",
             detail: "an OpenPGP message without a signature (only <signcrypt/> is allowed)".into(),
@@ -330,11 +372,10 @@ impl Ox {
             .map(|(fpr, _)| fpr)
             .collect();
         if candidates.is_empty() {
-            if may_fetch && self.inbox.len() < MAX_WAITING {
+            if may_fetch && self.wait_for_keys(&from_bare, stanza, out) {
                 // The signer is not an announced key of the sender (yet): read the sender's
                 // keys (unless a read is under way), and this stanza again once they are in.
                 self.fetch(&from_bare, NODE_PUBLIC_KEYS.into(), out);
-                self.inbox.push(stanza.clone());
                 return Ok(());
             }
             return Err(E2eError::Rejected {
@@ -366,6 +407,55 @@ impl Ox {
             out.events.push(Event::Plaintext { from, body, trust, delay: None, carbon: None });
         }
         Ok(())
+    }
+
+    /// Puts `stanza` in the inbox of stanzas waiting for `sender`'s keys: at most
+    /// [`MAX_WAITING_PER_SENDER`] per sender (the oldest is dropped, reported `dropped`), at
+    /// most [`MAX_WAITING`] in all (then `false`: refuse it now).
+    fn wait_for_keys(&mut self, sender_bare: &BareJid, stanza: &Element, out: &mut Output) -> bool {
+        let of_sender = |s: &Element| sender(s).is_ok_and(|j| j.to_bare() == *sender_bare);
+        if self.inbox.iter().filter(|s| of_sender(s)).count() >= MAX_WAITING_PER_SENDER {
+            if let Some(oldest) = self.inbox.iter().position(of_sender) {
+                self.inbox.remove(oldest);
+            }
+            out.events.push(Event::Alert {
+                reason: "dropped",
+                detail: format!(
+                    "more than {MAX_WAITING_PER_SENDER} stanzas of {sender_bare} wait for its keys: the oldest is dropped"
+                ),
+            });
+        } else if self.inbox.len() >= MAX_WAITING {
+            return false;
+        }
+        self.inbox.push(stanza.clone());
+        true
+    }
+
+    /// The metadata list of `owner` could not be read (malformed): the stanzas waiting for
+    /// its keys are refused (reported with the error's code) rather than kept forever, and
+    /// messages waiting to be sent to it are reported `not-sent`.
+    fn keys_failed(&mut self, owner: &BareJid, error: &E2eError, out: &mut Output) {
+        let (waiting, rest): (Vec<Element>, Vec<Element>) = core::mem::take(&mut self.inbox)
+            .into_iter()
+            .partition(|s| sender(s).is_ok_and(|j| j.to_bare() == *owner));
+        self.inbox = rest;
+        for _ in waiting {
+            out.events.push(Event::Alert {
+                reason: error.code(),
+                detail: format!(
+                    "a stanza from {owner} waited for its keys, which could not be read: {error}"
+                ),
+            });
+        }
+        let (to_owner, rest): (Vec<_>, Vec<_>) =
+            core::mem::take(&mut self.pending).into_iter().partition(|(to, _)| to == owner);
+        self.pending = rest;
+        for _ in to_owner {
+            out.events.push(Event::Alert {
+                reason: "not-sent",
+                detail: format!("to {owner}: its OpenPGP keys could not be read ({error})"),
+            });
+        }
     }
 
     /// The keys that may sign for `owner`: its announced keys we hold (and ours, for our own
@@ -461,7 +551,12 @@ fn signed_message(signature: &pgp::packet::Signature, data: &[u8]) -> Result<Vec
 /// `inner` (an OpenPGP message, kept as it is) encrypted to every encryption key of `to`
 /// (RFC 4880 §11.3 encrypted message: one PKESK per key, then SEIPD v1 with AES-256, as
 /// [`keys::OwnKey::encrypt`] makes them), with no signature of ours added.
-fn encrypt_raw(rng: &mut dyn RngCore, to: &[SignedPublicKey], inner: &[u8]) -> Result<Vec<u8>, E2eError> {
+fn encrypt_raw(
+    rng: &mut dyn RngCore,
+    now: Duration,
+    to: &[SignedPublicKey],
+    inner: &[u8],
+) -> Result<Vec<u8>, E2eError> {
     use pgp::crypto::sym::SymmetricKeyAlgorithm;
     use pgp::packet::{PacketTrait as _, PublicKeyEncryptedSessionKey, SymEncryptedProtectedData};
 
@@ -471,7 +566,7 @@ fn encrypt_raw(rng: &mut dyn RngCore, to: &[SignedPublicKey], inner: &[u8]) -> R
     let mut out = Vec::new();
     let mut recipients = 0usize;
     for cert in to {
-        for key in keys::encryption_keys(cert) {
+        for key in keys::encryption_keys(cert, now) {
             PublicKeyEncryptedSessionKey::from_session_key_v3(&mut rng, &session_key, alg, key)
                 .map_err(local)?
                 .to_writer_with_header(&mut out)
@@ -510,15 +605,95 @@ fn content(name: &str, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Element {
         .child(el("payload", NS).child(text_el("body", NS_CLIENT, body)))
 }
 
-/// XEP-0373 §3.1 checks on a verified `<signcrypt/>`; the body, if the payload has one.
+/// The largest `<signcrypt/>` we parse (bytes; see [`keys::MAX_PLAINTEXT`], which the
+/// decryption already enforces).
+const MAX_CONTENT: usize = 64 * 1024;
+/// The deepest element nesting a `<signcrypt/>` may have. Ours is four deep
+/// (`signcrypt/payload/body`); 32 leaves room for richer payloads. minidom builds and frees
+/// trees recursively, so tens of thousands of nested elements (a kilobyte once compressed)
+/// would overflow the stack: the nesting is counted before the parser sees the text.
+const MAX_DEPTH: usize = 32;
+
+/// A cheap scan of `text` for its element nesting depth: a start tag `<x ...>` opens, `</x>`
+/// and the `/>` of an empty-element tag close. Quoted attribute values are skipped (a `/>`
+/// or `>` inside one is not the tag's end), comments, CDATA sections and processing
+/// instructions are skipped to their terminators, so nothing inside them counts. It does not
+/// validate anything: it only bounds what the recursive parser is given.
+fn nesting_ok(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let find = |from: usize, pat: &[u8]| -> usize {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
+            .map_or(bytes.len(), |p| from + p + pat.len())
+    };
+    let mut depth: usize = 0;
+    let mut i = 0;
+    while let Some(at) = bytes.get(i..).and_then(|rest| rest.iter().position(|b| *b == b'<')) {
+        let start = i + at;
+        let rest = bytes.get(start..).unwrap_or_default();
+        if rest.starts_with(b"<!--") {
+            i = find(start + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(start + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = find(start + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = find(start + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(start + 2, b">");
+        } else {
+            // A start tag: its end is the first `>` outside quotes.
+            let mut quote: Option<u8> = None;
+            let mut j = start + 1;
+            let mut empty = false;
+            while let Some(&b) = bytes.get(j) {
+                match (quote, b) {
+                    (Some(q), _) if b == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'\'' | b'"') => quote = Some(b),
+                    (None, b'>') => {
+                        empty = bytes.get(j - 1) == Some(&b'/');
+                        break;
+                    }
+                    (None, _) => {}
+                }
+                j += 1;
+            }
+            if !empty {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    true
+}
+
+/// XEP-0373 §3.2 checks on a verified `<signcrypt/>`; the body, if the payload has one.
 fn check_signcrypt(cx: &Cx<'_>, text: &str, outer_to: &BareJid) -> Result<Option<String>, E2eError> {
+    if text.len() > MAX_CONTENT {
+        return Err(E2eError::Malformed {
+            what: "signcrypt",
+            detail: format!("{} bytes, more than {MAX_CONTENT}", text.len()),
+        });
+    }
+    if !nesting_ok(text) {
+        return Err(E2eError::Malformed {
+            what: "signcrypt",
+            detail: format!("elements nested more than {MAX_DEPTH} deep"),
+        });
+    }
     let content: Element = text
         .parse()
         .map_err(|e: minidom::Error| E2eError::Malformed { what: "signcrypt", detail: e.to_string() })?;
     if !content.is("signcrypt", NS) {
         return Err(E2eError::Malformed {
             what: "signcrypt",
-            detail: format!("<{}/> where <signcrypt/> is required (XEP-0374 §4)", content.name()),
+            detail: format!("<{}/> where <signcrypt/> is required (XEP-0374 §3.1)", content.name()),
         });
     }
     let times: Vec<&Element> = content.children().filter(|c| c.is("time", NS)).collect();
@@ -560,7 +735,7 @@ fn check_signcrypt(cx: &Cx<'_>, text: &str, outer_to: &BareJid) -> Result<Option
             detail: format!("{} <payload/> elements", payloads.len()),
         });
     };
-    // XEP-0374 §4: the body in 'jabber:client', and 'jabber:server' accepted too.
+    // XEP-0374 §2.2: the body in 'jabber:client', and 'jabber:server' accepted too.
     Ok(payload
         .children()
         .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns() == NS_SERVER))
@@ -630,7 +805,17 @@ impl Engine for Ox {
         let mut out = Output::default();
         if let Some((owner, items)) = pep_items(stanza, &self.own()) {
             match items.attr("node") {
-                Some(NODE_PUBLIC_KEYS) => self.metadata(cx, &owner, items, &mut out)?,
+                Some(NODE_PUBLIC_KEYS) => {
+                    if let Err(e) = self.metadata(cx, &owner, items, &mut out) {
+                        // Reported as an alert, not an error, so the refused stanzas'
+                        // alerts reach the caller too.
+                        out.events.push(Event::Alert {
+                            reason: e.code(),
+                            detail: format!("the public-key list of {owner} is refused: {e}"),
+                        });
+                        self.keys_failed(&owner, &e, &mut out);
+                    }
+                }
                 Some(node) => {
                     if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
                         let fpr = fpr.to_owned();
@@ -695,7 +880,8 @@ impl Engine for Ox {
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        Ok(self.ring.verify(peer, oob))
+        let current = self.announced.get(peer).cloned().unwrap_or_default();
+        Ok(self.ring.verify(peer, oob, &current))
     }
 
     fn out_of_band(&self) -> OutOfBand {
@@ -747,11 +933,11 @@ impl Engine for Ox {
                 reason: "not-signed",
                 detail: "the recorded OpenPGP message carries no signature to reuse".into(),
             })?;
-            encrypt_raw(cx.rng, &certs, &signed_message(&signature, &decrypted.data)?)?
+            encrypt_raw(cx.rng, cx.now, &certs, &signed_message(&signature, &decrypted.data)?)?
         } else {
             let crypt = content("crypt", cx, to, body);
             let refs: Vec<&SignedPublicKey> = certs.iter().collect();
-            self.key.encrypt(cx.rng, &refs, String::from(&crypt).as_bytes(), None)?
+            self.key.encrypt(cx.rng, &refs, String::from(&crypt).as_bytes(), cx.now, false)?
         };
         Ok(Some(Output { actions: vec![Action::Send(message(to, &bytes))], events: vec![] }))
     }

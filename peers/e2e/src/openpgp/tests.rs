@@ -242,7 +242,7 @@ fn keys_are_deterministic_and_well_formed() {
     assert_eq!(keys::fingerprint_hex(&cert), a.fingerprint());
     assert!(keys::has_xmpp_uid(&cert, &bare(ALICE)));
     assert!(!keys::has_xmpp_uid(&cert, &bare(BOB)));
-    assert_eq!(keys::encryption_keys(&cert).len(), 1);
+    assert_eq!(keys::encryption_keys(&cert, NOW).len(), 1);
     assert_eq!(cert.primary_key.created_at().as_secs() as u64, keys::KEY_CREATED.as_secs());
     let armored = keys::parse_cert(a.public_armored().unwrap().as_bytes()).unwrap();
     assert_eq!(keys::fingerprint_hex(&armored), a.fingerprint());
@@ -272,8 +272,8 @@ fn signatures_and_messages_are_deterministic_and_check_out() {
     assert!(!keys::verify_by(b.public(), &sig, b"status"));
     assert!(keys::issuers(&sig).iter().any(|i| i == a.fingerprint()));
 
-    let m1 = a.encrypt(&mut ChaCha20Rng::seed_from_u64(4), &[b.public()], b"hi", Some(NOW)).unwrap();
-    let m2 = a.encrypt(&mut ChaCha20Rng::seed_from_u64(4), &[b.public()], b"hi", Some(NOW)).unwrap();
+    let m1 = a.encrypt(&mut ChaCha20Rng::seed_from_u64(4), &[b.public()], b"hi", NOW, true).unwrap();
+    let m2 = a.encrypt(&mut ChaCha20Rng::seed_from_u64(4), &[b.public()], b"hi", NOW, true).unwrap();
     assert_eq!(m1, m2, "same seed, same clock, same bytes");
     let d = b.decrypt(&m1).unwrap();
     assert_eq!(d.data, b"hi");
@@ -584,7 +584,7 @@ fn handmade(
     stanza_to: &str,
     xml: &str,
 ) -> Element {
-    let bytes = signer.encrypt(&mut ChaCha20Rng::seed_from_u64(77), to, xml.as_bytes(), Some(NOW)).unwrap();
+    let bytes = signer.encrypt(&mut ChaCha20Rng::seed_from_u64(77), to, xml.as_bytes(), NOW, true).unwrap();
     el("message", NS_CLIENT).with("from", from).with("to", stanza_to).with("type", "chat").child(text_el(
         "openpgp",
         ox::NS,
@@ -690,7 +690,8 @@ fn ox_checks_to_time_and_signer() {
             &mut ChaCha20Rng::seed_from_u64(1),
             &[k[BOB].public()],
             sc_xml("bob@b.example", &now, "unsigned").as_bytes(),
-            None,
+            NOW,
+            false,
         )
         .unwrap();
     let unsigned = el("message", NS_CLIENT).with("from", ALICE).with("to", "bob@b.example").child(text_el(
@@ -1196,4 +1197,377 @@ fn same_seed_same_wire() {
         assert_eq!(a.len(), 2, "{protocol}");
         assert_eq!(a, b, "{protocol}");
     }
+}
+
+// ---- review fixes: bounds, revocation, expiry, key choice, verification, TOFU --------------------
+
+/// An `<openpgp/>` stanza from Alice to Bob (keys from a fresh Net) carrying `xml`, and a
+/// standalone Ox Bob with Alice's keys known.
+fn bob_with_alice_known() -> (Net, BTreeMap<&'static str, OwnKey>) {
+    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    net.send(BOB, ALICE, "hello"); // Bob reads Alice's keys
+    net.send(ALICE, BOB, "hello"); // and Alice Bob's
+    let k = ox_keys(&net);
+    (net, k)
+}
+
+#[test]
+fn ox_deeply_nested_signcrypt_is_refused_before_parsing() {
+    let (mut net, k) = bob_with_alice_known();
+    let now = crate::time::format_stamp(NOW);
+    let deep = |open: &str, close: &str, n: usize| {
+        format!(
+            "<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='bob@b.example'/><time stamp='{now}'/><payload><body xmlns='jabber:client'>deep</body>{}{}</payload></signcrypt>",
+            open.repeat(n),
+            close.repeat(n)
+        )
+    };
+    // 33 levels inside <payload/> (35 in all): refused. A `/>` inside a quoted attribute
+    // value does not end the tag, so it does not hide the nesting either.
+    for xml in [deep("<a>", "</a>", 33), deep("<a x='/>'>", "</a>", 33), deep("<a x=\"/>\">", "</a>", 33)] {
+        net.errors.clear();
+        net.deliver(BOB, handmade(&k[ALICE], &[k[BOB].public()], ALICE, "bob@b.example", &xml));
+        assert_eq!(net.errors_of(BOB), ["malformed"], "{xml}");
+    }
+    // Shallow extra elements: accepted.
+    net.errors.clear();
+    let ok = deep("<a>", "</a>", 20);
+    net.deliver(BOB, handmade(&k[ALICE], &[k[BOB].public()], ALICE, "bob@b.example", &ok));
+    assert!(net.errors_of(BOB).is_empty(), "{:?}", net.errors);
+    assert_eq!(net.shown(BOB).last().unwrap().0, "deep");
+}
+
+/// A message to `to` holding `data`, compressed (ZLIB) before encryption.
+fn compressed_message(to: &OwnKey, data: Vec<u8>) -> Vec<u8> {
+    use pgp::composed::MessageBuilder;
+    use pgp::crypto::sym::SymmetricKeyAlgorithm;
+    use pgp::types::CompressionAlgorithm;
+    let mut r = ChaCha20Rng::seed_from_u64(9);
+    let mut rng = crate::rng06::Rng06(&mut r);
+    let mut builder = MessageBuilder::from_bytes("", data);
+    builder.compression(CompressionAlgorithm::ZLIB);
+    let mut builder = builder.seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    for key in keys::encryption_keys(to.public(), NOW) {
+        builder.encrypt_to_key(&mut rng, key).unwrap();
+    }
+    builder.to_vec(&mut rng).unwrap()
+}
+
+#[test]
+fn decompression_is_bounded() {
+    let bob = key_of(BOB, 5);
+    // 16 MiB of zeros compress to a few KiB: refused without inflating it all.
+    let bomb = compressed_message(&bob, vec![0u8; 16 << 20]);
+    assert!(bomb.len() < 64 * 1024);
+    assert_eq!(bob.decrypt(&bomb).unwrap_err().code(), "too-large");
+    // Exactly the limit is fine, one byte more is not.
+    let at = compressed_message(&bob, vec![b'x'; keys::MAX_PLAINTEXT]);
+    assert_eq!(bob.decrypt(&at).unwrap().data.len(), keys::MAX_PLAINTEXT);
+    let over = compressed_message(&bob, vec![b'x'; keys::MAX_PLAINTEXT + 1]);
+    assert_eq!(bob.decrypt(&over).unwrap_err().code(), "too-large");
+}
+
+fn ox_alone(jid: &str, policy: TrustPolicy) -> Ox {
+    Ox::new(jid.parse().unwrap(), &mut ChaCha20Rng::seed_from_u64(900), &EngineConfig::with_trust(policy))
+}
+
+fn alerts_of(out: &Output) -> Vec<&'static str> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn metadata_answer(owner: &str, fprs: &[String]) -> Element {
+    let mut list = el("public-keys-list", ox::NS);
+    for f in fprs {
+        list.append_child(
+            el("pubkey-metadata", ox::NS)
+                .with("v4-fingerprint", f.clone())
+                .with("date", "2026-01-01T00:00:00Z"),
+        );
+    }
+    el("iq", NS_CLIENT).with("type", "result").with("from", owner).child(
+        el("pubsub", NS_PUBSUB).child(
+            el("items", NS_PUBSUB)
+                .with("node", ox::NODE_PUBLIC_KEYS)
+                .child(el("item", NS_PUBSUB).with("id", "current").child(list)),
+        ),
+    )
+}
+
+#[test]
+fn ox_waiting_stanzas_are_capped_per_sender_and_drained_on_a_bad_list() {
+    let net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let k = ox_keys(&net);
+    let mut bob = ox_alone(BOB, TrustPolicy::Btbv);
+    let now = crate::time::format_stamp(NOW);
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut dropped = 0;
+    for n in 0..6 {
+        let s = handmade(
+            &k[ALICE],
+            &[bob.key().public()],
+            ALICE,
+            "bob@b.example",
+            &sc_xml("bob@b.example", &now, &n.to_string()),
+        );
+        let out = bob.receive(&mut cx(&mut rng), &s).unwrap();
+        dropped += alerts_of(&out).iter().filter(|a| **a == "dropped").count();
+    }
+    assert_eq!(dropped, 2, "a fifth and sixth stanza evict the oldest");
+    // Alice's list names a malformed fingerprint: the four waiting stanzas are refused now.
+    let out =
+        bob.receive(&mut cx(&mut rng), &metadata_answer("alice@a.example", &["nothex".into()])).unwrap();
+    let alerts = alerts_of(&out);
+    assert_eq!(alerts.iter().filter(|a| **a == "malformed").count(), 1 + 4, "{alerts:?}");
+    // Nothing waits any more: a good list later brings nothing back.
+    let good = metadata_answer("alice@a.example", &[k[ALICE].fingerprint().to_owned()]);
+    let out = bob.receive(&mut cx(&mut rng), &good).unwrap();
+    assert!(!out.events.iter().any(|e| matches!(e, Event::Plaintext { .. })));
+}
+
+#[test]
+fn ox_keys_are_taken_only_when_announced_and_capped() {
+    let net = Net::new(Protocol::Ox, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let carol_fpr = net.oob(CAROL).peer_says[0].clone();
+    let node = ox::data_node(&carol_fpr);
+    let data = net.pep[&(bare(CAROL), node.clone())].clone();
+    let mut items = el("items", NS_PUBSUB_EVENT).with("node", node);
+    for (id, item) in data {
+        items.append_child(el("item", NS_PUBSUB_EVENT).with("id", id).child(item));
+    }
+    let push = el("message", NS_CLIENT)
+        .with("from", "carol@c.example")
+        .child(el("event", NS_PUBSUB_EVENT).child(items));
+    let mut bob = ox_alone(BOB, TrustPolicy::Btbv);
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let out = bob.receive(&mut cx(&mut rng), &push).unwrap();
+    assert!(alerts_of(&out).is_empty(), "{out:?}");
+    assert!(!out.events.iter().any(|e| matches!(e, Event::TrustChanged { .. })), "{out:?}");
+    // A list of 20 keys: 16 fetched, and reported.
+    let many: Vec<String> = (0..20).map(|n| format!("{n:040X}")).collect();
+    let out = bob.receive(&mut cx(&mut rng), &metadata_answer("carol@c.example", &many)).unwrap();
+    assert_eq!(alerts_of(&out), ["too-many-keys"]);
+    assert_eq!(
+        out.actions.iter().filter(|a| matches!(a, Action::Fetch { .. })).count(),
+        ox::MAX_KEYS_PER_ACCOUNT
+    );
+}
+
+/// `key` with `extra` signatures added to its (only) user ID, or as key revocations.
+fn with_signatures(
+    key: &OwnKey,
+    extra: impl FnOnce(&OwnKey, &mut pgp::composed::SignedPublicKey),
+) -> Vec<u8> {
+    use pgp::ser::Serialize as _;
+    let mut public = key.public().clone();
+    extra(key, &mut public);
+    public.to_bytes().unwrap()
+}
+
+fn sig_config(typ: pgp::packet::SignatureType, at: Duration, key: &OwnKey) -> pgp::packet::SignatureConfig {
+    use pgp::packet::{SignatureConfig, Subpacket, SubpacketData};
+    let mut c = SignatureConfig::v4(
+        typ,
+        pgp::crypto::public_key::PublicKeyAlgorithm::EdDSALegacy,
+        pgp::crypto::hash::HashAlgorithm::Sha256,
+    );
+    c.hashed_subpackets = vec![
+        Subpacket::regular(SubpacketData::SignatureCreationTime(keys::timestamp(at))).unwrap(),
+        Subpacket::regular(SubpacketData::IssuerFingerprint(key.public().fingerprint())).unwrap(),
+    ];
+    c
+}
+
+fn certify(
+    key: &OwnKey,
+    p: &mut pgp::composed::SignedPublicKey,
+    typ: pgp::packet::SignatureType,
+    at: Duration,
+    expires: Option<u32>,
+) {
+    use pgp::packet::{Subpacket, SubpacketData};
+    use pgp::types::{Password, Tag};
+    let mut c = sig_config(typ, at, key);
+    if let Some(secs) = expires {
+        c.hashed_subpackets.push(
+            Subpacket::regular(SubpacketData::KeyExpirationTime(pgp::types::Duration::from_secs(secs)))
+                .unwrap(),
+        );
+    }
+    let sec = key.secret_key();
+    let uid = p.details.users[0].id.clone();
+    let sig = c
+        .sign_certification(&sec.primary_key, &p.primary_key, &Password::empty(), Tag::UserId, &uid)
+        .unwrap();
+    p.details.users[0].signatures.push(sig);
+}
+
+#[test]
+fn revoked_user_ids_and_keys_and_expired_keys_are_not_used() {
+    use pgp::packet::SignatureType;
+    use pgp::types::Password;
+    let alice = key_of(ALICE, 8);
+    let later = keys::KEY_CREATED + Duration::from_secs(60);
+    // A certification revocation (0x30) newer than the self-certification: the user ID is gone.
+    let revoked_uid = keys::parse_cert(&with_signatures(&alice, |k, p| {
+        certify(k, p, SignatureType::CertRevocation, later, None)
+    }))
+    .unwrap();
+    assert!(!keys::has_xmpp_uid(&revoked_uid, &bare(ALICE)));
+    assert!(!keys::names_account(&revoked_uid, &bare(ALICE)));
+    // ... and a new self-certification after it restores it.
+    let restored = keys::parse_cert(&with_signatures(&alice, |k, p| {
+        certify(k, p, SignatureType::CertRevocation, later, None);
+        certify(k, p, SignatureType::CertPositive, later + Duration::from_secs(1), None);
+    }))
+    .unwrap();
+    assert!(keys::has_xmpp_uid(&restored, &bare(ALICE)));
+    // A key revocation (0x20): the certificate is refused.
+    let revoked = with_signatures(&alice, |k, p| {
+        let sig = sig_config(SignatureType::KeyRevocation, later, k)
+            .sign_key(&k.secret_key().primary_key, &Password::empty(), &p.primary_key)
+            .unwrap();
+        p.details.revocation_signatures.push(sig);
+    });
+    assert_eq!(keys::parse_cert(&revoked).unwrap_err().code(), "key-revoked");
+    // A newer self-certification giving the key one day: encrypted to before, not after.
+    let expiring = keys::parse_cert(&with_signatures(&alice, |k, p| {
+        certify(k, p, SignatureType::CertPositive, later, Some(86_400))
+    }))
+    .unwrap();
+    assert_eq!(keys::encryption_keys(&expiring, keys::KEY_CREATED + Duration::from_secs(3600)).len(), 1);
+    assert!(keys::expired_at(&expiring, keys::KEY_CREATED + Duration::from_secs(86_400)));
+    assert!(keys::encryption_keys(&expiring, keys::KEY_CREATED + Duration::from_secs(86_400)).is_empty());
+    assert!(
+        alice
+            .encrypt(
+                &mut ChaCha20Rng::seed_from_u64(1),
+                &[&expiring],
+                b"x",
+                keys::KEY_CREATED + Duration::from_secs(90_000),
+                false
+            )
+            .is_err()
+    );
+}
+
+#[test]
+fn xmpp_user_ids_are_compared_as_jids() {
+    let k = OwnKey::generate("xmpp:Alice@A.EXAMPLE", keys::KEY_CREATED, &mut ChaCha20Rng::seed_from_u64(3))
+        .unwrap();
+    assert!(
+        keys::has_xmpp_uid(k.public(), &bare(ALICE)),
+        "RFC 7622 normalisation: case-insensitive domain, nodeprep"
+    );
+    let k =
+        OwnKey::generate("xmpp:alice@a.example/phone", keys::KEY_CREATED, &mut ChaCha20Rng::seed_from_u64(3))
+            .unwrap();
+    assert!(!keys::has_xmpp_uid(k.public(), &bare(ALICE)), "a full JID is not the account's user ID");
+}
+
+#[test]
+fn pgp_encrypts_to_the_key_that_signed_presence() {
+    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    // A second key naming alice@a.example on the keyserver, next to hers.
+    let mut impostor = make(Protocol::Pgp, "alice@a.example/impostor", 66, TrustPolicy::Btbv);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let Some(Action::Publish { id, item, .. }) =
+        impostor.publish(&mut cx(&mut rng)).unwrap().actions.into_iter().next()
+    else {
+        panic!()
+    };
+    net.poison = Some(Box::new(move |owner, node, items| {
+        if owner.to_string() == "alice@a.example" && node == xep0027::NODE_KEYSERVER {
+            items.push((id.clone(), item.clone()));
+        }
+    }));
+    let alice = net.idx(ALICE);
+    let x = net.devices[alice].1.presence(&mut cx(&mut rng)).unwrap();
+    let presence =
+        el("presence", NS_CLIENT).with("from", ALICE).with("to", "bob@b.example").child(x[0].clone());
+    let bob = net.idx(BOB);
+    net.call(bob, |e, cx| e.receive_presence(cx, &presence));
+    assert!(net.errors_of(BOB).is_empty(), "{:?}", net.errors);
+    net.send(BOB, ALICE, "for the presence key");
+    let s = net.last_wire();
+    assert_eq!(net.shown(ALICE).last().unwrap().0, "for the presence key");
+    assert_eq!(impostor.receive(&mut cx(&mut rng), &s).unwrap_err().code(), "undecryptable");
+}
+
+/// A pubsub event carrying `owner`'s metadata list `fprs`.
+fn metadata_event(owner: &str, fprs: &[String]) -> Element {
+    let mut list = el("public-keys-list", ox::NS);
+    for f in fprs {
+        list.append_child(
+            el("pubkey-metadata", ox::NS)
+                .with("v4-fingerprint", f.clone())
+                .with("date", "2026-01-01T02:00:00Z"),
+        );
+    }
+    el("message", NS_CLIENT).with("from", owner).child(
+        el("event", NS_PUBSUB_EVENT).child(
+            el("items", NS_PUBSUB_EVENT)
+                .with("node", ox::NODE_PUBLIC_KEYS)
+                .child(el("item", NS_PUBSUB_EVENT).with("id", "current").child(list)),
+        ),
+    )
+}
+
+/// Net with Alice and Bob, where Alice knows Bob's first key, and Bob then adds a second
+/// device (its data node published); returns both Bob fingerprints.
+fn bob_adds_a_device(policy: TrustPolicy) -> (Net, String, String) {
+    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], policy);
+    net.send(ALICE, BOB, "first");
+    let k1 = net.oob(BOB).peer_says[0].clone();
+    let tablet: FullJid = "bob@b.example/tablet".parse().unwrap();
+    net.devices.push((tablet, make(Protocol::Ox, "bob@b.example/tablet", 500, policy)));
+    let i = net.devices.len() - 1;
+    net.call(i, |e, cx| e.publish(cx));
+    let k2 = net.devices[i].1.out_of_band().peer_says[0].clone();
+    (net, k1, k2)
+}
+
+#[test]
+fn ox_verification_compares_only_announced_keys() {
+    let (mut net, k1, k2) = bob_adds_a_device(TrustPolicy::Btbv);
+    // Bob's list now names both; Alice reads both. Then K1 is rotated away.
+    net.deliver(ALICE, metadata_event("bob@b.example", &[k1.clone(), k2.clone()]));
+    net.deliver(ALICE, metadata_event("bob@b.example", std::slice::from_ref(&k2)));
+    // Bob shows his current key: a match, although Alice still holds the old one.
+    net.verify(ALICE, BOB, &OutOfBand { peer_says: vec![k2] });
+    assert!(
+        net.events
+            .iter()
+            .any(|(i, e)| *i == 0
+                && matches!(e, Event::Verification { result: VerificationResult::Match, .. })),
+        "{:?}",
+        net.alerts(ALICE)
+    );
+}
+
+#[test]
+fn tofu_pins_the_first_key_set() {
+    let (mut net, k1, k2) = bob_adds_a_device(TrustPolicy::Tofu);
+    net.deliver(ALICE, metadata_event("bob@b.example", &[k1.clone(), k2.clone()]));
+    assert!(net.alerts(ALICE).contains(&"new-key-untrusted"), "{:?}", net.alerts(ALICE));
+    let trust_of = |net: &Net, fpr: &str| {
+        net.events
+            .iter()
+            .filter(|(i, _)| *i == 0)
+            .filter_map(|(_, e)| match e {
+                Event::TrustChanged { fingerprint, trust, .. } if fingerprint == fpr => Some(*trust),
+                _ => None,
+            })
+            .next_back()
+    };
+    assert_eq!(trust_of(&net, &k1), Some(Trust::Unverified));
+    assert_eq!(trust_of(&net, &k2), Some(Trust::Untrusted));
+    // Verifying the new key trusts it.
+    net.verify(ALICE, BOB, &OutOfBand { peer_says: vec![k1, k2.clone()] });
+    assert_eq!(trust_of(&net, &k2), Some(Trust::Verified));
 }

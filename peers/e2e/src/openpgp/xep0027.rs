@@ -30,6 +30,14 @@ pub const NODE_KEYSERVER: &str = "urn:xmpp:jabberwock:keyserver:0";
 /// The unencrypted body XEP-0027 §3 calls polite.
 pub const FALLBACK: &str = "This message is encrypted (XEP-0027 OpenPGP).";
 
+/// At most this many keys are taken for one account from the keyserver (items beyond it in
+/// an answer are not even parsed; event notifications add no more once it is reached, and
+/// `too-many-keys` is reported). A real account has a handful of keys.
+pub const MAX_KEYS_PER_ACCOUNT: usize = 16;
+/// At most this many signed presences wait for a keyserver lookup (one per account, the
+/// latest kept); a presence from yet another account is refused as `too-many-pending`.
+pub const MAX_PENDING_PRESENCE: usize = 64;
+
 /// One device's XEP-0027 state.
 #[derive(Debug, Clone)]
 pub struct Pgp {
@@ -38,13 +46,15 @@ pub struct Pgp {
     ring: KeyRing,
     /// The keys the keyserver returned for each account at its latest lookup.
     listed: BTreeMap<BareJid, BTreeSet<String>>,
-    /// The key each contact's latest verified presence was signed with (XEP-0027 §3: the key to
-    /// encrypt to "corresponds to the private key used in signing presence").
-    presence_key: BTreeMap<BareJid, String>,
+    /// The key each contact's resources signed their latest verified presence with, by
+    /// resource (XEP-0027 §3: the key to encrypt to "corresponds to the private key used in
+    /// signing presence"; every device of ours has its own key).
+    presence_key: BTreeMap<BareJid, BTreeMap<String, String>>,
     /// Messages waiting for a keyserver lookup.
     pending: Vec<(BareJid, String)>,
-    /// Signed presence waiting for a keyserver lookup: the status text and the signature.
-    pending_presence: BTreeMap<BareJid, (Jid, String, Vec<u8>)>,
+    /// Signed presence waiting for a keyserver lookup, by sending resource: the status text and
+    /// the signature.
+    pending_presence: BTreeMap<Jid, (String, Vec<u8>)>,
     /// Lookups in flight.
     asked: BTreeSet<BareJid>,
 }
@@ -70,9 +80,10 @@ impl Pgp {
         &self.key
     }
 
-    /// The fingerprint of the key `contact`'s latest verified presence was signed with.
+    /// The fingerprint of the key `contact`'s latest verified presence was signed with (of its
+    /// first resource by name, when several sign).
     pub fn presence_key(&self, contact: &BareJid) -> Option<&str> {
-        self.presence_key.get(contact).map(String::as_str)
+        self.presence_key.get(contact).and_then(|r| r.values().next()).map(String::as_str)
     }
 
     fn own(&self) -> BareJid {
@@ -89,14 +100,32 @@ impl Pgp {
     /// item id is not trusted: the fingerprint comes from the key).
     fn keyserver_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, items: &Element, out: &mut Output) {
         self.asked.remove(owner);
+        let first_answer = !self.listed.contains_key(owner);
         let mut listed = self.listed.remove(owner).unwrap_or_default();
         let is_event = items.ns() != crate::xml::NS_PUBSUB;
         if !is_event {
             // A lookup answers with everything the keyserver holds for the account.
             listed.clear();
         }
-        for item in items.children().filter(|i| i.name() == "item") {
-            match parse_item(item, owner) {
+        let room = MAX_KEYS_PER_ACCOUNT.saturating_sub(listed.len());
+        let all: Vec<&Element> = items.children().filter(|i| i.name() == "item").collect();
+        if all.len() > room {
+            out.events.push(Event::Alert {
+                reason: "too-many-keys",
+                detail: format!(
+                    "more than {MAX_KEYS_PER_ACCOUNT} keyserver keys for {owner}: the rest ignored"
+                ),
+            });
+        }
+        let parsed: Vec<Result<pgp::composed::SignedPublicKey, E2eError>> =
+            all.into_iter().take(room).map(|item| parse_item(item, owner)).collect();
+        if first_answer {
+            // TOFU pins the keys of the first answer (see `trust`).
+            let fprs = parsed.iter().flatten().map(keys::fingerprint_hex).collect();
+            self.ring.pin_first(owner, &fprs);
+        }
+        for parsed in parsed {
+            match parsed {
                 // Our own key is ours, not a peer's to trust or distrust.
                 Ok(cert)
                     if keys::fingerprint_hex(&cert) == self.key.fingerprint() && *owner == self.own() =>
@@ -114,10 +143,14 @@ impl Pgp {
             }
         }
         self.listed.insert(owner.clone(), listed);
-        if let Some((from, status, sig)) = self.pending_presence.remove(owner)
-            && let Err(e) = self.check_presence(owner, &from, &status, &sig, false, out)
-        {
-            out.events.push(Event::Alert { reason: e.code(), detail: format!("presence of {from}: {e}") });
+        let waiting: Vec<Jid> =
+            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        for from in waiting {
+            let Some((status, sig)) = self.pending_presence.remove(&from) else { continue };
+            if let Err(e) = self.check_presence(owner, &from, &status, &sig, false, out) {
+                out.events
+                    .push(Event::Alert { reason: e.code(), detail: format!("presence of {from}: {e}") });
+            }
         }
         self.flush(cx, out);
     }
@@ -148,9 +181,18 @@ impl Pgp {
             .collect();
         if candidates.is_empty() {
             if may_look_up {
+                if self.pending_presence.len() >= MAX_PENDING_PRESENCE
+                    && !self.pending_presence.contains_key(from)
+                {
+                    return Err(E2eError::Rejected {
+                        reason: "too-many-pending",
+                        detail: format!(
+                            "{MAX_PENDING_PRESENCE} signed presences already wait for a keyserver lookup"
+                        ),
+                    });
+                }
                 // "Usually retrieved when a signed presence stanza is received" (§1).
-                self.pending_presence
-                    .insert(owner.clone(), (from.clone(), status.to_owned(), sig_bytes.to_vec()));
+                self.pending_presence.insert(from.clone(), (status.to_owned(), sig_bytes.to_vec()));
                 self.lookup(owner, out);
                 return Ok(());
             }
@@ -173,7 +215,9 @@ impl Pgp {
                 detail: format!("{from} signed its presence with the untrusted key {fpr}"),
             });
         }
-        if let Some(before) = self.presence_key.insert(owner.clone(), fpr.clone())
+        let resource = from.resource().map(|r| r.to_string()).unwrap_or_default();
+        if let Some(before) =
+            self.presence_key.entry(owner.clone()).or_default().insert(resource, fpr.clone())
             && before != fpr
         {
             out.events.push(Event::Alert {
@@ -185,6 +229,11 @@ impl Pgp {
     }
 
     /// The keys a message to `to` is encrypted to, `None` while they are being looked up.
+    ///
+    /// §3: "the public key whose KeyID corresponds to the private key used in signing
+    /// presence" (SHOULD): when a presence of `to` was verified and its key is still listed and
+    /// not untrusted, that key alone; otherwise every listed key (the XEP says nothing for a
+    /// contact whose presence we have not seen). Then our own keys.
     fn recipients(&mut self, to: &BareJid, out: &mut Output) -> Option<Vec<pgp::composed::SignedPublicKey>> {
         if !self.listed.contains_key(to) {
             self.lookup(to, out);
@@ -199,7 +248,18 @@ impl Pgp {
                 .map(|k| k.cert.clone())
                 .collect::<Vec<_>>()
         };
-        let mut certs = usable(&self.ring, to, self.listed.get(to));
+        // The keys the contact's resources signed presence with, where still listed.
+        let presence_only = self.presence_key.get(to).map(|by_resource| {
+            by_resource
+                .values()
+                .filter(|fpr| self.listed.get(to).is_some_and(|l| l.contains(*fpr)))
+                .cloned()
+                .collect::<BTreeSet<String>>()
+        });
+        let mut certs = match presence_only {
+            Some(one) if !usable(&self.ring, to, Some(&one)).is_empty() => usable(&self.ring, to, Some(&one)),
+            _ => usable(&self.ring, to, self.listed.get(to)),
+        };
         if certs.is_empty() && *to != own {
             return Some(certs);
         }
@@ -243,7 +303,7 @@ impl Pgp {
         body: &str,
     ) -> Result<Element, E2eError> {
         let refs: Vec<&pgp::composed::SignedPublicKey> = certs.iter().collect();
-        let bytes = self.key.encrypt(cx.rng, &refs, body.as_bytes(), None)?;
+        let bytes = self.key.encrypt(cx.rng, &refs, body.as_bytes(), cx.now, false)?;
         Ok(text_el("x", NS_ENCRYPTED, keys::armor_body(&bytes)))
     }
 }
@@ -376,7 +436,10 @@ impl Engine for Pgp {
         self.asked.remove(owner);
         // The keyserver has nothing for the account.
         self.listed.entry(owner.clone()).or_default();
-        if let Some((from, _, _)) = self.pending_presence.remove(owner) {
+        let waiting: Vec<Jid> =
+            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        for from in waiting {
+            self.pending_presence.remove(&from);
             out.events.push(Event::Alert {
                 reason: "unknown-signer",
                 detail: format!("no key of {from} on the keyserver ({condition}): presence not verified"),
@@ -387,7 +450,8 @@ impl Engine for Pgp {
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        Ok(self.ring.verify(peer, oob))
+        let current = self.listed.get(peer).cloned().unwrap_or_default();
+        Ok(self.ring.verify(peer, oob, &current))
     }
 
     fn out_of_band(&self) -> OutOfBand {

@@ -29,8 +29,9 @@ use cms::enveloped_data::{
 use cms::signed_data::{
     CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
+use der::asn1::AnyRef;
 use der::asn1::{Null, OctetString, OctetStringRef, SetOfVec, UtcTime};
-use der::{Any, Decode, Encode, Tag};
+use der::{Any, Decode, Encode, Reader, SliceReader, Tag, TagNumber, Tagged};
 use rand_core::RngCore;
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey};
 use sha2::{Digest, Sha256};
@@ -145,6 +146,43 @@ pub struct Signed {
     pub signing_time: Option<Duration>,
 }
 
+/// The first SignerInfo of a SignedData (`signed_data`, the ContentInfo's content) in the
+/// order of the input, and its signed attributes as they were encoded there, re-tagged as SET
+/// OF (RFC 5652 §5.4). Decoding the `cms` types sorts every SET OF, so both are read from the
+/// encoding itself.
+fn first_signer(signed_data: &Any) -> Result<(SignerInfo, Option<Vec<u8>>), E2eError> {
+    let bad = asn1("signed-data");
+    let mut fields = SliceReader::new(signed_data.value()).map_err(&bad)?;
+    // version, digestAlgorithms, encapContentInfo, [0] certificates, [1] crls, signerInfos.
+    let mut last = None;
+    while !fields.is_finished() {
+        last = Some(AnyRef::decode(&mut fields).map_err(&bad)?);
+    }
+    let infos = last.filter(|a| a.tag() == Tag::Set).ok_or(E2eError::Missing { what: "signerInfos" })?;
+    let mut infos = SliceReader::new(infos.value()).map_err(&bad)?;
+    if infos.is_finished() {
+        return Err(E2eError::Missing { what: "signerInfo" });
+    }
+    let first = AnyRef::decode(&mut infos).map_err(&bad)?;
+    let si = SignerInfo::from_der(&first.to_der().map_err(&bad)?).map_err(asn1("signerInfo"))?;
+    // version, sid ([0] primitive when a key identifier), digestAlgorithm, then
+    // signedAttrs [0] IMPLICIT SET OF, constructed.
+    let attrs_tag = Tag::ContextSpecific { constructed: true, number: TagNumber::N0 };
+    let mut parts = SliceReader::new(first.value()).map_err(&bad)?;
+    let mut raw = None;
+    while !parts.is_finished() {
+        let part = AnyRef::decode(&mut parts).map_err(&bad)?;
+        if part.tag() == attrs_tag {
+            raw = Some(AnyRef::new(Tag::Set, part.value()).map_err(&bad)?.to_der().map_err(&bad)?);
+            break;
+        }
+    }
+    if raw.is_some() != si.signed_attrs.is_some() {
+        return Err(E2eError::Malformed { what: "signerInfo", detail: "signed attributes not found".into() });
+    }
+    Ok((si, raw))
+}
+
 /// RFC 5652 §5.6: verifies the first SignerInfo of a SignedData ContentInfo. The signer's
 /// certificate comes from the SignedData's own certificates or from `known`. Only the
 /// signature is checked here; whether the certificate is to be believed is the caller's
@@ -158,9 +196,17 @@ pub fn verify(der_bytes: &[u8], known: &[Cert]) -> Result<Signed, E2eError> {
         });
     }
     let sd: SignedData = ci.content.decode_as().map_err(asn1("signed-data"))?;
+    // RFC 3923 §3.1/§6.5: what is signed is the CPIM object, plain data.
+    if sd.encap_content_info.econtent_type != ID_DATA {
+        return Err(E2eError::Malformed {
+            what: "eContentType",
+            detail: format!("{} where id-data was expected", sd.encap_content_info.econtent_type),
+        });
+    }
     let econtent = sd.encap_content_info.econtent.as_ref().ok_or(E2eError::Missing { what: "eContent" })?;
     let content = econtent.decode_as::<OctetStringRef<'_>>().map_err(asn1("eContent"))?.as_bytes().to_vec();
-    let si = sd.signer_infos.0.iter().next().ok_or(E2eError::Missing { what: "signerInfo" })?;
+    let (signer_info, raw_attrs) = first_signer(&ci.content)?;
+    let si = &signer_info;
     let SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
         return Err(rejected("unknown-signer", "signer named by subjectKeyIdentifier"));
     };
@@ -216,7 +262,9 @@ pub fn verify(der_bytes: &[u8], known: &[Cert]) -> Result<Signed, E2eError> {
                     .map_err(asn1("signing-time"))?;
                 signing_time = Some(t.to_unix_duration());
             }
-            digest(&attrs.to_der().map_err(asn1("signed attributes"))?)
+            // §5.4: over the attributes as the signer encoded them, with the SET OF tag — not
+            // a re-encoding, which would sort them (and fail a signer that did not).
+            digest(&raw_attrs.ok_or(E2eError::Missing { what: "signed attributes" })?)
         }
         None => content_digest,
     };
@@ -275,7 +323,11 @@ pub fn envelope(content: &[u8], recipients: &[&Cert], rng: &mut dyn RngCore) -> 
 /// padding check does not see: the modified SignedData is returned and fails in
 /// [`verify`] (`malformed` when the DER breaks, `bad-signature` when the signed content or
 /// signature changed, or a certificate error when the embedded certificate changed). The
-/// outer layer authenticates nothing: only the inner signature stops the modification.
+/// outer layer authenticates nothing: only the inner signature stops the modification from
+/// being shown. It does not stop it from being measured: `bad-padding` is a decryption
+/// failure, the later errors are not, and RFC 3923 §7 answers the two differently
+/// (`<bad-request/>`, `<not-acceptable/>`), which makes the receiver a CBC padding oracle
+/// (module docs of [`super`], "What the §7 replies reveal").
 pub fn open(
     der_bytes: &[u8],
     mine: &Cert,

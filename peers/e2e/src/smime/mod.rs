@@ -18,7 +18,41 @@
 //! with the trust the policy gives the certificate. §7: a message that cannot be decrypted is
 //! answered with a `<bad-request/>` stanza error, one whose signature, certificate or CPIM
 //! headers fail with `<not-acceptable/>` (both `type='modify'`, returned from
-//! [`Engine::drain`] after the failed `receive`); the error carries no part of the original.
+//! [`Engine::drain`] after the failed `receive`). The error carries no part of the original,
+//! but which of the two it is tells the decryption step's outcome: see "What the §7 replies
+//! reveal" below. Only messages of type `chat` or `normal` (or no type, or a type we do not
+//! know: RFC 6121 §5.2.2 reads those as `normal`) are processed; `<e2e/>` in `groupchat` or
+//! `headline` messages is ignored without an answer (RFC 3923 secures one-to-one stanzas, and
+//! an answer to a room or a broadcast would go to whoever the `from` names).
+//!
+//! # What the §7 replies reveal
+//!
+//! The two answers are a padding oracle on AES-CBC (Vaudenay, "Security Flaws Induced by CBC
+//! Padding", EUROCRYPT 2002). Decryption ends with the PKCS #7 padding check: bad padding is a
+//! decryption failure (`bad-padding`, `<bad-request/>`); a ciphertext whose padding happens to
+//! be valid decrypts to garbage that fails the signature (`malformed`/`bad-signature`,
+//! `<not-acceptable/>`). CBC is malleable, so whoever can replay a recorded `<e2e/>` with a
+//! changed IV or ciphertext block to the recipient, under the original sender's address, and
+//! see the answer (the answer goes to that address: the sender's server, the recipient's
+//! server, anyone on a hop that is not encrypted) learns one bit per query — was the padding
+//! valid — and with at most 256 queries per byte decrypts the whole SignedData, CPIM object
+//! and body included, without any key. The scenario `scenarios/smime/cbc-malleability.yaml`
+//! shows the two answers to two modified copies. The signature stops a modified message from
+//! being *shown*, not from being *measured*. We keep RFC 3923's distinct answers — the bench
+//! measures the protocol as specified; changing them would be measuring another protocol.
+//!
+//! Before the content, the content key is unwrapped with RSA PKCS #1 v1.5 (RFC 3370 §4.2.1).
+//! RFC 3218 §2.3 advises that on an RSA failure the receiver go on with a random content key,
+//! so that the failure looks like a later one (Bleichenbacher's million-message attack,
+//! CRYPTO 1998). This engine does not: with RFC 3923 §7's two answers, the step after the
+//! random key — the CBC padding check — still answers `<bad-request/>` or `<not-acceptable/>`
+//! depending on the padding, so the mitigation would only move the oracle to the padding step,
+//! where it is anyway. As it is, an RSA failure is `decryption-failed` and answered
+//! `<bad-request/>`, like bad padding; a wrapped key that is PKCS #1 conformant but wrong
+//! yields a random key, whose padding is valid about once in 256, answered
+//! `<not-acceptable/>` — a weak Bleichenbacher oracle. Only one answer for every failure (or
+//! none), or an authenticated content cipher (AuthEnvelopedData, RFC 5083), would close
+//! these; both depart from RFC 3923.
 //!
 //! Interpretations where RFC 3923 is silent or cannot be followed literally (also in the
 //! bench's README notes):
@@ -591,27 +625,49 @@ impl Engine for Smime {
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        let from: Option<Jid> = stanza.attr("from").and_then(|f| f.parse().ok());
-        let owner = from.as_ref().map(Jid::to_bare).unwrap_or_else(|| self.own());
-        let items = stanza
+        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
+        // `from` does not parse comes from nobody we can name.
+        let parsed: Option<Result<Jid, jid::Error>> = stanza.attr("from").map(str::parse);
+        let owner = match &parsed {
+            None => Some(self.own()),
+            Some(Ok(j)) => Some(j.to_bare()),
+            Some(Err(_)) => None,
+        };
+        let is_message = stanza.name() == "message";
+        // Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
+        // notification (in a `<message/>` only) carries the item just published, and the node
+        // must still be read before a first message.
+        let result_items = stanza
             .get_child("pubsub", NS_PUBSUB)
             .and_then(|p| p.get_child("items", NS_PUBSUB))
-            .or_else(|| {
-                stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
-            });
-        if let Some(items) = items {
-            if items.attr("node") == Some(NODE) {
-                // Only a fetch result is the whole node; a notification carries the item just
-                // published, and the node must still be read before a first message.
-                let complete = stanza.name() == "iq";
+            .filter(|_| stanza.name() == "iq" && stanza.attr("type") == Some("result"));
+        let event_items = stanza
+            .get_child("event", NS_PUBSUB_EVENT)
+            .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
+            .filter(|_| is_message);
+        if let Some((items, complete)) = result_items.map(|i| (i, true)).or(event_items.map(|i| (i, false))) {
+            if items.attr("node") == Some(NODE)
+                && let Some(owner) = owner
+            {
                 self.pep_items(cx, &owner, items, complete, &mut out);
             }
             return Ok(out);
         }
-        if stanza.name() != "message" {
+        if !is_message || stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT)
+        {
             return Ok(out);
         }
-        let from = from.ok_or(E2eError::Missing { what: "from" })?;
+        let from = match parsed {
+            Some(Ok(j)) => j,
+            Some(Err(e)) => return Err(E2eError::Malformed { what: "from", detail: e.to_string() }),
+            None => return Err(E2eError::Missing { what: "from" }),
+        };
+        // RFC 6121 §5.2.2: a type we do not understand is `normal`. RFC 3923 secures one-to-one
+        // messages: `<e2e/>` in a room's or a broadcast's message is ignored, never answered
+        // (a §7 error would go to whoever the `from` names).
+        if matches!(stanza.attr("type"), Some("groupchat" | "headline")) {
+            return Ok(out);
+        }
         if stanza.attr("type") == Some("error") {
             // §7 errors from the peer: reported, never answered (no error loops).
             let condition = stanza

@@ -758,3 +758,241 @@ fn forward_is_caught_by_the_cpim_to_header() {
     let for_bob = w.last_e2e_to(BOB);
     assert_eq!(thief.forward(&mut cx, &for_bob, &bare(CAROL), "").unwrap_err().code(), "not-for-this-device");
 }
+
+// ---- review fixes: message types, PEP origin, eContentType, signed attributes as sent ------
+
+/// Opens the SignedData Alice sent Bob in `s` (Bob's keys).
+fn signed_data_in(w: &mut World, s: &Element) -> Vec<u8> {
+    let der = unb64("e2e", &s.get_child("e2e", NS_E2E).unwrap().text()).unwrap();
+    let b = w.idx(BOB);
+    let (cert, key) = (w.devices[b].1.cert.clone().unwrap(), w.devices[b].1.key.clone());
+    envelope::open(&der, &cert, &key, &mut w.rng).unwrap().1
+}
+
+/// Re-envelopes a SignedData to Bob as a message from Alice.
+fn to_bob(w: &mut World, signed: &[u8]) -> Element {
+    let bob_cert = w.devices[w.idx(BOB)].1.cert.clone().unwrap();
+    let enveloped = envelope::envelope(signed, &[&bob_cert], &mut w.rng).unwrap();
+    el("message", NS_CLIENT)
+        .with("from", ALICE)
+        .with("to", "bob@b.example")
+        .with("type", "chat")
+        .child(text_el("e2e", NS_E2E, b64(&enveloped)))
+}
+
+fn replace_once(haystack: &mut [u8], needle: &[u8], with: &[u8]) {
+    assert_eq!(needle.len(), with.len());
+    let at: Vec<usize> =
+        haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "the bytes occur once");
+    haystack[at[0]..at[0] + with.len()].copy_from_slice(with);
+}
+
+#[test]
+fn groupchat_and_headline_e2e_is_ignored_without_an_answer() {
+    let mut w = pair(30);
+    w.send(ALICE, "bob@b.example", "one to one");
+    assert_eq!(w.shown_by(BOB).len(), 1, "{:?}", w.errors);
+    let s = w.last_e2e_to(BOB);
+    let broken = modify_ciphertext(&s, |ct, _| {
+        let n = ct.len();
+        ct[n - 17] ^= 0x01;
+    });
+    for kind in ["groupchat", "headline"] {
+        for stanza in [&s, &broken] {
+            let mut t = stanza.clone();
+            t.set("type", kind);
+            let (r, d) = w.replay(1, &t);
+            let out = r.unwrap();
+            assert!(out.events.is_empty() && out.actions.is_empty(), "{kind}: {out:?}");
+            assert!(d.actions.is_empty(), "{kind}: no §7 answer, {d:?}");
+        }
+    }
+    // chat, normal, no type and a type we do not know (RFC 6121 §5.2.2: normal) are read.
+    for kind in [Some("normal"), None, Some("x-unknown")] {
+        let mut t = s.clone();
+        match kind {
+            Some(k) => t.set("type", k),
+            None => t.unset("type"),
+        }
+        let (r, _) = w.replay(1, &t);
+        assert_eq!(plaintexts(&r.unwrap()), ["one to one"], "{kind:?}");
+        let mut t = broken.clone();
+        if let Some(k) = kind {
+            t.set("type", k);
+        }
+        let (r, d) = w.replay(1, &t);
+        assert_eq!(r.unwrap_err().code(), "bad-padding");
+        assert_eq!(error_condition(&d).as_deref(), Some("bad-request"));
+    }
+}
+
+#[test]
+fn pep_items_are_read_only_from_where_they_belong() {
+    const BOB2: &str = "bob@b.example/phone";
+    let mut w = World::new(31, &[(ALICE, honest()), (BOB, honest()), (BOB2, honest())]);
+    let der_of = |w: &mut World, j: &str| {
+        let i = w.idx(j);
+        w.call(i, |e, cx| e.enrol_now(cx).unwrap().der.clone())
+    };
+    let alice_der = der_of(&mut w, ALICE);
+    let bob2_der = der_of(&mut w, BOB2);
+    let b = w.idx(BOB);
+    let items = |der: &[u8], ns: &str| {
+        el("items", ns).with("node", NODE).child(el("item", ns).with("id", "x").child(text_el(
+            "certificate",
+            NODE,
+            b64(der),
+        )))
+    };
+    let result = |from: Option<&str>, kind: &str, der: &[u8]| {
+        let mut iq = el("iq", NS_CLIENT)
+            .with("type", kind)
+            .child(el("pubsub", NS_PUBSUB).child(items(der, NS_PUBSUB)));
+        if let Some(f) = from {
+            iq.set("from", f);
+        }
+        iq
+    };
+    let event = |name: &str, from: Option<&str>, der: &[u8]| {
+        let mut m =
+            el(name, NS_CLIENT).child(el("event", NS_PUBSUB_EVENT).child(items(der, NS_PUBSUB_EVENT)));
+        if let Some(f) = from {
+            m.set("from", f);
+        }
+        m
+    };
+    let bad_from = "@b.example";
+    assert!(bad_from.parse::<Jid>().is_err());
+    let message_with_pubsub = el("message", NS_CLIENT)
+        .with("from", "alice@a.example")
+        .child(el("pubsub", NS_PUBSUB).child(items(&alice_der, NS_PUBSUB)));
+    let ignored = [
+        // A `from` that does not parse is not our own account.
+        result(Some(bad_from), "result", &bob2_der),
+        event("message", Some(bad_from), &bob2_der),
+        // Items outside an `<iq type='result'/>` are no fetch result.
+        result(Some("alice@a.example"), "set", &alice_der),
+        result(Some("alice@a.example"), "error", &alice_der),
+        message_with_pubsub,
+        // Notifications come in messages only.
+        event("iq", Some("alice@a.example"), &alice_der),
+        event("presence", Some("alice@a.example"), &alice_der),
+    ];
+    for stanza in &ignored {
+        let (r, d) = w.replay(b, stanza);
+        let out = r.unwrap();
+        assert!(out.events.is_empty() && out.actions.is_empty(), "{out:?} for {}", String::from(stanza));
+        assert!(d.actions.is_empty());
+        let bob = &w.devices[b].1;
+        assert!(bob.known.is_empty() && bob.fetched.is_empty(), "{}", String::from(stanza));
+    }
+    // Accepted: a notification in a message (no `from`: our own account), an iq result.
+    let (r, _) = w.replay(b, &event("message", None, &bob2_der));
+    assert!(
+        r.unwrap().events.iter().any(|e| matches!(e, Event::TrustChanged { peer, .. } if *peer == bare(BOB)))
+    );
+    assert!(!w.devices[b].1.fetched.contains(&bare(BOB)), "a notification is not the whole node");
+    let (r, _) = w.replay(b, &result(Some("alice@a.example"), "result", &alice_der));
+    assert!(
+        r.unwrap()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TrustChanged { peer, .. } if *peer == bare(ALICE)))
+    );
+    assert!(w.devices[b].1.fetched.contains(&bare(ALICE)));
+}
+
+/// RFC 3923 signs a CPIM object: the SignedData's eContentType must be id-data, even when the
+/// signer's content-type attribute agrees with another type.
+#[test]
+fn a_signed_content_type_other_than_id_data_is_malformed() {
+    use cms::signed_data::{SignedData, SignerInfos};
+    use der::asn1::SetOfVec;
+    use rsa::Pkcs1v15Sign;
+    use sha2::{Digest, Sha256};
+    let mut w = pair(32);
+    w.send(ALICE, "bob@b.example", "typed");
+    let s = w.last_e2e_to(BOB);
+    let signed = signed_data_in(&mut w, &s);
+    let other = envelope::ID_ENVELOPED_DATA;
+    let ci = ContentInfo::from_der(&signed).unwrap();
+    let mut sd: SignedData = ci.content.decode_as().unwrap();
+    sd.encap_content_info.econtent_type = other;
+    let mut si = sd.signer_infos.0.iter().next().unwrap().clone();
+    let attrs: Vec<x509_cert::attr::Attribute> = si
+        .signed_attrs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if a.oid.to_string() == "1.2.840.113549.1.9.3" {
+                a.values = SetOfVec::try_from(vec![Any::from(other)]).unwrap();
+            }
+            a
+        })
+        .collect();
+    let attrs = SetOfVec::try_from(attrs).unwrap();
+    let key = w.devices[0].1.key.clone();
+    let sig = key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(attrs.to_der().unwrap())).unwrap();
+    si.signed_attrs = Some(attrs);
+    si.signature = OctetString::new(sig).unwrap();
+    sd.signer_infos = SignerInfos(SetOfVec::try_from(vec![si]).unwrap());
+    let resigned = ContentInfo { content_type: ci.content_type, content: Any::encode_from(&sd).unwrap() }
+        .to_der()
+        .unwrap();
+    let err = envelope::verify(&resigned, &[]).unwrap_err();
+    assert_eq!((err.code(), format!("{err}").contains("eContentType")), ("malformed", true), "{err}");
+    let m = to_bob(&mut w, &resigned);
+    let (r, d) = w.replay(1, &m);
+    assert_eq!(r.unwrap_err().code(), "malformed");
+    assert_eq!(error_condition(&d).as_deref(), Some("not-acceptable"));
+    // The untouched SignedData still verifies.
+    assert!(envelope::verify(&signed, &[]).is_ok());
+}
+
+/// RFC 5652 §5.4: the signature covers the signed attributes as the signer encoded them. A
+/// signer that does not sort them (BER habits) must still verify: the bytes are taken from
+/// the input, not re-encoded (which would sort them).
+#[test]
+fn signed_attributes_are_verified_as_sent() {
+    use cms::signed_data::SignedData;
+    use der::asn1::AnyRef;
+    use rsa::Pkcs1v15Sign;
+    use sha2::{Digest, Sha256};
+    let mut w = pair(33);
+    w.send(ALICE, "bob@b.example", "in any order");
+    let s = w.last_e2e_to(BOB);
+    let mut signed = signed_data_in(&mut w, &s);
+    let sd: SignedData = ContentInfo::from_der(&signed).unwrap().content.decode_as().unwrap();
+    let si = sd.signer_infos.0.iter().next().unwrap().clone();
+    let encoded: Vec<Vec<u8>> =
+        si.signed_attrs.as_ref().unwrap().iter().map(|a| a.to_der().unwrap()).collect();
+    assert_eq!(encoded.len(), 3);
+    let sorted: Vec<u8> = encoded.concat();
+    let reversed: Vec<u8> = encoded.iter().rev().flatten().copied().collect();
+    assert_ne!(sorted, reversed);
+    replace_once(&mut signed, &sorted, &reversed);
+    let as_sent = AnyRef::new(der::Tag::Set, &reversed).unwrap().to_der().unwrap();
+    let key = w.devices[0].1.key.clone();
+    let sig = key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(&as_sent)).unwrap();
+    replace_once(&mut signed, si.signature.as_bytes(), &sig);
+    // The decoder sorts: a re-encoding is not what was signed.
+    let again: SignedData = ContentInfo::from_der(&signed).unwrap().content.decode_as().unwrap();
+    assert_ne!(
+        again.signer_infos.0.iter().next().unwrap().signed_attrs.as_ref().unwrap().to_der().unwrap(),
+        as_sent
+    );
+    let v = envelope::verify(&signed, &[]).unwrap();
+    assert!(String::from_utf8(v.content).unwrap().contains("in any order"));
+    let m = to_bob(&mut w, &signed);
+    let (r, _) = w.replay(1, &m);
+    assert_eq!(plaintexts(&r.unwrap()), ["in any order"]);
+    // Any change to the attributes as sent still breaks the signature.
+    let mut swapped: Vec<u8> = encoded[1].clone();
+    swapped.extend(&encoded[2]);
+    swapped.extend(&encoded[0]);
+    replace_once(&mut signed, &reversed, &swapped);
+    assert_eq!(envelope::verify(&signed, &[]).unwrap_err().code(), "bad-signature");
+}

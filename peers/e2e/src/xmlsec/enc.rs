@@ -14,7 +14,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use super::keys::{KeyPair, PublicKey, b64, unb64};
-use super::{NS_DS, NS_XENC, NS_XENC11};
+use super::{MAX_KEYS, NS_DS, NS_XENC, NS_XENC11};
 use crate::E2eError;
 use crate::rng06::Rng06;
 use crate::xml::{ElementExt, el, text_el};
@@ -260,10 +260,50 @@ fn unwrap_key(ek: &Element, me: &KeyPair, rng: &mut dyn RngCore) -> Result<Vec<u
     })
 }
 
+/// The most `<EncryptedKey/>`s an `<EncryptedData/>` may carry: one per key of the recipient
+/// account and one per key of the sender's own account, each at most [`MAX_KEYS`]. More is
+/// `malformed`, before any RSA operation.
+pub const MAX_ENCRYPTED_KEYS: usize = 2 * MAX_KEYS;
+
+/// Which content ciphers a receiver accepts.
+///
+/// A device configured for GCM accepts only GCM: the `EncryptionMethod` URI is not
+/// authenticated, so if it also accepted CBC, a recorded GCM message could be relabelled as CBC
+/// under the same content key and the receiver's CBC errors would become an oracle on that key
+/// (Jager, Paterson and Somorovsky, "One Bad Apple: Backwards Compatibility Attacks on
+/// State-of-the-Art Cryptography", NDSS 2013). A CBC device accepts both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Only the given cipher and anything stronger: [`Cipher::Aes128Gcm`] accepts GCM only,
+    /// [`Cipher::Aes128Cbc`] accepts both.
+    Configured(Cipher),
+    /// Every cipher we implement (an attacker's tool reading recorded traffic).
+    Any,
+}
+
+impl Accept {
+    /// Whether content under `cipher` is read.
+    pub fn allows(self, cipher: Cipher) -> bool {
+        match self {
+            Accept::Any | Accept::Configured(Cipher::Aes128Cbc) => true,
+            Accept::Configured(Cipher::Aes128Gcm) => cipher == Cipher::Aes128Gcm,
+        }
+    }
+}
+
 /// Decrypts an `<EncryptedData/>` with our key. `Ok(None)` when it carries no
-/// `<EncryptedKey/>` for us: none names our fingerprint in its `<ds:KeyName/>`, and none
-/// without a KeyName opens with our key (trial decryption, as xmlsec1 does).
-pub fn open(encrypted: &Element, me: &KeyPair, rng: &mut dyn RngCore) -> Result<Option<Vec<u8>>, E2eError> {
+/// `<EncryptedKey/>` for us: none names our fingerprint in its `<ds:KeyName/>`, and none of
+/// the first [`MAX_KEYS`] without a KeyName opens with our key (trial decryption, as xmlsec1
+/// does: one RSA private-key operation each, and anyone can encrypt to us, so it is bounded).
+///
+/// A content cipher `accept` does not allow is refused with `cipher-not-allowed` before any
+/// key is unwrapped; more than [`MAX_ENCRYPTED_KEYS`] `<EncryptedKey/>`s is `malformed`.
+pub fn open(
+    encrypted: &Element,
+    me: &KeyPair,
+    accept: Accept,
+    rng: &mut dyn RngCore,
+) -> Result<Option<Vec<u8>>, E2eError> {
     match encrypted.attr("Type") {
         Some(TYPE_ELEMENT) => {}
         other => {
@@ -275,10 +315,22 @@ pub fn open(encrypted: &Element, me: &KeyPair, rng: &mut dyn RngCore) -> Result<
     }
     let uri = algorithm(encrypted, "EncryptionMethod")?;
     let cipher = Cipher::from_uri(uri).ok_or_else(|| unsupported("content cipher", uri))?;
+    if !accept.allows(cipher) {
+        return Err(E2eError::Rejected {
+            reason: "cipher-not-allowed",
+            detail: format!("content cipher `{uri}` on a device configured for {accept:?}"),
+        });
+    }
     let keys: Vec<&Element> = encrypted
         .get_child("KeyInfo", NS_DS)
         .map(|info| info.children().filter(|c| c.is("EncryptedKey", NS_XENC)).collect())
         .unwrap_or_default();
+    if keys.len() > MAX_ENCRYPTED_KEYS {
+        return Err(E2eError::Malformed {
+            what: "EncryptedData",
+            detail: format!("{} EncryptedKeys, at most {MAX_ENCRYPTED_KEYS}", keys.len()),
+        });
+    }
     let name_of = |ek: &Element| {
         ek.get_child("KeyInfo", NS_DS)
             .and_then(|i| i.get_child("KeyName", NS_DS))
@@ -289,7 +341,7 @@ pub fn open(encrypted: &Element, me: &KeyPair, rng: &mut dyn RngCore) -> Result<
         unwrap_key(ek, me, rng)?
     } else {
         let mut found = None;
-        for ek in keys.iter().filter(|ek| name_of(ek).is_none()) {
+        for ek in keys.iter().filter(|ek| name_of(ek).is_none()).take(MAX_KEYS) {
             if let Ok(k) = unwrap_key(ek, me, rng) {
                 found = Some(k);
                 break;

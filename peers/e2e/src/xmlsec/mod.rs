@@ -24,7 +24,14 @@
 //!
 //! An item whose id is not the fingerprint of its key, or whose modulus is below 2048 or above
 //! 4096 bits, is ignored with an alert (`bad-key-item`), and so are items beyond the first
-//! [`MAX_KEYS`] of a node. A sender fetches the recipient's node
+//! [`MAX_KEYS`] of a node. An account never holds more than [`MAX_KEYS`] keys in total,
+//! however many notifications arrive: a new key first evicts a key no longer listed in the
+//! node (inactive), oldest first, then the oldest key trusted blindly (never verified); when
+//! every key held is active and verified or untrusted, the new key is refused with the alert
+//! `bad-key-item`. An evicted key that comes back is a new key to the trust policy. PEP
+//! payloads are read only from our own account (no `from`, RFC 6120 §8.1.2.1) or from a
+//! `from` that parses; the whole node only from an `<iq type='result'/>`, a notification only
+//! from a `<message/>`. A sender fetches the recipient's node
 //! when it holds no key for that account (the message waits), and its own node at login to
 //! find its other devices. A receiver fetches the sender's node when the message is signed by
 //! a key it does not know (the message waits, once; see `unknown-signer`). A fetched node
@@ -119,9 +126,13 @@
 //! 1. Exactly one `<EncryptedData/>` in the message (else `malformed`); a message with none
 //!    but a `<body/>` is shown flagged `unencrypted` (a downgrade).
 //! 2. `Type` must be `#Element` (`unsupported-type`), the cipher one of the two above
-//!    (`unsupported-algorithm`). The `EncryptedKey` whose `KeyName` is our fingerprint is
-//!    unwrapped (`key-transport-failed`; not 16 bytes: `bad-key-length`); without one, those
-//!    without a `KeyName` are tried; if none opens, the alert `not-for-this-device`.
+//!    (`unsupported-algorithm`) and one this device accepts: a device configured for GCM
+//!    refuses CBC (`cipher-not-allowed`, see "What CBC leaves open"), a CBC device reads both.
+//!    More than `2 × MAX_KEYS` `EncryptedKey`s (one account's keys and the sender's own) is
+//!    `malformed`. The `EncryptedKey` whose `KeyName` is our fingerprint is unwrapped
+//!    (`key-transport-failed`; not 16 bytes: `bad-key-length`); without one, the first
+//!    [`MAX_KEYS`] without a `KeyName` are tried (one RSA private-key operation each, and
+//!    anyone can encrypt to us); if none opens, the alert `not-for-this-device`.
 //! 3. The content is decrypted: GCM checks its tag (`bad-mac`); CBC checks only the last
 //!    padding octet, in 1..=16, as §5.2 requires (`bad-padding`) — the other padding octets are
 //!    "arbitrary" and not checked.
@@ -138,7 +149,10 @@
 //!    lie no more than [`MAX_FUTURE_SECS`] ahead of our clock (`message-from-future`) and no
 //!    more than [`MAX_AGE_SECS`] behind it (`message-too-old`, offline storage and archives
 //!    deliver late); the pair (sender, `Id`) must not have been accepted before within that
-//!    window (`replay`).
+//!    window (`replay`). An `Id` longer than [`MAX_ID_LEN`] characters is `malformed`; the
+//!    replay cache holds at most [`MAX_SEEN_PER_SENDER`] entries per sender (beyond that,
+//!    that sender's messages not newer than the oldest dropped entry are refused as `replay`),
+//!    and expires entries in time order.
 //!
 //! ## What defeats signature wrapping
 //!
@@ -161,7 +175,20 @@
 //! (in the Signature) breaks the signature or the parse. What remains is the oracle: the
 //! receiver distinguishes `bad-padding` from `malformed` (parse) from signature errors, so a
 //! sender who sees those errors can decrypt byte by byte (Jager and Somorovsky, CCS 2011).
-//! This engine reports errors faithfully (it answers nothing on the wire); GCM closes it.
+//! This engine reports errors faithfully to its user and answers nothing on the wire; the
+//! oracle exists wherever those local outcomes become observable (a reply, a read marker,
+//! timing).
+//!
+//! GCM closes it only if the receiver refuses CBC. The `EncryptionMethod` URI is not
+//! authenticated, and the content key of a recorded GCM message can be reused under a CBC
+//! label: a receiver that reads CBC then answers CBC questions about a key that protects GCM
+//! traffic (the backwards-compatibility attack of Jager, Paterson and Somorovsky, "One Bad
+//! Apple", NDSS 2013, §3 on XML Encryption). So a device configured for GCM
+//! ([`Xmlsec::with_cipher`], the default) refuses CBC content with `cipher-not-allowed`
+//! before it unwraps any key. A device configured for CBC reads both, and stays the oracle for
+//! every content key wrapped to it, GCM messages included: the sender cannot tell which
+//! setting the recipient's devices have (nothing in the key node says), so a GCM sender's
+//! messages to a CBC device are no safer than CBC ones.
 //!
 //! Forward secrecy: none. The long-term RSA key decrypts every message ever sent to it;
 //! a stolen engine ([`Engine::steal`]) is the attacker's tool, it skips the freshness and
@@ -180,7 +207,7 @@ use minidom::Element;
 use rand_core::RngCore;
 
 pub use self::enc::Cipher;
-use self::enc::Recipient;
+use self::enc::{Accept, Recipient};
 pub use self::keys::{KeyPair, PublicKey};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
@@ -207,10 +234,77 @@ pub const FALLBACK: &str = "This message is signed and encrypted with XML Signat
 pub const MAX_FUTURE_SECS: u64 = 300;
 /// How far behind our clock a payload's `<time/>` may be (offline storage, archives).
 pub const MAX_AGE_SECS: u64 = 7 * 24 * 3600;
-/// How many keys of one account we encrypt to (each costs an RSA-OAEP per message).
+/// The most keys of one account we hold, and so encrypt to (each costs an RSA-OAEP per
+/// message): items of a fetched node beyond this many are ignored, and an account's total,
+/// whatever notifications add, is capped here (module docs, "Keys and their discovery").
+/// Also the most `EncryptedKey`s without a `KeyName` we try to unwrap in one message.
 pub const MAX_KEYS: usize = 32;
 /// How many incoming messages may wait for their sender's keys.
 const MAX_HELD: usize = 32;
+/// The longest payload `Id` accepted, in characters (ours are 33); longer is `malformed`.
+pub const MAX_ID_LEN: usize = 64;
+/// How many accepted payload `Id`s of one sender the replay cache holds. Beyond it the
+/// sender's oldest entry is dropped, and every later message of that sender whose `<time/>`
+/// is not newer than the dropped entry's is refused as a `replay` (it can no longer be told
+/// from one): the cache stays bounded and sound, at the price of refusing very late
+/// deliveries from a sender who sent more than this many messages within [`MAX_AGE_SECS`].
+pub const MAX_SEEN_PER_SENDER: usize = 4096;
+
+/// Accepted (sender, payload `Id`) pairs within [`MAX_AGE_SECS`], for replay detection.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    senders: BTreeMap<BareJid, SenderSeen>,
+    /// Every entry, time first: expired entries are popped from the front.
+    by_time: BTreeSet<(Duration, BareJid, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SenderSeen {
+    ids: BTreeSet<String>,
+    /// The same entries, time first: the oldest is dropped when over the cap.
+    by_time: BTreeSet<(Duration, String)>,
+    /// The newest `<time/>` dropped for [`MAX_SEEN_PER_SENDER`].
+    floor: Option<Duration>,
+}
+
+impl Seen {
+    fn is_replay(&self, sender: &BareJid, id: &str, sent: Duration) -> bool {
+        self.senders.get(sender).is_some_and(|s| s.ids.contains(id) || s.floor.is_some_and(|f| sent <= f))
+    }
+
+    /// Drops entries older than `horizon` (their messages are refused as `message-too-old`).
+    fn prune(&mut self, horizon: Duration) {
+        while self.by_time.first().is_some_and(|(t, _, _)| *t < horizon) {
+            let Some((t, sender, id)) = self.by_time.pop_first() else { break };
+            if let Some(s) = self.senders.get_mut(&sender) {
+                s.ids.remove(&id);
+                s.by_time.remove(&(t, id));
+                if s.ids.is_empty() && s.floor.is_none_or(|f| f < horizon) {
+                    self.senders.remove(&sender);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, sender: &BareJid, id: &str, sent: Duration) {
+        let s = self.senders.entry(sender.clone()).or_default();
+        if s.ids.len() >= MAX_SEEN_PER_SENDER
+            && let Some((t, old)) = s.by_time.pop_first()
+        {
+            s.ids.remove(&old);
+            self.by_time.remove(&(t, sender.clone(), old));
+            s.floor = Some(s.floor.map_or(t, |f| f.max(t)));
+        }
+        s.ids.insert(id.to_owned());
+        s.by_time.insert((sent, id.to_owned()));
+        self.by_time.insert((sent, sender.clone(), id.to_owned()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_time.len()
+    }
+}
 
 /// How much a key is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,13 +330,35 @@ struct KnownKey {
     trust: TrustState,
     /// Listed in the account's node the last time we fetched it: encrypted to.
     active: bool,
+    /// When we first saw it, in the account's own order (older is smaller).
+    since: u64,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Account {
     /// The node was fetched (or the fetch failed): an empty key set is an answer.
     fetched: bool,
+    /// At most [`MAX_KEYS`].
     keys: BTreeMap<String, KnownKey>,
+    /// The `since` of the next key learned.
+    next: u64,
+}
+
+impl Account {
+    /// The key to evict to make room for a new one: an inactive key, oldest first (verified
+    /// ones last), else the oldest blindly trusted (never verified) active key. `None`: every
+    /// key held is active and verified or untrusted — a user's or the policy's decision we
+    /// keep.
+    fn victim(&self) -> Option<String> {
+        let inactive = self
+            .keys
+            .iter()
+            .filter(|(_, k)| !k.active)
+            .min_by_key(|(_, k)| (k.trust == TrustState::Verified, k.since));
+        let blind =
+            || self.keys.iter().filter(|(_, k)| k.trust == TrustState::Blind).min_by_key(|(_, k)| k.since);
+        inactive.or_else(blind).map(|(f, _)| f.clone())
+    }
 }
 
 /// One device's XML Signature / XML Encryption state.
@@ -259,7 +375,7 @@ pub struct Xmlsec {
     held: Vec<Element>,
     asked: BTreeSet<BareJid>,
     /// Accepted (sender, payload Id) pairs and their `<time/>`, for replay detection.
-    seen: BTreeMap<(BareJid, String), Duration>,
+    seen: Seen,
     /// An attacker's copy ([`Engine::steal`]): no freshness or replay policy.
     stolen: bool,
 }
@@ -303,12 +419,14 @@ impl Xmlsec {
             pending: Vec::new(),
             held: Vec::new(),
             asked: BTreeSet::new(),
-            seen: BTreeMap::new(),
+            seen: Seen::default(),
             stolen: false,
         }
     }
 
-    /// The content cipher for messages this device sends (receiving accepts both).
+    /// The content cipher for messages this device sends, and the weakest it reads: a GCM
+    /// device refuses CBC content (`cipher-not-allowed`, module docs "What CBC leaves open"),
+    /// a CBC device reads both.
     pub fn with_cipher(mut self, cipher: Cipher) -> Self {
         self.cipher = cipher;
         self
@@ -377,7 +495,9 @@ impl Xmlsec {
     }
 
     /// Records keys of `owner`. `complete`: the whole node (an iq result), whose set replaces
-    /// the keys we encrypt to; otherwise (a notification) the keys are added.
+    /// the keys we encrypt to; otherwise (a notification) the keys are added. The account holds
+    /// at most [`MAX_KEYS`]: a new key evicts [`Account::victim`], or is refused with the alert
+    /// `bad-key-item` when there is none.
     fn learn(&mut self, owner: &BareJid, keys: Vec<PublicKey>, complete: bool, out: &mut Output) {
         let fresh = self.new_key_trust(owner);
         let own_fpr = self.key.public.fingerprint.clone();
@@ -390,18 +510,39 @@ impl Xmlsec {
                 k.active = false;
             }
         }
+        // Keys we hold first, so that making room for a new key never evicts one the same
+        // node lists.
+        let mut new = Vec::new();
         for key in keys {
             if key.fingerprint == own_fpr {
                 continue;
             }
-            let fpr = key.fingerprint.clone();
-            match account.keys.get_mut(&fpr) {
+            match account.keys.get_mut(&key.fingerprint) {
                 Some(known) => known.active = true,
-                None => {
-                    out.events.push(trust_event(owner, &fpr, fresh));
-                    account.keys.insert(fpr, KnownKey { key, trust: fresh, active: true });
-                }
+                None => new.push(key),
             }
+        }
+        for key in new {
+            let fpr = key.fingerprint.clone();
+            if account.keys.contains_key(&fpr) {
+                continue;
+            }
+            if account.keys.len() >= MAX_KEYS {
+                let Some(victim) = account.victim() else {
+                    out.events.push(Event::Alert {
+                        reason: "bad-key-item",
+                        detail: format!(
+                            "{owner} already has {MAX_KEYS} active, verified or untrusted keys; key {fpr} ignored"
+                        ),
+                    });
+                    continue;
+                };
+                account.keys.remove(&victim);
+            }
+            out.events.push(trust_event(owner, &fpr, fresh));
+            let since = account.next;
+            account.next += 1;
+            account.keys.insert(fpr, KnownKey { key, trust: fresh, active: true, since });
         }
     }
 
@@ -587,7 +728,9 @@ impl Xmlsec {
                 detail: "more than one EncryptedData".into(),
             });
         }
-        let Some(plaintext) = enc::open(encrypted, &self.key, cx.rng)? else {
+        // A thief reads whatever it recorded; a device only what its cipher setting allows.
+        let accept = if self.stolen { Accept::Any } else { Accept::Configured(self.cipher) };
+        let Some(plaintext) = enc::open(encrypted, &self.key, accept, cx.rng)? else {
             out.events.push(Event::Alert {
                 reason: "not-for-this-device",
                 detail: format!("a message from {from} carries no key for {}", self.key.public.fingerprint),
@@ -654,6 +797,12 @@ impl Xmlsec {
         payload: &dsig::Payload,
     ) -> Result<(), E2eError> {
         let own = self.own();
+        if payload.id.chars().count() > MAX_ID_LEN {
+            return Err(E2eError::Malformed {
+                what: "Id",
+                detail: format!("{} characters, at most {MAX_ID_LEN}", payload.id.chars().count()),
+            });
+        }
         if payload.from != sender.to_string() {
             return Err(E2eError::Rejected {
                 reason: "from-mismatch",
@@ -687,16 +836,15 @@ impl Xmlsec {
                 detail: format!("sent at {}, more than {MAX_AGE_SECS} s ago", payload.time),
             });
         }
-        let key = (sender.clone(), payload.id.clone());
-        if self.seen.contains_key(&key) {
+        if self.seen.is_replay(sender, &payload.id, sent) {
             return Err(E2eError::Rejected {
                 reason: "replay",
                 detail: format!("message {} seen before", payload.id),
             });
         }
         let horizon = cx.now.saturating_sub(Duration::from_secs(MAX_AGE_SECS));
-        self.seen.retain(|_, t| *t >= horizon);
-        self.seen.insert(key, sent);
+        self.seen.prune(horizon);
+        self.seen.insert(sender, &payload.id, sent);
         Ok(())
     }
 }
@@ -729,18 +877,31 @@ impl Engine for Xmlsec {
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        let owner = stanza
-            .attr("from")
-            .and_then(|f| f.parse::<Jid>().ok())
-            .map_or_else(|| self.own(), |j| j.to_bare());
-        let result_items =
-            stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB));
-        let event_items =
-            stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT));
+        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
+        // `from` does not parse comes from nobody we can name, and its PEP payload is ignored.
+        let owner = match stanza.attr("from").map(str::parse::<Jid>) {
+            None => Some(self.own()),
+            Some(Ok(j)) => Some(j.to_bare()),
+            Some(Err(_)) => None,
+        };
+        let result_items = stanza
+            .get_child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.get_child("items", NS_PUBSUB))
+            .filter(|_| stanza.is("iq", NS_CLIENT) && stanza.attr("type") == Some("result"));
+        let event_items = stanza
+            .get_child("event", NS_PUBSUB_EVENT)
+            .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
+            .filter(|_| stanza.is("message", NS_CLIENT));
         if let Some((items, complete)) = result_items.map(|i| (i, true)).or(event_items.map(|i| (i, false))) {
-            if items.attr("node") == Some(NODE_KEYS) {
+            if items.attr("node") == Some(NODE_KEYS)
+                && let Some(owner) = owner
+            {
                 self.key_items(cx, &owner, items, complete, &mut out);
             }
+            return Ok(out);
+        }
+        if stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT) {
+            // PEP payloads in the wrong kind of stanza: neither a fetch result nor a notification.
             return Ok(out);
         }
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
@@ -751,10 +912,10 @@ impl Engine for Xmlsec {
             return Ok(out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from = stanza
-                .attr("from")
-                .and_then(|f| f.parse::<Jid>().ok())
-                .unwrap_or_else(|| Jid::from(owner.clone()));
+            let from = match stanza.attr("from") {
+                None => Jid::from(self.own()),
+                Some(f) => f.parse::<Jid>().map_err(jid_error("from"))?,
+            };
             let detail = format!("{from} sent a message without XML Encryption");
             out.unencrypted(from, body.text(), detail);
         }
@@ -855,10 +1016,11 @@ impl Engine for Xmlsec {
                 detail: "more than one EncryptedData".into(),
             });
         }
-        let plaintext = enc::open(encrypted, &self.key, cx.rng)?.ok_or_else(|| E2eError::Rejected {
-            reason: "not-for-this-device",
-            detail: format!("the recorded message carries no key for {}", self.key.public.fingerprint),
-        })?;
+        let plaintext =
+            enc::open(encrypted, &self.key, Accept::Any, cx.rng)?.ok_or_else(|| E2eError::Rejected {
+                reason: "not-for-this-device",
+                detail: format!("the recorded message carries no key for {}", self.key.public.fingerprint),
+            })?;
         let text = String::from_utf8(plaintext)
             .map_err(|e| E2eError::Malformed { what: "signed payload", detail: e.to_string() })?;
         // Only a signed payload of this binding is worth forwarding.
@@ -898,7 +1060,7 @@ impl Engine for Xmlsec {
             // The key pair and the public keys of others are long-term; queues are not.
             copy.pending.clear();
             copy.held.clear();
-            copy.seen.clear();
+            copy.seen = Seen::default();
             copy.asked.clear();
         }
         Box::new(copy)

@@ -417,7 +417,7 @@ fn surreptitious_forwarding_is_rejected() {
     net.send(ALICE, carol, "hi carol");
     let (_, stanza) = net.wire.iter().find(|(w, _)| w == ALICE).cloned().unwrap();
     let data = stanza.get_child("EncryptedData", NS_XENC).unwrap();
-    let plain = enc::open(data, &key(1), &mut net.rng).unwrap().unwrap();
+    let plain = enc::open(data, &key(1), Accept::Any, &mut net.rng).unwrap().unwrap();
     let carol_key = key(2).public;
     let resealed = enc::seal(
         &plain,
@@ -759,7 +759,7 @@ fn hostile_plaintexts_are_typed_errors() {
     // Invalid UTF-8 in the plaintext.
     let bob = key(1).public;
     let data =
-        enc::seal(&[0xff, 0xfe, 0xfd], Cipher::Aes128Cbc, &[Recipient { jid: "b", key: &bob }], &mut net.rng)
+        enc::seal(&[0xff, 0xfe, 0xfd], Cipher::Aes128Gcm, &[Recipient { jid: "b", key: &bob }], &mut net.rng)
             .unwrap();
     let m = el("message", NS_CLIENT).with("from", ALICE).with("to", "bob@b.example").child(data);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
@@ -1013,7 +1013,10 @@ fn forward_to_bob(net: &mut Net, recorded: &Element, body: &str) -> Element {
 fn decrypt_with(m: &Element, k: usize) -> String {
     let data = m.get_child("EncryptedData", NS_XENC).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(0);
-    String::from_utf8(enc::open(data, &key(k), &mut rng).unwrap().expect("a key for this device")).unwrap()
+    String::from_utf8(
+        enc::open(data, &key(k), Accept::Any, &mut rng).unwrap().expect("a key for this device"),
+    )
+    .unwrap()
 }
 
 fn bob_receives(net: &mut Net, m: &Element) -> Result<Vec<String>, &'static str> {
@@ -1131,4 +1134,263 @@ fn forward_refuses_what_it_cannot_use() {
     assert_eq!(out.actions, [Action::Fetch { owner: carol.clone(), node: NODE_KEYS.into() }]);
     mallory.fetch_failed(&mut cx, &carol, NODE_KEYS, "item-not-found").unwrap();
     assert_eq!(mallory.forward(&mut cx, &recorded, &carol, "x").unwrap_err().code(), "policy");
+}
+
+// ---- review fixes: cipher downgrade, key-set and trial-decryption bounds, PEP origin, replay cache
+
+/// A syntactically valid 2048-bit RSA public key nobody holds the private half of (fast: no
+/// prime search), for tests that need many distinct keys.
+fn fake_key(i: u64) -> PublicKey {
+    let mut n = [0u8; 256];
+    ChaCha20Rng::seed_from_u64(5000 + i).fill_bytes(&mut n);
+    n[0] |= 0x80;
+    n[255] |= 1;
+    let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from(65_537u32)).unwrap();
+    PublicKey::new(key).unwrap()
+}
+
+/// A PEP notification of one key item, as the account's server sends it.
+fn notification(from: &str, key: &PublicKey) -> Element {
+    el("message", NS_CLIENT).with("from", from).child(
+        el("event", NS_PUBSUB_EVENT).child(
+            el("items", NS_PUBSUB_EVENT)
+                .with("node", NODE_KEYS)
+                .child(el("item", NS_PUBSUB_EVENT).with("id", key.fingerprint.clone()).child(key.key_info())),
+        ),
+    )
+}
+
+fn items_of(keys: &[&PublicKey]) -> Element {
+    let mut items = el("items", NS_PUBSUB).with("node", NODE_KEYS);
+    for k in keys {
+        items.append_child(el("item", NS_PUBSUB).with("id", k.fingerprint.clone()).child(k.key_info()));
+    }
+    items
+}
+
+fn holds(net: &Net, who: &str, owner: &str, fingerprint: &str) -> bool {
+    net.devices[who]
+        .accounts
+        .get(&owner.parse::<BareJid>().unwrap())
+        .is_some_and(|a| a.keys.contains_key(fingerprint))
+}
+
+/// One Bad Apple (Jager, Paterson, Somorovsky, NDSS 2013): the `EncryptionMethod` URI is not
+/// authenticated, so a GCM device that also read CBC would answer CBC questions about GCM
+/// content keys. A GCM device refuses CBC before unwrapping anything; a CBC device reads both.
+#[test]
+fn a_gcm_device_refuses_cbc_and_a_cbc_device_reads_both() {
+    // Bob on GCM, Alice (misconfigured or downgraded) on CBC.
+    let mut net = pair(Cipher::Aes128Gcm);
+    net.devices.get_mut(ALICE).unwrap().cipher = Cipher::Aes128Cbc;
+    net.send(ALICE, BOB, "in cbc");
+    assert_eq!(net.errors_of(BOB), vec!["cipher-not-allowed"]);
+    assert!(net.shown_by(BOB).is_empty());
+    // A recorded GCM message relabelled as CBC under the same content key.
+    net.devices.get_mut(ALICE).unwrap().cipher = Cipher::Aes128Gcm;
+    net.send(ALICE, BOB, "in gcm");
+    assert_eq!(net.shown_by(BOB), vec!["in gcm"]);
+    let mut relabelled = net.last_message(ALICE);
+    relabelled
+        .get_child_mut("EncryptedData", NS_XENC)
+        .unwrap()
+        .get_child_mut("EncryptionMethod", NS_XENC)
+        .unwrap()
+        .set("Algorithm", enc::AES128_CBC);
+    net.deliver(BOB, &relabelled);
+    assert_eq!(net.errors_of(BOB), vec!["cipher-not-allowed", "cipher-not-allowed"]);
+    // Bob on CBC reads both; so does a thief's copy of the GCM Bob.
+    let mut net = pair(Cipher::Aes128Cbc);
+    net.send(ALICE, BOB, "cbc to cbc");
+    net.devices.get_mut(ALICE).unwrap().cipher = Cipher::Aes128Gcm;
+    net.send(ALICE, BOB, "gcm to cbc");
+    assert_eq!(net.shown_by(BOB), vec!["cbc to cbc", "gcm to cbc"]);
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    let mut net = pair(Cipher::Aes128Gcm);
+    net.devices.get_mut(ALICE).unwrap().cipher = Cipher::Aes128Cbc;
+    let alice_pem = net.devices[ALICE].public_key_pem();
+    net.devices.get_mut(BOB).unwrap().import_peer_key(&bare(ALICE), &alice_pem).unwrap();
+    net.send(ALICE, BOB, "for the thief");
+    assert_eq!(net.errors_of(BOB), vec!["cipher-not-allowed"]);
+    let recorded = net.last_message(ALICE);
+    let mut thief = net.devices[BOB].steal(Theft::LongTermKeys);
+    let out =
+        thief.receive(&mut Cx { rng: &mut ChaCha20Rng::seed_from_u64(3), now: NOW }, &recorded).unwrap();
+    assert!(out.events.iter().any(|e| matches!(e, Event::Plaintext { body, .. } if body == "for the thief")));
+}
+
+#[test]
+fn encrypted_keys_and_trial_decryption_are_bounded() {
+    let bob = key(1);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let sealed =
+        enc::seal(b"<x/>", Cipher::Aes128Gcm, &[Recipient { jid: "b", key: &bob.public }], &mut rng).unwrap();
+    let content = unb64(
+        "c",
+        &sealed.get_child("CipherData", NS_XENC).unwrap().get_child("CipherValue", NS_XENC).unwrap().text(),
+    )
+    .unwrap();
+    let named =
+        sealed.get_child("KeyInfo", NS_DS).unwrap().get_child("EncryptedKey", NS_XENC).unwrap().clone();
+    // The same wrapped key without a KeyName: found only by trial decryption.
+    let mut unnamed = el("EncryptedKey", NS_XENC);
+    for c in named.children().filter(|c| !c.is("KeyInfo", NS_DS)) {
+        unnamed.append_child(c.clone());
+    }
+    // Junk that fails before any RSA operation, but counts as a key to try.
+    let junk = el("EncryptedKey", NS_XENC)
+        .child(el("EncryptionMethod", NS_XENC).with("Algorithm", "urn:example:junk"))
+        .child(el("CipherData", NS_XENC).child(text_el("CipherValue", NS_XENC, "AAAA")));
+    let data = |keys: Vec<Element>| enc::encrypted_data(Cipher::Aes128Gcm, &content, keys);
+    let accept = Accept::Configured(Cipher::Aes128Gcm);
+    // Within the bound: found.
+    let mut keys = vec![junk.clone(); MAX_KEYS - 1];
+    keys.push(unnamed.clone());
+    assert_eq!(enc::open(&data(keys), &bob, accept, &mut rng).unwrap().unwrap(), b"<x/>");
+    // Behind MAX_KEYS unnamed keys: never tried.
+    let mut keys = vec![junk.clone(); MAX_KEYS];
+    keys.push(unnamed.clone());
+    assert_eq!(enc::open(&data(keys), &bob, accept, &mut rng).unwrap(), None);
+    // A named key is found wherever it is.
+    let mut keys = vec![junk.clone(); enc::MAX_ENCRYPTED_KEYS - 1];
+    keys.push(named.clone());
+    assert_eq!(enc::open(&data(keys), &bob, accept, &mut rng).unwrap().unwrap(), b"<x/>");
+    // Too many EncryptedKeys: malformed, before any work.
+    let mut keys = vec![junk; enc::MAX_ENCRYPTED_KEYS];
+    keys.push(named);
+    assert_eq!(enc::open(&data(keys), &bob, accept, &mut rng).unwrap_err().code(), "malformed");
+}
+
+#[test]
+fn notifications_cannot_grow_an_accounts_key_set() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    net.send(ALICE, BOB, "first");
+    let alice = bare(ALICE);
+    let real = key(0).public.fingerprint;
+    let fakes: Vec<PublicKey> = (0..MAX_KEYS as u64 + 8).map(fake_key).collect();
+    for k in &fakes {
+        let n = notification("alice@a.example", k);
+        let out = net.deliver(BOB, &n);
+        net.process(BOB, out);
+    }
+    let held = |net: &Net| net.devices[BOB].accounts[&alice].keys.len();
+    assert_eq!(held(&net), MAX_KEYS);
+    // The oldest blindly trusted keys went first: Alice's real key, then the first fakes.
+    assert!(!holds(&net, BOB, "alice@a.example", &real));
+    assert!(!holds(&net, BOB, "alice@a.example", &fakes[7].fingerprint));
+    assert!(holds(&net, BOB, "alice@a.example", &fakes[8].fingerprint));
+    // A fetch of Alice's node brings her key back (the others are no longer listed: inactive).
+    net.send(ALICE, BOB, "second");
+    assert_eq!(net.shown_by(BOB), vec!["first", "second"]);
+    assert!(holds(&net, BOB, "alice@a.example", &real));
+    assert_eq!(held(&net), MAX_KEYS);
+    // A new key now evicts an inactive one, never the active one.
+    let n = notification("alice@a.example", &fake_key(100));
+    net.deliver(BOB, &n);
+    assert!(holds(&net, BOB, "alice@a.example", &real));
+    assert!(holds(&net, BOB, "alice@a.example", &fake_key(100).fingerprint));
+    assert_eq!(held(&net), MAX_KEYS);
+    // Every key held active and verified: a new one is refused with an alert.
+    let all: Vec<String> = net.devices[BOB].accounts[&alice].keys.keys().cloned().collect();
+    for k in net.devices.get_mut(BOB).unwrap().accounts.get_mut(&alice).unwrap().keys.values_mut() {
+        k.active = true;
+    }
+    net.verify(BOB, ALICE, all);
+    let out = net.deliver(BOB, &notification("alice@a.example", &fake_key(101)));
+    assert!(out.events.iter().any(|e| matches!(e, Event::Alert { reason: "bad-key-item", .. })), "{out:?}");
+    assert!(!holds(&net, BOB, "alice@a.example", &fake_key(101).fingerprint));
+    assert_eq!(held(&net), MAX_KEYS);
+}
+
+#[test]
+fn pep_payloads_are_read_only_from_where_they_belong() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let bad_from = "@a.example";
+    assert!(bad_from.parse::<Jid>().is_err());
+    let k = fake_key(1);
+    let pubsub = || el("pubsub", NS_PUBSUB).child(items_of(&[&k]));
+    let event = || {
+        el("event", NS_PUBSUB_EVENT).child(
+            notification(ALICE, &k)
+                .get_child("event", NS_PUBSUB_EVENT)
+                .unwrap()
+                .get_child("items", NS_PUBSUB_EVENT)
+                .unwrap()
+                .clone(),
+        )
+    };
+    let cases = [
+        // A `from` that does not parse is not our own account.
+        el("iq", NS_CLIENT).with("type", "result").with("from", bad_from).child(pubsub()),
+        el("message", NS_CLIENT).with("from", bad_from).child(event()),
+        // Items in anything but an iq result are not a fetch result.
+        el("message", NS_CLIENT).with("from", "alice@a.example").child(pubsub()),
+        el("iq", NS_CLIENT).with("type", "set").with("from", "alice@a.example").child(pubsub()),
+        el("iq", NS_CLIENT).with("type", "error").with("from", "alice@a.example").child(pubsub()),
+        // Notifications come in messages only.
+        el("iq", NS_CLIENT).with("type", "result").with("from", "alice@a.example").child(event()),
+        el("presence", NS_CLIENT).with("from", "alice@a.example").child(event()),
+    ];
+    for stanza in &cases {
+        let out = net.deliver(BOB, stanza);
+        assert!(out.events.is_empty() && out.actions.is_empty(), "{out:?} for {}", String::from(stanza));
+        for owner in ["alice@a.example", "bob@b.example"] {
+            assert!(!holds(&net, BOB, owner, &k.fingerprint), "{owner} from {}", String::from(stanza));
+        }
+    }
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    // What is accepted: a notification in a message, a result in an iq result, no `from` = ours.
+    net.deliver(BOB, &notification("alice@a.example", &k));
+    assert!(holds(&net, BOB, "alice@a.example", &k.fingerprint));
+    let ours = el("iq", NS_CLIENT).with("type", "result").child(pubsub());
+    net.deliver(BOB, &ours);
+    assert!(holds(&net, BOB, "bob@b.example", &k.fingerprint));
+}
+
+#[test]
+fn payload_ids_are_bounded() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let alice_pem = net.devices[ALICE].public_key_pem();
+    net.devices.get_mut(BOB).unwrap().import_peer_key(&bare(ALICE), &alice_pem).unwrap();
+    let payload = |id: &str| {
+        let p = el("signed", NS)
+            .child(text_el("to", NS, "bob@b.example"))
+            .child(text_el("from", NS, "alice@a.example"))
+            .child(text_el("time", NS, format_stamp(NOW)))
+            .child(text_el("body", NS, "id test"));
+        String::from(&dsig::sign(p, id, &key(0)).unwrap())
+    };
+    let at_limit = format!("m{}", "a".repeat(MAX_ID_LEN - 1));
+    assert_eq!(try_plaintext(&mut net, &payload(&at_limit)), Ok(vec!["id test".to_owned()]));
+    let over = format!("m{}", "a".repeat(MAX_ID_LEN));
+    assert_eq!(try_plaintext(&mut net, &payload(&over)), Err("malformed"));
+}
+
+#[test]
+fn the_replay_cache_expires_in_time_order_and_caps_each_sender() {
+    let alice = bare(ALICE);
+    let bob = bare(BOB);
+    let t = |s: u64| NOW + Duration::from_secs(s);
+    let mut seen = Seen::default();
+    seen.insert(&alice, "a1", t(1));
+    seen.insert(&bob, "b1", t(2));
+    seen.insert(&alice, "a2", t(3));
+    assert!(seen.is_replay(&alice, "a1", t(1)));
+    assert!(!seen.is_replay(&bob, "a1", t(1)), "per sender");
+    seen.prune(t(3));
+    assert_eq!(seen.len(), 1);
+    assert!(!seen.is_replay(&alice, "a1", t(1)) && !seen.is_replay(&bob, "b1", t(2)));
+    assert!(seen.is_replay(&alice, "a2", t(3)));
+    assert!(!seen.senders.contains_key(&bob), "a sender with nothing left is dropped");
+    // Over the per-sender cap: the oldest goes, and nothing not newer than it is accepted.
+    let mut seen = Seen::default();
+    for i in 0..MAX_SEEN_PER_SENDER as u64 + 2 {
+        seen.insert(&alice, &format!("m{i}"), t(10 + i));
+    }
+    seen.insert(&bob, "b", t(5));
+    assert_eq!(seen.senders[&alice].ids.len(), MAX_SEEN_PER_SENDER);
+    assert_eq!(seen.len(), MAX_SEEN_PER_SENDER + 1);
+    assert!(seen.is_replay(&alice, "m0", t(10)) && seen.is_replay(&alice, "never-seen", t(11)));
+    assert!(!seen.is_replay(&alice, "never-seen", t(12)));
+    assert!(!seen.is_replay(&bob, "other", t(1)), "other senders are not affected");
 }
