@@ -459,6 +459,8 @@ impl Xmlsec {
         let fingerprint = key.fingerprint.clone();
         let mut out = Output::default();
         self.learn(peer, vec![key], false, &mut out);
+        // As if the node had been read: nothing more to fetch before a first message.
+        self.accounts.entry(peer.clone()).or_default().fetched = true;
         Ok(fingerprint)
     }
 
