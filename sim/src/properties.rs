@@ -241,15 +241,14 @@ fn authentication(f: &Facts<'_>) -> Verdict {
         return verdict(false, "not tested: the attacker made no forgery");
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
-    let forged = f.shown("bob/laptop").into_iter().find(|b| !sent.contains(b));
-    match (forged, f.received("bob/laptop").into_iter().find(|r| !sent.contains(&r.body))) {
-        (Some(text), Some(r)) if r.trust == "unencrypted" => {
-            verdict(false, format!("Bob was shown the forged {text:?} (flagged unencrypted)"))
+    match f.received("bob/laptop").into_iter().find(|r| !sent.contains(&r.body)) {
+        Some(r) if r.trust == "unencrypted" => {
+            verdict(false, format!("Bob was shown the forged {:?} (flagged unencrypted)", r.body))
         }
-        (Some(text), Some(r)) => {
-            verdict(false, format!("Bob was shown the forged {text:?} as Alice's (trust={})", r.trust))
+        Some(r) => {
+            verdict(false, format!("Bob was shown the forged {:?} as Alice's (trust={})", r.body, r.trust))
         }
-        _ => {
+        None => {
             let mut why = f.errors("bob/laptop");
             why.extend(f.alerts("bob/laptop"));
             let why = if why.is_empty() { "nothing it made was shown".to_owned() } else { why.join(", ") };

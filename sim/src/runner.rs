@@ -11,8 +11,8 @@ use std::time::UNIX_EPOCH;
 use jabberwock_e2e::tls::{Identity, SimTime};
 use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Output,
-    Protocol, new_engine,
+    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Protocol,
+    new_engine,
 };
 use jabberwock_xmpp::{
     Account, C2S_PORT, ClientTls, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig,
@@ -741,7 +741,6 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 // A protocol that must check a signature asks for the sender's public key
                 // first: keys are public, and the attacker answers from what it recorded.
                 let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
-                let out = Output { actions: vec![], ..out };
                 *engine = trial;
                 for event in out.events {
                     if let Event::Plaintext { body, .. } = event

@@ -18,65 +18,27 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
+use std::hint::black_box;
+use std::time::Instant;
+
+use common::{ALICE, BOB, BODY, Pair, header, quick, row, time_handshakes};
 use jabberwock_e2e::esession::Esession;
 use jabberwock_e2e::esession::crypto::{self, Identity, ctr, derive};
 use jabberwock_e2e::otr::crypto::{hmac_sha256, sha256};
-use jabberwock_e2e::xml::ElementExt;
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, Output};
 use num_bigint::BigUint;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
-
-struct Pair {
-    alice: Esession,
-    bob: Esession,
-    rng: ChaCha20Rng,
-    shown: usize,
-}
-
-impl Pair {
-    fn run(&mut self, from_alice: bool, out: Output) {
-        let mut queue: VecDeque<(bool, Element)> = sends(from_alice, out).into();
-        while let Some((by_alice, mut s)) = queue.pop_front() {
-            s.set("from", if by_alice { ALICE } else { BOB });
-            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
-            let out = engine.receive(&mut Cx { rng: &mut self.rng, now: NOW }, &s).unwrap();
-            self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
-            queue.extend(sends(!by_alice, out));
-        }
-    }
-
-    fn send(&mut self, from_alice: bool, body: &str) {
-        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
-        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
-        let out = engine.send(&mut Cx { rng: &mut self.rng, now: NOW }, &to, body).unwrap();
-        self.run(from_alice, out);
-    }
-}
-
-fn sends(by: bool, out: Output) -> Vec<(bool, Element)> {
-    out.actions
-        .into_iter()
-        .filter_map(|a| if let Action::Send(s) = a { Some((by, s)) } else { None })
-        .collect()
-}
-
 /// A pair whose RSA keys exist already (a first session made them), with the sessions ended.
-fn warmed_pair(seed: u64) -> Pair {
-    let mut p = Pair {
-        alice: Esession::new(ALICE.parse().unwrap()),
-        bob: Esession::new(BOB.parse().unwrap()),
-        rng: ChaCha20Rng::seed_from_u64(seed),
-        shown: 0,
-    };
+fn warmed_pair(seed: u64) -> Pair<Esession> {
+    let mut p = Pair::new(
+        Esession::new(ALICE.parse().unwrap()),
+        Esession::new(BOB.parse().unwrap()),
+        ChaCha20Rng::seed_from_u64(seed),
+    );
     p.send(true, "make the keys");
     let out = p.alice.terminate(&"bob@b.example".parse().unwrap()).unwrap();
     p.run(true, out);
@@ -84,30 +46,11 @@ fn warmed_pair(seed: u64) -> Pair {
     p
 }
 
-fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.1}× |",
-        per(engine),
-        per(raw),
-        engine.as_secs_f64() / raw.as_secs_f64()
-    );
-}
-
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (handshakes, messages) = if quick { (2u32, 20u32) } else { (20, 1000) };
-    println!("| what | count | engine | raw primitives | engine / raw |");
-    println!("|---|---|---|---|---|");
+    let (handshakes, messages) = if quick() { (2u32, 20u32) } else { (20, 1000) };
+    header(&["what", "count", "engine", "raw primitives", "engine / raw"]);
 
-    let mut engine = Duration::ZERO;
-    for i in 0..handshakes {
-        let mut p = warmed_pair(u64::from(i));
-        let t = Instant::now();
-        p.send(true, "first");
-        engine += t.elapsed();
-        assert_eq!(p.shown, 1);
-    }
+    let engine = time_handshakes(handshakes, warmed_pair);
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let (ida, idb) = (Identity::generate(&mut rng).unwrap(), Identity::generate(&mut rng).unwrap());
     let p14 = crypto::group_prime(14).unwrap();
@@ -136,7 +79,7 @@ fn main() {
 
     let mut p = warmed_pair(100);
     p.send(true, "warm-up");
-    let body = "a typical chat message of some sixty bytes, give or take";
+    let body = BODY;
     let t = Instant::now();
     for i in 0..messages {
         p.send(i % 2 == 1, body);

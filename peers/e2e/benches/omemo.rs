@@ -16,18 +16,20 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+use common::{NOW, header, quick};
 use hmac::Mac;
 use jabberwock_e2e::omemo::engine::{NODE_BUNDLES, NODE_DEVICES, Omemo};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, TrustPolicy};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-
-const NOW: Duration = Duration::from_secs(1_767_225_600);
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
     Cx { rng: r, now: NOW }
@@ -170,10 +172,15 @@ fn primitives(recipients: usize, envelope: &[u8], rng: &mut ChaCha20Rng) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = quick();
     let envelope = vec![b'x'; 320]; // an SCE envelope with a short body and its rpad
-    println!("| recipients | messages | engine per message | primitives per message | engine / primitives |");
-    println!("|---|---|---|---|---|");
+    header(&[
+        "recipients",
+        "messages",
+        "engine per message",
+        "primitives per message",
+        "engine / primitives",
+    ]);
     for (recipients, messages) in
         [(1usize, if quick { 50 } else { 2000 }), (10, if quick { 10 } else { 300 })]
     {

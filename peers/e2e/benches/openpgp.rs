@@ -19,9 +19,14 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::rng06::Rng06;
+use common::{ALICE, BOB, BODY, header, quick, row_with};
 use jabberwock_e2e::openpgp::keys::armor_body;
 use jabberwock_e2e::openpgp::{Ox, Pgp};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
@@ -31,12 +36,10 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::types::Password;
 use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
-const BODY: &str = "a typical chat message of some sixty bytes, give or take";
+// An hour after the other benches' clock.
+const NOW: Duration = common::NOW.saturating_add(Duration::from_secs(3600));
 
 /// Two engines and a PEP service: fetches are answered from what they published.
 struct Pair {
@@ -134,13 +137,22 @@ fn ox_engine(jid: &str, rng: &mut ChaCha20Rng) -> Box<dyn Engine> {
 }
 
 fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.2}× |",
-        per(engine),
-        per(raw),
-        engine.as_secs_f64() / raw.as_secs_f64()
-    );
+    row_with(what, n, engine, raw, 2);
+}
+
+/// Alice sends `n` messages to Bob with the engines `make` builds (keys discovered and one
+/// message sent first, not measured); the time they took.
+fn engine_time(make: fn(&str, &mut ChaCha20Rng) -> Box<dyn Engine>, n: u32) -> Duration {
+    let mut p = Pair::new(make);
+    p.send("warm-up");
+    p.shown = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        p.send(BODY);
+    }
+    let engine = t.elapsed();
+    assert_eq!(p.shown, n as usize);
+    engine
 }
 
 /// The same key material the engines make, as rPGP objects.
@@ -156,24 +168,14 @@ fn raw_keys() -> (SignedSecretKey, SignedPublicKey, SignedSecretKey, SignedPubli
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let n: u32 = if quick { 20 } else { 300 };
-    println!("| what | messages | engine (send + receive) | raw rPGP | engine / raw |");
-    println!("|---|---|---|---|---|");
+    let n: u32 = if quick() { 20 } else { 300 };
+    header(&["what", "messages", "engine (send + receive)", "raw rPGP", "engine / raw"]);
     let (alice_sec, alice_pub, bob_sec, bob_pub) = raw_keys();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let mut rng06 = Adapter(&mut rng);
+    let mut rng06 = Rng06(&mut rng);
 
     // ---- pgp ----
-    let mut p = Pair::new(pgp_engine);
-    p.send("warm-up");
-    p.shown = 0;
-    let t = Instant::now();
-    for _ in 0..n {
-        p.send(BODY);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, n as usize);
+    let engine = engine_time(pgp_engine, n);
     let t = Instant::now();
     for _ in 0..n {
         let mut b = MessageBuilder::from_bytes("", BODY.as_bytes().to_vec())
@@ -188,15 +190,7 @@ fn main() {
     row("pgp message (XEP-0027, encrypt only)", n, engine, t.elapsed());
 
     // ---- ox ----
-    let mut p = Pair::new(ox_engine);
-    p.send("warm-up");
-    p.shown = 0;
-    let t = Instant::now();
-    for _ in 0..n {
-        p.send(BODY);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, n as usize);
+    let engine = engine_time(ox_engine, n);
     // A <signcrypt/> of typical size (rpad averages 100 characters).
     let signcrypt = format!(
         "<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='bob@b.example'/><time stamp='2026-01-01T01:00:00.000Z'/><rpad>{}</rpad><payload><body xmlns='jabber:client'>{BODY}</body></payload></signcrypt>",
@@ -216,25 +210,3 @@ fn main() {
     }
     row("ox message (XEP-0374 signcrypt, sign + encrypt)", n, engine, t.elapsed());
 }
-
-/// rPGP takes the rand_core 0.6 generation: the workspace's seeded ChaCha20 stream, adapted
-/// (the engines use the crate's own `Rng06` the same way).
-struct Adapter<'a>(&'a mut ChaCha20Rng);
-
-impl rand_core_06::RngCore for Adapter<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest)
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rand_core_06::CryptoRng for Adapter<'_> {}

@@ -19,76 +19,27 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{ALICE, BOB, BODY, header, quick, row, time_handshakes};
 use jabberwock_e2e::otr::crypto::{DhKey, PrivateKey, aes_ctr, hmac_sha1, hmac_sha256, sha1, sha256};
 use jabberwock_e2e::otr::{Otr, OtrConfig};
-use jabberwock_e2e::xml::ElementExt;
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, Output};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
+type Pair = common::Pair<Otr>;
 
-struct Pair {
-    alice: Otr,
-    bob: Otr,
-    rng: ChaCha20Rng,
-    shown: usize,
-}
-
-impl Pair {
-    fn new(seed: u64) -> Pair {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let alice =
-            Otr::new(ALICE.parse().unwrap(), &mut rng, OtrConfig::default()).with_secrets(BTreeMap::new());
-        let bob = Otr::new(BOB.parse().unwrap(), &mut rng, OtrConfig::default());
-        Pair { alice, bob, rng, shown: 0 }
-    }
-
-    fn run(&mut self, from_alice: bool, out: Output) {
-        let mut queue: std::collections::VecDeque<(bool, Element)> = sends(from_alice, out).into();
-        while let Some((by_alice, mut s)) = queue.pop_front() {
-            s.set("from", if by_alice { ALICE } else { BOB });
-            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
-            let mut cx = Cx { rng: &mut self.rng, now: NOW };
-            let out = engine.receive(&mut cx, &s).unwrap();
-            self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
-            queue.extend(sends(!by_alice, out));
-        }
-    }
-
-    fn send(&mut self, from_alice: bool, body: &str) {
-        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
-        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
-        let mut cx = Cx { rng: &mut self.rng, now: NOW };
-        let out = engine.send(&mut cx, &to, body).unwrap();
-        self.run(from_alice, out);
-    }
-}
-
-fn sends(by_alice: bool, out: Output) -> Vec<(bool, Element)> {
-    out.actions
-        .into_iter()
-        .filter_map(|a| if let Action::Send(s) = a { Some((by_alice, s)) } else { None })
-        .collect()
-}
-
-fn per(total: Duration, n: u32) -> f64 {
-    total.as_secs_f64() * 1e6 / f64::from(n)
-}
-
-fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.1}× |",
-        per(engine, n),
-        per(raw, n),
-        engine.as_secs_f64() / raw.as_secs_f64()
-    );
+fn pair(seed: u64) -> Pair {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let alice =
+        Otr::new(ALICE.parse().unwrap(), &mut rng, OtrConfig::default()).with_secrets(BTreeMap::new());
+    let bob = Otr::new(BOB.parse().unwrap(), &mut rng, OtrConfig::default());
+    Pair::new(alice, bob, rng)
 }
 
 /// The raw work of one handshake (see the module comment).
@@ -119,20 +70,11 @@ fn raw_message(body: &[u8]) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (handshakes, messages) = if quick { (3u32, 20u32) } else { (30, 1000) };
-    println!("| what | count | engine | raw primitives | engine / raw |");
-    println!("|---|---|---|---|---|");
+    let (handshakes, messages) = if quick() { (3u32, 20u32) } else { (30, 1000) };
+    header(&["what", "count", "engine", "raw primitives", "engine / raw"]);
 
     // Handshakes.
-    let mut engine = Duration::ZERO;
-    for i in 0..handshakes {
-        let mut p = Pair::new(u64::from(i));
-        let t = Instant::now();
-        p.send(true, "first");
-        engine += t.elapsed();
-        assert_eq!(p.shown, 1);
-    }
+    let engine = time_handshakes(handshakes, pair);
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let (ka, kb) = (PrivateKey::generate(&mut rng), PrivateKey::generate(&mut rng));
     let t = Instant::now();
@@ -142,9 +84,9 @@ fn main() {
     row("handshake (AKE + first message)", handshakes, engine, t.elapsed());
 
     // One-way stream.
-    let mut p = Pair::new(100);
+    let mut p = pair(100);
     p.send(true, "warm-up");
-    let body = "a typical chat message of some sixty bytes, give or take";
+    let body = BODY;
     let t = Instant::now();
     for _ in 0..messages {
         p.send(true, body);
@@ -158,7 +100,7 @@ fn main() {
     row("message, one way (cached keys)", messages, engine, t.elapsed());
 
     // Alternating: keys rotate on every message.
-    let mut p = Pair::new(200);
+    let mut p = pair(200);
     p.send(true, "warm-up");
     let n = messages / 10;
     let t = Instant::now();

@@ -22,12 +22,17 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use common::rng06::Rng06;
+use common::{ALICE, BOB, BODY, NOW, header, quick, row};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use jabberwock_e2e::smime::{Smime, envelope};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
@@ -36,10 +41,6 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey};
 use sha2::{Digest, Sha256};
-
-const NOW: Duration = Duration::from_secs(1_767_225_600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
 
 fn config() -> EngineConfig {
     EngineConfig { ca: Some([9u8; 32]), ..EngineConfig::default() }
@@ -125,22 +126,10 @@ impl Pair {
     }
 }
 
-fn row(what: &str, n: u32, measured: Duration, raw: Duration) {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.1}× |",
-        per(measured),
-        per(raw),
-        measured.as_secs_f64() / raw.as_secs_f64()
-    );
-}
-
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (messages, enrolments) = if quick { (10u32, 1u32) } else { (200, 5) };
-    println!("| what | count | measured | raw primitives | measured / raw |");
-    println!("|---|---|---|---|---|");
-    let body = "a typical chat message of some sixty bytes, give or take";
+    let (messages, enrolments) = if quick() { (10u32, 1u32) } else { (200, 5) };
+    header(&["what", "count", "measured", "raw primitives", "measured / raw"]);
+    let body = BODY;
 
     // Engine: send + receive, alternating directions (first message out of the loop: it
     // fetches the certificates).
@@ -157,8 +146,8 @@ fn main() {
 
     // Raw primitives for the same work.
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let signer = RsaPrivateKey::new(&mut Compat(&mut rng), 2048).unwrap();
-    let recipient = RsaPrivateKey::new(&mut Compat(&mut rng), 2048).unwrap();
+    let signer = RsaPrivateKey::new(&mut Rng06(&mut rng), 2048).unwrap();
+    let recipient = RsaPrivateKey::new(&mut Rng06(&mut rng), 2048).unwrap();
     let ca = SigningKey::from_bytes(&[3u8; 32]);
     let tbs = vec![0x5au8; 700];
     let ca_sig = ca.sign(&tbs);
@@ -177,9 +166,9 @@ fn main() {
             rng.fill_bytes(&mut iv);
             let ct = cbc::Encryptor::<aes::Aes128>::new(&cek.into(), &iv.into())
                 .encrypt_padded_vec_mut::<Pkcs7>(&content);
-            let k1 = recipient.to_public_key().encrypt(&mut Compat(&mut rng), Pkcs1v15Encrypt, &cek).unwrap();
-            black_box(signer.to_public_key().encrypt(&mut Compat(&mut rng), Pkcs1v15Encrypt, &cek).unwrap());
-            let cek2 = recipient.decrypt_blinded(&mut Compat(&mut rng), Pkcs1v15Encrypt, &k1).unwrap();
+            let k1 = recipient.to_public_key().encrypt(&mut Rng06(&mut rng), Pkcs1v15Encrypt, &cek).unwrap();
+            black_box(signer.to_public_key().encrypt(&mut Rng06(&mut rng), Pkcs1v15Encrypt, &cek).unwrap());
+            let cek2 = recipient.decrypt_blinded(&mut Rng06(&mut rng), Pkcs1v15Encrypt, &k1).unwrap();
             let key: [u8; 16] = cek2.try_into().unwrap();
             let pt = cbc::Decryptor::<aes::Aes128>::new(&key.into(), &iv.into())
                 .decrypt_padded_vec_mut::<Pkcs7>(&ct)
@@ -222,28 +211,7 @@ fn main() {
     let t = Instant::now();
     for i in 0..enrolments {
         let mut r = ChaCha20Rng::seed_from_u64(u64::from(i) + 10);
-        black_box(RsaPrivateKey::new(&mut Compat(&mut r), 2048).unwrap());
+        black_box(RsaPrivateKey::new(&mut Rng06(&mut r), 2048).unwrap());
     }
     row("enrolment (RSA-2048 key + certificate)", enrolments, engine, t.elapsed());
 }
-
-/// rand_chacha 0.9's ChaCha20Rng for rsa 0.9 (rand_core 0.6).
-struct Compat<'a>(&'a mut ChaCha20Rng);
-
-impl rand_core_06::RngCore for Compat<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rand_core_06::CryptoRng for Compat<'_> {}

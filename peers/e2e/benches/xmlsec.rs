@@ -22,14 +22,19 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::rng06::Rng06;
+use common::{ALICE, BOB, BODY, NOW, header, quick, row_with};
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xmlsec::{Cipher, KeyPair, Xmlsec};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid};
 use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rsa::Oaep;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
 use rsa::signature::{Signer, Verifier};
@@ -37,19 +42,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use xml_sec::c14n::{C14nAlgorithm, canonicalize_xml};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
-const BODY: &str = "a typical chat message of some sixty bytes, give or take";
-
 fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.2}× |",
-        per(engine),
-        per(raw),
-        engine.as_secs_f64() / raw.as_secs_f64()
-    );
+    row_with(what, n, engine, raw, 2);
 }
 
 /// Alice and Bob, each holding the other's key (as a fetched key node would give it).
@@ -106,35 +100,12 @@ fn raw_message(raw: &Raw, cipher: Cipher, alice: &KeyPair, bob: &KeyPair, rng: &
     VerifyingKey::<Sha256>::new(alice.public.key.clone()).verify(&si2, &sig).unwrap();
 }
 
-/// rand_core 0.6 view of the bench's generator (rsa 0.9 takes that generation).
-struct Rng06<'a>(&'a mut ChaCha20Rng);
-
-impl rand_core_06::RngCore for Rng06<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rand_core_06::CryptoRng for Rng06<'_> {}
-
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let messages: u32 = if quick { 10 } else { 200 };
+    let messages: u32 = if quick() { 10 } else { 200 };
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let alice_key = KeyPair::generate(&mut rng).unwrap();
     let bob_key = KeyPair::generate(&mut rng).unwrap();
-    println!("| what | count | engine | raw primitives | engine / raw |");
-    println!("|---|---|---|---|---|");
+    header(&["what", "count", "engine", "raw primitives", "engine / raw"]);
     for cipher in [Cipher::Aes128Gcm, Cipher::Aes128Cbc] {
         let (mut alice, mut bob) = pair(cipher, &alice_key, &bob_key);
         // The payload the engine signs, in the forms the raw line canonicalises.

@@ -20,71 +20,36 @@
 // The benchmark measures wall time: the one place `Instant::now` is allowed (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{ALICE, BOB, NOW, header, quick, row, time_handshakes};
+use jabberwock_e2e::EngineConfig;
 use jabberwock_e2e::tls::{self, Identity, SimTime};
-use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xtls::Xtls;
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, Output};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rustls::{ClientConnection, Connection, ServerConnection};
 use rustls_pki_types::ServerName;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
-const ALICE: &str = "alice@a.example/phone";
-const BOB: &str = "bob@b.example/laptop";
+type Pair = common::Pair<Xtls>;
 
-struct Pair {
-    alice: Xtls,
-    bob: Xtls,
-    rng: ChaCha20Rng,
-    shown: usize,
-    wire_bytes: usize,
-}
-
-impl Pair {
-    fn new(seed: u64) -> Pair {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let config = EngineConfig::default();
-        let mut alice = Xtls::new(ALICE.parse().unwrap(), &mut rng, &config);
-        let mut bob = Xtls::new(BOB.parse().unwrap(), &mut rng, &config);
-        // Certificates exist before the clock starts (they are made once per device).
-        alice.identity(NOW).unwrap();
-        bob.identity(NOW).unwrap();
-        alice.add_device(BOB.parse().unwrap());
-        bob.add_device(ALICE.parse().unwrap());
-        Pair { alice, bob, rng, shown: 0, wire_bytes: 0 }
-    }
-
-    fn run(&mut self, from_alice: bool, out: Output) {
-        let mut queue: VecDeque<(bool, Element)> = sends(from_alice, out).into();
-        while let Some((by_alice, mut s)) = queue.pop_front() {
-            s.set("from", if by_alice { ALICE } else { BOB });
-            self.wire_bytes += String::from(&s).len();
-            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
-            let out = engine.receive(&mut Cx { rng: &mut self.rng, now: NOW }, &s).unwrap();
-            self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
-            queue.extend(sends(!by_alice, out));
-        }
-    }
-
-    fn send(&mut self, from_alice: bool, body: &str) {
-        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
-        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
-        let out = engine.send(&mut Cx { rng: &mut self.rng, now: NOW }, &to, body).unwrap();
-        self.run(from_alice, out);
-    }
-}
-
-fn sends(by: bool, out: Output) -> Vec<(bool, Element)> {
-    out.actions
-        .into_iter()
-        .filter_map(|a| if let Action::Send(s) = a { Some((by, s)) } else { None })
-        .collect()
+/// Two engines whose certificates exist and who know each other's device; stanza bytes counted.
+fn pair(seed: u64) -> Pair {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let config = EngineConfig::default();
+    let mut alice = Xtls::new(ALICE.parse().unwrap(), &mut rng, &config);
+    let mut bob = Xtls::new(BOB.parse().unwrap(), &mut rng, &config);
+    // Certificates exist before the clock starts (they are made once per device).
+    alice.identity(NOW).unwrap();
+    bob.identity(NOW).unwrap();
+    alice.add_device(BOB.parse().unwrap());
+    bob.add_device(ALICE.parse().unwrap());
+    Pair { wire_bytes: Some(0), ..Pair::new(alice, bob, rng) }
 }
 
 /// Moves TLS bytes from `a` to `b`; returns how many.
@@ -131,36 +96,17 @@ fn message(from: &mut Connection, to: &mut Connection, body: &[u8]) -> usize {
     n
 }
 
-fn row(what: &str, n: u32, engine: Duration, raw: Duration) {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "| {what} | {n} | {:.1} µs | {:.1} µs | {:.1}× |",
-        per(engine),
-        per(raw),
-        engine.as_secs_f64() / raw.as_secs_f64()
-    );
-}
-
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (handshakes, messages) = if quick { (3u32, 50u32) } else { (100, 5000) };
-    println!("| what | count | engine | bare rustls | engine / bare |");
-    println!("|---|---|---|---|---|");
+    let (handshakes, messages) = if quick() { (3u32, 50u32) } else { (100, 5000) };
+    header(&["what", "count", "engine", "bare rustls", "engine / bare"]);
 
     let alice = tls::self_signed(&[ALICE], [1; 32], NOW).unwrap();
     let bob = tls::self_signed(&[BOB], [2; 32], NOW).unwrap();
     // One unmeasured round of each, so neither side pays for first-use costs.
-    Pair::new(999).send(true, "warm up");
+    pair(999).send(true, "warm up");
     black_box(bare_handshake(&alice, &bob, 200).client.is_handshaking());
 
-    let mut engine = Duration::ZERO;
-    for i in 0..handshakes {
-        let mut p = Pair::new(u64::from(i));
-        let t = Instant::now();
-        p.send(true, "first");
-        engine += t.elapsed();
-        assert_eq!(p.shown, 1);
-    }
+    let engine = time_handshakes(handshakes, pair);
     let body = b"<message type='chat'><body>first</body></message>";
     let t = Instant::now();
     for i in 0..handshakes {
@@ -169,16 +115,16 @@ fn main() {
     }
     row("handshake + first message", handshakes, engine, t.elapsed());
 
-    let mut p = Pair::new(1000);
+    let mut p = pair(1000);
     p.send(true, "warm up");
-    p.wire_bytes = 0;
+    p.wire_bytes = Some(0);
     let t = Instant::now();
     for i in 0..messages {
         p.send(i % 2 == 0, &format!("message number {i}, about as long as a chat line"));
     }
     let engine = t.elapsed();
     assert_eq!(p.shown, messages as usize + 1);
-    let engine_bytes = p.wire_bytes / messages as usize;
+    let engine_bytes = p.wire_bytes.unwrap_or(0) / messages as usize;
     let mut b = bare_handshake(&alice, &bob, 77);
     let mut raw_bytes = 0;
     let t = Instant::now();

@@ -16,6 +16,8 @@ pub mod otr;
 pub mod plain;
 mod rng06;
 pub mod smime;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod tls;
 pub mod xml;

@@ -8,6 +8,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::keys::{self, OwnKey};
 use super::*;
+use crate::testing::{flip_bit, random_element};
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
 use crate::{
     Action, Cx, Engine, EngineConfig, Event, FullJid, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
@@ -1031,22 +1032,6 @@ fn ox_own_devices_and_carbons() {
 
 // ---- mutation ----------------------------------------------------------------------------------
 
-fn paths(e: &Element, path: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
-    out.push(path.clone());
-    for (i, c) in e.children().enumerate() {
-        path.push(i);
-        paths(c, path, out);
-        path.pop();
-    }
-}
-
-fn at<'a>(e: &'a mut Element, path: &[usize]) -> &'a mut Element {
-    match path.split_first() {
-        None => e,
-        Some((i, rest)) => at(e.children_mut().nth(*i).expect("a path from paths()"), rest),
-    }
-}
-
 /// Flips, truncates, extends and replaces the text of a random element of recorded stanzas
 /// (messages, presence, PEP results), adds junk children; every outcome is a value or a typed
 /// error, never a panic.
@@ -1081,18 +1066,14 @@ fn mutate_and_feed(protocol: Protocol, seed: u64) -> std::collections::BTreeSet<
             (*t, s)
         };
         let mut s = stanza.clone();
-        let mut all = Vec::new();
-        paths(&s, &mut Vec::new(), &mut all);
-        let pick = all[(rng.next_u32() as usize) % all.len()].clone();
-        let node = at(&mut s, &pick);
+        let node = random_element(&mut s, &mut rng);
         let text = node.text();
         match rng.next_u32() % 7 {
             0 => {
                 // Flip a bit in the decoded payload (base64 or armour).
                 let decoded = unb64("x", &text).ok().or_else(|| keys::dearmor_body(&text).ok());
                 if let Some(mut b) = decoded.filter(|b| !b.is_empty()) {
-                    let i = (rng.next_u32() as usize) % b.len();
-                    b[i] ^= 1 << (rng.next_u32() % 8);
+                    flip_bit(&mut b, &mut rng);
                     let _ = node.take_nodes();
                     node.append_text(if text.contains('=') && text.contains('\n') {
                         keys::armor_body(&b)

@@ -9,6 +9,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::enc::{self, Cipher, Recipient};
 use super::keys::{KeyPair, b64, unb64};
 use super::*;
+use crate::testing::{flip_bit, random_element};
 use crate::xml::NS_PUBSUB;
 
 const NOW: Duration = Duration::from_secs(1_767_225_600);
@@ -798,34 +799,16 @@ fn mutated_xmlsec_stanzas_never_panic() {
     let recorded: Vec<(String, Element)> = net.wire.clone();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let mut codes = BTreeSet::new();
-    fn paths(e: &Element, path: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
-        out.push(path.clone());
-        for (i, c) in e.children().enumerate() {
-            path.push(i);
-            paths(c, path, out);
-            path.pop();
-        }
-    }
-    fn at<'a>(e: &'a mut Element, path: &[usize]) -> &'a mut Element {
-        match path.split_first() {
-            None => e,
-            Some((i, rest)) => at(e.children_mut().nth(*i).expect("a path from paths()"), rest),
-        }
-    }
     for round in 0..300usize {
         let (sender, stanza) = &recorded[round % recorded.len()];
         let mut s = stanza.clone();
-        let mut all = Vec::new();
-        paths(&s, &mut Vec::new(), &mut all);
-        let pick = all[(rng.next_u32() as usize) % all.len()].clone();
-        let target = at(&mut s, &pick);
+        let target = random_element(&mut s, &mut rng);
         match rng.next_u32() % 6 {
             0 => {
                 if let Ok(mut b) = unb64("x", &target.text())
                     && !b.is_empty()
                 {
-                    let i = (rng.next_u32() as usize) % b.len();
-                    b[i] ^= 1 << (rng.next_u32() % 8);
+                    flip_bit(&mut b, &mut rng);
                     let _ = target.take_nodes();
                     target.append_text(b64(&b));
                 }
