@@ -79,6 +79,18 @@ pub struct Attacker {
     /// knows what was asked, so an impostor can answer a request for a node that does not
     /// exist (OMEMO 0.3 keeps one bundle node per device).
     requests: BTreeMap<(BareJid, String), String>,
+    /// Forgers still talking: a session protocol's forgery is a handshake first.
+    forgers: Vec<Forger>,
+}
+
+/// The attacker's engine posing as `from` toward `victim`, after a forgery order: what the
+/// victim sends back to `from` it takes (and keeps from `from`), so a session protocol's
+/// handshake runs between the victim and the forger.
+#[derive(Debug)]
+struct Forger {
+    from: FullJid,
+    victim: BareJid,
+    engine: Box<dyn Engine>,
 }
 
 impl Attacker {
@@ -100,6 +112,7 @@ impl Attacker {
             impostors: BTreeMap::new(),
             epoch: Duration::ZERO,
             requests: BTreeMap::new(),
+            forgers: vec![],
         }
     }
 
@@ -141,8 +154,12 @@ impl Attacker {
         if let Some((owner, id, node)) = items_request(&stanza) {
             self.requests.insert((owner, id), node);
         }
-        let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
         let id = stanza.attr("id").unwrap_or("-").to_owned();
+        let stanza = match self.hand_to_forger(at, hop, stanza, &id, log) {
+            Ok(releases) => return releases,
+            Err(stanza) => stanza,
+        };
+        let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
         // Rules compose in order: observing and modifying rules change the stanza and let later
         // rules act on the result; the first delivery rule (drop, delay, reorder, duplicate,
         // replay) decides how it travels.
@@ -248,6 +265,16 @@ impl Attacker {
                 log.push(format!("{} <{name}/> in {id} ({tag})", if done { "replaces" } else { "finds no" }));
                 vec![Release::Now(s)]
             }
+            Action::Rewrite(with) => {
+                let mut s = with.clone();
+                for attr in ["from", "to", "id"] {
+                    if let Some(v) = stanza.attr(attr) {
+                        s.set(attr, v.to_owned());
+                    }
+                }
+                log.push(format!("rewrites {id} as a <{}/> ({tag})", s.name()));
+                vec![Release::Now(s)]
+            }
             Action::Flip(name, bit, encoding) => {
                 let mut s = stanza;
                 match flip(&mut s, name, *bit, *encoding) {
@@ -325,9 +352,6 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Option<Vec<Release>> {
         let imp = self.impostors.get_mut(owner).filter(|i| i.items.is_empty())?;
-        if stanza.name() != "message" || stanza.attr("type") == Some("error") {
-            return None;
-        }
         // The owner's own devices (carbons, notes to self) are not victims.
         let device = match hop {
             Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. } => client,
@@ -338,12 +362,32 @@ impl Attacker {
         }
         let bare = |a: Option<&str>| a.and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
         let now = self.epoch + at;
+        if stanza.name() == "presence" {
+            return self.presence_in_the_middle(owner, now, hop, stanza);
+        }
+        // What the session protocols exchange: chat messages, and (XTLS) the engine's own
+        // `<iq/>`s with whatever answers them. An `<iq/>` result or error between the two
+        // cannot be told from a non-engine one; between two clients, only engines ask.
+        let engine_iq = stanza.name() == "iq"
+            && match stanza.attr("type") {
+                Some("result" | "error") => true,
+                _ => stanza.children().any(|c| imp.engine.iq_namespaces().contains(&c.ns().as_str())),
+            };
+        if !(engine_iq || stanza.name() == "message" && stanza.attr("type") != Some("error")) {
+            return None;
+        }
         let mut releases = Vec::new();
         match hop {
             // The victim writes to the owner: the impostor posing as the owner answers.
             Hop::ClientToServer { client, server } if bare(stanza.attr("to")).as_ref() == Some(owner) => {
                 let victim = client.to_bare();
                 imp.victims.insert(victim.clone(), client.clone());
+                // An `<iq/>` goes to one of the owner's devices: the impostor answers as it.
+                if let Some(to) =
+                    stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok()).filter(|_| engine_iq)
+                {
+                    imp.owner_device = Some(Jid::from(to));
+                }
                 let mut s = stanza.clone();
                 s.set("from", client.to_string());
                 let mut cx = Cx { rng: &mut self.rng, now };
@@ -416,6 +460,59 @@ impl Attacker {
             _ => return None,
         }
         *self.acted.entry("impersonate").or_default() += 1;
+        Some(releases)
+    }
+}
+
+impl Attacker {
+    /// Presence passes unchanged, but the attacker's engines read it as the clients would:
+    /// a protocol that learns its peers' devices from presence (XTLS announces support in
+    /// XEP-0115 caps) must know them to talk to them. The owner's presence goes to the relay
+    /// posing as the victim; the victim's (broadcast, or directed to the owner) to the
+    /// impostor posing as the owner. Whatever they send in answer goes out as theirs.
+    fn presence_in_the_middle(
+        &mut self,
+        owner: &BareJid,
+        now: Duration,
+        hop: &Hop,
+        stanza: &Element,
+    ) -> Option<Vec<Release>> {
+        let imp = self.impostors.get_mut(owner)?;
+        let from = stanza.attr("from").and_then(|j| j.parse::<Jid>().ok());
+        let to = stanza.attr("to").and_then(|j| j.parse::<Jid>().ok());
+        let mut releases = vec![Release::Now(stanza.clone())];
+        match hop {
+            Hop::ServerToClient { server, client }
+                if from.as_ref().is_some_and(|f| f.to_bare() == *owner) =>
+            {
+                if let Some(f) = from.filter(|f| f.resource().is_some()) {
+                    imp.owner_device = Some(f);
+                }
+                let relay = imp.toward_owner.entry(client.to_bare()).or_insert_with(|| {
+                    new_engine(imp.protocol, client, &mut self.rng, &EngineConfig::default())
+                });
+                let mut cx = Cx { rng: &mut self.rng, now };
+                let out = relay.receive_presence(&mut cx, stanza).unwrap_or_default();
+                for m in sends(&out) {
+                    releases.push(Release::Reroute {
+                        hop: Hop::ClientToServer { client: client.clone(), server: server.clone() },
+                        stanza: m,
+                    });
+                }
+            }
+            Hop::ClientToServer { client, server } if to.as_ref().is_none_or(|t| t.to_bare() == *owner) => {
+                imp.victims.insert(client.to_bare(), client.clone());
+                let mut s = stanza.clone();
+                s.set("from", client.to_string());
+                let mut cx = Cx { rng: &mut self.rng, now };
+                let out = imp.engine.receive_presence(&mut cx, &s).unwrap_or_default();
+                let owner_jid = imp.owner_device.clone().unwrap_or_else(|| Jid::from(owner.clone()));
+                for m in sends(&out) {
+                    releases.push(to_victim(m, &owner_jid, client, server));
+                }
+            }
+            _ => return None,
+        }
         Some(releases)
     }
 }
@@ -734,7 +831,7 @@ impl Attacker {
     /// Carries out a forgery order at `now` (since the Unix epoch): a fresh engine of the
     /// protocol, posing as the claimed sender, sends the text with the public keys recorded so
     /// far. Returns the stanzas and a line for the transcript.
-    pub fn forge(&mut self, now: Duration, order: &Element) -> (Vec<Element>, String) {
+    pub fn forge(&mut self, now: Duration, hop: &Hop, order: &Element) -> (Vec<Element>, String) {
         let parsed = (
             order.attr("from").and_then(|f| f.parse::<FullJid>().ok()),
             order.attr("to").and_then(|t| t.parse::<BareJid>().ok()),
@@ -747,30 +844,108 @@ impl Attacker {
         *self.acted.entry("forge").or_default() += 1;
         let mut engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
         let mut cx = Cx { rng: &mut self.rng, now };
-        let out = match engine.send(&mut cx, &to, &body) {
+        // Presence is public too: what the victim's devices announced (XTLS support in caps,
+        // XEP-0027 signed presence, whose keys it then fetches like any client).
+        let mut heard = Output::default();
+        for seen in &self.seen {
+            let mut p = seen.stanza.clone();
+            if p.name() != "presence" {
+                continue;
+            }
+            if let Hop::ClientToServer { client, .. } = &seen.hop {
+                p.set("from", client.to_string());
+            }
+            let sender = p.attr("from").and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
+            if sender.as_ref() == Some(&to)
+                && let Ok(out) = engine.receive_presence(&mut cx, &p)
+            {
+                let out = answer_fetches(engine.as_mut(), &mut cx, out, &self.seen);
+                heard.actions.extend(out.actions);
+            }
+        }
+        let mut out = match engine.send(&mut cx, &to, &body) {
             Ok(out) => answer_fetches(engine.as_mut(), &mut cx, out, &self.seen),
             Err(e) => return (vec![], format!("cannot forge {body:?} as {from} ({protocol}): {e}")),
         };
-        let stanzas: Vec<Element> = out
-            .actions
-            .into_iter()
-            .filter_map(|a| match a {
-                EngineAction::Send(mut s) => {
-                    s.set("from", from.to_string());
-                    if s.attr("id").is_none() {
-                        s.set("id", format!("forged-{}", self.acted.get("forge").copied().unwrap_or(0)));
-                    }
-                    Some(s)
-                }
-                _ => None,
-            })
-            .collect();
+        heard.actions.append(&mut out.actions);
+        let out = heard;
+        let stanzas = self.forged(&from, out);
+        if matches!(hop, Hop::ServerToClient { client, .. } if client.to_bare() == to) {
+            self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine });
+        }
         let line = format!(
             "forges {body:?} as {from} to {to} with its own {protocol} engine and recorded public keys ({} stanza{})",
             stanzas.len(),
             if stanzas.len() == 1 { "" } else { "s" }
         );
         (stanzas, line)
+    }
+
+    /// What a forger's engine sends, as the claimed sender's stanzas.
+    fn forged(&mut self, from: &FullJid, out: Output) -> Vec<Element> {
+        let mut stanzas = Vec::new();
+        for a in out.actions {
+            if let EngineAction::Send(mut s) = a {
+                s.set("from", from.to_string());
+                if s.attr("id").is_none() {
+                    let n = self.acted.get("forge").copied().unwrap_or(0) + stanzas.len() as u32;
+                    s.set("id", format!("forged-{n}"));
+                }
+                stanzas.push(s);
+            }
+        }
+        stanzas
+    }
+
+    /// A stanza from a forger's victim to the device the forger poses as: the forger takes
+    /// it (the real device never sees it) and answers on the victim's hop. `Err` gives the
+    /// stanza back when no forger wants it.
+    fn hand_to_forger(
+        &mut self,
+        at: Duration,
+        hop: &Hop,
+        stanza: Element,
+        id: &str,
+        log: &mut Vec<String>,
+    ) -> Result<Vec<Release>, Element> {
+        let Hop::ClientToServer { client, server } = hop else { return Err(stanza) };
+        let to = stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok());
+        let Some(i) = self.forgers.iter().position(|f| {
+            f.victim == client.to_bare()
+                && to.as_ref() == Some(&f.from)
+                && (stanza.name() == "message"
+                    || stanza.name() == "iq"
+                        && (matches!(stanza.attr("type"), Some("result" | "error"))
+                            || stanza
+                                .children()
+                                .any(|c| f.engine.iq_namespaces().contains(&c.ns().as_str()))))
+        }) else {
+            return Err(stanza);
+        };
+        let now = self.epoch + at;
+        let mut s = stanza;
+        s.set("from", client.to_string());
+        let forger = &mut self.forgers[i];
+        let mut cx = Cx { rng: &mut self.rng, now };
+        let out = receive_all(forger.engine.as_mut(), &mut cx, &s);
+        let out = answer_fetches(forger.engine.as_mut(), &mut cx, out, &self.seen);
+        let from = forger.from.clone();
+        let answers = self.forged(&from, out);
+        log.push(format!(
+            "keeps {id} from {from} and hands it to its forger, which answers with {} stanza{}",
+            answers.len(),
+            if answers.len() == 1 { "" } else { "s" }
+        ));
+        Ok(answers
+            .into_iter()
+            .map(|mut m| {
+                m.set("to", client.to_string());
+                Release::Reroute {
+                    hop: Hop::ServerToClient { server: server.clone(), client: client.clone() },
+                    stanza: m,
+                }
+            })
+            .collect())
     }
 
     /// Carries out a forwarding order at `now` (since the Unix epoch). Returns the stanzas and
@@ -986,6 +1161,7 @@ impl Action {
             Action::Replay(_) => "replay",
             Action::Strip(_) => "strip",
             Action::Replace(..) => "replace",
+            Action::Rewrite(_) => "rewrite",
             Action::Flip(..) => "flip",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",

@@ -365,6 +365,13 @@ pub enum ActionSpec {
         /// The replacement, as XML (namespaces must be declared).
         with: String,
     },
+    /// Replace the whole stanza by the given one, keeping the original's `from`, `to` and
+    /// `id` so it is delivered where the original was going: an `<iq/>` becomes a
+    /// `<message/>` (a tunnel record swapped for a plain body), for instance.
+    Rewrite {
+        /// The new stanza, as XML (namespaces must be declared).
+        with: String,
+    },
     /// Flip one bit in the text of the first element with this local name. With
     /// `encoding: base64` the text is decoded first and re-encoded after, so the bit lands in
     /// the payload; with `text` it lands in the UTF-8 bytes. By default: base64 when the text
@@ -689,6 +696,7 @@ pub const POWERS: &[&str] = &[
     "replay",
     "strip",
     "replace",
+    "rewrite",
     "flip",
     "substitute",
     "impersonate",
@@ -729,6 +737,8 @@ pub enum Action {
     Strip(String),
     /// See [`ActionSpec::Replace`].
     Replace(String, Element),
+    /// See [`ActionSpec::Rewrite`].
+    Rewrite(Element),
     /// See [`ActionSpec::Flip`].
     Flip(String, i64, Option<Encoding>),
     /// See [`ActionSpec::Substitute`].
@@ -1402,6 +1412,9 @@ impl Validator<'_> {
                     element.clone(),
                     self.xml(rpos, &format!("{path}.do.replace.with"), with)?,
                 ),
+                ActionSpec::Rewrite { with } => {
+                    Action::Rewrite(self.xml(rpos, &format!("{path}.do.rewrite.with"), with)?)
+                }
                 ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
                 ActionSpec::Impersonate { owner } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {

@@ -164,7 +164,7 @@ impl Hooks for World {
         }
         let now = self.now();
         let made = self.attacker.borrow_mut().as_mut().map(|a| {
-            if stanza.name() == "forward" { a.forward(now, &stanza) } else { a.forge(now, &stanza) }
+            if stanza.name() == "forward" { a.forward(now, &stanza) } else { a.forge(now, hop, &stanza) }
         });
         let Some((stanzas, line)) = made else { return vec![] };
         let label = self.attacker_label();
