@@ -275,6 +275,13 @@ impl Attacker {
                 log.push(format!("rewrites {id} as a <{}/> ({tag})", s.name()));
                 vec![Release::Now(s)]
             }
+            Action::Set(attr, value) => {
+                let mut s = stanza;
+                let before = s.attr(attr.as_str()).unwrap_or("(none)").to_owned();
+                s.set(attr, value.clone());
+                log.push(format!("sets {attr}='{value}' (was '{before}') in {id} ({tag})"));
+                vec![Release::Now(s)]
+            }
             Action::Flip(name, bit, encoding) => {
                 let mut s = stanza;
                 match flip(&mut s, name, *bit, *encoding) {
@@ -1162,6 +1169,7 @@ impl Action {
             Action::Strip(_) => "strip",
             Action::Replace(..) => "replace",
             Action::Rewrite(_) => "rewrite",
+            Action::Set(..) => "set",
             Action::Flip(..) => "flip",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",

@@ -12,6 +12,7 @@
 
 pub mod attacker;
 pub mod properties;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod transcript;

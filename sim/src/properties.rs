@@ -3,8 +3,6 @@
 //! typed in: a verdict says what the attacker read, what the users were shown and what alerted,
 //! in that run (after tlspuffin's `check_violation`, which names the violation it found).
 
-use std::collections::BTreeMap;
-
 use jabberwock_e2e::Protocol;
 use jabberwock_xmpp::Command;
 
@@ -14,8 +12,11 @@ use crate::scenario::{Scenario, parse};
 /// A property verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    /// Whether the property held in the run.
+    /// Whether the property held in the run (never, when it was not tested).
     pub holds: bool,
+    /// Whether the attack the property needs was carried out at all: a run in which the
+    /// attacker found nothing to act on proves nothing either way.
+    pub tested: bool,
     /// One line: what happened.
     pub reason: String,
 }
@@ -83,7 +84,23 @@ impl Facts<'_> {
 }
 
 fn verdict(holds: bool, reason: impl Into<String>) -> Verdict {
-    Verdict { holds, reason: reason.into() }
+    Verdict { holds, tested: true, reason: reason.into() }
+}
+
+/// The attack could not be carried out in this run (`reason` says why).
+fn untested(reason: &str) -> Verdict {
+    Verdict { holds: false, tested: false, reason: format!("not tested: {reason}") }
+}
+
+impl Verdict {
+    /// ✅ held, ❌ did not, ⚪ not tested.
+    pub fn mark(&self) -> &'static str {
+        match (self.tested, self.holds) {
+            (false, _) => "⚪",
+            (true, true) => "✅",
+            (true, false) => "❌",
+        }
+    }
 }
 
 fn judge_unread(f: &Facts<'_>, what: &str) -> Verdict {
@@ -102,7 +119,7 @@ fn confidentiality(f: &Facts<'_>) -> Verdict {
 
 fn integrity(f: &Facts<'_>) -> Verdict {
     if acted(f, "flip") == 0 {
-        return verdict(false, "not tested: the attacker found no ciphertext to flip");
+        return untested("the attacker found no ciphertext to flip");
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     let forged: Vec<String> = f.shown("bob/laptop").into_iter().filter(|b| !sent.contains(b)).collect();
@@ -116,7 +133,7 @@ fn integrity(f: &Facts<'_>) -> Verdict {
 
 fn replay(f: &Facts<'_>) -> Verdict {
     if acted(f, "replay") == 0 {
-        return verdict(false, "not tested: the attacker found no message to replay");
+        return untested("the attacker found no message to replay");
     }
     let shown = f.shown("bob/laptop");
     let twice =
@@ -133,20 +150,14 @@ fn forward_secrecy(f: &Facts<'_>) -> Verdict {
 
 fn key_substitution(f: &Facts<'_>) -> Verdict {
     if acted(f, "impersonate") == 0 {
-        return verdict(
-            false,
-            "not tested: the attacker found no keys to substitute and no session to relay",
-        );
+        return untested("the attacker found no keys to substitute and no session to relay");
     }
     judge_unread(f, "through the substituted keys")
 }
 
 fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
     if acted(f, "impersonate") == 0 {
-        return verdict(
-            false,
-            "not tested: the attacker found no keys to substitute and no session to relay",
-        );
+        return untested("the attacker found no keys to substitute and no session to relay");
     }
     let verify_at = f
         .scenario
@@ -204,7 +215,7 @@ fn acted(f: &Facts<'_>, power: &str) -> u32 {
 
 fn downgrade(f: &Facts<'_>) -> Verdict {
     if acted(f, "replace") + acted(f, "rewrite") == 0 {
-        return verdict(false, "not tested: the attacker found nothing to strip");
+        return untested("the attacker found nothing to strip");
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     let forged = f.shown("bob/laptop").into_iter().any(|b| !sent.contains(&b));
@@ -238,7 +249,7 @@ fn deniability(f: &Facts<'_>) -> Verdict {
 
 fn authentication(f: &Facts<'_>) -> Verdict {
     if acted(f, "forge") == 0 {
-        return verdict(false, "not tested: the attacker made no forgery");
+        return untested("the attacker made no forgery");
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     match f.received("bob/laptop").into_iter().find(|r| !sent.contains(&r.body)) {
@@ -353,7 +364,12 @@ impl Property {
     /// The scenario for `protocol`.
     pub fn scenario(&self, protocol: Protocol) -> Result<Scenario, String> {
         let file = format!("scenarios/properties/{}.yaml.tmpl ({protocol})", self.id);
-        parse(&file, &self.template.replace("{protocol}", protocol.name())).map_err(|e| e.to_string())
+        parse(&file, &self.yaml(protocol)).map_err(|e| e.to_string())
+    }
+
+    /// The template with `protocol` filled in, as run.
+    pub fn yaml(&self, protocol: Protocol) -> String {
+        self.template.replace("{protocol}", protocol.name())
     }
 
     /// Runs the property for `protocol` and judges the outcome.
@@ -363,46 +379,4 @@ impl Property {
         let verdict = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
         Ok((verdict, outcome))
     }
-}
-
-/// Runs every property for every protocol: property id → protocol → verdict.
-pub fn matrix() -> Result<BTreeMap<&'static str, BTreeMap<Protocol, Verdict>>, String> {
-    let mut out = BTreeMap::new();
-    for p in PROPERTIES {
-        let mut row = BTreeMap::new();
-        for protocol in Protocol::ALL {
-            row.insert(*protocol, p.measure(*protocol)?.0);
-        }
-        out.insert(p.id, row);
-    }
-    Ok(out)
-}
-
-/// The matrix as a markdown table; each cell names its verdict, the reason and the run behind it.
-pub fn render(matrix: &BTreeMap<&'static str, BTreeMap<Protocol, Verdict>>) -> String {
-    let mut s = String::from("| property |");
-    for p in Protocol::ALL {
-        s.push_str(&format!(" {p} |"));
-    }
-    s.push_str("\n|---|");
-    for _ in Protocol::ALL {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    for p in PROPERTIES {
-        s.push_str(&format!("| {} |", p.title));
-        for protocol in Protocol::ALL {
-            match matrix.get(p.id).and_then(|row| row.get(protocol)) {
-                Some(v) => s.push_str(&format!(
-                    " {} {} (`{}` × {protocol}) |",
-                    if v.holds { "✅" } else { "❌" },
-                    v.reason,
-                    p.id
-                )),
-                None => s.push_str(" – |"),
-            }
-        }
-        s.push('\n');
-    }
-    s
 }

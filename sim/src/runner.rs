@@ -792,6 +792,14 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
                     };
                     push(format!("{key} received {} {how}", list(want)), ok, format!("got {}", list(&got)));
                 }
+                if let Some(want) = &e.senders {
+                    let from: Vec<String> = log.received.iter().map(|r| r.from.clone()).collect();
+                    push(
+                        format!("{key} received from {}", list(want)),
+                        *want == from,
+                        format!("got {}", list(&from)),
+                    );
+                }
                 for body in &e.delayed {
                     let ok = log.received.iter().any(|r| &r.body == body && r.delayed);
                     push(format!("{key} received {body:?} with a delay stamp"), ok, "no delayed copy".into());

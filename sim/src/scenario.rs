@@ -372,6 +372,15 @@ pub enum ActionSpec {
         /// The new stanza, as XML (namespaces must be declared).
         with: String,
     },
+    /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
+    /// relabels a message as another sender's (a server can write any `from` to its own
+    /// clients).
+    Set {
+        /// The attribute's name.
+        attribute: String,
+        /// Its new value.
+        value: String,
+    },
     /// Flip one bit in the text of the first element with this local name. With
     /// `encoding: base64` the text is decoded first and re-encoded after, so the bit lands in
     /// the payload; with `text` it lands in the UTF-8 bytes. By default: base64 when the text
@@ -542,6 +551,10 @@ pub struct PartyExpect {
     /// Device: compare `received` ignoring order.
     #[serde(default)]
     pub unordered: bool,
+    /// Device: who each shown plaintext came from, as the client shows it (the stanza's
+    /// `from`), in order: `["alice@a.example/phone"]`.
+    #[serde(default)]
+    pub senders: Option<Vec<String>>,
     /// Device: plaintexts that must have arrived with a XEP-0203 delay stamp.
     #[serde(default)]
     pub delayed: Vec<String>,
@@ -697,6 +710,7 @@ pub const POWERS: &[&str] = &[
     "strip",
     "replace",
     "rewrite",
+    "set",
     "flip",
     "substitute",
     "impersonate",
@@ -739,6 +753,8 @@ pub enum Action {
     Replace(String, Element),
     /// See [`ActionSpec::Rewrite`].
     Rewrite(Element),
+    /// See [`ActionSpec::Set`].
+    Set(String, String),
     /// See [`ActionSpec::Flip`].
     Flip(String, i64, Option<Encoding>),
     /// See [`ActionSpec::Substitute`].
@@ -1229,6 +1245,7 @@ impl Validator<'_> {
                     return self.err(pos, path, "there is no attacker in this scenario");
                 }
                 if e.received.is_some()
+                    || e.senders.is_some()
                     || !e.delayed.is_empty()
                     || !e.carbons.is_empty()
                     || e.alerts.is_some()
@@ -1415,6 +1432,7 @@ impl Validator<'_> {
                 ActionSpec::Rewrite { with } => {
                     Action::Rewrite(self.xml(rpos, &format!("{path}.do.rewrite.with"), with)?)
                 }
+                ActionSpec::Set { attribute, value } => Action::Set(attribute.clone(), value.clone()),
                 ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
                 ActionSpec::Impersonate { owner } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {

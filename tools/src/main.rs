@@ -32,8 +32,18 @@ enum Cmd {
     },
     /// Print the JSON Schema of scenario files.
     Schema,
-    /// Run the property suite for every protocol and print the protocol × property table.
-    Matrix,
+    /// Run the property suite for every protocol (one run per cell, on all cores), print the
+    /// protocol × property table and write the report: `matrix.md` (committed; a test fails
+    /// when it is stale) and `matrix.html` (every cell linked to its scenario, transcript and
+    /// sequence diagram) into `--out`.
+    Matrix {
+        /// Where the report goes.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Threads to run on (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
 }
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -81,16 +91,28 @@ fn main() -> ExitCode {
             print!("{}", jabberwock_sim::json_schema());
             ExitCode::SUCCESS
         }
-        Cmd::Matrix => match jabberwock_sim::properties::matrix() {
-            Ok(m) => {
-                print!("{}", jabberwock_sim::properties::render(&m));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
+        Cmd::Matrix { out, jobs } => {
+            let report = match jabberwock_sim::report::run(
+                jobs.unwrap_or_else(jabberwock_sim::report::default_jobs),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let md = report.markdown();
+            let written = std::fs::create_dir_all(&out)
+                .and_then(|()| std::fs::write(out.join("matrix.md"), &md))
+                .map_err(|e| format!("{}: {e}", out.display()));
+            if let Err(e) = written {
                 eprintln!("error: {e}");
-                ExitCode::from(2)
+                return ExitCode::FAILURE;
             }
-        },
+            print!("{md}");
+            eprintln!("wrote {}", out.join("matrix.md").display());
+            ExitCode::SUCCESS
+        }
         Cmd::Run { path, seed, jsonl } if path.is_file() => match run_one(&path, seed) {
             Row::Ran(o) => {
                 print!("{}", o.render());

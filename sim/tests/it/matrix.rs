@@ -1,17 +1,43 @@
-//! The protocol × property table, computed from runs of the property templates; reviewed as a
-//! snapshot so a changed verdict shows in the diff.
+//! The protocol × property report, computed from runs of the property templates. The markdown
+//! is committed in `reports/matrix.md` and reviewed in pull requests: this test fails when it
+//! is stale (`JABBERWOCK_UPDATE_REPORTS=1 cargo test` or `jabberwock matrix` rewrites it).
+
+use std::path::PathBuf;
+
+use jabberwock_e2e::Protocol;
+use jabberwock_sim::report;
 
 #[test]
 fn protocol_property_matrix() {
-    let first = jabberwock_sim::properties::matrix().unwrap();
-    let second = jabberwock_sim::properties::matrix().unwrap();
-    assert_eq!(first, second, "verdicts are deterministic");
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("../../../snapshots");
-    settings.set_prepend_module_to_snapshot(false);
-    settings.set_omit_expression(true);
-    settings.bind(|| insta::assert_snapshot!("matrix", jabberwock_sim::properties::render(&first)));
+    // Once on every core, once on one thread: the verdicts and every transcript must not
+    // depend on how many runs share the process.
+    let first = report::run(report::default_jobs()).unwrap();
+    let second = report::run(1).unwrap();
+    for (a, b) in first.cells.iter().zip(&second.cells) {
+        assert_eq!(a.verdict, b.verdict, "{}: verdicts are deterministic", a.anchor());
+        assert_eq!(a.outcome.render(), b.outcome.render(), "{}: runs are deterministic", a.anchor());
+    }
+    assert_eq!(first.cells.len(), second.cells.len());
+    assert_eq!(first.cells.len(), jabberwock_sim::properties::PROPERTIES.len() * Protocol::ALL.len());
+
     // The control protocol must fail every security property it is measured on: a suite in
     // which `plain` passes confidentiality measures nothing.
-    assert!(!first["confidentiality"][&jabberwock_e2e::Protocol::Plain].holds);
+    let plain = first.cell("confidentiality", Protocol::Plain).unwrap();
+    assert!(plain.verdict.tested && !plain.verdict.holds);
+
+    let md = first.markdown();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/matrix.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != md {
+        if std::env::var_os("JABBERWOCK_UPDATE_REPORTS").is_some() {
+            std::fs::write(&path, &md).unwrap();
+        } else {
+            let line = committed.lines().zip(md.lines()).position(|(a, b)| a != b).unwrap_or(0) + 1;
+            panic!(
+                "reports/matrix.md is stale (first difference at line {line}); rewrite it with \
+                 `cargo run -p jabberwock-tools -- matrix` or JABBERWOCK_UPDATE_REPORTS=1 cargo test, \
+                 and review the diff"
+            );
+        }
+    }
 }

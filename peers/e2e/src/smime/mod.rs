@@ -36,7 +36,7 @@
 //! see the answer (the answer goes to that address: the sender's server, the recipient's
 //! server, anyone on a hop that is not encrypted) learns one bit per query — was the padding
 //! valid — and with at most 256 queries per byte decrypts the whole SignedData, CPIM object
-//! and body included, without any key. The scenario `scenarios/smime/cbc-malleability.yaml`
+//! and body included, without any key. The scenario `scenarios/attacks/smime-cbc-malleability.yaml`
 //! shows the two answers to two modified copies. The signature stops a modified message from
 //! being *shown*, not from being *measured*. We keep RFC 3923's distinct answers — the bench
 //! measures the protocol as specified; changing them would be measuring another protocol.
