@@ -11,6 +11,7 @@
 //! [`Hooks`]: jabberwock_xmpp::Hooks
 
 pub mod attacker;
+pub mod diagram;
 pub mod properties;
 pub mod report;
 pub mod runner;

@@ -177,3 +177,113 @@ impl Cell {
         self.property.scenario(self.protocol).map(|s| s.about).unwrap_or_default()
     }
 }
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}\
+th{background:#f4f4f4}td.m{font-size:0.8em;max-width:14em}td.m a{text-decoration:none;color:inherit}\
+td.ok{background:#eefbea}td.no{background:#fdecec}td.na{background:#f3f3f3}\
+section{border-top:1px solid #ddd;margin-top:1.5em;padding-top:0.5em}\
+pre{background:#f8f8f8;padding:0.6em;overflow-x:auto;font-size:0.8em}\
+details{margin:0.4em 0}summary{cursor:pointer;font-weight:600}\
+.diagram{overflow-x:auto;border:1px solid #eee}";
+
+/// Opens the `<details>` a link points at (a fragment inside a closed one is not shown).
+const SCRIPT: &str = "function o(){var h=location.hash.slice(1);if(!h)return;\
+var e=document.getElementById(decodeURIComponent(h));\
+for(;e;e=e.parentElement){if(e.tagName==='DETAILS')e.open=true;}}\
+window.addEventListener('hashchange',o);window.addEventListener('load',o);";
+
+impl Report {
+    /// One self-contained page: the summary table, then a section per cell with its
+    /// verdict, its scenario (as run, and the template it came from), its transcript and its
+    /// sequence diagram (SVG). `templates` is the path of `scenarios/properties/` as seen from
+    /// where the page is written.
+    pub fn html(&self, templates: &str) -> String {
+        let mut s = String::new();
+        s.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+        s.push_str("<title>Jabberwock: the verdict matrix</title>");
+        let _ = writeln!(s, "<style>{STYLE}</style><script>{SCRIPT}</script></head><body>");
+        s.push_str(
+            "<h1>The verdict matrix</h1>\n<p>Every cell is one run of a property template with the \
+            protocol filled in; the verdict comes from what happened in it. Click a cell for its \
+            scenario, transcript and sequence diagram.</p>\n",
+        );
+        let _ = writeln!(s, "<p>{}</p>", html_escape(LEGEND));
+        s.push_str("<table><tr><th>property</th>");
+        for p in Protocol::ALL {
+            let _ = write!(s, "<th>{}</th>", html_escape(p.name()));
+        }
+        s.push_str("</tr>\n");
+        for (p, cells) in self.rows() {
+            let _ = write!(s, "<tr><th><a href=\"#{}\">{}</a></th>", p.id, html_escape(p.title));
+            for c in cells {
+                let class = match (c.verdict.tested, c.verdict.holds) {
+                    (false, _) => "na",
+                    (true, true) => "ok",
+                    (true, false) => "no",
+                };
+                let _ = write!(
+                    s,
+                    "<td class=\"m {class}\"><a href=\"#{}\">{} {}</a></td>",
+                    c.anchor(),
+                    c.verdict.mark(),
+                    html_escape(&c.verdict.reason)
+                );
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+        let options = crate::diagram::Options::default();
+        for (p, cells) in self.rows() {
+            let about = cells.first().map(|c| c.outcome_about()).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "<h2 id=\"{}\">{}</h2>\n<p>{} Template: <a href=\"{templates}/{}.yaml.tmpl\">{}.yaml.tmpl</a>.</p>",
+                p.id,
+                html_escape(p.title),
+                html_escape(&about),
+                p.id,
+                p.id
+            );
+            for c in cells {
+                let a = c.anchor();
+                let _ = writeln!(
+                    s,
+                    "<section id=\"{a}\"><h3>{} × {}: {}</h3><p>{}</p>\
+                     <p><a href=\"#{a}-scenario\">scenario</a> · <a href=\"#{a}-transcript\">transcript</a> · \
+                     <a href=\"#{a}-diagram\">sequence diagram</a></p>",
+                    html_escape(p.id),
+                    html_escape(c.protocol.name()),
+                    c.verdict.mark(),
+                    html_escape(&c.verdict.reason)
+                );
+                let _ = writeln!(
+                    s,
+                    "<details id=\"{a}-scenario\"><summary>scenario (seed {})</summary><pre>{}</pre></details>",
+                    c.outcome.seed,
+                    html_escape(&c.yaml)
+                );
+                let _ = writeln!(
+                    s,
+                    "<details id=\"{a}-transcript\"><summary>transcript</summary><pre>{}</pre></details>",
+                    html_escape(&c.outcome.render())
+                );
+                let _ = writeln!(
+                    s,
+                    "<details id=\"{a}-diagram\"><summary>sequence diagram</summary><div class=\"diagram\">{}</div></details></section>",
+                    inline_svg(&crate::diagram::svg(&c.outcome, &options))
+                );
+            }
+        }
+        s.push_str("</body></html>\n");
+        s
+    }
+}
+
+/// An SVG document as an element inside HTML: without its XML declaration.
+fn inline_svg(svg: &str) -> &str {
+    match svg.strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map_or(svg, |(_, body)| body.trim_start()),
+        None => svg,
+    }
+}

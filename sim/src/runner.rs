@@ -320,11 +320,9 @@ async fn serve(
                 let label = t.world.attacker_label();
                 let fp: String =
                     t.world.attacker_certificate.as_deref().unwrap_or_default().chars().take(16).collect();
-                t.world.line(
-                    "attack",
-                    format!("{label} terminates TLS of {}: presents its own certificate {fp}…", t.victim),
-                    None,
-                );
+                let text =
+                    format!("{label} terminates TLS of {}: presents its own certificate {fp}…", t.victim);
+                t.world.record(t.world.stamp("attack", text, None).by(label).what("terminate-tls"));
                 Some(t.tls.clone())
             }
             _ => own.clone(),

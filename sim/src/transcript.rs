@@ -28,6 +28,75 @@ pub struct Entry {
     /// The full canonical XML of the stanza, when the line is about one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xml: Option<String>,
+    /// The sending end of the hop the line is about (a device's full JID or a server's
+    /// domain): set on hop lines and on attacker lines about a hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The receiving end of that hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Whose line it is: the device for its events, errors and sessions, the server for
+    /// what a server reports, the attacker's label for attacker lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// What the line records, finer than `kind`: `send`, `plaintext`, `alert`, `trust`,
+    /// `verification`, `stored-offline`, `session-up`, `session-down`, `connect-failed`,
+    /// `tls-failed`, `stream-error`, `engine-error`, `stanza-error`, `lost`; for attacker
+    /// lines `act` (a rule acted on the hop's stanza), `deliver`, `inject`, `release`,
+    /// `forge`, `records`, `steal`, `terminate-tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<&'static str>,
+    /// On a hop line, whether the attacker took the stanza off the wire (`true`: it did not
+    /// go on as sent — dropped, held, delayed or replaced) or acted on it and let it pass
+    /// unchanged (`false`: observed, recorded, duplicated); absent when it did not act.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intercepted: Option<bool>,
+}
+
+impl Entry {
+    /// A line with no structure beyond its kind.
+    pub fn new(at: Duration, kind: &'static str, text: String, xml: Option<String>) -> Self {
+        Entry {
+            t_ms: at.as_millis() as u64,
+            kind,
+            text,
+            xml,
+            from: None,
+            to: None,
+            actor: None,
+            what: None,
+            intercepted: None,
+        }
+    }
+
+    /// The hop the line is about.
+    #[must_use]
+    pub fn between(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.from = Some(from.into());
+        self.to = Some(to.into());
+        self
+    }
+
+    /// Whose line it is.
+    #[must_use]
+    pub fn by(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// What the line records.
+    #[must_use]
+    pub fn what(mut self, what: &'static str) -> Self {
+        self.what = Some(what);
+        self
+    }
+
+    /// Whether the attacker took the hop's stanza off the wire (see [`Entry::intercepted`]).
+    #[must_use]
+    pub fn intercepted(mut self, taken: Option<bool>) -> Self {
+        self.intercepted = taken;
+        self
+    }
 }
 
 /// The whole transcript of a run.
@@ -40,7 +109,12 @@ pub struct Transcript {
 impl Transcript {
     /// Appends a line.
     pub fn push(&mut self, at: Duration, kind: &'static str, text: String, xml: Option<String>) {
-        self.entries.push(Entry { t_ms: at.as_millis() as u64, kind, text, xml });
+        self.entries.push(Entry::new(at, kind, text, xml));
+    }
+
+    /// Appends a line built with [`Entry::new`] and its structured fields.
+    pub fn push_entry(&mut self, entry: Entry) {
+        self.entries.push(entry);
     }
 
     /// The human-readable form, one line per entry.

@@ -10,7 +10,7 @@ use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket, TlsSummary};
 
 use crate::attacker::Attacker;
 use crate::scenario::Position;
-use crate::transcript::{Transcript, full_xml, short_xml};
+use crate::transcript::{Entry, Transcript, full_xml, short_xml};
 use crate::units::fmt_time;
 
 /// A plaintext a device showed its user.
@@ -83,6 +83,28 @@ impl World {
         self.transcript.borrow_mut().push(at, kind, text, xml);
     }
 
+    /// A transcript line at the current time, for [`World::record`] once its structured
+    /// fields (who, what, which hop) are set.
+    pub fn stamp(&self, kind: &'static str, text: String, xml: Option<String>) -> Entry {
+        Entry::new(self.elapsed(), kind, text, xml)
+    }
+
+    /// Appends a line made with [`World::stamp`].
+    pub fn record(&self, entry: Entry) {
+        self.transcript.borrow_mut().push_entry(entry);
+    }
+
+    /// An attacker line: its label first, the attacker as actor.
+    fn attack_line(&self, what: &'static str, text: String, xml: Option<String>) -> Entry {
+        let label = self.attacker_label();
+        self.stamp("attack", format!("{label} {text}"), xml).by(label).what(what)
+    }
+
+    /// A line about one device, which starts with its JID.
+    fn device_line(&self, kind: &'static str, what: &'static str, device: &FullJid, text: String) -> Entry {
+        self.stamp(kind, format!("{device} {text}"), None).by(device.to_string()).what(what)
+    }
+
     /// Whether `hop` is a client link the attacker sits on, under TLS that the client runs
     /// with its server (not with the attacker): all the attacker gets there are TLS records.
     fn sealed_from_attacker(&self, hop: &Hop) -> bool {
@@ -128,9 +150,13 @@ impl Hooks for World {
 
     fn intercept(&self, hop: &Hop, stanza: Element) -> Vec<Release> {
         let original = full_xml(&stanza);
-        self.line("hop", format!("{hop}  {}", short_xml(&stanza)), Some(original.clone()));
+        let (from, to) = ends(hop);
+        let hop_line = self
+            .stamp("hop", format!("{hop}  {}", short_xml(&stanza)), Some(original.clone()))
+            .between(from.clone(), to.clone());
         if self.sealed_from_attacker(hop) {
             // The attacker saw this stanza's records (`Note::Records`); TLS hides the rest.
+            self.record(hop_line);
             return vec![Release::Now(stanza)];
         }
         let mut log = Vec::new();
@@ -139,19 +165,34 @@ impl Hooks for World {
             Some(a) => a.intercept(at, hop, stanza, &mut log),
             None => vec![Release::Now(stanza)],
         };
-        let label = self.attacker_label();
+        // What goes on now, as sent (`None`) or changed (`Some(xml)`); delayed ones are absent.
+        let now: Vec<Option<String>> = releases
+            .iter()
+            .filter_map(|r| match r {
+                Release::Now(s) => Some(Some(full_xml(s)).filter(|x| *x != original)),
+                _ => None,
+            })
+            .collect();
+        let passed = now.iter().any(Option::is_none);
+        let acted = !log.is_empty() || now.len() != 1 || !passed;
+        // The hop line is written after the attacker ran (nothing else writes meanwhile), so
+        // it can say whether the stanza went on.
+        self.record(hop_line.intercepted(acted.then_some(!passed)));
         for line in log {
-            self.line("attack", format!("{label} {line}"), None);
+            self.record(self.attack_line("act", line, None).between(from.clone(), to.clone()));
         }
         // A modified stanza is shown as it leaves the attacker.
         for r in &releases {
             if let Release::Now(s) = r
                 && full_xml(s) != original
             {
-                self.line(
-                    "attack",
-                    format!("{label} delivers on {hop}: {}", short_xml(s)),
-                    Some(full_xml(s)),
+                self.record(
+                    self.attack_line(
+                        "deliver",
+                        format!("delivers on {hop}: {}", short_xml(s)),
+                        Some(full_xml(s)),
+                    )
+                    .between(from.clone(), to.clone()),
                 );
             }
         }
@@ -167,19 +208,22 @@ impl Hooks for World {
             if stanza.name() == "forward" { a.forward(now, &stanza) } else { a.forge(now, hop, &stanza) }
         });
         let Some((stanzas, line)) = made else { return vec![] };
-        let label = self.attacker_label();
-        self.line("attack", format!("{label} {line} on {hop}"), None);
+        let (from, to) = ends(hop);
+        self.record(self.attack_line("forge", format!("{line} on {hop}"), None).between(from, to));
         stanzas
     }
 
     fn redeem(&self, ticket: Ticket) -> Option<Element> {
         let redeemed = self.attacker.borrow_mut().as_mut().and_then(|a| a.redeem(ticket));
         let (hop, stanza) = redeemed?;
-        let label = self.attacker_label();
-        self.line(
-            "attack",
-            format!("{label} releases on {hop}: {}", short_xml(&stanza)),
-            Some(full_xml(&stanza)),
+        let (from, to) = ends(&hop);
+        self.record(
+            self.attack_line(
+                "release",
+                format!("releases on {hop}: {}", short_xml(&stanza)),
+                Some(full_xml(&stanza)),
+            )
+            .between(from, to),
         );
         Some(stanza)
     }
@@ -205,22 +249,25 @@ impl Hooks for World {
         match note {
             Note::SessionUp { device } => {
                 let tls = self.tls.borrow().get(device).map(|t| format!("{}; ", self.describe_tls(t)));
-                self.line(
+                self.record(self.device_line(
                     "session",
+                    "session-up",
+                    device,
                     format!(
-                        "{device} ⇄ {} session up ({}SASL PLAIN, bound)",
+                        "⇄ {} session up ({}SASL PLAIN, bound)",
                         device.domain(),
                         tls.unwrap_or_default()
                     ),
-                    None,
-                )
+                ))
             }
             Note::TlsUp { device, summary } => {
                 self.tls.borrow_mut().insert(device.clone(), summary.clone());
             }
-            Note::TlsFailed { party, reason } => {
-                self.line("session", format!("{party} TLS handshake failed: {reason}"), None)
-            }
+            Note::TlsFailed { party, reason } => self.record(
+                self.stamp("session", format!("{party} TLS handshake failed: {reason}"), None)
+                    .by(party_of(party))
+                    .what("tls-failed"),
+            ),
             Note::Records { hop, sizes } => {
                 if self.sealed_from_attacker(hop) {
                     let bytes: usize = sizes.iter().sum();
@@ -232,28 +279,46 @@ impl Hooks for World {
                         [one] => format!("a TLS record of {one} bytes"),
                         many => format!("{} TLS records, {bytes} bytes", many.len()),
                     };
-                    let label = self.attacker_label();
-                    self.line("attack", format!("{label} sees {what} on {hop}"), None);
+                    let (from, to) = ends(hop);
+                    self.record(
+                        self.attack_line("records", format!("sees {what} on {hop}"), None).between(from, to),
+                    );
                 }
             }
-            Note::SessionDown { device, reason } => {
-                self.line("session", format!("{device} session down: {reason}"), None)
-            }
-            Note::ConnectFailed { party, reason } => {
-                self.line("session", format!("{party} cannot connect: {reason}"), None)
-            }
+            Note::SessionDown { device, reason } => self.record(self.device_line(
+                "session",
+                "session-down",
+                device,
+                format!("session down: {reason}"),
+            )),
+            Note::ConnectFailed { party, reason } => self.record(
+                self.stamp("session", format!("{party} cannot connect: {reason}"), None)
+                    .by(party_of(party))
+                    .what("connect-failed"),
+            ),
             Note::StreamError { party, condition, detail } => {
                 if let Ok(dev) = party.parse::<FullJid>() {
                     self.log(&dev, |l| l.errors.push(condition.to_owned()));
                 }
-                self.line("error", format!("{party} ✗ stream error <{condition}>: {detail}"), None);
+                self.record(
+                    self.stamp("error", format!("{party} ✗ stream error <{condition}>: {detail}"), None)
+                        .by(party_of(party))
+                        .what("stream-error"),
+                );
             }
-            Note::StoredOffline { server, account, id } => {
-                self.line("event", format!("{server} stores {id} for offline {account} (XEP-0160)"), None)
-            }
+            Note::StoredOffline { server, account, id } => self.record(
+                self.stamp("event", format!("{server} stores {id} for offline {account} (XEP-0160)"), None)
+                    .by(server)
+                    .what("stored-offline"),
+            ),
             Note::Send { device, to, body, queued } => {
                 let q = if queued { " (queued: offline)" } else { "" };
-                self.line("event", format!("{device} ⇒ sends {body:?} to {to}{q}"), None);
+                self.record(self.device_line(
+                    "event",
+                    "send",
+                    device,
+                    format!("⇒ sends {body:?} to {to}{q}"),
+                ));
             }
             Note::Event { device, event } => match event {
                 Event::Plaintext { from, body, trust, delay, carbon } => {
@@ -267,7 +332,12 @@ impl Hooks for World {
                             Carbon::Sent => ", carbon=sent",
                         });
                     }
-                    self.line("event", format!("{device} ⇐ plaintext {body:?} from {from} ({extra})"), None);
+                    self.record(self.device_line(
+                        "event",
+                        "plaintext",
+                        device,
+                        format!("⇐ plaintext {body:?} from {from} ({extra})"),
+                    ));
                     let r = Received {
                         body: body.clone(),
                         from: from.to_string(),
@@ -278,55 +348,83 @@ impl Hooks for World {
                     self.log(device, |l| l.received.push(r));
                 }
                 Event::Alert { reason, detail } => {
-                    self.line("event", format!("{device} ⚠ alert {reason}: {detail}"), None);
+                    self.record(self.device_line(
+                        "event",
+                        "alert",
+                        device,
+                        format!("⚠ alert {reason}: {detail}"),
+                    ));
                     self.log(device, |l| l.alerts.push((*reason).to_owned()));
                 }
                 Event::TrustChanged { peer, device: d, fingerprint, trust } => {
                     let short: String = fingerprint.chars().take(16).collect();
-                    self.line(
+                    self.record(self.device_line(
                         "event",
-                        format!("{device} 🔑 {peer} device {d} key {short}… is {trust}"),
-                        None,
-                    );
+                        "trust",
+                        device,
+                        format!("🔑 {peer} device {d} key {short}… is {trust}"),
+                    ));
                 }
                 Event::Verification { peer, result } => {
-                    self.line("event", format!("{device} ✓ verification of {peer}: {result:?}"), None);
+                    self.record(self.device_line(
+                        "event",
+                        "verification",
+                        device,
+                        format!("✓ verification of {peer}: {result:?}"),
+                    ));
                     self.log(device, |l| l.verifications.push((peer.clone(), *result)));
                 }
-                other => self.line("event", format!("{device} event {other:?}"), None),
+                other => self.record(self.device_line("event", "event", device, format!("event {other:?}"))),
             },
             Note::EngineError { device, error } => {
-                self.line(
+                self.record(self.device_line(
                     "error",
-                    format!(
-                        "{device} ✗ engine error {} ({:?} at fault): {error}",
-                        error.code(),
-                        error.fault()
-                    ),
-                    None,
-                );
+                    "engine-error",
+                    device,
+                    format!("✗ engine error {} ({:?} at fault): {error}", error.code(), error.fault()),
+                ));
                 self.log(device, |l| l.errors.push(error.code().to_owned()));
             }
             Note::StanzaError { device, from, condition } => {
-                self.line("error", format!("{device} ✗ stanza error <{condition}> from {from}"), None);
+                self.record(self.device_line(
+                    "error",
+                    "stanza-error",
+                    device,
+                    format!("✗ stanza error <{condition}> from {from}"),
+                ));
                 self.log(device, |l| l.errors.push(condition));
             }
             Note::ClientAlert { device, reason, detail } => {
-                self.line("event", format!("{device} ⚠ alert {reason}: {detail}"), None);
+                self.record(self.device_line(
+                    "event",
+                    "alert",
+                    device,
+                    format!("⚠ alert {reason}: {detail}"),
+                ));
                 self.log(device, |l| l.alerts.push(reason.to_owned()));
             }
             Note::Injected { hop, stanza } => {
                 if let Some(a) = self.attacker.borrow_mut().as_mut() {
                     *a.acted.entry("inject").or_default() += 1;
                 }
-                let label = self.attacker_label();
-                self.line(
-                    "attack",
-                    format!("{label} injects on {hop}: {}", short_xml(stanza)),
-                    Some(full_xml(stanza)),
+                let (from, to) = ends(hop);
+                self.record(
+                    self.attack_line(
+                        "inject",
+                        format!("injects on {hop}: {}", short_xml(stanza)),
+                        Some(full_xml(stanza)),
+                    )
+                    .between(from, to),
                 );
             }
-            Note::Lost { hop, reason } => self.line("error", format!("{hop} stanza lost: {reason}"), None),
+            Note::Lost { hop, reason } => {
+                let (from, to) = ends(hop);
+                self.record(
+                    self.stamp("error", format!("{hop} stanza lost: {reason}"), None)
+                        .between(from, to)
+                        .what("lost"),
+                )
+            }
             other => self.line("event", format!("{other:?}"), None),
         }
     }
@@ -347,10 +445,28 @@ impl Hooks for World {
 
     fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {
         let at = self.elapsed();
-        let label = self.attacker_label();
-        self.line("attack", format!("{label} steals the state of {device}"), None);
+        self.record(self.attack_line("steal", format!("steals the state of {device}"), None));
         if let Some(a) = self.attacker.borrow_mut().as_mut() {
             a.stolen.push((at, device.clone(), stolen));
         }
     }
+}
+
+/// A hop's sending and receiving ends, as the diagram's participants: a device's full JID or
+/// a server's domain.
+fn ends(hop: &Hop) -> (String, String) {
+    match hop {
+        Hop::ClientToServer { client, server } => (client.to_string(), server.clone()),
+        Hop::ServerToServer { from, to } => (from.clone(), to.clone()),
+        Hop::ServerToClient { server, client } => (server.clone(), client.to_string()),
+    }
+}
+
+/// The participant behind a `party` of a server or client note: a device's full JID, or
+/// the domain a server's party names first (`a.example c2s of …`, `b.example s2s-in`).
+fn party_of(party: &str) -> String {
+    if party.parse::<FullJid>().is_ok() {
+        return party.to_owned();
+    }
+    party.split(' ').next().unwrap_or(party).to_owned()
 }

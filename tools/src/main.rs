@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use jabberwock_sim::{Outcome, load, run_with_seed};
 
+mod interop;
+mod sweep;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jabberwock",
@@ -32,6 +35,24 @@ enum Cmd {
     },
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Run one scenario and draw the run as a sequence diagram: Mermaid text (renders in a
+    /// GitHub comment) or a self-contained SVG. Session set-up is left out unless `--all`.
+    Diagram {
+        /// The scenario file.
+        path: PathBuf,
+        /// Override the seed written in the file.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DiagramFormat::Mermaid)]
+        format: DiagramFormat,
+        /// Include every transcript line (roster, carbons, PEP set-up, pings).
+        #[arg(long)]
+        all: bool,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Run the property suite for every protocol (one run per cell, on all cores), print the
     /// protocol × property table and write the report: `matrix.md` (committed; a test fails
     /// when it is stale) and `matrix.html` (every cell linked to its scenario, transcript and
@@ -44,6 +65,48 @@ enum Cmd {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Render the table of our engines against the independent implementations from the
+    /// results the interop tier wrote (one JSON file per passed test); print it, write it
+    /// (`--out`) or compare it with the committed one (`--check`, exit 1 when it differs).
+    Interop {
+        /// The results directory (default: `target/tmp/interop` in this workspace).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Write the table to this file.
+        #[arg(long, conflicts_with = "check")]
+        out: Option<PathBuf>,
+        /// Compare with this committed table: exit 1 when it is stale or a result is missing.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+    /// Run every scenario under many seeds, each seed twice, on all cores: report the pairs
+    /// whose two runs differ (nondeterminism), whose expectations fail, or that cannot run,
+    /// each with the command that replays it. Exit 0 when clean, 1 on a problem, 2 on bad input.
+    Sweep {
+        /// A scenario file or a directory of them.
+        path: PathBuf,
+        /// How many seeds to try on each scenario: `from..from+seeds`.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// The first seed (the seeds written in the files are not used).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Threads to run on (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run every pair and list every problem instead of stopping at the first.
+        #[arg(long)]
+        keep_going: bool,
+    },
+}
+
+/// What `jabberwock diagram` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DiagramFormat {
+    /// Mermaid `sequenceDiagram` text.
+    Mermaid,
+    /// A self-contained SVG document.
+    Svg,
 }
 
 fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -91,6 +154,34 @@ fn main() -> ExitCode {
             print!("{}", jabberwock_sim::json_schema());
             ExitCode::SUCCESS
         }
+        Cmd::Diagram { path, seed, format, all, output } => {
+            let outcome = match run_one(&path, seed) {
+                Row::Ran(o) => o,
+                Row::Broken(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = jabberwock_sim::diagram::Options { all };
+            let text = match format {
+                DiagramFormat::Mermaid => jabberwock_sim::diagram::mermaid(&outcome, &options),
+                DiagramFormat::Svg => jabberwock_sim::diagram::svg(&outcome, &options),
+            };
+            match output {
+                Some(file) => {
+                    if let Err(e) = std::fs::write(&file, text) {
+                        eprintln!("error: {}: {e}", file.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                None => print!("{text}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Interop { results, out, check } => interop::command(results, out, check),
+        Cmd::Sweep { path, seeds, from, jobs, keep_going } => {
+            sweep::command(&path, seeds, from, jobs, keep_going)
+        }
         Cmd::Matrix { out, jobs } => {
             let report = match jabberwock_sim::report::run(
                 jobs.unwrap_or_else(jabberwock_sim::report::default_jobs),
@@ -102,15 +193,25 @@ fn main() -> ExitCode {
                 }
             };
             let md = report.markdown();
+            // The page links the templates relative to where it is written.
+            let templates = std::path::absolute(&out)
+                .ok()
+                .and_then(|o| {
+                    let root = std::path::absolute("scenarios/properties").ok()?;
+                    relative(&o, &root)
+                })
+                .unwrap_or_else(|| "../scenarios/properties".to_owned());
+            let html = report.html(&templates);
             let written = std::fs::create_dir_all(&out)
                 .and_then(|()| std::fs::write(out.join("matrix.md"), &md))
+                .and_then(|()| std::fs::write(out.join("matrix.html"), &html))
                 .map_err(|e| format!("{}: {e}", out.display()));
             if let Err(e) = written {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
             print!("{md}");
-            eprintln!("wrote {}", out.join("matrix.md").display());
+            eprintln!("wrote {} and {}", out.join("matrix.md").display(), out.join("matrix.html").display());
             ExitCode::SUCCESS
         }
         Cmd::Run { path, seed, jsonl } if path.is_file() => match run_one(&path, seed) {
@@ -192,4 +293,16 @@ fn main() -> ExitCode {
             if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The path of `to` as seen from the directory `from` (both absolute), with `/` separators.
+fn relative(from: &Path, to: &Path) -> Option<String> {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
+    for c in &to[common..] {
+        parts.push(c.as_os_str().to_str()?.to_owned());
+    }
+    Some(parts.join("/"))
 }

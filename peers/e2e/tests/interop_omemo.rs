@@ -18,14 +18,20 @@ use std::time::Duration;
 use jabberwock_e2e::omemo::engine::{NODE_BUNDLES, NODE_DEVICES, Omemo};
 use jabberwock_e2e::omemo::legacy;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, TrustPolicy};
+use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, Protocol, TrustPolicy};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{Value, json};
 
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::{Direction, Part, Recorder, tool_output, version_in};
+
 /// One OMEMO version on both sides.
 #[derive(Clone, Copy)]
 struct Version {
+    /// Our engine.
+    protocol: Protocol,
     /// The python backend.
     python: &'static str,
     make: fn(jabberwock_e2e::FullJid, &mut dyn rand_core::RngCore, TrustPolicy) -> Omemo,
@@ -33,13 +39,33 @@ struct Version {
     devices_node: &'static str,
 }
 
-const OMEMO2: Version =
-    Version { python: "twomemo", make: Omemo::new, ns: NS_OMEMO2, devices_node: NODE_DEVICES };
-const OMEMO03: Version =
-    Version { python: "oldmemo", make: Omemo::legacy, ns: legacy::NS, devices_node: legacy::NODE_DEVICES };
+const OMEMO2: Version = Version {
+    protocol: Protocol::Omemo,
+    python: "twomemo",
+    make: Omemo::new,
+    ns: NS_OMEMO2,
+    devices_node: NODE_DEVICES,
+};
+const OMEMO03: Version = Version {
+    protocol: Protocol::OmemoLegacy,
+    python: "oldmemo",
+    make: Omemo::legacy,
+    ns: legacy::NS,
+    devices_node: legacy::NODE_DEVICES,
+};
 const NS_OMEMO2: &str = "urn:xmpp:omemo:2";
 
 impl Version {
+    /// python-omemo and this version's backend, as installed (for the interop table).
+    fn theirs(self) -> Vec<Part> {
+        let installed = |package: &str| {
+            let script = "import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))";
+            let out = tool_output("python3", &["-c", script, package]);
+            version_in(&out).unwrap_or_else(|| panic!("no version of {package} in {out:?}"))
+        };
+        vec![Part::new("python-omemo", &installed("omemo")), Part::new(self.python, &installed(self.python))]
+    }
+
     /// The node and item id a device's bundle is published under.
     fn bundle_at(self, device: &str) -> (String, String) {
         if self.python == "oldmemo" {
@@ -193,24 +219,44 @@ fn rust_encrypt(
     out.expect("the Rust engine produced a message")
 }
 
+/// What `rust_initiates_and_both_sides_talk` exchanges, for the interop table.
+const RUST_INITIATES: &[(Direction, &[&str])] = &[
+    (Direction::OursToTheirs, &["first contact (key exchange)", "10 messages out of order"]),
+    (Direction::TheirsToOurs, &["10 messages out of order"]),
+];
+
+/// What `python_initiates_first_contact` exchanges, for the interop table.
+const PYTHON_INITIATES: &[(Direction, &[&str])] = &[
+    (Direction::TheirsToOurs, &["first contact (key exchange)", "10 messages out of order"]),
+    (Direction::OursToTheirs, &["empty key-exchange answer"]),
+];
+
 #[test]
 fn omemo2_rust_initiates_and_both_sides_talk() {
+    let rec = Recorder::start();
     rust_initiates_and_both_sides_talk(OMEMO2);
+    rec.passed(OMEMO2.protocol, &OMEMO2.theirs(), RUST_INITIATES);
 }
 
 #[test]
 fn omemo03_rust_initiates_and_both_sides_talk() {
+    let rec = Recorder::start();
     rust_initiates_and_both_sides_talk(OMEMO03);
+    rec.passed(OMEMO03.protocol, &OMEMO03.theirs(), RUST_INITIATES);
 }
 
 #[test]
 fn omemo2_python_initiates_first_contact() {
+    let rec = Recorder::start();
     python_initiates_first_contact(OMEMO2);
+    rec.passed(OMEMO2.protocol, &OMEMO2.theirs(), PYTHON_INITIATES);
 }
 
 #[test]
 fn omemo03_python_initiates_first_contact() {
+    let rec = Recorder::start();
     python_initiates_first_contact(OMEMO03);
+    rec.passed(OMEMO03.protocol, &OMEMO03.theirs(), PYTHON_INITIATES);
 }
 
 fn rust_initiates_and_both_sides_talk(v: Version) {

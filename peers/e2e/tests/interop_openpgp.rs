@@ -29,9 +29,14 @@ use base64::Engine as _;
 use jabberwock_e2e::openpgp::keys::{self, Block};
 use jabberwock_e2e::openpgp::{Ox, Pgp, ox, xep0027};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, Output, Trust};
+use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, Output, Protocol, Trust};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::Direction::{OursToTheirs, TheirsToOurs};
+use interop_record::{Part, Recorder, tool_output, version_in};
 
 const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
 const OURS: &str = "alice@a.example/rust";
@@ -527,51 +532,93 @@ fn ox_theirs_to_ours(tool: &mut dyn Tool) {
     assert_eq!(engine.receive(&mut cx(&mut rng), &s).unwrap_err().code(), "not-signed");
 }
 
+// ---- the tests, each recorded for the interop table ---------------------------------------
+
+/// The installed `sqop`, as `sqop version` reports it.
+fn sqop() -> Vec<Part> {
+    let out = tool_output("sqop", &["version"]);
+    vec![Part::new("sqop", &version_in(&out).unwrap_or_else(|| panic!("sqop version: {out:?}")))]
+}
+
+/// The installed GnuPG, as `gpg --version` reports it.
+fn gnupg() -> Vec<Part> {
+    let out = tool_output("gpg", &["--version"]);
+    vec![Part::new("GnuPG", &version_in(&out).unwrap_or_else(|| panic!("gpg --version: {out:?}")))]
+}
+
+const MESSAGE: &[&str] = &["encrypted message"];
+const PRESENCE: &[&str] = &["signed presence"];
+const SIGNCRYPT: &[&str] = &["signed and encrypted message"];
+
 #[test]
 fn sqop_reads_our_pgp_message() {
+    let rec = Recorder::start();
     pgp_ours_to_theirs(&mut Sqop::new());
+    rec.passed(Protocol::Pgp, &sqop(), &[(OursToTheirs, MESSAGE)]);
 }
 #[test]
 fn we_read_sqop_pgp_message() {
+    let rec = Recorder::start();
     pgp_theirs_to_ours(&mut Sqop::new());
+    rec.passed(Protocol::Pgp, &sqop(), &[(TheirsToOurs, MESSAGE)]);
 }
 #[test]
 fn sqop_verifies_our_signed_presence() {
+    let rec = Recorder::start();
     presence_ours_to_theirs(&mut Sqop::new());
+    rec.passed(Protocol::Pgp, &sqop(), &[(OursToTheirs, PRESENCE)]);
 }
 #[test]
 fn we_verify_sqop_signed_presence() {
+    let rec = Recorder::start();
     presence_theirs_to_ours(&mut Sqop::new());
+    rec.passed(Protocol::Pgp, &sqop(), &[(TheirsToOurs, PRESENCE)]);
 }
 #[test]
 fn sqop_reads_and_verifies_our_ox_message() {
+    let rec = Recorder::start();
     ox_ours_to_theirs(&mut Sqop::new());
+    rec.passed(Protocol::Ox, &sqop(), &[(OursToTheirs, SIGNCRYPT)]);
 }
 #[test]
 fn we_read_and_verify_sqop_ox_message() {
+    let rec = Recorder::start();
     ox_theirs_to_ours(&mut Sqop::new());
+    rec.passed(Protocol::Ox, &sqop(), &[(TheirsToOurs, SIGNCRYPT)]);
 }
 #[test]
 fn gpg_reads_our_pgp_message() {
+    let rec = Recorder::start();
     pgp_ours_to_theirs(&mut Gpg::new());
+    rec.passed(Protocol::Pgp, &gnupg(), &[(OursToTheirs, MESSAGE)]);
 }
 #[test]
 fn we_read_gpg_pgp_message() {
+    let rec = Recorder::start();
     pgp_theirs_to_ours(&mut Gpg::new());
+    rec.passed(Protocol::Pgp, &gnupg(), &[(TheirsToOurs, MESSAGE)]);
 }
 #[test]
 fn gpg_verifies_our_signed_presence() {
+    let rec = Recorder::start();
     presence_ours_to_theirs(&mut Gpg::new());
+    rec.passed(Protocol::Pgp, &gnupg(), &[(OursToTheirs, PRESENCE)]);
 }
 #[test]
 fn we_verify_gpg_signed_presence() {
+    let rec = Recorder::start();
     presence_theirs_to_ours(&mut Gpg::new());
+    rec.passed(Protocol::Pgp, &gnupg(), &[(TheirsToOurs, PRESENCE)]);
 }
 #[test]
 fn gpg_reads_and_verifies_our_ox_message() {
+    let rec = Recorder::start();
     ox_ours_to_theirs(&mut Gpg::new());
+    rec.passed(Protocol::Ox, &gnupg(), &[(OursToTheirs, SIGNCRYPT)]);
 }
 #[test]
 fn we_read_and_verify_gpg_ox_message() {
+    let rec = Recorder::start();
     ox_theirs_to_ours(&mut Gpg::new());
+    rec.passed(Protocol::Ox, &gnupg(), &[(TheirsToOurs, SIGNCRYPT)]);
 }

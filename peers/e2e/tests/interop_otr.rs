@@ -18,9 +18,13 @@ use std::time::Duration;
 
 use jabberwock_e2e::otr::{Otr, OtrConfig, OtrPolicy};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
-use jabberwock_e2e::{Action, BareJid, Cx, Engine, Event, OutOfBand, VerificationResult};
+use jabberwock_e2e::{Action, BareJid, Cx, Engine, Event, OutOfBand, Protocol, VerificationResult};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
 const RUST: &str = "alice@a.example/rust";
 const LIBOTR: &str = "bob@b.example/libotr";
@@ -40,6 +44,14 @@ fn harness() -> &'static PathBuf {
         assert!(status.success(), "the libotr harness compiles (apt install libotr5-dev)");
         bin
     })
+}
+
+/// libotr as the harness is built against it: `OTRL_VERSION` from the installed headers.
+fn libotr() -> Vec<Part> {
+    let macros = tool_output("cc", &["-E", "-dM", "-include", "libotr/version.h", "-x", "c", "/dev/null"]);
+    let line = macros.lines().find(|l| l.starts_with("#define OTRL_VERSION \"")).unwrap_or_default();
+    let version = version_in(line).unwrap_or_else(|| panic!("no OTRL_VERSION in libotr/version.h"));
+    vec![Part::new("libotr", &version)]
 }
 
 struct Libotr {
@@ -261,23 +273,42 @@ fn talk(b: &mut Bench) {
 
 #[test]
 fn rust_starts_the_ake_and_both_sides_talk() {
+    let rec = Recorder::start();
     let mut b = Bench::new(1, None, SECRET, SECRET);
     b.rust_sends("hello libotr");
     assert_eq!(b.their_shown, ["hello libotr"], "libotr events {:?}", b.their_events);
     assert_eq!(b.their("gone-secure"), 1);
     talk(&mut b);
+    rec.passed(
+        Protocol::Otr,
+        &libotr(),
+        &[
+            (Direction::OursToTheirs, &["first message starts the AKE", "10 messages"]),
+            (Direction::TheirsToOurs, &["10 messages"]),
+        ],
+    );
 }
 
 #[test]
 fn libotr_starts_the_ake_and_both_sides_talk() {
+    let rec = Recorder::start();
     let mut b = Bench::new(2, None, SECRET, SECRET);
     b.libotr_sends("hello rust");
     assert_eq!(b.shown, ["hello rust"], "libotr events {:?}", b.their_events);
     talk(&mut b);
+    rec.passed(
+        Protocol::Otr,
+        &libotr(),
+        &[
+            (Direction::TheirsToOurs, &["first message starts the AKE", "10 messages"]),
+            (Direction::OursToTheirs, &["10 messages"]),
+        ],
+    );
 }
 
 #[test]
 fn fragmented_both_ways() {
+    let rec = Recorder::start();
     let mut b = Bench::new(3, Some(150), SECRET, SECRET);
     let long_ours = "a long message from rust ".repeat(12);
     let long_theirs = "a long message from libotr ".repeat(12);
@@ -288,10 +319,13 @@ fn fragmented_both_ways() {
     assert_eq!(b.shown, [long_theirs]);
     assert!(b.largest <= 150, "a body of {} bytes crossed", b.largest);
     assert!(b.wire.iter().filter(|(_, w)| w.starts_with("?OTR|")).count() > 10);
+    let what: &[&str] = &["fragmented messages"];
+    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
 }
 
 #[test]
 fn smp_succeeds_from_either_side_on_the_agreed_answer() {
+    let rec = Recorder::start();
     let mut b = Bench::new(4, None, SECRET, SECRET);
     b.rust_sends("hi");
     b.rust_verifies();
@@ -300,10 +334,13 @@ fn smp_succeeds_from_either_side_on_the_agreed_answer() {
     b.libotr_verifies();
     assert_eq!(b.our_verifications(), [VerificationResult::Match, VerificationResult::Match]);
     assert_eq!(b.their("smp-success"), 2, "{:?}", b.their_events);
+    let what: &[&str] = &["SMP on the agreed answer"];
+    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
 }
 
 #[test]
 fn smp_fails_from_either_side_on_a_wrong_answer() {
+    let rec = Recorder::start();
     let mut b = Bench::new(5, None, SECRET, "something else");
     b.libotr_sends("hi");
     b.rust_verifies();
@@ -312,4 +349,6 @@ fn smp_fails_from_either_side_on_a_wrong_answer() {
     b.libotr_verifies();
     assert_eq!(b.our_verifications(), [VerificationResult::Mismatch, VerificationResult::Mismatch]);
     assert_eq!(b.their("smp-failure"), 2, "{:?}", b.their_events);
+    let what: &[&str] = &["SMP on a wrong answer fails"];
+    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
 }

@@ -27,10 +27,14 @@ use jabberwock_e2e::smime::{NODE, NS_E2E, Smime};
 use jabberwock_e2e::time::format_stamp;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::{
-    Action, BareJid, Cx, Element, Engine, EngineConfig, Event, OutOfBand, Trust, VerificationResult,
+    Action, BareJid, Cx, Element, Engine, EngineConfig, Event, OutOfBand, Protocol, Trust, VerificationResult,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
 const SEED: [u8; 32] = [42u8; 32];
 
@@ -107,6 +111,12 @@ fn openssl_identity(dir: &Path, name: &str, jid: &str) -> Cert {
     Cert::from_der(&std::fs::read(dir.join(format!("{name}.der"))).unwrap()).unwrap()
 }
 
+/// The installed OpenSSL, as `openssl version` reports it.
+fn openssl_version() -> Vec<Part> {
+    let out = tool_output("openssl", &["version"]);
+    vec![Part::new("OpenSSL", &version_in(&out).unwrap_or_else(|| panic!("openssl version: {out:?}")))]
+}
+
 fn honest() -> EngineConfig {
     EngineConfig { ca: Some(SEED), ..EngineConfig::default() }
 }
@@ -118,6 +128,7 @@ fn write_ca(dir: &Path, engine: &Smime) {
 
 #[test]
 fn ours_to_openssl() {
+    let rec = Recorder::start();
     let dir = workdir("ours-to-theirs");
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut alice = Smime::new("alice@a.example/phone".parse().unwrap(), &mut rng, &honest());
@@ -222,10 +233,16 @@ fn ours_to_openssl() {
     let signer = std::fs::read_to_string(dir.join("signer.pem")).unwrap();
     assert_eq!(signer.trim(), alice.certificate().unwrap().pem().trim());
     let _ = std::fs::remove_dir_all(&dir);
+    rec.passed(
+        Protocol::Smime,
+        &openssl_version(),
+        &[(Direction::OursToTheirs, &["signed and enveloped message (`openssl cms`)"])],
+    );
 }
 
 #[test]
 fn openssl_to_ours() {
+    let rec = Recorder::start();
     let dir = workdir("theirs-to-ours");
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let mut bob = Smime::new("bob@b.example/laptop".parse().unwrap(), &mut rng, &honest());
@@ -337,4 +354,16 @@ fn openssl_to_ours() {
     let err = other.receive(&mut Cx { rng: &mut rng2, now }, &third).unwrap_err();
     assert_eq!(err.code(), "untrusted-certificate");
     let _ = std::fs::remove_dir_all(&dir);
+    rec.passed(
+        Protocol::Smime,
+        &openssl_version(),
+        &[(
+            Direction::TheirsToOurs,
+            &[
+                "signed and enveloped message (`openssl cms`)",
+                "SHA-1 signature",
+                "signer of another CA refused",
+            ],
+        )],
+    );
 }

@@ -23,9 +23,13 @@ use std::time::Duration;
 use jabberwock_e2e::time::format_stamp;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::xmlsec::{Cipher, KeyPair, NODE_KEYS, NS, PublicKey, Xmlsec};
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Trust};
+use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Protocol, Trust};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
 const NOW: Duration = Duration::from_secs(1_767_225_600);
 const OURS: &str = "alice@a.example/rust";
@@ -258,22 +262,52 @@ fn theirs_to_ours(cipher: Cipher, name: &str) {
     assert_eq!(again.code(), "replay");
 }
 
+/// The installed xmlsec1, as `xmlsec1 --version` reports it.
+fn xmlsec1() -> Vec<Part> {
+    let out = tool_output("xmlsec1", &["--version"]);
+    vec![Part::new("xmlsec1", &version_in(&out).unwrap_or_else(|| panic!("xmlsec1 --version: {out:?}")))]
+}
+
 #[test]
 fn ours_to_xmlsec1_aes_gcm() {
+    let rec = Recorder::start();
     ours_to_theirs(Cipher::Aes128Gcm, "ours-gcm");
+    rec.passed(
+        Protocol::Xmlsec,
+        &xmlsec1(),
+        &[(Direction::OursToTheirs, &["signed message in AES-128-GCM"])],
+    );
 }
 
 #[test]
 fn ours_to_xmlsec1_aes_cbc() {
+    let rec = Recorder::start();
     ours_to_theirs(Cipher::Aes128Cbc, "ours-cbc");
+    rec.passed(
+        Protocol::Xmlsec,
+        &xmlsec1(),
+        &[(Direction::OursToTheirs, &["signed message in AES-128-CBC"])],
+    );
 }
 
 #[test]
 fn xmlsec1_to_ours_aes_gcm() {
+    let rec = Recorder::start();
     theirs_to_ours(Cipher::Aes128Gcm, "theirs-gcm");
+    rec.passed(
+        Protocol::Xmlsec,
+        &xmlsec1(),
+        &[(Direction::TheirsToOurs, &["signed message in AES-128-GCM"])],
+    );
 }
 
 #[test]
 fn xmlsec1_to_ours_aes_cbc() {
+    let rec = Recorder::start();
     theirs_to_ours(Cipher::Aes128Cbc, "theirs-cbc");
+    rec.passed(
+        Protocol::Xmlsec,
+        &xmlsec1(),
+        &[(Direction::TheirsToOurs, &["signed message in AES-128-CBC"])],
+    );
 }

@@ -30,9 +30,15 @@ use base64::Engine as _;
 use jabberwock_e2e::tls::{self, Identity};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
 use jabberwock_e2e::xtls::{NS_XTLS, Xtls};
-use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Output, Trust};
+use jabberwock_e2e::{
+    Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Output, Protocol, Trust,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+
+#[path = "common/interop_record.rs"]
+mod interop_record;
+use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
 const NOW: Duration = Duration::from_secs(1_767_225_600);
 const OURS: &str = "alice@a.example/phone";
@@ -52,6 +58,12 @@ fn workdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The installed OpenSSL, as `openssl version` reports it.
+fn openssl_version() -> Vec<Part> {
+    let out = tool_output("openssl", &["version"]);
+    vec![Part::new("OpenSSL", &version_in(&out).unwrap_or_else(|| panic!("openssl version: {out:?}")))]
 }
 
 fn openssl_identity(dir: &Path) -> Identity {
@@ -235,6 +247,7 @@ impl Drop for Kill {
 
 #[test]
 fn our_client_to_openssl_s_server() {
+    let rec = Recorder::start();
     let dir = workdir("client");
     let theirs = openssl_identity(&dir);
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -281,10 +294,19 @@ fn our_client_to_openssl_s_server() {
     let close = b.engine.close(&mut Cx { rng: &mut b.rng, now: NOW }, &THEIRS.parse().unwrap()).unwrap();
     b.apply(close);
     wait_for("s_server", &out, "DONE");
+    rec.passed(
+        Protocol::Xtls,
+        &openssl_version(),
+        &[
+            (Direction::OursToTheirs, &["TLS 1.3 handshake to `s_server`", "message", "close_notify"]),
+            (Direction::TheirsToOurs, &["message"]),
+        ],
+    );
 }
 
 #[test]
 fn openssl_s_client_to_our_server() {
+    let rec = Recorder::start();
     let dir = workdir("server");
     let theirs = openssl_identity(&dir);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -335,4 +357,12 @@ fn openssl_s_client_to_our_server() {
     let close = b.engine.close(&mut Cx { rng: &mut b.rng, now: NOW }, &THEIRS.parse().unwrap()).unwrap();
     b.apply(close);
     wait_for("s_client", &out, "closed");
+    rec.passed(
+        Protocol::Xtls,
+        &openssl_version(),
+        &[
+            (Direction::TheirsToOurs, &["TLS 1.3 handshake from `s_client`", "message"]),
+            (Direction::OursToTheirs, &["message", "close_notify"]),
+        ],
+    );
 }

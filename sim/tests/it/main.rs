@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod determinism;
+mod diagram;
 mod hostile;
 mod matrix;
 mod scenarios;

@@ -25,6 +25,17 @@ fn protocol_property_matrix() {
     let plain = first.cell("confidentiality", Protocol::Plain).unwrap();
     assert!(plain.verdict.tested && !plain.verdict.holds);
 
+    // The page: every cell links to its scenario, transcript and diagram, all inside it.
+    let html = first.html("../scenarios/properties");
+    for c in &first.cells {
+        let a = c.anchor();
+        for id in [a.clone(), format!("{a}-scenario"), format!("{a}-transcript"), format!("{a}-diagram")] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id} is in the page");
+            assert!(html.contains(&format!("href=\"#{id}\"")), "{id} is linked");
+        }
+    }
+    assert_eq!(html.matches("<svg ").count(), first.cells.len(), "one diagram per cell");
+
     let md = first.markdown();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/matrix.md");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
