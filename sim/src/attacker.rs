@@ -375,11 +375,7 @@ impl Attacker {
         // What the session protocols exchange: chat messages, and (XTLS) the engine's own
         // `<iq/>`s with whatever answers them. An `<iq/>` result or error between the two
         // cannot be told from a non-engine one; between two clients, only engines ask.
-        let engine_iq = stanza.name() == "iq"
-            && match stanza.attr("type") {
-                Some("result" | "error") => true,
-                _ => stanza.children().any(|c| imp.engine.iq_namespaces().contains(&c.ns().as_str())),
-            };
+        let engine_iq = is_engine_iq(imp.engine.as_ref(), stanza);
         if !(engine_iq || stanza.name() == "message" && stanza.attr("type") != Some("error")) {
             return None;
         }
@@ -522,6 +518,16 @@ impl Attacker {
         }
         Some(releases)
     }
+}
+
+/// An `<iq/>` of `engine`'s protocol (a child in one of its namespaces), or any `<iq/>` result
+/// or error, which cannot be told from a non-engine one by its content.
+fn is_engine_iq(engine: &dyn Engine, stanza: &Element) -> bool {
+    stanza.name() == "iq"
+        && match stanza.attr("type") {
+            Some("result" | "error") => true,
+            _ => stanza.children().any(|c| engine.iq_namespaces().contains(&c.ns().as_str())),
+        }
 }
 
 /// `receive`, then whatever the engine has left to send.
@@ -920,12 +926,7 @@ impl Attacker {
         let Some(i) = self.forgers.iter().position(|f| {
             f.victim == client.to_bare()
                 && to.as_ref() == Some(&f.from)
-                && (stanza.name() == "message"
-                    || stanza.name() == "iq"
-                        && (matches!(stanza.attr("type"), Some("result" | "error"))
-                            || stanza
-                                .children()
-                                .any(|c| f.engine.iq_namespaces().contains(&c.ns().as_str()))))
+                && (stanza.name() == "message" || is_engine_iq(f.engine.as_ref(), &stanza))
         }) else {
             return Err(stanza);
         };
