@@ -79,9 +79,12 @@ enum Cmd {
         #[arg(long)]
         check: Option<PathBuf>,
     },
-    /// Run every scenario under many seeds, each seed twice, on all cores: report the pairs
-    /// whose two runs differ (nondeterminism), whose expectations fail, or that cannot run,
-    /// each with the command that replays it. Exit 0 when clean, 1 on a problem, 2 on bad input.
+    /// Run every scenario under many seeds, each seed twice (the two runs on different
+    /// threads), on all cores: report the seeds whose two runs differ (a divergence:
+    /// nondeterminism), whose expectations fail (a failure), or that cannot run or panic (an
+    /// error), each with the command that replays it. The report goes to standard output (the
+    /// same bytes for the same input), timing to standard error. Exit 0 when clean, 1 on a
+    /// problem, 2 on bad input.
     Sweep {
         /// A scenario file or a directory of them.
         path: PathBuf,
@@ -94,9 +97,20 @@ enum Cmd {
         /// Threads to run on (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Run every pair and list every problem instead of stopping at the first.
+        /// Run every seed and list every problem instead of stopping at the first.
         #[arg(long)]
         keep_going: bool,
+        /// List expectation failures (with their replay commands) but neither stop at one nor
+        /// exit non-zero for one: only divergences and errors do. For scenarios written for
+        /// their own seed.
+        #[arg(long)]
+        divergence_only: bool,
+        /// Also write a JSON summary to this file: the scenarios, the seeds, the counts, every
+        /// problem with its replay command, the git commit (`git rev-parse HEAD`, or null) and
+        /// the elapsed seconds (the only field that varies between runs), so the records of a
+        /// sweep run in chunks can be added up.
+        #[arg(long, value_name = "FILE.json")]
+        record: Option<PathBuf>,
     },
 }
 
@@ -179,8 +193,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Interop { results, out, check } => interop::command(results, out, check),
-        Cmd::Sweep { path, seeds, from, jobs, keep_going } => {
-            sweep::command(&path, seeds, from, jobs, keep_going)
+        Cmd::Sweep { path, seeds, from, jobs, keep_going, divergence_only, record } => {
+            sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }
         Cmd::Matrix { out, jobs } => {
             let report = match jabberwock_sim::report::run(

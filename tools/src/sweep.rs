@@ -1,29 +1,40 @@
 //! `jabberwock sweep`: run every scenario under many seeds, each seed twice, on every core.
 //!
-//! The two runs of one (scenario, seed) pair must agree byte for byte — the rendered outcome
-//! and the JSON Lines transcript; when they do not, the simulation is nondeterministic (a
-//! *divergence*: a bug). Separately, a pair whose `expect:` checks fail is a *failure*: many
-//! scenarios are written for the seed in their file, and another schedule may legitimately
-//! break them, so failures are listed apart from divergences. A run the runner refuses (a
-//! [`jabberwock_sim::RunError`]) or that panics is an *error*.
+//! The two runs of one (scenario, seed) pair — a *seed run* — must agree byte for byte: the
+//! rendered outcome and the JSON Lines transcript; when they do not, the simulation is
+//! nondeterministic (a *divergence*: a bug). Separately, a seed run whose `expect:` checks
+//! fail is a *failure*: many scenarios are written for the seed in their file, and another
+//! schedule may legitimately break them, so failures are listed apart from divergences. A run
+//! the runner refuses (a [`jabberwock_sim::RunError`]) or that panics is an *error*.
+//!
+//! The two simulations of a seed run are independent jobs: with more than one thread they
+//! always run on two different threads (each with its own history of earlier runs, and at
+//! the same time as other runs), so state hidden in a thread-local, a global or a cache shows
+//! up as a divergence. They are compared when both are done.
 //!
 //! The seeds are `from..from + seeds` (`--from` defaults to 0); the seed written in a file is
 //! not used, so every file gets the same seeds. By default the sweep stops at the first
-//! problem: no new pair is started, the pairs under way finish, and the report names the first
-//! problem in sweep order (files in path order, then seeds in order) — every pair before it
-//! ran clean, so the report does not depend on the number of threads. `--keep-going` runs
-//! every pair and lists every problem, sorted by file and seed.
+//! problem: no new seed run is started, those under way finish, and the report names the
+//! first problem in sweep order (files in path order, then seeds in order) — every seed run
+//! before it was checked, so the report does not depend on the number of threads.
+//! `--keep-going` runs every seed and lists every problem, sorted by file and seed.
+//! `--divergence-only` lists failures but neither stops at one nor fails the sweep for one:
+//! only divergences and errors do.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write as _;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jabberwock_sim::{Outcome, Scenario, load, run_with_seed};
+use serde_json::{Value, json};
 
 /// A scenario to sweep, with its path as the user gave it (for the replay command).
 #[derive(Debug)]
@@ -62,7 +73,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Run, String> {
     run_with_seed(scenario, seed).map(|o| Run::of(&o)).map_err(|e| e.to_string())
 }
 
-/// What is wrong with a pair.
+/// What is wrong with a seed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// The two runs differ: nondeterminism.
@@ -81,6 +92,20 @@ impl Kind {
             Kind::Error => "ERROR",
         }
     }
+
+    /// The name in the `--record` file.
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Divergence => "divergence",
+            Kind::Failure => "failure",
+            Kind::Error => "error",
+        }
+    }
+
+    /// Whether a problem of this kind stops the sweep (without `--keep-going`) and fails it.
+    fn counts(self, divergence_only: bool) -> bool {
+        !(divergence_only && self == Kind::Failure)
+    }
 }
 
 /// One problem found by the sweep.
@@ -97,29 +122,44 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// The command that replays the pair.
+    /// The command that replays the seed run.
     pub fn replay(&self) -> String {
         format!("jabberwock run {} --seed {}", shell_word(&self.file.display().to_string()), self.seed)
     }
 }
 
+/// How to sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Threads to run on (at least one is used).
+    pub jobs: usize,
+    /// Run every seed instead of stopping at the first problem.
+    pub keep_going: bool,
+    /// Failures are listed but neither stop the sweep nor fail it.
+    pub divergence_only: bool,
+}
+
 /// The result of a sweep.
 #[derive(Debug)]
 pub struct Summary {
-    /// Scenario files swept.
-    pub scenarios: usize,
+    /// The scenario files swept, in sweep order.
+    pub files: Vec<PathBuf>,
     /// The seeds tried on each.
     pub seeds: Range<u64>,
-    /// Pairs planned (files × seeds).
+    /// Seed runs planned (files × seeds), two simulations each.
     pub total: usize,
-    /// Pairs reported on: all of them, or when the sweep stopped, those up to the first
-    /// problem (independent of the number of threads).
+    /// Seed runs reported on: all of them, or when the sweep stopped, those up to the first
+    /// problem that stops it (independent of the number of threads).
     pub swept: usize,
-    /// Pairs actually run, including those that were under way when the sweep stopped
-    /// (a timing figure: it depends on the threads).
+    /// Seed runs actually made, including those under way when the sweep stopped (a timing
+    /// figure: it depends on the threads).
     pub executed: usize,
+    /// Whether every seed was to run whatever was found (`--keep-going`).
+    pub keep_going: bool,
     /// Whether the sweep stopped at a problem before the end.
     pub stopped: bool,
+    /// Whether failures were let through (`--divergence-only`).
+    pub divergence_only: bool,
     /// The problems, sorted by file then seed.
     pub problems: Vec<Problem>,
 }
@@ -130,12 +170,17 @@ impl Summary {
         self.problems.iter().filter(|p| p.kind == kind).count()
     }
 
-    /// 0 when clean, 1 when any problem was found.
+    /// 0 when clean (or only failures, with `--divergence-only`), 1 on any other problem.
     pub fn exit_code(&self) -> ExitCode {
-        if self.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        if self.problems.iter().any(|p| p.kind.counts(self.divergence_only)) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 
-    /// The report without timing figures: one block per problem, then the counts.
+    /// The report without timing figures (the same bytes for the same scenarios and seeds):
+    /// one block per problem, then the counts.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for p in &self.problems {
@@ -146,39 +191,83 @@ impl Summary {
         if !self.problems.is_empty() {
             out.push('\n');
         }
-        out.push_str(&format!(
-            "swept {} of {} runs: {} scenario{} × {} seed{} ({}..{}), each run simulated twice\n",
-            self.swept,
-            self.total,
-            self.scenarios,
-            plural(self.scenarios),
-            self.seeds.end - self.seeds.start,
-            plural_u64(self.seeds.end - self.seeds.start),
+        let seeds = self.seeds.end - self.seeds.start;
+        let plan = format!(
+            "{} scenario{} × {seeds} seed{} ({}..{}) = {} seed run{}, {} simulations",
+            self.files.len(),
+            plural(self.files.len()),
+            plural_u64(seeds),
             self.seeds.start,
             self.seeds.end,
-        ));
+            self.total,
+            plural(self.total),
+            self.total.saturating_mul(2),
+        );
+        let (d, e, f) = (self.count(Kind::Divergence), self.count(Kind::Error), self.count(Kind::Failure));
+        let counts = format!("{d} divergence{}, {e} error{}, {f} failure{}", plural(d), plural(e), plural(f));
         if self.stopped {
-            out.push_str("stopped at the first problem (--keep-going runs every seed)\n");
+            out.push_str(&format!("{plan} planned\n"));
+            out.push_str(&format!(
+                "stopped at the first problem after {} seed run{}, {} simulations: {counts} \
+                 (--keep-going runs every seed)\n",
+                self.swept,
+                plural(self.swept),
+                self.swept.saturating_mul(2)
+            ));
+        } else {
+            out.push_str(&format!("{plan}, {counts}\n"));
         }
-        let (d, f, e) = (self.count(Kind::Divergence), self.count(Kind::Failure), self.count(Kind::Error));
-        out.push_str(&format!(
-            "{d} divergence{}, {f} failure{}, {e} error{}\n",
-            plural(d),
-            plural(f),
-            plural(e)
-        ));
+        if self.divergence_only && f > 0 {
+            out.push_str("failures do not fail the sweep (--divergence-only)\n");
+        }
         out
     }
 
-    /// The timing line: wall time and runs (pairs) per second.
+    /// The timing line (for standard error): wall time and seed runs per second.
     pub fn timing(&self, elapsed: Duration, jobs: usize) -> String {
         let secs = elapsed.as_secs_f64();
         let rate = if secs > 0.0 { self.executed as f64 / secs } else { 0.0 };
         format!(
-            "wall time {secs:.1}s, {rate:.2} runs/s ({} runs on {jobs} thread{})\n",
+            "wall time {secs:.1}s, {rate:.2} seed runs/s ({} seed run{} on {jobs} thread{})\n",
             self.executed,
+            plural(self.executed),
             plural(jobs)
         )
+    }
+
+    /// The `--record` file: every field but `elapsed_seconds` is the same for the same
+    /// scenarios, seeds, options and commit, so the records of a sweep run in chunks
+    /// (`--from`) add up.
+    pub fn record(&self, git_commit: Option<&str>, elapsed: Duration) -> Value {
+        let problems: Vec<Value> = self
+            .problems
+            .iter()
+            .map(|p| {
+                json!({
+                    "file": p.file.display().to_string(),
+                    "seed": p.seed,
+                    "kind": p.kind.key(),
+                    "reason": p.reason,
+                    "replay": p.replay(),
+                })
+            })
+            .collect();
+        json!({
+            "scenarios": self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "seeds": {"from": self.seeds.start, "to": self.seeds.end},
+            "keep_going": self.keep_going,
+            "divergence_only": self.divergence_only,
+            "stopped": self.stopped,
+            "planned_seed_runs": self.total,
+            "seed_runs": self.swept,
+            "simulations": self.swept.saturating_mul(2),
+            "divergences": self.count(Kind::Divergence),
+            "errors": self.count(Kind::Error),
+            "failures": self.count(Kind::Failure),
+            "problems": problems,
+            "git_commit": git_commit,
+            "elapsed_seconds": elapsed.as_secs_f64(),
+        })
     }
 }
 
@@ -240,7 +329,7 @@ fn first_difference(what: &str, a: &str, b: &str) -> String {
     }
 }
 
-/// Compares the two runs of a pair.
+/// Compares the two runs of a seed run.
 fn judge(first: Result<Run, String>, second: Result<Run, String>) -> Option<(Kind, String)> {
     match (first, second) {
         (Ok(a), Ok(b)) => {
@@ -272,87 +361,189 @@ fn judge(first: Result<Run, String>, second: Result<Run, String>) -> Option<(Kin
     }
 }
 
-/// Runs every (target, seed) pair twice on up to `jobs` threads and compares the runs.
+/// One simulation to make: copy 0 or 1 of a seed run.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    /// The seed run, in sweep order.
+    index: usize,
+    /// Which of its two simulations.
+    copy: usize,
+}
+
+/// At most this many second simulations of one thread wait for another thread to take them:
+/// a thread that is that far ahead waits instead of starting a new seed run, so the results
+/// waiting for their twin stay few.
+const AHEAD: usize = 4;
+
+/// A simulation that finished before its twin: which copy, and what it gave.
+type Finished = (usize, Result<Run, String>);
+
+/// Hands out simulations to the threads. A thread that starts a seed run makes its first
+/// simulation and queues the second for another thread; queued simulations go before new
+/// seed runs, oldest first. A thread never takes the twin of a simulation it made while
+/// another thread is still working (only a single thread runs both).
+#[derive(Debug)]
+struct Scheduler {
+    state: Mutex<Schedule>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    /// The next seed run to start.
+    next: usize,
+    /// Second simulations waiting for a thread: (seed run, thread that made the first).
+    queued: VecDeque<(usize, usize)>,
+    /// Threads still working.
+    live: usize,
+}
+
+impl Scheduler {
+    fn new(threads: usize) -> Scheduler {
+        Scheduler {
+            state: Mutex::new(Schedule { next: 0, queued: VecDeque::new(), live: threads }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next simulation for thread `me`, or `None` when it is done. No seed run at or past
+    /// `limit()` is started.
+    fn take(&self, me: usize, total: usize, limit: impl Fn() -> usize) -> Option<Job> {
+        let mut s = self.lock();
+        loop {
+            let alone = s.live == 1;
+            if let Some(at) = s.queued.iter().position(|&(_, first)| first != me || alone) {
+                let (index, _) = s.queued.remove(at)?;
+                // Its first simulation's thread may be waiting for nothing but this.
+                self.changed.notify_all();
+                return Some(Job { index, copy: 1 });
+            }
+            let ahead = s.queued.iter().filter(|&&(_, first)| first == me).count();
+            if s.next < total && s.next < limit() && ahead < AHEAD {
+                let index = s.next;
+                s.next += 1;
+                s.queued.push_back((index, me));
+                self.changed.notify_all();
+                return Some(Job { index, copy: 0 });
+            }
+            if s.queued.is_empty() && (s.next >= total || s.next >= limit()) {
+                s.live -= 1;
+                self.changed.notify_all();
+                return None;
+            }
+            // Only this thread's own twins wait (as many as it may have), and another
+            // thread works: it takes them when it is done with its simulation. A thread
+            // leaves only when no seed run is left to start and no twin waits, after which
+            // none is queued again: with two threads or more no thread is ever alone with
+            // its own twins, so the two simulations of a seed run always run on two threads.
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Runs every (target, seed) seed run twice on up to `options.jobs` threads and compares the
+/// two simulations of each.
 ///
-/// Pairs are handed out in order (target by target, seeds in order) from a shared counter.
-/// Unless `keep_going`, the first problem stops the hand-out: the pairs under way finish, and
-/// only the first problem in that order is reported, so the result does not depend on `jobs`.
-/// Every run calls `runner` afresh: each real run builds its own turmoil simulation, whose
-/// state is local to the thread running it.
+/// Seed runs start in order (target by target, seeds in order); their two simulations are
+/// separate jobs, made on different threads when there are several. Unless `keep_going`, the
+/// first problem that counts stops new seed runs from starting: those under way finish, and
+/// only the problems up to the first that counts in that order are reported, so the result
+/// does not depend on `jobs`. Every simulation calls `runner` afresh, and a panic in it is
+/// caught and reported as an error of its seed run.
 pub fn sweep<R>(
     targets: &[Target],
     seeds: Range<u64>,
-    jobs: usize,
-    keep_going: bool,
+    options: Options,
     bar: &ProgressBar,
     runner: R,
 ) -> Summary
 where
     R: Fn(&Scenario, u64) -> Result<Run, String> + Sync,
 {
+    let Options { jobs, keep_going, divergence_only } = options;
     let per_file = usize::try_from(seeds.end.saturating_sub(seeds.start)).unwrap_or(usize::MAX);
     let total = targets.len().saturating_mul(per_file);
-    let next = AtomicUsize::new(0);
-    let first_problem = AtomicUsize::new(usize::MAX);
+    let first_stop = AtomicUsize::new(usize::MAX);
     let executed = AtomicUsize::new(0);
     let counts = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
     let found: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
+    // The simulation of each seed run that finished first (its copy and result), until its
+    // twin does.
+    let waiting: Mutex<BTreeMap<usize, Finished>> = Mutex::new(BTreeMap::new());
+    let threads = jobs.clamp(1, total.saturating_mul(2).max(1));
+    let scheduler = Scheduler::new(threads);
     bar.set_length(total as u64);
 
-    let worker = || {
-        loop {
-            if !keep_going && first_problem.load(Ordering::SeqCst) != usize::MAX {
-                break;
-            }
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            if i >= total {
-                break;
-            }
-            let Some(target) = targets.get(i / per_file) else { break };
-            let seed = seeds.start + (i % per_file) as u64;
-            let first = guarded(&runner, &target.scenario, seed);
-            let second = guarded(&runner, &target.scenario, seed);
+    let limit = || if keep_going { usize::MAX } else { first_stop.load(Ordering::SeqCst) };
+    let worker = |me: usize| {
+        while let Some(job) = scheduler.take(me, total, limit) {
+            let Some(target) = targets.get(job.index / per_file) else { break };
+            let seed = seeds.start + (job.index % per_file) as u64;
+            let result = guarded(&runner, &target.scenario, seed);
+            let twin = {
+                let mut w = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                match w.remove(&job.index) {
+                    Some(twin) => Some(twin),
+                    None => {
+                        w.insert(job.index, (job.copy, result.clone()));
+                        None
+                    }
+                }
+            };
+            let Some((twin_copy, twin)) = twin else { continue };
+            let (first, second) = if twin_copy == 0 { (twin, result) } else { (result, twin) };
             executed.fetch_add(1, Ordering::SeqCst);
             if let Some((kind, reason)) = judge(first, second) {
                 counts[kind as usize].fetch_add(1, Ordering::SeqCst);
-                first_problem.fetch_min(i, Ordering::SeqCst);
+                if kind.counts(divergence_only) {
+                    first_stop.fetch_min(job.index, Ordering::SeqCst);
+                }
                 found
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push((i, Problem { file: target.path.clone(), seed, kind, reason }));
+                    .push((job.index, Problem { file: target.path.clone(), seed, kind, reason }));
                 let [d, f, e] = &counts;
                 bar.set_message(format!(
-                    "{} divergences, {} failures, {} errors",
+                    "{} divergences, {} errors, {} failures",
                     d.load(Ordering::SeqCst),
-                    f.load(Ordering::SeqCst),
-                    e.load(Ordering::SeqCst)
+                    e.load(Ordering::SeqCst),
+                    f.load(Ordering::SeqCst)
                 ));
             }
             bar.inc(1);
         }
     };
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, total.max(1)) {
-            s.spawn(worker);
+        for me in 0..threads {
+            let worker = &worker;
+            s.spawn(move || worker(me));
         }
     });
     bar.finish_and_clear();
 
-    let mut problems = found.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let first = first_problem.into_inner();
+    let first = first_stop.into_inner();
     let stopped = !keep_going && first != usize::MAX;
+    let mut problems: Vec<(usize, Problem)> = found.into_inner().unwrap_or_else(PoisonError::into_inner);
     if stopped {
-        problems.retain(|(i, _)| *i == first);
+        // Every seed run before the first that stops was checked; those after it that were
+        // under way depend on the threads.
+        problems.retain(|(i, _)| *i <= first);
     }
     let mut problems: Vec<Problem> = problems.into_iter().map(|(_, p)| p).collect();
     problems.sort_by(|a, b| (&a.file, a.seed).cmp(&(&b.file, b.seed)));
     Summary {
-        scenarios: targets.len(),
+        files: targets.iter().map(|t| t.path.clone()).collect(),
         seeds,
         total,
         swept: if stopped { first + 1 } else { total },
         executed: executed.into_inner(),
+        keep_going,
         stopped,
+        divergence_only,
         problems,
     }
 }
@@ -389,13 +580,44 @@ fn targets(path: &Path) -> Result<Vec<Target>, Vec<String>> {
     if errors.is_empty() { Ok(targets) } else { Err(errors) }
 }
 
-/// The `sweep` subcommand: exit 0 when clean, 1 on any problem, 2 on bad input.
-pub fn command(path: &Path, seeds: u64, from: u64, jobs: Option<usize>, keep_going: bool) -> ExitCode {
+/// The commit checked out where the sweep runs (`git rev-parse HEAD`), if git says.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let commit = text.trim();
+    (out.status.success() && !commit.is_empty() && commit.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| commit.to_owned())
+}
+
+/// The `sweep` subcommand's arguments.
+#[derive(Debug)]
+pub struct Args {
+    /// A scenario file or a directory of them.
+    pub path: PathBuf,
+    /// How many seeds.
+    pub seeds: u64,
+    /// The first seed.
+    pub from: u64,
+    /// Threads (default: one per core).
+    pub jobs: Option<usize>,
+    /// Run every seed and list every problem.
+    pub keep_going: bool,
+    /// Failures neither stop nor fail the sweep.
+    pub divergence_only: bool,
+    /// Where to write the machine-readable summary.
+    pub record: Option<PathBuf>,
+}
+
+/// The `sweep` subcommand: the report on standard output (the same bytes for the same
+/// input), timing on standard error. Exit 0 when clean, 1 on a problem that counts, 2 on bad
+/// input or when the record cannot be written.
+pub fn command(args: Args) -> ExitCode {
+    let Args { path, seeds, from, jobs, keep_going, divergence_only, record } = args;
     let Some(end) = from.checked_add(seeds) else {
         eprintln!("error: --from {from} plus --seeds {seeds} is past the last seed ({})", u64::MAX);
         return ExitCode::from(2);
     };
-    let targets = match targets(path) {
+    let targets = match targets(&path) {
         Ok(t) => t,
         Err(errors) => {
             for e in errors {
@@ -408,26 +630,47 @@ pub fn command(path: &Path, seeds: u64, from: u64, jobs: Option<usize>, keep_goi
         eprintln!("error: {} scenarios × {seeds} seeds is too many runs", targets.len());
         return ExitCode::from(2);
     }
+    // Opened now, so a path that cannot be written fails before the sweep, not after it.
+    let record = match record.map(|r| File::create(&r).map(|f| (r.clone(), f)).map_err(|e| (r, e))) {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err((r, e))) => {
+            eprintln!("error: {}: {e}", r.display());
+            return ExitCode::from(2);
+        }
+    };
+    let commit = record.as_ref().and_then(|_| git_commit());
     let jobs = jobs.unwrap_or_else(jabberwock_sim::report::default_jobs).max(1);
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} {msg}")
+        ProgressStyle::with_template("{bar:30} {pos}/{len} seed runs, {elapsed} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message("0 divergences, 0 failures, 0 errors");
-    // The wall clock only times the sweep for the summary; no simulation reads it.
-    #[expect(clippy::disallowed_methods, reason = "the summary reports wall time and runs per second")]
+    bar.set_message("0 divergences, 0 errors, 0 failures");
+    // The wall clock only times the sweep for standard error and the record; no simulation
+    // reads it.
+    #[expect(clippy::disallowed_methods, reason = "the timing line reports wall time and runs per second")]
     let started = Instant::now();
-    let summary = sweep(&targets, from..end, jobs, keep_going, &bar, simulate);
+    let options = Options { jobs, keep_going, divergence_only };
+    let summary = sweep(&targets, from..end, options, &bar, simulate);
     let elapsed = started.elapsed();
     print!("{}", summary.render());
-    print!("{}", summary.timing(elapsed, jobs.min(summary.total.max(1))));
+    eprint!("{}", summary.timing(elapsed, jobs.min(summary.total.saturating_mul(2).max(1))));
+    if let Some((file, mut f)) = record {
+        let text = serde_json::to_string_pretty(&summary.record(commit.as_deref(), elapsed))
+            .map_err(|e| e.to_string())
+            .and_then(|json| f.write_all(format!("{json}\n").as_bytes()).map_err(|e| e.to_string()));
+        if let Err(e) = text {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    }
     summary.exit_code()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
     use std::sync::atomic::AtomicU64;
 
     use super::*;
@@ -453,8 +696,12 @@ mod tests {
         Ok(Run { rendered: format!("header\n{text}\ntrailer\n"), jsonl: "{}\n".to_owned(), failure })
     }
 
+    fn options(jobs: usize, keep_going: bool, divergence_only: bool) -> Options {
+        Options { jobs, keep_going, divergence_only }
+    }
+
     #[test]
-    fn a_nondeterministic_pair_is_a_divergence_with_its_seed_and_replay() {
+    fn a_nondeterministic_seed_is_a_divergence_with_its_seed_and_replay() {
         let t = targets(&["a", "b", "c"]);
         let calls = AtomicU64::new(0);
         // Scenario `b` under seed 7 prints a different line each time it runs.
@@ -466,7 +713,7 @@ mod tests {
                 run("step".to_owned(), None)
             }
         };
-        let summary = sweep(&t, 5..10, 3, true, &ProgressBar::hidden(), runner);
+        let summary = sweep(&t, 5..10, options(3, true, false), &ProgressBar::hidden(), runner);
         assert_eq!(calls.load(Ordering::SeqCst), 30);
         assert_eq!((summary.total, summary.swept, summary.executed, summary.stopped), (15, 15, 15, false));
         assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
@@ -478,8 +725,53 @@ mod tests {
         let text = summary.render();
         assert!(text.contains("DIVERGENCE  scenarios/b.yaml  seed 7\n"), "{text}");
         assert!(text.contains("  replay: jabberwock run scenarios/b.yaml --seed 7\n"), "{text}");
-        assert!(text.contains("1 divergence, 0 failures, 0 errors\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "\n3 scenarios × 5 seeds (5..10) = 15 seed runs, 30 simulations, 1 divergence, 0 errors, \
+                 0 failures\n"
+            ),
+            "{text}"
+        );
         assert_eq!(summary.exit_code(), ExitCode::FAILURE);
+    }
+
+    /// The two simulations of a seed run are separate jobs: with two threads or more they run
+    /// on two different threads, whatever their timing; with one, on that one.
+    #[test]
+    fn the_two_simulations_of_a_seed_run_on_different_threads() {
+        let thread = || format!("{:?}", std::thread::current().id());
+        let t = targets(&["a", "b"]);
+        for jobs in [2, 3, 5] {
+            let threads: Mutex<BTreeMap<(String, u64), Vec<String>>> = Mutex::new(BTreeMap::new());
+            let runner = |s: &Scenario, seed: u64| {
+                // Uneven durations, so that threads drift apart.
+                if seed.is_multiple_of(5) {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                let mut t = threads.lock().unwrap_or_else(PoisonError::into_inner);
+                t.entry((s.name.clone(), seed)).or_default().push(thread());
+                run("same".to_owned(), None)
+            };
+            let summary = sweep(&t, 0..40, options(jobs, true, false), &ProgressBar::hidden(), runner);
+            assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+            assert_eq!(summary.executed, 80);
+            let threads = threads.into_inner().unwrap_or_else(PoisonError::into_inner);
+            assert_eq!(threads.len(), 80);
+            for (key, ran_on) in &threads {
+                assert_eq!(ran_on.len(), 2, "jobs {jobs}: {key:?}");
+                assert_ne!(ran_on[0], ran_on[1], "jobs {jobs}: {key:?} ran twice on one thread");
+            }
+            let used: BTreeSet<&String> = threads.values().flatten().collect();
+            assert!(used.len() >= 2, "jobs {jobs}: {} threads used", used.len());
+        }
+        let one: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        let runner = |_: &Scenario, _: u64| {
+            one.lock().unwrap_or_else(PoisonError::into_inner).insert(thread());
+            run("same".to_owned(), None)
+        };
+        let summary = sweep(&t, 0..3, options(1, true, false), &ProgressBar::hidden(), runner);
+        assert_eq!((summary.executed, summary.problems.len()), (6, 0));
+        assert_eq!(one.into_inner().unwrap_or_else(PoisonError::into_inner).len(), 1);
     }
 
     #[test]
@@ -499,7 +791,7 @@ mod tests {
                     (seed >= 3).then(|| format!("bob received [hi]: got []\nat seed {seed}")),
                 )
             };
-            let summary = sweep(&t, 0..50, jobs, false, &ProgressBar::hidden(), runner);
+            let summary = sweep(&t, 0..50, options(jobs, false, false), &ProgressBar::hidden(), runner);
             assert!(summary.stopped);
             assert_eq!(summary.swept, 4, "jobs {jobs}");
             assert_eq!(
@@ -512,55 +804,133 @@ mod tests {
                 }],
                 "jobs {jobs}"
             );
-            // No new pair starts after the problem: at most one more per other thread.
+            // No new seed run starts after the problem: only those already under way finish
+            // (at most AHEAD + 1 per thread).
             let runs = calls.load(Ordering::SeqCst);
-            assert!(runs <= 2 * (4 + jobs as u64 - 1), "jobs {jobs}: {runs} runs");
+            assert!(runs <= 2 * (4 + (AHEAD as u64 + 1) * jobs as u64), "jobs {jobs}: {runs} runs");
             assert_eq!(summary.executed as u64 * 2, runs);
             if jobs == 1 {
                 assert_eq!(runs, 8);
             }
-            assert!(summary.render().contains("swept 4 of 200 runs: 4 scenarios × 50 seeds (0..50)"));
+            assert_eq!(
+                summary.render().lines().skip(4).collect::<Vec<_>>(),
+                [
+                    "4 scenarios × 50 seeds (0..50) = 200 seed runs, 400 simulations planned",
+                    "stopped at the first problem after 4 seed runs, 8 simulations: 0 divergences, 0 errors, \
+                     1 failure (--keep-going runs every seed)"
+                ]
+            );
+            assert_eq!(summary.exit_code(), ExitCode::FAILURE);
         }
+    }
+
+    /// A scenario written for one seed fails on others: with `--divergence-only` its failures
+    /// are listed but neither stop the sweep nor fail it, so a divergence after them is found.
+    #[test]
+    fn divergence_only_lists_failures_and_goes_on_to_the_divergence() {
+        let t = targets(&["lossy", "z"]);
+        let calls = AtomicU64::new(0);
+        let runner = |s: &Scenario, seed: u64| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            match (s.name.as_str(), seed) {
+                ("lossy", 7) => run("story".to_owned(), None),
+                ("lossy", _) => run("other".to_owned(), Some(format!("m4 lost at seed {seed}"))),
+                ("z", 2) => run(format!("z {n}"), None),
+                _ => run("z".to_owned(), None),
+            }
+        };
+        for jobs in [1, 3] {
+            let summary = sweep(&t, 0..4, options(jobs, false, true), &ProgressBar::hidden(), runner);
+            let got: Vec<(&str, u64, Kind)> =
+                summary.problems.iter().map(|p| (p.file.to_str().unwrap_or("?"), p.seed, p.kind)).collect();
+            assert_eq!(
+                got,
+                [
+                    ("scenarios/lossy.yaml", 0, Kind::Failure),
+                    ("scenarios/lossy.yaml", 1, Kind::Failure),
+                    ("scenarios/lossy.yaml", 2, Kind::Failure),
+                    ("scenarios/lossy.yaml", 3, Kind::Failure),
+                    ("scenarios/z.yaml", 2, Kind::Divergence),
+                ],
+                "jobs {jobs}"
+            );
+            assert!(summary.stopped && summary.swept == 7, "jobs {jobs}: stopped at the divergence");
+            assert_eq!(summary.exit_code(), ExitCode::FAILURE);
+            let text = summary.render();
+            assert!(text.contains("  replay: jabberwock run scenarios/lossy.yaml --seed 1\n"), "{text}");
+            assert!(text.contains("1 divergence, 0 errors, 4 failures"), "{text}");
+            assert!(text.ends_with("failures do not fail the sweep (--divergence-only)\n"), "{text}");
+        }
+        // Failures alone: listed, exit 0.
+        let only = targets(&["lossy"]);
+        let summary = sweep(&only, 5..9, options(2, false, true), &ProgressBar::hidden(), runner);
+        assert_eq!((summary.count(Kind::Failure), summary.stopped, summary.swept), (3, false, 4));
+        assert_eq!(summary.exit_code(), ExitCode::SUCCESS);
+        // Without the flag, the first failure stops the sweep and fails it.
+        let summary = sweep(&t, 0..4, options(2, false, false), &ProgressBar::hidden(), runner);
+        assert_eq!((summary.problems.len(), summary.swept), (1, 1));
+        assert_eq!(summary.exit_code(), ExitCode::FAILURE);
     }
 
     #[test]
     fn keep_going_lists_every_problem_sorted_by_file_and_seed() {
-        thread_local! {
-            /// Runs made on this thread: the two runs of a pair are made back to back on one.
-            static RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-        }
         let t = targets(&["z", "m", "a"]);
-        let runner = |s: &Scenario, seed: u64| {
-            let n = RUNS.get();
-            RUNS.set(n + 1);
-            match (s.name.as_str(), seed % 3) {
-                ("z", 0) => Err("TLS certificates: bad".to_owned()),
-                ("m", 1) => run("m".to_owned(), Some("alerts: none".to_owned())),
-                // One run panics, the other does not.
-                ("a", 2) if n.is_multiple_of(2) => std::panic::panic_any("boom"),
-                ("a", 2) => run(format!("a {n}"), None),
-                _ => run("fine".to_owned(), None),
-            }
+        let runner = |s: &Scenario, seed: u64| match (s.name.as_str(), seed % 3) {
+            ("z", 0) => Err("TLS certificates: bad".to_owned()),
+            ("m", 1) => run("m".to_owned(), Some("alerts: none".to_owned())),
+            ("a", 2) => std::panic::panic_any(format!("boom {seed}")),
+            _ => run("fine".to_owned(), None),
         };
-        let summary = sweep(&t, 10..16, 4, true, &ProgressBar::hidden(), runner);
+        let summary = sweep(&t, 10..16, options(4, true, false), &ProgressBar::hidden(), runner);
         let got: Vec<(String, u64, Kind)> =
             summary.problems.iter().map(|p| (p.file.display().to_string(), p.seed, p.kind)).collect();
         let want: Vec<(String, u64, Kind)> = vec![
-            ("scenarios/a.yaml".into(), 11, Kind::Divergence),
-            ("scenarios/a.yaml".into(), 14, Kind::Divergence),
+            ("scenarios/a.yaml".into(), 11, Kind::Error),
+            ("scenarios/a.yaml".into(), 14, Kind::Error),
             ("scenarios/m.yaml".into(), 10, Kind::Failure),
             ("scenarios/m.yaml".into(), 13, Kind::Failure),
             ("scenarios/z.yaml".into(), 12, Kind::Error),
             ("scenarios/z.yaml".into(), 15, Kind::Error),
         ];
         assert_eq!(got, want);
-        let by_kind: BTreeMap<Kind, usize> = [Kind::Divergence, Kind::Failure, Kind::Error]
-            .into_iter()
-            .map(|k| (k, summary.count(k)))
-            .collect();
-        assert_eq!(by_kind.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
-        assert!(summary.problems[0].reason.contains("panicked: boom"), "{}", summary.problems[0].reason);
+        assert_eq!(summary.problems[0].reason, "panicked: boom 11");
         assert_eq!(summary.problems[4].reason, "TLS certificates: bad");
+        assert!(
+            summary
+                .render()
+                .contains("= 18 seed runs, 36 simulations, 0 divergences, 4 errors, 2 failures\n")
+        );
+    }
+
+    /// One simulation of a seed panics, the other does not: the sweep goes on and reports a
+    /// divergence naming the panic.
+    #[test]
+    fn a_panic_in_one_run_is_caught_and_reported_for_its_seed() {
+        let t = targets(&["a", "b"]);
+        let calls: Mutex<BTreeMap<(String, u64), u32>> = Mutex::new(BTreeMap::new());
+        let runner = |s: &Scenario, seed: u64| {
+            let n = {
+                let mut c = calls.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = c.entry((s.name.clone(), seed)).or_default();
+                *n += 1;
+                *n
+            };
+            if s.name == "a" && seed == 1 && n == 1 {
+                std::panic::panic_any("boom");
+            }
+            run("fine".to_owned(), None)
+        };
+        let summary = sweep(&t, 0..3, options(2, true, false), &ProgressBar::hidden(), runner);
+        assert_eq!(summary.executed, 6);
+        assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
+        let p = &summary.problems[0];
+        assert_eq!((p.file.as_path(), p.seed, p.kind), (Path::new("scenarios/a.yaml"), 1, Kind::Divergence));
+        assert!(
+            p.reason == "run 1 error: panicked: boom | run 2 completed"
+                || p.reason == "run 1 completed | run 2 error: panicked: boom",
+            "{}",
+            p.reason
+        );
     }
 
     #[test]
@@ -593,6 +963,45 @@ mod tests {
         assert_eq!(p.replay(), r"jabberwock run 'my scenarios/it'\''s.yaml' --seed 4");
     }
 
+    #[test]
+    fn the_record_has_the_counts_and_problems_and_only_elapsed_varies() {
+        let t = targets(&["a", "b"]);
+        let runner = |s: &Scenario, seed: u64| match (s.name.as_str(), seed) {
+            ("b", 4) => run("b".to_owned(), Some("alerts: none".to_owned())),
+            _ => run("fine".to_owned(), None),
+        };
+        let summary = sweep(&t, 3..6, options(2, true, false), &ProgressBar::hidden(), runner);
+        let record = summary.record(Some("0123abcd"), Duration::from_millis(1500));
+        assert_eq!(
+            record,
+            json!({
+                "scenarios": ["scenarios/a.yaml", "scenarios/b.yaml"],
+                "seeds": {"from": 3, "to": 6},
+                "keep_going": true,
+                "divergence_only": false,
+                "stopped": false,
+                "planned_seed_runs": 6,
+                "seed_runs": 6,
+                "simulations": 12,
+                "divergences": 0,
+                "errors": 0,
+                "failures": 1,
+                "problems": [{
+                    "file": "scenarios/b.yaml",
+                    "seed": 4,
+                    "kind": "failure",
+                    "reason": "alerts: none",
+                    "replay": "jabberwock run scenarios/b.yaml --seed 4",
+                }],
+                "git_commit": "0123abcd",
+                "elapsed_seconds": 1.5,
+            })
+        );
+        let again = sweep(&t, 3..6, options(1, true, false), &ProgressBar::hidden(), runner);
+        assert_eq!(again.record(None, Duration::ZERO)["problems"], record["problems"]);
+        assert_eq!(again.record(None, Duration::ZERO)["git_commit"], Value::Null);
+    }
+
     /// Each real run builds its own turmoil simulation on the thread that runs it: runs on
     /// parallel threads give the same bytes as one run alone.
     #[test]
@@ -614,7 +1023,7 @@ mod tests {
         }
 
         let t = vec![Target { path: PathBuf::from("scenarios/basics/one-to-one.yaml"), scenario }];
-        let summary = sweep(&t, 0..3, 3, true, &ProgressBar::hidden(), simulate);
+        let summary = sweep(&t, 0..3, options(3, true, false), &ProgressBar::hidden(), simulate);
         assert_eq!((summary.total, summary.swept, summary.executed), (3, 3, 3));
         assert_eq!(summary.count(Kind::Divergence), 0, "{:?}", summary.problems);
         assert_eq!(summary.count(Kind::Error), 0, "{:?}", summary.problems);
