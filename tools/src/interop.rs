@@ -6,6 +6,10 @@
 //! The tool knows no list of tests: `--check` compares the rendered table with the committed
 //! one, so a test that failed or did not run (its file is missing) changes the table and fails
 //! the check, like a stale table does.
+//!
+//! A result left by an earlier run would count as a pass: CI deletes the results directory
+//! before the tier runs, and the tool refuses a result older than the test file that wrote it,
+//! or whose test file is gone (the test changed or went since it passed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -127,8 +131,8 @@ impl Record {
     }
 }
 
-/// Every `*.json` under `dir`, in file-name order.
-pub fn load(dir: &Path) -> Result<Vec<Record>, String> {
+/// Every `*.json` under `dir`, in file-name order, with its path.
+pub fn load(dir: &Path) -> Result<Vec<(PathBuf, Record)>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -136,12 +140,38 @@ pub fn load(dir: &Path) -> Result<Vec<Record>, String> {
         .collect();
     files.sort();
     files
-        .iter()
+        .into_iter()
         .map(|f| {
-            let json = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            Record::parse(&json).map_err(|e| format!("{}: {e}", f.display()))
+            let json = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let record = Record::parse(&json).map_err(|e| format!("{}: {e}", f.display()))?;
+            Ok((f, record))
         })
         .collect()
+}
+
+/// The results that cannot be from the current tests: older than the test file that wrote
+/// them (its `source`, under the workspace `root`), or whose test file is gone. One line each.
+fn stale(files: &[(PathBuf, Record)], root: &Path) -> Vec<String> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    let mut stale = Vec::new();
+    for (file, record) in files {
+        let source = root.join(&record.source);
+        match (modified(file), modified(&source)) {
+            (_, Err(_)) => stale.push(format!(
+                "{}: its test file {} is gone (or unreadable)",
+                file.display(),
+                record.source
+            )),
+            (Ok(result), Ok(test)) if result < test => stale.push(format!(
+                "{}: older than its test file {}, which changed since the test passed",
+                file.display(),
+                record.source
+            )),
+            (Ok(_), Ok(_)) => {}
+            (Err(e), Ok(_)) => stale.push(format!("{}: {e}", file.display())),
+        }
+    }
+    stale
 }
 
 /// Markdown table cell text: no pipes, no line breaks.
@@ -277,15 +307,18 @@ pub fn check(committed: &str, rendered: &str) -> Result<(), String> {
     Err(hint)
 }
 
+/// The workspace this tool was built in: the test files the results name are under it.
+fn workspace() -> PathBuf {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tools.parent().unwrap_or(tools).to_path_buf()
+}
+
 /// `target/tmp/interop` of this workspace (or of `$CARGO_TARGET_DIR`), where the interop
 /// tests write (`CARGO_TARGET_TMPDIR`).
 fn default_results() -> PathBuf {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let tools = Path::new(env!("CARGO_MANIFEST_DIR"));
-            tools.parent().unwrap_or(tools).join("target")
-        }
+        None => workspace().join("target"),
     };
     target.join("tmp").join("interop")
 }
@@ -293,7 +326,7 @@ fn default_results() -> PathBuf {
 /// The subcommand: render, then write (`--out`), compare (`--check`) or print.
 pub fn command(results: Option<PathBuf>, out: Option<PathBuf>, check_against: Option<PathBuf>) -> ExitCode {
     let dir = results.unwrap_or_else(default_results);
-    let records = match load(&dir) {
+    let files = match load(&dir) {
         Ok(r) if r.is_empty() => {
             eprintln!("error: no results in {}: the interop tier did not run", dir.display());
             return ExitCode::FAILURE;
@@ -308,6 +341,18 @@ pub fn command(results: Option<PathBuf>, out: Option<PathBuf>, check_against: Op
             return ExitCode::from(2);
         }
     };
+    let old = stale(&files, &workspace());
+    if !old.is_empty() {
+        for line in &old {
+            eprintln!("error: stale result {line}");
+        }
+        eprintln!(
+            "Delete {} and run the interop tier again (a result from an earlier run would count as a pass).",
+            dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let records: Vec<Record> = files.into_iter().map(|(_, r)| r).collect();
     let md = render(&records);
     if let Some(file) = check_against {
         let committed = match std::fs::read_to_string(&file) {
@@ -535,6 +580,52 @@ mod tests {
         assert!(md.contains("✅ ours → theirs: a \\| b |"), "{md}");
     }
 
+    /// A result written before its test file last changed, or naming a test file that is
+    /// gone, cannot be from the current test: it is stale.
+    #[test]
+    fn results_older_than_their_test_file_or_without_one_are_stale() {
+        let dir = std::env::temp_dir().join(format!("jabberwock-interop-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let write = |path: &Path, text: &str, modified: std::time::SystemTime| {
+            std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
+            std::fs::write(path, text)?;
+            std::fs::File::options().write(true).open(path)?.set_modified(modified)
+        };
+        let result = |test: &str, source: &str| {
+            format!(
+                r#"{{"binary":"b","test":"{test}","source":"{source}","protocol":"otr","ours":"jabberwock otr",
+                   "theirs":[{{"name":"libotr","version":"4.1.1"}}],
+                   "exchanged":[{{"direction":"ours → theirs","what":["m"]}}]}}"#
+            )
+        };
+        let results = dir.join("results");
+        let written = write(&dir.join("tests/interop_otr.rs"), "// the test", at(2_000))
+            .and_then(|()| {
+                write(&results.join("fresh.json"), &result("fresh", "tests/interop_otr.rs"), at(3_000))
+            })
+            .and_then(|()| {
+                write(&results.join("old.json"), &result("old", "tests/interop_otr.rs"), at(1_000))
+            })
+            .and_then(|()| {
+                write(&results.join("gone.json"), &result("gone", "tests/interop_gone.rs"), at(3_000))
+            });
+        assert!(written.is_ok(), "{written:?}");
+        let files = load(&results);
+        assert!(files.is_ok(), "{files:?}");
+        let files = files.unwrap_or_default();
+        let found = stale(&files, &dir);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].ends_with("gone.json: its test file tests/interop_gone.rs is gone (or unreadable)"));
+        assert!(found[1].ends_with(
+            "old.json: older than its test file tests/interop_otr.rs, which changed since the test passed"
+        ));
+        let fresh: Vec<(PathBuf, Record)> = files.into_iter().filter(|(_, r)| r.test == "fresh").collect();
+        assert_eq!(fresh.len(), 1);
+        assert!(stale(&fresh, &dir).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn results_are_read_from_a_directory_in_file_order() {
         let dir = std::env::temp_dir().join(format!("jabberwock-interop-unit-{}", std::process::id()));
@@ -555,7 +646,7 @@ mod tests {
             )
         });
         assert!(written.is_ok(), "{written:?}");
-        let loaded = load(&dir).map(|rs| rs.into_iter().map(|r| r.test).collect::<Vec<_>>());
+        let loaded = load(&dir).map(|rs| rs.into_iter().map(|(_, r)| r.test).collect::<Vec<_>>());
         assert_eq!(loaded, Ok(vec!["t1".to_owned(), "t2".to_owned()]));
         let _ = std::fs::write(dir.join("c.json"), "{}");
         let err = load(&dir).expect_err("a broken file is an error");
