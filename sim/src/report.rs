@@ -2,10 +2,15 @@
 //! behind the verdicts. [`Report::markdown`] is the table committed in `reports/matrix.md`
 //! (a test fails when it is stale); [`Report::html`] is one self-contained page in which
 //! every cell links to its scenario, its transcript and its sequence diagram.
+//!
+//! A cell whose run cannot be made, or panics, does not stop the report: it is an error cell
+//! (❓, the error as its reason), and [`Report::errors`] lists them.
 
 use core::fmt::Write as _;
-use std::sync::Mutex;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use jabberwock_e2e::Protocol;
 
@@ -19,18 +24,57 @@ pub struct Cell {
     pub property: &'static Property,
     /// The protocol.
     pub protocol: Protocol,
-    /// The verdict.
-    pub verdict: Verdict,
     /// The scenario as run (the template with the protocol filled in).
     pub yaml: String,
+    /// The verdict and the run behind it, or why there is neither: the run could not be made,
+    /// or it panicked.
+    pub result: Result<Measured, String>,
+}
+
+/// A verdict and the run it comes from.
+#[derive(Debug)]
+pub struct Measured {
+    /// The verdict.
+    pub verdict: Verdict,
     /// The run.
     pub outcome: Outcome,
 }
+
+/// The mark of a cell without a verdict.
+pub const ERROR_MARK: &str = "❓";
 
 impl Cell {
     /// The anchor of the cell in the HTML page.
     pub fn anchor(&self) -> String {
         format!("{}--{}", self.property.id, self.protocol.name())
+    }
+
+    /// The verdict, unless the cell errored.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.result.as_ref().ok().map(|m| &m.verdict)
+    }
+
+    /// The run, unless the cell errored.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.result.as_ref().ok().map(|m| &m.outcome)
+    }
+
+    /// Why the cell has no verdict.
+    pub fn error(&self) -> Option<&str> {
+        self.result.as_ref().err().map(String::as_str)
+    }
+
+    /// ✅, ❌, ⚪, or [`ERROR_MARK`].
+    pub fn mark(&self) -> &'static str {
+        self.verdict().map_or(ERROR_MARK, Verdict::mark)
+    }
+
+    /// One line: what happened in the run, or the error.
+    pub fn reason(&self) -> String {
+        match &self.result {
+            Ok(m) => m.verdict.reason.clone(),
+            Err(e) => format!("error: {e}"),
+        }
     }
 }
 
@@ -42,41 +86,67 @@ pub struct Report {
 }
 
 /// Runs the whole suite on up to `jobs` threads (each run is its own simulation, so the
-/// verdicts do not depend on how many run at once).
-pub fn run(jobs: usize) -> Result<Report, String> {
+/// verdicts do not depend on how many run at once). A cell that errs or panics becomes an
+/// error cell; the others are measured all the same.
+pub fn run(jobs: usize) -> Report {
     let work: Vec<(&'static Property, Protocol)> =
         PROPERTIES.iter().flat_map(|p| Protocol::ALL.iter().map(move |pr| (p, *pr))).collect();
-    let slots: Vec<Mutex<Option<Result<Cell, String>>>> = work.iter().map(|_| Mutex::new(None)).collect();
+    run_cells(&work, jobs, |property, protocol| property.measure(protocol))
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Measures each of `work` with `measure` on up to `jobs` threads, a panic caught per cell.
+fn run_cells<F>(work: &[(&'static Property, Protocol)], jobs: usize, measure: F) -> Report
+where
+    F: Fn(&'static Property, Protocol) -> Result<(Verdict, Outcome), String> + Sync,
+{
+    let slots: Vec<Mutex<Option<Cell>>> = work.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let one = |property: &'static Property, protocol: Protocol| {
+        let result = catch_unwind(AssertUnwindSafe(|| measure(property, protocol)))
+            .unwrap_or_else(|payload| Err(format!("panicked: {}", panic_text(&*payload))));
+        Cell {
+            property,
+            protocol,
+            yaml: property.yaml(protocol),
+            result: result.map(|(verdict, outcome)| Measured { verdict, outcome }),
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, work.len().max(1)) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((property, protocol)) = work.get(i).copied() else { break };
-                    let cell = property.measure(protocol).map(|(verdict, outcome)| Cell {
-                        property,
-                        protocol,
-                        verdict,
-                        yaml: property.yaml(protocol),
-                        outcome,
-                    });
-                    if let Ok(mut slot) = slots[i].lock() {
-                        *slot = Some(cell);
+                    let cell = one(property, protocol);
+                    if let Some(slot) = slots.get(i) {
+                        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(cell);
                     }
                 }
             });
         }
     });
-    let mut cells = Vec::with_capacity(work.len());
-    for (slot, (property, protocol)) in slots.into_iter().zip(work) {
-        match slot.into_inner() {
-            Ok(Some(Ok(cell))) => cells.push(cell),
-            Ok(Some(Err(e))) => return Err(format!("{} × {protocol}: {e}", property.id)),
-            _ => return Err(format!("{} × {protocol}: the run did not finish", property.id)),
-        }
-    }
-    Ok(Report { cells })
+    let cells = slots
+        .into_iter()
+        .zip(work)
+        .map(|(slot, &(property, protocol))| {
+            slot.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| Cell {
+                property,
+                protocol,
+                yaml: property.yaml(protocol),
+                result: Err("the run did not finish".to_owned()),
+            })
+        })
+        .collect();
+    Report { cells }
 }
 
 /// The number of threads to run on by default: one per core.
@@ -84,9 +154,91 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Escapes text for a markdown table cell.
+/// Escapes text for markdown, in a table cell or a paragraph: what would end the cell (`|`, a
+/// line break), open HTML or an entity (`<`, `&`), or format (`*`, `_`, backticks, brackets,
+/// `~`, and the backslash itself) shows as itself.
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '&' => out.push_str("&amp;"),
+            '\r' | '\n' => out.push(' '),
+            '|' | '*' | '_' | '`' | '\\' | '[' | ']' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a relative URL path or fragment: every byte but ASCII letters, digits and
+/// `-._~/`. The result needs no escaping in markdown or in an HTML attribute.
+fn url_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// An `href` attribute value: the URL encoded, then escaped for HTML.
+fn href(url: &str) -> String {
+    html_escape(&url_path(url))
+}
+
+/// An `href` to an anchor in the page.
+fn href_anchor(id: &str) -> String {
+    format!("#{}", href(id))
+}
+
+/// The path of `to` as seen from the directory `from`, with `/` separators: both made
+/// absolute against the working directory, then `.` and `..` resolved by their names (as a
+/// browser resolves a relative link), then compared component by component. `None` when a
+/// path is not UTF-8 or the two do not share a root (another drive).
+pub fn relative_path(from: &Path, to: &Path) -> Option<String> {
+    let from = normalise(&std::path::absolute(from).ok()?);
+    let to = normalise(&std::path::absolute(to).ok()?);
+    let (f, t): (Vec<Component<'_>>, Vec<Component<'_>>) =
+        (from.components().collect(), to.components().collect());
+    let root = |c: &[Component<'_>]| {
+        c.iter().take_while(|c| matches!(c, Component::Prefix(_) | Component::RootDir)).count()
+    };
+    if root(&f) != root(&t) || f.get(..root(&f)) != t.get(..root(&t)) {
+        return None;
+    }
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; f.len() - common];
+    for c in t.get(common..).unwrap_or_default() {
+        parts.push(c.as_os_str().to_str()?);
+    }
+    Some(if parts.is_empty() { ".".to_owned() } else { parts.join("/") })
+}
+
+/// `path` with `.` dropped and each `..` taking off the component before it (none above the
+/// root).
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Escapes text for HTML.
@@ -108,14 +260,36 @@ pub fn html_escape(s: &str) -> String {
 const LEGEND: &str =
     "✅ the property held in the run · ❌ it did not · ⚪ the attack could not be carried out";
 
+/// Added to the legend when a cell errored.
+const ERROR_LEGEND: &str = " · ❓ the run could not be made or panicked (no verdict)";
+
 impl Report {
     /// The cell of `property` × `protocol`.
     pub fn cell(&self, property: &str, protocol: Protocol) -> Option<&Cell> {
         self.cells.iter().find(|c| c.property.id == property && c.protocol == protocol)
     }
 
+    /// The cells without a verdict.
+    pub fn errors(&self) -> Vec<&Cell> {
+        self.cells.iter().filter(|c| c.result.is_err()).collect()
+    }
+
+    fn legend(&self) -> String {
+        if self.errors().is_empty() { LEGEND.to_owned() } else { format!("{LEGEND}{ERROR_LEGEND}") }
+    }
+
+    /// The properties in suite order, each with its cells (those the report has).
     fn rows(&self) -> impl Iterator<Item = (&'static Property, Vec<&Cell>)> + '_ {
-        PROPERTIES.iter().map(move |p| (p, self.cells.iter().filter(|c| c.property.id == p.id).collect()))
+        let mut properties: Vec<&'static Property> = Vec::new();
+        for c in &self.cells {
+            if !properties.iter().any(|p| p.id == c.property.id) {
+                properties.push(c.property);
+            }
+        }
+        properties.sort_by_key(|p| PROPERTIES.iter().position(|q| q.id == p.id));
+        properties
+            .into_iter()
+            .map(move |p| (p, self.cells.iter().filter(|c| c.property.id == p.id).collect()))
     }
 
     /// The committed markdown: a summary table (each mark links to the property's section),
@@ -133,10 +307,10 @@ impl Report {
              sequence diagrams of every cell are in `reports/matrix.html`, written by the same \
              command.\n"
         );
-        let _ = writeln!(s, "{LEGEND}\n");
+        let _ = writeln!(s, "{}\n", self.legend());
         s.push_str("| property |");
         for p in Protocol::ALL {
-            let _ = write!(s, " {p} |");
+            let _ = write!(s, " {} |", md_cell(p.name()));
         }
         s.push_str("\n|---|");
         for _ in Protocol::ALL {
@@ -144,27 +318,34 @@ impl Report {
         }
         s.push('\n');
         for (p, cells) in self.rows() {
-            let _ = write!(s, "| [{}](#{}) |", md_cell(p.title), p.id);
+            let _ = write!(s, "| [{}](#{}) |", md_cell(p.title), url_path(p.id));
             for c in cells {
-                let _ = write!(s, " {} |", c.verdict.mark());
+                let _ = write!(s, " {} |", c.mark());
             }
             s.push('\n');
         }
         for (p, cells) in self.rows() {
-            let _ = writeln!(s, "\n## {}\n", p.id);
+            let _ = writeln!(s, "\n## {}\n", md_cell(p.id));
             let about = cells.first().map(|c| c.outcome_about()).unwrap_or_default();
+            // The id is a template's file stem, in a code span as it is: ids are plain (a test
+            // checks), and nothing can be escaped inside a code span.
             let _ = writeln!(
                 s,
                 "**{}** — [`scenarios/properties/{}.yaml.tmpl`](../scenarios/properties/{}.yaml.tmpl). {}\n",
-                p.title,
+                md_cell(p.title),
                 p.id,
-                p.id,
+                url_path(p.id),
                 md_cell(&about)
             );
             s.push_str("| protocol | verdict | what happened in the run |\n|---|:-:|---|\n");
             for c in cells {
-                let _ =
-                    writeln!(s, "| {} | {} | {} |", c.protocol, c.verdict.mark(), md_cell(&c.verdict.reason));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    md_cell(c.protocol.name()),
+                    c.mark(),
+                    md_cell(&c.reason())
+                );
             }
         }
         s
@@ -181,7 +362,7 @@ impl Cell {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}\
 th{background:#f4f4f4}td.m{font-size:0.8em;max-width:14em}td.m a{text-decoration:none;color:inherit}\
-td.ok{background:#eefbea}td.no{background:#fdecec}td.na{background:#f3f3f3}\
+td.ok{background:#eefbea}td.no{background:#fdecec}td.na{background:#f3f3f3}td.err{background:#fff4d6}\
 section{border-top:1px solid #ddd;margin-top:1.5em;padding-top:0.5em}\
 pre{background:#f8f8f8;padding:0.6em;overflow-x:auto;font-size:0.8em}\
 details{margin:0.4em 0}summary{cursor:pointer;font-weight:600}\
@@ -208,26 +389,27 @@ impl Report {
             protocol filled in; the verdict comes from what happened in it. Click a cell for its \
             scenario, transcript and sequence diagram.</p>\n",
         );
-        let _ = writeln!(s, "<p>{}</p>", html_escape(LEGEND));
+        let _ = writeln!(s, "<p>{}</p>", html_escape(&self.legend()));
         s.push_str("<table><tr><th>property</th>");
         for p in Protocol::ALL {
             let _ = write!(s, "<th>{}</th>", html_escape(p.name()));
         }
         s.push_str("</tr>\n");
         for (p, cells) in self.rows() {
-            let _ = write!(s, "<tr><th><a href=\"#{}\">{}</a></th>", p.id, html_escape(p.title));
+            let _ = write!(s, "<tr><th><a href=\"{}\">{}</a></th>", href_anchor(p.id), html_escape(p.title));
             for c in cells {
-                let class = match (c.verdict.tested, c.verdict.holds) {
-                    (false, _) => "na",
-                    (true, true) => "ok",
-                    (true, false) => "no",
+                let class = match c.verdict().map(|v| (v.tested, v.holds)) {
+                    None => "err",
+                    Some((false, _)) => "na",
+                    Some((true, true)) => "ok",
+                    Some((true, false)) => "no",
                 };
                 let _ = write!(
                     s,
-                    "<td class=\"m {class}\"><a href=\"#{}\">{} {}</a></td>",
-                    c.anchor(),
-                    c.verdict.mark(),
-                    html_escape(&c.verdict.reason)
+                    "<td class=\"m {class}\"><a href=\"{}\">{} {}</a></td>",
+                    href_anchor(&c.anchor()),
+                    c.mark(),
+                    html_escape(&c.reason())
                 );
             }
             s.push_str("</tr>\n");
@@ -238,40 +420,59 @@ impl Report {
             let about = cells.first().map(|c| c.outcome_about()).unwrap_or_default();
             let _ = writeln!(
                 s,
-                "<h2 id=\"{}\">{}</h2>\n<p>{} Template: <a href=\"{templates}/{}.yaml.tmpl\">{}.yaml.tmpl</a>.</p>",
-                p.id,
+                "<h2 id=\"{}\">{}</h2>\n<p>{} Template: <a href=\"{}\">{}.yaml.tmpl</a>.</p>",
+                html_escape(p.id),
                 html_escape(p.title),
                 html_escape(&about),
-                p.id,
-                p.id
+                href(&format!("{templates}/{}.yaml.tmpl", p.id)),
+                html_escape(p.id)
             );
             for c in cells {
                 let a = c.anchor();
+                let (id, to) = (
+                    |suffix: &str| html_escape(&format!("{a}{suffix}")),
+                    |suffix: &str| href_anchor(&format!("{a}{suffix}")),
+                );
                 let _ = writeln!(
                     s,
-                    "<section id=\"{a}\"><h3>{} × {}: {}</h3><p>{}</p>\
-                     <p><a href=\"#{a}-scenario\">scenario</a> · <a href=\"#{a}-transcript\">transcript</a> · \
-                     <a href=\"#{a}-diagram\">sequence diagram</a></p>",
+                    "<section id=\"{}\"><h3>{} × {}: {}</h3><p>{}</p>\
+                     <p><a href=\"{}\">scenario</a> · <a href=\"{}\">transcript</a> · \
+                     <a href=\"{}\">sequence diagram</a></p>",
+                    id(""),
                     html_escape(p.id),
                     html_escape(c.protocol.name()),
-                    c.verdict.mark(),
-                    html_escape(&c.verdict.reason)
+                    c.mark(),
+                    html_escape(&c.reason()),
+                    to("-scenario"),
+                    to("-transcript"),
+                    to("-diagram"),
                 );
+                let seed = c.outcome().map_or_else(|| "no run".to_owned(), |o| format!("seed {}", o.seed));
                 let _ = writeln!(
                     s,
-                    "<details id=\"{a}-scenario\"><summary>scenario (seed {})</summary><pre>{}</pre></details>",
-                    c.outcome.seed,
+                    "<details id=\"{}\"><summary>scenario ({seed})</summary><pre>{}</pre></details>",
+                    id("-scenario"),
                     html_escape(&c.yaml)
                 );
+                let (transcript, diagram) = match &c.result {
+                    Ok(m) => (
+                        format!("<pre>{}</pre>", html_escape(&m.outcome.render())),
+                        inline_svg(&crate::diagram::svg(&m.outcome, &options)).to_owned(),
+                    ),
+                    Err(e) => {
+                        let none = format!("<p>No run: {}</p>", html_escape(e));
+                        (none.clone(), none)
+                    }
+                };
                 let _ = writeln!(
                     s,
-                    "<details id=\"{a}-transcript\"><summary>transcript</summary><pre>{}</pre></details>",
-                    html_escape(&c.outcome.render())
+                    "<details id=\"{}\"><summary>transcript</summary>{transcript}</details>",
+                    id("-transcript")
                 );
                 let _ = writeln!(
                     s,
-                    "<details id=\"{a}-diagram\"><summary>sequence diagram</summary><div class=\"diagram\">{}</div></details></section>",
-                    inline_svg(&crate::diagram::svg(&c.outcome, &options))
+                    "<details id=\"{}\"><summary>sequence diagram</summary><div class=\"diagram\">{diagram}</div></details></section>",
+                    id("-diagram")
                 );
             }
         }
@@ -285,5 +486,141 @@ fn inline_svg(svg: &str) -> &str {
     match svg.strip_prefix("<?xml") {
         Some(rest) => rest.split_once("?>").map_or(svg, |(_, body)| body.trim_start()),
         None => svg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn property(id: &str) -> &'static Property {
+        PROPERTIES.iter().find(|p| p.id == id).unwrap()
+    }
+
+    #[test]
+    fn markdown_cells_show_their_text_and_cannot_break_the_table() {
+        assert_eq!(md_cell("read 0 of 3 messages"), "read 0 of 3 messages");
+        assert_eq!(
+            md_cell("a|b <img src=x>&amp; *x* _y_ `z` \\ [l](u) ~s~\nnext\r\nline"),
+            "a\\|b &lt;img src=x>&amp;amp; \\*x\\* \\_y\\_ \\`z\\` \\\\ \\[l\\](u) \\~s\\~ next  line"
+        );
+        // A backslash before a pipe cannot escape the pipe's own escape.
+        assert_eq!(md_cell("a\\|b"), "a\\\\\\|b");
+    }
+
+    #[test]
+    fn urls_are_percent_encoded_and_hrefs_escaped() {
+        assert_eq!(
+            url_path("../scenarios/properties/x-y_z.yaml.tmpl"),
+            "../scenarios/properties/x-y_z.yaml.tmpl"
+        );
+        assert_eq!(url_path("my dir/\"q\"<&>#?é"), "my%20dir/%22q%22%3C%26%3E%23%3F%C3%A9");
+        assert_eq!(href_anchor("a b"), "#a%20b");
+    }
+
+    #[test]
+    fn property_ids_are_plain_file_stems() {
+        for p in PROPERTIES {
+            assert!(
+                !p.id.is_empty()
+                    && p.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{}",
+                p.id
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_dots_component_by_component() {
+        let rel = |from: &str, to: &str| relative_path(Path::new(from), Path::new(to));
+        assert_eq!(
+            rel("/repo/reports", "/repo/scenarios/properties").as_deref(),
+            Some("../scenarios/properties")
+        );
+        // `..` and `.` in either path are resolved first, not compared as names.
+        assert_eq!(
+            rel("/repo/target/../reports/.", "/repo/tools/../scenarios/properties").as_deref(),
+            Some("../scenarios/properties")
+        );
+        assert_eq!(
+            rel("/repo/target/report", "/repo/scenarios/properties").as_deref(),
+            Some("../../scenarios/properties")
+        );
+        // An out directory outside the repository.
+        assert_eq!(
+            rel("/tmp/out/x", "/repo/scenarios/properties").as_deref(),
+            Some("../../../repo/scenarios/properties")
+        );
+        assert_eq!(rel("/repo/a/../../tmp", "/repo/s").as_deref(), Some("../repo/s"));
+        assert_eq!(rel("/", "/repo/s").as_deref(), Some("repo/s"));
+        assert_eq!(rel("/repo/s", "/repo/s").as_deref(), Some("."));
+        assert_eq!(rel("/repo/s/deeper", "/repo/s").as_deref(), Some(".."));
+        // Above the root is the root.
+        assert_eq!(rel("/../../repo", "/repo/s").as_deref(), Some("s"));
+        // Relative paths are taken from the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(relative_path(Path::new("out/../out2"), &cwd.join("s")).as_deref(), Some("../s"));
+    }
+
+    /// One cell panics and one cannot run: both become error cells with the reason, the other
+    /// cells keep their verdicts, and the page and the markdown show them.
+    #[test]
+    fn a_panicking_or_failing_cell_is_an_error_cell_not_the_end_of_the_report() {
+        let work = [
+            (property("confidentiality"), Protocol::Plain),
+            (property("confidentiality"), Protocol::Pgp),
+            (property("integrity"), Protocol::Plain),
+        ];
+        let report = run_cells(&work, 2, |p, protocol| match (p.id, protocol) {
+            ("confidentiality", Protocol::Pgp) => std::panic::panic_any("boom <b>|x".to_owned()),
+            ("integrity", _) => Err("no *such* thing".to_owned()),
+            _ => p.measure(protocol),
+        });
+        assert_eq!(report.cells.len(), 3);
+        let errors: Vec<(String, Option<&str>)> =
+            report.errors().iter().map(|c| (c.anchor(), c.error())).collect();
+        assert_eq!(
+            errors,
+            [
+                ("confidentiality--pgp".to_owned(), Some("panicked: boom <b>|x")),
+                ("integrity--plain".to_owned(), Some("no *such* thing"))
+            ]
+        );
+        let plain = report.cell("confidentiality", Protocol::Plain).unwrap();
+        assert!(plain.verdict().is_some_and(|v| v.tested && !v.holds), "{:?}", plain.verdict());
+        assert_eq!(plain.mark(), "❌");
+
+        let md = report.markdown();
+        assert!(md.contains(&format!("{LEGEND}{ERROR_LEGEND}\n")), "{md}");
+        assert!(
+            md.contains("| [confidentiality against the server](#confidentiality) | ❌ | ❓ |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| pgp | ❓ | error: panicked: boom &lt;b>\\|x |\n"), "{md}");
+        assert!(md.contains("| plain | ❓ | error: no \\*such\\* thing |\n"), "{md}");
+
+        let html = report.html("../my templates");
+        assert!(html.contains("<td class=\"m err\"><a href=\"#confidentiality--pgp\">❓ error: panicked: boom &lt;b&gt;|x</a></td>"));
+        assert!(html.contains("<p>No run: panicked: boom &lt;b&gt;|x</p>"));
+        assert!(html.contains(
+            "<a href=\"../my%20templates/confidentiality.yaml.tmpl\">confidentiality.yaml.tmpl</a>"
+        ));
+        for c in &report.cells {
+            let a = c.anchor();
+            for id in [a.clone(), format!("{a}-scenario"), format!("{a}-transcript"), format!("{a}-diagram")]
+            {
+                assert!(html.contains(&format!("id=\"{id}\"")), "{id} is in the page");
+                assert!(html.contains(&format!("href=\"#{id}\"")), "{id} is linked");
+            }
+        }
+        assert_eq!(html.matches("<svg ").count(), 1, "a diagram for the cell that ran");
+        assert!(!html.contains("<b>"));
+
+        // Without errors the legend is the usual one.
+        let clean = run_cells(&work[..1], 1, |p, protocol| p.measure(protocol));
+        assert!(clean.errors().is_empty());
+        assert!(
+            clean.markdown().contains(&format!("{LEGEND}\n")) && !clean.markdown().contains(ERROR_LEGEND)
+        );
     }
 }

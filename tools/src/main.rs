@@ -56,7 +56,8 @@ enum Cmd {
     /// Run the property suite for every protocol (one run per cell, on all cores), print the
     /// protocol × property table and write the report: `matrix.md` (committed; a test fails
     /// when it is stale) and `matrix.html` (every cell linked to its scenario, transcript and
-    /// sequence diagram) into `--out`.
+    /// sequence diagram) into `--out`. A cell whose run cannot be made or panics is marked ❓
+    /// with the error; the report is written all the same, and the exit status is 1.
     Matrix {
         /// Where the report goes.
         #[arg(long, default_value = "reports")]
@@ -197,23 +198,15 @@ fn main() -> ExitCode {
             sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }
         Cmd::Matrix { out, jobs } => {
-            let report = match jabberwock_sim::report::run(
-                jobs.unwrap_or_else(jabberwock_sim::report::default_jobs),
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let report =
+                jabberwock_sim::report::run(jobs.unwrap_or_else(jabberwock_sim::report::default_jobs));
             let md = report.markdown();
-            // The page links the templates relative to where it is written.
-            let templates = std::path::absolute(&out)
-                .ok()
-                .and_then(|o| {
-                    let root = std::path::absolute("scenarios/properties").ok()?;
-                    relative(&o, &root)
-                })
+            // The page links the templates relative to where it is written: those this tool
+            // was built from (the report is made from them), else those under the working
+            // directory.
+            let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/properties");
+            let templates = if built.is_dir() { built } else { PathBuf::from("scenarios/properties") };
+            let templates = jabberwock_sim::report::relative_path(&out, &templates)
                 .unwrap_or_else(|| "../scenarios/properties".to_owned());
             let html = report.html(&templates);
             let written = std::fs::create_dir_all(&out)
@@ -226,7 +219,20 @@ fn main() -> ExitCode {
             }
             print!("{md}");
             eprintln!("wrote {} and {}", out.join("matrix.md").display(), out.join("matrix.html").display());
-            ExitCode::SUCCESS
+            let errors = report.errors();
+            for c in &errors {
+                eprintln!("error: {} × {}: {}", c.property.id, c.protocol, c.error().unwrap_or_default());
+            }
+            if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{} cell{} without a verdict",
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::FAILURE
+            }
         }
         Cmd::Run { path, seed, jsonl } if path.is_file() => match run_one(&path, seed) {
             Row::Ran(o) => {
@@ -307,16 +313,4 @@ fn main() -> ExitCode {
             if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
-}
-
-/// The path of `to` as seen from the directory `from` (both absolute), with `/` separators.
-fn relative(from: &Path, to: &Path) -> Option<String> {
-    let from: Vec<_> = from.components().collect();
-    let to: Vec<_> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
-    for c in &to[common..] {
-        parts.push(c.as_os_str().to_str()?.to_owned());
-    }
-    Some(parts.join("/"))
 }
