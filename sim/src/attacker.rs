@@ -3,7 +3,7 @@
 //! knowledge; what it can *read* is computed later by running engines over that knowledge.
 
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use jabberwock_e2e::xml::ElementExt;
@@ -20,6 +20,10 @@ use crate::scenario::{Action, AttackerPlan, Encoding, HopKind, Position, Rule, S
 
 /// How long a reordered stanza waits for a successor before it is released anyway.
 const REORDER_MAX_HOLD: Duration = Duration::from_secs(5);
+
+/// A forger that has heard nothing from its victim for this long retires: what the victim
+/// sends to the claimed device afterwards goes to the real one again.
+const FORGER_IDLE: Duration = Duration::from_secs(30);
 
 /// The attacker's own engine posing as an account, and the PEP items it publishes.
 #[derive(Debug)]
@@ -39,6 +43,8 @@ pub struct Impostor {
     pub owner_device: Option<Jid>,
     /// What the relays read, live: (when, body, how).
     pub read: Vec<(Duration, String, String)>,
+    /// Ids of the `<iq/>` requests its engines sent: only their answers are taken off the wire.
+    pub asked: BTreeSet<String>,
 }
 
 /// A stanza the attacker saw.
@@ -81,6 +87,9 @@ pub struct Attacker {
     requests: BTreeMap<(BareJid, String), String>,
     /// Forgers still talking: a session protocol's forgery is a handshake first.
     forgers: Vec<Forger>,
+    /// How many stanzas it made up without an id of their own (forged or forwarded): the
+    /// next one's number, so ids never repeat.
+    made: u32,
 }
 
 /// The attacker's engine posing as `from` toward `victim`, after a forgery order: what the
@@ -91,6 +100,10 @@ struct Forger {
     from: FullJid,
     victim: BareJid,
     engine: Box<dyn Engine>,
+    /// Ids of the `<iq/>` requests it sent: only their answers are its.
+    asked: BTreeSet<String>,
+    /// When the victim last sent it something (or it was made): see [`FORGER_IDLE`].
+    last: Duration,
 }
 
 impl Attacker {
@@ -113,6 +126,7 @@ impl Attacker {
             epoch: Duration::ZERO,
             requests: BTreeMap::new(),
             forgers: vec![],
+            made: 0,
         }
     }
 
@@ -155,11 +169,30 @@ impl Attacker {
             self.requests.insert((owner, id), node);
         }
         let id = stanza.attr("id").unwrap_or("-").to_owned();
-        let stanza = match self.hand_to_forger(at, hop, stanza, &id, log) {
-            Ok(releases) => return releases,
-            Err(stanza) => stanza,
-        };
+        // A stanza held for reordering goes on behind the next one that reaches the attacker
+        // on its hop, whatever becomes of that one.
         let waiting = self.reorder_slot.remove(hop).and_then(|t| self.held.remove(&t));
+        let mut out = match self.hand_to_forger(at, hop, stanza, &id, log) {
+            Ok(releases) => releases,
+            Err(stanza) => self.apply_rules(at, hop, stanza, &id, waiting.is_some(), log),
+        };
+        if let Some((_, held)) = waiting {
+            log.push(format!("releases held {} behind {id} (reordered)", held.attr("id").unwrap_or("-")));
+            out.push(Release::Now(held));
+        }
+        out
+    }
+
+    /// The rules, in order, on a stanza no forger took.
+    fn apply_rules(
+        &mut self,
+        at: Duration,
+        hop: &Hop,
+        stanza: Element,
+        id: &str,
+        slot_busy: bool,
+        log: &mut Vec<String>,
+    ) -> Vec<Release> {
         // Rules compose in order: observing and modifying rules change the stanza and let later
         // rules act on the result; the first delivery rule (drop, delay, reorder, duplicate,
         // replay) decides how it travels.
@@ -174,7 +207,7 @@ impl Attacker {
             }
             self.applied[i] += 1;
             let action = rule.action.clone();
-            let releases = self.act(i, &action, (at, hop), stanza, &id, waiting.is_some(), log);
+            let releases = self.act(i, &action, (at, hop), stanza, id, slot_busy, log);
             match (action.delivers(), <[Release; 1]>::try_from(releases)) {
                 (false, Ok([Release::Now(modified)])) => current = Some(modified),
                 (_, Ok(one)) => {
@@ -187,15 +220,10 @@ impl Attacker {
                 }
             }
         }
-        let mut out = match out {
+        match out {
             Some(out) => out,
             None => current.map(|s| vec![Release::Now(s)]).unwrap_or_default(),
-        };
-        if let Some((_, held)) = waiting {
-            log.push(format!("releases held {} behind {id} (reordered)", held.attr("id").unwrap_or("-")));
-            out.push(Release::Now(held));
         }
-        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -373,13 +401,19 @@ impl Attacker {
             return self.presence_in_the_middle(owner, now, hop, stanza);
         }
         // What the session protocols exchange: chat messages, and (XTLS) the engine's own
-        // `<iq/>`s with whatever answers them. An `<iq/>` result or error between the two
-        // cannot be told from a non-engine one; between two clients, only engines ask.
-        let engine_iq = is_engine_iq(imp.engine.as_ref(), stanza);
+        // `<iq/>` requests and the answers to the ones its engines sent.
+        let engine_iq = is_engine_iq(imp.engine.as_ref(), stanza, &imp.asked);
         if !(engine_iq || stanza.name() == "message" && stanza.attr("type") != Some("error")) {
             return None;
         }
+        if engine_iq
+            && matches!(stanza.attr("type"), Some("result" | "error"))
+            && let Some(id) = stanza.attr("id")
+        {
+            imp.asked.remove(id);
+        }
         let mut releases = Vec::new();
+        let read_before = imp.read.len();
         match hop {
             // The victim writes to the owner: the impostor posing as the owner answers.
             Hop::ClientToServer { client, server } if bare(stanza.attr("to")).as_ref() == Some(owner) => {
@@ -462,7 +496,12 @@ impl Attacker {
             }
             _ => return None,
         }
-        *self.acted.entry("impersonate").or_default() += 1;
+        remember_requests(&mut imp.asked, &releases);
+        // It acted when its engines made something of the stanza: an answer, a relayed copy or
+        // a plaintext (a stanza they ignore is merely dropped).
+        if !releases.is_empty() || imp.read.len() > read_before {
+            *self.acted.entry("impersonate").or_default() += 1;
+        }
         Some(releases)
     }
 }
@@ -516,16 +555,31 @@ impl Attacker {
             }
             _ => return None,
         }
+        remember_requests(&mut imp.asked, &releases);
         Some(releases)
     }
 }
 
-/// An `<iq/>` of `engine`'s protocol (a child in one of its namespaces), or any `<iq/>` result
-/// or error, which cannot be told from a non-engine one by its content.
-fn is_engine_iq(engine: &dyn Engine, stanza: &Element) -> bool {
+/// Adds the ids of the `<iq/>` requests among `releases` to `asked`.
+fn remember_requests(asked: &mut BTreeSet<String>, releases: &[Release]) {
+    for r in releases {
+        if let Release::Now(s) | Release::Reroute { stanza: s, .. } = r
+            && s.name() == "iq"
+            && matches!(s.attr("type"), Some("get" | "set"))
+            && let Some(id) = s.attr("id")
+        {
+            asked.insert(id.to_owned());
+        }
+    }
+}
+
+/// An `<iq/>` request of `engine`'s protocol (a child in one of its namespaces), or the
+/// result or error answering one of the requests in `asked` (an answer cannot be told from a
+/// non-engine one by its content, only by its id).
+fn is_engine_iq(engine: &dyn Engine, stanza: &Element, asked: &BTreeSet<String>) -> bool {
     stanza.name() == "iq"
         && match stanza.attr("type") {
-            Some("result" | "error") => true,
+            Some("result" | "error") => stanza.attr("id").is_some_and(|id| asked.contains(id)),
             _ => stanza.children().any(|c| engine.iq_namespaces().contains(&c.ns().as_str())),
         }
 }
@@ -854,24 +908,29 @@ impl Attacker {
             return (vec![], "cannot read its forgery order".into());
         };
         let body = order.text();
-        *self.acted.entry("forge").or_default() += 1;
         let mut engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
         let mut cx = Cx { rng: &mut self.rng, now };
         // Presence is public too: what the victim's devices announced (XTLS support in caps,
-        // XEP-0027 signed presence, whose keys it then fetches like any client).
-        let mut heard = Output::default();
-        for seen in &self.seen {
+        // XEP-0027 signed presence, whose keys it then fetches like any client) — the latest
+        // of each device once, as a client holds it, though the recording may have it from
+        // several hops.
+        let mut latest: BTreeMap<String, Element> = BTreeMap::new();
+        for seen in self.seen.iter().filter(|s| s.stanza.name() == "presence") {
             let mut p = seen.stanza.clone();
-            if p.name() != "presence" {
-                continue;
-            }
             if let Hop::ClientToServer { client, .. } = &seen.hop {
                 p.set("from", client.to_string());
             }
-            let sender = p.attr("from").and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare());
-            if sender.as_ref() == Some(&to)
-                && let Ok(out) = engine.receive_presence(&mut cx, &p)
+            let sender = p.attr("from").and_then(|j| j.parse::<Jid>().ok());
+            if let Some(sender) =
+                sender.filter(|j| j.to_bare() == to && p.attr("type").is_none_or(|t| t == "unavailable"))
             {
+                p.set("to", from.to_string());
+                latest.insert(sender.to_string(), p);
+            }
+        }
+        let mut heard = Output::default();
+        for p in latest.values().filter(|p| p.attr("type").is_none()) {
+            if let Ok(out) = engine.receive_presence(&mut cx, p) {
                 let out = answer_fetches(engine.as_mut(), &mut cx, out, &self.seen);
                 heard.actions.extend(out.actions);
             }
@@ -883,8 +942,18 @@ impl Attacker {
         heard.actions.append(&mut out.actions);
         let out = heard;
         let stanzas = self.forged(&from, out);
+        if stanzas.is_empty() {
+            return (
+                vec![],
+                format!("cannot forge {body:?} as {from} ({protocol}): its engine sent nothing"),
+            );
+        }
+        *self.acted.entry("forge").or_default() += 1;
         if matches!(hop, Hop::ServerToClient { client, .. } if client.to_bare() == to) {
-            self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine });
+            let mut asked = BTreeSet::new();
+            remember_requests(&mut asked, &stanzas.iter().cloned().map(Release::Now).collect::<Vec<_>>());
+            let at = now.saturating_sub(self.epoch);
+            self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine, asked, last: at });
         }
         let line = format!(
             "forges {body:?} as {from} to {to} with its own {protocol} engine and recorded public keys ({} stanza{})",
@@ -901,8 +970,7 @@ impl Attacker {
             if let EngineAction::Send(mut s) = a {
                 s.set("from", from.to_string());
                 if s.attr("id").is_none() {
-                    let n = self.acted.get("forge").copied().unwrap_or(0) + stanzas.len() as u32;
-                    s.set("id", format!("forged-{n}"));
+                    s.set("id", self.made_up_id("forged"));
                 }
                 stanzas.push(s);
             }
@@ -910,9 +978,16 @@ impl Attacker {
         stanzas
     }
 
-    /// A stanza from a forger's victim to the device the forger poses as: the forger takes
-    /// it (the real device never sees it) and answers on the victim's hop. `Err` gives the
-    /// stanza back when no forger wants it.
+    /// A fresh id for a stanza it made up: `{prefix}-{n}`, never the same twice in a run.
+    fn made_up_id(&mut self, prefix: &str) -> String {
+        self.made += 1;
+        format!("{prefix}-{}", self.made)
+    }
+
+    /// A stanza from a forger's victim to the device the forger poses as (a message, a
+    /// request of the forger's protocol, or the answer to one of the forger's requests): the
+    /// forger takes it (the real device never sees it) and answers on the victim's hop. `Err`
+    /// gives the stanza back when no forger wants it. Forgers idle for [`FORGER_IDLE`] retire.
     fn hand_to_forger(
         &mut self,
         at: Duration,
@@ -922,11 +997,12 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Result<Vec<Release>, Element> {
         let Hop::ClientToServer { client, server } = hop else { return Err(stanza) };
+        self.forgers.retain(|f| at.saturating_sub(f.last) < FORGER_IDLE);
         let to = stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok());
         let Some(i) = self.forgers.iter().position(|f| {
             f.victim == client.to_bare()
                 && to.as_ref() == Some(&f.from)
-                && (stanza.name() == "message" || is_engine_iq(f.engine.as_ref(), &stanza))
+                && (stanza.name() == "message" || is_engine_iq(f.engine.as_ref(), &stanza, &f.asked))
         }) else {
             return Err(stanza);
         };
@@ -934,11 +1010,21 @@ impl Attacker {
         let mut s = stanza;
         s.set("from", client.to_string());
         let forger = &mut self.forgers[i];
+        forger.last = at;
+        if let Some(id) = s.attr("id").filter(|_| matches!(s.attr("type"), Some("result" | "error"))) {
+            forger.asked.remove(id);
+        }
         let mut cx = Cx { rng: &mut self.rng, now };
         let out = receive_all(forger.engine.as_mut(), &mut cx, &s);
         let out = answer_fetches(forger.engine.as_mut(), &mut cx, out, &self.seen);
         let from = forger.from.clone();
         let answers = self.forged(&from, out);
+        if let Some(forger) = self.forgers.get_mut(i) {
+            remember_requests(
+                &mut forger.asked,
+                &answers.iter().cloned().map(Release::Now).collect::<Vec<_>>(),
+            );
+        }
         log.push(format!(
             "keeps {id} from {from} and hands it to its forger, which answers with {} stanza{}",
             answers.len(),
@@ -968,7 +1054,6 @@ impl Attacker {
             return (vec![], "cannot read its forwarding order".into());
         };
         let body = order.text();
-        *self.acted.entry("forward").or_default() += 1;
         let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| *d == stolen).map(|(_, _, e)| e) else {
             return (vec![], format!("cannot forward: it holds no stolen state of {stolen}"));
         };
@@ -1012,20 +1097,20 @@ impl Attacker {
         let Some(out) = out else {
             return (vec![], format!("cannot forward: no public keys of {to} recorded"));
         };
-        let stanzas: Vec<Element> = out
-            .actions
-            .into_iter()
-            .filter_map(|a| match a {
-                EngineAction::Send(mut s) => {
-                    s.set("from", sender.clone());
-                    if s.attr("id").is_none() {
-                        s.set("id", format!("forwarded-{}", self.acted.get("forward").copied().unwrap_or(0)));
-                    }
-                    Some(s)
+        let mut stanzas = Vec::new();
+        for a in out.actions {
+            if let EngineAction::Send(mut s) = a {
+                s.set("from", sender.clone());
+                if s.attr("id").is_none() {
+                    s.set("id", self.made_up_id("forwarded"));
                 }
-                _ => None,
-            })
-            .collect();
+                stanzas.push(s);
+            }
+        }
+        if stanzas.is_empty() {
+            return (vec![], format!("cannot forward {}: the engine sent nothing", id_of(&recorded)));
+        }
+        *self.acted.entry("forward").or_default() += 1;
         let how = if body.is_empty() { String::new() } else { format!(", slipping in {body:?}") };
         let line = format!(
             "passes {} ({sender} → {stolen}) on to {to} with the stolen state of {stolen}{how}",
@@ -1123,6 +1208,16 @@ fn recorded_items(seen: &[Seen], owner: &BareJid, node: &str) -> Vec<Element> {
         }
     }
     latest.into_values().collect()
+}
+
+/// What the attacker can try to read in a stanza: its messages ([`messages_in`]) or, for an
+/// `<iq/>` request, the request itself (a tunnel's records travel in `<iq/>`s: the XTLS ProtoXEP, "Protocol").
+pub fn readable_in(stanza: &Element) -> Vec<Element> {
+    if stanza.name() == "iq" && stanza.ns() == NS_CLIENT && matches!(stanza.attr("type"), Some("get" | "set"))
+    {
+        return vec![stanza.clone()];
+    }
+    messages_in(stanza)
 }
 
 /// The messages inside a stanza the attacker can try to read: the stanza itself and any

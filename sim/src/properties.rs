@@ -103,7 +103,26 @@ impl Verdict {
     }
 }
 
+/// How many stanzas the attacker saw that carry something to read (messages, tunnel records).
+fn carriers(f: &Facts<'_>) -> usize {
+    f.outcome.attacker.as_ref().map_or(0, |a| a.carriers)
+}
+
+/// Whose state the attacker stole.
+fn stolen(f: &Facts<'_>) -> usize {
+    f.outcome.attacker.as_ref().map_or(0, |a| a.stolen.len())
+}
+
+/// Why Bob's laptop rejected something: its errors or, with none, its alerts.
+fn complaints(f: &Facts<'_>) -> Vec<String> {
+    let errors = f.errors("bob/laptop");
+    if errors.is_empty() { f.alerts("bob/laptop") } else { errors }
+}
+
 fn judge_unread(f: &Facts<'_>, what: &str) -> Verdict {
+    if carriers(f) == 0 {
+        return untested("the attacker saw no stanza carrying the conversation");
+    }
     let sent = f.sent().len();
     let read = f.read();
     if read.is_empty() {
@@ -123,11 +142,15 @@ fn integrity(f: &Facts<'_>) -> Verdict {
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     let forged: Vec<String> = f.shown("bob/laptop").into_iter().filter(|b| !sent.contains(b)).collect();
+    let why = complaints(f);
     match forged.first() {
         Some(text) => verdict(false, format!("Bob was shown altered text {text:?}")),
-        None => {
-            verdict(true, format!("the altered message was rejected ({})", f.errors("bob/laptop").join(", ")))
+        // Detected means Bob's client said so: silence could as well be a message that never
+        // reached him.
+        None if why.is_empty() => {
+            untested("nothing altered was shown, but Bob's client reported nothing either")
         }
+        None => verdict(true, format!("the altered message was rejected ({})", why.join(", "))),
     }
 }
 
@@ -138,13 +161,20 @@ fn replay(f: &Facts<'_>) -> Verdict {
     let shown = f.shown("bob/laptop");
     let twice =
         f.sent().into_iter().map(|(_, _, b)| b).find(|b| shown.iter().filter(|s| *s == b).count() > 1);
+    let why = complaints(f);
     match twice {
         Some(b) => verdict(false, format!("Bob was shown {b:?} twice")),
-        None => verdict(true, format!("the copy was rejected ({})", f.errors("bob/laptop").join(", "))),
+        None if why.is_empty() => {
+            untested("nothing was shown twice, but Bob's client reported nothing either")
+        }
+        None => verdict(true, format!("the copy was rejected ({})", why.join(", "))),
     }
 }
 
 fn forward_secrecy(f: &Facts<'_>) -> Verdict {
+    if stolen(f) == 0 {
+        return untested("the attacker stole no keys");
+    }
     judge_unread(f, "with both long-term keys stolen afterwards")
 }
 
@@ -243,7 +273,7 @@ fn deniability(f: &Facts<'_>) -> Verdict {
             verdict(true, format!("Bob alone made a message his client accepts as Alice's{public}"))
         }
         Some(g) => verdict(false, format!("Bob could not forge a message from Alice ({})", g.detail)),
-        None => verdict(false, "no message from Alice to test"),
+        None => untested("no <message/> from Alice crossed the wire for Bob's state to forge"),
     }
 }
 
@@ -269,8 +299,16 @@ fn authentication(f: &Facts<'_>) -> Verdict {
 }
 
 fn post_compromise(f: &Facts<'_>) -> Verdict {
+    if stolen(f) == 0 || carriers(f) == 0 {
+        return untested("the attacker stole no state or saw no conversation");
+    }
     let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
     let read = f.read();
+    // Recovery is only shown if the theft worked at first: a state that reads nothing, not
+    // even the next message, proves nothing about healing.
+    if read.is_empty() {
+        return untested("the stolen state read nothing, not even right after the theft");
+    }
     if read.contains(&last) {
         verdict(false, format!("still reads after two round trips ({} read)", read.len()))
     } else {

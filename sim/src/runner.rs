@@ -22,7 +22,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::attacker::{Attacker, Impostor, answer_fetches, messages_in};
+use crate::attacker::{Attacker, Impostor, answer_fetches, messages_in, readable_in};
 use crate::scenario::Action;
 use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Transport as C2sTransport};
 use crate::transcript::Transcript;
@@ -55,6 +55,9 @@ pub struct AttackerReport {
     pub position: String,
     /// How many stanzas it saw.
     pub seen: usize,
+    /// How many of those carry something to read (messages, and `<iq/>` requests: a tunnel's
+    /// records): a run in which it saw none tests nothing about what it can read.
+    pub carriers: usize,
     /// Devices whose state it stole.
     pub stolen: Vec<String>,
     /// What it could read.
@@ -642,6 +645,7 @@ fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> 
         victims: BTreeMap::new(),
         owner_device: None,
         read: Vec::new(),
+        asked: BTreeSet::new(),
     })
 }
 
@@ -654,6 +658,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
             return AttackerReport {
                 position: attacker.position().to_string(),
                 seen: 0,
+                carriers: 0,
                 stolen: vec![],
                 read: vec![],
                 acted: BTreeMap::new(),
@@ -727,8 +732,11 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         stolen.push(format!("{dev} at {}", fmt_time(at)));
         readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
     }
+    let mut carriers = 0;
     for seen in &attacker.seen {
-        for msg in messages_in(&seen.stanza) {
+        let readable = readable_in(&seen.stanza);
+        carriers += usize::from(!readable.is_empty());
+        for msg in readable {
             for (means, engine) in readers.iter_mut() {
                 let mut cx = Cx { rng: &mut rng, now: Duration::from_secs(EPOCH_SECS) + seen.at };
                 // A stanza the engine rejects leaves it as it was: the attacker tries every
@@ -736,6 +744,13 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 // ESession) must not lose it to a stanza from before the theft.
                 let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
                 let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
+                // Nor does it let a stanza that only makes the engine complain (an old
+                // `<start/>` that would replace the XTLS tunnel it holds, say) cost it its state:
+                // it keeps what it has and reads on.
+                let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
+                if !plaintext && out.events.iter().any(|e| matches!(e, Event::Alert { .. })) {
+                    continue;
+                }
                 // A protocol that must check a signature asks for the sender's public key
                 // first: keys are public, and the attacker answers from what it recorded.
                 let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
@@ -753,6 +768,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
     AttackerReport {
         position: attacker.position().to_string(),
         seen: attacker.seen.len(),
+        carriers,
         stolen,
         read,
         acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

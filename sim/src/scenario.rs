@@ -1432,7 +1432,12 @@ impl Validator<'_> {
                 ActionSpec::Rewrite { with } => {
                     Action::Rewrite(self.xml(rpos, &format!("{path}.do.rewrite.with"), with)?)
                 }
-                ActionSpec::Set { attribute, value } => Action::Set(attribute.clone(), value.clone()),
+                ActionSpec::Set { attribute, value } => {
+                    if let Err(why) = settable_attribute(attribute) {
+                        return self.err(rpos, format!("{path}.do.set.attribute"), why);
+                    }
+                    Action::Set(attribute.clone(), value.clone())
+                }
                 ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
                 ActionSpec::Impersonate { owner } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {
@@ -1589,4 +1594,22 @@ pub fn json_schema() -> String {
     let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// Whether `name` can be set on a stanza as a plain attribute: an XML name (XML 1.0 §2.3,
+/// restricted to ASCII, which every stanza attribute is) without a prefix, and not a namespace
+/// declaration (`xmlns` changes what the stanza *is*, not one of its attributes; XML
+/// Namespaces §3).
+fn settable_attribute(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(format!(
+            "{name:?} is not an attribute name (a letter or _, then letters, digits, _, - or .)"
+        ));
+    }
+    if name == "xmlns" || name.to_ascii_lowercase().starts_with("xml") {
+        return Err(format!("{name:?} is reserved by XML: a namespace cannot be set as an attribute"));
+    }
+    Ok(())
 }

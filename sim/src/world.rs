@@ -403,8 +403,10 @@ impl Hooks for World {
                 ));
                 self.log(device, |l| l.alerts.push(reason.to_owned()));
             }
-            Note::Injected { hop, stanza } => {
-                if let Some(a) = self.attacker.borrow_mut().as_mut() {
+            Note::Injected { hop, stanza, rerouted } => {
+                // A relayed answer is the work of the power that took the stanza
+                // (`impersonate`, a forger): not an injection of its own.
+                if !rerouted && let Some(a) = self.attacker.borrow_mut().as_mut() {
                     *a.acted.entry("inject").or_default() += 1;
                 }
                 let (from, to) = ends(hop);

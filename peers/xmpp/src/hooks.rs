@@ -202,6 +202,9 @@ pub enum Note<'a> {
         hop: &'a Hop,
         /// The stanza.
         stanza: &'a Element,
+        /// Whether it is the attacker's answer to a stanza it just took ([`Release::Reroute`],
+        /// a man in the middle relaying), rather than one of its planned injections.
+        rerouted: bool,
     },
     /// A stanza scheduled for a session that no longer exists was lost.
     Lost {

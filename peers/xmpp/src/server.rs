@@ -215,12 +215,17 @@ impl<T: Transport> Server<T> {
 
     fn inject(self: &Rc<Self>, inj: Injection) {
         for stanza in self.hooks.materialize(&inj.hop, inj.stanza) {
-            self.hooks.note(Note::Injected { hop: &inj.hop, stanza: &stanza });
-            match &inj.hop {
-                Hop::ClientToServer { client, .. } => self.from_client(client, stanza),
-                Hop::ServerToClient { client, .. } => self.write_session(client, stanza),
-                Hop::ServerToServer { from, .. } => self.from_remote(from, stanza),
-            }
+            self.hooks.note(Note::Injected { hop: &inj.hop, stanza: &stanza, rerouted: false });
+            self.put_on(&inj.hop, stanza);
+        }
+    }
+
+    /// Puts a stanza the attacker made on `hop`, past the interception point.
+    fn put_on(self: &Rc<Self>, hop: &Hop, stanza: Element) {
+        match hop {
+            Hop::ClientToServer { client, .. } => self.from_client(client, stanza),
+            Hop::ServerToClient { client, .. } => self.write_session(client, stanza),
+            Hop::ServerToServer { from, .. } => self.from_remote(from, stanza),
         }
     }
 
@@ -248,8 +253,8 @@ impl<T: Transport> Server<T> {
                 Release::Now(s) => deliver(self, &hop, s),
                 Release::Reroute { hop: elsewhere, stanza } => {
                     if elsewhere.servers().contains(&self.domain()) {
-                        let at = self.hooks.now();
-                        self.inject(Injection { at, hop: elsewhere, stanza });
+                        self.hooks.note(Note::Injected { hop: &elsewhere, stanza: &stanza, rerouted: true });
+                        self.put_on(&elsewhere, stanza);
                     } else {
                         self.hooks
                             .note(Note::Lost { hop: &elsewhere, reason: "rerouted to another server's hop" });

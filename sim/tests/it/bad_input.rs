@@ -133,3 +133,26 @@ fn rules_on_a_link_under_tls_are_refused() {
     ));
     assert!(e.contains("`attacker.inject[0]`") && e.contains("only TLS records"), "{e}");
 }
+
+#[test]
+fn set_takes_a_plain_attribute_name() {
+    for (name, why) in [
+        ("xmlns", "reserved by XML"),
+        ("xmlns:evil", "not an attribute name"),
+        ("xml:lang", "not an attribute name"),
+        ("1st", "not an attribute name"),
+        ("'", "not an attribute name"),
+        ("", "not an attribute name"),
+    ] {
+        let e = error(&format!(
+            "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{kind: message}}, do: {{set: {{attribute: {name:?}, value: x}}}}}}\n"
+        ));
+        assert!(e.starts_with("bad.yaml:10:7: at `attacker.rules[0].do.set.attribute`"), "{name}: {e}");
+        assert!(e.contains(why), "{name}: {e}");
+    }
+    // A plain name is fine.
+    let ok = format!(
+        "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{kind: message}}, do: {{set: {{attribute: from, value: x}}}}}}\n"
+    );
+    assert!(parse("ok.yaml", &ok).is_ok());
+}
