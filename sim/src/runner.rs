@@ -422,7 +422,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     builder
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + epoch)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(scenario.tick)
         .simulation_duration(scenario.end + Duration::from_secs(60))
         .min_message_latency(scenario.latency.min)
         .max_message_latency(scenario.latency.max)

@@ -37,6 +37,11 @@ pub struct ScenarioFile {
     /// Extra simulated time after the last step (default 5s).
     #[serde(default)]
     pub settle: Option<Dur>,
+    /// The simulation's resolution (default 1ms): the network moves packets once per tick.
+    /// A coarser tick makes long simulated waits cheap; it must be at most the smallest
+    /// latency of any link, so no packet arrives later than its latency allows.
+    #[serde(default)]
+    pub tick: Option<At<Dur>>,
     /// The XMPP domains, one server each.
     pub servers: Vec<At<String>>,
     /// How clients reach their servers: `tls` (default: RFC 6120 STARTTLS, required by every
@@ -814,6 +819,8 @@ pub struct Scenario {
     pub seed: u64,
     /// How long to simulate.
     pub end: Duration,
+    /// The simulation's resolution (turmoil's tick).
+    pub tick: Duration,
     /// Server domains.
     pub servers: Vec<String>,
     /// The client-to-server transport.
@@ -1273,6 +1280,35 @@ impl Validator<'_> {
             }
         }
 
+        let latency =
+            net.latency.unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) });
+        let tick = match &raw.tick {
+            None => Duration::from_millis(1),
+            Some(t) if t.0.is_zero() => {
+                return self.err((t.line, t.column), "tick", "a tick must be longer than 0ms");
+            }
+            Some(t) => {
+                // The smallest latency any packet can have: the default's, or a link's.
+                let (smallest, whose) = links
+                    .iter()
+                    .filter_map(|l| {
+                        l.latency.map(|r| (r.min, format!("the link {} ⇆ {}", l.between[0], l.between[1])))
+                    })
+                    .fold((latency.min, "network.latency".to_owned()), |a, b| if b.0 < a.0 { b } else { a });
+                if t.0 > smallest {
+                    return self.err(
+                        (t.line, t.column),
+                        "tick",
+                        format!(
+                            "a tick of {}ms is longer than the smallest latency, {}ms ({whose}): the network moves packets once per tick, so they would arrive late",
+                            t.0.as_millis(),
+                            smallest.as_millis()
+                        ),
+                    );
+                }
+                t.0
+            }
+        };
         let settle = raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(5));
         let end = match raw.duration {
             Some(d) if d.0 < end => {
@@ -1287,6 +1323,7 @@ impl Validator<'_> {
             about: raw.about.clone(),
             seed: raw.seed,
             end,
+            tick,
             servers,
             transport: match raw.transport {
                 TransportSpec::Tls => Transport::Tls,
@@ -1295,9 +1332,7 @@ impl Validator<'_> {
             federation,
             accounts,
             devices: device_specs.into_values().collect(),
-            latency: net
-                .latency
-                .unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) }),
+            latency,
             links,
             events,
             keepalive: net.keepalive.map(|d| d.0).unwrap_or(Duration::from_secs(10)),

@@ -15,6 +15,7 @@ pub mod openpgp;
 pub mod otr;
 pub mod plain;
 mod rng06;
+mod rsa_keygen;
 pub mod smime;
 #[cfg(test)]
 mod testing;

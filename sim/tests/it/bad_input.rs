@@ -96,6 +96,39 @@ fn settings_out_of_range() {
 }
 
 #[test]
+fn a_tick_is_checked_against_the_latencies() {
+    let e = error(&format!("{GOOD_HEAD}tick: 0ms\n"));
+    assert!(e.starts_with("bad.yaml:7:7: at `tick`: a tick must be longer than 0ms"), "{e}");
+    let e = error(&format!("{GOOD_HEAD}tick: soon\n"));
+    assert!(e.starts_with("bad.yaml:7:") && e.contains("not a duration"), "{e}");
+    // The default latency is 1ms..10ms.
+    let e = error(&format!("{GOOD_HEAD}tick: 5ms\n"));
+    assert!(
+        e.starts_with(
+            "bad.yaml:7:7: at `tick`: a tick of 5ms is longer than the smallest latency, 1ms (network.latency)"
+        ),
+        "{e}"
+    );
+    // A link faster than the default counts.
+    let e = error(&format!(
+        "{GOOD_HEAD}tick: 10ms\nnetwork:\n  latency: 20ms..40ms\n  links:\n    - {{between: [alice/phone, a.example], latency: 5ms..9ms}}\n"
+    ));
+    assert!(
+        e.contains("a tick of 10ms is longer than the smallest latency, 5ms (the link alice@a.example/phone ⇆ a.example)"),
+        "{e}"
+    );
+    let ok = |yaml: String| match parse("good.yaml", &yaml) {
+        Ok(s) => s.tick,
+        Err(e) => panic!("refused: {e}"),
+    };
+    assert_eq!(
+        ok(format!("{GOOD_HEAD}tick: 10ms\nnetwork:\n  latency: 10ms..40ms\n")),
+        core::time::Duration::from_millis(10)
+    );
+    assert_eq!(ok(GOOD_HEAD.to_owned()), core::time::Duration::from_millis(1));
+}
+
+#[test]
 fn tls_settings_are_checked() {
     let e = error(&format!("{GOOD_HEAD}transport: tcp\n"));
     assert!(e.starts_with("bad.yaml:7:"), "{e}");

@@ -194,7 +194,7 @@ impl core::fmt::Debug for Identity {
 impl Identity {
     /// A new key from the caller's RNG.
     pub fn generate(rng: &mut dyn RngCore) -> Result<Self, E2eError> {
-        let key = RsaPrivateKey::new(&mut Rng06(rng), 2048)
+        let key = crate::rsa_keygen::generate(rng, 2048)
             .map_err(|e| E2eError::Policy { detail: format!("RSA key generation: {e}") })?;
         Ok(Identity { key })
     }

@@ -92,7 +92,6 @@ use rand_core::RngCore;
 use rsa::RsaPrivateKey;
 
 use self::pki::{Ca, Cert};
-use crate::rng06::Rng06;
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, text_el};
 use crate::{
@@ -233,7 +232,7 @@ impl Smime {
     fn generate_key(rng: &mut dyn RngCore) -> RsaPrivateKey {
         loop {
             // Generation only fails on an RNG that never yields a prime; ours is ChaCha20.
-            if let Ok(k) = RsaPrivateKey::new(&mut Rng06(&mut *rng), RSA_BITS) {
+            if let Ok(k) = crate::rsa_keygen::generate(&mut *rng, RSA_BITS) {
                 return k;
             }
         }

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use super::NS_DS;
 use crate::E2eError;
-use crate::rng06::Rng06;
 use crate::xml::{ElementExt, el, text_el};
 
 /// The modulus size of the keys we make, and the smallest we accept from a peer.
@@ -128,7 +127,7 @@ impl core::fmt::Debug for KeyPair {
 impl KeyPair {
     /// A fresh RSA-2048 key pair from the device's seeded stream.
     pub fn generate(rng: &mut dyn RngCore) -> Result<Self, E2eError> {
-        let private = RsaPrivateKey::new(&mut Rng06(rng), MIN_BITS)
+        let private = crate::rsa_keygen::generate(rng, MIN_BITS)
             .map_err(|e| E2eError::Policy { detail: format!("RSA key generation: {e}") })?;
         Self::from_private(private)
     }
