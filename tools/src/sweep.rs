@@ -448,7 +448,7 @@ impl Scheduler {
 /// Runs every (target, seed) seed run twice on up to `options.jobs` threads and compares the
 /// two simulations of each.
 ///
-/// Seed runs start in order (target by target, seeds in order); their two simulations are
+/// Seed runs start in order (seed by seed, every target for each seed); their two simulations are
 /// separate jobs, made on different threads when there are several. Unless `keep_going`, the
 /// first problem that counts stops new seed runs from starting: those under way finish, and
 /// only the problems up to the first that counts in that order are reported, so the result
@@ -481,8 +481,11 @@ where
     let limit = || if keep_going { usize::MAX } else { first_stop.load(Ordering::SeqCst) };
     let worker = |me: usize| {
         while let Some(job) = scheduler.take(me, total, limit) {
-            let Some(target) = targets.get(job.index / per_file) else { break };
-            let seed = seeds.start + (job.index % per_file) as u64;
+            // Seed by seed, every target for each: the RSA keys a seed's devices draw are
+            // the same in every scenario that has them, and the engines' key memo
+            // (`jabberwock_e2e::rsa_keygen`) then makes each once.
+            let Some(target) = targets.get(job.index % targets.len().max(1)) else { break };
+            let seed = seeds.start + (job.index / targets.len().max(1)) as u64;
             let result = guarded(&runner, &target.scenario, seed);
             let twin = {
                 let mut w = waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -793,7 +796,8 @@ mod tests {
             };
             let summary = sweep(&t, 0..50, options(jobs, false, false), &ProgressBar::hidden(), runner);
             assert!(summary.stopped);
-            assert_eq!(summary.swept, 4, "jobs {jobs}");
+            // Seeds 0, 1 and 2 of all four, then `a` at seed 3.
+            assert_eq!(summary.swept, 13, "jobs {jobs}");
             assert_eq!(
                 summary.problems,
                 vec![Problem {
@@ -807,16 +811,16 @@ mod tests {
             // No new seed run starts after the problem: only those already under way finish
             // (at most AHEAD + 1 per thread).
             let runs = calls.load(Ordering::SeqCst);
-            assert!(runs <= 2 * (4 + (AHEAD as u64 + 1) * jobs as u64), "jobs {jobs}: {runs} runs");
+            assert!(runs <= 2 * (13 + (AHEAD as u64 + 1) * jobs as u64), "jobs {jobs}: {runs} runs");
             assert_eq!(summary.executed as u64 * 2, runs);
             if jobs == 1 {
-                assert_eq!(runs, 8);
+                assert_eq!(runs, 26);
             }
             assert_eq!(
                 summary.render().lines().skip(4).collect::<Vec<_>>(),
                 [
                     "4 scenarios × 50 seeds (0..50) = 200 seed runs, 400 simulations planned",
-                    "stopped at the first problem after 4 seed runs, 8 simulations: 0 divergences, 0 errors, \
+                    "stopped at the first problem after 13 seed runs, 26 simulations: 0 divergences, 0 errors, \
                      1 failure (--keep-going runs every seed)"
                 ]
             );
@@ -849,16 +853,16 @@ mod tests {
                     ("scenarios/lossy.yaml", 0, Kind::Failure),
                     ("scenarios/lossy.yaml", 1, Kind::Failure),
                     ("scenarios/lossy.yaml", 2, Kind::Failure),
-                    ("scenarios/lossy.yaml", 3, Kind::Failure),
                     ("scenarios/z.yaml", 2, Kind::Divergence),
                 ],
                 "jobs {jobs}"
             );
-            assert!(summary.stopped && summary.swept == 7, "jobs {jobs}: stopped at the divergence");
+            // Seed by seed: lossy and z at seeds 0 and 1, lossy at 2, then z at 2 diverges.
+            assert!(summary.stopped && summary.swept == 6, "jobs {jobs}: stopped at the divergence");
             assert_eq!(summary.exit_code(), ExitCode::FAILURE);
             let text = summary.render();
             assert!(text.contains("  replay: jabberwock run scenarios/lossy.yaml --seed 1\n"), "{text}");
-            assert!(text.contains("1 divergence, 0 errors, 4 failures"), "{text}");
+            assert!(text.contains("1 divergence, 0 errors, 3 failures"), "{text}");
             assert!(text.ends_with("failures do not fail the sweep (--divergence-only)\n"), "{text}");
         }
         // Failures alone: listed, exit 0.
