@@ -43,8 +43,9 @@ pub struct Impostor {
     pub owner_device: Option<Jid>,
     /// What the relays read, live: (when, body, how).
     pub read: Vec<(Duration, String, String)>,
-    /// Ids of the `<iq/>` requests its engines sent: only their answers are taken off the wire.
-    pub asked: BTreeSet<String>,
+    /// The `<iq/>` requests its engines sent, as (to whom, id): only their answers are taken
+    /// off the wire (each engine numbers its own requests, so an id alone is ambiguous).
+    pub asked: BTreeSet<(BareJid, String)>,
 }
 
 /// A stanza the attacker saw.
@@ -100,8 +101,8 @@ struct Forger {
     from: FullJid,
     victim: BareJid,
     engine: Box<dyn Engine>,
-    /// Ids of the `<iq/>` requests it sent: only their answers are its.
-    asked: BTreeSet<String>,
+    /// The `<iq/>` requests it sent, as (to whom, id): only their answers are its.
+    asked: BTreeSet<(BareJid, String)>,
     /// When the victim last sent it something (or it was made): see [`FORGER_IDLE`].
     last: Duration,
 }
@@ -238,7 +239,15 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Vec<Release> {
         let tag = format!("rule {rule}");
-        if !matches!(action, Action::Substitute { .. } | Action::Impersonate(_)) {
+        // Powers that may find nothing to change count only when they change something.
+        if !matches!(
+            action,
+            Action::Substitute { .. }
+                | Action::Impersonate(_)
+                | Action::Strip(_)
+                | Action::Replace(..)
+                | Action::Flip(..)
+        ) {
             *self.acted.entry(action.power()).or_default() += 1;
         }
         match action {
@@ -284,12 +293,18 @@ impl Attacker {
             Action::Strip(name) => {
                 let mut s = stanza;
                 let n = strip(&mut s, name);
+                if n > 0 {
+                    *self.acted.entry(action.power()).or_default() += 1;
+                }
                 log.push(format!("strips {n} <{name}/> from {id} ({tag})"));
                 vec![Release::Now(s)]
             }
             Action::Replace(name, with) => {
                 let mut s = stanza;
                 let done = replace_first(&mut s, name, with);
+                if done {
+                    *self.acted.entry(action.power()).or_default() += 1;
+                }
                 log.push(format!("{} <{name}/> in {id} ({tag})", if done { "replaces" } else { "finds no" }));
                 vec![Release::Now(s)]
             }
@@ -314,6 +329,7 @@ impl Attacker {
                 let mut s = stanza;
                 match flip(&mut s, name, *bit, *encoding) {
                     Some((flipped, what)) => {
+                        *self.acted.entry(action.power()).or_default() += 1;
                         log.push(format!("flips bit {flipped} of {what} <{name}/> in {id} ({tag})"))
                     }
                     None => log.push(format!("finds no <{name}/> text to flip in {id} ({tag})")),
@@ -402,16 +418,16 @@ impl Attacker {
         }
         // What the session protocols exchange: chat messages, and (XTLS) the engine's own
         // `<iq/>` requests and the answers to the ones its engines sent.
-        let engine_iq = is_engine_iq(imp.engine.as_ref(), stanza, &imp.asked);
+        let sender = match hop {
+            Hop::ClientToServer { client, .. } => Some(client.to_bare()),
+            _ => bare(stanza.attr("from")),
+        };
+        let answer = stanza.attr("id").zip(sender).map(|(id, s)| (s, id.to_owned()));
+        let engine_iq = is_engine_iq(imp.engine.as_ref(), stanza, &imp.asked, answer.as_ref());
         if !(engine_iq || stanza.name() == "message" && stanza.attr("type") != Some("error")) {
             return None;
         }
-        if engine_iq
-            && matches!(stanza.attr("type"), Some("result" | "error"))
-            && let Some(id) = stanza.attr("id")
-        {
-            imp.asked.remove(id);
-        }
+
         let mut releases = Vec::new();
         let read_before = imp.read.len();
         match hop {
@@ -496,6 +512,9 @@ impl Attacker {
             }
             _ => return None,
         }
+        if let Some(answer) = answer.filter(|_| matches!(stanza.attr("type"), Some("result" | "error"))) {
+            imp.asked.remove(&answer);
+        }
         remember_requests(&mut imp.asked, &releases);
         // It acted when its engines made something of the stanza: an answer, a relayed copy or
         // a plaintext (a stanza they ignore is merely dropped).
@@ -560,26 +579,32 @@ impl Attacker {
     }
 }
 
-/// Adds the ids of the `<iq/>` requests among `releases` to `asked`.
-fn remember_requests(asked: &mut BTreeSet<String>, releases: &[Release]) {
+/// Adds the `<iq/>` requests among `releases` to `asked`, as (to whom, id).
+fn remember_requests(asked: &mut BTreeSet<(BareJid, String)>, releases: &[Release]) {
     for r in releases {
         if let Release::Now(s) | Release::Reroute { stanza: s, .. } = r
             && s.name() == "iq"
             && matches!(s.attr("type"), Some("get" | "set"))
             && let Some(id) = s.attr("id")
+            && let Some(to) = s.attr("to").and_then(|t| t.parse::<Jid>().ok())
         {
-            asked.insert(id.to_owned());
+            asked.insert((to.to_bare(), id.to_owned()));
         }
     }
 }
 
 /// An `<iq/>` request of `engine`'s protocol (a child in one of its namespaces), or the
-/// result or error answering one of the requests in `asked` (an answer cannot be told from a
-/// non-engine one by its content, only by its id).
-fn is_engine_iq(engine: &dyn Engine, stanza: &Element, asked: &BTreeSet<String>) -> bool {
+/// result or error answering one of the requests in `asked`: `answer` is (its sender, its
+/// id), as an answer cannot be told from a non-engine one by its content.
+fn is_engine_iq(
+    engine: &dyn Engine,
+    stanza: &Element,
+    asked: &BTreeSet<(BareJid, String)>,
+    answer: Option<&(BareJid, String)>,
+) -> bool {
     stanza.name() == "iq"
         && match stanza.attr("type") {
-            Some("result" | "error") => stanza.attr("id").is_some_and(|id| asked.contains(id)),
+            Some("result" | "error") => answer.is_some_and(|a| asked.contains(a)),
             _ => stanza.children().any(|c| engine.iq_namespaces().contains(&c.ns().as_str())),
         }
 }
@@ -999,10 +1024,12 @@ impl Attacker {
         let Hop::ClientToServer { client, server } = hop else { return Err(stanza) };
         self.forgers.retain(|f| at.saturating_sub(f.last) < FORGER_IDLE);
         let to = stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok());
+        let answer = stanza.attr("id").map(|id| (client.to_bare(), id.to_owned()));
         let Some(i) = self.forgers.iter().position(|f| {
             f.victim == client.to_bare()
                 && to.as_ref() == Some(&f.from)
-                && (stanza.name() == "message" || is_engine_iq(f.engine.as_ref(), &stanza, &f.asked))
+                && (stanza.name() == "message"
+                    || is_engine_iq(f.engine.as_ref(), &stanza, &f.asked, answer.as_ref()))
         }) else {
             return Err(stanza);
         };
@@ -1011,14 +1038,17 @@ impl Attacker {
         s.set("from", client.to_string());
         let forger = &mut self.forgers[i];
         forger.last = at;
-        if let Some(id) = s.attr("id").filter(|_| matches!(s.attr("type"), Some("result" | "error"))) {
-            forger.asked.remove(id);
+        if let Some(answer) = answer.filter(|_| matches!(s.attr("type"), Some("result" | "error"))) {
+            forger.asked.remove(&answer);
         }
         let mut cx = Cx { rng: &mut self.rng, now };
         let out = receive_all(forger.engine.as_mut(), &mut cx, &s);
         let out = answer_fetches(forger.engine.as_mut(), &mut cx, out, &self.seen);
         let from = forger.from.clone();
-        let answers = self.forged(&from, out);
+        let mut answers = self.forged(&from, out);
+        for m in &mut answers {
+            m.set("to", client.to_string());
+        }
         if let Some(forger) = self.forgers.get_mut(i) {
             remember_requests(
                 &mut forger.asked,
@@ -1210,14 +1240,20 @@ fn recorded_items(seen: &[Seen], owner: &BareJid, node: &str) -> Vec<Element> {
     latest.into_values().collect()
 }
 
-/// What the attacker can try to read in a stanza: its messages ([`messages_in`]) or, for an
-/// `<iq/>` request, the request itself (a tunnel's records travel in `<iq/>`s: the XTLS ProtoXEP, "Protocol").
-pub fn readable_in(stanza: &Element) -> Vec<Element> {
-    if stanza.name() == "iq" && stanza.ns() == NS_CLIENT && matches!(stanza.attr("type"), Some("get" | "set"))
-    {
-        return vec![stanza.clone()];
+/// What the attacker can try to read in a stanza: its messages with a body or a payload
+/// ([`messages_in`]) or, for an `<iq/>` request with a child in one of `namespaces` (the
+/// protocols' own), the request itself (a tunnel's records travel in `<iq/>`s: the XTLS ProtoXEP, "Protocol").
+pub fn readable_in(stanza: &Element, namespaces: &BTreeSet<&str>) -> Vec<Element> {
+    if stanza.name() == "iq" {
+        let engine_request = stanza.ns() == NS_CLIENT
+            && matches!(stanza.attr("type"), Some("get" | "set"))
+            && stanza.children().any(|c| namespaces.contains(c.ns().as_str()));
+        return if engine_request { vec![stanza.clone()] } else { vec![] };
     }
     messages_in(stanza)
+        .into_iter()
+        .filter(|m| m.children().any(|c| c.name() == "body" || c.ns() != NS_CLIENT))
+        .collect()
 }
 
 /// The messages inside a stanza the attacker can try to read: the stanza itself and any

@@ -113,10 +113,10 @@ fn stolen(f: &Facts<'_>) -> usize {
     f.outcome.attacker.as_ref().map_or(0, |a| a.stolen.len())
 }
 
-/// Why Bob's laptop rejected something: its errors or, with none, its alerts.
+/// Why Bob's laptop rejected something: its errors (alerts are no evidence: many are routine,
+/// a session coming up).
 fn complaints(f: &Facts<'_>) -> Vec<String> {
-    let errors = f.errors("bob/laptop");
-    if errors.is_empty() { f.alerts("bob/laptop") } else { errors }
+    f.errors("bob/laptop")
 }
 
 fn judge_unread(f: &Facts<'_>, what: &str) -> Verdict {
@@ -253,7 +253,10 @@ fn downgrade(f: &Facts<'_>) -> Verdict {
     match (forged, flagged) {
         (true, true) => verdict(true, "the plain body was shown flagged as unencrypted"),
         (true, false) => verdict(false, "the forged plain body was shown without a warning"),
-        (false, _) => verdict(true, "nothing forged was shown"),
+        (false, _) if complaints(f).is_empty() => {
+            untested("nothing forged was shown, but Bob's client reported nothing either")
+        }
+        (false, _) => verdict(true, format!("nothing forged was shown ({})", complaints(f).join(", "))),
     }
 }
 
@@ -292,8 +295,10 @@ fn authentication(f: &Facts<'_>) -> Verdict {
         None => {
             let mut why = f.errors("bob/laptop");
             why.extend(f.alerts("bob/laptop"));
-            let why = if why.is_empty() { "nothing it made was shown".to_owned() } else { why.join(", ") };
-            verdict(true, format!("the forgery was rejected ({why})"))
+            if why.is_empty() {
+                return untested("nothing it made was shown, but Bob's client reported nothing either");
+            }
+            verdict(true, format!("the forgery was rejected ({})", why.join(", ")))
         }
     }
 }

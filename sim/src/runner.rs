@@ -732,9 +732,12 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         stolen.push(format!("{dev} at {}", fmt_time(at)));
         readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
     }
+    // The protocols' own `<iq/>` namespaces (a tunnel's records: XTLS).
+    let namespaces: BTreeSet<&'static str> =
+        readers.iter().flat_map(|(_, e)| e.iq_namespaces().iter().copied()).collect();
     let mut carriers = 0;
     for seen in &attacker.seen {
-        let readable = readable_in(&seen.stanza);
+        let readable = readable_in(&seen.stanza, &namespaces);
         carriers += usize::from(!readable.is_empty());
         for msg in readable {
             for (means, engine) in readers.iter_mut() {
@@ -744,16 +747,16 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 // ESession) must not lose it to a stanza from before the theft.
                 let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
                 let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
-                // Nor does it let a stanza that only makes the engine complain (an old
-                // `<start/>` that would replace the XTLS tunnel it holds, say) cost it its state:
-                // it keeps what it has and reads on.
+                // A protocol that must check a signature asks for the sender's public key
+                // first: keys are public, and the attacker answers from what it recorded.
+                let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
+                // Nor does it let a stanza that only makes the engine warn (an old XTLS
+                // `<start/>` that would replace the tunnel it holds) cost it its state: it keeps
+                // what it has and reads on. (Keeping both states instead grows without bound.)
                 let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
                 if !plaintext && out.events.iter().any(|e| matches!(e, Event::Alert { .. })) {
                     continue;
                 }
-                // A protocol that must check a signature asks for the sender's public key
-                // first: keys are public, and the attacker answers from what it recorded.
-                let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
                 *engine = trial;
                 for event in out.events {
                     if let Event::Plaintext { body, .. } = event

@@ -15,7 +15,7 @@
 //! The seeds are `from..from + seeds` (`--from` defaults to 0); the seed written in a file is
 //! not used, so every file gets the same seeds. By default the sweep stops at the first
 //! problem: no new seed run is started, those under way finish, and the report names the
-//! first problem in sweep order (files in path order, then seeds in order) — every seed run
+//! first problem in sweep order (seeds in order, every file in path order for each) — every seed run
 //! before it was checked, so the report does not depend on the number of threads.
 //! `--keep-going` runs every seed and lists every problem, sorted by file and seed.
 //! `--divergence-only` lists failures but neither stops at one nor fails the sweep for one:
