@@ -515,7 +515,7 @@ impl Attacker {
         if let Some(answer) = answer.filter(|_| matches!(stanza.attr("type"), Some("result" | "error"))) {
             imp.asked.remove(&answer);
         }
-        remember_requests(&mut imp.asked, &releases);
+        remember_requests(&mut imp.asked, releases.iter().filter_map(released));
         // It acted when its engines made something of the stanza: an answer, a relayed copy or
         // a plaintext (a stanza they ignore is merely dropped).
         if !releases.is_empty() || imp.read.len() > read_before {
@@ -574,16 +574,26 @@ impl Attacker {
             }
             _ => return None,
         }
-        remember_requests(&mut imp.asked, &releases);
+        remember_requests(&mut imp.asked, releases.iter().filter_map(released));
         Some(releases)
     }
 }
 
-/// Adds the `<iq/>` requests among `releases` to `asked`, as (to whom, id).
-fn remember_requests(asked: &mut BTreeSet<(BareJid, String)>, releases: &[Release]) {
-    for r in releases {
-        if let Release::Now(s) | Release::Reroute { stanza: s, .. } = r
-            && s.name() == "iq"
+/// The stanza a release puts on a hop now (`None` for one held back).
+fn released(r: &Release) -> Option<&Element> {
+    match r {
+        Release::Now(s) | Release::Reroute { stanza: s, .. } => Some(s),
+        Release::Later { .. } => None,
+    }
+}
+
+/// Adds the `<iq/>` requests among `stanzas` to `asked`, as (to whom, id).
+fn remember_requests<'a>(
+    asked: &mut BTreeSet<(BareJid, String)>,
+    stanzas: impl IntoIterator<Item = &'a Element>,
+) {
+    for s in stanzas {
+        if s.name() == "iq"
             && matches!(s.attr("type"), Some("get" | "set"))
             && let Some(id) = s.attr("id")
             && let Some(to) = s.attr("to").and_then(|t| t.parse::<Jid>().ok())
@@ -966,7 +976,7 @@ impl Attacker {
         };
         heard.actions.append(&mut out.actions);
         let out = heard;
-        let stanzas = self.forged(&from, out);
+        let stanzas = self.as_sent_by(&from.to_string(), "forged", out);
         if stanzas.is_empty() {
             return (
                 vec![],
@@ -976,7 +986,7 @@ impl Attacker {
         *self.acted.entry("forge").or_default() += 1;
         if matches!(hop, Hop::ServerToClient { client, .. } if client.to_bare() == to) {
             let mut asked = BTreeSet::new();
-            remember_requests(&mut asked, &stanzas.iter().cloned().map(Release::Now).collect::<Vec<_>>());
+            remember_requests(&mut asked, &stanzas);
             let at = now.saturating_sub(self.epoch);
             self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine, asked, last: at });
         }
@@ -988,25 +998,21 @@ impl Attacker {
         (stanzas, line)
     }
 
-    /// What a forger's engine sends, as the claimed sender's stanzas.
-    fn forged(&mut self, from: &FullJid, out: Output) -> Vec<Element> {
+    /// What one of its engines sends, as `from`'s stanzas; those without an id get a made-up
+    /// one, `{prefix}-{n}`, never the same twice in a run.
+    fn as_sent_by(&mut self, from: &str, prefix: &str, out: Output) -> Vec<Element> {
         let mut stanzas = Vec::new();
         for a in out.actions {
             if let EngineAction::Send(mut s) = a {
-                s.set("from", from.to_string());
+                s.set("from", from);
                 if s.attr("id").is_none() {
-                    s.set("id", self.made_up_id("forged"));
+                    self.made += 1;
+                    s.set("id", format!("{prefix}-{}", self.made));
                 }
                 stanzas.push(s);
             }
         }
         stanzas
-    }
-
-    /// A fresh id for a stanza it made up: `{prefix}-{n}`, never the same twice in a run.
-    fn made_up_id(&mut self, prefix: &str) -> String {
-        self.made += 1;
-        format!("{prefix}-{}", self.made)
     }
 
     /// A stanza from a forger's victim to the device the forger poses as (a message, a
@@ -1045,15 +1051,12 @@ impl Attacker {
         let out = receive_all(forger.engine.as_mut(), &mut cx, &s);
         let out = answer_fetches(forger.engine.as_mut(), &mut cx, out, &self.seen);
         let from = forger.from.clone();
-        let mut answers = self.forged(&from, out);
+        let mut answers = self.as_sent_by(&from.to_string(), "forged", out);
         for m in &mut answers {
             m.set("to", client.to_string());
         }
         if let Some(forger) = self.forgers.get_mut(i) {
-            remember_requests(
-                &mut forger.asked,
-                &answers.iter().cloned().map(Release::Now).collect::<Vec<_>>(),
-            );
+            remember_requests(&mut forger.asked, &answers);
         }
         log.push(format!(
             "keeps {id} from {from} and hands it to its forger, which answers with {} stanza{}",
@@ -1127,16 +1130,7 @@ impl Attacker {
         let Some(out) = out else {
             return (vec![], format!("cannot forward: no public keys of {to} recorded"));
         };
-        let mut stanzas = Vec::new();
-        for a in out.actions {
-            if let EngineAction::Send(mut s) = a {
-                s.set("from", sender.clone());
-                if s.attr("id").is_none() {
-                    s.set("id", self.made_up_id("forwarded"));
-                }
-                stanzas.push(s);
-            }
-        }
+        let stanzas = self.as_sent_by(&sender, "forwarded", out);
         if stanzas.is_empty() {
             return (vec![], format!("cannot forward {}: the engine sent nothing", id_of(&recorded)));
         }

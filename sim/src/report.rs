@@ -95,7 +95,7 @@ pub fn run(jobs: usize) -> Report {
 }
 
 /// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -33,6 +33,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use jabberwock_sim::report::panic_text;
 use jabberwock_sim::{Outcome, Scenario, load, run_with_seed};
 use serde_json::{Value, json};
 
@@ -277,15 +278,6 @@ fn plural(n: usize) -> &'static str {
 
 fn plural_u64(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// One run, a panic turned into an error.
