@@ -8,6 +8,7 @@ use jabberwock_sim::{Outcome, load, run_with_seed};
 
 mod interop;
 mod sweep;
+mod tally;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,6 +114,16 @@ enum Cmd {
         #[arg(long, value_name = "FILE.json")]
         record: Option<PathBuf>,
     },
+    /// Add up the `--record` files of a sweep run in chunks (`sweep --from N --record
+    /// chunk-N.json`): check they are one sweep (same scenario files, options and commit, no
+    /// overlapping seeds) and print the whole as markdown — the counts, the seeds not covered,
+    /// every divergence and error with its replay command, the failures by scenario. Exit 0
+    /// when complete and clean, 1 when seeds are missing or a problem counts, 2 on bad input.
+    SweepTotal {
+        /// The record files.
+        #[arg(required = true, value_name = "RECORD.json")]
+        records: Vec<PathBuf>,
+    },
 }
 
 /// What `jabberwock diagram` writes.
@@ -197,6 +208,7 @@ fn main() -> ExitCode {
         Cmd::Sweep { path, seeds, from, jobs, keep_going, divergence_only, record } => {
             sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }
+        Cmd::SweepTotal { records } => tally::command(records),
         Cmd::Matrix { out, jobs } => {
             let report =
                 jabberwock_sim::report::run(jobs.unwrap_or_else(jabberwock_sim::report::default_jobs));

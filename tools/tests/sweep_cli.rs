@@ -1,5 +1,6 @@
 //! `jabberwock sweep` end to end: what goes to standard output (the same bytes whatever the
-//! threads and the clock), the exit status, `--divergence-only` and `--record`.
+//! threads and the clock), the exit status, `--divergence-only` and `--record`; and
+//! `jabberwock sweep-total`, which adds up the records of a sweep run in chunks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,15 +13,14 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn sweep(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_jabberwock"))
-        .current_dir(root())
-        .arg("sweep")
-        .args(args)
-        .output()
-        .unwrap();
+fn jabberwock(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_jabberwock")).current_dir(root()).args(args).output().unwrap();
     assert!(out.status.code().is_some(), "exited on a signal: {out:?}");
     out
+}
+
+fn sweep(args: &[&str]) -> Output {
+    jabberwock(&[&["sweep"], args].concat())
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -111,4 +111,41 @@ fn an_unwritable_record_is_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(text(&out.stderr).contains("/nonexistent-directory/record.json"), "{}", text(&out.stderr));
+}
+
+/// Two chunks of one sweep add up to the sweep; a gap fails it, an overlap is refused.
+#[test]
+fn sweep_total_adds_up_chunk_records() {
+    let dir = std::env::temp_dir().join(format!("jabberwock-sweep-total-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chunk = |from: &str, seeds: &str| {
+        let record = dir.join(format!("chunk-{from}-{seeds}.json")).display().to_string();
+        let args = ["scenarios/basics/lossy-link.yaml", "--seeds", seeds, "--from", from];
+        let out = sweep(&[&args[..], &["--keep-going", "--divergence-only", "--record", &record]].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        record
+    };
+    let (a, b, c) = (chunk("5", "2"), chunk("7", "2"), chunk("8", "3"));
+
+    let whole = jabberwock(&["sweep-total", &b, &a]);
+    assert_eq!(whole.status.code(), Some(0), "{}", text(&whole.stderr));
+    let report = text(&whole.stdout);
+    assert!(
+        report.contains(
+            "- 1 scenario × 4 seeds (5..9) = 4 seed runs, 8 simulations (each seed run twice and compared)\n"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("- **0 divergences, 0 errors**, 3 failures\n"), "{report}");
+    assert!(report.contains("| scenarios/basics/lossy-link.yaml | 3 of 4 | 5, 6, 8 | "), "{report}");
+
+    let gap = jabberwock(&["sweep-total", &a, &c]);
+    assert_eq!(gap.status.code(), Some(1), "{}", text(&gap.stderr));
+    assert!(text(&gap.stdout).contains("- seeds 7..8: no record\n"), "{}", text(&gap.stdout));
+
+    let overlap = jabberwock(&["sweep-total", &b, &c]);
+    assert_eq!(overlap.status.code(), Some(2));
+    assert!(overlap.stdout.is_empty());
+    assert!(text(&overlap.stderr).contains("overlap"), "{}", text(&overlap.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }
