@@ -751,10 +751,14 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
                 // first: keys are public, and the attacker answers from what it recorded.
                 let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
                 // Nor does it let a stanza that only makes the engine warn (an old XTLS
-                // `<start/>` that would replace the tunnel it holds) cost it its state: it keeps
-                // what it has and reads on. (Keeping both states instead grows without bound.)
+                // `<start/>` that would replace the tunnel it holds), or that it refuses once
+                // the keys are in (as it would have refused it at once), cost it its state: it
+                // keeps what it has and reads on. (Keeping both states instead grows without
+                // bound.)
                 let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
-                if !plaintext && out.events.iter().any(|e| matches!(e, Event::Alert { .. })) {
+                if !plaintext
+                    && out.events.iter().any(|e| matches!(e, Event::Alert { .. } | Event::Rejected { .. }))
+                {
                     continue;
                 }
                 *engine = trial;

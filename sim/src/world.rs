@@ -374,6 +374,21 @@ impl Hooks for World {
                     ));
                     self.log(device, |l| l.verifications.push((peer.clone(), *result)));
                 }
+                Event::Rejected { from, error } => {
+                    // Recorded as the engine error it is: the same rejection reads the same
+                    // whether or not the stanza first waited for its sender's keys.
+                    self.record(self.device_line(
+                        "error",
+                        "engine-error",
+                        device,
+                        format!(
+                            "✗ engine error {} ({:?} at fault): {error} (a stanza from {from}, held for its keys)",
+                            error.code(),
+                            error.fault()
+                        ),
+                    ));
+                    self.log(device, |l| l.errors.push(error.code().to_owned()));
+                }
                 other => self.record(self.device_line("event", "event", device, format!("event {other:?}"))),
             },
             Note::EngineError { device, error } => {

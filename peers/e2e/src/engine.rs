@@ -293,6 +293,15 @@ pub enum Event {
         /// What came out of it.
         result: VerificationResult,
     },
+    /// A stanza that arrived earlier and was held (waiting for its sender's keys) was refused
+    /// now: the error [`E2eEngine::receive`] would have returned for it had the keys been there
+    /// when it arrived, so the same rejection reads the same whatever the timing.
+    Rejected {
+        /// The sending device, as the held stanza claimed it.
+        from: Jid,
+        /// Why it was refused.
+        error: E2eError,
+    },
 }
 
 /// An engine's response to one call.

@@ -236,8 +236,12 @@ impl Ox {
             .partition(|s| sender(s).is_ok_and(|j| j.to_bare() == *owner));
         self.inbox = rest;
         for stanza in waiting {
-            if let Err(e) = self.receive_openpgp(cx, &stanza, false, out) {
-                out.events.push(Event::Alert { reason: e.code(), detail: format!("from {owner}: {e}") });
+            if let Err(error) = self.receive_openpgp(cx, &stanza, false, out) {
+                // The error `receive` would have returned had the keys been there.
+                out.events.push(match sender(&stanza) {
+                    Ok(from) => Event::Rejected { from, error },
+                    Err(_) => Event::Alert { reason: error.code(), detail: format!("from {owner}: {error}") },
+                });
             }
         }
     }
@@ -432,19 +436,22 @@ impl Ox {
     }
 
     /// The metadata list of `owner` could not be read (malformed): the stanzas waiting for
-    /// its keys are refused (reported with the error's code) rather than kept forever, and
+    /// its keys are refused ([`Event::Rejected`] with that error) rather than kept forever, and
     /// messages waiting to be sent to it are reported `not-sent`.
     fn keys_failed(&mut self, owner: &BareJid, error: &E2eError, out: &mut Output) {
         let (waiting, rest): (Vec<Element>, Vec<Element>) = core::mem::take(&mut self.inbox)
             .into_iter()
             .partition(|s| sender(s).is_ok_and(|j| j.to_bare() == *owner));
         self.inbox = rest;
-        for _ in waiting {
-            out.events.push(Event::Alert {
-                reason: error.code(),
-                detail: format!(
-                    "a stanza from {owner} waited for its keys, which could not be read: {error}"
-                ),
+        for stanza in waiting {
+            out.events.push(match sender(&stanza) {
+                Ok(from) => Event::Rejected { from, error: error.clone() },
+                Err(_) => Event::Alert {
+                    reason: error.code(),
+                    detail: format!(
+                        "a stanza from {owner} waited for its keys, which could not be read: {error}"
+                    ),
+                },
             });
         }
         let (to_owner, rest): (Vec<_>, Vec<_>) =

@@ -127,6 +127,10 @@ impl Net {
     fn absorb(&mut self, i: usize, out: Output, queue: &mut VecDeque<(usize, Deliver)>) {
         let me = self.devices[i].0.clone();
         for e in out.events {
+            // A held stanza refused later is an error, as a client records it.
+            if let Event::Rejected { error, .. } = &e {
+                self.errors.push((i, error.code()));
+            }
             self.events.push((i, e));
         }
         for a in out.actions {
@@ -423,9 +427,21 @@ fn pgp_signed_presence_is_verified_with_the_keyserver_key() {
         "an unknown issuer sends Bob to the keyserver"
     );
     let out = pgp_bob.receive(&mut cx(&mut rng), &iq).unwrap();
-    assert!(out.events.iter().any(|e| matches!(e, Event::Alert { reason: "unknown-signer", .. })), "{out:?}");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::Rejected { error, .. } if error.code() == "unknown-signer")),
+        "{out:?}"
+    );
     // A replayed presence verifies again (XEP-0027 §4).
     assert!(pgp_bob.receive_presence(&mut cx(&mut rng), &presence).is_ok());
+
+    // A signed presence from an account with nothing on the keyserver: refused once the
+    // lookup fails, with the error it gets when the keyserver's answer is already in.
+    let stranger = el("presence", NS_CLIENT).with("from", "dave@d.example/pc").child(cx_[0].clone());
+    net.call(bob, |e, cx| e.receive_presence(cx, &stranger));
+    assert_eq!(net.errors_of(BOB), ["unknown-signer"], "{:?}", net.events);
+    assert!(net.alerts(BOB).is_empty(), "{:?}", net.events);
 }
 
 #[test]
@@ -642,10 +658,12 @@ fn ox_checks_to_time_and_signer() {
         &sc_xml("bob@b.example", &now, "fwd"),
     );
     net.deliver(CAROL, fwd.clone());
-    // Carol first fetched Alice's keys; the stanza was checked when they came.
-    assert_eq!(net.alerts(CAROL), ["to-mismatch"]);
-    net.deliver(CAROL, fwd);
+    // Carol first fetched Alice's keys; the stanza was checked when they came, and refused
+    // with the error it gets when the keys are already there.
     assert_eq!(net.errors_of(CAROL), ["to-mismatch"]);
+    assert!(net.alerts(CAROL).is_empty(), "{:?}", net.events);
+    net.deliver(CAROL, fwd);
+    assert_eq!(net.errors_of(CAROL), ["to-mismatch", "to-mismatch"]);
 
     // From the future.
     let later = crate::time::format_stamp(NOW + Duration::from_secs(3600));
@@ -682,7 +700,7 @@ fn ox_checks_to_time_and_signer() {
         &sc_xml("bob@b.example", &now, "spoof"),
     );
     net.deliver(BOB, spoof);
-    assert!(net.alerts(BOB).contains(&"unknown-signer"), "{:?}", net.events);
+    assert!(net.errors_of(BOB).contains(&"unknown-signer"), "{:?}", net.events);
     assert!(!net.shown(BOB).iter().any(|(b, _)| b == "spoof"));
 
     // Encrypted but not signed (a <crypt/> in XEP-0373 terms): refused for IM (XEP-0374 §4).
@@ -701,7 +719,7 @@ fn ox_checks_to_time_and_signer() {
         b64(&bytes),
     ));
     net.deliver(BOB, unsigned);
-    assert_eq!(net.errors_of(BOB), ["time-implausible", "not-signed"]);
+    assert_eq!(net.errors_of(BOB), ["time-implausible", "unknown-signer", "not-signed"]);
 
     // Two <time/> elements, a <sign/> instead of <signcrypt/>, no <to/>.
     for (xml, code) in [
@@ -1303,8 +1321,18 @@ fn ox_waiting_stanzas_are_capped_per_sender_and_drained_on_a_bad_list() {
     // Alice's list names a malformed fingerprint: the four waiting stanzas are refused now.
     let out =
         bob.receive(&mut cx(&mut rng), &metadata_answer("alice@a.example", &["nothex".into()])).unwrap();
+    // The list itself is an alert; each waiting stanza is refused with its error.
     let alerts = alerts_of(&out);
-    assert_eq!(alerts.iter().filter(|a| **a == "malformed").count(), 1 + 4, "{alerts:?}");
+    assert_eq!(alerts, ["malformed"], "{out:?}");
+    let refused: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { from, error } if from.to_bare() == bare(ALICE) => Some(error.code()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, ["malformed"; 4], "{out:?}");
     // Nothing waits any more: a good list later brings nothing back.
     let good = metadata_answer("alice@a.example", &[k[ALICE].fingerprint().to_owned()]);
     let out = bob.receive(&mut cx(&mut rng), &good).unwrap();

@@ -147,9 +147,9 @@ impl Pgp {
             self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
         for from in waiting {
             let Some((status, sig)) = self.pending_presence.remove(&from) else { continue };
-            if let Err(e) = self.check_presence(owner, &from, &status, &sig, false, out) {
-                out.events
-                    .push(Event::Alert { reason: e.code(), detail: format!("presence of {from}: {e}") });
+            if let Err(error) = self.check_presence(owner, &from, &status, &sig, false, out) {
+                // The error `receive_presence` would have returned had the keys been there.
+                out.events.push(Event::Rejected { from, error });
             }
         }
         self.flush(cx, out);
@@ -440,10 +440,11 @@ impl Engine for Pgp {
             self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
         for from in waiting {
             self.pending_presence.remove(&from);
-            out.events.push(Event::Alert {
+            let error = E2eError::Rejected {
                 reason: "unknown-signer",
-                detail: format!("no key of {from} on the keyserver ({condition}): presence not verified"),
-            });
+                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
+            };
+            out.events.push(Event::Rejected { from, error });
         }
         self.flush(cx, &mut out);
         Ok(out)

@@ -599,16 +599,16 @@ impl Xmlsec {
     fn retry_held(&mut self, cx: &mut Cx<'_>, owner: &BareJid, out: &mut Output) {
         let held = core::mem::take(&mut self.held);
         for stanza in held {
-            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).map(|j| j.to_bare());
-            if from.as_ref() != Some(owner) {
-                self.held.push(stanza);
-                continue;
-            }
-            if let Err(e) = self.receive_message(cx, &stanza, false, out) {
-                out.events.push(Event::Alert {
-                    reason: e.code(),
-                    detail: format!("held message from {owner}: {e}"),
-                });
+            let from = match stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()) {
+                Some(from) if from.to_bare() == *owner => from,
+                _ => {
+                    self.held.push(stanza);
+                    continue;
+                }
+            };
+            if let Err(error) = self.receive_message(cx, &stanza, false, out) {
+                // The error `receive` would have returned had the keys been there.
+                out.events.push(Event::Rejected { from, error });
             }
         }
     }

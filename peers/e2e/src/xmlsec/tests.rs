@@ -114,6 +114,10 @@ impl Net {
                 if let Event::Plaintext { from, body, trust, .. } = &e {
                     self.shown.push((who.clone(), from.clone(), body.clone(), *trust));
                 }
+                // A held stanza refused later is an error, as a client records it.
+                if let Event::Rejected { error, .. } = &e {
+                    self.errors.push((who.clone(), error.code()));
+                }
                 self.events.push((who.clone(), e));
             }
             for action in out.actions {
@@ -401,8 +405,9 @@ fn wrong_key_and_impostor_are_rejected() {
     stanza.set("from", MALLORY);
     let out = net.deliver(BOB, &stanza);
     net.process(BOB, out);
-    // Bob fetches Mallory's keys to find the signer, then gives up on the held message.
-    assert!(net.alerts(BOB).contains(&"unknown-signer"), "{:?}", net.events);
+    // Bob fetches Mallory's keys to find the signer, then refuses the held message.
+    assert_eq!(net.errors_of(BOB), ["unknown-signer"], "{:?}", net.events);
+    assert!(!net.alerts(BOB).contains(&"unknown-signer"), "{:?}", net.events);
     // A message for Bob that Mallory decrypts with her own key: not for her device.
     let out = net.deliver(MALLORY, &stanza);
     assert!(out.events.iter().any(|e| matches!(e, Event::Alert { reason: "not-for-this-device", .. })));
