@@ -116,13 +116,19 @@ enum Cmd {
     },
     /// Add up the `--record` files of a sweep run in chunks (`sweep --from N --record
     /// chunk-N.json`): check they are one sweep (same scenario files, options and commit, no
-    /// overlapping seeds) and print the whole as markdown — the counts, the seeds not covered,
-    /// every divergence and error with its replay command, the failures by scenario. Exit 0
-    /// when complete and clean, 1 when seeds are missing or a problem counts, 2 on bad input.
+    /// overlapping seeds) and print the whole as markdown — the counts, the seeds not covered
+    /// (within `--seeds`), every divergence and error with its replay command, the failures by
+    /// scenario. Exit 0 when complete and clean, 1 when seeds are missing or a problem counts,
+    /// 2 on bad input.
     SweepTotal {
         /// The record files.
         #[arg(required = true, value_name = "RECORD.json")]
         records: Vec<PathBuf>,
+        /// The seeds the sweep was to cover, `FROM..TO`: seeds in it that no record covers are
+        /// reported (a missing first or last chunk too). Default: the lowest to the highest
+        /// seed recorded.
+        #[arg(long, value_name = "FROM..TO")]
+        seeds: Option<String>,
     },
 }
 
@@ -208,7 +214,7 @@ fn main() -> ExitCode {
         Cmd::Sweep { path, seeds, from, jobs, keep_going, divergence_only, record } => {
             sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }
-        Cmd::SweepTotal { records } => tally::command(records),
+        Cmd::SweepTotal { records, seeds } => tally::command(records, seeds),
         Cmd::Matrix { out, jobs } => {
             let report =
                 jabberwock_sim::report::run(jobs.unwrap_or_else(jabberwock_sim::report::default_jobs));

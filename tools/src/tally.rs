@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -129,8 +130,8 @@ impl Record {
                 .as_f64()
                 .ok_or_else(|| at("`elapsed_seconds` is not a number".to_owned()))?,
         };
-        if record.to < record.from {
-            return Err(at(format!("seeds {}..{} run backwards", record.from, record.to)));
+        if record.to <= record.from {
+            return Err(at(format!("seeds {}..{} are no seeds", record.from, record.to)));
         }
         let planned = (record.to - record.from).checked_mul(record.scenarios.len() as u64);
         if planned != Some(whole(&v, "planned_seed_runs").map_err(at)?) {
@@ -138,6 +139,9 @@ impl Record {
         }
         if !record.stopped && Some(record.seed_runs) != planned {
             return Err(at("`seed_runs` is not scenarios × seeds, yet the chunk did not stop".to_owned()));
+        }
+        if planned.is_none_or(|p| record.seed_runs > p) {
+            return Err(at("`seed_runs` is more than scenarios × seeds".to_owned()));
         }
         if whole(&v, "simulations").map_err(at)? != record.seed_runs.saturating_mul(2) {
             return Err(at("`simulations` is not twice `seed_runs`".to_owned()));
@@ -157,6 +161,17 @@ impl Record {
                 p.file, p.seed
             )));
         }
+        let mut listed = std::collections::BTreeSet::new();
+        if let Some(p) = record.problems.iter().find(|p| !listed.insert((&p.file, p.seed))) {
+            return Err(at(format!("{} seed {} is listed twice", p.file, p.seed)));
+        }
+        // A sweep stops only at a problem that counts, and never with `--keep-going`.
+        let stops = |p: &Problem| p.kind != "failure" || !record.divergence_only;
+        if record.stopped && (record.keep_going || !record.problems.iter().any(stops)) {
+            return Err(at(
+                "`stopped`, yet with --keep-going or without a problem that stops a sweep".to_owned()
+            ));
+        }
         Ok(record)
     }
 
@@ -169,15 +184,20 @@ impl Record {
 #[derive(Debug)]
 pub struct Total {
     records: Vec<Record>,
-    /// Seed ranges inside `first..last` that no record covers.
+    /// The seeds the sweep was to cover.
+    range: Range<u64>,
+    /// Seed ranges in `range` that no record covers.
     gaps: Vec<(u64, u64)>,
+    /// Seed runs reported on, over all records.
+    seed_runs: u64,
 }
 
-/// Checks that `records` are chunks of one sweep and adds them up; an error names the records
-/// that do not fit (different files, options or commit, or overlapping seeds).
-pub fn total(mut records: Vec<Record>) -> Result<Total, String> {
+/// Checks that `records` are chunks of one sweep over `range` (default: from the lowest seed
+/// recorded to the highest) and adds them up; an error names the records that do not fit
+/// (different files, options or commit, overlapping seeds, seeds outside `range`).
+pub fn total(mut records: Vec<Record>, range: Option<Range<u64>>) -> Result<Total, String> {
     records.sort_by_key(|r| (r.from, r.to));
-    let Some(first) = records.first() else {
+    let (Some(first), Some(last_to)) = (records.first(), records.iter().map(|r| r.to).max()) else {
         return Err("no records".to_owned());
     };
     for r in &records[1..] {
@@ -189,7 +209,7 @@ pub fn total(mut records: Vec<Record>) -> Result<Total, String> {
             let detail = match (extra, missing) {
                 (Some(s), _) => format!(" (only the second has {s})"),
                 (None, Some(s)) => format!(" (only the first has {s})"),
-                (None, None) => " (their order)".to_owned(),
+                (None, None) => " (in order or repeats)".to_owned(),
             };
             return Err(differs(&format!("the scenario files{detail}")));
         }
@@ -200,7 +220,21 @@ pub fn total(mut records: Vec<Record>) -> Result<Total, String> {
             return Err(differs("the options (--keep-going, --divergence-only)"));
         }
     }
+    let range = range.unwrap_or(first.from..last_to);
+    if let Some(r) = records.iter().find(|r| r.from < range.start || r.to > range.end) {
+        return Err(format!(
+            "{} (seeds {}..{}) is outside the seeds {}..{}",
+            r.path.display(),
+            r.from,
+            r.to,
+            range.start,
+            range.end
+        ));
+    }
     let mut gaps = Vec::new();
+    if range.start < first.from {
+        gaps.push((range.start, first.from));
+    }
     for pair in records.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if b.from < a.to {
@@ -218,11 +252,28 @@ pub fn total(mut records: Vec<Record>) -> Result<Total, String> {
             gaps.push((a.to, b.from));
         }
     }
-    Ok(Total { records, gaps })
+    if last_to < range.end {
+        gaps.push((last_to, range.end));
+    }
+    let seed_runs = records
+        .iter()
+        .try_fold(0u64, |sum, r| sum.checked_add(r.seed_runs))
+        .ok_or_else(|| "the records add up to more seed runs than can be counted".to_owned())?;
+    Ok(Total { records, range, gaps, seed_runs })
 }
 
-fn escape(cell: &str) -> String {
-    cell.replace('|', "\\|")
+/// `text` as a markdown code span, so nothing in it is markup (XML in a reason, `*` or `_` in
+/// a file name): the fence is longer than any run of backticks inside.
+fn code(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// A code span in a table cell: GitHub splits cells at `|` even inside code spans.
+fn cell(text: &str) -> String {
+    code(text).replace('|', "\\|")
 }
 
 impl Total {
@@ -234,6 +285,7 @@ impl Total {
         self.records.iter().map(|r| r.count(kind)).sum()
     }
 
+    /// Seeds covered by a record.
     fn seeds(&self) -> u64 {
         self.records.iter().map(|r| r.to - r.from).sum()
     }
@@ -266,11 +318,13 @@ impl Total {
     pub fn render(&self) -> String {
         let mut out = String::from("# Seed sweep\n\n");
         let Some(first) = self.records.first() else { return out };
-        let last_to = self.records.iter().map(|r| r.to).max().unwrap_or(first.to);
         let files = first.scenarios.len() as u64;
-        let seed_runs: u64 = self.records.iter().map(|r| r.seed_runs).sum();
         let (d, e, f) = (self.count("divergence"), self.count("error"), self.count("failure"));
-        let commit = first.git_commit.as_deref().unwrap_or("unknown (not run in a git checkout)");
+        let commit = match first.git_commit.as_deref() {
+            Some(c) => c.to_owned(),
+            None => "unknown (not run in a git checkout: nothing shows the records ran on the same code)"
+                .to_owned(),
+        };
         let mut options = vec!["sweep"];
         if first.keep_going {
             options.push("--keep-going");
@@ -288,14 +342,16 @@ impl Total {
         );
         let _ = writeln!(
             out,
-            "- {files} scenario{} × {} seed{} ({}..{last_to}{}) = {seed_runs} seed runs, {} simulations \
+            "- {files} scenario{} × {} seed{} ({}..{}{}) = {} seed runs, {} simulations \
              (each seed run twice and compared)",
             s(files),
             self.seeds(),
             s(self.seeds()),
-            first.from,
+            self.range.start,
+            self.range.end,
             if self.gaps.is_empty() { "" } else { ", with gaps" },
-            seed_runs.saturating_mul(2),
+            self.seed_runs,
+            self.seed_runs.saturating_mul(2),
         );
         let _ = writeln!(
             out,
@@ -315,22 +371,27 @@ impl Total {
                 let _ = writeln!(
                     out,
                     "- {}: stopped at its first problem after {} of {} seed runs",
-                    r.path.display(),
+                    code(&r.path.display().to_string()),
                     r.seed_runs,
                     (r.to - r.from).saturating_mul(files)
                 );
             }
         }
         out.push_str("\n## Divergences and errors\n\n");
-        let serious: Vec<&Problem> = self.problems().filter(|p| p.kind != "failure").collect();
+        let mut serious: Vec<&Problem> = self.problems().filter(|p| p.kind != "failure").collect();
+        serious.sort_by(|a, b| (&a.file, a.seed).cmp(&(&b.file, b.seed)));
         if serious.is_empty() {
             out.push_str("None.\n");
         }
         for p in serious {
             let _ = writeln!(
                 out,
-                "- {} {} seed {}: {}\n  replay: `{}`",
-                p.kind, p.file, p.seed, p.reason, p.replay
+                "- {} {} seed {}: {}\n  replay: {}",
+                p.kind,
+                code(&p.file),
+                p.seed,
+                code(&p.reason),
+                code(&p.replay)
             );
         }
         out.push_str("\n## Failures by scenario\n\n");
@@ -364,11 +425,11 @@ impl Total {
             let _ = writeln!(
                 out,
                 "| {} | {} of {} | {}{more} | {} ({n}×) |",
-                escape(file),
+                cell(file),
                 seeds.len(),
                 self.seeds(),
                 shown.join(", "),
-                escape(reason)
+                cell(reason)
             );
         }
         out
@@ -379,10 +440,28 @@ fn s(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// `FROM..TO`, a non-empty seed range.
+pub fn parse_range(text: &str) -> Result<Range<u64>, String> {
+    let bad = || format!("{text:?} is not a seed range FROM..TO (such as 0..1000)");
+    let (from, to) = text.split_once("..").ok_or_else(bad)?;
+    let (from, to): (u64, u64) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
+    if to <= from {
+        return Err(format!("{text:?} has no seeds"));
+    }
+    Ok(from..to)
+}
+
 /// The `sweep-total` subcommand: exit 0 when the records make a complete, clean sweep, 1 when
 /// seeds are missing or a problem that counts was found, 2 when a record cannot be read or the
 /// records are not one sweep.
-pub fn command(paths: Vec<PathBuf>) -> ExitCode {
+pub fn command(paths: Vec<PathBuf>, seeds: Option<String>) -> ExitCode {
+    let range = match seeds.as_deref().map(parse_range).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --seeds: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut records = Vec::new();
     for path in paths {
         let read = std::fs::read_to_string(&path)
@@ -396,7 +475,7 @@ pub fn command(paths: Vec<PathBuf>) -> ExitCode {
             }
         }
     }
-    match total(records) {
+    match total(records, range) {
         Ok(total) => {
             print!("{}", total.render());
             total.exit_code()
@@ -448,22 +527,27 @@ mod tests {
     fn contiguous_chunks_add_up_in_any_order() {
         let a = record(0, 10, &[("scenarios/b.yaml", 3, "failure"), ("scenarios/b.yaml", 7, "failure")]);
         let b = record(10, 20, &[("scenarios/b.yaml", 12, "failure")]);
-        let t = total(records(&[b, a])).unwrap();
+        let t = total(records(&[b, a]), None).unwrap();
         let text = t.render();
         assert!(text.contains("- 2 scenarios × 20 seeds (0..20) = 40 seed runs, 80 simulations"), "{text}");
         assert!(text.contains("- **0 divergences, 0 errors**, 3 failures\n"), "{text}");
         assert!(text.contains("- wall time 3 s (0.00 h)"), "{text}");
-        assert!(text.contains("| scenarios/b.yaml | 3 of 20 | 3, 7, 12 | failure \\| why (3×) |"), "{text}");
+        assert!(
+            text.contains("| `scenarios/b.yaml` | 3 of 20 | 3, 7, 12 | `failure \\| why` (3×) |"),
+            "{text}"
+        );
         assert!(text.contains("## Divergences and errors\n\nNone.\n"), "{text}");
         assert_eq!(t.exit_code(), ExitCode::SUCCESS);
     }
 
     #[test]
     fn a_divergence_is_listed_with_its_replay_and_fails() {
-        let t = total(records(&[record(0, 5, &[("scenarios/a.yaml", 4, "divergence")])])).unwrap();
+        let t = total(records(&[record(0, 5, &[("scenarios/a.yaml", 4, "divergence")])]), None).unwrap();
         let text = t.render();
         assert!(
-            text.contains("- divergence scenarios/a.yaml seed 4: divergence | why\n  replay: `jabberwock run scenarios/a.yaml --seed 4`"),
+            text.contains(
+                "- divergence `scenarios/a.yaml` seed 4: `divergence | why`\n  replay: `jabberwock run scenarios/a.yaml --seed 4`"
+            ),
             "{text}"
         );
         assert_eq!(t.exit_code(), ExitCode::FAILURE);
@@ -471,7 +555,7 @@ mod tests {
 
     #[test]
     fn a_gap_is_reported_and_fails() {
-        let t = total(records(&[record(0, 10, &[]), record(20, 30, &[])])).unwrap();
+        let t = total(records(&[record(0, 10, &[]), record(20, 30, &[])]), None).unwrap();
         let text = t.render();
         assert!(text.contains("2 scenarios × 20 seeds (0..30, with gaps)"), "{text}");
         assert!(text.contains("- seeds 10..20: no record"), "{text}");
@@ -480,7 +564,7 @@ mod tests {
 
     #[test]
     fn overlapping_chunks_are_refused() {
-        let e = total(records(&[record(0, 10, &[]), record(5, 15, &[])])).unwrap_err();
+        let e = total(records(&[record(0, 10, &[]), record(5, 15, &[])]), None).unwrap_err();
         assert!(e.contains("overlap"), "{e}");
     }
 
@@ -488,16 +572,16 @@ mod tests {
     fn chunks_of_different_sweeps_are_refused() {
         let mut other = record(10, 20, &[]);
         other["git_commit"] = json!("def456");
-        let e = total(records(&[record(0, 10, &[]), other])).unwrap_err();
+        let e = total(records(&[record(0, 10, &[]), other]), None).unwrap_err();
         assert!(e.contains("the commits differ"), "{e}");
         let mut other = record(10, 20, &[]);
         other["scenarios"] = json!(["scenarios/a.yaml", "scenarios/c.yaml"]);
         other["planned_seed_runs"] = json!(20);
-        let e = total(records(&[record(0, 10, &[]), other])).unwrap_err();
+        let e = total(records(&[record(0, 10, &[]), other]), None).unwrap_err();
         assert!(e.contains("only the second has scenarios/c.yaml"), "{e}");
         let mut other = record(10, 20, &[]);
         other["divergence_only"] = json!(false);
-        let e = total(records(&[record(0, 10, &[]), other])).unwrap_err();
+        let e = total(records(&[record(0, 10, &[]), other]), None).unwrap_err();
         assert!(e.contains("the options"), "{e}");
     }
 
@@ -521,10 +605,85 @@ mod tests {
     fn a_stopped_chunk_is_not_a_full_sweep() {
         let mut v = record(0, 10, &[("scenarios/a.yaml", 2, "error")]);
         v["stopped"] = json!(true);
+        v["keep_going"] = json!(false);
         v["seed_runs"] = json!(5);
         v["simulations"] = json!(10);
-        let t = total(vec![parse("stopped.json", &v).unwrap()]).unwrap();
-        assert!(t.render().contains("- stopped.json: stopped at its first problem after 5 of 20 seed runs"));
+        let t = total(vec![parse("stopped.json", &v).unwrap()], None).unwrap();
+        assert!(
+            t.render().contains("- `stopped.json`: stopped at its first problem after 5 of 20 seed runs")
+        );
         assert_eq!(t.exit_code(), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn the_expected_range_finds_a_missing_first_or_last_chunk() {
+        let t = total(records(&[record(10, 20, &[]), record(20, 30, &[])]), Some(0..40)).unwrap();
+        let text = t.render();
+        assert!(text.contains("2 scenarios × 20 seeds (0..40, with gaps)"), "{text}");
+        assert!(text.contains("- seeds 0..10: no record\n- seeds 30..40: no record\n"), "{text}");
+        assert_eq!(t.exit_code(), ExitCode::FAILURE);
+        let whole = total(records(&[record(10, 20, &[]), record(0, 10, &[])]), Some(0..20)).unwrap();
+        assert_eq!(whole.exit_code(), ExitCode::SUCCESS);
+        let e = total(records(&[record(0, 10, &[])]), Some(0..5)).unwrap_err();
+        assert!(e.contains("is outside the seeds 0..5"), "{e}");
+        assert_eq!(parse_range("0..1000"), Ok(0..1000));
+        assert!(parse_range("5..5").unwrap_err().contains("no seeds"));
+        assert!(parse_range("0-1000").is_err() && parse_range("a..b").is_err());
+    }
+
+    #[test]
+    fn nested_and_identical_chunks_overlap() {
+        for (a, b) in [((0, 20), (5, 10)), ((0, 10), (0, 10)), ((5, 10), (0, 20))] {
+            let e = total(records(&[record(a.0, a.1, &[]), record(b.0, b.1, &[])]), None).unwrap_err();
+            assert!(e.contains("overlap"), "{a:?} {b:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn failures_count_without_divergence_only() {
+        let mut v = record(0, 10, &[("scenarios/a.yaml", 3, "failure")]);
+        v["divergence_only"] = json!(false);
+        let t = total(vec![parse("x.json", &v).unwrap()], None).unwrap();
+        assert_eq!(t.exit_code(), ExitCode::FAILURE);
+        let t = total(records(&[record(0, 10, &[("scenarios/a.yaml", 3, "failure")])]), None).unwrap();
+        assert_eq!(t.exit_code(), ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn reasons_and_files_are_code_not_markup() {
+        assert_eq!(code("<message from='a'>*x*</message>"), "`<message from='a'>*x*</message>`");
+        assert_eq!(code("a `b` c"), "``a `b` c``");
+        assert_eq!(code("`x``"), "``` `x`` ```");
+        assert_eq!(cell("a | b"), "`a \\| b`");
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_a_sweep_is_refused() {
+        let v = record(0, 10, &[("scenarios/a.yaml", 1, "failure"), ("scenarios/a.yaml", 1, "failure")]);
+        assert!(parse("x.json", &v).unwrap_err().contains("listed twice"));
+        let mut v = record(0, 10, &[("scenarios/a.yaml", 2, "error")]);
+        v["stopped"] = json!(true);
+        v["seed_runs"] = json!(5);
+        v["simulations"] = json!(10);
+        assert!(parse("x.json", &v).unwrap_err().contains("--keep-going"), "stopped with --keep-going");
+        let mut v = record(0, 10, &[("scenarios/a.yaml", 2, "failure")]);
+        v["stopped"] = json!(true);
+        v["keep_going"] = json!(false);
+        v["seed_runs"] = json!(5);
+        v["simulations"] = json!(10);
+        assert!(
+            parse("x.json", &v).unwrap_err().contains("without a problem"),
+            "stopped at a failure let through"
+        );
+        let mut v = record(0, 10, &[]);
+        v["stopped"] = json!(true);
+        v["keep_going"] = json!(false);
+        v["seed_runs"] = json!(u64::MAX / 2);
+        v["simulations"] = json!(u64::MAX - 1);
+        assert!(parse("x.json", &v).unwrap_err().contains("more than scenarios × seeds"));
+        let mut v = record(0, 10, &[]);
+        v["seeds"] = json!({"from": 4, "to": 4});
+        v["planned_seed_runs"] = json!(0);
+        assert!(parse("x.json", &v).unwrap_err().contains("no seeds"));
     }
 }

@@ -137,11 +137,16 @@ fn sweep_total_adds_up_chunk_records() {
         "{report}"
     );
     assert!(report.contains("- **0 divergences, 0 errors**, 3 failures\n"), "{report}");
-    assert!(report.contains("| scenarios/basics/lossy-link.yaml | 3 of 4 | 5, 6, 8 | "), "{report}");
+    assert!(report.contains("| `scenarios/basics/lossy-link.yaml` | 3 of 4 | 5, 6, 8 | "), "{report}");
 
     let gap = jabberwock(&["sweep-total", &a, &c]);
     assert_eq!(gap.status.code(), Some(1), "{}", text(&gap.stderr));
     assert!(text(&gap.stdout).contains("- seeds 7..8: no record\n"), "{}", text(&gap.stdout));
+
+    // A missing last chunk shows only against the range the sweep was to cover.
+    let tail = jabberwock(&["sweep-total", "--seeds", "5..11", &a, &b]);
+    assert_eq!(tail.status.code(), Some(1), "{}", text(&tail.stderr));
+    assert!(text(&tail.stdout).contains("- seeds 9..11: no record\n"), "{}", text(&tail.stdout));
 
     let overlap = jabberwock(&["sweep-total", &b, &c]);
     assert_eq!(overlap.status.code(), Some(2));

@@ -294,8 +294,9 @@ pub enum Event {
         result: VerificationResult,
     },
     /// A stanza that arrived earlier and was held (waiting for its sender's keys) was refused
-    /// now: the error [`E2eEngine::receive`] would have returned for it had the keys been there
-    /// when it arrived, so the same rejection reads the same whatever the timing.
+    /// now: the error [`Engine::receive`] (or [`Engine::receive_presence`]) would have returned
+    /// for it had the keys been there when it arrived, so the same rejection reads the same
+    /// whatever the timing.
     Rejected {
         /// The sending device, as the held stanza claimed it.
         from: Jid,

@@ -231,17 +231,10 @@ impl Ox {
             return;
         }
         self.flush(cx, out);
-        let (waiting, rest): (Vec<Element>, Vec<Element>) = core::mem::take(&mut self.inbox)
-            .into_iter()
-            .partition(|s| sender(s).is_ok_and(|j| j.to_bare() == *owner));
-        self.inbox = rest;
-        for stanza in waiting {
+        for (from, stanza) in self.take_waiting(owner) {
             if let Err(error) = self.receive_openpgp(cx, &stanza, false, out) {
                 // The error `receive` would have returned had the keys been there.
-                out.events.push(match sender(&stanza) {
-                    Ok(from) => Event::Rejected { from, error },
-                    Err(_) => Event::Alert { reason: error.code(), detail: format!("from {owner}: {error}") },
-                });
+                out.events.push(Event::Rejected { from, error });
             }
         }
     }
@@ -435,24 +428,25 @@ impl Ox {
         true
     }
 
+    /// Takes the stanzas of `owner` out of the inbox, each with its sender (the inbox holds
+    /// only stanzas whose sender parsed).
+    fn take_waiting(&mut self, owner: &BareJid) -> Vec<(Jid, Element)> {
+        let mut waiting = Vec::new();
+        for stanza in core::mem::take(&mut self.inbox) {
+            match sender(&stanza) {
+                Ok(from) if from.to_bare() == *owner => waiting.push((from, stanza)),
+                _ => self.inbox.push(stanza),
+            }
+        }
+        waiting
+    }
+
     /// The metadata list of `owner` could not be read (malformed): the stanzas waiting for
     /// its keys are refused ([`Event::Rejected`] with that error) rather than kept forever, and
     /// messages waiting to be sent to it are reported `not-sent`.
     fn keys_failed(&mut self, owner: &BareJid, error: &E2eError, out: &mut Output) {
-        let (waiting, rest): (Vec<Element>, Vec<Element>) = core::mem::take(&mut self.inbox)
-            .into_iter()
-            .partition(|s| sender(s).is_ok_and(|j| j.to_bare() == *owner));
-        self.inbox = rest;
-        for stanza in waiting {
-            out.events.push(match sender(&stanza) {
-                Ok(from) => Event::Rejected { from, error: error.clone() },
-                Err(_) => Event::Alert {
-                    reason: error.code(),
-                    detail: format!(
-                        "a stanza from {owner} waited for its keys, which could not be read: {error}"
-                    ),
-                },
-            });
+        for (from, _) in self.take_waiting(owner) {
+            out.events.push(Event::Rejected { from, error: error.clone() });
         }
         let (to_owner, rest): (Vec<_>, Vec<_>) =
             core::mem::take(&mut self.pending).into_iter().partition(|(to, _)| to == owner);
@@ -814,8 +808,8 @@ impl Engine for Ox {
             match items.attr("node") {
                 Some(NODE_PUBLIC_KEYS) => {
                     if let Err(e) = self.metadata(cx, &owner, items, &mut out) {
-                        // Reported as an alert, not an error, so the refused stanzas'
-                        // alerts reach the caller too.
+                        // Reported as an alert, not returned as an error, so that the
+                        // stanzas it refuses (`Event::Rejected`) reach the caller too.
                         out.events.push(Event::Alert {
                             reason: e.code(),
                             detail: format!("the public-key list of {owner} is refused: {e}"),
