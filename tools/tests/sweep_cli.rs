@@ -23,6 +23,24 @@ fn sweep(args: &[&str]) -> Output {
     jabberwock(&[&["sweep"], args].concat())
 }
 
+/// A directory of its own under the system's temporary directory, removed when the test
+/// ends, passed or failed.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -31,8 +49,8 @@ fn text(bytes: &[u8]) -> String {
 /// pass. Under `--divergence-only` they are listed, the sweep goes on and exits 0.
 #[test]
 fn divergence_only_lists_the_failures_of_a_one_seed_scenario_and_exits_0() {
-    let dir = std::env::temp_dir().join(format!("jabberwock-sweep-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("jabberwock-sweep-cli");
+    let dir = &scratch.0;
     let record = dir.join("record.json");
     let args = ["scenarios/basics/lossy-link.yaml", "--seeds", "4", "--from", "5", "--divergence-only"];
     let mut with_record = args.to_vec();
@@ -84,7 +102,6 @@ fn divergence_only_lists_the_failures_of_a_one_seed_scenario_and_exits_0() {
     assert_eq!(seeds, [5, 6, 8]);
     assert!(json["git_commit"].is_null() || json["git_commit"].as_str().is_some_and(|c| c.len() >= 40));
     assert!(json["elapsed_seconds"].as_f64().is_some_and(|s| s > 0.0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Without the flag the first failure stops the sweep and fails it.
@@ -116,8 +133,8 @@ fn an_unwritable_record_is_bad_input() {
 /// Two chunks of one sweep add up to the sweep; a gap fails it, an overlap is refused.
 #[test]
 fn sweep_total_adds_up_chunk_records() {
-    let dir = std::env::temp_dir().join(format!("jabberwock-sweep-total-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("jabberwock-sweep-total");
+    let dir = &scratch.0;
     let chunk = |from: &str, seeds: &str| {
         let record = dir.join(format!("chunk-{from}-{seeds}.json")).display().to_string();
         let args = ["scenarios/basics/lossy-link.yaml", "--seeds", seeds, "--from", from];
@@ -152,5 +169,4 @@ fn sweep_total_adds_up_chunk_records() {
     assert_eq!(overlap.status.code(), Some(2));
     assert!(overlap.stdout.is_empty());
     assert!(text(&overlap.stderr).contains("overlap"), "{}", text(&overlap.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
 }
