@@ -5,7 +5,9 @@ use core::cell::RefCell;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use jabberwock_e2e::{BareJid, Carbon, Element, Engine, Event, FullJid, OutOfBand, VerificationResult};
+use jabberwock_e2e::{
+    BareJid, Carbon, E2eError, Element, Engine, Event, FullJid, OutOfBand, VerificationResult,
+};
 use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket, TlsSummary};
 
 use crate::attacker::Attacker;
@@ -101,6 +103,18 @@ impl World {
     }
 
     /// A line about one device, which starts with its JID.
+    /// An engine refused a stanza: the transcript line (`note` appended) and the device's
+    /// error list.
+    fn engine_error(&self, device: &FullJid, error: &E2eError, note: &str) {
+        self.record(self.device_line(
+            "error",
+            "engine-error",
+            device,
+            format!("✗ engine error {} ({:?} at fault): {error}{note}", error.code(), error.fault()),
+        ));
+        self.log(device, |l| l.errors.push(error.code().to_owned()));
+    }
+
     fn device_line(&self, kind: &'static str, what: &'static str, device: &FullJid, text: String) -> Entry {
         self.stamp(kind, format!("{device} {text}"), None).by(device.to_string()).what(what)
     }
@@ -377,29 +391,11 @@ impl Hooks for World {
                 Event::Rejected { from, error } => {
                     // Recorded as the engine error it is: the same rejection reads the same
                     // whether or not the stanza first waited for its sender's keys.
-                    self.record(self.device_line(
-                        "error",
-                        "engine-error",
-                        device,
-                        format!(
-                            "✗ engine error {} ({:?} at fault): {error} (a stanza from {from}, held for its keys)",
-                            error.code(),
-                            error.fault()
-                        ),
-                    ));
-                    self.log(device, |l| l.errors.push(error.code().to_owned()));
+                    self.engine_error(device, error, &format!(" (a stanza from {from}, held for its keys)"));
                 }
                 other => self.record(self.device_line("event", "event", device, format!("event {other:?}"))),
             },
-            Note::EngineError { device, error } => {
-                self.record(self.device_line(
-                    "error",
-                    "engine-error",
-                    device,
-                    format!("✗ engine error {} ({:?} at fault): {error}", error.code(), error.fault()),
-                ));
-                self.log(device, |l| l.errors.push(error.code().to_owned()));
-            }
+            Note::EngineError { device, error } => self.engine_error(device, error, ""),
             Note::StanzaError { device, from, condition } => {
                 self.record(self.device_line(
                     "error",

@@ -276,7 +276,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn plural_u64(n: u64) -> &'static str {
+pub(crate) fn plural_u64(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 

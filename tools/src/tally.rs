@@ -15,6 +15,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::sweep::plural_u64;
+
 /// One problem of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -337,16 +339,16 @@ impl Total {
             out,
             "- {} record{} of `{}`",
             self.records.len(),
-            s(self.records.len() as u64),
+            plural_u64(self.records.len() as u64),
             options.join(" ")
         );
         let _ = writeln!(
             out,
             "- {files} scenario{} × {} seed{} ({}..{}{}) = {} seed runs, {} simulations \
              (each seed run twice and compared)",
-            s(files),
+            plural_u64(files),
             self.seeds(),
-            s(self.seeds()),
+            plural_u64(self.seeds()),
             self.range.start,
             self.range.end,
             if self.gaps.is_empty() { "" } else { ", with gaps" },
@@ -356,9 +358,9 @@ impl Total {
         let _ = writeln!(
             out,
             "- **{d} divergence{}, {e} error{}**, {f} failure{}",
-            s(d as u64),
-            s(e as u64),
-            s(f as u64)
+            plural_u64(d as u64),
+            plural_u64(e as u64),
+            plural_u64(f as u64)
         );
         let secs: f64 = self.records.iter().map(|r| r.elapsed_seconds).sum();
         let _ = writeln!(out, "- wall time {secs:.0} s ({:.2} h), the records' times added", secs / 3600.0);
@@ -434,10 +436,6 @@ impl Total {
         }
         out
     }
-}
-
-fn s(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// `FROM..TO`, a non-empty seed range.
