@@ -293,8 +293,9 @@ fn authentication(f: &Facts<'_>) -> Verdict {
             verdict(false, format!("Bob was shown the forged {:?} as Alice's (trust={})", r.body, r.trust))
         }
         None => {
-            let mut why = f.errors("bob/laptop");
-            why.extend(f.alerts("bob/laptop"));
+            // Errors only, as for integrity, replay and downgrade: a refused stanza is an
+            // error (held ones too, `Event::Rejected`); an alert is no evidence of a refusal.
+            let why = complaints(f);
             if why.is_empty() {
                 return untested("nothing it made was shown, but Bob's client reported nothing either");
             }
