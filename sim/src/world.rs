@@ -102,7 +102,6 @@ impl World {
         self.stamp("attack", format!("{label} {text}"), xml).by(label).what(what)
     }
 
-    /// A line about one device, which starts with its JID.
     /// An engine refused a stanza: the transcript line (`note` appended) and the device's
     /// error list.
     fn engine_error(&self, device: &FullJid, error: &E2eError, note: &str) {
@@ -115,6 +114,7 @@ impl World {
         self.log(device, |l| l.errors.push(error.code().to_owned()));
     }
 
+    /// A line about one device, which starts with its JID.
     fn device_line(&self, kind: &'static str, what: &'static str, device: &FullJid, text: String) -> Entry {
         self.stamp(kind, format!("{device} {text}"), None).by(device.to_string()).what(what)
     }

@@ -7,7 +7,7 @@
 //! whole as markdown: the counts, the seeds not covered, every divergence and error with the
 //! command that replays it, and the failures grouped by scenario.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ impl Record {
                 p.file, p.seed
             )));
         }
-        let mut listed = std::collections::BTreeSet::new();
+        let mut listed = BTreeSet::new();
         if let Some(p) = record.problems.iter().find(|p| !listed.insert((&p.file, p.seed))) {
             return Err(at(format!("{} seed {} is listed twice", p.file, p.seed)));
         }
