@@ -175,22 +175,10 @@ const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
-/// Short names of payloads, by namespace.
+/// Short names of XMPP payloads, by namespace (the protocols label their own: their wire
+/// descriptions' [`jabberwock_e2e::Wire::labels`]).
 const PAYLOADS: &[(&str, &str)] = &[
-    ("urn:xmpp:omemo:2", "OMEMO encrypted"),
-    ("eu.siacs.conversations.axolotl", "OMEMO 0.3 encrypted"),
-    ("urn:xmpp:openpgp:0", "OX openpgp"),
-    ("jabber:x:encrypted", "PGP encrypted"),
-    ("jabber:x:signed", "PGP signed"),
-    ("urn:ietf:params:xml:ns:xmpp-e2e", "S/MIME"),
-    ("http://www.w3.org/2001/04/xmlenc#", "XML Encryption"),
-    ("http://www.w3.org/2009/xmlenc11#", "XML Encryption 1.1"),
-    ("http://www.w3.org/2000/09/xmldsig#", "XML Signature"),
-    ("http://www.xmpp.org/extensions/xep-0200.html#ns", "ESession c"),
-    ("http://www.xmpp.org/extensions/xep-0116.html#ns-init", "ESession init"),
     ("http://jabber.org/protocol/feature-neg", "feature-neg"),
-    ("urn:xmpp:tmp:xtls", "XTLS"),
-    ("urn:xmpp:otr:0", "OTR"),
     ("urn:xmpp:sce:1", "SCE"),
     ("urn:xmpp:delay", "delayed"),
     ("urn:xmpp:forward:0", "forwarded"),
@@ -738,7 +726,11 @@ fn describe(child: &Element) -> Option<String> {
             }
         }
         "sent" | "received" if ns == "urn:xmpp:carbons:2" => format!("carbon {name}"),
-        _ => match PAYLOADS.iter().find(|(n, _)| *n == ns) {
+        _ => match PAYLOADS
+            .iter()
+            .chain(jabberwock_e2e::Protocol::ALL.iter().flat_map(|p| p.wire().labels()))
+            .find(|(n, _)| *n == ns)
+        {
             Some((_, label)) => (*label).to_owned(),
             None => name.to_owned(),
         },

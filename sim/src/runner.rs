@@ -499,7 +499,8 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let protocol = dev.protocol;
         let config = EngineConfig {
             trust: dev.trust,
-            otr: dev.otr,
+            options: dev.options.clone(),
+            max_message: dev.max_message,
             secrets: scenario
                 .devices
                 .iter()
@@ -508,7 +509,6 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
                 .map(|b| (b.clone(), pair_secret(seed, &dev.jid.to_bare(), &b)))
                 .collect(),
             ca: Some(ca_seed(seed)),
-            cipher: dev.cipher,
         };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
@@ -710,23 +710,21 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
             ));
         }
     }
-    // The transcript test: OTR publishes old MAC keys; a third party checks them against the
-    // recording alone.
-    let public_forgery = protocols.contains(&Protocol::Otr).then(|| {
-        let mut bodies: Vec<(String, String)> = Vec::new();
-        for seen in &attacker.seen {
-            for msg in messages_in(&seen.stanza) {
-                let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
-                    continue;
-                };
-                let from = msg.attr("from").unwrap_or_default().to_owned();
-                if !bodies.iter().any(|(_, b)| *b == body) {
-                    bodies.push((from, body));
-                }
+    // The transcript test: a protocol that publishes old MAC keys lets a third party check them
+    // against the recording alone (its wire description says what the recording gives away).
+    let mut bodies: Vec<(String, String)> = Vec::new();
+    for seen in &attacker.seen {
+        for msg in messages_in(&seen.stanza) {
+            let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
+                continue;
+            };
+            let from = msg.attr("from").unwrap_or_default().to_owned();
+            if !bodies.iter().any(|(_, b)| *b == body) {
+                bodies.push((from, body));
             }
         }
-        jabberwock_e2e::otr::forgeable_by_anyone(&bodies)
-    });
+    }
+    let public_forgery = protocols.iter().find_map(|p| p.wire().forgeable_from_recording(&bodies));
     let mut stolen = Vec::new();
     for (at, dev, engine) in attacker.stolen.drain(..) {
         stolen.push(format!("{dev} at {}", fmt_time(at)));

@@ -9,8 +9,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use jabberwock_e2e::otr::{OtrConfig, OtrPolicy};
-use jabberwock_e2e::{BareJid, ContentCipher, Element, FullJid, Protocol, Theft, TrustPolicy};
+use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -68,30 +67,133 @@ pub struct ScenarioFile {
     pub expect: BTreeMap<String, At<PartyExpect>>,
 }
 
-/// An account.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// An account. Besides the fields below it takes the options the protocols declare
+/// ([`jabberwock_e2e::OptionDecl`]: `otr: opportunistic`, `cipher: cbc`, ...), each a key of its
+/// own; a key that is neither a field nor a declared option is an error.
+#[derive(Debug, Clone)]
 pub struct AccountSpec {
     /// Devices by resource name, each with its protocol (`plain`, ...).
     pub devices: BTreeMap<String, String>,
     /// The SASL password (default: derived from the account name).
-    #[serde(default)]
     pub password: Option<String>,
     /// Accounts this one subscribes to; default: every other account in the scenario.
-    #[serde(default)]
     pub contacts: Option<Vec<String>>,
     /// How this account's devices trust keys they have not verified (default `btbv`).
-    #[serde(default)]
     pub trust: TrustSpec,
-    /// The OTR policy of this account's `otr` devices (default `require`).
+    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
+    pub tls: Option<At<TlsSpec>>,
+    /// The protocols' options, by key, with where the file wrote each value (checked against the
+    /// declarations when the scenario is validated).
+    pub options: BTreeMap<String, At<String>>,
+}
+
+/// The fixed fields of an account, as the schema shows them (the options are added from the
+/// registry, see [`AccountSpec`]'s `JsonSchema`).
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AccountFields {
+    /// Devices by resource name, each with its protocol (`plain`, ...).
+    devices: BTreeMap<String, String>,
+    /// The SASL password (default: derived from the account name).
     #[serde(default)]
-    pub otr: OtrPolicySpec,
-    /// The XML Encryption content cipher of this account's `xmlsec` devices (default `gcm`).
+    password: Option<String>,
+    /// Accounts this one subscribes to; default: every other account in the scenario.
     #[serde(default)]
-    pub cipher: CipherSpec,
+    contacts: Option<Vec<String>>,
+    /// How this account's devices trust keys they have not verified (default `btbv`).
+    #[serde(default)]
+    trust: TrustSpec,
     /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
     #[serde(default)]
-    pub tls: Option<At<TlsSpec>>,
+    tls: Option<TlsSpec>,
+}
+
+const ACCOUNT_FIELDS: &[&str] = &["devices", "password", "contacts", "trust", "tls"];
+
+/// Every key an account takes: its fields, then the protocols' options in registry order.
+fn account_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        ACCOUNT_FIELDS.iter().copied().chain(Protocol::all_options().map(|(_, o)| o.key)).collect()
+    })
+}
+
+impl<'de> Deserialize<'de> for AccountSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Account;
+        impl<'de> Visitor<'de> for Account {
+            type Value = AccountSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an account: a map with `devices`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AccountSpec, A::Error> {
+                let mut devices = None;
+                let mut acc = AccountSpec {
+                    devices: BTreeMap::new(),
+                    password: None,
+                    contacts: None,
+                    trust: TrustSpec::default(),
+                    tls: None,
+                    options: BTreeMap::new(),
+                };
+                let mut seen = BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(known) = account_keys().iter().copied().find(|k| *k == key) else {
+                        return Err(A::Error::unknown_field(&key, account_keys()));
+                    };
+                    if !seen.insert(known) {
+                        return Err(A::Error::duplicate_field(known));
+                    }
+                    match known {
+                        "devices" => devices = Some(map.next_value()?),
+                        "password" => acc.password = map.next_value()?,
+                        "contacts" => acc.contacts = map.next_value()?,
+                        "trust" => acc.trust = map.next_value()?,
+                        "tls" => acc.tls = map.next_value()?,
+                        option => {
+                            acc.options.insert(option.to_owned(), map.next_value()?);
+                        }
+                    }
+                }
+                acc.devices = devices.ok_or_else(|| A::Error::missing_field("devices"))?;
+                Ok(acc)
+            }
+        }
+        d.deserialize_map(Account)
+    }
+}
+
+impl JsonSchema for AccountSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AccountSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = AccountFields::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "An account. Besides its fields it takes the options the protocols declare.".into(),
+        );
+        if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (_, option) in Protocol::all_options() {
+                let values: Vec<&str> = option.values.iter().map(|(v, _)| *v).collect();
+                let described: Vec<String> =
+                    option.values.iter().map(|(v, about)| format!("`{v}`: {about}")).collect();
+                props.insert(
+                    option.key.to_owned(),
+                    serde_json::json!({
+                        "description": format!("{} {}", option.about, described.join(" ")),
+                        "type": "string",
+                        "enum": values,
+                        "default": option.default_value(),
+                    }),
+                );
+            }
+        }
+        schema
+    }
 }
 
 /// The client-to-server transport.
@@ -118,30 +220,6 @@ pub struct TlsSpec {
 
 fn yes() -> bool {
     true
-}
-
-/// A content cipher for XML Encryption.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CipherSpec {
-    /// AES-128-GCM (xmlenc11), authenticated.
-    #[default]
-    Gcm,
-    /// AES-128-CBC (xmlenc), malleable: for the attacks CBC allows.
-    Cbc,
-}
-
-/// OTR v3 §"Policies", as clients offer them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OtrPolicySpec {
-    /// Never send unencrypted: store the message, send a Query, send it once private.
-    #[default]
-    Require,
-    /// libotr's default: plaintext with a whitespace tag until the peer starts the AKE.
-    Opportunistic,
-    /// OTR off.
-    Never,
 }
 
 /// A trust policy.
@@ -623,10 +701,10 @@ pub struct DeviceSpec {
     pub protocol: Protocol,
     /// Its trust policy.
     pub trust: TrustPolicy,
-    /// Its OTR settings.
-    pub otr: OtrConfig,
-    /// Its XML Encryption content cipher.
-    pub cipher: ContentCipher,
+    /// Its account's protocol options, by key (declared keys and values only).
+    pub options: BTreeMap<String, String>,
+    /// The largest message body (bytes) a protocol that fragments sends in one stanza.
+    pub max_message: Option<usize>,
     /// The account password.
     pub password: String,
     /// Whether it verifies the server's TLS certificate (with `transport: tls`).
@@ -895,6 +973,27 @@ impl Validator<'_> {
         }
     }
 
+    /// A protocol option under an account: a value its declaration lists.
+    fn option(&self, path: &str, key: &str, value: &At<String>) -> Result<(), ScenarioError> {
+        let at = (value.line, value.column);
+        let Some((protocol, decl)) = Protocol::all_options().find(|(_, o)| o.key == key) else {
+            return self.err(at, path, format!("no protocol declares the option `{key}`"));
+        };
+        if decl.accepts(value).is_none() {
+            let values: Vec<&str> = decl.values.iter().map(|(v, _)| *v).collect();
+            return self.err(
+                at,
+                path,
+                format!(
+                    "`{}` is not a value of `{key}` ({protocol}), expected one of: {}",
+                    **value,
+                    values.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn account_ref(&self, at: (u64, u64), path: &str, name: &str) -> Result<BareJid, ScenarioError> {
         match name.parse::<BareJid>() {
             Ok(b) if self.raw.accounts.contains_key(&b.to_string()) => Ok(b),
@@ -1001,6 +1100,9 @@ impl Validator<'_> {
                 .clone()
                 .unwrap_or_else(|| format!("pw-{}", bare.node().map(|n| n.to_string()).unwrap_or_default()));
             accounts.insert(bare.clone(), password);
+            for (key, value) in &acc.options {
+                self.option(&format!("{path}.{key}"), key, value)?;
+            }
             for (res, proto) in &acc.devices {
                 let Ok(full) = bare.with_resource_str(res) else {
                     return self.err(
@@ -1045,18 +1147,8 @@ impl Validator<'_> {
                         TrustSpec::Tofu => TrustPolicy::Tofu,
                         TrustSpec::Manual => TrustPolicy::Manual,
                     },
-                    otr: OtrConfig {
-                        policy: match acc.otr {
-                            OtrPolicySpec::Require => OtrPolicy::Require,
-                            OtrPolicySpec::Opportunistic => OtrPolicy::Opportunistic,
-                            OtrPolicySpec::Never => OtrPolicy::Never,
-                        },
-                        max_message: raw.network.max_message.as_ref().map(|m| **m),
-                    },
-                    cipher: match acc.cipher {
-                        CipherSpec::Gcm => ContentCipher::Gcm,
-                        CipherSpec::Cbc => ContentCipher::Cbc,
-                    },
+                    options: acc.options.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+                    max_message: raw.network.max_message.as_ref().map(|m| **m),
                     password: accounts[&bare].clone(),
                     tls_verify: acc.tls.as_ref().is_none_or(|t| t.verify),
                     contacts,
@@ -1073,7 +1165,7 @@ impl Validator<'_> {
             return self.err(
                 (max.line, max.column),
                 String::from("network.max_message"),
-                "at least 64 bytes: an OTR fragment needs 38 bytes of framing around its piece",
+                "at least 64 bytes: a protocol that fragments needs room for its framing (up to 38 bytes) around each piece",
             );
         }
         let mut links = Vec::new();
@@ -1561,7 +1653,9 @@ impl Validator<'_> {
                 (None, Some(f), None) => {
                     let from = self.device_ref(ipos, &format!("{path}.forge.from"), &f.from)?;
                     let to = self.account_ref(ipos, &format!("{path}.forge.to"), &f.to)?;
-                    let protocol = self.devices.get(&from).map(|(_, p)| *p).unwrap_or(Protocol::Plain);
+                    let Some(protocol) = self.devices.get(&from).map(|(_, p)| *p) else {
+                        return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
+                    };
                     crate::attacker::forge_order(&from, &to, protocol, &f.body)
                 }
                 (None, None, Some(f)) => {

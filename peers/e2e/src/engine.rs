@@ -1,151 +1,40 @@
 //! The engine seam: what a protocol implementation offers to the virtual client.
 
 use core::fmt;
-use core::str::FromStr;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 
-use crate::E2eError;
-
-/// The end-to-end protocols a device can speak. Scenario files name them by [`Protocol::name`].
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// No end-to-end encryption: the control every attack must beat.
-    Plain,
-    /// OpenPGP as XEP-0027 uses it: signed presence, `jabber:x:encrypted` message bodies.
-    Pgp,
-    /// OpenPGP for XMPP (XEP-0373, XEP-0374): `<openpgp>` carrying `<signcrypt>`.
-    Ox,
-    /// S/MIME over XMPP (RFC 3923): CPIM wrapped in signed, then enveloped CMS.
-    Smime,
-    /// W3C XML Signature and XML Encryption applied to the stanza (the binding is ours).
-    Xmlsec,
-    /// OMEMO 0.8+ (XEP-0384, `urn:xmpp:omemo:2`, with XEP-0420 SCE).
-    Omemo,
-    /// OMEMO 0.3 (XEP-0384 0.3, `eu.siacs.conversations.axolotl`, libsignal v3 wire format).
-    OmemoLegacy,
-    /// Off-the-Record Messaging version 3, in message bodies (XEP-0364).
-    Otr,
-    /// Encrypted Session Negotiation (XEP-0116) with stanza encryption (XEP-0200).
-    Esession,
-    /// TLS 1.3 between clients, tunnelled in stanzas (XTLS).
-    Xtls,
-}
-
-impl Protocol {
-    /// Every protocol this build implements, in the order reports list them.
-    pub const ALL: &'static [Protocol] = &[
-        Protocol::Plain,
-        Protocol::Pgp,
-        Protocol::Ox,
-        Protocol::Smime,
-        Protocol::Xmlsec,
-        Protocol::Otr,
-        Protocol::Esession,
-        Protocol::Xtls,
-        Protocol::Omemo,
-        Protocol::OmemoLegacy,
-    ];
-
-    /// The identifier used in scenario files and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Plain => "plain",
-            Protocol::Pgp => "pgp",
-            Protocol::Ox => "ox",
-            Protocol::Smime => "smime",
-            Protocol::Xmlsec => "xmlsec",
-            Protocol::Omemo => "omemo",
-            Protocol::OmemoLegacy => "omemo-legacy",
-            Protocol::Otr => "otr",
-            Protocol::Esession => "esession",
-            Protocol::Xtls => "xtls",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Protocol {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Protocol::ALL.iter().copied().find(|p| p.name() == s).ok_or_else(|| {
-            let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
-            format!("unknown protocol `{s}`, expected one of: {}", known.join(", "))
-        })
-    }
-}
+use crate::{E2eError, Protocol};
 
 /// How a device's engine is set up: the user's choices, and what the user knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineConfig {
     /// How unverified keys are trusted.
     pub trust: TrustPolicy,
-    /// OTR's policy and fragment size.
-    pub otr: crate::otr::OtrConfig,
+    /// The account's protocol options, by key, as the scenario set them: only keys and values a
+    /// protocol declares ([`crate::OptionDecl`]); a protocol reads its own with
+    /// [`crate::OptionDecl::value_in`].
+    pub options: BTreeMap<String, String>,
+    /// The largest message body (bytes) a protocol that fragments sends in one stanza.
+    pub max_message: Option<usize>,
     /// For each contact, the answer this user agreed with them in person; a ceremony that
-    /// compares secrets (OTR's SMP) uses it. An attacker's own engines do not have it.
+    /// compares secrets (a socialist millionaires' protocol) uses it. An attacker's own engines
+    /// do not have it.
     pub secrets: BTreeMap<BareJid, String>,
-    /// The seed of the scenario's certificate authority (S/MIME certificates). Honest devices
-    /// are enrolled with it; an attacker's own engines have `None` and must make their own.
+    /// The seed of the scenario's certificate authority (certificates for protocols that use
+    /// X.509). Honest devices are enrolled with it; an attacker's own engines have `None` and
+    /// must make their own.
     pub ca: Option<[u8; 32]>,
-    /// The content cipher of XML Encryption (`xmlsec`).
-    pub cipher: ContentCipher,
-}
-
-/// A block cipher mode for content encryption, where a protocol lets the user choose.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ContentCipher {
-    /// AES-128-GCM: authenticated.
-    #[default]
-    Gcm,
-    /// AES-128-CBC: malleable, kept to show what that costs.
-    Cbc,
 }
 
 impl EngineConfig {
     /// A configuration with this trust policy and nothing else set.
     pub fn with_trust(trust: TrustPolicy) -> Self {
         EngineConfig { trust, ..EngineConfig::default() }
-    }
-}
-
-/// Builds a fresh engine (new identity from `rng`, no sessions) for a device.
-pub fn new_engine(
-    protocol: Protocol,
-    me: &FullJid,
-    rng: &mut dyn RngCore,
-    config: &EngineConfig,
-) -> Box<dyn Engine> {
-    let policy = config.trust;
-    match protocol {
-        Protocol::Plain => Box::new(crate::plain::Plain::new(me.clone())),
-        Protocol::Omemo => Box::new(crate::omemo::engine::Omemo::new(me.clone(), rng, policy)),
-        Protocol::OmemoLegacy => Box::new(crate::omemo::engine::Omemo::legacy(me.clone(), rng, policy)),
-        Protocol::Esession => Box::new(crate::esession::Esession::new(me.clone())),
-        Protocol::Xtls => Box::new(crate::xtls::Xtls::new(me.clone(), rng, config)),
-        Protocol::Pgp => Box::new(crate::openpgp::Pgp::new(me.clone(), rng, config)),
-        Protocol::Ox => Box::new(crate::openpgp::Ox::new(me.clone(), rng, config)),
-        Protocol::Smime => Box::new(crate::smime::Smime::new(me.clone(), rng, config)),
-        Protocol::Xmlsec => {
-            Box::new(crate::xmlsec::Xmlsec::new(me.clone(), rng, config).with_cipher(match config.cipher {
-                ContentCipher::Gcm => crate::xmlsec::Cipher::Aes128Gcm,
-                ContentCipher::Cbc => crate::xmlsec::Cipher::Aes128Cbc,
-            }))
-        }
-        Protocol::Otr => {
-            Box::new(crate::otr::Otr::new(me.clone(), rng, config.otr).with_secrets(config.secrets.clone()))
-        }
     }
 }
 

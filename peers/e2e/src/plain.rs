@@ -8,7 +8,23 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
-use crate::{Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult};
+use crate::{
+    Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, ProtocolDef, Theft, Trust, VerificationResult,
+};
+
+/// The registry entry: no options.
+pub static PROTOCOL: ProtocolDef = ProtocolDef {
+    name: "plain", module: module_path!(),
+    build: |me, _rng, _config| Box::new(Plain::new(me.clone())),
+    options: &[],
+    wire: &PlainWire,
+};
+
+/// The control's wire: the body in clear is all there is.
+#[derive(Debug)]
+pub struct PlainWire;
+
+impl crate::Wire for PlainWire {}
 
 /// The `plain` engine: it holds no secrets, so stealing it yields nothing new.
 #[derive(Debug, Clone)]
@@ -25,7 +41,7 @@ impl Plain {
 
 impl Engine for Plain {
     fn protocol(&self) -> Protocol {
-        Protocol::Plain
+        Protocol::of(&PROTOCOL)
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -40,14 +40,14 @@ struct Version {
 }
 
 const OMEMO2: Version = Version {
-    protocol: Protocol::Omemo,
+    protocol: Protocol::of(&jabberwock_e2e::omemo::OMEMO),
     python: "twomemo",
     make: Omemo::new,
     ns: NS_OMEMO2,
     devices_node: NODE_DEVICES,
 };
 const OMEMO03: Version = Version {
-    protocol: Protocol::OmemoLegacy,
+    protocol: Protocol::of(&jabberwock_e2e::omemo::OMEMO_LEGACY),
     python: "oldmemo",
     make: Omemo::legacy,
     ns: legacy::NS,

@@ -554,71 +554,71 @@ const SIGNCRYPT: &[&str] = &["signed and encrypted message"];
 fn sqop_reads_our_pgp_message() {
     let rec = Recorder::start();
     pgp_ours_to_theirs(&mut Sqop::new());
-    rec.passed(Protocol::Pgp, &sqop(), &[(OursToTheirs, MESSAGE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &sqop(), &[(OursToTheirs, MESSAGE)]);
 }
 #[test]
 fn we_read_sqop_pgp_message() {
     let rec = Recorder::start();
     pgp_theirs_to_ours(&mut Sqop::new());
-    rec.passed(Protocol::Pgp, &sqop(), &[(TheirsToOurs, MESSAGE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &sqop(), &[(TheirsToOurs, MESSAGE)]);
 }
 #[test]
 fn sqop_verifies_our_signed_presence() {
     let rec = Recorder::start();
     presence_ours_to_theirs(&mut Sqop::new());
-    rec.passed(Protocol::Pgp, &sqop(), &[(OursToTheirs, PRESENCE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &sqop(), &[(OursToTheirs, PRESENCE)]);
 }
 #[test]
 fn we_verify_sqop_signed_presence() {
     let rec = Recorder::start();
     presence_theirs_to_ours(&mut Sqop::new());
-    rec.passed(Protocol::Pgp, &sqop(), &[(TheirsToOurs, PRESENCE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &sqop(), &[(TheirsToOurs, PRESENCE)]);
 }
 #[test]
 fn sqop_reads_and_verifies_our_ox_message() {
     let rec = Recorder::start();
     ox_ours_to_theirs(&mut Sqop::new());
-    rec.passed(Protocol::Ox, &sqop(), &[(OursToTheirs, SIGNCRYPT)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::OX), &sqop(), &[(OursToTheirs, SIGNCRYPT)]);
 }
 #[test]
 fn we_read_and_verify_sqop_ox_message() {
     let rec = Recorder::start();
     ox_theirs_to_ours(&mut Sqop::new());
-    rec.passed(Protocol::Ox, &sqop(), &[(TheirsToOurs, SIGNCRYPT)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::OX), &sqop(), &[(TheirsToOurs, SIGNCRYPT)]);
 }
 #[test]
 fn gpg_reads_our_pgp_message() {
     let rec = Recorder::start();
     pgp_ours_to_theirs(&mut Gpg::new());
-    rec.passed(Protocol::Pgp, &gnupg(), &[(OursToTheirs, MESSAGE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &gnupg(), &[(OursToTheirs, MESSAGE)]);
 }
 #[test]
 fn we_read_gpg_pgp_message() {
     let rec = Recorder::start();
     pgp_theirs_to_ours(&mut Gpg::new());
-    rec.passed(Protocol::Pgp, &gnupg(), &[(TheirsToOurs, MESSAGE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &gnupg(), &[(TheirsToOurs, MESSAGE)]);
 }
 #[test]
 fn gpg_verifies_our_signed_presence() {
     let rec = Recorder::start();
     presence_ours_to_theirs(&mut Gpg::new());
-    rec.passed(Protocol::Pgp, &gnupg(), &[(OursToTheirs, PRESENCE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &gnupg(), &[(OursToTheirs, PRESENCE)]);
 }
 #[test]
 fn we_verify_gpg_signed_presence() {
     let rec = Recorder::start();
     presence_theirs_to_ours(&mut Gpg::new());
-    rec.passed(Protocol::Pgp, &gnupg(), &[(TheirsToOurs, PRESENCE)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::PGP), &gnupg(), &[(TheirsToOurs, PRESENCE)]);
 }
 #[test]
 fn gpg_reads_and_verifies_our_ox_message() {
     let rec = Recorder::start();
     ox_ours_to_theirs(&mut Gpg::new());
-    rec.passed(Protocol::Ox, &gnupg(), &[(OursToTheirs, SIGNCRYPT)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::OX), &gnupg(), &[(OursToTheirs, SIGNCRYPT)]);
 }
 #[test]
 fn we_read_and_verify_gpg_ox_message() {
     let rec = Recorder::start();
     ox_theirs_to_ours(&mut Gpg::new());
-    rec.passed(Protocol::Ox, &gnupg(), &[(TheirsToOurs, SIGNCRYPT)]);
+    rec.passed(Protocol::of(&jabberwock_e2e::openpgp::OX), &gnupg(), &[(TheirsToOurs, SIGNCRYPT)]);
 }

@@ -280,7 +280,7 @@ fn rust_starts_the_ake_and_both_sides_talk() {
     assert_eq!(b.their("gone-secure"), 1);
     talk(&mut b);
     rec.passed(
-        Protocol::Otr,
+        Protocol::of(&jabberwock_e2e::otr::PROTOCOL),
         &libotr(),
         &[
             (Direction::OursToTheirs, &["first message starts the AKE", "10 messages"]),
@@ -297,7 +297,7 @@ fn libotr_starts_the_ake_and_both_sides_talk() {
     assert_eq!(b.shown, ["hello rust"], "libotr events {:?}", b.their_events);
     talk(&mut b);
     rec.passed(
-        Protocol::Otr,
+        Protocol::of(&jabberwock_e2e::otr::PROTOCOL),
         &libotr(),
         &[
             (Direction::TheirsToOurs, &["first message starts the AKE", "10 messages"]),
@@ -320,7 +320,11 @@ fn fragmented_both_ways() {
     assert!(b.largest <= 150, "a body of {} bytes crossed", b.largest);
     assert!(b.wire.iter().filter(|(_, w)| w.starts_with("?OTR|")).count() > 10);
     let what: &[&str] = &["fragmented messages"];
-    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
+    rec.passed(
+        Protocol::of(&jabberwock_e2e::otr::PROTOCOL),
+        &libotr(),
+        &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)],
+    );
 }
 
 #[test]
@@ -335,7 +339,11 @@ fn smp_succeeds_from_either_side_on_the_agreed_answer() {
     assert_eq!(b.our_verifications(), [VerificationResult::Match, VerificationResult::Match]);
     assert_eq!(b.their("smp-success"), 2, "{:?}", b.their_events);
     let what: &[&str] = &["SMP on the agreed answer"];
-    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
+    rec.passed(
+        Protocol::of(&jabberwock_e2e::otr::PROTOCOL),
+        &libotr(),
+        &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)],
+    );
 }
 
 #[test]
@@ -350,5 +358,9 @@ fn smp_fails_from_either_side_on_a_wrong_answer() {
     assert_eq!(b.our_verifications(), [VerificationResult::Mismatch, VerificationResult::Mismatch]);
     assert_eq!(b.their("smp-failure"), 2, "{:?}", b.their_events);
     let what: &[&str] = &["SMP on a wrong answer fails"];
-    rec.passed(Protocol::Otr, &libotr(), &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)]);
+    rec.passed(
+        Protocol::of(&jabberwock_e2e::otr::PROTOCOL),
+        &libotr(),
+        &[(Direction::OursToTheirs, what), (Direction::TheirsToOurs, what)],
+    );
 }

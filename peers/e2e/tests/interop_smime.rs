@@ -234,7 +234,7 @@ fn ours_to_openssl() {
     assert_eq!(signer.trim(), alice.certificate().unwrap().pem().trim());
     let _ = std::fs::remove_dir_all(&dir);
     rec.passed(
-        Protocol::Smime,
+        Protocol::of(&jabberwock_e2e::smime::PROTOCOL),
         &openssl_version(),
         &[(Direction::OursToTheirs, &["signed and enveloped message (`openssl cms`)"])],
     );
@@ -355,7 +355,7 @@ fn openssl_to_ours() {
     assert_eq!(err.code(), "untrusted-certificate");
     let _ = std::fs::remove_dir_all(&dir);
     rec.passed(
-        Protocol::Smime,
+        Protocol::of(&jabberwock_e2e::smime::PROTOCOL),
         &openssl_version(),
         &[(
             Direction::TheirsToOurs,

@@ -273,7 +273,7 @@ fn ours_to_xmlsec1_aes_gcm() {
     let rec = Recorder::start();
     ours_to_theirs(Cipher::Aes128Gcm, "ours-gcm");
     rec.passed(
-        Protocol::Xmlsec,
+        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
         &xmlsec1(),
         &[(Direction::OursToTheirs, &["signed message in AES-128-GCM"])],
     );
@@ -284,7 +284,7 @@ fn ours_to_xmlsec1_aes_cbc() {
     let rec = Recorder::start();
     ours_to_theirs(Cipher::Aes128Cbc, "ours-cbc");
     rec.passed(
-        Protocol::Xmlsec,
+        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
         &xmlsec1(),
         &[(Direction::OursToTheirs, &["signed message in AES-128-CBC"])],
     );
@@ -295,7 +295,7 @@ fn xmlsec1_to_ours_aes_gcm() {
     let rec = Recorder::start();
     theirs_to_ours(Cipher::Aes128Gcm, "theirs-gcm");
     rec.passed(
-        Protocol::Xmlsec,
+        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
         &xmlsec1(),
         &[(Direction::TheirsToOurs, &["signed message in AES-128-GCM"])],
     );
@@ -306,7 +306,7 @@ fn xmlsec1_to_ours_aes_cbc() {
     let rec = Recorder::start();
     theirs_to_ours(Cipher::Aes128Cbc, "theirs-cbc");
     rec.passed(
-        Protocol::Xmlsec,
+        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
         &xmlsec1(),
         &[(Direction::TheirsToOurs, &["signed message in AES-128-CBC"])],
     );

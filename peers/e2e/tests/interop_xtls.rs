@@ -295,7 +295,7 @@ fn our_client_to_openssl_s_server() {
     b.apply(close);
     wait_for("s_server", &out, "DONE");
     rec.passed(
-        Protocol::Xtls,
+        Protocol::of(&jabberwock_e2e::xtls::PROTOCOL),
         &openssl_version(),
         &[
             (Direction::OursToTheirs, &["TLS 1.3 handshake to `s_server`", "message", "close_notify"]),
@@ -358,7 +358,7 @@ fn openssl_s_client_to_our_server() {
     b.apply(close);
     wait_for("s_client", &out, "closed");
     rec.passed(
-        Protocol::Xtls,
+        Protocol::of(&jabberwock_e2e::xtls::PROTOCOL),
         &openssl_version(),
         &[
             (Direction::TheirsToOurs, &["TLS 1.3 handshake from `s_client`", "message"]),

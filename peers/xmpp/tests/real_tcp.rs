@@ -86,7 +86,12 @@ fn chat_over_real_tcp() {
                 tls: None,
             };
             let mut rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
-            let engine = new_engine(Protocol::Plain, &jid, &mut *rng, &EngineConfig::default());
+            let engine = new_engine(
+                Protocol::of(&jabberwock_e2e::plain::PROTOCOL),
+                &jid,
+                &mut *rng,
+                &EngineConfig::default(),
+            );
             let device = Device::new(cfg, engine, rng, Rc::clone(&hooks), transport.clone());
             let send = Command::Send { to: format!("{peer}@a.example").parse().unwrap(), body: body.into() };
             tokio::task::spawn_local(device.run(vec![(hooks.now(), send)]));

@@ -31,7 +31,7 @@ fn protocol_property_matrix() {
 
     // The control protocol must fail every security property it is measured on: a suite in
     // which `plain` passes confidentiality measures nothing.
-    let plain = first.cell("confidentiality", Protocol::Plain).unwrap();
+    let plain = first.cell("confidentiality", "plain".parse::<Protocol>().unwrap()).unwrap();
     assert!(plain.verdict().is_some_and(|v| v.tested && !v.holds));
 
     // The page: every cell links to its scenario, transcript and diagram, all inside it.

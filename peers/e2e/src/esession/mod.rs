@@ -16,6 +16,7 @@
 
 pub mod crypto;
 pub mod forms;
+mod seam;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,14 @@ use crate::otr::hex;
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
+};
+
+/// The registry entry.
+pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
+    name: "esession", module: module_path!(),
+    build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
+    options: &[],
+    wire: &seam::EsessionWire,
 };
 
 /// XEP-0200 stanza encryption.
@@ -1074,7 +1083,7 @@ fn parse_body(text: &str) -> Result<Option<String>, E2eError> {
 
 impl Engine for Esession {
     fn protocol(&self) -> Protocol {
-        Protocol::Esession
+        Protocol::of(&PROTOCOL)
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -814,8 +814,8 @@ impl Omemo {
 impl Engine for Omemo {
     fn protocol(&self) -> Protocol {
         match self.version {
-            Version::Omemo2 => Protocol::Omemo,
-            Version::Legacy => Protocol::OmemoLegacy,
+            Version::Omemo2 => Protocol::of(&super::OMEMO),
+            Version::Legacy => Protocol::of(&super::OMEMO_LEGACY),
         }
     }
 

@@ -13,10 +13,27 @@ pub mod engine;
 pub mod legacy;
 pub mod payload;
 pub mod ratchet;
+mod seam;
 pub mod wire;
 pub mod x3dh;
 
 use rand_core::RngCore;
+
+/// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
+pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
+    name: "omemo", module: module_path!(),
+    build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
+    options: &[],
+    wire: &seam::OmemoWire::OMEMO2,
+};
+
+/// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
+pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
+    name: "omemo-legacy", module: module_path!(),
+    build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
+    options: &[],
+    wire: &seam::OmemoWire::LEGACY,
+};
 
 /// 32 bytes from the caller's (seeded) RNG.
 pub fn random_bytes(rng: &mut dyn RngCore) -> [u8; 32] {

@@ -92,6 +92,7 @@
 
 pub mod keys;
 pub mod ox;
+mod seam;
 mod trust;
 pub mod xep0027;
 
@@ -107,6 +108,22 @@ pub use ox::Ox;
 pub use xep0027::Pgp;
 
 use crate::E2eError;
+
+/// The registry entry of XEP-0027.
+pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
+    name: "pgp", module: module_path!(),
+    build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
+    options: &[],
+    wire: &seam::PgpWire,
+};
+
+/// The registry entry of OX (XEP-0373/0374).
+pub static OX: crate::ProtocolDef = crate::ProtocolDef {
+    name: "ox", module: module_path!(),
+    build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
+    options: &[],
+    wire: &seam::OxWire,
+};
 use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
 pub(crate) fn b64(bytes: &[u8]) -> String {

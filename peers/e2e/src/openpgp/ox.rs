@@ -766,7 +766,7 @@ fn parse_pubkey(item: &Element, owner: &BareJid, fpr: &str) -> Result<SignedPubl
 
 impl Engine for Ox {
     fn protocol(&self) -> Protocol {
-        Protocol::Ox
+        Protocol::of(&super::OX)
     }
 
     fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {

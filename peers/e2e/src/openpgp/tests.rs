@@ -35,11 +35,7 @@ fn make(protocol: Protocol, jid: &str, seed: u64, policy: TrustPolicy) -> Box<dy
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let me: FullJid = jid.parse().unwrap();
     let config = EngineConfig::with_trust(policy);
-    match protocol {
-        Protocol::Pgp => Box::new(Pgp::new(me, &mut rng, &config)),
-        Protocol::Ox => Box::new(Ox::new(me, &mut rng, &config)),
-        _ => unreachable!(),
-    }
+    crate::new_engine(protocol, &me, &mut rng, &config)
 }
 
 type Poison = Box<dyn Fn(&BareJid, &str, &mut Vec<(String, Element)>)>;
@@ -316,7 +312,7 @@ fn stamps_with_offsets_are_read() {
 
 #[test]
 fn pgp_message_round_trip_through_the_keyserver() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "hello bob");
     assert_eq!(net.shown(BOB), [("hello bob".to_owned(), Trust::Unverified)], "{:?}", net.errors);
     let s = net.last_wire();
@@ -335,7 +331,7 @@ fn pgp_message_round_trip_through_the_keyserver() {
 
 #[test]
 fn pgp_verified_contact_still_reads_unverified_and_anybody_can_forge() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "first");
     let oob = net.oob(ALICE);
     net.send(BOB, ALICE, "warm up"); // Bob fetches Alice's key
@@ -374,7 +370,7 @@ fn pgp_verified_contact_still_reads_unverified_and_anybody_can_forge() {
 
 #[test]
 fn pgp_replay_is_accepted_as_the_xep_says() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "pay 10");
     let s = net.last_wire();
     net.now += Duration::from_secs(86_400);
@@ -385,7 +381,7 @@ fn pgp_replay_is_accepted_as_the_xep_says() {
 #[test]
 fn pgp_signed_presence_is_verified_with_the_keyserver_key() {
     let mut rng = ChaCha20Rng::seed_from_u64(11);
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     let alice = net.idx(ALICE);
     let x = net.devices[alice].1.presence(&mut cx(&mut rng)).unwrap();
     assert_eq!(x.len(), 1);
@@ -446,9 +442,9 @@ fn pgp_signed_presence_is_verified_with_the_keyserver_key() {
 
 #[test]
 fn pgp_poisoned_keyserver_reads_and_verification_catches_it() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     // Mallory's key names bob@b.example, uploaded to the "keyserver" in place of Bob's.
-    let mut mallory = make(Protocol::Pgp, "bob@b.example/impostor", 66, TrustPolicy::Btbv);
+    let mut mallory = make(Protocol::of(&PGP), "bob@b.example/impostor", 66, TrustPolicy::Btbv);
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let published = mallory.publish(&mut cx(&mut rng)).unwrap();
     let Some(Action::Publish { id, item, .. }) = published.actions.into_iter().next() else { panic!() };
@@ -476,7 +472,7 @@ fn pgp_poisoned_keyserver_reads_and_verification_catches_it() {
 
 #[test]
 fn pgp_key_for_another_account_is_refused() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     let carol_items = net.pep.get(&(bare(CAROL), xep0027::NODE_KEYSERVER.to_owned())).unwrap().clone();
     net.poison = Some(Box::new(move |owner, node, items| {
         if owner.to_string() == "bob@b.example" && node == xep0027::NODE_KEYSERVER {
@@ -490,7 +486,7 @@ fn pgp_key_for_another_account_is_refused() {
 
 #[test]
 fn pgp_own_devices_read_what_the_other_sent_and_theft_reads_the_past() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, ALICE2, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, ALICE2, BOB], TrustPolicy::Btbv);
     // The laptop published after the phone looked its own account up: look again.
     net.call(0, |e, cx| e.publish(cx));
     net.carbons = true;
@@ -510,13 +506,13 @@ fn pgp_own_devices_read_what_the_other_sent_and_theft_reads_the_past() {
     let out = thief.receive(&mut cx(&mut rng), &recorded).unwrap();
     assert!(matches!(&out.events[0], Event::Plaintext { body, .. } if body == "seen on both of mine"));
     // A stranger cannot.
-    let mut stranger = make(Protocol::Pgp, CAROL, 9, TrustPolicy::Btbv);
+    let mut stranger = make(Protocol::of(&PGP), CAROL, 9, TrustPolicy::Btbv);
     assert_eq!(stranger.receive(&mut cx(&mut rng), &recorded).unwrap_err().code(), "undecryptable");
 }
 
 #[test]
 fn pgp_plain_body_is_flagged() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     let plain = el("message", NS_CLIENT)
         .with("from", ALICE)
         .with("to", "bob@b.example")
@@ -530,7 +526,7 @@ fn pgp_plain_body_is_flagged() {
 
 #[test]
 fn ox_round_trip_publishes_and_discovers_keys() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     let alice_fpr = net.oob(ALICE).peer_says[0].clone();
     // §4: a data node and the metadata list.
     let meta = &net.pep[&(bare(ALICE), ox::NODE_PUBLIC_KEYS.to_owned())];
@@ -566,7 +562,7 @@ fn ox_round_trip_publishes_and_discovers_keys() {
 #[test]
 fn ox_signcrypt_shape() {
     let mut rng = ChaCha20Rng::seed_from_u64(12);
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "shape");
     let s = net.last_wire();
     // Decrypt by hand with Bob's key (the Ox accessor).
@@ -633,7 +629,7 @@ fn ox_keys(net: &Net) -> BTreeMap<&'static str, OwnKey> {
 
 #[test]
 fn ox_checks_to_time_and_signer() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     let k = ox_keys(&net);
     assert_eq!(k[ALICE].fingerprint(), net.oob(ALICE).peer_says[0]);
     let now = crate::time::format_stamp(NOW);
@@ -749,7 +745,7 @@ fn ox_checks_to_time_and_signer() {
 
 #[test]
 fn ox_tampering_and_wrong_keys_are_rejected() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "original");
     let s = net.last_wire();
     // One flipped bit anywhere in the OpenPGP message.
@@ -779,7 +775,7 @@ fn ox_tampering_and_wrong_keys_are_rejected() {
 
 #[test]
 fn ox_replay_succeeds_as_the_xep_allows() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "once");
     let s = net.last_wire();
     net.now += Duration::from_secs(600);
@@ -789,7 +785,7 @@ fn ox_replay_succeeds_as_the_xep_allows() {
 
 #[test]
 fn ox_forge_is_impossible_and_theft_reads_the_past() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "secret");
     let recorded = net.last_wire();
     let bob = net.idx(BOB);
@@ -806,7 +802,7 @@ fn ox_forge_is_impossible_and_theft_reads_the_past() {
 /// Alice writes to Mallory; returns the stanza as Mallory's device received it. Bob already
 /// holds Alice's keys (she wrote to him), and Mallory Bob's when `mallory_knows_bob`.
 fn alice_writes_to_mallory(mallory_knows_bob: bool) -> (Net, Element) {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB, MALLORY], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB, MALLORY], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "hello bob");
     if mallory_knows_bob {
         net.send(MALLORY, BOB, "hello from mallory");
@@ -883,7 +879,7 @@ fn ox_forwarded_message_is_accepted_where_its_to_matches() {
     // The control: the rebuilt message is a valid signed OX message. Alice writes to Bob, and
     // Bob's laptop passes it on to Bob's other device, for which the <to/> still holds.
     const BOB2: &str = "bob@b.example/phone";
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB, BOB2], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB, BOB2], TrustPolicy::Btbv);
     net.call(1, |e, cx| e.publish(cx)); // the laptop learns of the phone's key
     net.send(ALICE, BOB, "to both of bob's devices");
     let recorded = net.last_wire();
@@ -999,7 +995,7 @@ fn ox_forwarding_fetches_the_recipients_keys_first() {
 
 #[test]
 fn pgp_has_no_signature_to_forward() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(ALICE, BOB, "unsigned by design");
     let (recorded, b, mut rng) = (net.last_wire(), net.idx(BOB), ChaCha20Rng::seed_from_u64(35));
     assert_eq!(net.devices[b].1.forward(&mut cx(&mut rng), &recorded, &bare(CAROL), "").unwrap(), None);
@@ -1008,7 +1004,7 @@ fn pgp_has_no_signature_to_forward() {
 #[test]
 fn ox_substituted_keys_and_policies() {
     // Manual: nothing is trusted before verification, so nothing is sent.
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Manual);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Manual);
     net.send(ALICE, BOB, "x");
     assert!(net.alerts(ALICE).contains(&"not-sent"));
     assert!(
@@ -1022,7 +1018,7 @@ fn ox_substituted_keys_and_policies() {
     assert_eq!(net.shown(BOB).last().unwrap().0, "after verification");
 
     // A data node holding another key than its name says: refused.
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     let carol_fpr = net.oob(CAROL).peer_says[0].clone();
     let carol_data = net.pep[&(bare(CAROL), ox::data_node(&carol_fpr))].clone();
     net.poison = Some(Box::new(move |owner, node, items| {
@@ -1037,7 +1033,7 @@ fn ox_substituted_keys_and_policies() {
 
 #[test]
 fn ox_own_devices_and_carbons() {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, ALICE2, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, ALICE2, BOB], TrustPolicy::Btbv);
     // Both devices announced: the metadata list holds both fingerprints.
     let list = &net.pep[&(bare(ALICE), ox::NODE_PUBLIC_KEYS.to_owned())][0].1;
     assert_eq!(list.children().count(), 2, "{list:?}");
@@ -1169,7 +1165,7 @@ fn mutate_and_feed(protocol: Protocol, seed: u64) -> std::collections::BTreeSet<
 
 #[test]
 fn mutated_pgp_stanzas_never_panic() {
-    let codes = mutate_and_feed(Protocol::Pgp, 21);
+    let codes = mutate_and_feed(Protocol::of(&PGP), 21);
     eprintln!("pgp mutation outcomes: {codes:?}");
     assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
     assert!(codes.len() >= 3, "{codes:?}");
@@ -1177,7 +1173,7 @@ fn mutated_pgp_stanzas_never_panic() {
 
 #[test]
 fn mutated_ox_stanzas_never_panic() {
-    let codes = mutate_and_feed(Protocol::Ox, 22);
+    let codes = mutate_and_feed(Protocol::of(&OX), 22);
     eprintln!("ox mutation outcomes: {codes:?}");
     assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
     assert!(codes.len() >= 3, "{codes:?}");
@@ -1185,7 +1181,7 @@ fn mutated_ox_stanzas_never_panic() {
 
 #[test]
 fn same_seed_same_wire() {
-    for protocol in [Protocol::Pgp, Protocol::Ox] {
+    for protocol in [Protocol::of(&PGP), Protocol::of(&OX)] {
         let run = || {
             let mut net = Net::new(protocol, &[ALICE, BOB], TrustPolicy::Btbv);
             net.send(ALICE, BOB, "determinism");
@@ -1203,7 +1199,7 @@ fn same_seed_same_wire() {
 /// An `<openpgp/>` stanza from Alice to Bob (keys from a fresh Net) carrying `xml`, and a
 /// standalone Ox Bob with Alice's keys known.
 fn bob_with_alice_known() -> (Net, BTreeMap<&'static str, OwnKey>) {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     net.send(BOB, ALICE, "hello"); // Bob reads Alice's keys
     net.send(ALICE, BOB, "hello"); // and Alice Bob's
     let k = ox_keys(&net);
@@ -1300,7 +1296,7 @@ fn metadata_answer(owner: &str, fprs: &[String]) -> Element {
 
 #[test]
 fn ox_waiting_stanzas_are_capped_per_sender_and_drained_on_a_bad_list() {
-    let net = Net::new(Protocol::Ox, &[ALICE, BOB], TrustPolicy::Btbv);
+    let net = Net::new(Protocol::of(&OX), &[ALICE, BOB], TrustPolicy::Btbv);
     let k = ox_keys(&net);
     let mut bob = ox_alone(BOB, TrustPolicy::Btbv);
     let now = crate::time::format_stamp(NOW);
@@ -1341,7 +1337,7 @@ fn ox_waiting_stanzas_are_capped_per_sender_and_drained_on_a_bad_list() {
 
 #[test]
 fn ox_keys_are_taken_only_when_announced_and_capped() {
-    let net = Net::new(Protocol::Ox, &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
+    let net = Net::new(Protocol::of(&OX), &[ALICE, BOB, CAROL], TrustPolicy::Btbv);
     let carol_fpr = net.oob(CAROL).peer_says[0].clone();
     let node = ox::data_node(&carol_fpr);
     let data = net.pep[&(bare(CAROL), node.clone())].clone();
@@ -1481,9 +1477,9 @@ fn xmpp_user_ids_are_compared_as_jids() {
 
 #[test]
 fn pgp_encrypts_to_the_key_that_signed_presence() {
-    let mut net = Net::new(Protocol::Pgp, &[ALICE, BOB], TrustPolicy::Btbv);
+    let mut net = Net::new(Protocol::of(&PGP), &[ALICE, BOB], TrustPolicy::Btbv);
     // A second key naming alice@a.example on the keyserver, next to hers.
-    let mut impostor = make(Protocol::Pgp, "alice@a.example/impostor", 66, TrustPolicy::Btbv);
+    let mut impostor = make(Protocol::of(&PGP), "alice@a.example/impostor", 66, TrustPolicy::Btbv);
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let Some(Action::Publish { id, item, .. }) =
         impostor.publish(&mut cx(&mut rng)).unwrap().actions.into_iter().next()
@@ -1530,11 +1526,11 @@ fn metadata_event(owner: &str, fprs: &[String]) -> Element {
 /// Net with Alice and Bob, where Alice knows Bob's first key, and Bob then adds a second
 /// device (its data node published); returns both Bob fingerprints.
 fn bob_adds_a_device(policy: TrustPolicy) -> (Net, String, String) {
-    let mut net = Net::new(Protocol::Ox, &[ALICE, BOB], policy);
+    let mut net = Net::new(Protocol::of(&OX), &[ALICE, BOB], policy);
     net.send(ALICE, BOB, "first");
     let k1 = net.oob(BOB).peer_says[0].clone();
     let tablet: FullJid = "bob@b.example/tablet".parse().unwrap();
-    net.devices.push((tablet, make(Protocol::Ox, "bob@b.example/tablet", 500, policy)));
+    net.devices.push((tablet, make(Protocol::of(&OX), "bob@b.example/tablet", 500, policy)));
     let i = net.devices.len() - 1;
     net.call(i, |e, cx| e.publish(cx));
     let k2 = net.devices[i].1.out_of_band().peer_says[0].clone();

@@ -336,7 +336,7 @@ fn parse_item(item: &Element, owner: &BareJid) -> Result<pgp::composed::SignedPu
 
 impl Engine for Pgp {
     fn protocol(&self) -> Protocol {
-        Protocol::Pgp
+        Protocol::of(&super::PGP)
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -15,6 +15,7 @@
 
 pub mod ake;
 pub mod crypto;
+mod seam;
 pub mod session;
 pub mod smp;
 pub mod wire;
@@ -56,6 +57,31 @@ pub enum OtrPolicy {
     Opportunistic,
     /// OTR off: plaintext only, OTR messages shown as they are.
     Never,
+}
+
+/// The registry entry: the policy is an account option (§"Policies").
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire };
+
+/// `otr: require | opportunistic | never` under an account.
+pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {
+    key: "otr",
+    about: "The OTR policy of this account's `otr` devices (default `require`).",
+    values: &[
+        ("require", "Never send unencrypted: store the message, send a Query, send it once private."),
+        ("opportunistic", "libotr's default: plaintext with a whitespace tag until the peer starts the AKE."),
+        ("never", "OTR off."),
+    ],
+};
+
+fn build_engine(me: &FullJid, rng: &mut dyn RngCore, config: &crate::EngineConfig) -> Box<dyn Engine> {
+    let policy = match POLICY_OPTION.value_in(config) {
+        "opportunistic" => OtrPolicy::Opportunistic,
+        "never" => OtrPolicy::Never,
+        _ => OtrPolicy::Require,
+    };
+    let otr = OtrConfig { policy, max_message: config.max_message };
+    Box::new(Otr::new(me.clone(), rng, otr).with_secrets(config.secrets.clone()))
 }
 
 /// Engine settings.
@@ -624,7 +650,7 @@ impl Otr {
 
 impl Engine for Otr {
     fn protocol(&self) -> Protocol {
-        Protocol::Otr
+        Protocol::of(&PROTOCOL)
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

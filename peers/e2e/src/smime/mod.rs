@@ -79,6 +79,7 @@
 pub mod cpim;
 pub mod envelope;
 pub mod pki;
+mod seam;
 #[cfg(test)]
 mod tests;
 
@@ -97,6 +98,14 @@ use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, 
 use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
     TrustPolicy, VerificationResult,
+};
+
+/// The registry entry.
+pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
+    name: "smime", module: module_path!(),
+    build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
+    options: &[],
+    wire: &seam::SmimeWire,
 };
 
 /// `urn:ietf:params:xml:ns:xmpp-e2e` (RFC 3923 §9).
@@ -601,7 +610,7 @@ fn parse_xmpp_xml(xml: &str) -> Result<Element, E2eError> {
 
 impl Engine for Smime {
     fn protocol(&self) -> Protocol {
-        Protocol::Smime
+        Protocol::of(&PROTOCOL)
     }
 
     fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -198,6 +198,7 @@
 pub mod dsig;
 pub mod enc;
 pub mod keys;
+mod seam;
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,6 +216,28 @@ use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
     TrustPolicy, VerificationResult,
 };
+
+/// The registry entry: the content cipher is an account option.
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::XmlsecWire };
+
+/// `cipher: gcm | cbc` under an account.
+pub static CIPHER_OPTION: crate::OptionDecl = crate::OptionDecl {
+    key: "cipher",
+    about: "The XML Encryption content cipher of this account's `xmlsec` devices (default `gcm`).",
+    values: &[
+        ("gcm", "AES-128-GCM (xmlenc11), authenticated."),
+        ("cbc", "AES-128-CBC (xmlenc), malleable: for the attacks CBC allows."),
+    ],
+};
+
+fn build_engine(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    let cipher = match CIPHER_OPTION.value_in(config) {
+        "cbc" => Cipher::Aes128Cbc,
+        _ => Cipher::Aes128Gcm,
+    };
+    Box::new(Xmlsec::new(me.clone(), rng, config).with_cipher(cipher))
+}
 
 /// The binding's namespace (the signed payload's).
 pub const NS: &str = "urn:xmpp:jabberwock:xmlsec:0";
@@ -853,7 +876,7 @@ impl Xmlsec {
 
 impl Engine for Xmlsec {
     fn protocol(&self) -> Protocol {
-        Protocol::Xmlsec
+        Protocol::of(&PROTOCOL)
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -250,7 +250,7 @@ fn constructor_is_deterministic_and_publishes_its_key() {
     let b = Xmlsec::new(jid(ALICE), &mut ChaCha20Rng::seed_from_u64(3), &config);
     assert_eq!(a.fingerprint(), b.fingerprint());
     assert_eq!(a.fingerprint().len(), 64);
-    assert_eq!(a.protocol(), Protocol::Xmlsec);
+    assert_eq!(a.protocol(), Protocol::of(&PROTOCOL));
     assert_eq!(a.cipher(), Cipher::Aes128Gcm);
     assert_eq!(a.clone().with_cipher(Cipher::Aes128Cbc).cipher(), Cipher::Aes128Cbc);
     let mut a = a;

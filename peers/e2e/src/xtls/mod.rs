@@ -73,6 +73,7 @@
 //!   sender never wrote; we do not implement that forgery (`forge` gives `None`).
 
 pub mod tunnel;
+mod seam;
 
 #[cfg(test)]
 mod tests;
@@ -92,6 +93,14 @@ use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
     TrustPolicy, VerificationResult,
+};
+
+/// The registry entry.
+pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
+    name: "xtls", module: module_path!(),
+    build: |me, rng, config| Box::new(Xtls::new(me.clone(), rng, config)),
+    options: &[],
+    wire: &seam::XtlsWire,
 };
 
 /// The XTLS namespace (§ns: "Until this proposal is accepted ... `urn:xmpp:tmp:xtls`").
@@ -824,7 +833,7 @@ impl Xtls {
 
 impl Engine for Xtls {
     fn protocol(&self) -> Protocol {
-        Protocol::Xtls
+        Protocol::of(&PROTOCOL)
     }
 
     fn iq_namespaces(&self) -> &'static [&'static str] {

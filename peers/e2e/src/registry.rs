@@ -1,0 +1,212 @@
+//! The protocol registry: what the rest of the bench may know of a protocol.
+//!
+//! A protocol lives in its own folder and exports one [`ProtocolDef`]: its name, how to build
+//! an engine, and the scenario options it accepts. The list of them is the registry
+//! ([`Protocol::ALL`], made by the `protocols!` line in `lib.rs`); nothing outside a protocol's
+//! folder names it (`peers/e2e/tests/registry.rs` checks it), so adding one is its folder plus
+//! one registry line. The simulator, the attacker and the judges see protocols only through
+//! this seam (after tlspuffin's `Put`, looked up by name).
+
+use core::cmp::Ordering;
+use core::fmt;
+use core::str::FromStr;
+
+use jid::FullJid;
+use rand_core::RngCore;
+
+use crate::{Engine, EngineConfig, Wire};
+
+/// A protocol as its folder describes it to the registry.
+pub struct ProtocolDef {
+    /// The identifier scenario files and reports use (`omemo-legacy`): lowercase kebab-case.
+    pub name: &'static str,
+    /// The module it lives in (`module_path!()` where the entry is written): its folder.
+    pub module: &'static str,
+    /// Builds a fresh engine (new identity from `rng`, no sessions) for the device `me`.
+    pub build: fn(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine>,
+    /// The account-level scenario options it reads (validated generically by the scenario
+    /// loader: a key no protocol declares, or a value the declaration does not list, is an
+    /// error at its line and column).
+    pub options: &'static [&'static OptionDecl],
+    /// What the attacker, the judges and the diagrams may know of its wire format.
+    pub wire: &'static dyn Wire,
+}
+
+impl fmt::Debug for ProtocolDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolDef").field("name", &self.name).field("options", &self.options).finish()
+    }
+}
+
+/// A setting a protocol reads from its accounts in scenario files (`otr: opportunistic` under an
+/// account): a key, and the values it may take, the first of them the default.
+#[derive(Debug)]
+pub struct OptionDecl {
+    /// The key under the account (lowercase kebab-case).
+    pub key: &'static str,
+    /// What it sets, for the schema and error messages.
+    pub about: &'static str,
+    /// The values it takes, each with what it means; the first is the default.
+    pub values: &'static [(&'static str, &'static str)],
+}
+
+impl OptionDecl {
+    /// The default value.
+    pub fn default_value(&self) -> &'static str {
+        self.values.first().map_or("", |(v, _)| v)
+    }
+
+    /// The declared value equal to `value`, if it is one.
+    pub fn accepts(&self, value: &str) -> Option<&'static str> {
+        self.values.iter().map(|(v, _)| *v).find(|v| *v == value)
+    }
+
+    /// This option's value in `config`: what the scenario set, else the default.
+    pub fn value_in(&self, config: &EngineConfig) -> &'static str {
+        config.options.get(self.key).and_then(|v| self.accepts(v)).unwrap_or_else(|| self.default_value())
+    }
+}
+
+/// A protocol: a handle on its registry entry. Scenario files name it by [`Protocol::name`];
+/// protocols compare and sort in registry order, which is the order reports list them in.
+#[derive(Clone, Copy)]
+pub struct Protocol(&'static ProtocolDef);
+
+impl Protocol {
+    /// Every protocol this build implements, in the order reports list them.
+    pub const ALL: &'static [Protocol] = crate::PROTOCOLS;
+
+    /// The handle on a protocol's own entry (for its engine's [`Engine::protocol`]).
+    pub const fn of(def: &'static ProtocolDef) -> Protocol {
+        Protocol(def)
+    }
+
+    /// The identifier used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// Its wire description.
+    pub fn wire(self) -> &'static dyn Wire {
+        self.0.wire
+    }
+
+    /// The protocol's registry entry.
+    pub fn def(self) -> &'static ProtocolDef {
+        self.0
+    }
+
+    /// Every option any protocol declares, with the protocol declaring it, in registry order.
+    pub fn all_options() -> impl Iterator<Item = (Protocol, &'static OptionDecl)> {
+        Protocol::ALL.iter().flat_map(|p| p.0.options.iter().map(move |o| (*p, *o)))
+    }
+
+    fn index(self) -> usize {
+        Protocol::ALL.iter().position(|p| p.0.name == self.0.name).unwrap_or(usize::MAX)
+    }
+}
+
+impl PartialEq for Protocol {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Protocol {}
+
+impl PartialOrd for Protocol {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Protocol {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.index().cmp(&other.index()).then_with(|| self.0.name.cmp(other.0.name))
+    }
+}
+
+impl core::hash::Hash for Protocol {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Protocol({})", self.0.name)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL.iter().copied().find(|p| p.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown protocol `{s}`, expected one of: {}", known.join(", "))
+        })
+    }
+}
+
+/// Builds a fresh engine (new identity from `rng`, no sessions) for a device.
+pub fn new_engine(
+    protocol: Protocol,
+    me: &FullJid,
+    rng: &mut dyn RngCore,
+    config: &EngineConfig,
+) -> Box<dyn Engine> {
+    (protocol.0.build)(me, rng, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_kebab_case_and_options_have_defaults() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in Protocol::ALL {
+            let name = p.name();
+            assert!(seen.insert(name), "{name} registered twice");
+            assert!(
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert_eq!(name.parse::<Protocol>(), Ok(*p));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for (p, o) in Protocol::all_options() {
+            assert!(keys.insert(o.key), "option {} declared twice ({p})", o.key);
+            assert!(!o.values.is_empty(), "option {} of {p} has no values", o.key);
+        }
+        assert!("nope".parse::<Protocol>().unwrap_err().contains("expected one of: plain"));
+    }
+
+    #[test]
+    fn protocols_sort_in_registry_order() {
+        let mut sorted = Protocol::ALL.to_vec();
+        sorted.reverse();
+        sorted.sort();
+        assert_eq!(sorted, Protocol::ALL);
+    }
+
+    #[test]
+    fn an_option_reads_its_default_unless_set_to_a_declared_value() {
+        static DECL: OptionDecl =
+            OptionDecl { key: "mode", about: "a mode", values: &[("fast", "quick"), ("slow", "careful")] };
+        let mut config = EngineConfig::default();
+        assert_eq!(DECL.value_in(&config), "fast");
+        config.options.insert("mode".into(), "slow".into());
+        assert_eq!(DECL.value_in(&config), "slow");
+        config.options.insert("mode".into(), "bogus".into());
+        assert_eq!(DECL.value_in(&config), "fast");
+    }
+}
