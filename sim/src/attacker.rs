@@ -6,6 +6,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
+use jabberwock_e2e::codec::{armor_body, dearmor_body};
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el};
 use jabberwock_e2e::{
@@ -202,7 +203,9 @@ impl Attacker {
         for i in 0..self.plan.rules.len() {
             let Some(stanza) = current.take() else { break };
             let rule = &self.plan.rules[i];
-            if rule.matcher.count.is_some_and(|c| self.applied[i] >= c) || !matches(rule, at, hop, &stanza) {
+            if rule.matcher.count.is_some_and(|c| self.applied[i] >= c)
+                || !matches(rule, &self.plan.protocols, at, hop, &stanza)
+            {
                 current = Some(stanza);
                 continue;
             }
@@ -247,6 +250,8 @@ impl Attacker {
                 | Action::Strip(_)
                 | Action::Replace(..)
                 | Action::Flip(..)
+                | Action::FlipCiphertext(_)
+                | Action::Downgrade(_)
         ) {
             *self.acted.entry(action.power()).or_default() += 1;
         }
@@ -333,6 +338,28 @@ impl Attacker {
                         log.push(format!("flips bit {flipped} of {what} <{name}/> in {id} ({tag})"))
                     }
                     None => log.push(format!("finds no <{name}/> text to flip in {id} ({tag})")),
+                }
+                vec![Release::Now(s)]
+            }
+            Action::FlipCiphertext(bit) => {
+                let mut s = stanza;
+                match flip_ciphertext(&self.plan.protocols, &mut s, *bit) {
+                    Some((flipped, what)) => {
+                        *self.acted.entry(action.power()).or_default() += 1;
+                        log.push(format!("flips bit {flipped} of the ciphertext ({what}) in {id} ({tag})"))
+                    }
+                    None => log.push(format!("finds no ciphertext to flip in {id} ({tag})")),
+                }
+                vec![Release::Now(s)]
+            }
+            Action::Downgrade(body) => {
+                let mut s = stanza;
+                let done = self.plan.protocols.iter().any(|p| p.wire().strip_encryption(&mut s, body));
+                if done {
+                    *self.acted.entry(action.power()).or_default() += 1;
+                    log.push(format!("strips the encryption from {id}, a plain body in its place ({tag})"));
+                } else {
+                    log.push(format!("finds no encryption to strip in {id} ({tag})"));
                 }
                 vec![Release::Now(s)]
             }
@@ -666,7 +693,7 @@ fn any_element(el: &Element, f: &dyn Fn(&Element) -> bool) -> bool {
     f(el) || el.children().any(|c| any_element(c, f))
 }
 
-fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
+fn matches(rule: &Rule, protocols: &[Protocol], at: Duration, hop: &Hop, stanza: &Element) -> bool {
     let m = &rule.matcher;
     let hop_ok = m.hop.is_none_or(|k| {
         matches!(
@@ -695,6 +722,33 @@ fn matches(rule: &Rule, at: Duration, hop: &Hop, stanza: &Element) -> bool {
             .as_deref()
             .is_none_or(|t| stanza.get_child("body", NS_CLIENT).is_some_and(|b| b.text().contains(t)))
         && m.window.is_none_or(|w| w.min <= at && at <= w.max)
+        && m.conversation.is_none_or(|c| protocols.iter().any(|p| p.wire().carries_conversation(stanza)) == c)
+        && m.protected.is_none_or(|want| {
+            // What `downgrade` could strip, tried on a copy.
+            protocols.iter().any(|p| p.wire().strip_encryption(&mut stanza.clone(), "")) == want
+        })
+}
+
+/// Flips bit `bit` of the encrypted content the first protocol's wire description finds in
+/// `stanza` (wrapped around it, negative from its end) and puts it back encoded. Where the
+/// changed bytes cannot be put back (text that would no longer be UTF-8 or XML), the next
+/// bits are tried. Returns the bit flipped, counted in the whole decoded blob, and what it is.
+fn flip_ciphertext(protocols: &[Protocol], stanza: &mut Element, bit: i64) -> Option<(u32, &'static str)> {
+    let (wire, ct) = protocols.iter().find_map(|p| Some((p.wire(), p.wire().ciphertext(stanza)?)))?;
+    let content_bits = ct.content.len() * 8;
+    if content_bits == 0 {
+        return None;
+    }
+    (0..content_bits).find_map(|k| {
+        let i = ct.content.start * 8 + (bit_index(bit, content_bits) + k) % content_bits;
+        let mut bytes = ct.bytes.clone();
+        bytes[i / 8] ^= 1 << (i % 8);
+        let mut changed = stanza.clone();
+        wire.set_ciphertext(&mut changed, &bytes).then(|| {
+            *stanza = changed;
+            (u32::try_from(i).unwrap_or(u32::MAX), ct.what)
+        })
+    })
 }
 
 /// Removes every descendant named `name`; returns how many.
@@ -758,11 +812,11 @@ fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> O
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     if encoding == Some(Encoding::Armor) {
-        let mut bytes = dearmor(&text)?;
+        let mut bytes = dearmor_body(&text).ok()?;
         let i = bit_index(bit, bytes.len() * 8);
         bytes[i / 8] ^= 1 << (i % 8);
         let _ = target.take_nodes();
-        target.append_text(armor(&bytes));
+        target.append_text(armor_body(&bytes));
         return Some((i as u32, "the armoured packets (CRC-24 recomputed) of"));
     }
     let trimmed = text.trim();
@@ -802,44 +856,6 @@ fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> O
 fn bit_index(bit: i64, total: usize) -> usize {
     let total = total.max(1) as i64;
     bit.rem_euclid(total) as usize
-}
-
-/// The packets of headerless OpenPGP armour (RFC 4880 §6.2): base64 lines, then `=` and the
-/// CRC-24, which is not checked here (the attacker recomputes it anyway).
-fn dearmor(text: &str) -> Option<Vec<u8>> {
-    let body: String =
-        text.lines().map(str::trim).filter(|l| !(l.starts_with('=') && l.len() == 5)).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok().filter(|b| !b.is_empty())
-}
-
-/// Headerless armour for `bytes`: 64-character base64 lines and the CRC-24 line.
-fn armor(bytes: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let text = b64.encode(bytes);
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    let crc = crc24(bytes).to_be_bytes();
-    out.push('=');
-    out.push_str(&b64.encode(&crc[1..]));
-    out
-}
-
-/// RFC 4880 §6.1 CRC-24.
-fn crc24(bytes: &[u8]) -> u32 {
-    let mut crc: u32 = 0x00B7_04CE;
-    for &b in bytes {
-        crc ^= u32::from(b) << 16;
-        for _ in 0..8 {
-            crc <<= 1;
-            if crc & 0x0100_0000 != 0 {
-                crc ^= 0x0186_4CFB;
-            }
-        }
-    }
-    crc & 0x00FF_FFFF
 }
 
 /// Replaces all items of `node` in pubsub results and event notifications by `items`.
@@ -1296,7 +1312,8 @@ impl Action {
             Action::Replace(..) => "replace",
             Action::Rewrite(_) => "rewrite",
             Action::Set(..) => "set",
-            Action::Flip(..) => "flip",
+            Action::Flip(..) | Action::FlipCiphertext(_) => "flip",
+            Action::Downgrade(_) => "downgrade",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",
         }
@@ -1306,6 +1323,21 @@ impl Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The protocol-neutral flip goes through the wire description: for the control, the body
+    /// text itself, moving on past bits that would not leave text XML can carry.
+    #[test]
+    fn flip_ciphertext_asks_the_protocol_where_its_ciphertext_is() {
+        let plain: Protocol = "plain".parse().unwrap();
+        let mut m: Element =
+            "<message xmlns='jabber:client' type='chat'><body>A</body></message>".parse().unwrap();
+        assert_eq!(flip_ciphertext(&[plain], &mut m, 6), Some((0, "the body, in clear")));
+        assert_eq!(m.get_child("body", NS_CLIENT).unwrap().text(), "@");
+        // Nothing to flip in a stanza without the conversation, or with no protocol to ask.
+        let mut iq: Element = "<iq xmlns='jabber:client' type='get' id='1'/>".parse().unwrap();
+        assert_eq!(flip_ciphertext(&[plain], &mut iq, 6), None);
+        assert_eq!(flip_ciphertext(&[], &mut m, 6), None);
+    }
 
     #[test]
     fn flip_changes_one_payload_bit() {

@@ -244,7 +244,7 @@ fn acted(f: &Facts<'_>, power: &str) -> u32 {
 }
 
 fn downgrade(f: &Facts<'_>) -> Verdict {
-    if acted(f, "replace") + acted(f, "rewrite") == 0 {
+    if acted(f, "downgrade") + acted(f, "replace") + acted(f, "rewrite") == 0 {
         return untested("the attacker found nothing to strip");
     }
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();

@@ -411,6 +411,15 @@ pub struct MatchSpec {
     /// The stanza's `<body/>` contains this text (`?OTR:AAMD` picks OTR Data Messages).
     #[serde(default)]
     pub text: Option<String>,
+    /// The stanza carries the conversation (`true`), the text users write, encrypted or not,
+    /// as the wire description of a protocol spoken in the scenario tells it; or does not
+    /// (`false`: key material, handshakes, plumbing).
+    #[serde(default)]
+    pub conversation: Option<bool>,
+    /// The stanza carries a protocol's end-to-end layer (`true`): anything `downgrade` can
+    /// strip — a ciphertext, a key exchange, a tunnel record, an OTR query; or does not.
+    #[serde(default)]
+    pub protected: Option<bool>,
     /// Only within this window of simulated time (`1s..5s`).
     #[serde(default)]
     pub window: Option<DurRange>,
@@ -464,20 +473,34 @@ pub enum ActionSpec {
         /// Its new value.
         value: String,
     },
-    /// Flip one bit in the text of the first element with this local name. With
-    /// `encoding: base64` the text is decoded first and re-encoded after, so the bit lands in
-    /// the payload; with `text` it lands in the UTF-8 bytes. By default: base64 when the text
-    /// is at least 16 characters of valid padded base64, text otherwise.
+    /// Flip one bit. `{ciphertext: true, bit: N}`: bit N of the encrypted content the
+    /// protocol's wire description finds in the stanza (past headers and key packets; in the
+    /// body itself for `plain`), re-encoded as the protocol encodes it (base64, armour with
+    /// its CRC recomputed). `{element: E, bit: N}`: bit N in the text of the first element
+    /// named E; with `encoding: base64` the text is decoded first and re-encoded after, so the
+    /// bit lands in the payload; with `text` it lands in the UTF-8 bytes. By default: base64
+    /// when the text is at least 16 characters of valid padded base64, text otherwise.
     Flip {
+        /// The protocol's ciphertext (give this or `element`).
+        #[serde(default, deserialize_with = "present")]
+        ciphertext: bool,
         /// Local name of the element, or a path `a/b/c`: the first `a` at any depth, then
-        /// its child `b`, then that one's child `c`.
-        element: String,
+        /// its child `b`, then that one's child `c` (give this or `ciphertext`).
+        #[serde(default)]
+        element: Option<String>,
         /// Bit index (wraps around the payload length); negative counts from the end
         /// (`-1` is the last bit: CBC padding lives in the last block).
         bit: i64,
         /// How to read the text.
         #[serde(default)]
         encoding: Option<Encoding>,
+    },
+    /// Strip the end-to-end encryption, as the protocol's wire description says what it is,
+    /// and put `body` in clear in its place (a tunnel's record stanza becomes a plain
+    /// message; for `plain`, the body is rewritten). Pair it with `match: {protected: true}`.
+    Downgrade {
+        /// The plain text put in place of what was protected.
+        body: String,
     },
     /// Serve different PEP items: in pubsub results and notifications for `node` (from
     /// `owner`, when given), replace each item's payload by the given XML. Server position only.
@@ -498,6 +521,12 @@ pub enum ActionSpec {
         /// The account whose keys are replaced.
         owner: String,
     },
+}
+
+/// A flag written as a bare key (`{ciphertext, bit: 7}`) or `key: true`: present and not
+/// `false` is true.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
 /// How an element's text is read before a bit is flipped.
@@ -840,6 +869,10 @@ pub enum Action {
     Set(String, String),
     /// See [`ActionSpec::Flip`].
     Flip(String, i64, Option<Encoding>),
+    /// See [`ActionSpec::Flip`] with `ciphertext`: the bit.
+    FlipCiphertext(i64),
+    /// See [`ActionSpec::Downgrade`]: the body.
+    Downgrade(String),
     /// See [`ActionSpec::Substitute`].
     Substitute {
         /// Node.
@@ -864,6 +897,9 @@ pub struct AttackerPlan {
     pub inject: Vec<(Duration, Hop, Element)>,
     /// It terminates TLS on its client link with its own certificate.
     pub terminate_tls: bool,
+    /// The protocols the scenario's devices speak: whose wire descriptions the protocol-neutral
+    /// words (`conversation`, `protected`, `ciphertext`, `downgrade`) consult.
+    pub protocols: Vec<Protocol>,
 }
 
 /// The client-to-server transport of a run.
@@ -1565,7 +1601,27 @@ impl Validator<'_> {
                     }
                     Action::Set(attribute.clone(), value.clone())
                 }
-                ActionSpec::Flip { element, bit, encoding } => Action::Flip(element.clone(), *bit, *encoding),
+                ActionSpec::Flip { ciphertext: true, element: None, bit, encoding: None } => {
+                    Action::FlipCiphertext(*bit)
+                }
+                ActionSpec::Flip { ciphertext: false, element: Some(element), bit, encoding } => {
+                    Action::Flip(element.clone(), *bit, *encoding)
+                }
+                ActionSpec::Flip { ciphertext: true, encoding: Some(_), .. } => {
+                    return self.err(
+                        rpos,
+                        format!("{path}.do.flip.encoding"),
+                        "the protocol knows how its ciphertext is encoded: `encoding` goes with `element`",
+                    );
+                }
+                ActionSpec::Flip { .. } => {
+                    return self.err(
+                        rpos,
+                        format!("{path}.do.flip"),
+                        "give exactly one of `ciphertext` or `element`",
+                    );
+                }
+                ActionSpec::Downgrade { body } => Action::Downgrade(body.clone()),
                 ActionSpec::Impersonate { owner } => {
                     if !matches!(position, Position::Server(_) | Position::Everywhere) {
                         return self.err(
@@ -1713,7 +1769,10 @@ impl Validator<'_> {
                 return self.err((i.line, i.column), "attacker.inject[0]", sealed);
             }
         }
-        Ok(AttackerPlan { position, rules, inject, terminate_tls })
+        let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
+        protocols.sort();
+        protocols.dedup();
+        Ok(AttackerPlan { position, rules, inject, terminate_tls, protocols })
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! This crate must never depend on tokio or turmoil: an engine does not know it is simulated.
 
+pub mod codec;
 mod engine;
 mod error;
 mod registry;

@@ -20,11 +20,54 @@ pub static PROTOCOL: ProtocolDef = ProtocolDef {
     wire: &PlainWire,
 };
 
-/// The control's wire: the body in clear is all there is.
+/// The control's wire: the body in clear is all there is. Its "ciphertext" is the text itself
+/// (a flipped bit changes what the recipient reads), and its "encryption", stripped, is the
+/// body rewritten.
 #[derive(Debug)]
 pub struct PlainWire;
 
-impl crate::Wire for PlainWire {}
+fn chat_body(stanza: &Element) -> Option<&Element> {
+    crate::wire::is_message(stanza).then(|| stanza.get_child("body", NS_CLIENT)).flatten()
+}
+
+impl crate::Wire for PlainWire {
+    fn carries_conversation(&self, stanza: &Element) -> bool {
+        chat_body(stanza).is_some()
+    }
+
+    fn ciphertext(&self, stanza: &Element) -> Option<crate::Ciphertext> {
+        let text = chat_body(stanza)?.text();
+        (!text.is_empty()).then(|| crate::wire::whole(text.into_bytes(), "the body, in clear"))
+    }
+
+    /// Text that is still UTF-8 and characters XML can carry (XML 1.0 §2.2) only.
+    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
+        let Ok(text) = String::from_utf8(bytes.to_vec()) else { return false };
+        if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || chat_body(stanza).is_none() {
+            return false;
+        }
+        match stanza.get_child_mut("body", NS_CLIENT) {
+            Some(b) => {
+                *b = text_el("body", NS_CLIENT, text);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
+        if chat_body(stanza).is_none() {
+            return false;
+        }
+        match stanza.get_child_mut("body", NS_CLIENT) {
+            Some(b) => {
+                *b = text_el("body", NS_CLIENT, body);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// The `plain` engine: it holds no secrets, so stealing it yields nothing new.
 #[derive(Debug, Clone)]

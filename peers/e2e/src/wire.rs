@@ -71,3 +71,85 @@ pub trait Wire: Sync {
         None
     }
 }
+
+// ---- helpers the protocols' descriptions share ------------------------------------------
+
+/// The first descendant of `el` (depth first, `el` itself excluded) named `name` in `ns`.
+pub(crate) fn find<'a>(el: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
+    el.children().find_map(|c| if c.is(name, ns) { Some(c) } else { find(c, name, ns) })
+}
+
+/// [`find`], mutably.
+pub(crate) fn find_mut<'a>(el: &'a mut Element, name: &str, ns: &str) -> Option<&'a mut Element> {
+    for child in el.children_mut() {
+        if child.is(name, ns) {
+            return Some(child);
+        }
+        if let Some(found) = find_mut(child, name, ns) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Replaces the first descendant named `name` in `ns` by `<body>` holding `body`: the
+/// protected element gone, a plain body in its place.
+pub(crate) fn replace_with_body(stanza: &mut Element, name: &str, ns: &str, body: &str) -> bool {
+    match find_mut(stanza, name, ns) {
+        Some(found) => {
+            *found = crate::xml::text_el("body", crate::xml::NS_CLIENT, body);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The base64 text of `el`, decoded (whitespace around it ignored).
+pub(crate) fn base64_text(el: &Element) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(el.text().trim()).ok().filter(|b| !b.is_empty())
+}
+
+/// Replaces the text of `el` by `text`, keeping its attributes and child elements.
+pub(crate) fn set_text(el: &mut Element, text: String) {
+    let children: Vec<Element> = el.children().cloned().collect();
+    let _ = el.take_nodes();
+    el.append_text(text);
+    for c in children {
+        el.append_child(c);
+    }
+}
+
+/// [`set_text`] with `bytes` in base64.
+pub(crate) fn set_base64(el: &mut Element, bytes: &[u8]) {
+    use base64::Engine as _;
+    set_text(el, base64::engine::general_purpose::STANDARD.encode(bytes));
+}
+
+/// A blob that is all encrypted content (an OMEMO payload, an XEP-0200 `<data/>`).
+pub(crate) fn whole(bytes: Vec<u8>, what: &'static str) -> Ciphertext {
+    Ciphertext { content: 0..bytes.len(), bytes, what }
+}
+
+/// Whether `stanza` is a `<message/>` of the client namespace.
+pub(crate) fn is_message(stanza: &Element) -> bool {
+    stanza.is("message", crate::xml::NS_CLIENT) && stanza.attr("type") != Some("error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_a_nested_element_with_a_body() {
+        let mut m: Element = "<message xmlns='jabber:client'><x xmlns='n'><e xmlns='n'>1</e></x></message>"
+            .parse()
+            .unwrap_or_else(|_| Element::bare("bad", "bad"));
+        assert!(replace_with_body(&mut m, "e", "n", "hi"));
+        assert_eq!(
+            String::from(&m),
+            "<message xmlns='jabber:client'><x xmlns='n'><body xmlns='jabber:client'>hi</body></x></message>"
+        );
+        assert!(!replace_with_body(&mut m, "e", "n", "hi"));
+    }
+}

@@ -189,3 +189,27 @@ fn set_takes_a_plain_attribute_name() {
     );
     assert!(parse("ok.yaml", &ok).is_ok());
 }
+
+/// `flip` takes the protocol's ciphertext or an element, never both, and the protocol knows its
+/// own encoding; the bare key form `{ciphertext, bit: 77}` is the flag.
+#[test]
+fn a_flip_names_the_ciphertext_or_an_element() {
+    let rule = |flip: &str| {
+        format!(
+            "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {{devices: {{phone: plain}}}}\n\
+             attacker:\n  position: server a.example\n  rules:\n    - do: {{flip: {flip}}}\n"
+        )
+    };
+    for (flip, needle) in [
+        ("{ciphertext: true, element: body, bit: 1}", "give exactly one of `ciphertext` or `element`"),
+        ("{bit: 1}", "give exactly one of `ciphertext` or `element`"),
+        ("{ciphertext, bit: 1, encoding: base64}", "`encoding` goes with `element`"),
+    ] {
+        let e = error(&rule(flip));
+        assert!(e.starts_with("bad.yaml:9:") && e.contains(needle), "{flip}: {e}");
+    }
+    for ok in ["{ciphertext, bit: 77}", "{ciphertext: true, bit: -1}", "{element: body, bit: 3}"] {
+        let yaml = rule(ok);
+        assert!(parse("ok.yaml", &yaml).is_ok(), "{ok}");
+    }
+}

@@ -1,15 +1,94 @@
-//! OTR's wire description: messages in `<body/>` text (XEP-0364), Data Messages armoured as
-//! `?OTR:…` (OTR v3 §"Data Message").
+//! OTR's wire description: everything travels in `<body/>` text (XEP-0364). Data Messages
+//! (§"Data Message") are armoured as `?OTR:…`; their encrypted message is a DATA field past
+//! the header, flags, key ids, next D-H key and counter. Query, Error and AKE messages are the
+//! protocol's own plumbing; plain text (tagged or not) is the conversation in clear.
 
-use crate::Wire;
+use minidom::Element;
+
+use super::wire::{DATA, Reader, Text, armor, classify};
+use crate::wire::{Ciphertext, Wire, is_message};
+use crate::xml::{NS_CLIENT, text_el};
 
 /// OTR v3.
 #[derive(Debug)]
 pub struct OtrWire;
 
+fn body(stanza: &Element) -> Option<&Element> {
+    if !is_message(stanza) {
+        return None;
+    }
+    stanza.get_child("body", NS_CLIENT)
+}
+
+/// The decoded Data Message in a body, if it is one.
+fn data_message(stanza: &Element) -> Option<Vec<u8>> {
+    match classify(&body(stanza)?.text()).ok()? {
+        Text::Encoded(bytes) if bytes.get(2) == Some(&DATA) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// Where a Data Message's encrypted message sits: past the protocol version (SHORT), type
+/// (BYTE), instance tags (INT, INT), flags (BYTE), key ids (INT, INT), next D-H key (MPI)
+/// and top half of the counter (CTR, 8 bytes), inside its DATA field.
+fn encrypted_message(bytes: &[u8]) -> Option<core::ops::Range<usize>> {
+    let mut r = Reader::new("OTR Data Message", bytes);
+    r.take(2 + 1 + 4 + 4 + 1 + 4 + 4).ok()?;
+    r.data().ok()?;
+    r.take(8).ok()?;
+    let len = r.int().ok()? as usize;
+    let start = r.position();
+    r.take(len).ok()?;
+    Some(start..start + len)
+}
+
 impl Wire for OtrWire {
     fn labels(&self) -> &'static [(&'static str, &'static str)] {
         &[("urn:xmpp:otr:0", "OTR")]
+    }
+
+    fn carries_conversation(&self, stanza: &Element) -> bool {
+        match body(stanza).map(|b| classify(&b.text())) {
+            Some(Ok(Text::Encoded(bytes))) => bytes.get(2) == Some(&DATA),
+            Some(Ok(Text::Plain { .. })) => true,
+            _ => false,
+        }
+    }
+
+    fn ciphertext(&self, stanza: &Element) -> Option<Ciphertext> {
+        let bytes = data_message(stanza)?;
+        let content = encrypted_message(&bytes)?;
+        Some(Ciphertext { bytes, content, what: "the OTR Data Message" })
+    }
+
+    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
+        if data_message(stanza).is_none() {
+            return false;
+        }
+        match stanza.get_child_mut("body", NS_CLIENT) {
+            Some(b) => {
+                *b = text_el("body", NS_CLIENT, armor(bytes));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Any OTR message (a Query, an AKE step, a Data Message, a tagged plaintext) gives way to
+    /// the plain body; untagged plain text has no OTR to strip.
+    fn strip_encryption(&self, stanza: &mut Element, body_text: &str) -> bool {
+        let otr = match body(stanza).map(|b| classify(&b.text())) {
+            Some(Ok(Text::Plain { tagged, .. })) => !tagged.is_empty(),
+            Some(Ok(_)) => true,
+            Some(Err(_)) | None => false,
+        };
+        match stanza.get_child_mut("body", NS_CLIENT).filter(|_| otr) {
+            Some(b) => {
+                *b = text_el("body", NS_CLIENT, body_text);
+                true
+            }
+            None => false,
+        }
     }
 
     fn forgeable_from_recording(&self, recording: &[(String, String)]) -> Option<(usize, usize)> {
