@@ -9,11 +9,7 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use jabberwock_e2e::tls::{Identity, SimTime};
-use jabberwock_e2e::xml::NS_CLIENT;
-use jabberwock_e2e::{
-    Action as EngineAction, BareJid, Carbon, Cx, Element, EngineConfig, Event, FullJid, Jid, Protocol,
-    new_engine,
-};
+use jabberwock_e2e::{BareJid, Carbon, EngineConfig, FullJid, new_engine};
 use jabberwock_xmpp::{
     Account, C2S_PORT, ClientTls, Device, DeviceConfig, Disk, Hooks, S2S_PORT, Server, ServerConfig,
     ServerTls, Transport,
@@ -22,7 +18,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::attacker::{Attacker, Impostor, answer_fetches, messages_in, readable_in};
+use crate::attacker::{Attacker, Impostor};
+pub use crate::attacker::{AttackerReport, Forgery, Read};
 use crate::scenario::Action;
 use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Transport as C2sTransport};
 use crate::transcript::Transcript;
@@ -36,96 +33,6 @@ pub const EPOCH_SECS: u64 = 1_767_225_600;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("simulation failed: {0}")]
 pub struct RunError(pub String);
-
-/// Something the attacker could read, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Read {
-    /// The plaintext.
-    pub body: String,
-    /// How it was read.
-    pub means: String,
-    /// When the stanza was seen.
-    pub at: Duration,
-}
-
-/// What the attacker ended up with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttackerReport {
-    /// Its position.
-    pub position: String,
-    /// How many stanzas it saw.
-    pub seen: usize,
-    /// How many of those carry something to read (messages, and `<iq/>` requests: a tunnel's
-    /// records): a run in which it saw none tests nothing about what it can read.
-    pub carriers: usize,
-    /// Devices whose state it stole.
-    pub stolen: Vec<String>,
-    /// What it could read.
-    pub read: Vec<Read>,
-    /// How many times each power acted.
-    pub acted: BTreeMap<String, u32>,
-    /// The deniability test, run on every stolen device state: could the recipient alone make
-    /// a message its own protocol code accepts as sent by its peer?
-    pub forgeries: Vec<Forgery>,
-    /// The transcript test, for protocols that publish old MAC keys (OTR): of the recorded
-    /// encrypted messages, how many verify under a MAC key published in the same recording —
-    /// messages anyone holding the recording could have made. (forgeable, total)
-    pub public_forgery: Option<(usize, usize)>,
-    /// TLS records it saw on a client link and could not open: (records, bytes).
-    pub records: (usize, usize),
-}
-
-/// One recipient-forgery attempt (the deniability test).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forgery {
-    /// The device whose state made the forgery.
-    pub recipient: String,
-    /// Whom the forgery claims as its sender.
-    pub claimed: String,
-    /// Whether the recipient's own engine accepted it as that sender's.
-    pub accepted: bool,
-    /// What happened.
-    pub detail: String,
-}
-
-/// Text a forgery carries.
-const FORGED: &str = "forged by the recipient";
-
-/// Runs the deniability test on a stolen state: forge a message from `claimed` with a copy of
-/// the state, and feed it to another copy.
-fn forgery(
-    engine: &dyn jabberwock_e2e::Engine,
-    recipient: &FullJid,
-    claimed: &Jid,
-    rng: &mut ChaCha20Rng,
-    now: Duration,
-) -> Forgery {
-    let mut forger = engine.steal(jabberwock_e2e::Theft::FullState);
-    let mut checker = engine.steal(jabberwock_e2e::Theft::FullState);
-    let (accepted, detail) = match forger.forge(&mut Cx { rng: &mut *rng, now }, claimed, FORGED) {
-        Ok(Some(stanza)) => match checker.receive(&mut Cx { rng: &mut *rng, now }, &stanza) {
-            Ok(out) => {
-                let ok = out.events.iter().any(|e| {
-                    matches!(e, Event::Plaintext { from, body, .. } if from.to_bare() == claimed.to_bare() && body == FORGED)
-                });
-                (
-                    ok,
-                    if ok {
-                        "accepted as genuine".to_owned()
-                    } else {
-                        "not shown as the sender's".to_owned()
-                    },
-                )
-            }
-            Err(e) => (false, format!("rejected: {e}")),
-        },
-        Ok(None) => {
-            (false, "this state cannot make one (no session, or a key only the sender holds)".to_owned())
-        }
-        Err(e) => (false, format!("forging failed: {e}")),
-    };
-    Forgery { recipient: recipient.to_string(), claimed: claimed.to_string(), accepted, detail }
-}
 
 /// One evaluated expectation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,7 +310,8 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             if let Action::Impersonate(owner) = &rule.action
                 && let Some(protocol) =
                     scenario.devices.iter().find(|d| d.jid.to_bare() == *owner).map(|d| d.protocol)
-                && let Some(impostor) = impostor(protocol, owner, seed, epoch)
+                && let Some(impostor) =
+                    Impostor::new(protocol, owner, &mut host_rng(seed, &format!("impostor {owner}")), epoch)
             {
                 attacker.impostors.insert(owner.clone(), impostor);
             }
@@ -580,7 +488,11 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     }
 
     let devices = world.devices.borrow().clone();
-    let attacker = world.attacker.borrow_mut().take().map(|mut a| attacker_report(scenario, seed, &mut a));
+    let attacker = world
+        .attacker
+        .borrow_mut()
+        .take()
+        .map(|mut a| a.report(&mut host_rng(seed, "attacker"), scenario.end));
     let transcript = world.transcript.borrow().clone();
     let mut outcome = Outcome {
         name: scenario.name.clone(),
@@ -612,175 +524,6 @@ fn pair_secret(seed: u64, a: &BareJid, b: &BareJid) -> String {
     let mut rng = host_rng(seed, &format!("secret {x} {y}"));
     let words = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor"];
     (0..4).map(|_| words[(rng.next_u32() % 8) as usize]).collect::<Vec<_>>().join(" ")
-}
-
-/// The attacker's own engine for `owner`'s protocol, posing as `owner`, and everything it
-/// would publish (running the engine's own code: `publish`, and `fetch_failed` for its own
-/// nodes, which do not exist yet).
-fn impostor(protocol: Protocol, owner: &BareJid, seed: u64, epoch: Duration) -> Option<Impostor> {
-    let me = owner.with_resource_str("impostor").ok()?;
-    let mut rng = host_rng(seed, &format!("impostor {owner}"));
-    let mut engine = new_engine(protocol, &me, &mut rng, &EngineConfig::default());
-    let mut cx = Cx { rng: &mut rng, now: epoch };
-    let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
-    let mut queue = engine.publish(&mut cx).ok()?.actions;
-    while let Some(action) = queue.pop() {
-        match action {
-            EngineAction::Publish { node, id, item, .. } => {
-                let list = items.entry(node).or_default();
-                list.retain(|(i, _)| *i != id);
-                list.push((id, item));
-            }
-            EngineAction::Fetch { owner: o, node } if o == *owner => {
-                queue.extend(engine.fetch_failed(&mut cx, owner, &node, "item-not-found").ok()?.actions);
-            }
-            _ => {}
-        }
-    }
-    Some(Impostor {
-        engine,
-        items,
-        protocol,
-        toward_owner: BTreeMap::new(),
-        victims: BTreeMap::new(),
-        owner_device: None,
-        read: Vec::new(),
-        asked: BTreeSet::new(),
-    })
-}
-
-/// The attacker decrypts honestly: it runs the protocols' own engines — a fresh one of its
-/// own (no keys), and every engine it stole — over every message it saw.
-fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> AttackerReport {
-    let me: FullJid = match "mallory@attacker.invalid/tap".parse() {
-        Ok(j) => j,
-        Err(_) => {
-            return AttackerReport {
-                position: attacker.position().to_string(),
-                seen: 0,
-                carriers: 0,
-                stolen: vec![],
-                read: vec![],
-                acted: BTreeMap::new(),
-                forgeries: vec![],
-                public_forgery: None,
-                records: (0, 0),
-            };
-        }
-    };
-    let mut rng = host_rng(seed, "attacker");
-    let protocols: BTreeSet<Protocol> = scenario.devices.iter().map(|d| d.protocol).collect();
-    let mut readers: Vec<(String, Box<dyn jabberwock_e2e::Engine>)> = protocols
-        .iter()
-        .map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut rng, &EngineConfig::default())))
-        .collect();
-    let mut read: Vec<Read> = Vec::new();
-    for (owner, imp) in core::mem::take(&mut attacker.impostors) {
-        for (at, body, means) in imp.read {
-            if !read.iter().any(|r| r.body == body) {
-                read.push(Read { body, means, at });
-            }
-        }
-        readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
-    }
-    let mut forgeries = Vec::new();
-    for (_, dev, engine) in &attacker.stolen {
-        // The peers that wrote to this device, as the recording shows them.
-        let mut claimed: Vec<Jid> = Vec::new();
-        for seen in &attacker.seen {
-            for msg in messages_in(&seen.stanza) {
-                let from = msg.attr("from").and_then(|f| f.parse::<Jid>().ok());
-                let to = msg.attr("to").and_then(|t| t.parse::<Jid>().ok());
-                if let (Some(from), Some(to)) = (from, to)
-                    && to.to_bare() == dev.to_bare()
-                    && from.to_bare() != dev.to_bare()
-                    && !claimed.iter().any(|c| c.to_bare() == from.to_bare())
-                {
-                    claimed.push(from);
-                }
-            }
-        }
-        for c in &claimed {
-            forgeries.push(forgery(
-                engine.as_ref(),
-                dev,
-                c,
-                &mut rng,
-                Duration::from_secs(EPOCH_SECS) + scenario.end,
-            ));
-        }
-    }
-    // The transcript test: a protocol that publishes old MAC keys lets a third party check them
-    // against the recording alone (its wire description says what the recording gives away).
-    let mut bodies: Vec<(String, String)> = Vec::new();
-    for seen in &attacker.seen {
-        for msg in messages_in(&seen.stanza) {
-            let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
-                continue;
-            };
-            let from = msg.attr("from").unwrap_or_default().to_owned();
-            if !bodies.iter().any(|(_, b)| *b == body) {
-                bodies.push((from, body));
-            }
-        }
-    }
-    let public_forgery = protocols.iter().find_map(|p| p.wire().forgeable_from_recording(&bodies));
-    let mut stolen = Vec::new();
-    for (at, dev, engine) in attacker.stolen.drain(..) {
-        stolen.push(format!("{dev} at {}", fmt_time(at)));
-        readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
-    }
-    // The protocols' own `<iq/>` namespaces (a tunnel's records: XTLS).
-    let namespaces: BTreeSet<&'static str> =
-        readers.iter().flat_map(|(_, e)| e.iq_namespaces().iter().copied()).collect();
-    let mut carriers = 0;
-    for seen in &attacker.seen {
-        let readable = readable_in(&seen.stanza, &namespaces);
-        carriers += usize::from(!readable.is_empty());
-        for msg in readable {
-            for (means, engine) in readers.iter_mut() {
-                let mut cx = Cx { rng: &mut rng, now: Duration::from_secs(EPOCH_SECS) + seen.at };
-                // A stanza the engine rejects leaves it as it was: the attacker tries every
-                // recorded stanza, and a protocol that drops its session on a bad MAC (an
-                // ESession) must not lose it to a stanza from before the theft.
-                let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
-                let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
-                // A protocol that must check a signature asks for the sender's public key
-                // first: keys are public, and the attacker answers from what it recorded.
-                let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
-                // Nor does it let a stanza that only makes the engine warn (an old XTLS
-                // `<start/>` that would replace the tunnel it holds), or that it refuses once
-                // the keys are in (as it would have refused it at once), cost it its state: it
-                // keeps what it has and reads on. (Keeping both states instead grows without
-                // bound.)
-                let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
-                if !plaintext
-                    && out.events.iter().any(|e| matches!(e, Event::Alert { .. } | Event::Rejected { .. }))
-                {
-                    continue;
-                }
-                *engine = trial;
-                for event in out.events {
-                    if let Event::Plaintext { body, .. } = event
-                        && !read.iter().any(|r| r.body == body)
-                    {
-                        read.push(Read { body, means: means.clone(), at: seen.at });
-                    }
-                }
-            }
-        }
-    }
-    AttackerReport {
-        position: attacker.position().to_string(),
-        seen: attacker.seen.len(),
-        carriers,
-        stolen,
-        read,
-        acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        forgeries,
-        public_forgery,
-        records: (attacker.records, attacker.record_bytes),
-    }
 }
 
 fn list(items: &[String]) -> String {

@@ -14,6 +14,9 @@ use jabberwock_xmpp::{Command, Hop};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use crate::attacker::{
+    Action, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Rule, StanzaKind,
+};
 use crate::units::{At, Dur, DurRange};
 
 // ---- the file format ---------------------------------------------------------------------
@@ -358,76 +361,6 @@ pub struct RuleSpec {
     pub action: ActionSpec,
 }
 
-/// A hop kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum HopKind {
-    /// Client to server.
-    C2s,
-    /// Server to server.
-    S2s,
-    /// Server to client.
-    S2c,
-}
-
-/// A stanza kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StanzaKind {
-    /// `<message/>`
-    Message,
-    /// `<presence/>`
-    Presence,
-    /// `<iq/>`
-    Iq,
-}
-
-/// What a rule matches. All given fields must match.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MatchSpec {
-    /// The hop kind.
-    #[serde(default)]
-    pub hop: Option<HopKind>,
-    /// The stanza's `from`: a bare JID matches all its resources.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// The stanza's `to`: a bare JID matches all its resources.
-    #[serde(default)]
-    pub to: Option<String>,
-    /// The stanza kind.
-    #[serde(default)]
-    pub kind: Option<StanzaKind>,
-    /// The stanza's `type` attribute (`chat`, `headline`, `get`, ...; messages default to
-    /// `normal`, presence to `available`).
-    #[serde(default, rename = "type")]
-    pub stanza_type: Option<String>,
-    /// The stanza has an element with this local name (at any depth).
-    #[serde(default)]
-    pub element: Option<String>,
-    /// The stanza has an element in this namespace (at any depth).
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The stanza's `<body/>` contains this text (`?OTR:AAMD` picks OTR Data Messages).
-    #[serde(default)]
-    pub text: Option<String>,
-    /// The stanza carries the conversation (`true`), the text users write, encrypted or not,
-    /// as the wire description of a protocol spoken in the scenario tells it; or does not
-    /// (`false`: key material, handshakes, plumbing).
-    #[serde(default)]
-    pub conversation: Option<bool>,
-    /// The stanza carries a protocol's end-to-end layer (`true`): anything `downgrade` can
-    /// strip — a ciphertext, a key exchange, a tunnel record, an OTR query; or does not.
-    #[serde(default)]
-    pub protected: Option<bool>,
-    /// Only within this window of simulated time (`1s..5s`).
-    #[serde(default)]
-    pub window: Option<DurRange>,
-    /// Act on at most this many stanzas.
-    #[serde(default)]
-    pub count: Option<u32>,
-}
-
 /// An attacker power.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -527,19 +460,6 @@ pub enum ActionSpec {
 /// `false` is true.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
-}
-
-/// How an element's text is read before a bit is flipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// Base64: the bit lands in the decoded payload.
-    Base64,
-    /// The UTF-8 bytes of the text.
-    Text,
-    /// OpenPGP ASCII armour with its headers stripped, as XEP-0027 carries it: the bit lands
-    /// in the packets and the CRC-24 line (RFC 4880 §6.1) is recomputed, as anyone can.
-    Armor,
 }
 
 /// A forged stanza.
@@ -766,140 +686,6 @@ pub struct LinkConf {
     pub latency: Option<DurRange>,
     /// Failure and repair rates.
     pub loss: Option<(f64, f64)>,
-}
-
-/// Where the attacker sits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Position {
-    /// Sees every hop.
-    Everywhere,
-    /// A malicious server: every hop it touches.
-    Server(String),
-    /// One link between a device and its server.
-    ClientLink(FullJid),
-    /// The federation link between two servers.
-    ServerLink(String, String),
-}
-
-impl Position {
-    /// Whether a hop is within reach.
-    pub fn sees(&self, hop: &Hop) -> bool {
-        match (self, hop) {
-            (Position::Everywhere, _) => true,
-            (Position::Server(d), h) => h.servers().contains(&d.as_str()),
-            (
-                Position::ClientLink(dev),
-                Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. },
-            ) => client == dev,
-            (Position::ServerLink(a, b), Hop::ServerToServer { from, to }) => {
-                (from == a && to == b) || (from == b && to == a)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Position::Everywhere => f.write_str("everywhere"),
-            Position::Server(d) => write!(f, "server {d}"),
-            Position::ClientLink(j) => write!(f, "network {j} <-> {}", j.domain()),
-            Position::ServerLink(a, b) => write!(f, "network {a} <-> {b}"),
-        }
-    }
-}
-
-/// The attacker's powers, as `acted:` and the transcript name them.
-pub const POWERS: &[&str] = &[
-    "observe",
-    "drop",
-    "delay",
-    "jitter",
-    "reorder",
-    "duplicate",
-    "replay",
-    "strip",
-    "replace",
-    "rewrite",
-    "set",
-    "flip",
-    "substitute",
-    "impersonate",
-    "inject",
-    "forge",
-    "forward",
-];
-
-/// A validated attacker rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    /// Its index in the file.
-    pub index: usize,
-    /// Match.
-    pub matcher: MatchSpec,
-    /// Action, with XML pre-parsed.
-    pub action: Action,
-}
-
-/// A validated attacker action.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// See [`ActionSpec::Observe`].
-    Observe,
-    /// See [`ActionSpec::Drop`].
-    Drop,
-    /// See [`ActionSpec::Delay`].
-    Delay(Duration),
-    /// See [`ActionSpec::Jitter`].
-    Jitter(Duration),
-    /// See [`ActionSpec::Reorder`].
-    Reorder,
-    /// See [`ActionSpec::Duplicate`].
-    Duplicate(u32),
-    /// See [`ActionSpec::Replay`].
-    Replay(Duration),
-    /// See [`ActionSpec::Strip`].
-    Strip(String),
-    /// See [`ActionSpec::Replace`].
-    Replace(String, Element),
-    /// See [`ActionSpec::Rewrite`].
-    Rewrite(Element),
-    /// See [`ActionSpec::Set`].
-    Set(String, String),
-    /// See [`ActionSpec::Flip`].
-    Flip(String, i64, Option<Encoding>),
-    /// See [`ActionSpec::Flip`] with `ciphertext`: the bit.
-    FlipCiphertext(i64),
-    /// See [`ActionSpec::Downgrade`]: the body.
-    Downgrade(String),
-    /// See [`ActionSpec::Substitute`].
-    Substitute {
-        /// Node.
-        node: String,
-        /// Owner.
-        owner: Option<BareJid>,
-        /// Replacement payload.
-        with: Element,
-    },
-    /// See [`ActionSpec::Impersonate`].
-    Impersonate(BareJid),
-}
-
-/// The validated attacker.
-#[derive(Debug, Clone)]
-pub struct AttackerPlan {
-    /// Position.
-    pub position: Position,
-    /// Rules.
-    pub rules: Vec<Rule>,
-    /// Injections (time since start, hop, stanza).
-    pub inject: Vec<(Duration, Hop, Element)>,
-    /// It terminates TLS on its client link with its own certificate.
-    pub terminate_tls: bool,
-    /// The protocols the scenario's devices speak: whose wire descriptions the protocol-neutral
-    /// words (`conversation`, `protected`, `ciphertext`, `downgrade`) consult.
-    pub protocols: Vec<Protocol>,
 }
 
 /// The client-to-server transport of a run.
@@ -1704,32 +1490,35 @@ impl Validator<'_> {
                     format!("an attacker at `{position}` cannot reach {hop}"),
                 );
             }
-            let stanza = match (&inj.stanza, &inj.forge, &inj.forward) {
-                (Some(xml), None, None) => self.xml(ipos, &format!("{path}.stanza"), xml)?,
+            let what = match (&inj.stanza, &inj.forge, &inj.forward) {
+                (Some(xml), None, None) => {
+                    let stanza = self.xml(ipos, &format!("{path}.stanza"), xml)?;
+                    if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
+                        return self.err(
+                            ipos,
+                            format!("{path}.stanza"),
+                            "an injected stanza is in xmlns='jabber:client'",
+                        );
+                    }
+                    Injection::Stanza(stanza)
+                }
                 (None, Some(f), None) => {
                     let from = self.device_ref(ipos, &format!("{path}.forge.from"), &f.from)?;
                     let to = self.account_ref(ipos, &format!("{path}.forge.to"), &f.to)?;
                     let Some(protocol) = self.devices.get(&from).map(|(_, p)| *p) else {
                         return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
                     };
-                    crate::attacker::forge_order(&from, &to, protocol, &f.body)
+                    Injection::Forge { from, to, protocol, body: f.body.clone() }
                 }
                 (None, None, Some(f)) => {
                     let stolen = self.device_ref(ipos, &format!("{path}.forward.stolen"), &f.stolen)?;
                     let from = self.account_ref(ipos, &format!("{path}.forward.from"), &f.from)?;
                     let to = self.account_ref(ipos, &format!("{path}.forward.to"), &f.to)?;
-                    crate::attacker::forward_order(&stolen, &from, &to, &f.body)
+                    Injection::Forward { stolen, from, to, body: f.body.clone() }
                 }
                 _ => return self.err(ipos, path, "give exactly one of `stanza`, `forge` or `forward`"),
             };
-            if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT && !crate::attacker::is_order(&stanza) {
-                return self.err(
-                    ipos,
-                    format!("{path}.stanza"),
-                    "an injected stanza is in xmlns='jabber:client'",
-                );
-            }
-            inject.push((inj.at.0, hop, stanza));
+            inject.push((inj.at.0, hop, what));
         }
         let tls = self.raw.transport == TransportSpec::Tls;
         let terminate_tls = match &a.terminate_tls {

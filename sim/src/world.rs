@@ -11,7 +11,7 @@ use jabberwock_e2e::{
 use jabberwock_xmpp::{Hooks, Hop, Injection, Note, Release, Ticket, TlsSummary};
 
 use crate::attacker::Attacker;
-use crate::scenario::Position;
+use crate::attacker::{Injection as Planned, Position};
 use crate::transcript::{Entry, Transcript, full_xml, short_xml};
 use crate::units::fmt_time;
 
@@ -213,15 +213,19 @@ impl Hooks for World {
         releases
     }
 
-    fn materialize(&self, hop: &Hop, stanza: Element) -> Vec<Element> {
-        if !crate::attacker::is_order(&stanza) {
-            return vec![stanza];
-        }
+    fn materialize(&self, hop: &Hop, index: usize) -> Vec<Element> {
         let now = self.now();
-        let made = self.attacker.borrow_mut().as_mut().map(|a| {
-            if stanza.name() == "forward" { a.forward(now, &stanza) } else { a.forge(now, hop, &stanza) }
-        });
-        let Some((stanzas, line)) = made else { return vec![] };
+        let made = {
+            let mut attacker = self.attacker.borrow_mut();
+            let Some(a) = attacker.as_mut() else { return vec![] };
+            let Some((_, _, planned)) = a.injections().get(index).cloned() else { return vec![] };
+            match planned {
+                Planned::Stanza(stanza) => return vec![stanza],
+                Planned::Forge { from, to, protocol, body } => a.forge(now, hop, &from, &to, protocol, &body),
+                Planned::Forward { stolen, from, to, body } => a.forward(now, &stolen, &from, &to, &body),
+            }
+        };
+        let (stanzas, line) = made;
         let (from, to) = ends(hop);
         self.record(self.attack_line("forge", format!("{line} on {hop}"), None).between(from, to));
         stanzas
@@ -247,15 +251,12 @@ impl Hooks for World {
         let Some(a) = attacker.as_ref() else { return vec![] };
         a.injections()
             .iter()
-            .filter(|(_, hop, _)| match hop {
+            .enumerate()
+            .filter(|(_, (_, hop, _))| match hop {
                 Hop::ServerToServer { to, .. } => to == server,
                 Hop::ClientToServer { server: s, .. } | Hop::ServerToClient { server: s, .. } => s == server,
             })
-            .map(|(at, hop, stanza)| Injection {
-                at: self.epoch + *at,
-                hop: hop.clone(),
-                stanza: stanza.clone(),
-            })
+            .map(|(index, (at, hop, _))| Injection { at: self.epoch + *at, hop: hop.clone(), index })
             .collect()
     }
 

@@ -79,15 +79,16 @@ pub enum Release {
     },
 }
 
-/// A stanza the attacker injects on a hop at a given time.
+/// Something the attacker injects on a hop at a given time: the hooks make the stanzas then
+/// ([`Hooks::materialize`]), so the server needs to know only when and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     /// When, as a duration since the Unix epoch.
     pub at: Duration,
     /// The hop it appears on. Its server(s) decide which server process carries it out.
     pub hop: Hop,
-    /// The forged stanza, sent as is.
-    pub stanza: Element,
+    /// Which of the hooks' planned injections it is (what `materialize` is asked for).
+    pub index: usize,
 }
 
 /// Things worth a line in the transcript that are not stanzas on a hop.
@@ -240,11 +241,11 @@ pub trait Hooks {
         Vec::new()
     }
 
-    /// What an injection puts on its hop when its time comes: the stanza itself, or what the
-    /// attacker makes of it then (a forgery needs the keys it has recorded by that time).
-    fn materialize(&self, hop: &Hop, stanza: Element) -> Vec<Element> {
-        let _ = hop;
-        vec![stanza]
+    /// What injection `index` puts on its hop when its time comes: a stanza written out, or
+    /// what the attacker makes then (a forgery needs the keys it has recorded by that time).
+    fn materialize(&self, hop: &Hop, index: usize) -> Vec<Element> {
+        let _ = (hop, index);
+        Vec::new()
     }
 
     /// Records a non-stanza event.

@@ -150,7 +150,7 @@ fn hostile_input_never_breaks_the_world() {
         } else {
             Hop::ServerToClient { server: "a.example".into(), client: bob.clone() }
         };
-        plan.inject.push((at, hop, hostile_stanza(&mut rng)));
+        plan.inject.push((at, hop, jabberwock_sim::attacker::Injection::Stanza(hostile_stanza(&mut rng))));
     }
     // Malformed bytes end mallory's stream each time; she reconnects within a second.
     let mut raw_at = Duration::from_secs(2);

@@ -202,7 +202,7 @@ impl<T: Transport> Server<T> {
     }
 
     fn inject(self: &Rc<Self>, inj: Injection) {
-        for stanza in self.hooks.materialize(&inj.hop, inj.stanza) {
+        for stanza in self.hooks.materialize(&inj.hop, inj.index) {
             self.hooks.note(Note::Injected { hop: &inj.hop, stanza: &stanza, rerouted: false });
             self.put_on(&inj.hop, stanza);
         }
