@@ -13,7 +13,8 @@ pub use self::forge::answer_fetches;
 pub use self::knowledge::{AttackerReport, Forgery, Read, messages_in, readable_in};
 pub use self::mitm::Impostor;
 pub use self::plan::{
-    Action, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Rule, StanzaKind,
+    Action, ActionSpec, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Resolve,
+    Rule, StanzaKind,
 };
 use self::powers::{items_request, matches};
 

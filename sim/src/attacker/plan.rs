@@ -9,7 +9,7 @@ use jabberwock_xmpp::Hop;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::units::DurRange;
+use crate::units::{Dur, DurRange};
 
 /// A hop kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -258,4 +258,199 @@ pub enum Injection {
         /// Text slipped in around the signed part.
         body: String,
     },
+}
+
+/// An attacker power.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ActionSpec {
+    /// Mark the stanza in the transcript (everything seen is knowledge anyway).
+    Observe,
+    /// Never deliver it.
+    Drop,
+    /// Deliver it later.
+    Delay(Dur),
+    /// Deliver it after a random delay between 0 and this (drawn from the attacker's seeded
+    /// RNG), so a run of stanzas arrives shuffled.
+    Jitter(Dur),
+    /// Hold it until the next stanza on the same hop has passed (or `max` elapsed: default 5s),
+    /// so the two arrive in the other order.
+    Reorder,
+    /// Deliver this many extra copies right away.
+    Duplicate(u32),
+    /// Deliver it, and again this much later.
+    Replay(Dur),
+    /// Remove every element with this local name.
+    Strip(String),
+    /// Replace the first element with this local name by the given XML.
+    Replace {
+        /// Local name of the element to replace.
+        element: String,
+        /// The replacement, as XML (namespaces must be declared).
+        with: String,
+    },
+    /// Replace the whole stanza by the given one, keeping the original's `from`, `to` and
+    /// `id` so it is delivered where the original was going: an `<iq/>` becomes a
+    /// `<message/>` (a tunnel record swapped for a plain body), for instance.
+    Rewrite {
+        /// The new stanza, as XML (namespaces must be declared).
+        with: String,
+    },
+    /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
+    /// relabels a message as another sender's (a server can write any `from` to its own
+    /// clients).
+    Set {
+        /// The attribute's name.
+        attribute: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Flip one bit. `{ciphertext: true, bit: N}`: bit N of the encrypted content the
+    /// protocol's wire description finds in the stanza (past headers and key packets; in the
+    /// body itself for `plain`), re-encoded as the protocol encodes it (base64, armour with
+    /// its CRC recomputed). `{element: E, bit: N}`: bit N in the text of the first element
+    /// named E; with `encoding: base64` the text is decoded first and re-encoded after, so the
+    /// bit lands in the payload; with `text` it lands in the UTF-8 bytes. By default: base64
+    /// when the text is at least 16 characters of valid padded base64, text otherwise.
+    Flip {
+        /// The protocol's ciphertext (give this or `element`).
+        #[serde(default, deserialize_with = "present")]
+        ciphertext: bool,
+        /// Local name of the element, or a path `a/b/c`: the first `a` at any depth, then
+        /// its child `b`, then that one's child `c` (give this or `ciphertext`).
+        #[serde(default)]
+        element: Option<String>,
+        /// Bit index (wraps around the payload length); negative counts from the end
+        /// (`-1` is the last bit: CBC padding lives in the last block).
+        bit: i64,
+        /// How to read the text.
+        #[serde(default)]
+        encoding: Option<Encoding>,
+    },
+    /// Strip the end-to-end encryption, as the protocol's wire description says what it is,
+    /// and put `body` in clear in its place (a tunnel's record stanza becomes a plain
+    /// message; for `plain`, the body is rewritten). Pair it with `match: {protected: true}`.
+    Downgrade {
+        /// The plain text put in place of what was protected.
+        body: String,
+    },
+    /// Serve different PEP items: in pubsub results and notifications for `node` (from
+    /// `owner`, when given), replace each item's payload by the given XML. Server position only.
+    Substitute {
+        /// The PEP node.
+        node: String,
+        /// Only items of this account.
+        #[serde(default)]
+        owner: Option<String>,
+        /// The replacement payload, as XML.
+        with: String,
+    },
+    /// Impersonate an account toward others: the attacker makes key material of its own for
+    /// `owner`'s protocol (a fresh engine) and serves it in place of `owner`'s on every PEP node
+    /// that protocol publishes (device lists, bundles, keys). What is then encrypted to the
+    /// attacker's keys it reads. Server position only.
+    Impersonate {
+        /// The account whose keys are replaced.
+        owner: String,
+    },
+}
+
+/// A flag written as a bare key (`{ciphertext, bit: 7}`) or `key: true`: present and not
+/// `false` is true.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+/// What turning a power's YAML into an [`Action`] needs from the scenario's validation: XML
+/// parsed, accounts resolved, and errors that point at the rule (`field` is the path under the
+/// rule's `do`, such as `replace.with`).
+pub trait Resolve {
+    /// The validation's error.
+    type Error;
+    /// Parses XML written in the field.
+    fn xml(&self, field: &str, xml: &str) -> Result<Element, Self::Error>;
+    /// Resolves an account named in the field.
+    fn account(&self, field: &str, name: &str) -> Result<BareJid, Self::Error>;
+    /// An error about the field.
+    fn fail(&self, field: &str, message: &str) -> Self::Error;
+}
+
+impl Action {
+    /// The power a rule's `do:` asks for, checked: an attacker at `position` must be able to use
+    /// it, and what it names must exist.
+    pub fn from_spec<R: Resolve>(spec: &ActionSpec, position: &Position, r: &R) -> Result<Action, R::Error> {
+        Ok(match spec {
+            ActionSpec::Observe => Action::Observe,
+            ActionSpec::Drop => Action::Drop,
+            ActionSpec::Delay(d) => Action::Delay(d.0),
+            ActionSpec::Jitter(d) => Action::Jitter(d.0),
+            ActionSpec::Reorder => Action::Reorder,
+            ActionSpec::Duplicate(n) if *n == 0 || *n > 1000 => {
+                return Err(r.fail("duplicate", "between 1 and 1000 extra copies"));
+            }
+            ActionSpec::Duplicate(n) => Action::Duplicate(*n),
+            ActionSpec::Replay(d) => Action::Replay(d.0),
+            ActionSpec::Strip(e) => Action::Strip(e.clone()),
+            ActionSpec::Replace { element, with } => {
+                Action::Replace(element.clone(), r.xml("replace.with", with)?)
+            }
+            ActionSpec::Rewrite { with } => Action::Rewrite(r.xml("rewrite.with", with)?),
+            ActionSpec::Set { attribute, value } => {
+                if let Err(why) = settable_attribute(attribute) {
+                    return Err(r.fail("set.attribute", &why));
+                }
+                Action::Set(attribute.clone(), value.clone())
+            }
+            ActionSpec::Flip { ciphertext: true, element: None, bit, encoding: None } => {
+                Action::FlipCiphertext(*bit)
+            }
+            ActionSpec::Flip { ciphertext: false, element: Some(element), bit, encoding } => {
+                Action::Flip(element.clone(), *bit, *encoding)
+            }
+            ActionSpec::Flip { ciphertext: true, encoding: Some(_), .. } => {
+                return Err(r.fail(
+                    "flip.encoding",
+                    "the protocol knows how its ciphertext is encoded: `encoding` goes with `element`",
+                ));
+            }
+            ActionSpec::Flip { .. } => {
+                return Err(r.fail("flip", "give exactly one of `ciphertext` or `element`"));
+            }
+            ActionSpec::Downgrade { body } => Action::Downgrade(body.clone()),
+            ActionSpec::Impersonate { owner } => {
+                if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                    return Err(r.fail("impersonate", "only a server position serves PEP items"));
+                }
+                Action::Impersonate(r.account("impersonate.owner", owner)?)
+            }
+            ActionSpec::Substitute { node, owner, with } => {
+                if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                    return Err(r.fail("substitute", "only a server position serves PEP items"));
+                }
+                let owner = match owner {
+                    Some(o) => Some(r.account("substitute.owner", o)?),
+                    None => None,
+                };
+                Action::Substitute { node: node.clone(), owner, with: r.xml("substitute.with", with)? }
+            }
+        })
+    }
+}
+
+/// Whether `name` can be set on a stanza as a plain attribute: an XML name (XML 1.0 §2.3,
+/// restricted to ASCII, which every stanza attribute is) without a prefix, and not a namespace
+/// declaration (`xmlns` changes what the stanza *is*, not one of its attributes; XML
+/// Namespaces §3).
+fn settable_attribute(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(format!(
+            "{name:?} is not an attribute name (a letter or _, then letters, digits, _, - or .)"
+        ));
+    }
+    if name == "xmlns" || name.to_ascii_lowercase().starts_with("xml") {
+        return Err(format!("{name:?} is reserved by XML: a namespace cannot be set as an attribute"));
+    }
+    Ok(())
 }

@@ -1,9 +1,5 @@
-//! Scenario files: the YAML a user writes, parsed strictly (unknown fields are errors), then
-//! validated into a [`Scenario`] the runner can execute. Every error names the file, the line
-//! and column, and the path of the field.
-//!
-//! The JSON Schema in `scenarios/scenario.schema.json` is generated from these same types
-//! (`jabberwock schema`), so editors validate while the user types.
+//! Validation: a parsed file checked field by field (every error at its line, column and
+//! path) and turned into the [`Scenario`] the runner executes.
 
 use core::fmt;
 use core::time::Duration;
@@ -11,602 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
-use schemars::JsonSchema;
-use serde::Deserialize;
 
-pub use crate::attacker::{
-    Action, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Rule, StanzaKind,
-};
+pub use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule};
 use crate::units::{At, Dur, DurRange};
 
-// ---- the file format ---------------------------------------------------------------------
-
-/// A scenario file.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(title = "Jabberwock scenario")]
-pub struct ScenarioFile {
-    /// A short kebab-case name.
-    pub name: String,
-    /// One or two sentences: what the scenario shows.
-    #[serde(default)]
-    pub about: String,
-    /// The seed of every random choice in the run (latencies, keys, nonces).
-    pub seed: u64,
-    /// How long to simulate; by default the last timeline step plus `settle`.
-    #[serde(default)]
-    pub duration: Option<Dur>,
-    /// Extra simulated time after the last step (default 5s).
-    #[serde(default)]
-    pub settle: Option<Dur>,
-    /// The simulation's resolution (default 1ms): the network moves packets once per tick.
-    /// A coarser tick makes long simulated waits cheap; it must be at most the smallest
-    /// latency of any link, so no packet arrives later than its latency allows.
-    #[serde(default)]
-    pub tick: Option<At<Dur>>,
-    /// The XMPP domains, one server each.
-    pub servers: Vec<At<String>>,
-    /// How clients reach their servers: `tls` (default: RFC 6120 STARTTLS, required by every
-    /// server, each with a certificate for its domain from the scenario's server CA) or
-    /// `plain` (no TLS). Server-to-server links are plain either way.
-    #[serde(default)]
-    pub transport: TransportSpec,
-    /// Federated pairs; by default every server federates with every other.
-    #[serde(default)]
-    pub federation: Option<Vec<At<[String; 2]>>>,
-    /// Accounts by bare JID.
-    pub accounts: BTreeMap<String, At<AccountSpec>>,
-    /// Network conditions.
-    #[serde(default)]
-    pub network: NetworkSpec,
-    /// The attacker, if any.
-    #[serde(default)]
-    pub attacker: Option<AttackerSpec>,
-    /// What happens, in time order.
-    #[serde(default)]
-    pub timeline: Vec<At<Step>>,
-    /// Assertions: keys are devices (`alice/phone`) or `attacker`.
-    #[serde(default)]
-    pub expect: BTreeMap<String, At<PartyExpect>>,
-}
-
-/// An account. Besides the fields below it takes the options the protocols declare
-/// ([`jabberwock_e2e::OptionDecl`]: `otr: opportunistic`, `cipher: cbc`, ...), each a key of its
-/// own; a key that is neither a field nor a declared option is an error.
-#[derive(Debug, Clone)]
-pub struct AccountSpec {
-    /// Devices by resource name, each with its protocol (`plain`, ...).
-    pub devices: BTreeMap<String, String>,
-    /// The SASL password (default: derived from the account name).
-    pub password: Option<String>,
-    /// Accounts this one subscribes to; default: every other account in the scenario.
-    pub contacts: Option<Vec<String>>,
-    /// How this account's devices trust keys they have not verified (default `btbv`).
-    pub trust: TrustSpec,
-    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
-    pub tls: Option<At<TlsSpec>>,
-    /// The protocols' options, by key, with where the file wrote each value (checked against the
-    /// declarations when the scenario is validated).
-    pub options: BTreeMap<String, At<String>>,
-}
-
-/// The fixed fields of an account, as the schema shows them (the options are added from the
-/// registry, see [`AccountSpec`]'s `JsonSchema`).
-#[allow(dead_code)]
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct AccountFields {
-    /// Devices by resource name, each with its protocol (`plain`, ...).
-    devices: BTreeMap<String, String>,
-    /// The SASL password (default: derived from the account name).
-    #[serde(default)]
-    password: Option<String>,
-    /// Accounts this one subscribes to; default: every other account in the scenario.
-    #[serde(default)]
-    contacts: Option<Vec<String>>,
-    /// How this account's devices trust keys they have not verified (default `btbv`).
-    #[serde(default)]
-    trust: TrustSpec,
-    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
-    #[serde(default)]
-    tls: Option<TlsSpec>,
-}
-
-const ACCOUNT_FIELDS: &[&str] = &["devices", "password", "contacts", "trust", "tls"];
-
-/// Every key an account takes: its fields, then the protocols' options in registry order.
-fn account_keys() -> &'static [&'static str] {
-    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| {
-        ACCOUNT_FIELDS.iter().copied().chain(Protocol::all_options().map(|(_, o)| o.key)).collect()
-    })
-}
-
-impl<'de> Deserialize<'de> for AccountSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, Visitor};
-        struct Account;
-        impl<'de> Visitor<'de> for Account {
-            type Value = AccountSpec;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an account: a map with `devices`")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AccountSpec, A::Error> {
-                let mut devices = None;
-                let mut acc = AccountSpec {
-                    devices: BTreeMap::new(),
-                    password: None,
-                    contacts: None,
-                    trust: TrustSpec::default(),
-                    tls: None,
-                    options: BTreeMap::new(),
-                };
-                let mut seen = BTreeSet::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let Some(known) = account_keys().iter().copied().find(|k| *k == key) else {
-                        return Err(A::Error::unknown_field(&key, account_keys()));
-                    };
-                    if !seen.insert(known) {
-                        return Err(A::Error::duplicate_field(known));
-                    }
-                    match known {
-                        "devices" => devices = Some(map.next_value()?),
-                        "password" => acc.password = map.next_value()?,
-                        "contacts" => acc.contacts = map.next_value()?,
-                        "trust" => acc.trust = map.next_value()?,
-                        "tls" => acc.tls = map.next_value()?,
-                        option => {
-                            acc.options.insert(option.to_owned(), map.next_value()?);
-                        }
-                    }
-                }
-                acc.devices = devices.ok_or_else(|| A::Error::missing_field("devices"))?;
-                Ok(acc)
-            }
-        }
-        d.deserialize_map(Account)
-    }
-}
-
-impl JsonSchema for AccountSpec {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "AccountSpec".into()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let mut schema = AccountFields::json_schema(generator);
-        schema.insert(
-            "description".into(),
-            "An account. Besides its fields it takes the options the protocols declare.".into(),
-        );
-        if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
-            for (_, option) in Protocol::all_options() {
-                let values: Vec<&str> = option.values.iter().map(|(v, _)| *v).collect();
-                let described: Vec<String> =
-                    option.values.iter().map(|(v, about)| format!("`{v}`: {about}")).collect();
-                props.insert(
-                    option.key.to_owned(),
-                    serde_json::json!({
-                        "description": format!("{} {}", option.about, described.join(" ")),
-                        "type": "string",
-                        "enum": values,
-                        "default": option.default_value(),
-                    }),
-                );
-            }
-        }
-        schema
-    }
-}
-
-/// The client-to-server transport.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportSpec {
-    /// STARTTLS (RFC 6120 §5) with TLS 1.3, required by the servers.
-    #[default]
-    Tls,
-    /// No TLS: a network attacker on a client's link reads and changes stanzas.
-    Plain,
-}
-
-/// A device's TLS settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSpec {
-    /// Verify the server's certificate chain (up to the scenario's server CA) and that it
-    /// names the server's domain (default true). `false` accepts any certificate: a network
-    /// attacker that terminates TLS is then let in.
-    #[serde(default = "yes")]
-    pub verify: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A trust policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TrustSpec {
-    /// Blind trust before verification.
-    #[default]
-    Btbv,
-    /// Trust on first use.
-    Tofu,
-    /// Only verified keys.
-    Manual,
-}
-
-/// Network conditions.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
-    /// Default one-way latency of every link (turmoil's exponential distribution between the
-    /// bounds). Default 1ms..10ms.
-    #[serde(default)]
-    pub latency: Option<DurRange>,
-    /// Per-link overrides.
-    #[serde(default)]
-    pub links: Vec<At<LinkSpec>>,
-    /// Links cut for a time window (packets silently dropped; TCP sessions die by timeout).
-    #[serde(default)]
-    pub partitions: Vec<At<PartitionSpec>>,
-    /// Server crashes (and restarts).
-    #[serde(default)]
-    pub crashes: Vec<At<CrashSpec>>,
-    /// Devices that log out for a window.
-    #[serde(default)]
-    pub offline: Vec<At<OfflineSpec>>,
-    /// Silence before a client pings its server and then gives the stream up (default 10s).
-    #[serde(default)]
-    pub keepalive: Option<Dur>,
-    /// The largest message body (bytes) engines that fragment (OTR) send in one stanza.
-    #[serde(default)]
-    pub max_message: Option<At<usize>>,
-}
-
-/// One link's conditions. Endpoints are servers (`a.example`) or devices (`alice/phone`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LinkSpec {
-    /// The two endpoints.
-    pub between: [String; 2],
-    /// One-way latency range.
-    #[serde(default)]
-    pub latency: Option<DurRange>,
-    /// Probability per packet that the link fails, dropping what is in flight and breaking
-    /// the TCP streams on it until it is repaired (turmoil's fail rate).
-    #[serde(default)]
-    pub loss: Option<f64>,
-    /// Probability per step that a failed link is repaired (default 0.1 when `loss` is set).
-    #[serde(default)]
-    pub repair: Option<f64>,
-}
-
-/// A partition window.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionSpec {
-    /// The two endpoints.
-    pub between: [String; 2],
-    /// Start.
-    pub from: Dur,
-    /// End (never repaired when absent).
-    #[serde(default)]
-    pub until: Option<Dur>,
-}
-
-/// A server crash.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CrashSpec {
-    /// The server's domain.
-    pub server: String,
-    /// When it crashes.
-    pub at: Dur,
-    /// When it restarts (never when absent).
-    #[serde(default)]
-    pub restart: Option<Dur>,
-}
-
-/// A device offline window.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OfflineSpec {
-    /// The device.
-    pub device: String,
-    /// When it logs out.
-    pub from: Dur,
-    /// When it logs back in (never when absent).
-    #[serde(default)]
-    pub until: Option<Dur>,
-}
-
-/// The attacker.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AttackerSpec {
-    /// Where it sits: `everywhere` (every hop), `server a.example` (a malicious server: every
-    /// hop that server touches, and the PEP items it serves), or `network X <-> Y` (one link,
-    /// between a device and its server or between two servers).
-    pub position: At<String>,
-    /// Rules applied in order to every stanza the attacker sees. Observing and modifying rules
-    /// (observe, strip, replace, flip, substitute) act and let later rules see the result; the
-    /// first matching delivery rule (drop, delay, reorder, duplicate, replay) decides how the
-    /// stanza travels. A stanza no rule matches passes untouched.
-    #[serde(default)]
-    pub rules: Vec<At<RuleSpec>>,
-    /// Forged stanzas put on a hop at a time.
-    #[serde(default)]
-    pub inject: Vec<At<InjectSpec>>,
-    /// At a `network <device> <-> <server>` position under `transport: tls`: answer the
-    /// device's TLS handshake with a certificate of the attacker's own for the server's name
-    /// (self-signed, from the attacker's seeded keys). A device that verifies refuses it; one
-    /// with `tls: {verify: false}` connects, and the attacker then reads and changes its
-    /// stanzas. Without it, an attacker on a TLS link sees only the sizes of TLS records.
-    #[serde(default)]
-    pub terminate_tls: Option<At<bool>>,
-}
-
-/// One attacker rule.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Which stanzas it applies to (all of them when empty).
-    #[serde(default, rename = "match")]
-    pub matcher: MatchSpec,
-    /// What it does to them.
-    #[serde(rename = "do")]
-    pub action: ActionSpec,
-}
-
-/// An attacker power.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ActionSpec {
-    /// Mark the stanza in the transcript (everything seen is knowledge anyway).
-    Observe,
-    /// Never deliver it.
-    Drop,
-    /// Deliver it later.
-    Delay(Dur),
-    /// Deliver it after a random delay between 0 and this (drawn from the attacker's seeded
-    /// RNG), so a run of stanzas arrives shuffled.
-    Jitter(Dur),
-    /// Hold it until the next stanza on the same hop has passed (or `max` elapsed: default 5s),
-    /// so the two arrive in the other order.
-    Reorder,
-    /// Deliver this many extra copies right away.
-    Duplicate(u32),
-    /// Deliver it, and again this much later.
-    Replay(Dur),
-    /// Remove every element with this local name.
-    Strip(String),
-    /// Replace the first element with this local name by the given XML.
-    Replace {
-        /// Local name of the element to replace.
-        element: String,
-        /// The replacement, as XML (namespaces must be declared).
-        with: String,
-    },
-    /// Replace the whole stanza by the given one, keeping the original's `from`, `to` and
-    /// `id` so it is delivered where the original was going: an `<iq/>` becomes a
-    /// `<message/>` (a tunnel record swapped for a plain body), for instance.
-    Rewrite {
-        /// The new stanza, as XML (namespaces must be declared).
-        with: String,
-    },
-    /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
-    /// relabels a message as another sender's (a server can write any `from` to its own
-    /// clients).
-    Set {
-        /// The attribute's name.
-        attribute: String,
-        /// Its new value.
-        value: String,
-    },
-    /// Flip one bit. `{ciphertext: true, bit: N}`: bit N of the encrypted content the
-    /// protocol's wire description finds in the stanza (past headers and key packets; in the
-    /// body itself for `plain`), re-encoded as the protocol encodes it (base64, armour with
-    /// its CRC recomputed). `{element: E, bit: N}`: bit N in the text of the first element
-    /// named E; with `encoding: base64` the text is decoded first and re-encoded after, so the
-    /// bit lands in the payload; with `text` it lands in the UTF-8 bytes. By default: base64
-    /// when the text is at least 16 characters of valid padded base64, text otherwise.
-    Flip {
-        /// The protocol's ciphertext (give this or `element`).
-        #[serde(default, deserialize_with = "present")]
-        ciphertext: bool,
-        /// Local name of the element, or a path `a/b/c`: the first `a` at any depth, then
-        /// its child `b`, then that one's child `c` (give this or `ciphertext`).
-        #[serde(default)]
-        element: Option<String>,
-        /// Bit index (wraps around the payload length); negative counts from the end
-        /// (`-1` is the last bit: CBC padding lives in the last block).
-        bit: i64,
-        /// How to read the text.
-        #[serde(default)]
-        encoding: Option<Encoding>,
-    },
-    /// Strip the end-to-end encryption, as the protocol's wire description says what it is,
-    /// and put `body` in clear in its place (a tunnel's record stanza becomes a plain
-    /// message; for `plain`, the body is rewritten). Pair it with `match: {protected: true}`.
-    Downgrade {
-        /// The plain text put in place of what was protected.
-        body: String,
-    },
-    /// Serve different PEP items: in pubsub results and notifications for `node` (from
-    /// `owner`, when given), replace each item's payload by the given XML. Server position only.
-    Substitute {
-        /// The PEP node.
-        node: String,
-        /// Only items of this account.
-        #[serde(default)]
-        owner: Option<String>,
-        /// The replacement payload, as XML.
-        with: String,
-    },
-    /// Impersonate an account toward others: the attacker makes key material of its own for
-    /// `owner`'s protocol (a fresh engine) and serves it in place of `owner`'s on every PEP node
-    /// that protocol publishes (device lists, bundles, keys). What is then encrypted to the
-    /// attacker's keys it reads. Server position only.
-    Impersonate {
-        /// The account whose keys are replaced.
-        owner: String,
-    },
-}
-
-/// A flag written as a bare key (`{ciphertext, bit: 7}`) or `key: true`: present and not
-/// `false` is true.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
-}
-
-/// A forged stanza.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InjectSpec {
-    /// When.
-    pub at: Dur,
-    /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
-    pub hop: String,
-    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this or
-    /// `forge`.
-    #[serde(default)]
-    pub stanza: Option<String>,
-    /// A message made at that moment by the attacker's own engine of the device's protocol,
-    /// posing as that device, with the public keys the attacker recorded: what an outsider
-    /// can make a recipient believe.
-    #[serde(default)]
-    pub forge: Option<ForgeSpec>,
-    /// Surreptitious forwarding (and, for XML Signature, signature wrapping): with a device's
-    /// stolen state, the last signed message it received from `from` goes on to `to` as if
-    /// `from` had written to `to` (see the engine's `forward`).
-    #[serde(default)]
-    pub forward: Option<ForwardSpec>,
-}
-
-/// A signed message passed on by an attacker holding its recipient's stolen state.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardSpec {
-    /// The device whose state was stolen (`compromise` it earlier in the timeline).
-    pub stolen: String,
-    /// The account whose signed message it received.
-    pub from: String,
-    /// The account it goes on to.
-    pub to: String,
-    /// Text slipped in around the signed part where the signature leaves room for it
-    /// (XML signature wrapping); empty for plain forwarding.
-    #[serde(default)]
-    pub body: String,
-}
-
-/// A message the attacker makes with the protocol's own code and public keys only.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForgeSpec {
-    /// The device it claims to come from (`alice/phone`).
-    pub from: String,
-    /// The recipient account.
-    pub to: String,
-    /// The text.
-    pub body: String,
-}
-
-/// `online` or `offline`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Go {
-    /// Log in.
-    Online,
-    /// Log out.
-    Offline,
-}
-
-/// What an attacker steals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum TheftSpec {
-    /// Identity keys only.
-    LongTermKeys,
-    /// All state, sessions included.
-    FullState,
-}
-
-/// A message to send.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendSpec {
-    /// The recipient account.
-    pub to: String,
-    /// The plaintext.
-    pub body: String,
-}
-
-/// A timeline step: `at` plus exactly one action (`wait` needs no device).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    /// When, in simulated time from the start.
-    pub at: Dur,
-    /// The acting device (`alice/phone` or `alice@a.example/phone`).
-    #[serde(default)]
-    pub device: Option<String>,
-    /// Send a message through the device's engine.
-    #[serde(default)]
-    pub send: Option<SendSpec>,
-    /// Log out or in.
-    #[serde(default)]
-    pub go: Option<Go>,
-    /// Write raw bytes on the device's stream (for malformed XML).
-    #[serde(default)]
-    pub raw: Option<String>,
-    /// Run the verification ceremony with this account over an out-of-band channel.
-    #[serde(default)]
-    pub verify: Option<String>,
-    /// The attacker steals the device's keys or state.
-    #[serde(default)]
-    pub compromise: Option<TheftSpec>,
-    /// Keep the simulation running at least until `at` (the text is a label).
-    #[serde(default)]
-    pub wait: Option<String>,
-}
-
-/// Expectations for one party.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PartyExpect {
-    /// Device: the plaintexts shown to the user, in order (carbons included).
-    #[serde(default)]
-    pub received: Option<Vec<String>>,
-    /// Device: compare `received` ignoring order.
-    #[serde(default)]
-    pub unordered: bool,
-    /// Device: who each shown plaintext came from, as the client shows it (the stanza's
-    /// `from`), in order: `["alice@a.example/phone"]`.
-    #[serde(default)]
-    pub senders: Option<Vec<String>>,
-    /// Device: plaintexts that must have arrived with a XEP-0203 delay stamp.
-    #[serde(default)]
-    pub delayed: Vec<String>,
-    /// Device: plaintexts that must have arrived as XEP-0280 carbons.
-    #[serde(default)]
-    pub carbons: Vec<String>,
-    /// Device: alert reasons, in order.
-    #[serde(default)]
-    pub alerts: Option<Vec<String>>,
-    /// Device: error codes (engine errors, stanza errors, stream errors), in order.
-    #[serde(default)]
-    pub errors: Option<Vec<String>>,
-    /// Attacker: the plaintexts it could read, in any order.
-    #[serde(default)]
-    pub read: Option<Vec<String>>,
-    /// Attacker: how many times each power acted (`drop: 1`, `substitute: 2`, ...), so a
-    /// scenario fails when its attack never fired.
-    #[serde(default)]
-    pub acted: BTreeMap<String, u32>,
-}
+use super::schema::*;
 
 // ---- errors ------------------------------------------------------------------------------
 
@@ -745,6 +150,12 @@ pub struct Scenario {
     pub expect: Vec<(Party, String, PartyExpect)>,
 }
 
+/// Federated server pairs, each in name order.
+type Federation = BTreeSet<(String, String)>;
+
+/// Network events with their times.
+type NetEvents = Vec<(Duration, NetEvent)>;
+
 /// Parses and validates a scenario. `file` is only used in error messages.
 pub fn parse(file: &str, yaml: &str) -> Result<Scenario, ScenarioError> {
     let raw: ScenarioFile = serde_saphyr::from_str(yaml).map_err(|e| {
@@ -838,6 +249,70 @@ impl Validator<'_> {
     fn run(mut self) -> Result<Scenario, ScenarioError> {
         let raw = self.raw;
         let top = (1, 1);
+        let (servers, federation) = self.servers()?;
+        let accounts = self.accounts(&servers)?;
+        let mut device_specs = self.device_specs(&accounts)?;
+        let (links, events) = self.network(&servers, &mut device_specs)?;
+        let mut end = self.timeline(&mut device_specs)?;
+        for spec in device_specs.values_mut() {
+            spec.schedule.sort_by_key(|(at, _)| *at);
+            if let Some((at, _)) = spec.schedule.last() {
+                end = end.max(*at);
+            }
+        }
+        for (at, _) in &events {
+            end = end.max(*at);
+        }
+        let attacker = match &raw.attacker {
+            None => None,
+            Some(a) => Some(self.attacker(a, &servers, &federation)?),
+        };
+        if let Some(plan) = &attacker {
+            for (at, _, _) in &plan.inject {
+                end = end.max(*at);
+            }
+        }
+        let expect = self.expectations()?;
+        let net = &raw.network;
+        let latency =
+            net.latency.unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) });
+        let tick = self.tick(latency, &links)?;
+        let settle = raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+        let end = match raw.duration {
+            Some(d) if d.0 < end => {
+                return self.err(top, "duration", format!("{d} ends before the last event at {}", Dur(end)));
+            }
+            Some(d) => d.0,
+            None => end + settle,
+        };
+        Ok(Scenario {
+            file: self.file.to_owned(),
+            name: raw.name.clone(),
+            about: raw.about.clone(),
+            seed: raw.seed,
+            end,
+            tick,
+            servers,
+            transport: match raw.transport {
+                TransportSpec::Tls => Transport::Tls,
+                TransportSpec::Plain => Transport::Plain,
+            },
+            federation,
+            accounts,
+            devices: device_specs.into_values().collect(),
+            latency,
+            links,
+            events,
+            keepalive: net.keepalive.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            attacker,
+            expect,
+        })
+    }
+
+    /// The servers, and which of them federate.
+    fn servers(&self) -> Result<(Vec<String>, Federation), ScenarioError> {
+        let raw = self.raw;
+        let top = (1, 1);
         if raw.servers.is_empty() {
             return self.err(top, "servers", "at least one server is needed");
         }
@@ -891,7 +366,13 @@ impl Validator<'_> {
             }
         }
 
-        // Accounts and devices.
+        Ok((servers, federation))
+    }
+
+    /// The accounts (with their passwords) and their devices, which it records in
+    /// `self.devices` for later references.
+    fn accounts(&mut self, servers: &[String]) -> Result<BTreeMap<BareJid, String>, ScenarioError> {
+        let raw = self.raw;
         let mut accounts = BTreeMap::new();
         for (name, acc) in &raw.accounts {
             let pos = (acc.line, acc.column);
@@ -940,6 +421,15 @@ impl Validator<'_> {
                 self.devices.insert(full, (short, protocol));
             }
         }
+        Ok(accounts)
+    }
+
+    /// Every device, ready to run but for its schedule.
+    fn device_specs(
+        &self,
+        accounts: &BTreeMap<BareJid, String>,
+    ) -> Result<BTreeMap<FullJid, DeviceSpec>, ScenarioError> {
+        let raw = self.raw;
         let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
         for (full, (short, protocol)) in &self.devices {
             let bare = full.to_bare();
@@ -979,7 +469,17 @@ impl Validator<'_> {
             );
         }
 
-        // Network.
+        Ok(device_specs)
+    }
+
+    /// Links, and the network events in time order; offline windows go into the devices'
+    /// schedules.
+    fn network(
+        &self,
+        servers: &[String],
+        device_specs: &mut BTreeMap<FullJid, DeviceSpec>,
+    ) -> Result<(Vec<LinkConf>, NetEvents), ScenarioError> {
+        let raw = self.raw;
         let net = &raw.network;
         if let Some(max) = &net.max_message
             && **max < 64
@@ -1055,7 +555,12 @@ impl Validator<'_> {
         }
         events.sort();
 
-        // Timeline.
+        Ok((links, events))
+    }
+
+    /// The timeline's steps, into the devices' schedules. Returns the time of the last one.
+    fn timeline(&self, device_specs: &mut BTreeMap<FullJid, DeviceSpec>) -> Result<Duration, ScenarioError> {
+        let raw = self.raw;
         let mut last = Duration::ZERO;
         let mut end = Duration::ZERO;
         for (i, step) in raw.timeline.iter().enumerate() {
@@ -1135,28 +640,12 @@ impl Validator<'_> {
                 spec.schedule.push((at, command));
             }
         }
-        for spec in device_specs.values_mut() {
-            spec.schedule.sort_by_key(|(at, _)| *at);
-            if let Some((at, _)) = spec.schedule.last() {
-                end = end.max(*at);
-            }
-        }
-        for (at, _) in &events {
-            end = end.max(*at);
-        }
+        Ok(end)
+    }
 
-        // Attacker.
-        let attacker = match &raw.attacker {
-            None => None,
-            Some(a) => Some(self.attacker(a, &servers, &federation)?),
-        };
-        if let Some(plan) = &attacker {
-            for (at, _, _) in &plan.inject {
-                end = end.max(*at);
-            }
-        }
-
-        // Expectations.
+    /// `expect:`, party by party.
+    fn expectations(&self) -> Result<Vec<(Party, String, PartyExpect)>, ScenarioError> {
+        let raw = self.raw;
         let mut expect = Vec::new();
         for (key, e) in &raw.expect {
             let pos = (e.line, e.column);
@@ -1194,8 +683,12 @@ impl Validator<'_> {
             }
         }
 
-        let latency =
-            net.latency.unwrap_or(DurRange { min: Duration::from_millis(1), max: Duration::from_millis(10) });
+        Ok(expect)
+    }
+
+    /// The simulation's tick: longer than zero, and no longer than the smallest latency.
+    fn tick(&self, latency: DurRange, links: &[LinkConf]) -> Result<Duration, ScenarioError> {
+        let raw = self.raw;
         let tick = match &raw.tick {
             None => Duration::from_millis(1),
             Some(t) if t.0.is_zero() => {
@@ -1223,36 +716,7 @@ impl Validator<'_> {
                 t.0
             }
         };
-        let settle = raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(5));
-        let end = match raw.duration {
-            Some(d) if d.0 < end => {
-                return self.err(top, "duration", format!("{d} ends before the last event at {}", Dur(end)));
-            }
-            Some(d) => d.0,
-            None => end + settle,
-        };
-        Ok(Scenario {
-            file: self.file.to_owned(),
-            name: raw.name.clone(),
-            about: raw.about.clone(),
-            seed: raw.seed,
-            end,
-            tick,
-            servers,
-            transport: match raw.transport {
-                TransportSpec::Tls => Transport::Tls,
-                TransportSpec::Plain => Transport::Plain,
-            },
-            federation,
-            accounts,
-            devices: device_specs.into_values().collect(),
-            latency,
-            links,
-            events,
-            keepalive: net.keepalive.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
-            attacker,
-            expect,
-        })
+        Ok(tick)
     }
 
     fn attacker(
@@ -1362,85 +826,7 @@ impl Validator<'_> {
             if m.count == Some(0) {
                 return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
             }
-            let action = match &r.action {
-                ActionSpec::Observe => Action::Observe,
-                ActionSpec::Drop => Action::Drop,
-                ActionSpec::Delay(d) => Action::Delay(d.0),
-                ActionSpec::Jitter(d) => Action::Jitter(d.0),
-                ActionSpec::Reorder => Action::Reorder,
-                ActionSpec::Duplicate(n) if *n == 0 || *n > 1000 => {
-                    return self.err(rpos, format!("{path}.do.duplicate"), "between 1 and 1000 extra copies");
-                }
-                ActionSpec::Duplicate(n) => Action::Duplicate(*n),
-                ActionSpec::Replay(d) => Action::Replay(d.0),
-                ActionSpec::Strip(e) => Action::Strip(e.clone()),
-                ActionSpec::Replace { element, with } => Action::Replace(
-                    element.clone(),
-                    self.xml(rpos, &format!("{path}.do.replace.with"), with)?,
-                ),
-                ActionSpec::Rewrite { with } => {
-                    Action::Rewrite(self.xml(rpos, &format!("{path}.do.rewrite.with"), with)?)
-                }
-                ActionSpec::Set { attribute, value } => {
-                    if let Err(why) = settable_attribute(attribute) {
-                        return self.err(rpos, format!("{path}.do.set.attribute"), why);
-                    }
-                    Action::Set(attribute.clone(), value.clone())
-                }
-                ActionSpec::Flip { ciphertext: true, element: None, bit, encoding: None } => {
-                    Action::FlipCiphertext(*bit)
-                }
-                ActionSpec::Flip { ciphertext: false, element: Some(element), bit, encoding } => {
-                    Action::Flip(element.clone(), *bit, *encoding)
-                }
-                ActionSpec::Flip { ciphertext: true, encoding: Some(_), .. } => {
-                    return self.err(
-                        rpos,
-                        format!("{path}.do.flip.encoding"),
-                        "the protocol knows how its ciphertext is encoded: `encoding` goes with `element`",
-                    );
-                }
-                ActionSpec::Flip { .. } => {
-                    return self.err(
-                        rpos,
-                        format!("{path}.do.flip"),
-                        "give exactly one of `ciphertext` or `element`",
-                    );
-                }
-                ActionSpec::Downgrade { body } => Action::Downgrade(body.clone()),
-                ActionSpec::Impersonate { owner } => {
-                    if !matches!(position, Position::Server(_) | Position::Everywhere) {
-                        return self.err(
-                            rpos,
-                            format!("{path}.do.impersonate"),
-                            "only a server position serves PEP items",
-                        );
-                    }
-                    Action::Impersonate(self.account_ref(
-                        rpos,
-                        &format!("{path}.do.impersonate.owner"),
-                        owner,
-                    )?)
-                }
-                ActionSpec::Substitute { node, owner, with } => {
-                    if !matches!(position, Position::Server(_) | Position::Everywhere) {
-                        return self.err(
-                            rpos,
-                            format!("{path}.do.substitute"),
-                            "only a server position serves PEP items",
-                        );
-                    }
-                    let owner = match owner {
-                        Some(o) => Some(self.account_ref(rpos, &format!("{path}.do.substitute.owner"), o)?),
-                        None => None,
-                    };
-                    Action::Substitute {
-                        node: node.clone(),
-                        owner,
-                        with: self.xml(rpos, &format!("{path}.do.substitute.with"), with)?,
-                    }
-                }
-            };
+            let action = Action::from_spec(&r.action, &position, &RuleCx { v: self, at: rpos, path: &path })?;
             rules.push(Rule { index: i, matcher: m.clone(), action });
         }
         let mut inject = Vec::new();
@@ -1573,20 +959,34 @@ pub fn json_schema() -> String {
     s
 }
 
-/// Whether `name` can be set on a stanza as a plain attribute: an XML name (XML 1.0 §2.3,
-/// restricted to ASCII, which every stanza attribute is) without a prefix, and not a namespace
-/// declaration (`xmlns` changes what the stanza *is*, not one of its attributes; XML
-/// Namespaces §3).
-fn settable_attribute(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-        return Err(format!(
-            "{name:?} is not an attribute name (a letter or _, then letters, digits, _, - or .)"
-        ));
+/// What a rule's power needs from the validation: XML parsed and accounts resolved, errors at
+/// the rule's line and column, under `<path>.do`.
+struct RuleCx<'a, 'b> {
+    v: &'a Validator<'b>,
+    at: (u64, u64),
+    path: &'a str,
+}
+
+impl crate::attacker::Resolve for RuleCx<'_, '_> {
+    type Error = ScenarioError;
+
+    fn xml(&self, field: &str, xml: &str) -> Result<Element, ScenarioError> {
+        self.v.xml(self.at, &format!("{}.do.{field}", self.path), xml)
     }
-    if name == "xmlns" || name.to_ascii_lowercase().starts_with("xml") {
-        return Err(format!("{name:?} is reserved by XML: a namespace cannot be set as an attribute"));
+
+    fn account(&self, field: &str, name: &str) -> Result<BareJid, ScenarioError> {
+        self.v.account_ref(self.at, &format!("{}.do.{field}", self.path), name)
     }
-    Ok(())
+
+    fn fail(&self, field: &str, message: &str) -> ScenarioError {
+        let path =
+            if field.is_empty() { format!("{}.do", self.path) } else { format!("{}.do.{field}", self.path) };
+        ScenarioError {
+            file: self.v.file.to_owned(),
+            line: self.at.0,
+            column: self.at.1,
+            path,
+            message: message.to_owned(),
+        }
+    }
 }

@@ -1,0 +1,500 @@
+//! The file format: the YAML a user writes, as serde types (unknown fields are errors). The
+//! JSON Schema is generated from them.
+
+use core::fmt;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jabberwock_e2e::Protocol;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use crate::attacker::{ActionSpec, MatchSpec};
+use crate::units::{At, Dur, DurRange};
+
+// ---- the file format ---------------------------------------------------------------------
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Jabberwock scenario")]
+pub struct ScenarioFile {
+    /// A short kebab-case name.
+    pub name: String,
+    /// One or two sentences: what the scenario shows.
+    #[serde(default)]
+    pub about: String,
+    /// The seed of every random choice in the run (latencies, keys, nonces).
+    pub seed: u64,
+    /// How long to simulate; by default the last timeline step plus `settle`.
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    /// Extra simulated time after the last step (default 5s).
+    #[serde(default)]
+    pub settle: Option<Dur>,
+    /// The simulation's resolution (default 1ms): the network moves packets once per tick.
+    /// A coarser tick makes long simulated waits cheap; it must be at most the smallest
+    /// latency of any link, so no packet arrives later than its latency allows.
+    #[serde(default)]
+    pub tick: Option<At<Dur>>,
+    /// The XMPP domains, one server each.
+    pub servers: Vec<At<String>>,
+    /// How clients reach their servers: `tls` (default: RFC 6120 STARTTLS, required by every
+    /// server, each with a certificate for its domain from the scenario's server CA) or
+    /// `plain` (no TLS). Server-to-server links are plain either way.
+    #[serde(default)]
+    pub transport: TransportSpec,
+    /// Federated pairs; by default every server federates with every other.
+    #[serde(default)]
+    pub federation: Option<Vec<At<[String; 2]>>>,
+    /// Accounts by bare JID.
+    pub accounts: BTreeMap<String, At<AccountSpec>>,
+    /// Network conditions.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// The attacker, if any.
+    #[serde(default)]
+    pub attacker: Option<AttackerSpec>,
+    /// What happens, in time order.
+    #[serde(default)]
+    pub timeline: Vec<At<Step>>,
+    /// Assertions: keys are devices (`alice/phone`) or `attacker`.
+    #[serde(default)]
+    pub expect: BTreeMap<String, At<PartyExpect>>,
+}
+
+/// An account. Besides the fields below it takes the options the protocols declare
+/// ([`jabberwock_e2e::OptionDecl`]: `otr: opportunistic`, `cipher: cbc`, ...), each a key of its
+/// own; a key that is neither a field nor a declared option is an error.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    /// Devices by resource name, each with its protocol (`plain`, ...).
+    pub devices: BTreeMap<String, String>,
+    /// The SASL password (default: derived from the account name).
+    pub password: Option<String>,
+    /// Accounts this one subscribes to; default: every other account in the scenario.
+    pub contacts: Option<Vec<String>>,
+    /// How this account's devices trust keys they have not verified (default `btbv`).
+    pub trust: TrustSpec,
+    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
+    pub tls: Option<At<TlsSpec>>,
+    /// The protocols' options, by key, with where the file wrote each value (checked against the
+    /// declarations when the scenario is validated).
+    pub options: BTreeMap<String, At<String>>,
+}
+
+/// The fixed fields of an account, as the schema shows them (the options are added from the
+/// registry, see [`AccountSpec`]'s `JsonSchema`).
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AccountFields {
+    /// Devices by resource name, each with its protocol (`plain`, ...).
+    devices: BTreeMap<String, String>,
+    /// The SASL password (default: derived from the account name).
+    #[serde(default)]
+    password: Option<String>,
+    /// Accounts this one subscribes to; default: every other account in the scenario.
+    #[serde(default)]
+    contacts: Option<Vec<String>>,
+    /// How this account's devices trust keys they have not verified (default `btbv`).
+    #[serde(default)]
+    trust: TrustSpec,
+    /// How this account's devices treat the server's TLS certificate (with `transport: tls`).
+    #[serde(default)]
+    tls: Option<TlsSpec>,
+}
+
+const ACCOUNT_FIELDS: &[&str] = &["devices", "password", "contacts", "trust", "tls"];
+
+/// Every key an account takes: its fields, then the protocols' options in registry order.
+fn account_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        ACCOUNT_FIELDS.iter().copied().chain(Protocol::all_options().map(|(_, o)| o.key)).collect()
+    })
+}
+
+impl<'de> Deserialize<'de> for AccountSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Account;
+        impl<'de> Visitor<'de> for Account {
+            type Value = AccountSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an account: a map with `devices`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AccountSpec, A::Error> {
+                let mut devices = None;
+                let mut acc = AccountSpec {
+                    devices: BTreeMap::new(),
+                    password: None,
+                    contacts: None,
+                    trust: TrustSpec::default(),
+                    tls: None,
+                    options: BTreeMap::new(),
+                };
+                let mut seen = BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(known) = account_keys().iter().copied().find(|k| *k == key) else {
+                        return Err(A::Error::unknown_field(&key, account_keys()));
+                    };
+                    if !seen.insert(known) {
+                        return Err(A::Error::duplicate_field(known));
+                    }
+                    match known {
+                        "devices" => devices = Some(map.next_value()?),
+                        "password" => acc.password = map.next_value()?,
+                        "contacts" => acc.contacts = map.next_value()?,
+                        "trust" => acc.trust = map.next_value()?,
+                        "tls" => acc.tls = map.next_value()?,
+                        option => {
+                            acc.options.insert(option.to_owned(), map.next_value()?);
+                        }
+                    }
+                }
+                acc.devices = devices.ok_or_else(|| A::Error::missing_field("devices"))?;
+                Ok(acc)
+            }
+        }
+        d.deserialize_map(Account)
+    }
+}
+
+impl JsonSchema for AccountSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AccountSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = AccountFields::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "An account. Besides its fields it takes the options the protocols declare.".into(),
+        );
+        if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (_, option) in Protocol::all_options() {
+                let values: Vec<&str> = option.values.iter().map(|(v, _)| *v).collect();
+                let described: Vec<String> =
+                    option.values.iter().map(|(v, about)| format!("`{v}`: {about}")).collect();
+                props.insert(
+                    option.key.to_owned(),
+                    serde_json::json!({
+                        "description": format!("{} {}", option.about, described.join(" ")),
+                        "type": "string",
+                        "enum": values,
+                        "default": option.default_value(),
+                    }),
+                );
+            }
+        }
+        schema
+    }
+}
+
+/// The client-to-server transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportSpec {
+    /// STARTTLS (RFC 6120 §5) with TLS 1.3, required by the servers.
+    #[default]
+    Tls,
+    /// No TLS: a network attacker on a client's link reads and changes stanzas.
+    Plain,
+}
+
+/// A device's TLS settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// Verify the server's certificate chain (up to the scenario's server CA) and that it
+    /// names the server's domain (default true). `false` accepts any certificate: a network
+    /// attacker that terminates TLS is then let in.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A trust policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustSpec {
+    /// Blind trust before verification.
+    #[default]
+    Btbv,
+    /// Trust on first use.
+    Tofu,
+    /// Only verified keys.
+    Manual,
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Default one-way latency of every link (turmoil's exponential distribution between the
+    /// bounds). Default 1ms..10ms.
+    #[serde(default)]
+    pub latency: Option<DurRange>,
+    /// Per-link overrides.
+    #[serde(default)]
+    pub links: Vec<At<LinkSpec>>,
+    /// Links cut for a time window (packets silently dropped; TCP sessions die by timeout).
+    #[serde(default)]
+    pub partitions: Vec<At<PartitionSpec>>,
+    /// Server crashes (and restarts).
+    #[serde(default)]
+    pub crashes: Vec<At<CrashSpec>>,
+    /// Devices that log out for a window.
+    #[serde(default)]
+    pub offline: Vec<At<OfflineSpec>>,
+    /// Silence before a client pings its server and then gives the stream up (default 10s).
+    #[serde(default)]
+    pub keepalive: Option<Dur>,
+    /// The largest message body (bytes) engines that fragment (OTR) send in one stanza.
+    #[serde(default)]
+    pub max_message: Option<At<usize>>,
+}
+
+/// One link's conditions. Endpoints are servers (`a.example`) or devices (`alice/phone`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// The two endpoints.
+    pub between: [String; 2],
+    /// One-way latency range.
+    #[serde(default)]
+    pub latency: Option<DurRange>,
+    /// Probability per packet that the link fails, dropping what is in flight and breaking
+    /// the TCP streams on it until it is repaired (turmoil's fail rate).
+    #[serde(default)]
+    pub loss: Option<f64>,
+    /// Probability per step that a failed link is repaired (default 0.1 when `loss` is set).
+    #[serde(default)]
+    pub repair: Option<f64>,
+}
+
+/// A partition window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// The two endpoints.
+    pub between: [String; 2],
+    /// Start.
+    pub from: Dur,
+    /// End (never repaired when absent).
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+/// A server crash.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSpec {
+    /// The server's domain.
+    pub server: String,
+    /// When it crashes.
+    pub at: Dur,
+    /// When it restarts (never when absent).
+    #[serde(default)]
+    pub restart: Option<Dur>,
+}
+
+/// A device offline window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineSpec {
+    /// The device.
+    pub device: String,
+    /// When it logs out.
+    pub from: Dur,
+    /// When it logs back in (never when absent).
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+/// The attacker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttackerSpec {
+    /// Where it sits: `everywhere` (every hop), `server a.example` (a malicious server: every
+    /// hop that server touches, and the PEP items it serves), or `network X <-> Y` (one link,
+    /// between a device and its server or between two servers).
+    pub position: At<String>,
+    /// Rules applied in order to every stanza the attacker sees. Observing and modifying rules
+    /// (observe, strip, replace, flip, substitute) act and let later rules see the result; the
+    /// first matching delivery rule (drop, delay, reorder, duplicate, replay) decides how the
+    /// stanza travels. A stanza no rule matches passes untouched.
+    #[serde(default)]
+    pub rules: Vec<At<RuleSpec>>,
+    /// Forged stanzas put on a hop at a time.
+    #[serde(default)]
+    pub inject: Vec<At<InjectSpec>>,
+    /// At a `network <device> <-> <server>` position under `transport: tls`: answer the
+    /// device's TLS handshake with a certificate of the attacker's own for the server's name
+    /// (self-signed, from the attacker's seeded keys). A device that verifies refuses it; one
+    /// with `tls: {verify: false}` connects, and the attacker then reads and changes its
+    /// stanzas. Without it, an attacker on a TLS link sees only the sizes of TLS records.
+    #[serde(default)]
+    pub terminate_tls: Option<At<bool>>,
+}
+
+/// One attacker rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Which stanzas it applies to (all of them when empty).
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    /// What it does to them.
+    #[serde(rename = "do")]
+    pub action: ActionSpec,
+}
+
+/// A forged stanza.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectSpec {
+    /// When.
+    pub at: Dur,
+    /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
+    pub hop: String,
+    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this or
+    /// `forge`.
+    #[serde(default)]
+    pub stanza: Option<String>,
+    /// A message made at that moment by the attacker's own engine of the device's protocol,
+    /// posing as that device, with the public keys the attacker recorded: what an outsider
+    /// can make a recipient believe.
+    #[serde(default)]
+    pub forge: Option<ForgeSpec>,
+    /// Surreptitious forwarding (and, for XML Signature, signature wrapping): with a device's
+    /// stolen state, the last signed message it received from `from` goes on to `to` as if
+    /// `from` had written to `to` (see the engine's `forward`).
+    #[serde(default)]
+    pub forward: Option<ForwardSpec>,
+}
+
+/// A signed message passed on by an attacker holding its recipient's stolen state.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// The device whose state was stolen (`compromise` it earlier in the timeline).
+    pub stolen: String,
+    /// The account whose signed message it received.
+    pub from: String,
+    /// The account it goes on to.
+    pub to: String,
+    /// Text slipped in around the signed part where the signature leaves room for it
+    /// (XML signature wrapping); empty for plain forwarding.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// A message the attacker makes with the protocol's own code and public keys only.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeSpec {
+    /// The device it claims to come from (`alice/phone`).
+    pub from: String,
+    /// The recipient account.
+    pub to: String,
+    /// The text.
+    pub body: String,
+}
+
+/// `online` or `offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Go {
+    /// Log in.
+    Online,
+    /// Log out.
+    Offline,
+}
+
+/// What an attacker steals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TheftSpec {
+    /// Identity keys only.
+    LongTermKeys,
+    /// All state, sessions included.
+    FullState,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendSpec {
+    /// The recipient account.
+    pub to: String,
+    /// The plaintext.
+    pub body: String,
+}
+
+/// A timeline step: `at` plus exactly one action (`wait` needs no device).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// When, in simulated time from the start.
+    pub at: Dur,
+    /// The acting device (`alice/phone` or `alice@a.example/phone`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Send a message through the device's engine.
+    #[serde(default)]
+    pub send: Option<SendSpec>,
+    /// Log out or in.
+    #[serde(default)]
+    pub go: Option<Go>,
+    /// Write raw bytes on the device's stream (for malformed XML).
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// Run the verification ceremony with this account over an out-of-band channel.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// The attacker steals the device's keys or state.
+    #[serde(default)]
+    pub compromise: Option<TheftSpec>,
+    /// Keep the simulation running at least until `at` (the text is a label).
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
+/// Expectations for one party.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartyExpect {
+    /// Device: the plaintexts shown to the user, in order (carbons included).
+    #[serde(default)]
+    pub received: Option<Vec<String>>,
+    /// Device: compare `received` ignoring order.
+    #[serde(default)]
+    pub unordered: bool,
+    /// Device: who each shown plaintext came from, as the client shows it (the stanza's
+    /// `from`), in order: `["alice@a.example/phone"]`.
+    #[serde(default)]
+    pub senders: Option<Vec<String>>,
+    /// Device: plaintexts that must have arrived with a XEP-0203 delay stamp.
+    #[serde(default)]
+    pub delayed: Vec<String>,
+    /// Device: plaintexts that must have arrived as XEP-0280 carbons.
+    #[serde(default)]
+    pub carbons: Vec<String>,
+    /// Device: alert reasons, in order.
+    #[serde(default)]
+    pub alerts: Option<Vec<String>>,
+    /// Device: error codes (engine errors, stanza errors, stream errors), in order.
+    #[serde(default)]
+    pub errors: Option<Vec<String>>,
+    /// Attacker: the plaintexts it could read, in any order.
+    #[serde(default)]
+    pub read: Option<Vec<String>>,
+    /// Attacker: how many times each power acted (`drop: 1`, `substitute: 2`, ...), so a
+    /// scenario fails when its attack never fired.
+    #[serde(default)]
+    pub acted: BTreeMap<String, u32>,
+}
