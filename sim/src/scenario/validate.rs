@@ -218,7 +218,7 @@ impl Validator<'_> {
                 at,
                 path,
                 format!(
-                    "`{}` is not a value of `{key}` ({protocol}), expected one of: {}",
+                    "`{}` is not a value of `{key}` (an option of {protocol}): expected one of {}",
                     **value,
                     values.join(", ")
                 ),

@@ -213,3 +213,21 @@ fn a_flip_names_the_ciphertext_or_an_element() {
         assert!(parse("ok.yaml", &yaml).is_ok(), "{ok}");
     }
 }
+
+/// Account options are the protocols' declarations: an undeclared key is an unknown field, a
+/// value the declaration does not list is refused at its own line and column.
+#[test]
+fn account_options_are_checked_against_the_protocols_declarations() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example:\n    devices: {phone: xmlsec}\n";
+    let e = error(&format!("{head}    colour: blue\n"));
+    assert!(
+        e.starts_with("bad.yaml:7:") && e.contains("unknown field `colour`") && e.contains("cipher"),
+        "{e}"
+    );
+    let e = error(&format!("{head}    cipher: rot13\n"));
+    assert_eq!(
+        e,
+        "bad.yaml:7:13: at `accounts.alice@a.example.cipher`: `rot13` is not a value of `cipher` (an option of xmlsec): expected one of gcm, cbc"
+    );
+    assert!(parse("ok.yaml", &format!("{head}    cipher: cbc\n")).is_ok());
+}
