@@ -723,8 +723,62 @@ impl Validator<'_> {
         &self,
         a: &AttackerSpec,
         servers: &[String],
-        federation: &BTreeSet<(String, String)>,
+        federation: &Federation,
     ) -> Result<AttackerPlan, ScenarioError> {
+        let position = self.position(a, servers, federation)?;
+        let rules = self.rules(a, &position, servers, federation)?;
+        let inject = self.injections(a, &position, federation)?;
+        let tls = self.raw.transport == TransportSpec::Tls;
+        let terminate_tls = match &a.terminate_tls {
+            Some(t) if t.value => {
+                let tpos = (t.line, t.column);
+                if !matches!(position, Position::ClientLink(_)) {
+                    return self.err(
+                        tpos,
+                        "attacker.terminate_tls",
+                        "only an attacker on a client's link (`network <device> <-> <server>`) meets its TLS handshake",
+                    );
+                }
+                if !tls {
+                    return self.err(
+                        tpos,
+                        "attacker.terminate_tls",
+                        "there is no TLS to terminate with `transport: plain`",
+                    );
+                }
+                true
+            }
+            _ => false,
+        };
+        // Under TLS a wire attacker on a client link sees records it cannot open: rules that
+        // would read or change stanzas there could never act.
+        if tls
+            && !terminate_tls
+            && let Position::ClientLink(dev) = &position
+        {
+            let sealed = format!(
+                "{dev}'s link is under TLS: an attacker on it sees only TLS records (write `transport: plain`, or `terminate_tls: true`)"
+            );
+            if let Some(r) = a.rules.first() {
+                return self.err((r.line, r.column), "attacker.rules[0]", sealed);
+            }
+            if let Some(i) = a.inject.first() {
+                return self.err((i.line, i.column), "attacker.inject[0]", sealed);
+            }
+        }
+        let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
+        protocols.sort();
+        protocols.dedup();
+        Ok(AttackerPlan { position, rules, inject, terminate_tls, protocols })
+    }
+
+    /// Where the attacker sits.
+    fn position(
+        &self,
+        a: &AttackerSpec,
+        servers: &[String],
+        federation: &Federation,
+    ) -> Result<Position, ScenarioError> {
         let pos = (a.position.line, a.position.column);
         let words: Vec<&str> = a.position.value.split_whitespace().collect();
         let position = match words.as_slice() {
@@ -780,6 +834,17 @@ impl Validator<'_> {
                 );
             }
         };
+        Ok(position)
+    }
+
+    /// The rules: what each matches (names that exist, hops the position sees) and its power.
+    fn rules(
+        &self,
+        a: &AttackerSpec,
+        position: &Position,
+        servers: &[String],
+        federation: &Federation,
+    ) -> Result<Vec<Rule>, ScenarioError> {
         let mut rules = Vec::new();
         for (i, r) in a.rules.iter().enumerate() {
             let rpos = (r.line, r.column);
@@ -808,7 +873,7 @@ impl Validator<'_> {
                     "no federation link exists: this rule matches nothing",
                 );
             }
-            let reachable_kind = |k: HopKind| match (&position, k) {
+            let reachable_kind = |k: HopKind| match (position, k) {
                 (Position::ServerLink(..), HopKind::S2s) => true,
                 (Position::ServerLink(..), _) => false,
                 (Position::ClientLink(_), HopKind::S2s) => false,
@@ -826,9 +891,19 @@ impl Validator<'_> {
             if m.count == Some(0) {
                 return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
             }
-            let action = Action::from_spec(&r.action, &position, &RuleCx { v: self, at: rpos, path: &path })?;
+            let action = Action::from_spec(&r.action, position, &RuleCx { v: self, at: rpos, path: &path })?;
             rules.push(Rule { index: i, matcher: m.clone(), action });
         }
+        Ok(rules)
+    }
+
+    /// The injections: their hops (within the position's reach) and what they put there.
+    fn injections(
+        &self,
+        a: &AttackerSpec,
+        position: &Position,
+        federation: &Federation,
+    ) -> Result<Vec<(Duration, Hop, Injection)>, ScenarioError> {
         let mut inject = Vec::new();
         for (i, inj) in a.inject.iter().enumerate() {
             let ipos = (inj.line, inj.column);
@@ -906,48 +981,7 @@ impl Validator<'_> {
             };
             inject.push((inj.at.0, hop, what));
         }
-        let tls = self.raw.transport == TransportSpec::Tls;
-        let terminate_tls = match &a.terminate_tls {
-            Some(t) if t.value => {
-                let tpos = (t.line, t.column);
-                if !matches!(position, Position::ClientLink(_)) {
-                    return self.err(
-                        tpos,
-                        "attacker.terminate_tls",
-                        "only an attacker on a client's link (`network <device> <-> <server>`) meets its TLS handshake",
-                    );
-                }
-                if !tls {
-                    return self.err(
-                        tpos,
-                        "attacker.terminate_tls",
-                        "there is no TLS to terminate with `transport: plain`",
-                    );
-                }
-                true
-            }
-            _ => false,
-        };
-        // Under TLS a wire attacker on a client link sees records it cannot open: rules that
-        // would read or change stanzas there could never act.
-        if tls
-            && !terminate_tls
-            && let Position::ClientLink(dev) = &position
-        {
-            let sealed = format!(
-                "{dev}'s link is under TLS: an attacker on it sees only TLS records (write `transport: plain`, or `terminate_tls: true`)"
-            );
-            if let Some(r) = a.rules.first() {
-                return self.err((r.line, r.column), "attacker.rules[0]", sealed);
-            }
-            if let Some(i) = a.inject.first() {
-                return self.err((i.line, i.column), "attacker.inject[0]", sealed);
-            }
-        }
-        let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
-        protocols.sort();
-        protocols.dedup();
-        Ok(AttackerPlan { position, rules, inject, terminate_tls, protocols })
+        Ok(inject)
     }
 }
 
