@@ -13,6 +13,7 @@
 pub mod attacker;
 pub mod diagram;
 pub mod properties;
+pub mod reasons;
 pub mod report;
 pub mod runner;
 pub mod scenario;

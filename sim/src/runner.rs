@@ -570,19 +570,17 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
                     let ok = log.received.iter().any(|r| &r.body == body && r.carbon.is_some());
                     push(format!("{key} received {body:?} as a carbon"), ok, "no carbon copy".into());
                 }
-                if let Some(want) = &e.alerts {
-                    push(
-                        format!("{key} alerts {}", list(want)),
-                        *want == log.alerts,
-                        format!("got {}", list(&log.alerts)),
-                    );
-                }
-                if let Some(want) = &e.errors {
-                    push(
-                        format!("{key} errors {}", list(want)),
-                        *want == log.errors,
-                        format!("got {}", list(&log.errors)),
-                    );
+                for (what, want, got) in
+                    [("alerts", &e.alerts, &log.alerts), ("errors", &e.errors, &log.errors)]
+                {
+                    if let Some(want) = want {
+                        let want: Vec<String> = want.iter().map(|r| r.value.clone()).collect();
+                        push(
+                            format!("{key} {what} {}", list(&want)),
+                            want == *got,
+                            format!("got {}", list(got)),
+                        );
+                    }
                 }
             }
         }

@@ -36,6 +36,9 @@ enum Cmd {
     },
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Print every reason a scenario may expect in a device's `alerts:` and `errors:`, with its
+    /// meaning and who reports it, as markdown (committed as `scenarios/reasons.md`).
+    Reasons,
     /// Run one scenario and draw the run as a sequence diagram: Mermaid text (renders in a
     /// GitHub comment) or a self-contained SVG. Session set-up is left out unless `--all`.
     Diagram {
@@ -184,6 +187,10 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Schema => {
             print!("{}", jabberwock_sim::json_schema());
+            ExitCode::SUCCESS
+        }
+        Cmd::Reasons => {
+            print!("{}", jabberwock_sim::reasons::markdown());
             ExitCode::SUCCESS
         }
         Cmd::Diagram { path, seed, format, all, output } => {

@@ -158,7 +158,8 @@ pub enum Event {
     },
     /// Something the user must be warned about.
     Alert {
-        /// A stable kebab-case reason.
+        /// A stable kebab-case reason: one its protocol declares
+        /// ([`crate::ProtocolDef::reasons`]).
         reason: &'static str,
         /// Details for the transcript.
         detail: String,
@@ -207,7 +208,7 @@ impl Output {
     /// A body that arrived in clear where end-to-end encryption was expected: shown, and
     /// flagged with an `unencrypted` alert (what a downgrade must not get past).
     pub(crate) fn unencrypted(&mut self, from: Jid, body: String, detail: String) {
-        self.events.push(Event::Alert { reason: "unencrypted", detail });
+        self.events.push(Event::Alert { reason: crate::reason::UNENCRYPTED.code, detail });
         self.events.push(Event::Plaintext {
             from,
             body,

@@ -5,6 +5,8 @@
 
 use thiserror::Error;
 
+use crate::reason;
+
 /// Who caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -36,7 +38,8 @@ pub enum E2eError {
     /// that no longer exists because the message was already read).
     #[error("rejected ({reason}): {detail}")]
     Rejected {
-        /// A stable kebab-case reason, e.g. `bad-mac`, `bad-signature`, `no-message-key`.
+        /// A stable kebab-case reason, e.g. `bad-mac`, `bad-signature`, `no-message-key`: one
+        /// its protocol declares ([`crate::ProtocolDef::reasons`]).
         reason: &'static str,
         /// Details.
         detail: String,
@@ -58,13 +61,15 @@ impl E2eError {
         }
     }
 
-    /// A short stable kebab-case code, used in transcripts and in `expect:` blocks.
+    /// A short stable kebab-case code, used in transcripts and in `expect:` blocks: one of
+    /// [`reason::EVERY_ENGINE`], or a `Rejected` reason its protocol declares
+    /// ([`crate::ProtocolDef::reasons`]).
     pub fn code(&self) -> &'static str {
         match self {
-            E2eError::Malformed { .. } => "malformed",
-            E2eError::Missing { .. } => "missing-element",
+            E2eError::Malformed { .. } => reason::MALFORMED.code,
+            E2eError::Missing { .. } => reason::MISSING_ELEMENT.code,
             E2eError::Rejected { reason, .. } => reason,
-            E2eError::Policy { .. } => "policy",
+            E2eError::Policy { .. } => reason::POLICY.code,
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod codec;
 mod engine;
 mod error;
+pub mod reason;
 mod registry;
 mod rng06;
 mod rsa_keygen;
@@ -48,5 +49,6 @@ pub use engine::{
 pub use error::{E2eError, Fault};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
+pub use reason::Reason;
 pub use registry::{OptionDecl, Protocol, ProtocolDef, new_engine};
 pub use wire::{Ciphertext, Wire};

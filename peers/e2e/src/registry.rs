@@ -1,10 +1,10 @@
 //! The protocol registry: what the rest of the bench may know of a protocol.
 //!
 //! A protocol lives in its own folder and exports one [`ProtocolDef`]: its name, how to build
-//! an engine, and the scenario options it accepts. The list of them is the registry
-//! ([`Protocol::ALL`], made by the `protocols!` line in `lib.rs`); nothing outside a protocol's
-//! folder names it (`peers/e2e/tests/registry.rs` checks it), so adding one is its folder plus
-//! one registry line. The simulator, the attacker and the judges see protocols only through
+//! an engine, the scenario options it accepts, and the reasons (error codes and alerts) it
+//! reports. The list of them is the registry ([`Protocol::ALL`], made by the `protocols!` line
+//! in `lib.rs`); nothing outside a protocol's folder names it (`peers/e2e/tests/registry.rs`
+//! checks it), so adding one is its folder plus one registry line. The simulator, the attacker and the judges see protocols only through
 //! this seam (after tlspuffin's `Put`, looked up by name).
 
 use core::cmp::Ordering;
@@ -14,7 +14,7 @@ use core::str::FromStr;
 use jid::FullJid;
 use rand_core::RngCore;
 
-use crate::{Engine, EngineConfig, Wire};
+use crate::{Engine, EngineConfig, Reason, Wire};
 
 /// A protocol as its folder describes it to the registry.
 pub struct ProtocolDef {
@@ -30,11 +30,20 @@ pub struct ProtocolDef {
     pub options: &'static [&'static OptionDecl],
     /// What the attacker, the judges and the diagrams may know of its wire format.
     pub wire: &'static dyn Wire,
+    /// Every reason its engine reports (error codes and alerts) beyond those every engine
+    /// reports ([`crate::reason::EVERY_ENGINE`]): its own, declared in its folder, and the
+    /// shared ones of [`crate::reason`] it uses. Scenario files may expect only declared
+    /// reasons; the simulator's tests fail when its code reports one that is not listed here.
+    pub reasons: &'static [Reason],
 }
 
 impl fmt::Debug for ProtocolDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProtocolDef").field("name", &self.name).field("options", &self.options).finish()
+        f.debug_struct("ProtocolDef")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .field("reasons", &self.reasons.len())
+            .finish()
     }
 }
 

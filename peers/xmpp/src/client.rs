@@ -558,7 +558,7 @@ impl<T: Transport> Device<T> {
                     if from != own.to_string() {
                         self.hooks.note(Note::ClientAlert {
                             device: &self.cfg.jid,
-                            reason: "forged-carbon",
+                            reason: crate::reasons::FORGED_CARBON.code,
                             detail: format!("carbon from {from} ignored"),
                         });
                         return;

@@ -11,6 +11,7 @@
 
 mod client;
 mod hooks;
+pub mod reasons;
 mod server;
 pub mod stanza;
 mod tls;

@@ -47,9 +47,13 @@ pub fn jid_attr(stanza: &Element, name: &str) -> Result<Option<Jid>, String> {
 }
 
 /// The defined condition of a stanza error, e.g. `service-unavailable`.
+/// A condition RFC 6120 §8.3.3 does not define reads `undefined-condition`
+/// ([`crate::reasons::STANZA_ERRORS`]).
 pub fn error_condition(stanza: &Element) -> Option<String> {
     let error = stanza.get_child("error", NS_CLIENT)?;
-    error.children().find(|c| c.ns() == NS_STANZAS && c.name() != "text").map(|c| c.name().to_owned())
+    let name = error.children().find(|c| c.ns() == NS_STANZAS && c.name() != "text").map(|c| c.name())?;
+    let defined = crate::reasons::defined(crate::reasons::STANZA_ERRORS, name);
+    Some(defined.unwrap_or("undefined-condition").to_owned())
 }
 
 /// Builds the RFC 6120 §8.3 error reply to `stanza` (from and to swapped, same id).

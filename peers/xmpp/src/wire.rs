@@ -162,35 +162,6 @@ pub(crate) fn describe(e: &tokio_xmpp::xmlstream::ReadError) -> (&'static str, S
     }
 }
 
-/// RFC 6120 §4.9.3 stream error conditions.
-const STREAM_CONDITIONS: &[&str] = &[
-    "bad-format",
-    "bad-namespace-prefix",
-    "conflict",
-    "connection-timeout",
-    "host-gone",
-    "host-unknown",
-    "improper-addressing",
-    "internal-server-error",
-    "invalid-from",
-    "invalid-namespace",
-    "invalid-xml",
-    "not-authorized",
-    "not-well-formed",
-    "policy-violation",
-    "remote-connection-failed",
-    "reset",
-    "resource-constraint",
-    "restricted-xml",
-    "see-other-host",
-    "system-shutdown",
-    "undefined-condition",
-    "unsupported-encoding",
-    "unsupported-feature",
-    "unsupported-stanza-type",
-    "unsupported-version",
-];
-
 /// The condition of a received `<stream:error/>`, if `el` is one (RFC 6120 §4.9.2).
 pub(crate) fn stream_error_condition(el: &Element) -> Option<&'static str> {
     if !el.is("error", crate::server::NS_STREAM) {
@@ -199,7 +170,7 @@ pub(crate) fn stream_error_condition(el: &Element) -> Option<&'static str> {
     let name =
         el.children().find(|c| c.ns() == crate::server::NS_STREAMS && c.name() != "text").map(|c| c.name());
     Some(
-        name.and_then(|n| STREAM_CONDITIONS.iter().copied().find(|c| *c == n))
+        name.and_then(|n| crate::reasons::defined(crate::reasons::STREAM_ERRORS, n))
             .unwrap_or("undefined-condition"),
     )
 }

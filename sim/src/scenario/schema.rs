@@ -484,12 +484,15 @@ pub struct PartyExpect {
     /// Device: plaintexts that must have arrived as XEP-0280 carbons.
     #[serde(default)]
     pub carbons: Vec<String>,
-    /// Device: alert reasons, in order.
+    /// Device: alert reasons, in order (each a known reason: scenarios/reasons.md).
     #[serde(default)]
-    pub alerts: Option<Vec<String>>,
-    /// Device: error codes (engine errors, stanza errors, stream errors), in order.
+    #[schemars(schema_with = "crate::reasons::list_schema")]
+    pub alerts: Option<Vec<At<String>>>,
+    /// Device: error codes (engine errors, stanza errors, stream errors), in order (each a
+    /// known reason: scenarios/reasons.md).
     #[serde(default)]
-    pub errors: Option<Vec<String>>,
+    #[schemars(schema_with = "crate::reasons::list_schema")]
+    pub errors: Option<Vec<At<String>>>,
     /// Attacker: the plaintexts it could read, in any order.
     #[serde(default)]
     pub read: Option<Vec<String>>,

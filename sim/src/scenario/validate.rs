@@ -679,6 +679,11 @@ impl Validator<'_> {
                 if e.read.is_some() || !e.acted.is_empty() {
                     return self.err(pos, path, "`read` and `acted` are for the attacker");
                 }
+                if let Err((at, field, message)) =
+                    crate::reasons::check_expected(e.alerts.as_deref(), e.errors.as_deref())
+                {
+                    return self.err(at, format!("{path}.{field}"), message);
+                }
                 expect.push((Party::Device(dev), key.clone(), e.value.clone()));
             }
         }

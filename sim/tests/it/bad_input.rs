@@ -48,6 +48,32 @@ fn a_time_in_the_past() {
 }
 
 #[test]
+fn an_unknown_reason_names_the_closest_known_ones() {
+    let e = error(&format!(
+        "{GOOD_HEAD}expect:\n  bob/laptop: {{alerts: [unencrypted], errors: [bad-mac, bad-macs]}}\n"
+    ));
+    assert_eq!(
+        e,
+        "bad.yaml:8:57: at `expect.bob/laptop.errors[1]`: unknown reason `bad-macs`: no engine or client reports \
+         it (closest: `bad-mac`; scenarios/reasons.md lists all 148)"
+            .replace("148", &jabberwock_sim::reasons::all().len().to_string())
+    );
+    let e = error(&format!(
+        "{GOOD_HEAD}expect:\n  bob/laptop:\n    alerts:\n      - unencrypted\n      - otr-sesion\n"
+    ));
+    assert!(
+        e.starts_with("bad.yaml:11:9: at `expect.bob/laptop.alerts[1]`: unknown reason `otr-sesion`"),
+        "{e}"
+    );
+    assert!(e.contains("(closest: `otr-session`"), "{e}");
+    // Every reason declared anywhere is accepted, on any device.
+    let every: Vec<&str> = jabberwock_sim::reasons::all().iter().map(|k| k.code).collect();
+    let yaml =
+        format!("{GOOD_HEAD}expect:\n  bob/laptop: {{alerts: [{0}], errors: [{0}]}}\n", every.join(", "));
+    assert!(parse("good.yaml", &yaml).is_ok());
+}
+
+#[test]
 fn a_rule_that_matches_nothing() {
     let e = error(&format!(
         "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{match: {{from: carol@a.example}}, do: drop}}\n"

@@ -7,5 +7,6 @@ mod determinism;
 mod diagram;
 mod hostile;
 mod matrix;
+mod reasons;
 mod scenarios;
 mod schema;

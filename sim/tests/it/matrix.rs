@@ -27,6 +27,14 @@ fn protocol_property_matrix() {
         );
     }
     assert_eq!(first.cells.len(), second.cells.len());
+    // Every reason a device logged is declared for its protocol.
+    let undeclared: Vec<String> = first
+        .cells
+        .iter()
+        .filter_map(|c| c.outcome().map(|o| crate::reasons::undeclared_in(o, |_| Some(c.protocol))))
+        .flatten()
+        .collect();
+    assert!(undeclared.is_empty(), "{}", undeclared.join("\n"));
     assert_eq!(first.cells.len(), jabberwock_sim::properties::PROPERTIES.len() * Protocol::ALL.len());
 
     // The control protocol must fail every security property it is measured on: a suite in

@@ -27,6 +27,10 @@ fn scenarios() {
                 first.transcript.jsonl_for(&scenario.name),
                 second.transcript.jsonl_for(&scenario.name)
             );
+            let undeclared = crate::reasons::undeclared_in(&first, |jid| {
+                scenario.devices.iter().find(|d| d.jid == *jid).map(|d| d.protocol)
+            });
+            assert!(undeclared.is_empty(), "{}", undeclared.join("\n"));
             insta::assert_snapshot!(a);
             assert!(first.passed(), "{}: {}", scenario.name, first.failure().unwrap_or_default());
         });

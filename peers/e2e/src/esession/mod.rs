@@ -16,6 +16,7 @@
 
 pub mod crypto;
 pub mod forms;
+mod reasons;
 mod seam;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
     options: &[],
     wire: &seam::EsessionWire,
+    reasons: reasons::REASONS,
 };
 
 /// XEP-0200 stanza encryption.

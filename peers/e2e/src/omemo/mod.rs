@@ -13,6 +13,7 @@ pub mod engine;
 pub mod legacy;
 pub mod payload;
 pub mod ratchet;
+mod reasons;
 mod seam;
 pub mod wire;
 pub mod x3dh;
@@ -25,6 +26,7 @@ pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::OmemoWire::OMEMO2,
+    reasons: reasons::OMEMO,
 };
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
@@ -33,6 +35,7 @@ pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::OmemoWire::LEGACY,
+    reasons: reasons::LEGACY,
 };
 
 /// 32 bytes from the caller's (seeded) RNG.

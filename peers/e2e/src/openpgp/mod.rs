@@ -92,6 +92,7 @@
 
 pub mod keys;
 pub mod ox;
+mod reasons;
 mod seam;
 mod trust;
 pub mod xep0027;
@@ -115,6 +116,7 @@ pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::PgpWire,
+    reasons: reasons::PGP,
 };
 
 /// The registry entry of OX (XEP-0373/0374).
@@ -123,6 +125,7 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::OxWire,
+    reasons: reasons::OX,
 };
 use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 

@@ -15,6 +15,7 @@
 
 pub mod ake;
 pub mod crypto;
+mod reasons;
 mod seam;
 pub mod session;
 pub mod smp;
@@ -61,7 +62,7 @@ pub enum OtrPolicy {
 
 /// The registry entry: the policy is an account option (§"Policies").
 pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire };
+    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire, reasons: reasons::REASONS };
 
 /// `otr: require | opportunistic | never` under an account.
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {

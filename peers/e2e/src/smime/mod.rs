@@ -79,6 +79,7 @@
 pub mod cpim;
 pub mod envelope;
 pub mod pki;
+mod reasons;
 mod seam;
 #[cfg(test)]
 mod tests;
@@ -106,6 +107,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::SmimeWire,
+    reasons: reasons::REASONS,
 };
 
 /// `urn:ietf:params:xml:ns:xmpp-e2e` (RFC 3923 §9).

@@ -198,6 +198,7 @@
 pub mod dsig;
 pub mod enc;
 pub mod keys;
+mod reasons;
 mod seam;
 
 use core::time::Duration;
@@ -219,7 +220,7 @@ use crate::{
 
 /// The registry entry: the content cipher is an account option.
 pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::XmlsecWire };
+    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::XmlsecWire, reasons: reasons::REASONS };
 
 /// `cipher: gcm | cbc` under an account.
 pub static CIPHER_OPTION: crate::OptionDecl = crate::OptionDecl {

@@ -73,6 +73,7 @@
 //!   sender never wrote; we do not implement that forgery (`forge` gives `None`).
 
 pub mod tunnel;
+mod reasons;
 mod seam;
 
 #[cfg(test)]
@@ -101,6 +102,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Xtls::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::XtlsWire,
+    reasons: reasons::REASONS,
 };
 
 /// The XTLS namespace (§ns: "Until this proposal is accepted ... `urn:xmpp:tmp:xtls`").

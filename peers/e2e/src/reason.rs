@@ -1,0 +1,226 @@
+//! The reasons engines report: the stable kebab-case codes of [`E2eError::code`] and of
+//! [`Event::Alert`], which transcripts print and scenarios expect (`expect: {bob/laptop:
+//! {errors: [bad-mac]}}`).
+//!
+//! Every reason is declared once, with what it means. The ones every engine may report (the
+//! variants of [`E2eError`] other than `Rejected`) and the ones several engines share are
+//! declared here; a protocol's own are declared in its folder, and its registry entry
+//! ([`crate::ProtocolDef::reasons`]) lists everything it reports beyond [`EVERY_ENGINE`]. The
+//! simulator assembles the whole list (with the client's stanza and stream errors) and rejects
+//! a scenario that expects a reason nobody reports; its tests fail when code reports a reason
+//! that is not declared.
+//!
+//! [`E2eError`]: crate::E2eError
+//! [`E2eError::code`]: crate::E2eError::code
+//! [`Event::Alert`]: crate::Event::Alert
+
+/// A reason a device reports (an error or an alert), with what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reason {
+    /// The code (lowercase kebab-case), as transcripts print it and `expect:` writes it.
+    pub code: &'static str,
+    /// What it means, in one line, for the schema and the documentation.
+    pub meaning: &'static str,
+}
+
+impl Reason {
+    /// A reason with its meaning.
+    pub const fn new(code: &'static str, meaning: &'static str) -> Reason {
+        Reason { code, meaning }
+    }
+}
+
+// ---- every engine --------------------------------------------------------------------------
+
+/// [`crate::E2eError::Malformed`].
+pub const MALFORMED: Reason = Reason::new(
+    "malformed",
+    "A stanza or payload does not have the shape the protocol requires (bad base64, XML, encoding or length).",
+);
+/// [`crate::E2eError::Missing`].
+pub const MISSING_ELEMENT: Reason =
+    Reason::new("missing-element", "A stanza lacks an element or field the protocol requires.");
+/// [`crate::E2eError::Policy`].
+pub const POLICY: Reason = Reason::new(
+    "policy",
+    "The device refuses to act on its own side: no trusted key of the recipient, no session to send in, a local failure.",
+);
+
+/// What every engine may report: the codes of [`crate::E2eError`]'s variants other than
+/// `Rejected`.
+pub static EVERY_ENGINE: &[Reason] = &[MALFORMED, MISSING_ELEMENT, POLICY];
+
+// ---- shared by several engines ---------------------------------------------------------------
+
+/// A clear body where end-to-end encryption was expected ([`crate::Output`]'s helper).
+pub const UNENCRYPTED: Reason = Reason::new(
+    "unencrypted",
+    "A message arrived without end-to-end encryption: shown, and flagged (what a downgrade must not get past).",
+);
+/// A message the user typed could not be sent.
+pub const NOT_SENT: Reason = Reason::new(
+    "not-sent",
+    "A message the user typed was not sent (no usable key, session or device for the recipient).",
+);
+/// A verification ceremony with nothing to compare.
+pub const NOTHING_TO_VERIFY: Reason = Reason::new(
+    "nothing-to-verify",
+    "The verification ceremony found no key or session of the peer to compare.",
+);
+/// The verification ceremony showed another key.
+pub const FINGERPRINT_MISMATCH: Reason = Reason::new(
+    "fingerprint-mismatch",
+    "A key the device uses for the peer is not the one the peer shows out of band: someone is in the middle.",
+);
+/// The short authentication strings differ.
+pub const SAS_MISMATCH: Reason = Reason::new(
+    "sas-mismatch",
+    "The short authentication string the peer reads out is not ours: someone is in the middle (the session is closed).",
+);
+/// A message signed with a key the user does not trust.
+pub const UNTRUSTED_KEY: Reason = Reason::new(
+    "untrusted-key",
+    "A message is signed with (or a session runs under) a key the user does not trust.",
+);
+/// A device the user does not trust.
+pub const UNTRUSTED_DEVICE: Reason = Reason::new(
+    "untrusted-device",
+    "A peer device's key is not trusted: what it sends is flagged, nothing is sent to it.",
+);
+/// A peer device presents another identity key.
+pub const IDENTITY_CHANGED: Reason = Reason::new(
+    "identity-changed",
+    "A peer device presents an identity key (or certificate) other than the one seen before.",
+);
+/// A MAC or authentication tag does not verify.
+pub const BAD_MAC: Reason = Reason::new(
+    "bad-mac",
+    "A MAC or authentication tag does not verify: the ciphertext was changed, or is not for these keys.",
+);
+/// A signature does not verify.
+pub const BAD_SIGNATURE: Reason =
+    Reason::new("bad-signature", "A signature does not verify under the sender's key.");
+/// Block-cipher padding is invalid.
+pub const BAD_PADDING: Reason =
+    Reason::new("bad-padding", "The padding of a decrypted block is invalid: the ciphertext was changed.");
+/// A revealed value does not match its commitment.
+pub const BAD_COMMITMENT: Reason =
+    Reason::new("bad-commitment", "A key-exchange value does not match the hash committed to earlier.");
+/// A Diffie-Hellman value outside the group.
+pub const BAD_GROUP_ELEMENT: Reason =
+    Reason::new("bad-group-element", "A Diffie-Hellman public value is outside the group's safe range.");
+/// A public key that cannot be used.
+pub const BAD_KEY: Reason =
+    Reason::new("bad-key", "A peer's public key cannot be parsed or is too small to use.");
+/// A weak key.
+pub const WEAK_KEY: Reason = Reason::new(
+    "weak-key",
+    "A peer's key is weak: a low-order curve point, or an RSA modulus outside the accepted sizes.",
+);
+/// No session for a session message.
+pub const NO_SESSION: Reason =
+    Reason::new("no-session", "A message belongs to a session this device does not have (or no longer has).");
+/// Not encrypted for this device.
+pub const NOT_FOR_THIS_DEVICE: Reason =
+    Reason::new("not-for-this-device", "A message carries no key encrypted for this device.");
+/// The signed recipient is not this account.
+pub const TO_MISMATCH: Reason = Reason::new(
+    "to-mismatch",
+    "The recipient named inside the signed content is not the one the stanza was delivered to.",
+);
+/// A protocol message out of sequence.
+pub const UNEXPECTED: Reason = Reason::new(
+    "unexpected",
+    "A protocol message that does not fit the current state (an answer to nothing asked).",
+);
+/// A signer the device has no key for.
+pub const UNKNOWN_SIGNER: Reason =
+    Reason::new("unknown-signer", "A message is signed by a key the device does not know for its sender.");
+/// An algorithm the engine does not accept.
+pub const UNSUPPORTED_ALGORITHM: Reason = Reason::new(
+    "unsupported-algorithm",
+    "A message names an algorithm (digest, signature, cipher, transform) the engine does not accept.",
+);
+/// The CRC-24 of ASCII armour.
+pub const BAD_CHECKSUM: Reason =
+    Reason::new("bad-checksum", "The CRC-24 checksum of ASCII armour does not match its content.");
+
+/// The reasons declared here that several engines report; each protocol's registry entry
+/// lists those it reports.
+pub static SHARED: &[Reason] = &[
+    UNENCRYPTED,
+    NOT_SENT,
+    NOTHING_TO_VERIFY,
+    FINGERPRINT_MISMATCH,
+    SAS_MISMATCH,
+    UNTRUSTED_KEY,
+    UNTRUSTED_DEVICE,
+    IDENTITY_CHANGED,
+    BAD_MAC,
+    BAD_SIGNATURE,
+    BAD_PADDING,
+    BAD_COMMITMENT,
+    BAD_GROUP_ELEMENT,
+    BAD_KEY,
+    WEAK_KEY,
+    NO_SESSION,
+    NOT_FOR_THIS_DEVICE,
+    TO_MISMATCH,
+    UNEXPECTED,
+    UNKNOWN_SIGNER,
+    UNSUPPORTED_ALGORITHM,
+    BAD_CHECKSUM,
+];
+
+/// Whether `code` is lowercase kebab-case: words of `a-z` and `0-9` joined by single hyphens.
+pub fn is_kebab_case(code: &str) -> bool {
+    !code.is_empty()
+        && code
+            .split('-')
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    #[test]
+    fn reasons_are_kebab_case_and_declared_once() {
+        assert!(is_kebab_case("bad-mac") && is_kebab_case("x3dh"));
+        for bad in ["", "Bad", "bad--mac", "-bad", "bad-", "bad_mac", "bad mac"] {
+            assert!(!is_kebab_case(bad), "{bad}");
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for r in EVERY_ENGINE.iter().chain(SHARED) {
+            assert!(is_kebab_case(r.code), "{}", r.code);
+            assert!(!r.meaning.is_empty() && r.meaning.ends_with('.'), "{}: {}", r.code, r.meaning);
+            assert!(seen.insert(r.code, *r).is_none(), "{} declared twice", r.code);
+        }
+        // A protocol lists each reason once, never one every engine reports, and a code means
+        // one thing: declared by several protocols (or here), it is the same declaration.
+        for p in Protocol::ALL {
+            let mut own = std::collections::BTreeSet::new();
+            for r in p.def().reasons {
+                assert!(is_kebab_case(r.code), "{p}: {}", r.code);
+                assert!(!r.meaning.is_empty() && r.meaning.ends_with('.'), "{p}: {}: {}", r.code, r.meaning);
+                assert!(own.insert(r.code), "{p} lists {} twice", r.code);
+                assert!(
+                    !EVERY_ENGINE.iter().any(|e| e.code == r.code),
+                    "{p} lists {}, which every engine reports",
+                    r.code
+                );
+                let first = *seen.entry(r.code).or_insert(*r);
+                assert_eq!(first, *r, "{p} declares {} again with another meaning", r.code);
+            }
+        }
+        // Every shared reason is reported by some protocol.
+        for r in SHARED {
+            assert!(
+                Protocol::ALL.iter().any(|p| p.def().reasons.contains(r)),
+                "no protocol lists the shared reason {}",
+                r.code
+            );
+        }
+    }
+}
