@@ -94,9 +94,15 @@ fn code_lines(path: &Path, text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut in_about = false;
     let lines: Vec<&str> = text.lines().collect();
-    let mut skip_next = false;
+    // While skipping a test-only item: the brace depth inside it, once its body opened.
+    let mut skipping: Option<(i64, bool)> = None;
     for (i, line) in lines.iter().copied().enumerate() {
-        if core::mem::take(&mut skip_next) {
+        if let Some((depth, opened)) = skipping.as_mut() {
+            *depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+            *opened |= line.contains('{');
+            if (*opened && *depth <= 0) || (!*opened && line.trim_end().ends_with(';')) {
+                skipping = None;
+            }
             continue;
         }
         let trimmed = line.trim_start();
@@ -115,13 +121,10 @@ fn code_lines(path: &Path, text: &str) -> Vec<(usize, String)> {
             }
             out.push((i + 1, line.to_owned()));
         } else {
-            // A test module (`#[cfg(test)] mod tests {`, at the end of its file by custom) ends
-            // the code; a test-only item of one line (`#[cfg(test)] mod testing;`) is skipped.
+            // A test-only item (`#[cfg(test)] mod tests { … }`, a test helper, `mod testing;`)
+            // is skipped to its end: its braces balanced, or its `;`.
             if trimmed.starts_with("#[cfg(test)]") {
-                if lines.get(i + 1).is_some_and(|l| l.trim_end().ends_with('{')) {
-                    break;
-                }
-                skip_next = true;
+                skipping = Some((0, false));
                 continue;
             }
             if trimmed.starts_with("//") {
@@ -216,8 +219,10 @@ fn the_checker_sees_what_it_looks_for() {
     assert!(naming("let motorcycle = potr;", otr).is_none());
     let lines = code_lines(Path::new("x.rs"), "let a = 1; // OTR\n// Otr\n#[cfg(test)]\nmod otr;\nb\n");
     assert_eq!(lines, vec![(1, "let a = 1;".to_owned()), (5, "b".to_owned())]);
-    let lines = code_lines(Path::new("x.rs"), "a\n#[cfg(test)]\nmod tests {\nOtr\n}\n");
-    assert_eq!(lines, vec![(1, "a".to_owned())]);
+    let lines = code_lines(Path::new("x.rs"), "a\n#[cfg(test)]\nmod tests {\nOtr {\n}\n}\nb\n");
+    assert_eq!(lines, vec![(1, "a".to_owned()), (7, "b".to_owned())]);
+    let lines = code_lines(Path::new("x.rs"), "#[cfg(test)]\nfn f(\n  x: u8,\n) -> Otr {\n}\nc\n");
+    assert_eq!(lines, vec![(6, "c".to_owned())]);
     let lines = code_lines(Path::new("x.yaml.tmpl"), "about: OTR\n  more OTR\n# OTR\nname: x\n");
     assert_eq!(lines, vec![(4, "name: x".to_owned())]);
 }
