@@ -6,6 +6,7 @@ mod bad_input;
 mod determinism;
 mod diagram;
 mod hostile;
+mod layering;
 mod matrix;
 mod reasons;
 mod scenarios;
