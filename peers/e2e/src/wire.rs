@@ -136,6 +136,95 @@ pub(crate) fn is_message(stanza: &Element) -> bool {
     stanza.is("message", crate::xml::NS_CLIENT) && stanza.attr("type") != Some("error")
 }
 
+/// How an element's text carries bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextEncoding {
+    /// Base64 (RFC 4648 §4).
+    Base64,
+    /// OpenPGP ASCII armour without headers, its CRC-24 recomputed on the way back
+    /// ([`crate::codec`]).
+    Armour,
+}
+
+/// The wire of a protocol that protects a message with one element: a downgrade strips that
+/// element, and its ciphertext is the text of the element itself or of a descendant (an
+/// OMEMO `<payload/>`, an XML Encryption `CipherData/CipherValue`). The object-security
+/// protocols and OMEMO are described by one of these.
+#[derive(Debug)]
+pub(crate) struct ElementWire {
+    /// The protecting element's name and namespace.
+    pub element: (&'static str, &'static str),
+    /// The path, by child names, from it to the element whose text is the ciphertext (empty:
+    /// its own text). A message whose path is missing is not the conversation (an OMEMO key
+    /// transport has no payload).
+    pub text_at: &'static [&'static str],
+    /// How the text encodes the bytes.
+    pub encoding: TextEncoding,
+    /// What the bytes are, for the transcript.
+    pub what: &'static str,
+    /// Where the encrypted content sits in the bytes.
+    pub content: fn(&[u8]) -> Range<usize>,
+    /// The diagrams' labels for the protocol's payloads.
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+/// All of the bytes are encrypted content.
+pub(crate) fn all_content(bytes: &[u8]) -> Range<usize> {
+    0..bytes.len()
+}
+
+impl ElementWire {
+    fn text_element<'a>(&self, stanza: &'a Element) -> Option<&'a Element> {
+        if !is_message(stanza) {
+            return None;
+        }
+        let (name, ns) = self.element;
+        self.text_at
+            .iter()
+            .try_fold(find(stanza, name, ns)?, |el, step| el.children().find(|c| c.name() == *step))
+    }
+}
+
+impl Wire for ElementWire {
+    fn labels(&self) -> &'static [(&'static str, &'static str)] {
+        self.labels
+    }
+
+    fn carries_conversation(&self, stanza: &Element) -> bool {
+        self.text_element(stanza).is_some()
+    }
+
+    fn ciphertext(&self, stanza: &Element) -> Option<Ciphertext> {
+        let text = self.text_element(stanza)?;
+        let bytes = match self.encoding {
+            TextEncoding::Base64 => base64_text(text)?,
+            TextEncoding::Armour => crate::codec::dearmor_body(&text.text()).ok()?,
+        };
+        Some(Ciphertext { content: (self.content)(&bytes), bytes, what: self.what })
+    }
+
+    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
+        if self.text_element(stanza).is_none() {
+            return false;
+        }
+        let (name, ns) = self.element;
+        let target = find_mut(stanza, name, ns).and_then(|el| {
+            self.text_at.iter().try_fold(el, |el, step| el.children_mut().find(|c| c.name() == *step))
+        });
+        let Some(target) = target else { return false };
+        match self.encoding {
+            TextEncoding::Base64 => set_base64(target, bytes),
+            TextEncoding::Armour => set_text(target, crate::codec::armor_body(bytes)),
+        }
+        true
+    }
+
+    fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
+        let (name, ns) = self.element;
+        is_message(stanza) && replace_with_body(stanza, name, ns, body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     name: "esession", module: module_path!(),
     build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
     options: &[],
-    wire: &seam::EsessionWire,
+    wire: &seam::WIRE,
     reasons: reasons::REASONS,
 };
 

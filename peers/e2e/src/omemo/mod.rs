@@ -25,7 +25,7 @@ pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
     name: "omemo", module: module_path!(),
     build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
     options: &[],
-    wire: &seam::OmemoWire::OMEMO2,
+    wire: &seam::OMEMO2,
     reasons: reasons::OMEMO,
 };
 
@@ -34,7 +34,7 @@ pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
     name: "omemo-legacy", module: module_path!(),
     build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
     options: &[],
-    wire: &seam::OmemoWire::LEGACY,
+    wire: &seam::LEGACY,
     reasons: reasons::LEGACY,
 };
 

@@ -115,7 +115,7 @@ pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
     name: "pgp", module: module_path!(),
     build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
     options: &[],
-    wire: &seam::PgpWire,
+    wire: &seam::PGP,
     reasons: reasons::PGP,
 };
 
@@ -124,7 +124,7 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     name: "ox", module: module_path!(),
     build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
     options: &[],
-    wire: &seam::OxWire,
+    wire: &seam::OX,
     reasons: reasons::OX,
 };
 use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};

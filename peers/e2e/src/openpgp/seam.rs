@@ -5,19 +5,9 @@
 
 use core::ops::Range;
 
-use minidom::Element;
-
 use super::ox::NS as NS_OX;
 use super::xep0027::{NS_ENCRYPTED, NS_SIGNED};
-use crate::codec::{armor_body, dearmor_body};
-use crate::wire::{
-    Ciphertext, Wire, base64_text, find, find_mut, is_message, replace_with_body, set_base64, set_text,
-};
-
-fn packets(bytes: Vec<u8>, what: &'static str) -> Ciphertext {
-    let content = encrypted_data(&bytes).unwrap_or(0..bytes.len());
-    Ciphertext { bytes, content, what }
-}
+use crate::wire::{ElementWire, TextEncoding};
 
 /// Where the encrypted data in a sequence of OpenPGP packets sits (RFC 4880 §4.2 packet
 /// headers, old and new format): the body of the first Symmetrically Encrypted Integrity
@@ -71,70 +61,30 @@ fn encrypted_data(bytes: &[u8]) -> Option<Range<usize>> {
     None
 }
 
-/// XEP-0027.
-#[derive(Debug)]
-pub struct PgpWire;
-
-impl Wire for PgpWire {
-    fn labels(&self) -> &'static [(&'static str, &'static str)] {
-        &[(NS_ENCRYPTED, "PGP encrypted"), (NS_SIGNED, "PGP signed")]
-    }
-
-    fn carries_conversation(&self, stanza: &Element) -> bool {
-        is_message(stanza) && find(stanza, "x", NS_ENCRYPTED).is_some()
-    }
-
-    fn ciphertext(&self, stanza: &Element) -> Option<Ciphertext> {
-        let bytes = dearmor_body(&find(stanza, "x", NS_ENCRYPTED)?.text()).ok()?;
-        Some(packets(bytes, "the armoured OpenPGP message (CRC-24 recomputed)"))
-    }
-
-    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
-        match find_mut(stanza, "x", NS_ENCRYPTED) {
-            Some(x) => {
-                set_text(x, armor_body(bytes));
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
-        is_message(stanza) && replace_with_body(stanza, "x", NS_ENCRYPTED, body)
-    }
+/// The encrypted data packet's body, or all of the bytes when there is none.
+fn encrypted_content(bytes: &[u8]) -> Range<usize> {
+    encrypted_data(bytes).unwrap_or(0..bytes.len())
 }
+
+/// XEP-0027.
+pub(super) static PGP: ElementWire = ElementWire {
+    element: ("x", NS_ENCRYPTED),
+    text_at: &[],
+    encoding: TextEncoding::Armour,
+    what: "the armoured OpenPGP message (CRC-24 recomputed)",
+    content: encrypted_content,
+    labels: &[(NS_ENCRYPTED, "PGP encrypted"), (NS_SIGNED, "PGP signed")],
+};
 
 /// OX (XEP-0373/0374).
-#[derive(Debug)]
-pub struct OxWire;
-
-impl Wire for OxWire {
-    fn labels(&self) -> &'static [(&'static str, &'static str)] {
-        &[(NS_OX, "OX openpgp")]
-    }
-
-    fn carries_conversation(&self, stanza: &Element) -> bool {
-        is_message(stanza) && find(stanza, "openpgp", NS_OX).is_some()
-    }
-
-    fn ciphertext(&self, stanza: &Element) -> Option<Ciphertext> {
-        Some(packets(base64_text(find(stanza, "openpgp", NS_OX)?)?, "the OpenPGP message"))
-    }
-
-    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
-        match find_mut(stanza, "openpgp", NS_OX) {
-            Some(e) => {
-                set_base64(e, bytes);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
-        is_message(stanza) && replace_with_body(stanza, "openpgp", NS_OX, body)
-    }
-}
+pub(super) static OX: ElementWire = ElementWire {
+    element: ("openpgp", NS_OX),
+    text_at: &[],
+    encoding: TextEncoding::Base64,
+    what: "the OpenPGP message",
+    content: encrypted_content,
+    labels: &[(NS_OX, "OX openpgp")],
+};
 
 #[cfg(test)]
 mod tests {

@@ -106,7 +106,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     name: "smime", module: module_path!(),
     build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
     options: &[],
-    wire: &seam::SmimeWire,
+    wire: &seam::WIRE,
     reasons: reasons::REASONS,
 };
 

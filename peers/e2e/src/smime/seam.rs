@@ -5,14 +5,8 @@
 use cms::content_info::ContentInfo;
 use cms::enveloped_data::EnvelopedData;
 use der::{Decode, Encode};
-use minidom::Element;
-
 use super::NS_E2E;
-use crate::wire::{Ciphertext, Wire, base64_text, find, find_mut, is_message, replace_with_body, set_base64};
-
-/// RFC 3923.
-#[derive(Debug)]
-pub struct SmimeWire;
+use crate::wire::{ElementWire, TextEncoding};
 
 /// Where the EnvelopedData's encrypted content sits in the DER (all of it when it is not an
 /// EnvelopedData).
@@ -33,31 +27,12 @@ fn encrypted_content(der_bytes: &[u8]) -> core::ops::Range<usize> {
     }
 }
 
-impl Wire for SmimeWire {
-    fn labels(&self) -> &'static [(&'static str, &'static str)] {
-        &[(NS_E2E, "S/MIME")]
-    }
-
-    fn carries_conversation(&self, stanza: &Element) -> bool {
-        is_message(stanza) && find(stanza, "e2e", NS_E2E).is_some()
-    }
-
-    fn ciphertext(&self, stanza: &Element) -> Option<Ciphertext> {
-        let bytes = base64_text(find(stanza, "e2e", NS_E2E)?)?;
-        Some(Ciphertext { content: encrypted_content(&bytes), bytes, what: "the CMS object" })
-    }
-
-    fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
-        match find_mut(stanza, "e2e", NS_E2E) {
-            Some(e) => {
-                set_base64(e, bytes);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
-        is_message(stanza) && replace_with_body(stanza, "e2e", NS_E2E, body)
-    }
-}
+/// RFC 3923.
+pub(super) static WIRE: ElementWire = ElementWire {
+    element: ("e2e", NS_E2E),
+    text_at: &[],
+    encoding: TextEncoding::Base64,
+    what: "the CMS object",
+    content: encrypted_content,
+    labels: &[(NS_E2E, "S/MIME")],
+};

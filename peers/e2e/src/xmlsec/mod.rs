@@ -220,7 +220,7 @@ use crate::{
 
 /// The registry entry: the content cipher is an account option.
 pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::XmlsecWire, reasons: reasons::REASONS };
+    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::WIRE, reasons: reasons::REASONS };
 
 /// `cipher: gcm | cbc` under an account.
 pub static CIPHER_OPTION: crate::OptionDecl = crate::OptionDecl {
