@@ -44,29 +44,12 @@ impl crate::Wire for PlainWire {
     /// Text that is still UTF-8 and characters XML can carry (XML 1.0 §2.2) only.
     fn set_ciphertext(&self, stanza: &mut Element, bytes: &[u8]) -> bool {
         let Ok(text) = String::from_utf8(bytes.to_vec()) else { return false };
-        if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || chat_body(stanza).is_none() {
-            return false;
-        }
-        match stanza.get_child_mut("body", NS_CLIENT) {
-            Some(b) => {
-                *b = text_el("body", NS_CLIENT, text);
-                true
-            }
-            None => false,
-        }
+        let xml_safe = text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'));
+        xml_safe && chat_body(stanza).is_some() && crate::wire::set_body(stanza, &text)
     }
 
     fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
-        if chat_body(stanza).is_none() {
-            return false;
-        }
-        match stanza.get_child_mut("body", NS_CLIENT) {
-            Some(b) => {
-                *b = text_el("body", NS_CLIENT, body);
-                true
-            }
-            None => false,
-        }
+        chat_body(stanza).is_some() && crate::wire::set_body(stanza, body)
     }
 }
 

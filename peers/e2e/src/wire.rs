@@ -104,6 +104,18 @@ pub(crate) fn replace_with_body(stanza: &mut Element, name: &str, ns: &str, body
     }
 }
 
+/// Sets the text of `stanza`'s child `<body/>` (of the client namespace) to `text`; `false`
+/// when it has none.
+pub(crate) fn set_body(stanza: &mut Element, text: &str) -> bool {
+    match stanza.get_child_mut("body", crate::xml::NS_CLIENT) {
+        Some(b) => {
+            *b = crate::xml::text_el("body", crate::xml::NS_CLIENT, text);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The base64 text of `el`, decoded (whitespace around it ignored).
 pub(crate) fn base64_text(el: &Element) -> Option<Vec<u8>> {
     use base64::Engine as _;

@@ -6,8 +6,8 @@
 use minidom::Element;
 
 use super::wire::{DATA, Reader, Text, armor, classify};
-use crate::wire::{Ciphertext, Wire, is_message};
-use crate::xml::{NS_CLIENT, text_el};
+use crate::wire::{Ciphertext, Wire, is_message, set_body};
+use crate::xml::NS_CLIENT;
 
 /// OTR v3.
 #[derive(Debug)]
@@ -65,13 +65,7 @@ impl Wire for OtrWire {
         if data_message(stanza).is_none() {
             return false;
         }
-        match stanza.get_child_mut("body", NS_CLIENT) {
-            Some(b) => {
-                *b = text_el("body", NS_CLIENT, armor(bytes));
-                true
-            }
-            None => false,
-        }
+        set_body(stanza, &armor(bytes))
     }
 
     /// Any OTR message (a Query, an AKE step, a Data Message, a tagged plaintext) gives way to
@@ -82,13 +76,7 @@ impl Wire for OtrWire {
             Some(Ok(_)) => true,
             Some(Err(_)) | None => false,
         };
-        match stanza.get_child_mut("body", NS_CLIENT).filter(|_| otr) {
-            Some(b) => {
-                *b = text_el("body", NS_CLIENT, body_text);
-                true
-            }
-            None => false,
-        }
+        otr && set_body(stanza, body_text)
     }
 
     fn forgeable_from_recording(&self, recording: &[(String, String)]) -> Option<(usize, usize)> {
