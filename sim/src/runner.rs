@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::tls::{Identity, SimTime};
 use jabberwock_e2e::xml::NS_CLIENT;
 use jabberwock_e2e::{
@@ -29,8 +30,8 @@ use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
 
-/// Every run starts at 2026-01-01T00:00:00Z: a fixed epoch, never the wall clock.
-pub const EPOCH_SECS: u64 = 1_767_225_600;
+/// Every run starts at 2026-01-01T00:00:00Z ([`EPOCH`]): a fixed epoch, never the wall clock.
+pub const EPOCH_SECS: u64 = EPOCH.as_secs();
 
 /// A failure of the simulation itself (not of an expectation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -395,7 +396,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, RunError> {
 
 /// Runs a scenario with the given seed.
 pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError> {
-    let epoch = Duration::from_secs(EPOCH_SECS);
+    let epoch = EPOCH;
     let attacker = scenario.attacker.clone().map(|plan| {
         let mut attacker = Attacker::new(plan.clone(), host_rng(seed, "attacker network"));
         attacker.epoch = epoch;
@@ -701,13 +702,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
             }
         }
         for c in &claimed {
-            forgeries.push(forgery(
-                engine.as_ref(),
-                dev,
-                c,
-                &mut rng,
-                Duration::from_secs(EPOCH_SECS) + scenario.end,
-            ));
+            forgeries.push(forgery(engine.as_ref(), dev, c, &mut rng, EPOCH + scenario.end));
         }
     }
     // The transcript test: a protocol that publishes old MAC keys lets a third party check them
@@ -739,7 +734,7 @@ fn attacker_report(scenario: &Scenario, seed: u64, attacker: &mut Attacker) -> A
         carriers += usize::from(!readable.is_empty());
         for msg in readable {
             for (means, engine) in readers.iter_mut() {
-                let mut cx = Cx { rng: &mut rng, now: Duration::from_secs(EPOCH_SECS) + seen.at };
+                let mut cx = Cx { rng: &mut rng, now: EPOCH + seen.at };
                 // A stanza the engine rejects leaves it as it was: the attacker tries every
                 // recorded stanza, and a protocol that drops its session on a bad MAC (an
                 // ESession) must not lose it to a stanza from before the theft.

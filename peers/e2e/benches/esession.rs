@@ -27,7 +27,7 @@ use std::time::Instant;
 use common::{ALICE, BOB, BODY, Pair, header, quick, row, time_handshakes};
 use jabberwock_e2e::esession::Esession;
 use jabberwock_e2e::esession::crypto::{self, Identity, ctr, derive};
-use jabberwock_e2e::otr::crypto::{hmac_sha256, sha256};
+use jabberwock_e2e::kit::crypto::{hmac_sha256, sha256};
 use num_bigint::BigUint;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;

@@ -27,7 +27,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use common::{ALICE, BOB, BODY, header, quick, row, time_handshakes};
-use jabberwock_e2e::otr::crypto::{DhKey, PrivateKey, aes_ctr, hmac_sha1, hmac_sha256, sha1, sha256};
+use jabberwock_e2e::kit::crypto::{aes_ctr, hmac_sha1, hmac_sha256, sha1, sha256};
+use jabberwock_e2e::otr::crypto::{DhKey, PrivateKey};
 use jabberwock_e2e::otr::{Otr, OtrConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;

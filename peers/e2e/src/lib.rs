@@ -9,6 +9,7 @@
 
 mod engine;
 mod error;
+pub mod kit;
 mod registry;
 mod rng06;
 mod rsa_keygen;

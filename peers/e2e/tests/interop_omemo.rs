@@ -13,10 +13,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
 
 use jabberwock_e2e::omemo::engine::{NODE_BUNDLES, NODE_DEVICES, Omemo};
 use jabberwock_e2e::omemo::legacy;
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, Protocol, TrustPolicy};
 use rand_chacha::ChaCha20Rng;
@@ -138,7 +138,7 @@ impl Drop for Python {
 }
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: EPOCH }
 }
 
 /// The Rust device's publications, as XML strings: (device list, bundle).

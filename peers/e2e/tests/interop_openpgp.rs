@@ -28,6 +28,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use jabberwock_e2e::openpgp::keys::{self, Block};
 use jabberwock_e2e::openpgp::{Ox, Pgp, ox, xep0027};
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, Output, Protocol, Trust};
 use rand_chacha::ChaCha20Rng;
@@ -38,7 +39,7 @@ mod interop_record;
 use interop_record::Direction::{OursToTheirs, TheirsToOurs};
 use interop_record::{Part, Recorder, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
+const NOW: Duration = EPOCH.saturating_add(Duration::from_secs(3600));
 const OURS: &str = "alice@a.example/rust";
 const THEIRS: &str = "bob@b.example";
 const THEIR_UID: &str = "xmpp:bob@b.example";

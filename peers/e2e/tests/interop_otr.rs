@@ -14,9 +14,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use jabberwock_e2e::otr::{Otr, OtrConfig, OtrPolicy};
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
 use jabberwock_e2e::{Action, BareJid, Cx, Engine, Event, OutOfBand, Protocol, VerificationResult};
 use rand_chacha::ChaCha20Rng;
@@ -169,7 +169,7 @@ impl Bench {
     }
 
     fn cx(rng: &mut ChaCha20Rng) -> Cx<'_> {
-        Cx { rng, now: Duration::from_secs(1_767_225_600) }
+        Cx { rng, now: EPOCH }
     }
 
     /// Delivers until nothing moves: our stanzas to libotr, libotr's bodies to us.

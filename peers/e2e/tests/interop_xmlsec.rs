@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use jabberwock_e2e::time::format_stamp;
+use jabberwock_e2e::time::{EPOCH, format_stamp};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::xmlsec::{Cipher, KeyPair, NODE_KEYS, NS, PublicKey, Xmlsec};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Protocol, Trust};
@@ -31,7 +31,7 @@ use rand_chacha::rand_core::SeedableRng;
 mod interop_record;
 use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const OURS: &str = "alice@a.example/rust";
 const PEER: &str = "peer@x.example/xmlsec1";
 const ID_ATTR: &str = "urn:xmpp:jabberwock:xmlsec:0:signed";

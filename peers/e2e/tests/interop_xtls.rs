@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::tls::{self, Identity};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
 use jabberwock_e2e::xtls::{NS_XTLS, Xtls};
@@ -40,7 +41,7 @@ use rand_chacha::rand_core::SeedableRng;
 mod interop_record;
 use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const OURS: &str = "alice@a.example/phone";
 const THEIRS: &str = "openssl@o.example/cli";
 

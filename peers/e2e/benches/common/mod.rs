@@ -19,7 +19,7 @@ use rand_chacha::ChaCha20Rng;
 pub(crate) mod rng06;
 
 /// Simulated time of the benches (2026-01-01T00:00:00Z).
-pub(crate) const NOW: Duration = Duration::from_secs(1_767_225_600);
+pub(crate) const NOW: Duration = jabberwock_e2e::time::EPOCH;
 pub(crate) const ALICE: &str = "alice@a.example/phone";
 pub(crate) const BOB: &str = "bob@b.example/laptop";
 pub(crate) const BODY: &str = "a typical chat message of some sixty bytes, give or take";

@@ -25,10 +25,10 @@ use minidom::Element;
 use num_bigint::BigUint;
 use rand_core::RngCore;
 
-use self::crypto::{Identity, Keys, b64, check_public, counter_mpi, ctr, mpi, unb64};
+use self::crypto::{Identity, Keys, check_public, counter_mpi, ctr, mpi};
 use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
-use crate::otr::crypto::{equal, hmac_sha256, sha256};
-use crate::otr::hex;
+use crate::kit::codec::{b64, hex, unb64};
+use crate::kit::crypto::{equal, hmac_sha256, sha256};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,

@@ -3,9 +3,10 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::crypto::{self, Keys, b64, counter_mpi, ctr, mpi};
+use super::crypto::{self, Keys, counter_mpi, ctr, mpi};
 use super::forms::{Field, Form, form_content};
 use super::*;
+use crate::kit::codec::b64;
 use crate::testing::{flip_bit, random_element};
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -14,7 +15,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: crate::time::EPOCH }
 }
 
 const ALICE: &str = "alice@a.example/phone";

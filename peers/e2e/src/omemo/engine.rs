@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use prost::Message;
@@ -31,8 +30,9 @@ use rand_core::RngCore;
 
 use super::ratchet::{Profile, Ratchet};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
-use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
+use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
 use super::{legacy, payload, random_bytes};
+use crate::kit::codec::{b64, hex, unb64};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
@@ -52,16 +52,6 @@ const NS_EME: &str = "urn:xmpp:eme:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 /// How far in the future an envelope's `<time/>` may lie before it is rejected.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
 
 /// A device id: XEP-0384 §bundles, "a positive integer between 1 and 2^31 - 1".
 fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
@@ -291,7 +281,7 @@ impl Omemo {
 
     fn bundle_element(&self) -> Element {
         if self.version == Version::Legacy {
-            return legacy::bundle_element(&self.keys.legacy_bundle(), b64);
+            return legacy::bundle_element(&self.keys.legacy_bundle());
         }
         let b = self.keys.bundle();
         let mut prekeys = el("prekeys", NS);
@@ -351,7 +341,7 @@ impl Omemo {
     fn parse_bundle(&self, item: &Element) -> Result<Bundle, E2eError> {
         if self.version == Version::Legacy {
             let bundle = item.get_child("bundle", legacy::NS).ok_or(E2eError::Missing { what: "bundle" })?;
-            return legacy::parse_bundle(bundle, unb64);
+            return legacy::parse_bundle(bundle);
         }
         let bundle = item.get_child("bundle", NS).ok_or(E2eError::Missing { what: "bundle" })?;
         let child = |name: &'static str| bundle.get_child(name, NS).ok_or(E2eError::Missing { what: name });

@@ -274,7 +274,7 @@ mod engines {
     use crate::{Action, Cx, Engine, Event};
 
     fn cx<'a>(r: &'a mut rand_chacha::ChaCha20Rng) -> Cx<'a> {
-        Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+        Cx { rng: r, now: crate::time::EPOCH }
     }
 
     /// Publishes both engines' items and returns them (node, id, item) per owner.
@@ -600,7 +600,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
 }
 
 fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
-    crate::Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    crate::Cx { rng: r, now: crate::time::EPOCH }
 }
 
 /// Our OMEMO 0.3 active and passive sides agree, and our own signed-PreKey signature in the

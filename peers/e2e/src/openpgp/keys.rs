@@ -33,12 +33,13 @@ use pgp::types::{
 use rand_core::RngCore;
 
 use crate::E2eError;
+use crate::kit::codec::{b64, b64_lines};
 use crate::rng06::Rng06;
 
 /// When the constructor makes a key: the engines' constructors get no clock, so keys are dated
-/// at the simulator's fixed epoch, 2026-01-01T00:00:00Z (`jabberwock_sim::runner::EPOCH_SECS`).
+/// at the simulator's fixed epoch, 2026-01-01T00:00:00Z ([`crate::time::EPOCH`]).
 /// Signatures made later (presence, messages) carry the simulated time of the call.
-pub const KEY_CREATED: Duration = Duration::from_secs(1_767_225_600);
+pub const KEY_CREATED: Duration = crate::time::EPOCH;
 
 /// The hash every signature of ours uses.
 const HASH: HashAlgorithm = HashAlgorithm::Sha256;
@@ -546,17 +547,8 @@ impl Block {
 /// lines (64 columns, RFC 4880 §6.3) and its `=` CRC-24 checksum line, without the
 /// `-----BEGIN`/`-----END` lines and the armour headers.
 pub fn armor_body(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut out = String::new();
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
     let crc = crc24(bytes).to_be_bytes();
-    out.push('=');
-    out.push_str(&base64::engine::general_purpose::STANDARD.encode(&crc[1..]));
-    out
+    format!("{}={}", b64_lines(bytes), b64(&crc[1..]))
 }
 
 /// The full armour of a header-less XEP-0027 body (what `gpg` reads).

@@ -99,7 +99,6 @@ pub mod xep0027;
 #[cfg(test)]
 mod tests;
 
-use base64::Engine as _;
 use core::time::Duration;
 use jid::{BareJid, Jid};
 use minidom::Element;
@@ -124,21 +123,16 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     options: &[],
     wire: &seam::OxWire,
 };
+use crate::kit::codec::unb64_wrapped;
 use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
-pub(crate) fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Base64 with any whitespace inside (keys and messages are often line-wrapped).
+/// Base64 with any whitespace inside (keys and messages are often line-wrapped); nothing at
+/// all is a missing element.
 pub(crate) fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if clean.is_empty() {
+    if text.trim().is_empty() {
         return Err(E2eError::Missing { what });
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(clean)
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
+    unb64_wrapped(what, text)
 }
 
 /// The stanza's `from`, parsed.

@@ -11,7 +11,8 @@ use rand_core::RngCore;
 
 use super::keys::{self, OwnKey};
 use super::trust::{KeyRing, TrustState};
-use super::{b64, parse_time, pep_items, sender, unb64};
+use super::{parse_time, pep_items, sender, unb64};
+use crate::kit::codec::b64;
 use crate::rng06::Rng06;
 use crate::time::format_stamp;
 use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_SERVER, el, text_el};

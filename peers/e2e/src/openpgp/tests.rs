@@ -8,6 +8,8 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::keys::{self, OwnKey};
 use super::*;
+use crate::kit::codec::b64;
+use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
 use crate::{
@@ -16,7 +18,7 @@ use crate::{
 };
 use pgp::types::KeyDetails as _;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
+const NOW: Duration = EPOCH.saturating_add(Duration::from_secs(3600));
 const ALICE: &str = "alice@a.example/phone";
 const ALICE2: &str = "alice@a.example/laptop";
 const BOB: &str = "bob@b.example/laptop";

@@ -16,7 +16,8 @@ use rand_core::RngCore;
 
 use super::keys::{self, OwnKey};
 use super::trust::{KeyRing, TrustState};
-use super::{b64, pep_items, sender, unb64};
+use super::{pep_items, sender, unb64};
+use crate::kit::codec::b64;
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 

@@ -31,6 +31,8 @@ use self::crypto::PrivateKey;
 use self::session::Session;
 use self::smp::SmpState;
 use self::wire::{Header, Message, Reassembly, Text};
+use crate::kit::codec::hex;
+use crate::kit::crypto::{equal, hmac_sha1};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
 use crate::{Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult};
 
@@ -40,10 +42,6 @@ const NS_EME: &str = "urn:xmpp:eme:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 /// TLV type 1: Disconnected.
 const TLV_DISCONNECTED: u16 = 1;
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// §"Policies", as clients offer them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -844,7 +842,7 @@ pub fn forgeable_by_anyone(bodies: &[(String, String)]) -> (usize, usize) {
         .iter()
         .filter(|(h, d)| {
             let authenticated = d.authenticated(h.sender, h.receiver);
-            revealed.iter().any(|k| crypto::equal(&crypto::hmac_sha1(k, &[&authenticated]), &d.mac))
+            revealed.iter().any(|k| equal(&hmac_sha1(k, &[&authenticated]), &d.mac))
         })
         .count();
     (forgeable, data.len())

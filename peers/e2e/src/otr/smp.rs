@@ -5,7 +5,8 @@
 use num_bigint::BigUint;
 use rand_core::RngCore;
 
-use super::crypto::{check_group_element, generator, modulus, order, random_bits, sha256};
+use super::crypto::{check_group_element, generator, modulus, order, random_bits};
+use crate::kit::crypto::sha256;
 use super::wire::{Reader, Writer};
 use crate::E2eError;
 

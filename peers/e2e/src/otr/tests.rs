@@ -9,7 +9,7 @@ use super::*;
 use crate::Action;
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: crate::time::EPOCH }
 }
 
 /// Two OTR devices and a wire between them: every stanza one sends is handed to the other

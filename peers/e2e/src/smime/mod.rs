@@ -86,13 +86,13 @@ mod tests;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 use rsa::RsaPrivateKey;
 
 use self::pki::{Ca, Cert};
+use crate::kit::codec::{b64, unb64_wrapped as unb64};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, text_el};
 use crate::{
@@ -117,17 +117,6 @@ pub const NODE: &str = "urn:xmpp:jabberwock:smime:certs:0";
 pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
 /// RSA modulus size of device keys.
 const RSA_BITS: usize = 2048;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(clean)
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
 
 /// Who runs the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

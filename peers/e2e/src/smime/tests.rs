@@ -10,8 +10,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
+use crate::time::EPOCH;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const SEED: [u8; 32] = [7u8; 32];
 const ALICE: &str = "alice@a.example/phone";
 const ALICE2: &str = "alice@a.example/laptop";

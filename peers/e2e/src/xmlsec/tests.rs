@@ -9,10 +9,11 @@ use rand_core::{RngCore, SeedableRng};
 use super::enc::{self, Cipher, Recipient};
 use super::keys::{KeyPair, b64, unb64};
 use super::*;
+use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
 use crate::xml::NS_PUBSUB;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const ALICE: &str = "alice@a.example/phone";
 const ALICE2: &str = "alice@a.example/laptop";
 const BOB: &str = "bob@b.example/laptop";

@@ -81,13 +81,13 @@ mod tests;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 use sha1::{Digest as _, Sha1};
 
 use self::tunnel::{MAX_DATA, Role, Tunnel};
+use crate::kit::codec::{b64, unb64_wrapped};
 use crate::tls::{self, Identity};
 use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, text_el};
 use crate::{
@@ -117,10 +117,6 @@ pub const SAS_LABEL: &[u8] = b"EXPORTER-urn:xmpp:tmp:xtls sas";
 const MAX_PLAIN: usize = 256 * 1024;
 /// Deepest element nesting accepted in tunnelled stanzas.
 const MAX_DEPTH: usize = 64;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// XEP-0115 §5.1 verification string of our disco#info, hashed with SHA-1, base64.
 pub fn caps_ver() -> String {
@@ -652,10 +648,7 @@ impl Xtls {
                 }
             }
         }
-        let text: String = data.text().chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| E2eError::Malformed { what: "data", detail: e.to_string() });
+        let bytes = unb64_wrapped("data", &data.text());
         let bytes = match bytes {
             Ok(b) if b.len() <= MAX_DATA => b,
             Ok(b) => {
