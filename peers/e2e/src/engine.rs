@@ -8,6 +8,7 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 
+use crate::kit::directory::{self, Failure, Keyed};
 use crate::{E2eError, Protocol};
 
 /// How a device's engine is set up: the user's choices, and what the user knows.
@@ -285,7 +286,8 @@ pub trait Engine: fmt::Debug + Send {
     }
 
     /// A [`Action::Fetch`] was answered with an error (`condition`, e.g. `item-not-found` when
-    /// the node does not exist).
+    /// the node does not exist). An engine that keeps a key directory ([`Engine::keyed`]) hears
+    /// of it there; for the others there is nothing to do.
     fn fetch_failed(
         &mut self,
         cx: &mut Cx<'_>,
@@ -293,8 +295,14 @@ pub trait Engine: fmt::Debug + Send {
         node: &str,
         condition: &str,
     ) -> Result<Output, E2eError> {
-        let _ = (cx, owner, node, condition);
-        Ok(Output::default())
+        let failure = Failure { owner, node, condition };
+        Ok(self.keyed().map(|k| directory::failed(k, cx, failure)).unwrap_or_default())
+    }
+
+    /// The engine's key directory, when it finds peers' keys in PEP and keeps messages waiting
+    /// for them ([`crate::kit::directory`]).
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        None
     }
 
     /// Runs the protocol's verification ceremony with `peer` over an out-of-band channel.

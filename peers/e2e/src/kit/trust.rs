@@ -18,6 +18,7 @@
 //! fingerprints its devices show out of band: shown → verified, not shown → untrusted (alert
 //! `fingerprint-mismatch`).
 
+use core::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jid::BareJid;
@@ -76,6 +77,16 @@ pub struct Wording {
     pub mismatch: fn(&BareJid, &str, &str) -> String,
     /// What `nothing-to-verify` says was not seen: "no {unseen} of {peer} seen yet".
     pub unseen: &'static str,
+}
+
+impl Wording {
+    /// For engines where a key is the device, held by its fingerprint (a key never changes
+    /// under its own name: `identity-changed` does not arise).
+    pub const KEYS: Wording = Wording {
+        changed: |owner, fingerprint| format!("key {fingerprint} of {owner} changed"),
+        mismatch: |owner, _, fingerprint| format!("key {fingerprint} of {owner} is not one the peer shows"),
+        unseen: "key",
+    };
 }
 
 /// The keys seen per account and device, their trust, and the policy deciding it.
@@ -176,13 +187,16 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
     }
 
     /// Sets the trust of a key held, reporting it when it changes; returns the trust before.
-    pub fn set_state(
+    pub fn set_state<Q: Ord + ?Sized>(
         &mut self,
         owner: &BareJid,
-        device: &D,
+        device: &Q,
         state: TrustState,
         out: &mut Output,
-    ) -> Option<TrustState> {
+    ) -> Option<TrustState>
+    where
+        D: Borrow<Q>,
+    {
         let known = self.get_mut(owner, device)?;
         let before = core::mem::replace(&mut known.state, state);
         if before != state {
@@ -192,34 +206,57 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
     }
 
     /// Forgets the key of `device` of `owner`.
-    pub fn remove(&mut self, owner: &BareJid, device: &D) -> Option<Known<K>> {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, owner: &BareJid, device: &Q) -> Option<Known<K>>
+    where
+        D: Borrow<Q>,
+    {
         self.keys.get_mut(owner)?.remove(device)
     }
 
     /// The key held for `device` of `owner`.
-    pub fn get(&self, owner: &BareJid, device: &D) -> Option<&Known<K>> {
+    pub fn get<Q: Ord + ?Sized>(&self, owner: &BareJid, device: &Q) -> Option<&Known<K>>
+    where
+        D: Borrow<Q>,
+    {
         self.keys.get(owner).and_then(|k| k.get(device))
     }
 
     /// The key held for `device` of `owner`, to change.
-    pub fn get_mut(&mut self, owner: &BareJid, device: &D) -> Option<&mut Known<K>> {
+    pub fn get_mut<Q: Ord + ?Sized>(&mut self, owner: &BareJid, device: &Q) -> Option<&mut Known<K>>
+    where
+        D: Borrow<Q>,
+    {
         self.keys.get_mut(owner).and_then(|k| k.get_mut(device))
     }
 
     /// The trust of the key held for `device` of `owner`.
-    pub fn state(&self, owner: &BareJid, device: &D) -> Option<TrustState> {
+    pub fn state<Q: Ord + ?Sized>(&self, owner: &BareJid, device: &Q) -> Option<TrustState>
+    where
+        D: Borrow<Q>,
+    {
         self.get(owner, device).map(|k| k.state)
     }
 
     /// What a message under the key of `device` of `owner` is shown with (`Unverified` for a
     /// key not held).
-    pub fn trust_of(&self, owner: &BareJid, device: &D) -> Trust {
+    pub fn trust_of<Q: Ord + ?Sized>(&self, owner: &BareJid, device: &Q) -> Trust
+    where
+        D: Borrow<Q>,
+    {
         self.state(owner, device).map_or(Trust::Unverified, TrustState::trust)
     }
 
     /// Whether the key of `device` of `owner` is held and untrusted.
-    pub fn distrusts(&self, owner: &BareJid, device: &D) -> bool {
+    pub fn distrusts<Q: Ord + ?Sized>(&self, owner: &BareJid, device: &Q) -> bool
+    where
+        D: Borrow<Q>,
+    {
         self.state(owner, device) == Some(TrustState::Untrusted)
+    }
+
+    /// Whether no key of anyone is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.values().all(BTreeMap::is_empty)
     }
 
     /// The devices of `owner` and their keys, in device order.

@@ -100,8 +100,6 @@ pub mod xep0027;
 mod tests;
 
 use core::time::Duration;
-use jid::{BareJid, Jid};
-use minidom::Element;
 
 pub use ox::Ox;
 pub use xep0027::Pgp;
@@ -124,7 +122,6 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     wire: &seam::OxWire,
 };
 use crate::kit::codec::unb64_wrapped;
-use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
 /// Base64 with any whitespace inside (keys and messages are often line-wrapped); nothing at
 /// all is a missing element.
@@ -133,28 +130,6 @@ pub(crate) fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError>
         return Err(E2eError::Missing { what });
     }
     unb64_wrapped(what, text)
-}
-
-/// The stanza's `from`, parsed.
-pub(crate) fn sender(stanza: &Element) -> Result<Jid, E2eError> {
-    stanza
-        .attr("from")
-        .ok_or(E2eError::Missing { what: "from" })?
-        .parse()
-        .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })
-}
-
-/// The `<items/>` of a PEP result (`<iq><pubsub><items/>`) or event notification
-/// (`<message><event><items/>`), with the account it is about (`from`, or ours when absent).
-pub(crate) fn pep_items<'a>(stanza: &'a Element, own: &BareJid) -> Option<(BareJid, &'a Element)> {
-    let items = stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB)).or_else(
-        || stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT)),
-    )?;
-    let owner = match stanza.attr("from") {
-        None => own.clone(),
-        Some(f) => f.parse::<Jid>().ok()?.to_bare(),
-    };
-    Some((owner, items))
 }
 
 /// XEP-0082 DateTime: the strict UTC profile of [`crate::time::parse_stamp`], plus the

@@ -11,10 +11,10 @@ use super::*;
 use crate::kit::codec::b64;
 use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
-use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
-    Action, Cx, Engine, EngineConfig, Event, FullJid, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
-    VerificationResult,
+    Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, OutOfBand, Output, Protocol, Theft,
+    Trust, TrustPolicy, VerificationResult,
 };
 use pgp::types::KeyDetails as _;
 

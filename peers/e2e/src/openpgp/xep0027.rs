@@ -15,10 +15,12 @@ use minidom::Element;
 use rand_core::RngCore;
 
 use super::keys::{self, OwnKey};
-use super::trust::{KeyRing, TrustState};
-use super::{pep_items, sender, unb64};
+use super::trust::{self, KeyRing};
+use super::unb64;
 use crate::kit::codec::b64;
-use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
+use crate::kit::directory::{self, Directory, Failure, Keyed, NotSent, Pep, Placement, Sealed};
+use crate::kit::trust::TrustState;
+use crate::xml::{ElementExt, NS_CLIENT, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// `jabber:x:encrypted` (XEP-0027 §3).
@@ -51,13 +53,11 @@ pub struct Pgp {
     /// resource (XEP-0027 §3: the key to encrypt to "corresponds to the private key used in
     /// signing presence"; every device of ours has its own key).
     presence_key: BTreeMap<BareJid, BTreeMap<String, String>>,
-    /// Messages waiting for a keyserver lookup.
-    pending: Vec<(BareJid, String)>,
+    /// Lookups in flight, messages waiting for them.
+    dir: Directory,
     /// Signed presence waiting for a keyserver lookup, by sending resource: the status text and
     /// the signature.
     pending_presence: BTreeMap<Jid, (String, Vec<u8>)>,
-    /// Lookups in flight.
-    asked: BTreeSet<BareJid>,
 }
 
 impl Pgp {
@@ -67,12 +67,11 @@ impl Pgp {
         Pgp {
             me,
             key,
-            ring: KeyRing::new(config.trust),
+            ring: trust::ring(config.trust),
             listed: BTreeMap::new(),
             presence_key: BTreeMap::new(),
-            pending: Vec::new(),
+            dir: Directory::default(),
             pending_presence: BTreeMap::new(),
-            asked: BTreeSet::new(),
         }
     }
 
@@ -92,24 +91,21 @@ impl Pgp {
     }
 
     fn lookup(&mut self, owner: &BareJid, out: &mut Output) {
-        if self.asked.insert(owner.clone()) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: NODE_KEYSERVER.into() });
-        }
+        self.dir.fetch(owner, NODE_KEYSERVER, out);
     }
 
     /// The keyserver's answer for `owner`: every key in it naming the account is taken (the
     /// item id is not trusted: the fingerprint comes from the key).
-    fn keyserver_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, items: &Element, out: &mut Output) {
-        self.asked.remove(owner);
+    fn keyserver_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) {
+        self.dir.answered(owner, NODE_KEYSERVER);
         let first_answer = !self.listed.contains_key(owner);
         let mut listed = self.listed.remove(owner).unwrap_or_default();
-        let is_event = items.ns() != crate::xml::NS_PUBSUB;
-        if !is_event {
+        if pep.complete {
             // A lookup answers with everything the keyserver holds for the account.
             listed.clear();
         }
         let room = MAX_KEYS_PER_ACCOUNT.saturating_sub(listed.len());
-        let all: Vec<&Element> = items.children().filter(|i| i.name() == "item").collect();
+        let all: Vec<&Element> = pep.each().collect();
         if all.len() > room {
             out.events.push(Event::Alert {
                 reason: "too-many-keys",
@@ -134,7 +130,7 @@ impl Pgp {
                     listed.insert(self.key.fingerprint().to_owned());
                 }
                 Ok(cert) => {
-                    let (fpr, _) = self.ring.observe(owner, cert, out);
+                    let (fpr, _) = trust::observe(&mut self.ring, owner, cert, out);
                     listed.insert(fpr);
                 }
                 Err(e) => out.events.push(Event::Alert {
@@ -153,7 +149,7 @@ impl Pgp {
                 out.events.push(Event::Rejected { from, error });
             }
         }
-        self.flush(cx, out);
+        directory::flush(self, cx, out);
     }
 
     /// XEP-0027 §2: verifies a presence signature with a key of `owner` the signature names.
@@ -175,8 +171,8 @@ impl Pgp {
             .flatten()
             .filter(|fpr| {
                 self.ring
-                    .get(owner, fpr)
-                    .is_some_and(|k| issuers.iter().any(|i| keys::cert_matches_issuer(&k.cert, i)))
+                    .get(owner, *fpr)
+                    .is_some_and(|k| issuers.iter().any(|i| keys::cert_matches_issuer(&k.key, i)))
             })
             .cloned()
             .collect();
@@ -203,7 +199,7 @@ impl Pgp {
             });
         }
         let Some(fpr) = candidates.into_iter().find(|fpr| {
-            self.ring.get(owner, fpr).is_some_and(|k| keys::verify_by(&k.cert, &sig, status.as_bytes()))
+            self.ring.get(owner, fpr).is_some_and(|k| keys::verify_by(&k.key, &sig, status.as_bytes()))
         }) else {
             return Err(E2eError::Rejected {
                 reason: "bad-signature",
@@ -246,7 +242,7 @@ impl Pgp {
                 .flatten()
                 .filter_map(|f| ring.get(owner, f))
                 .filter(|k| k.state != TrustState::Untrusted)
-                .map(|k| k.cert.clone())
+                .map(|k| k.key.clone())
                 .collect::<Vec<_>>()
         };
         // The keys the contact's resources signed presence with, where still listed.
@@ -270,30 +266,6 @@ impl Pgp {
         // Our own key, once (XEP-0027 does not say; our other devices and carbons need it).
         certs.push(self.key.public().clone());
         Some(certs)
-    }
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        for (to, body) in core::mem::take(&mut self.pending) {
-            match self.recipients(&to, out) {
-                None => self.pending.push((to, body)),
-                Some(certs) if certs.is_empty() => out.events.push(Event::Alert {
-                    reason: "not-sent",
-                    detail: format!("to {to}: no usable OpenPGP key of {to} is known"),
-                }),
-                Some(certs) => match self.encrypted(cx, &certs, &body) {
-                    Ok(x) => out.actions.push(Action::Send(
-                        el("message", NS_CLIENT)
-                            .with("to", to.to_string())
-                            .with("type", "chat")
-                            .child(text_el("body", NS_CLIENT, FALLBACK))
-                            .child(x),
-                    )),
-                    Err(e) => {
-                        out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                    }
-                },
-            }
-        }
     }
 
     /// §3: `<x xmlns='jabber:x:encrypted'>` over the body's character data.
@@ -355,9 +327,7 @@ impl Engine for Pgp {
             events: vec![],
         };
         // Our other devices' keys, so what we send can be read there (and in carbons).
-        let own = self.own();
-        self.asked.remove(&own);
-        self.lookup(&own, &mut out);
+        self.dir.refetch(&self.own(), NODE_KEYSERVER, &mut out);
         Ok(out)
     }
 
@@ -370,7 +340,7 @@ impl Engine for Pgp {
     fn receive_presence(&mut self, _cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
         let Some(x) = stanza.get_child("x", NS_SIGNED) else { return Ok(out) };
-        let from = sender(stanza)?;
+        let from: Jid = sender(stanza)?;
         if from.to_string() == self.me.to_string() {
             return Ok(out); // our own presence, reflected
         }
@@ -381,17 +351,17 @@ impl Engine for Pgp {
     }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
+        Ok(directory::send(self, cx, to, body))
     }
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        if let Some((owner, items)) = pep_items(stanza, &self.own()) {
-            if items.attr("node") == Some(NODE_KEYSERVER) {
-                self.keyserver_items(cx, &owner, items, &mut out);
+        // Keyserver answers and notifications (from an account we can name).
+        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Anywhere)
+            && let Some(owner) = &pep.owner
+        {
+            if pep.node == Some(NODE_KEYSERVER) {
+                self.keyserver_items(cx, owner, &pep, &mut out);
             }
             return Ok(out);
         }
@@ -399,7 +369,7 @@ impl Engine for Pgp {
             return Ok(out);
         }
         if let Some(x) = stanza.get_child("x", NS_ENCRYPTED) {
-            let from = sender(stanza)?;
+            let from: Jid = sender(stanza)?;
             let bytes = keys::dearmor_body(&x.text())?;
             let decrypted = self.key.decrypt(&bytes)?;
             let body = String::from_utf8(decrypted.data)
@@ -416,44 +386,20 @@ impl Engine for Pgp {
             return Ok(out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from = sender(stanza)?;
+            let from: Jid = sender(stanza)?;
             let detail = format!("{from} sent a message without XEP-0027 encryption");
             out.unencrypted(from, body.text(), detail);
         }
         Ok(out)
     }
 
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if node != NODE_KEYSERVER {
-            return Ok(out);
-        }
-        self.asked.remove(owner);
-        // The keyserver has nothing for the account.
-        self.listed.entry(owner.clone()).or_default();
-        let waiting: Vec<Jid> =
-            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
-        for from in waiting {
-            self.pending_presence.remove(&from);
-            let error = E2eError::Rejected {
-                reason: "unknown-signer",
-                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
-            };
-            out.events.push(Event::Rejected { from, error });
-        }
-        self.flush(cx, &mut out);
-        Ok(out)
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         let current = self.listed.get(peer).cloned().unwrap_or_default();
-        Ok(self.ring.verify(peer, oob, &current))
+        Ok(trust::verify(&mut self.ring, peer, oob, &current))
     }
 
     fn out_of_band(&self) -> OutOfBand {
@@ -478,10 +424,50 @@ impl Engine for Pgp {
         let mut copy = self.clone();
         if what == Theft::LongTermKeys {
             // The key is all there is; what was in flight stays behind.
-            copy.pending.clear();
+            copy.dir.wipe();
             copy.pending_presence.clear();
-            copy.asked.clear();
         }
         Box::new(copy)
+    }
+}
+
+impl Keyed for Pgp {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        let Some(certs) = self.recipients(to, out) else { return Ok(None) };
+        if certs.is_empty() {
+            return Err(NotSent(format!("no usable OpenPGP key of {to} is known")));
+        }
+        let x = self.encrypted(cx, &certs, body)?;
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("to", to.to_string())
+                .with("type", "chat")
+                .child(text_el("body", NS_CLIENT, FALLBACK))
+                .child(x),
+        ))
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        if node != NODE_KEYSERVER {
+            return;
+        }
+        // The keyserver has nothing for the account.
+        self.listed.entry(owner.clone()).or_default();
+        let waiting: Vec<Jid> =
+            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        for from in waiting {
+            self.pending_presence.remove(&from);
+            let error = E2eError::Rejected {
+                reason: "unknown-signer",
+                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
+            };
+            out.events.push(Event::Rejected { from, error });
+        }
+        directory::flush(self, cx, out);
     }
 }

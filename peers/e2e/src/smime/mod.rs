@@ -84,7 +84,7 @@ mod seam;
 mod tests;
 
 use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -93,12 +93,11 @@ use rsa::RsaPrivateKey;
 
 use self::pki::{Ca, Cert};
 use crate::kit::codec::{b64, unb64_wrapped as unb64};
+use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Placement, Sealed};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, text_el};
-use crate::{
-    Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    TrustPolicy, VerificationResult,
-};
+use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, sender, text_el};
+use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
@@ -129,18 +128,13 @@ enum Mode {
     Stolen,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    Blind,
-    Verified,
-    Untrusted,
-}
-
-#[derive(Debug, Clone)]
-struct Known {
-    cert: Cert,
-    state: TrustState,
-}
+/// How the certificate alerts read. A certificate is held by its fingerprint, so none can change
+/// under the same name (`identity-changed` does not arise).
+static WORDING: Wording = Wording {
+    changed: |owner, serial| format!("certificate {serial} of {owner} changed"),
+    mismatch: |owner, _, fingerprint| format!("certificate {fingerprint} of {owner} is not what the peer shows"),
+    unseen: "certificate",
+};
 
 /// One device's S/MIME state.
 #[derive(Clone)]
@@ -152,14 +146,12 @@ pub struct Smime {
     serial: [u8; 16],
     /// Issued on the first call that knows the time.
     cert: Option<Cert>,
-    policy: TrustPolicy,
-    /// Certificates per account (ours included: our other devices), by fingerprint.
-    known: BTreeMap<BareJid, BTreeMap<String, Known>>,
-    verified_contacts: BTreeSet<BareJid>,
+    /// Certificates per account (ours included: our other devices), by fingerprint; the
+    /// `TrustChanged` device is the serial number.
+    trust: TrustBook<String, Cert>,
     /// Accounts whose certificate node we fetched (or failed to).
     fetched: BTreeSet<BareJid>,
-    asked: BTreeSet<BareJid>,
-    pending: Vec<(BareJid, String)>,
+    dir: Directory,
     last_stamp: Option<Duration>,
     /// §7 error stanzas waiting for [`Engine::drain`].
     outbox: Vec<Element>,
@@ -216,12 +208,9 @@ impl Smime {
             key,
             serial,
             cert: None,
-            policy: config.trust,
-            known: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
+            trust: TrustBook::new(config.trust, &WORDING),
             fetched: BTreeSet::new(),
-            asked: BTreeSet::new(),
-            pending: Vec::new(),
+            dir: Directory::default(),
             last_stamp: None,
             outbox: Vec::new(),
         }
@@ -329,38 +318,18 @@ impl Smime {
         Ok(())
     }
 
-    fn trust_event(owner: &BareJid, cert: &Cert, state: TrustState) -> Event {
-        Event::TrustChanged {
-            peer: owner.clone(),
-            device: cert.serial_hex(),
-            fingerprint: cert.fingerprint.clone(),
-            trust: match state {
-                TrustState::Blind => Trust::Unverified,
-                TrustState::Verified => Trust::Verified,
-                TrustState::Untrusted => Trust::Untrusted,
-            },
-        }
-    }
-
-    /// Records a (checked) certificate for `owner`; returns its trust.
+    /// Records a (checked) certificate for `owner`; returns its trust (our own is ours).
     fn observe(&mut self, owner: &BareJid, cert: Cert, out: &mut Output) -> TrustState {
         if self.cert.as_ref().is_some_and(|c| c.fingerprint == cert.fingerprint) {
             return TrustState::Verified;
         }
-        let policy = self.policy;
-        let contact_verified = self.verified_contacts.contains(owner);
-        let entry = self.known.entry(owner.clone()).or_default();
-        if let Some(k) = entry.get(&cert.fingerprint) {
-            return k.state;
-        }
-        let state = match policy {
-            TrustPolicy::Btbv if contact_verified => TrustState::Untrusted,
-            TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-            TrustPolicy::Manual => TrustState::Untrusted,
-        };
-        out.events.push(Self::trust_event(owner, &cert, state));
-        entry.insert(cert.fingerprint.clone(), Known { cert, state });
-        state
+        let (serial, fingerprint) = (cert.serial_hex(), cert.fingerprint.clone());
+        self.trust.observe(owner, fingerprint.clone(), Known::new(cert, serial, fingerprint), out)
+    }
+
+    /// The certificates held for `owner` that `keep` selects.
+    fn certificates(&self, owner: &BareJid, keep: impl Fn(&Known<Cert>) -> bool) -> Vec<Cert> {
+        self.trust.of(owner).map(|(_, k)| k).filter(|k| keep(k)).map(|k| k.key.clone()).collect()
     }
 
     fn publish_action(cert: &Cert) -> Action {
@@ -375,26 +344,14 @@ impl Smime {
         }
     }
 
-    fn fetch(&mut self, owner: &BareJid, out: &mut Output) {
-        if self.asked.insert(owner.clone()) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: NODE.into() });
-        }
-    }
-
-    /// Items of the certificate node, from a fetch result or a notification.
-    fn pep_items(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        items: &Element,
-        complete: bool,
-        out: &mut Output,
-    ) {
-        if complete {
-            self.asked.remove(owner);
+    /// Items of the certificate node, from a fetch result or a notification (which carries the
+    /// item just published: the node must still be read before a first message).
+    fn pep_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) {
+        if pep.complete {
+            self.dir.answered(owner, NODE);
             self.fetched.insert(owner.clone());
         }
-        for item in items.children().filter(|i| i.name() == "item") {
+        for item in pep.each() {
             let Some(payload) = item.get_child("certificate", NODE) else { continue };
             let cert = unb64("certificate", &payload.text()).and_then(|der| Cert::from_der(&der));
             let checked = cert.and_then(|c| self.check_certificate(cx, &c, owner).map(|()| c));
@@ -408,23 +365,10 @@ impl Smime {
                 }),
             }
         }
-        self.flush(cx, out);
+        directory::flush(self, cx, out);
     }
 
     // ---- sending ----------------------------------------------------------------------------
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        let pending = core::mem::take(&mut self.pending);
-        for (to, body) in pending {
-            match self.try_encrypt(cx, &to, &body, out) {
-                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
-                Ok(None) => self.pending.push((to, body)),
-                Err(e) => {
-                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                }
-            }
-        }
-    }
 
     /// §6.9: timestamps increase strictly (by a millisecond when the clock has not moved).
     fn next_stamp(&mut self, now: Duration) -> Duration {
@@ -437,34 +381,22 @@ impl Smime {
         stamp
     }
 
-    fn try_encrypt(
-        &mut self,
-        cx: &mut Cx<'_>,
-        to: &BareJid,
-        body: &str,
-        out: &mut Output,
-    ) -> Result<Option<Element>, E2eError> {
+    /// §3.1: the message to `to`, once its certificate node was read.
+    fn try_encrypt(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
         let own = self.own();
         if !self.fetched.contains(to) {
-            self.fetch(to, out);
+            self.dir.fetch(to, NODE, out);
             return Ok(None);
         }
         let mine = self.enrol(cx)?;
-        let usable = |owner: &BareJid| -> Vec<Cert> {
-            self.known
-                .get(owner)
-                .map(|m| {
-                    m.values().filter(|k| k.state != TrustState::Untrusted).map(|k| k.cert.clone()).collect()
-                })
-                .unwrap_or_default()
-        };
-        let theirs: Vec<Cert> =
-            usable(to).into_iter().filter(|c| c.fingerprint != mine.fingerprint).collect();
+        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
+        let mut theirs = self.certificates(to, usable);
+        theirs.retain(|c| c.fingerprint != mine.fingerprint);
         if theirs.is_empty() && *to != own {
-            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") });
+            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
         }
         let mut recipients: Vec<Cert> = vec![mine.clone()];
-        for c in theirs.into_iter().chain(usable(&own)) {
+        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
             if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
                 recipients.push(c);
             }
@@ -519,8 +451,7 @@ impl Smime {
             envelope::open(&der, &mine, &self.key, cx.rng).map_err(|e| (Stage::Decrypt, e))?;
         // Verify the signature (the signer's certificate from the SignedData or our store).
         let v = |e| (Stage::Verify, e);
-        let known: Vec<Cert> =
-            self.known.get(&sender).map(|m| m.values().map(|k| k.cert.clone()).collect()).unwrap_or_default();
+        let known = self.certificates(&sender, |_| true);
         let signed = envelope::verify(&inner, &known).map_err(v)?;
         // Check the certificate.
         self.check_certificate(cx, &signed.signer, &sender).map_err(v)?;
@@ -566,12 +497,7 @@ impl Smime {
             .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns().is_empty()))
             .map(Element::text)
             .unwrap_or_default();
-        let state = self.observe(&sender, signed.signer, out);
-        let trust = match state {
-            TrustState::Verified => Trust::Verified,
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Untrusted => Trust::Untrusted,
-        };
+        let trust = self.observe(&sender, signed.signer, out).trust();
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
                 reason: "untrusted-key",
@@ -606,59 +532,35 @@ impl Engine for Smime {
         let cert = self.enrol(cx)?;
         let mut out = Output { actions: vec![Self::publish_action(&cert)], events: vec![] };
         // Our other devices' certificates: messages we send are encrypted to them too.
-        let own = self.own();
-        self.asked.remove(&own);
-        self.fetch(&own, &mut out);
+        self.dir.refetch(&self.own(), NODE, &mut out);
         Ok(out)
     }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         self.enrol(cx)?;
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
+        Ok(directory::send(self, cx, to, body))
     }
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
-        // `from` does not parse comes from nobody we can name.
-        let parsed: Option<Result<Jid, jid::Error>> = stanza.attr("from").map(str::parse);
-        let owner = match &parsed {
-            None => Some(self.own()),
-            Some(Ok(j)) => Some(j.to_bare()),
-            Some(Err(_)) => None,
-        };
-        let is_message = stanza.name() == "message";
         // Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
-        // notification (in a `<message/>` only) carries the item just published, and the node
-        // must still be read before a first message.
-        let result_items = stanza
-            .get_child("pubsub", NS_PUBSUB)
-            .and_then(|p| p.get_child("items", NS_PUBSUB))
-            .filter(|_| stanza.name() == "iq" && stanza.attr("type") == Some("result"));
-        let event_items = stanza
-            .get_child("event", NS_PUBSUB_EVENT)
-            .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
-            .filter(|_| is_message);
-        if let Some((items, complete)) = result_items.map(|i| (i, true)).or(event_items.map(|i| (i, false))) {
-            if items.attr("node") == Some(NODE)
-                && let Some(owner) = owner
+        // notification is believed in a `<message/>` only. RFC 6120 §8.1.2.1: only a stanza
+        // with no `from` comes from our own account; one whose `from` does not parse comes from
+        // nobody we can name.
+        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Strict) {
+            if pep.node == Some(NODE)
+                && let Some(owner) = &pep.owner
             {
-                self.pep_items(cx, &owner, items, complete, &mut out);
+                self.pep_items(cx, owner, &pep, &mut out);
             }
             return Ok(out);
         }
+        let is_message = stanza.name() == "message";
         if !is_message || stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT)
         {
             return Ok(out);
         }
-        let from = match parsed {
-            Some(Ok(j)) => j,
-            Some(Err(e)) => return Err(E2eError::Malformed { what: "from", detail: e.to_string() }),
-            None => return Err(E2eError::Missing { what: "from" }),
-        };
+        let from: Jid = sender(stanza)?;
         // RFC 6121 §5.2.2: a type we do not understand is `normal`. RFC 3923 secures one-to-one
         // messages: `<e2e/>` in a room's or a broadcast's message is ignored, never answered
         // (a §7 error would go to whoever the `from` names).
@@ -703,67 +605,12 @@ impl Engine for Smime {
         }
     }
 
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if node != NODE {
-            return Ok(out);
-        }
-        self.asked.remove(owner);
-        self.fetched.insert(owner.clone());
-        if *owner != self.own() {
-            out.events.push(Event::Alert {
-                reason: "no-certificate",
-                detail: format!("certificates of {owner} could not be fetched ({condition})"),
-            });
-        }
-        self.flush(cx, &mut out);
-        Ok(out)
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
-        let mut result = VerificationResult::Match;
-        let mut seen = 0;
-        if let Some(certs) = self.known.get_mut(peer) {
-            for k in certs.values_mut() {
-                seen += 1;
-                let before = k.state;
-                k.state = if oob.peer_says.contains(&k.cert.fingerprint) {
-                    TrustState::Verified
-                } else {
-                    TrustState::Untrusted
-                };
-                if k.state != before {
-                    out.events.push(Self::trust_event(peer, &k.cert, k.state));
-                }
-                if k.state == TrustState::Untrusted {
-                    result = VerificationResult::Mismatch;
-                    out.events.push(Event::Alert {
-                        reason: "fingerprint-mismatch",
-                        detail: format!(
-                            "certificate {} of {peer} is not what the peer shows",
-                            k.cert.fingerprint
-                        ),
-                    });
-                }
-            }
-        }
-        if seen == 0 {
-            result = VerificationResult::Mismatch;
-            out.events.push(Event::Alert {
-                reason: "nothing-to-verify",
-                detail: format!("no certificate of {peer} seen yet"),
-            });
-        }
-        out.events.push(Event::Verification { peer: peer.clone(), result });
-        Ok(out)
+        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
     }
 
     fn out_of_band(&self) -> OutOfBand {
@@ -809,19 +656,12 @@ impl Engine for Smime {
         // envelope to. No queue: the caller feeds the result to `receive` and calls again.
         if !self.fetched.contains(to) {
             let mut out = Output::default();
-            self.asked.remove(to);
-            self.fetch(to, &mut out);
+            self.dir.refetch(to, NODE, &mut out);
             return Ok(Some(out));
         }
         // Every certificate held for `to`, whatever the victim's trust in it: the attacker
         // wants the forgery read.
-        let theirs: Vec<Cert> = self
-            .known
-            .get(to)
-            .map(|m| {
-                m.values().map(|k| k.cert.clone()).filter(|c| c.fingerprint != mine.fingerprint).collect()
-            })
-            .unwrap_or_default();
+        let theirs = self.certificates(to, |k| k.key.fingerprint != mine.fingerprint);
         if theirs.is_empty() {
             return Err(E2eError::Policy { detail: format!("no certificate of {to} to forward to") });
         }
@@ -842,8 +682,33 @@ impl Engine for Smime {
         }
         copy.outbox.clear();
         if what == Theft::LongTermKeys {
-            copy.pending.clear();
+            copy.dir.wipe();
         }
         Box::new(copy)
+    }
+}
+
+impl Keyed for Smime {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        self.try_encrypt(cx, to, body, out)
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        if node != NODE {
+            return;
+        }
+        self.fetched.insert(owner.clone());
+        if *owner != self.own() {
+            out.events.push(Event::Alert {
+                reason: "no-certificate",
+                detail: format!("certificates of {owner} could not be fetched ({condition})"),
+            });
+        }
+        directory::flush(self, cx, out);
     }
 }

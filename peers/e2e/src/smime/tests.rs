@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use cms::content_info::ContentInfo;
 use cms::enveloped_data::EnvelopedData;
@@ -10,6 +10,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
+use crate::{TrustPolicy, VerificationResult};
 use crate::time::EPOCH;
 
 const NOW: Duration = EPOCH;
@@ -886,7 +887,7 @@ fn pep_items_are_read_only_from_where_they_belong() {
         assert!(out.events.is_empty() && out.actions.is_empty(), "{out:?} for {}", String::from(stanza));
         assert!(d.actions.is_empty());
         let bob = &w.devices[b].1;
-        assert!(bob.known.is_empty() && bob.fetched.is_empty(), "{}", String::from(stanza));
+        assert!(bob.trust.is_empty() && bob.fetched.is_empty(), "{}", String::from(stanza));
     }
     // Accepted: a notification in a message (no `from`: our own account), an iq result.
     let (r, _) = w.replay(b, &event("message", None, &bob2_der));

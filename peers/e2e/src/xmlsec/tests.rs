@@ -9,6 +9,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::enc::{self, Cipher, Recipient};
 use super::keys::{KeyPair, b64, unb64};
 use super::*;
+use crate::{TrustPolicy, VerificationResult};
 use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
 use crate::xml::NS_PUBSUB;
@@ -1158,10 +1159,7 @@ fn items_of(keys: &[&PublicKey]) -> Element {
 }
 
 fn holds(net: &Net, who: &str, owner: &str, fingerprint: &str) -> bool {
-    net.devices[who]
-        .accounts
-        .get(&owner.parse::<BareJid>().unwrap())
-        .is_some_and(|a| a.keys.contains_key(fingerprint))
+    net.devices[who].trust.get(&owner.parse::<BareJid>().unwrap(), &fingerprint.to_owned()).is_some()
 }
 
 /// One Bad Apple (Jager, Paterson, Somorovsky, NDSS 2013): the `EncryptionMethod` URI is not
@@ -1262,7 +1260,7 @@ fn notifications_cannot_grow_an_accounts_key_set() {
         let out = net.deliver(BOB, &n);
         net.process(BOB, out);
     }
-    let held = |net: &Net| net.devices[BOB].accounts[&alice].keys.len();
+    let held = |net: &Net| net.devices[BOB].trust.of(&alice).count();
     assert_eq!(held(&net), MAX_KEYS);
     // The oldest blindly trusted keys went first: Alice's real key, then the first fakes.
     assert!(!holds(&net, BOB, "alice@a.example", &real));
@@ -1280,9 +1278,9 @@ fn notifications_cannot_grow_an_accounts_key_set() {
     assert!(holds(&net, BOB, "alice@a.example", &fake_key(100).fingerprint));
     assert_eq!(held(&net), MAX_KEYS);
     // Every key held active and verified: a new one is refused with an alert.
-    let all: Vec<String> = net.devices[BOB].accounts[&alice].keys.keys().cloned().collect();
-    for k in net.devices.get_mut(BOB).unwrap().accounts.get_mut(&alice).unwrap().keys.values_mut() {
-        k.active = true;
+    let all: Vec<String> = net.devices[BOB].trust.of(&alice).map(|(f, _)| f.clone()).collect();
+    for (_, k) in net.devices.get_mut(BOB).unwrap().trust.of_mut(&alice) {
+        k.key.active = true;
     }
     net.verify(BOB, ALICE, all);
     let out = net.deliver(BOB, &notification("alice@a.example", &fake_key(101)));

@@ -88,11 +88,12 @@ use sha1::{Digest as _, Sha1};
 
 use self::tunnel::{MAX_DATA, Role, Tunnel};
 use crate::kit::codec::{b64, unb64_wrapped};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::tls::{self, Identity};
 use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    TrustPolicy, VerificationResult,
+    VerificationResult,
 };
 
 /// The registry entry.
@@ -130,23 +131,12 @@ pub fn caps_ver() -> String {
     b64(&Sha1::digest(s.as_bytes()))
 }
 
-/// How far a device's certificate is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    Blind,
-    Verified,
-    Untrusted,
-}
-
-impl TrustState {
-    fn trust(self) -> Trust {
-        match self {
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Verified => Trust::Verified,
-            TrustState::Untrusted => Trust::Untrusted,
-        }
-    }
-}
+/// How the trust alerts read: a device is a full JID, its key the certificate's fingerprint.
+static WORDING: Wording = Wording {
+    changed: |owner, resource| format!("{owner}/{resource} presents a new certificate"),
+    mismatch: |owner, resource, _| format!("{owner}/{resource}: what the peer shows out of band is not what this tunnel saw"),
+    unseen: "certificate",
+};
 
 /// Where a tunnel stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +188,6 @@ impl Session {
 #[derive(Debug, Clone)]
 pub struct Xtls {
     me: FullJid,
-    policy: TrustPolicy,
     /// The seed of our certificate key, drawn from the device's RNG at creation.
     key_seed: [u8; 32],
     /// Our certificate, made at the first call that has the time.
@@ -209,8 +198,7 @@ pub struct Xtls {
     /// Bodies for accounts with no XTLS device online.
     pending: BTreeMap<BareJid, Vec<String>>,
     /// The certificate fingerprint seen per peer device, and its trust.
-    certs: BTreeMap<FullJid, (String, TrustState)>,
-    verified_contacts: BTreeSet<BareJid>,
+    certs: TrustBook<FullJid>,
     next_id: u64,
     /// What a failed `receive` still has to send (drained by [`Engine::drain`]).
     left: Output,
@@ -339,14 +327,12 @@ impl Xtls {
         rng.fill_bytes(&mut key_seed);
         Xtls {
             me,
-            policy: config.trust,
             key_seed,
             identity: None,
             devices: BTreeMap::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
-            certs: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
+            certs: TrustBook::new(config.trust, &WORDING),
             next_id: 0,
             left: Output::default(),
         }
@@ -423,7 +409,7 @@ impl Xtls {
 
     /// Writes the waiting bodies into an open tunnel whose peer is not untrusted.
     fn flush_outbox(&mut self, cx: &mut Cx<'_>, peer: &FullJid, out: &mut Output) {
-        if matches!(self.certs.get(peer), Some((_, TrustState::Untrusted))) {
+        if self.certs.distrusts(&peer.to_bare(), peer) {
             return;
         }
         let Some(s) = self.sessions.get_mut(peer) else { return };
@@ -476,34 +462,8 @@ impl Xtls {
 
     /// Trust in a device's certificate, per the policy; emits `TrustChanged` when it moves.
     fn observe_cert(&mut self, peer: &FullJid, fp: &str, out: &mut Output) -> TrustState {
-        let owner = peer.to_bare();
-        let state = match self.certs.get(peer) {
-            Some((known, state)) if known == fp => return *state,
-            Some(_) => {
-                out.events.push(Event::Alert {
-                    reason: "identity-changed",
-                    detail: format!("{peer} presents a new certificate"),
-                });
-                TrustState::Untrusted
-            }
-            None => match self.policy {
-                TrustPolicy::Btbv if self.verified_contacts.contains(&owner) => TrustState::Untrusted,
-                TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-                TrustPolicy::Manual => TrustState::Untrusted,
-            },
-        };
-        self.certs.insert(peer.clone(), (fp.to_owned(), state));
-        out.events.push(Event::TrustChanged {
-            peer: owner,
-            device: peer.resource().to_string(),
-            fingerprint: fp.to_owned(),
-            trust: state.trust(),
-        });
-        state
-    }
-
-    fn trust_of(&self, peer: &FullJid) -> Trust {
-        self.certs.get(peer).map_or(Trust::Unverified, |(_, s)| s.trust())
+        let seen = Known::new((), peer.resource().to_string(), fp);
+        self.certs.observe(&peer.to_bare(), peer.clone(), seen, out)
     }
 
     /// The handshake just finished: judge the certificate, compute the SAS, send what waits.
@@ -689,7 +649,7 @@ impl Xtls {
         if was_handshaking && !handshaking {
             self.established(cx, from, out);
         }
-        let trust = self.trust_of(from);
+        let trust = self.certs.trust_of(&from.to_bare(), from);
         for stanza in stanzas {
             let stanza = match parse_stanza(&stanza) {
                 Ok(s) => s,
@@ -808,7 +768,7 @@ impl Xtls {
             match self.sessions.get_mut(&d) {
                 Some(s) => {
                     s.outbox.extend(bodies.iter().cloned());
-                    if matches!(self.certs.get(&d), Some((_, TrustState::Untrusted))) {
+                    if self.certs.distrusts(to, &d) {
                         out.events.push(Event::Alert {
                             reason: "untrusted-device",
                             detail: format!(
@@ -948,10 +908,11 @@ impl Engine for Xtls {
         // The users compare certificate fingerprints and, per tunnel, the SAS (see the module
         // documentation) over a channel the attacker cannot touch.
         let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
+        self.certs.verified(peer);
         let me = self.me.to_string();
         let mut result = VerificationResult::Match;
-        let devices: Vec<FullJid> = self.certs.keys().filter(|d| d.to_bare() == *peer).cloned().collect();
+        let devices: Vec<(FullJid, String)> =
+            self.certs.of(peer).map(|(d, k)| (d.clone(), k.fingerprint.clone())).collect();
         if devices.is_empty() {
             out.events.push(Event::Alert {
                 reason: "nothing-to-verify",
@@ -960,8 +921,7 @@ impl Engine for Xtls {
             out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
             return Ok(out);
         }
-        for d in devices {
-            let Some((fp, before)) = self.certs.get(&d).cloned() else { continue };
+        for (d, fp) in devices {
             let fp_ok = oob.peer_says.contains(&fp);
             let session = self.sessions.get(&d);
             // A live tunnel whose certificate is the one compared must also show the SAS.
@@ -970,20 +930,12 @@ impl Engine for Xtls {
                 _ => true,
             };
             let state = if fp_ok && sas_ok { TrustState::Verified } else { TrustState::Untrusted };
-            self.certs.insert(d.clone(), (fp.clone(), state));
-            if state != before {
-                out.events.push(Event::TrustChanged {
-                    peer: peer.clone(),
-                    device: d.resource().to_string(),
-                    fingerprint: fp.clone(),
-                    trust: state.trust(),
-                });
-            }
+            self.certs.set_state(peer, &d, state, &mut out);
             if state == TrustState::Untrusted {
                 result = VerificationResult::Mismatch;
                 out.events.push(Event::Alert {
                     reason: if fp_ok { "sas-mismatch" } else { "fingerprint-mismatch" },
-                    detail: format!("{d}: what the peer shows out of band is not what this tunnel saw"),
+                    detail: (WORDING.mismatch)(peer, d.resource().as_str(), &fp),
                 });
                 // Someone is in the middle: end the tunnel; nothing more goes through it.
                 if self.sessions.contains_key(&d) {

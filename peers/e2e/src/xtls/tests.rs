@@ -6,6 +6,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
+use crate::TrustPolicy;
 use crate::time::EPOCH;
 
 const ALICE: &str = "alice@a.example/phone";
