@@ -27,9 +27,10 @@ use rand_core::RngCore;
 
 use self::crypto::{Identity, Keys, check_public, counter_mpi, ctr, mpi};
 use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
+use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::crypto::{equal, hmac_sha256, sha256};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
@@ -1086,9 +1087,7 @@ impl Engine for Esession {
         Protocol::of(&PROTOCOL)
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        Ok(Output::default())
-    }
+    // `publish`: the default, nothing — keys travel inside the negotiation.
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
@@ -1112,11 +1111,7 @@ impl Engine for Esession {
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
             return Ok(out);
         }
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: Jid = sender(stanza)?;
         let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
         if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
             if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
@@ -1141,8 +1136,7 @@ impl Engine for Esession {
             return Ok(out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let detail = format!("{from} sent a message outside an ESession");
-            out.unencrypted(from, body.text(), detail);
+            out.unencrypted(from, body, "outside an ESession");
         }
         Ok(out)
     }
@@ -1216,15 +1210,13 @@ impl Engine for Esession {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The identity key and the retained secrets are long-term; sessions are not.
+        // The identity key and the retained secrets are long-term; sessions are not.
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
             copy.closing.clear();
             copy.negotiations.clear();
             copy.stored.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 

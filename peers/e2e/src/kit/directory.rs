@@ -27,6 +27,8 @@ pub struct Directory {
     pending: Vec<(BareJid, String)>,
     /// Received stanzas waiting for their sender's keys, in arrival order.
     held: Vec<Element>,
+    /// Nodes read whole (a fetch result) or known not to exist (a failed fetch): (owner, node).
+    read: BTreeSet<(BareJid, String)>,
 }
 
 /// How many received stanzas may wait for keys.
@@ -61,6 +63,32 @@ impl Directory {
     /// The fetch of `owner`'s `node` is answered: a later one may be asked.
     pub fn answered(&mut self, owner: &BareJid, node: &str) {
         self.asked.remove(&(owner.clone(), node.to_owned()));
+    }
+
+    /// Records that `owner`'s `node` was read whole, or found missing: what it holds (perhaps
+    /// nothing) is known.
+    pub fn mark_read(&mut self, owner: &BareJid, node: &str) {
+        self.read.insert((owner.clone(), node.to_owned()));
+    }
+
+    /// Forgets that `owner`'s `node` was read: the next message to `owner` reads it again.
+    pub fn unread(&mut self, owner: &BareJid, node: &str) {
+        self.read.remove(&(owner.clone(), node.to_owned()));
+    }
+
+    /// Whether `owner`'s `node` was read ([`Directory::mark_read`]).
+    pub fn is_read(&self, owner: &BareJid, node: &str) -> bool {
+        self.read.contains(&(owner.clone(), node.to_owned()))
+    }
+
+    /// Whether `owner`'s `node` was read ([`Directory::mark_read`]); if not, it is fetched (once
+    /// while in flight).
+    pub fn read_or_fetch(&mut self, owner: &BareJid, node: &str, out: &mut Output) -> bool {
+        let read = self.read.contains(&(owner.clone(), node.to_owned()));
+        if !read {
+            self.fetch(owner, node, out);
+        }
+        read
     }
 
     /// Queues a message for [`flush`].
@@ -115,7 +143,7 @@ impl Directory {
     }
 
     /// Forgets everything in flight (what a thief of long-term keys does not get): the
-    /// pending messages, the held stanzas, the fetches asked for.
+    /// pending messages, the held stanzas, the fetches asked for. What was read stays known.
     pub fn wipe(&mut self) {
         self.pending.clear();
         self.held.clear();
@@ -147,10 +175,34 @@ pub struct Failure<'a> {
     pub condition: &'a str,
 }
 
+/// A surreptitious forwarding ([`crate::Engine::forward`]): a signed message the device
+/// received, to be sent on to `to` as if written to `to` (`body`, if any, slipped in around
+/// the signed part).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The stanza as it crossed the wire.
+    pub recorded: &'a Element,
+    /// Whom the forgery goes to.
+    pub to: &'a BareJid,
+    /// What to slip in (empty: nothing).
+    pub body: &'a str,
+}
+
 /// What an engine that keeps a [`Directory`] tells the kit.
 pub trait Keyed {
     /// Its directory.
     fn directory(&mut self) -> &mut Directory;
+
+    /// Where it believes PEP payloads ([`pep`]).
+    fn placement(&self) -> Placement {
+        Placement::Anywhere
+    }
+
+    /// PEP items: a fetch answered, or a notification.
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError>;
+
+    /// Any other stanza addressed to the device (a message, most of all).
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError>;
 
     /// A waiting message to `to`, sealed; fetches for missing keys go into `out`.
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed;
@@ -163,6 +215,14 @@ pub trait Keyed {
     fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         let _ = (cx, stanza, out);
         Ok(())
+    }
+
+    /// A forgery under the recorded sender's signature, sealed to the keys of `order.to` in
+    /// the directory (`Ok(None)`: the protocol has no sender signature to reuse). Without
+    /// them, the output holds the fetches that find them.
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let _ = (cx, order);
+        Ok(None)
     }
 }
 
@@ -197,6 +257,27 @@ pub fn retry(engine: &mut dyn Keyed, cx: &mut Cx<'_>, owner: &BareJid, out: &mut
     }
 }
 
+/// The usual failure of the fetch of an account's one key node: the account has no keys (an
+/// answer: what waits for them is sealed or refused now), reported as `reason` ("`what`
+/// {owner} could not be fetched") unless the account is our own (`own`).
+pub fn no_keys(
+    engine: &mut dyn Keyed,
+    cx: &mut Cx<'_>,
+    failure: Failure<'_>,
+    own: &BareJid,
+    (reason, what): (&'static str, &str),
+    out: &mut Output,
+) {
+    let Failure { owner, node, condition } = failure;
+    engine.directory().mark_read(owner, node);
+    if owner != own {
+        let detail = format!("{what} {owner} could not be fetched ({condition})");
+        out.events.push(Event::Alert { reason, detail });
+    }
+    flush(engine, cx, out);
+    retry(engine, cx, owner, out);
+}
+
 /// [`crate::Engine::fetch_failed`] for an engine that keeps a directory.
 pub fn failed(engine: &mut dyn Keyed, cx: &mut Cx<'_>, failure: Failure<'_>) -> Output {
     let mut out = Output::default();
@@ -211,16 +292,15 @@ pub enum Placement {
     /// `<pubsub><items/>` and `<event><items/>` in any stanza.
     Anywhere,
     /// A fetch result only in an `<iq type='result'/>`, a notification only in a `<message/>`
-    /// (XEP-0060 §6.5, §4.3): anything else is not believed.
+    /// (XEP-0060 §6.5, §4.3); PEP payloads anywhere else are ignored.
     Strict,
 }
 
 /// PEP items that reached the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Pep<'a> {
-    /// The account the node belongs to: the stanza's `from`, ours when it has none (RFC 6120
-    /// §8.1.2.1); `None` when `from` does not parse.
-    pub owner: Option<BareJid>,
+    /// The stanza that carried them.
+    pub stanza: &'a Element,
     /// The node, as `<items node/>` names it.
     pub node: Option<&'a str>,
     /// The `<items/>`.
@@ -231,6 +311,15 @@ pub struct Pep<'a> {
 }
 
 impl<'a> Pep<'a> {
+    /// The account the node belongs to: the stanza's `from`, our own account (`own`) when it
+    /// has none (RFC 6120 §8.1.2.1); `None` when `from` does not parse.
+    pub fn owner(&self, own: &BareJid) -> Option<BareJid> {
+        match self.stanza.attr("from") {
+            None => Some(own.clone()),
+            Some(f) => f.parse::<Jid>().ok().map(|j| j.to_bare()),
+        }
+    }
+
     /// The `<item/>` children.
     pub fn each(&self) -> impl Iterator<Item = &'a Element> + use<'a> {
         self.items.children().filter(|i| i.name() == "item")
@@ -238,7 +327,7 @@ impl<'a> Pep<'a> {
 }
 
 /// The PEP items in `stanza`, if it carries any where `placement` looks.
-pub fn pep<'a>(stanza: &'a Element, own: &BareJid, placement: Placement) -> Option<Pep<'a>> {
+pub fn pep(stanza: &Element, placement: Placement) -> Option<Pep<'_>> {
     let strict = placement == Placement::Strict;
     let result = stanza
         .get_child("pubsub", NS_PUBSUB)
@@ -249,11 +338,22 @@ pub fn pep<'a>(stanza: &'a Element, own: &BareJid, placement: Placement) -> Opti
         .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
         .filter(|_| !strict || stanza.is("message", NS_CLIENT));
     let (items, complete) = result.map(|i| (i, true)).or(event.map(|i| (i, false)))?;
-    let owner = match stanza.attr("from") {
-        None => Some(own.clone()),
-        Some(f) => f.parse::<Jid>().ok().map(|j| j.to_bare()),
-    };
-    Some(Pep { owner, node: items.attr("node"), items, complete })
+    Some(Pep { stanza, node: items.attr("node"), items, complete })
+}
+
+/// [`crate::Engine::receive`] for an engine that keeps a directory: PEP items go to
+/// [`Keyed::items`], everything else to [`Keyed::message`] — except, under
+/// [`Placement::Strict`], a stanza with a PEP payload where it is not believed: ignored.
+pub fn receive(engine: &mut dyn Keyed, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+    let mut out = Output::default();
+    let placement = engine.placement();
+    let misplaced = || stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT);
+    if let Some(pep) = pep(stanza, placement) {
+        engine.items(cx, &pep, &mut out)?;
+    } else if placement == Placement::Anywhere || !misplaced() {
+        engine.message(cx, stanza, &mut out)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -320,19 +420,19 @@ mod tests {
             .with("type", "result")
             .with("from", "bob@b.example")
             .child(el("pubsub", NS_PUBSUB).child(items(NS_PUBSUB)));
-        let pep_result = pep(&result, &own, Placement::Strict).unwrap();
+        let pep_result = pep(&result, Placement::Strict).unwrap();
         assert!(pep_result.complete);
-        assert_eq!(pep_result.owner, Some(bare("bob@b.example")));
+        assert_eq!(pep_result.owner(&own), Some(bare("bob@b.example")));
         assert_eq!(pep_result.node, Some("n"));
         let misplaced = el("message", NS_CLIENT).child(el("pubsub", NS_PUBSUB).child(items(NS_PUBSUB)));
-        assert!(pep(&misplaced, &own, Placement::Strict).is_none());
-        let lenient = pep(&misplaced, &own, Placement::Anywhere).unwrap();
-        assert_eq!(lenient.owner, Some(own.clone()));
+        assert!(pep(&misplaced, Placement::Strict).is_none());
+        let lenient = pep(&misplaced, Placement::Anywhere).unwrap();
+        assert_eq!(lenient.owner(&own), Some(own.clone()));
         let event = el("message", NS_CLIENT)
             .with("from", "not a jid@@")
             .child(el("event", NS_PUBSUB_EVENT).child(items(NS_PUBSUB_EVENT)));
-        let notification = pep(&event, &own, Placement::Strict).unwrap();
+        let notification = pep(&event, Placement::Strict).unwrap();
         assert!(!notification.complete);
-        assert_eq!(notification.owner, None);
+        assert_eq!(notification.owner(&own), None);
     }
 }

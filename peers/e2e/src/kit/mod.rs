@@ -16,3 +16,15 @@ pub mod codec;
 pub mod crypto;
 pub mod directory;
 pub mod trust;
+
+use crate::{Engine, Theft};
+
+/// A copy of an engine as a thief holds it ([`Engine::steal`]): all of `copy` after
+/// [`Theft::FullState`]; after [`Theft::LongTermKeys`], what `forget` leaves of it (sessions and
+/// whatever was in flight go; identity keys and the keys of others stay).
+pub fn stolen<E: Engine + 'static>(mut copy: E, what: Theft, forget: impl FnOnce(&mut E)) -> Box<dyn Engine> {
+    if what == Theft::LongTermKeys {
+        forget(&mut copy);
+    }
+    Box::new(copy)
+}

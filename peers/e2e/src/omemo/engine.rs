@@ -32,8 +32,9 @@ use super::ratchet::{Profile, Ratchet};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
 use super::{legacy, payload, random_bytes};
+use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
-use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
@@ -408,85 +409,6 @@ impl Omemo {
         Some(all)
     }
 
-    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
-    /// being fetched. (Empty OMEMO messages are built by [`Omemo::empty_to`].)
-    fn try_encrypt(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        let Some(devices) = self.recipients(to, out) else { return Ok(None) };
-        let mut missing = false;
-        for (owner, d) in &devices {
-            if !self.sessions.contains_key(&(owner.clone(), *d))
-                && !self.bundles.contains_key(&(owner.clone(), *d))
-            {
-                self.dir.fetch(owner, &self.version.bundle_node(*d), out);
-                missing = true;
-            }
-        }
-        if missing {
-            return Ok(None);
-        }
-        if devices.is_empty() {
-            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
-        }
-        // §protocol-message_encryption: the content is encrypted once, its key for each device
-        // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
-        let (key_material, iv, ciphertext) = match self.version {
-            Version::Omemo2 => {
-                let envelope = self.envelope(cx, to, body);
-                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
-                (k.to_vec(), None, c)
-            }
-            Version::Legacy => {
-                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
-                (k.to_vec(), Some(iv), c)
-            }
-        };
-        let mut keys = Vec::new();
-        for (owner, d) in devices {
-            let key = (owner.clone(), d);
-            if !self.sessions.contains_key(&key) {
-                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
-                if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
-                    continue;
-                }
-                let (agreement, kex) = match self.version {
-                    Version::Omemo2 => x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?,
-                    Version::Legacy => x3dh::initiate_legacy(&self.keys.identity, &bundle, cx.rng)?,
-                };
-                let ratchet = Ratchet::init_alice(
-                    self.version.profile(),
-                    &agreement.sk,
-                    agreement.ad,
-                    &bundle.spk,
-                    cx.rng,
-                )?;
-                self.sessions
-                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
-            }
-            let Some(session) = self.sessions.get_mut(&key) else { continue };
-            let message = session.ratchet.encrypt(&key_material)?;
-            keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
-        }
-        if !keys.iter().any(|(owner, _)| owner == to) {
-            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
-        }
-        let ns = self.version.ns();
-        let encrypted = el("encrypted", ns)
-            .child(header(self.version, self.device, keys, iv))
-            .child(text_el("payload", ns, b64(&ciphertext)));
-        let mut stanza =
-            el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
-        if self.version == Version::Legacy {
-            // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
-            stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
-        }
-        // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
-        Ok(Some(
-            stanza
-                .child(el("encryption", NS_EME).with("namespace", ns).with("name", "OMEMO"))
-                .child(el("store", NS_HINTS)),
-        ))
-    }
-
     /// §sce: the OMEMO SCE profile — rpad always, time, to and from.
     fn envelope(&self, cx: &mut Cx<'_>, to: &BareJid, text: &str) -> Element {
         let pad_len = (cx.rng.next_u32() % 200) as usize;
@@ -708,6 +630,156 @@ impl Omemo {
     }
 }
 
+impl Keyed for Omemo {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    /// PEP: iq results of our fetches and event notifications (a `from` that does not parse
+    /// is read as our own account).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let own = self.own();
+        let owner = pep.owner(&own).unwrap_or(own);
+        self.pep_items(cx, &owner, pep, out)
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        if let Some(encrypted) = stanza.get_child("encrypted", self.version.ns()) {
+            self.receive_encrypted(cx, stanza, encrypted, out)?;
+            return Ok(());
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
+            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).unwrap_or(Jid::from(self.own()));
+            out.unencrypted(from, body, "without OMEMO");
+        }
+        Ok(())
+    }
+
+    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
+    /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        let Some(devices) = self.recipients(to, out) else { return Ok(None) };
+        let mut missing = false;
+        for (owner, d) in &devices {
+            if !self.sessions.contains_key(&(owner.clone(), *d))
+                && !self.bundles.contains_key(&(owner.clone(), *d))
+            {
+                self.dir.fetch(owner, &self.version.bundle_node(*d), out);
+                missing = true;
+            }
+        }
+        if missing {
+            return Ok(None);
+        }
+        if devices.is_empty() {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
+        }
+        // §protocol-message_encryption: the content is encrypted once, its key for each device
+        // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
+        let (key_material, iv, ciphertext) = match self.version {
+            Version::Omemo2 => {
+                let envelope = self.envelope(cx, to, body);
+                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+                (k.to_vec(), None, c)
+            }
+            Version::Legacy => {
+                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
+                (k.to_vec(), Some(iv), c)
+            }
+        };
+        let mut keys = Vec::new();
+        for (owner, d) in devices {
+            let key = (owner.clone(), d);
+            if !self.sessions.contains_key(&key) {
+                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
+                if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
+                    continue;
+                }
+                let (agreement, kex) = match self.version {
+                    Version::Omemo2 => x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?,
+                    Version::Legacy => x3dh::initiate_legacy(&self.keys.identity, &bundle, cx.rng)?,
+                };
+                let ratchet = Ratchet::init_alice(
+                    self.version.profile(),
+                    &agreement.sk,
+                    agreement.ad,
+                    &bundle.spk,
+                    cx.rng,
+                )?;
+                self.sessions
+                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
+            }
+            let Some(session) = self.sessions.get_mut(&key) else { continue };
+            let message = session.ratchet.encrypt(&key_material)?;
+            keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
+        }
+        if !keys.iter().any(|(owner, _)| owner == to) {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
+        }
+        let ns = self.version.ns();
+        let encrypted = el("encrypted", ns)
+            .child(header(self.version, self.device, keys, iv))
+            .child(text_el("payload", ns, b64(&ciphertext)));
+        let mut stanza =
+            el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
+        if self.version == Version::Legacy {
+            // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
+            stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
+        }
+        // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
+        Ok(Some(
+            stanza
+                .child(el("encryption", NS_EME).with("namespace", ns).with("name", "OMEMO"))
+                .child(el("store", NS_HINTS)),
+        ))
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        let version = self.version;
+        if node == version.devices_node() {
+            // No device list: the account has no OMEMO device (yet). Ours gets announced.
+            if *owner == self.own() {
+                out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
+            }
+            self.devices.entry(owner.clone()).or_default();
+        } else if version == Version::Omemo2 && node == NODE_BUNDLES {
+            // No bundles: none of the listed devices without a bundle can be reached.
+            let reachable: BTreeSet<u32> = self
+                .devices
+                .get(owner)
+                .map(|ids| {
+                    ids.iter().copied().filter(|d| self.bundles.contains_key(&(owner.clone(), *d))).collect()
+                })
+                .unwrap_or_default();
+            out.events.push(Event::Alert {
+                reason: "no-bundle",
+                detail: format!("bundles of {owner} could not be fetched ({condition})"),
+            });
+            self.devices.insert(owner.clone(), reachable);
+        } else if version == Version::Legacy
+            && let Some(Ok(device)) =
+                node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
+        {
+            // 0.3: this one device cannot be reached.
+            out.events.push(Event::Alert {
+                reason: "no-bundle",
+                detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
+            });
+            if let Some(ids) = self.devices.get_mut(owner) {
+                ids.remove(&device);
+            }
+        } else {
+            return;
+        }
+        directory::flush(self, cx, out);
+    }
+}
+
 impl Engine for Omemo {
     fn protocol(&self) -> Protocol {
         match self.version {
@@ -721,40 +793,6 @@ impl Engine for Omemo {
         // Our own device list: re-announced when this device is missing from it.
         self.dir.refetch(&self.own(), self.version.devices_node(), &mut out);
         Ok(out)
-    }
-
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        Ok(directory::send(self, cx, to, body))
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        let own = self.own();
-        // PEP: iq results of our fetches and event notifications (a `from` that does not parse
-        // is read as our own account).
-        if let Some(pep) = directory::pep(stanza, &own, Placement::Anywhere) {
-            let owner = pep.owner.clone().unwrap_or(own);
-            self.pep_items(cx, &owner, &pep, &mut out)?;
-            return Ok(out);
-        }
-        if stanza.name() != "message" {
-            return Ok(out);
-        }
-        if let Some(encrypted) = stanza.get_child("encrypted", self.version.ns()) {
-            self.receive_encrypted(cx, stanza, encrypted, &mut out)?;
-            return Ok(out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
-            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).unwrap_or(Jid::from(own));
-            let detail = format!("{from} sent a message without OMEMO");
-            out.unencrypted(from, body.text(), detail);
-        }
-        Ok(out)
-    }
-
-    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
-        Some(self)
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
@@ -804,67 +842,19 @@ impl Engine for Omemo {
         ))
     }
 
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand { peer_says: vec![Self::fingerprint(&self.own_ik())] }
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
             copy.dir.wipe();
-        }
-        Box::new(copy)
+        })
     }
 }
 
-impl Keyed for Omemo {
-    fn directory(&mut self) -> &mut Directory {
-        &mut self.dir
-    }
-
-    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        self.try_encrypt(cx, to, body, out)
-    }
-
-    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
-        let Failure { owner, node, condition } = failure;
-        let version = self.version;
-        if node == version.devices_node() {
-            // No device list: the account has no OMEMO device (yet). Ours gets announced.
-            if *owner == self.own() {
-                out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
-            }
-            self.devices.entry(owner.clone()).or_default();
-        } else if version == Version::Omemo2 && node == NODE_BUNDLES {
-            // No bundles: none of the listed devices without a bundle can be reached.
-            let reachable: BTreeSet<u32> = self
-                .devices
-                .get(owner)
-                .map(|ids| {
-                    ids.iter().copied().filter(|d| self.bundles.contains_key(&(owner.clone(), *d))).collect()
-                })
-                .unwrap_or_default();
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundles of {owner} could not be fetched ({condition})"),
-            });
-            self.devices.insert(owner.clone(), reachable);
-        } else if version == Version::Legacy
-            && let Some(Ok(device)) =
-                node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
-        {
-            // 0.3: this one device cannot be reached.
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
-            });
-            if let Some(ids) = self.devices.get_mut(owner) {
-                ids.remove(&device);
-            }
-        } else {
-            return;
-        }
-        directory::flush(self, cx, out);
-    }
-}

@@ -12,8 +12,9 @@ use rand_core::RngCore;
 use super::keys::{self, OwnKey};
 use super::trust::{self, KeyRing};
 use super::{parse_time, unb64};
+use crate::kit;
 use crate::kit::codec::b64;
-use crate::kit::directory::{self, Directory, Failure, Keyed, Limits, NotSent, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, NotSent, Pep, Sealed};
 use crate::kit::trust::TrustState;
 use crate::rng06::Rng06;
 use crate::time::format_stamp;
@@ -663,160 +664,54 @@ fn parse_pubkey(item: &Element, owner: &BareJid, fpr: &str) -> Result<SignedPubl
     Ok(cert)
 }
 
-impl Engine for Ox {
-    fn protocol(&self) -> Protocol {
-        Protocol::of(&super::OX)
-    }
-
-    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        // §4.1 the data node first ("before adding a fingerprint to the metadata node, the
-        // publisher MUST ensure that the public key is available"), then our metadata list is
-        // read and our fingerprint added to it (see `metadata`, `fetch_failed`).
-        let fpr = self.key.fingerprint().to_owned();
-        let date = format_stamp(Duration::from_secs(cx.now.as_secs()));
-        let item = el("pubkey", NS).with("date", date.clone()).child(text_el(
-            "data",
-            NS,
-            b64(&self.key.public_bytes()?),
-        ));
-        let mut out = Output {
-            actions: vec![Action::Publish {
-                node: data_node(&fpr),
-                id: date,
-                item,
-                options: vec![("pubsub#access_model".into(), "open".into())],
-            }],
-            events: vec![],
-        };
-        self.dir.refetch(&self.own(), NODE_PUBLIC_KEYS, &mut out);
-        Ok(out)
-    }
-
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        Ok(directory::send(self, cx, to, body))
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // Public keys (§4): answers and notifications, from an account we can name.
-        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Anywhere)
-            && let Some(owner) = &pep.owner
-        {
-            match pep.node {
-                Some(NODE_PUBLIC_KEYS) => {
-                    if let Err(e) = self.metadata(cx, owner, &pep, &mut out) {
-                        // Reported as an alert, not returned as an error, so that the
-                        // stanzas it refuses (`Event::Rejected`) reach the caller too.
-                        out.events.push(Event::Alert {
-                            reason: e.code(),
-                            detail: format!("the public-key list of {owner} is refused: {e}"),
-                        });
-                        self.keys_failed(owner, &e, &mut out);
-                    }
-                }
-                Some(node) => {
-                    if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
-                        self.data(cx, owner, fpr, pep.items, &mut out);
-                    }
-                }
-                None => {}
-            }
-            return Ok(out);
-        }
-        if stanza.name() != "message" {
-            return Ok(out);
-        }
-        if stanza.get_child("openpgp", NS).is_some() {
-            self.receive_openpgp(cx, stanza, true, &mut out)?;
-            return Ok(out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from: Jid = sender(stanza)?;
-            let detail = format!("{from} sent a message without OX");
-            out.unencrypted(from, body.text(), detail);
-        }
-        Ok(out)
-    }
-
-    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
-        Some(self)
-    }
-
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let current = self.announced.get(peer).cloned().unwrap_or_default();
-        Ok(trust::verify(&mut self.ring, peer, oob, &current))
-    }
-
-    fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
-    }
-
-    // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,
-    // which the recipient does not hold.
-
-    /// The surreptitious-forwarding test (D. Davis, USENIX ATC 2001), with this device's key.
-    ///
-    /// `body` empty: the sender's signed OpenPGP message inside `recorded` (the `<signcrypt/>`
-    /// as signed, its `<to/>` naming this device's account) is encrypted again, unchanged, to
-    /// `to`'s keys. The signature still verifies at `to`; what stops the forgery there is the
-    /// `<to/>` that XEP-0373 §3.1 (#exchange) puts in signed content "to prevent Surreptitious
-    /// Forward Attacks", checked per §3.2 (#openpgp-verification): "At least one of the XMPP
-    /// addresses found in the 'to' elements [...] MUST correspond to the outer 'to'"
-    /// (`to-mismatch`).
-    ///
-    /// `body` given: signature stripping. XEP-0373 §3.1 also defines `<crypt/>` (encrypted,
-    /// "MUST NOT be signed"), which anybody holding `to`'s public keys can write in the
-    /// original sender's name; one is made (`<to/>`, `<time/>` now, `<rpad/>`, the body) and
-    /// encrypted, unsigned, to `to`. The honest receiver refuses it because XEP-0374 §3.1
-    /// (#signcrypt-im-use-case) "Always Use <signcrypt/>" ("Only <signcrypt/> MUST be used for
-    /// the IM use case. Encrypted but unsigned messages (<crypt/>) do not provide an advantage
-    /// over unencrypted ones since the sender can not be verified"; §2.2 too: IM clients "MUST
-    /// use the <signcrypt/> OpenPGP content element") allows only signed content for instant
-    /// messages: the message decrypts but carries no signature (`not-signed`).
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
-        // Read as `receive` does, without its checks (signer, `to`, time): a thief holding
-        // this device's key reads what the device received.
-        let openpgp = recorded.get_child("openpgp", NS).ok_or(E2eError::Missing { what: "openpgp" })?;
-        let decrypted = self.key.decrypt(&unb64("openpgp", &openpgp.text())?)?;
-        let certs = match self.forward_keys(to) {
-            Ok(certs) => certs,
-            Err(fetches) => return Ok(Some(Output { actions: fetches, events: vec![] })),
-        };
-        if certs.is_empty() {
-            return Err(E2eError::Policy { detail: format!("no usable OpenPGP key of {to} is announced") });
-        }
-        let bytes = if body.is_empty() {
-            let signature = decrypted.signature.ok_or(E2eError::Rejected {
-                reason: "not-signed",
-                detail: "the recorded OpenPGP message carries no signature to reuse".into(),
-            })?;
-            encrypt_raw(cx.rng, cx.now, &certs, &signed_message(&signature, &decrypted.data)?)?
-        } else {
-            let crypt = content("crypt", cx, to, body);
-            let refs: Vec<&SignedPublicKey> = certs.iter().collect();
-            self.key.encrypt(cx.rng, &refs, String::from(&crypt).as_bytes(), cx.now, false)?
-        };
-        Ok(Some(Output { actions: vec![Action::Send(message(to, &bytes))], events: vec![] }))
-    }
-
-    fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            copy.dir.wipe();
-        }
-        Box::new(copy)
-    }
-}
-
 impl Keyed for Ox {
     fn directory(&mut self) -> &mut Directory {
         &mut self.dir
+    }
+
+    /// Public keys (§4): answers and notifications, from an account we can name (from any
+    /// other, the stanza is read as a message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()) else { return self.message(cx, pep.stanza, out) };
+        match pep.node {
+            Some(NODE_PUBLIC_KEYS) => {
+                if let Err(e) = self.metadata(cx, &owner, pep, out) {
+                    // Reported as an alert, not returned as an error, so that the
+                    // stanzas it refuses (`Event::Rejected`) reach the caller too.
+                    out.events.push(Event::Alert {
+                        reason: e.code(),
+                        detail: format!("the public-key list of {owner} is refused: {e}"),
+                    });
+                    self.keys_failed(&owner, &e, out);
+                }
+            }
+            Some(node) => {
+                if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
+                    self.data(cx, &owner, fpr, pep.items, out);
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        if stanza.get_child("openpgp", NS).is_some() {
+            self.receive_openpgp(cx, stanza, true, out)?;
+            return Ok(());
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            let from: Jid = sender(stanza)?;
+            out.unencrypted(from, body, "without OX");
+        }
+        Ok(())
+    }
+
+    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        self.receive_openpgp(cx, stanza, false, out)
     }
 
     /// XEP-0374 §2.2, once every announced key of `to` is in.
@@ -870,7 +765,100 @@ impl Keyed for Ox {
         }
     }
 
-    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        self.receive_openpgp(cx, stanza, false, out)
+    /// The surreptitious-forwarding test (D. Davis, USENIX ATC 2001), with this device's key.
+    ///
+    /// `body` empty: the sender's signed OpenPGP message inside `recorded` (the `<signcrypt/>`
+    /// as signed, its `<to/>` naming this device's account) is encrypted again, unchanged, to
+    /// `to`'s keys. The signature still verifies at `to`; what stops the forgery there is the
+    /// `<to/>` that XEP-0373 §3.1 (#exchange) puts in signed content "to prevent Surreptitious
+    /// Forward Attacks", checked per §3.2 (#openpgp-verification): "At least one of the XMPP
+    /// addresses found in the 'to' elements [...] MUST correspond to the outer 'to'"
+    /// (`to-mismatch`).
+    ///
+    /// `body` given: signature stripping. XEP-0373 §3.1 also defines `<crypt/>` (encrypted,
+    /// "MUST NOT be signed"), which anybody holding `to`'s public keys can write in the
+    /// original sender's name; one is made (`<to/>`, `<time/>` now, `<rpad/>`, the body) and
+    /// encrypted, unsigned, to `to`. The honest receiver refuses it because XEP-0374 §3.1
+    /// (#signcrypt-im-use-case) "Always Use <signcrypt/>" ("Only <signcrypt/> MUST be used for
+    /// the IM use case. Encrypted but unsigned messages (<crypt/>) do not provide an advantage
+    /// over unencrypted ones since the sender can not be verified"; §2.2 too: IM clients "MUST
+    /// use the <signcrypt/> OpenPGP content element") allows only signed content for instant
+    /// messages: the message decrypts but carries no signature (`not-signed`).
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let Forwarding { recorded, to, body } = order;
+        // Read as `receive` does, without its checks (signer, `to`, time): a thief holding
+        // this device's key reads what the device received.
+        let openpgp = recorded.get_child("openpgp", NS).ok_or(E2eError::Missing { what: "openpgp" })?;
+        let decrypted = self.key.decrypt(&unb64("openpgp", &openpgp.text())?)?;
+        let certs = match self.forward_keys(to) {
+            Ok(certs) => certs,
+            Err(fetches) => return Ok(Some(Output { actions: fetches, events: vec![] })),
+        };
+        if certs.is_empty() {
+            return Err(E2eError::Policy { detail: format!("no usable OpenPGP key of {to} is announced") });
+        }
+        let bytes = if body.is_empty() {
+            let signature = decrypted.signature.ok_or(E2eError::Rejected {
+                reason: "not-signed",
+                detail: "the recorded OpenPGP message carries no signature to reuse".into(),
+            })?;
+            encrypt_raw(cx.rng, cx.now, &certs, &signed_message(&signature, &decrypted.data)?)?
+        } else {
+            let crypt = content("crypt", cx, to, body);
+            let refs: Vec<&SignedPublicKey> = certs.iter().collect();
+            self.key.encrypt(cx.rng, &refs, String::from(&crypt).as_bytes(), cx.now, false)?
+        };
+        Ok(Some(Output { actions: vec![Action::Send(message(to, &bytes))], events: vec![] }))
     }
 }
+
+impl Engine for Ox {
+    fn protocol(&self) -> Protocol {
+        Protocol::of(&super::OX)
+    }
+
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // §4.1 the data node first ("before adding a fingerprint to the metadata node, the
+        // publisher MUST ensure that the public key is available"), then our metadata list is
+        // read and our fingerprint added to it (see `metadata`, `fetch_failed`).
+        let fpr = self.key.fingerprint().to_owned();
+        let date = format_stamp(Duration::from_secs(cx.now.as_secs()));
+        let item = el("pubkey", NS).with("date", date.clone()).child(text_el(
+            "data",
+            NS,
+            b64(&self.key.public_bytes()?),
+        ));
+        let mut out = Output {
+            actions: vec![Action::Publish {
+                node: data_node(&fpr),
+                id: date,
+                item,
+                options: vec![("pubsub#access_model".into(), "open".into())],
+            }],
+            events: vec![],
+        };
+        self.dir.refetch(&self.own(), NODE_PUBLIC_KEYS, &mut out);
+        Ok(out)
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        let current = self.announced.get(peer).cloned().unwrap_or_default();
+        Ok(trust::verify(&mut self.ring, peer, oob, &current))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
+    }
+
+    // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,
+    // which the recipient does not hold.
+
+    fn steal(&self, what: Theft) -> Box<dyn Engine> {
+        kit::stolen(self.clone(), what, |copy| copy.dir.wipe())
+    }
+}
+

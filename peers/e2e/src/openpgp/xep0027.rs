@@ -17,8 +17,9 @@ use rand_core::RngCore;
 use super::keys::{self, OwnKey};
 use super::trust::{self, KeyRing};
 use super::unb64;
+use crate::kit;
 use crate::kit::codec::b64;
-use crate::kit::directory::{self, Directory, Failure, Keyed, NotSent, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Keyed, NotSent, Pep, Sealed};
 use crate::kit::trust::TrustState;
 use crate::xml::{ElementExt, NS_CLIENT, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
@@ -307,6 +308,85 @@ fn parse_item(item: &Element, owner: &BareJid) -> Result<pgp::composed::SignedPu
     Ok(cert)
 }
 
+impl Keyed for Pgp {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        let Some(certs) = self.recipients(to, out) else { return Ok(None) };
+        if certs.is_empty() {
+            return Err(NotSent(format!("no usable OpenPGP key of {to} is known")));
+        }
+        let x = self.encrypted(cx, &certs, body)?;
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("to", to.to_string())
+                .with("type", "chat")
+                .child(text_el("body", NS_CLIENT, FALLBACK))
+                .child(x),
+        ))
+    }
+
+    /// Keyserver answers and notifications, from an account we can name (from any other, the
+    /// stanza is read as a message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()) else { return self.message(cx, pep.stanza, out) };
+        if pep.node == Some(NODE_KEYSERVER) {
+            self.keyserver_items(cx, &owner, pep, out);
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, _cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        if let Some(x) = stanza.get_child("x", NS_ENCRYPTED) {
+            let from: Jid = sender(stanza)?;
+            let bytes = keys::dearmor_body(&x.text())?;
+            let decrypted = self.key.decrypt(&bytes)?;
+            let body = String::from_utf8(decrypted.data)
+                .map_err(|e| E2eError::Malformed { what: "body", detail: e.to_string() })?;
+            // §4: encrypted, never signed — the sender is not authenticated, whatever we know
+            // of its keys (see the module docs). No replay protection either.
+            out.events.push(Event::Plaintext {
+                from,
+                body,
+                trust: Trust::Unverified,
+                delay: None,
+                carbon: None,
+            });
+            return Ok(());
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            let from: Jid = sender(stanza)?;
+            out.unencrypted(from, body, "without XEP-0027 encryption");
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        if node != NODE_KEYSERVER {
+            return;
+        }
+        // The keyserver has nothing for the account.
+        self.listed.entry(owner.clone()).or_default();
+        let waiting: Vec<Jid> =
+            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        for from in waiting {
+            self.pending_presence.remove(&from);
+            let error = E2eError::Rejected {
+                reason: "unknown-signer",
+                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
+            };
+            out.events.push(Event::Rejected { from, error });
+        }
+        directory::flush(self, cx, out);
+    }
+}
+
 impl Engine for Pgp {
     fn protocol(&self) -> Protocol {
         Protocol::of(&super::PGP)
@@ -350,49 +430,6 @@ impl Engine for Pgp {
         Ok(out)
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        Ok(directory::send(self, cx, to, body))
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // Keyserver answers and notifications (from an account we can name).
-        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Anywhere)
-            && let Some(owner) = &pep.owner
-        {
-            if pep.node == Some(NODE_KEYSERVER) {
-                self.keyserver_items(cx, owner, &pep, &mut out);
-            }
-            return Ok(out);
-        }
-        if stanza.name() != "message" {
-            return Ok(out);
-        }
-        if let Some(x) = stanza.get_child("x", NS_ENCRYPTED) {
-            let from: Jid = sender(stanza)?;
-            let bytes = keys::dearmor_body(&x.text())?;
-            let decrypted = self.key.decrypt(&bytes)?;
-            let body = String::from_utf8(decrypted.data)
-                .map_err(|e| E2eError::Malformed { what: "body", detail: e.to_string() })?;
-            // §4: encrypted, never signed — the sender is not authenticated, whatever we know
-            // of its keys (see the module docs). No replay protection either.
-            out.events.push(Event::Plaintext {
-                from,
-                body,
-                trust: Trust::Unverified,
-                delay: None,
-                carbon: None,
-            });
-            return Ok(out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from: Jid = sender(stanza)?;
-            let detail = format!("{from} sent a message without XEP-0027 encryption");
-            out.unencrypted(from, body.text(), detail);
-        }
-        Ok(out)
-    }
-
     fn keyed(&mut self) -> Option<&mut dyn Keyed> {
         Some(self)
     }
@@ -421,53 +458,11 @@ impl Engine for Pgp {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The key is all there is; what was in flight stays behind.
+        // The key is all there is; what was in flight stays behind.
+        kit::stolen(self.clone(), what, |copy| {
             copy.dir.wipe();
             copy.pending_presence.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 
-impl Keyed for Pgp {
-    fn directory(&mut self) -> &mut Directory {
-        &mut self.dir
-    }
-
-    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        let Some(certs) = self.recipients(to, out) else { return Ok(None) };
-        if certs.is_empty() {
-            return Err(NotSent(format!("no usable OpenPGP key of {to} is known")));
-        }
-        let x = self.encrypted(cx, &certs, body)?;
-        Ok(Some(
-            el("message", NS_CLIENT)
-                .with("to", to.to_string())
-                .with("type", "chat")
-                .child(text_el("body", NS_CLIENT, FALLBACK))
-                .child(x),
-        ))
-    }
-
-    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
-        let Failure { owner, node, condition } = failure;
-        if node != NODE_KEYSERVER {
-            return;
-        }
-        // The keyserver has nothing for the account.
-        self.listed.entry(owner.clone()).or_default();
-        let waiting: Vec<Jid> =
-            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
-        for from in waiting {
-            self.pending_presence.remove(&from);
-            let error = E2eError::Rejected {
-                reason: "unknown-signer",
-                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
-            };
-            out.events.push(Event::Rejected { from, error });
-        }
-        directory::flush(self, cx, out);
-    }
-}

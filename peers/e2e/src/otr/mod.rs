@@ -31,9 +31,10 @@ use self::crypto::PrivateKey;
 use self::session::Session;
 use self::smp::SmpState;
 use self::wire::{Header, Message, Reassembly, Text};
+use crate::kit;
 use crate::kit::codec::hex;
 use crate::kit::crypto::{equal, hmac_sha1};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
 use crate::{Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult};
 
 /// The XEP-0380 namespace for OTR.
@@ -651,10 +652,7 @@ impl Engine for Otr {
         Protocol::of(&PROTOCOL)
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        // OTR publishes nothing: keys travel inside the AKE.
-        Ok(Output::default())
-    }
+    // `publish`: the default, nothing — keys travel inside the AKE.
 
     fn send(&mut self, _cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
@@ -730,11 +728,7 @@ impl Engine for Otr {
             return Ok(out);
         }
         let Some(body) = stanza.get_child("body", NS_CLIENT) else { return Ok(out) };
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: Jid = sender(stanza)?;
         let text = body.text();
         if self.config.policy == OtrPolicy::Never {
             out.events.push(Event::Plaintext {
@@ -807,12 +801,10 @@ impl Engine for Otr {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
+        kit::stolen(self.clone(), what, |copy| {
             copy.peers.clear();
             copy.deferred.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 

@@ -84,19 +84,18 @@ mod seam;
 mod tests;
 
 use core::time::Duration;
-use std::collections::BTreeSet;
-
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 use rsa::RsaPrivateKey;
 
 use self::pki::{Ca, Cert};
+use crate::kit;
 use crate::kit::codec::{b64, unb64_wrapped as unb64};
-use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry.
@@ -149,8 +148,7 @@ pub struct Smime {
     /// Certificates per account (ours included: our other devices), by fingerprint; the
     /// `TrustChanged` device is the serial number.
     trust: TrustBook<String, Cert>,
-    /// Accounts whose certificate node we fetched (or failed to).
-    fetched: BTreeSet<BareJid>,
+    /// The certificate nodes asked for and read, the messages waiting for them.
     dir: Directory,
     last_stamp: Option<Duration>,
     /// §7 error stanzas waiting for [`Engine::drain`].
@@ -209,7 +207,6 @@ impl Smime {
             serial,
             cert: None,
             trust: TrustBook::new(config.trust, &WORDING),
-            fetched: BTreeSet::new(),
             dir: Directory::default(),
             last_stamp: None,
             outbox: Vec::new(),
@@ -344,30 +341,6 @@ impl Smime {
         }
     }
 
-    /// Items of the certificate node, from a fetch result or a notification (which carries the
-    /// item just published: the node must still be read before a first message).
-    fn pep_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) {
-        if pep.complete {
-            self.dir.answered(owner, NODE);
-            self.fetched.insert(owner.clone());
-        }
-        for item in pep.each() {
-            let Some(payload) = item.get_child("certificate", NODE) else { continue };
-            let cert = unb64("certificate", &payload.text()).and_then(|der| Cert::from_der(&der));
-            let checked = cert.and_then(|c| self.check_certificate(cx, &c, owner).map(|()| c));
-            match checked {
-                Ok(c) => {
-                    self.observe(owner, c, out);
-                }
-                Err(e) => out.events.push(Event::Alert {
-                    reason: e.code(),
-                    detail: format!("certificate item {:?} of {owner}: {e}", item.attr("id")),
-                }),
-            }
-        }
-        directory::flush(self, cx, out);
-    }
-
     // ---- sending ----------------------------------------------------------------------------
 
     /// §6.9: timestamps increase strictly (by a millisecond when the clock has not moved).
@@ -379,46 +352,6 @@ impl Smime {
         };
         self.last_stamp = Some(stamp);
         stamp
-    }
-
-    /// §3.1: the message to `to`, once its certificate node was read.
-    fn try_encrypt(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        let own = self.own();
-        if !self.fetched.contains(to) {
-            self.dir.fetch(to, NODE, out);
-            return Ok(None);
-        }
-        let mine = self.enrol(cx)?;
-        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
-        let mut theirs = self.certificates(to, usable);
-        theirs.retain(|c| c.fingerprint != mine.fingerprint);
-        if theirs.is_empty() && *to != own {
-            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
-        }
-        let mut recipients: Vec<Cert> = vec![mine.clone()];
-        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
-            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
-                recipients.push(c);
-            }
-        }
-        // §3.1 step 1: the stanza to secure.
-        let inner = el("message", NS_CLIENT)
-            .with("from", self.me.to_string())
-            .with("to", to.to_string())
-            .with("type", "chat")
-            .child(text_el("body", NS_CLIENT, body));
-        // Step 2: CPIM with From, To, DateTime (§6.9).
-        let stamp = self.next_stamp(cx.now);
-        let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
-        // Steps 3-4: sign, then encrypt (§6.5).
-        let signed = envelope::sign(&self.key, &mine, object.as_bytes(), cx.now)?;
-        let refs: Vec<&Cert> = recipients.iter().collect();
-        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
-        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
-            "e2e",
-            NS_E2E,
-            b64(&enveloped),
-        ))))
     }
 
     // ---- receiving --------------------------------------------------------------------------
@@ -523,6 +456,179 @@ fn parse_xmpp_xml(xml: &str) -> Result<Element, E2eError> {
     }
 }
 
+impl Keyed for Smime {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        if failure.node == NODE {
+            let own = self.own();
+            directory::no_keys(self, cx, failure, &own, ("no-certificate", "certificates of"), out);
+        }
+    }
+
+    /// Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
+    /// notification is believed in a `<message/>` only.
+    fn placement(&self) -> Placement {
+        Placement::Strict
+    }
+
+    /// Items of the certificate node, from a fetch result or a notification (which carries the
+    /// item just published: the node must still be read before a first message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let (Some(NODE), Some(owner)) = (pep.node, pep.owner(&self.own())) else { return Ok(()) };
+        let owner = &owner;
+        if pep.complete {
+            self.dir.answered(owner, NODE);
+            self.dir.mark_read(owner, NODE);
+        }
+        for item in pep.each() {
+            let Some(payload) = item.get_child("certificate", NODE) else { continue };
+            let cert = unb64("certificate", &payload.text()).and_then(|der| Cert::from_der(&der));
+            let checked = cert.and_then(|c| self.check_certificate(cx, &c, owner).map(|()| c));
+            match checked {
+                Ok(c) => {
+                    self.observe(owner, c, out);
+                }
+                Err(e) => out.events.push(Event::Alert {
+                    reason: e.code(),
+                    detail: format!("certificate item {:?} of {owner}: {e}", item.attr("id")),
+                }),
+            }
+        }
+        directory::flush(self, cx, out);
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        let from: Jid = sender(stanza)?;
+        // RFC 6121 §5.2.2: a type we do not understand is `normal`. RFC 3923 secures one-to-one
+        // messages: `<e2e/>` in a room's or a broadcast's message is ignored, never answered
+        // (a §7 error would go to whoever the `from` names).
+        if matches!(stanza.attr("type"), Some("groupchat" | "headline")) {
+            return Ok(());
+        }
+        if stanza.attr("type") == Some("error") {
+            // §7 errors from the peer: reported, never answered (no error loops).
+            let condition = stanza
+                .get_child("error", NS_CLIENT)
+                .and_then(|e| e.children().find(|c| c.ns() == NS_STANZAS))
+                .map(|c| c.name().to_owned())
+                .unwrap_or_else(|| "undefined-condition".into());
+            out.events.push(Event::Alert {
+                reason: "peer-error",
+                detail: format!("{from} returned <{condition}/> for a message"),
+            });
+            return Ok(());
+        }
+        if let Some(e2e) = stanza.get_child("e2e", NS_E2E) {
+            match self.receive_e2e(cx, &from, e2e, out) {
+                Ok(()) => return Ok(()),
+                Err((stage, e)) => {
+                    if self.mode == Mode::Honest {
+                        self.outbox.push(Self::error_stanza(stanza, &from, stage));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            out.unencrypted(from, body, "without S/MIME");
+        }
+        Ok(())
+    }
+
+    /// §3.1: the message to `to`, once its certificate node was read.
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        if !self.dir.read_or_fetch(to, NODE, out) {
+            return Ok(None);
+        }
+        let own = self.own();
+        let mine = self.enrol(cx)?;
+        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
+        let mut theirs = self.certificates(to, usable);
+        theirs.retain(|c| c.fingerprint != mine.fingerprint);
+        if theirs.is_empty() && *to != own {
+            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
+        }
+        let mut recipients: Vec<Cert> = vec![mine.clone()];
+        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
+            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
+                recipients.push(c);
+            }
+        }
+        // §3.1 step 1: the stanza to secure.
+        let inner = el("message", NS_CLIENT)
+            .with("from", self.me.to_string())
+            .with("to", to.to_string())
+            .with("type", "chat")
+            .child(text_el("body", NS_CLIENT, body));
+        // Step 2: CPIM with From, To, DateTime (§6.9).
+        let stamp = self.next_stamp(cx.now);
+        let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
+        // Steps 3-4: sign, then encrypt (§6.5).
+        let signed = envelope::sign(&self.key, &mine, object.as_bytes(), cx.now)?;
+        let refs: Vec<&Cert> = recipients.iter().collect();
+        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
+        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
+            "e2e",
+            NS_E2E,
+            b64(&enveloped),
+        ))))
+    }
+
+    /// Surreptitious forwarding (Davis 2001, §2 "S/MIME"): RFC 3923's layers are
+    /// sign-then-encrypt, and the EnvelopedData binds nothing about the signer, so whoever can
+    /// open it can re-envelope the SignedData, byte for byte, to anyone. What stops it is the
+    /// CPIM object inside the signature: its `To:` header names the account the sender wrote to
+    /// (§3.1 step 2), which the honest recipient compares with itself (`cpim-to-mismatch`).
+    /// `body` has no use here: CMS signs the whole CPIM object, there is nothing around it to
+    /// rewrite. The policy checks of [`Engine::receive`] (certificate validity, DateTime
+    /// window, trust) are skipped: the attacker forwards whatever it recorded.
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        use der::Decode as _;
+        let Forwarding { recorded, to, .. } = order;
+        let e2e = recorded.get_child("e2e", NS_E2E).ok_or(E2eError::Missing { what: "e2e" })?;
+        let mine = self.enrol(cx)?;
+        let der = unb64("e2e", &e2e.text())?;
+        let (_content_type, signed) = envelope::open(&der, &mine, &self.key, cx.rng)?;
+        // Only a SignedData is worth forwarding; it is left exactly as the sender made it.
+        let ci = cms::content_info::ContentInfo::from_der(&signed)
+            .map_err(|e| E2eError::Malformed { what: "signed-data", detail: e.to_string() })?;
+        if ci.content_type != envelope::ID_SIGNED_DATA {
+            return Err(E2eError::Malformed {
+                what: "signed-data",
+                detail: format!("content type {} where signed-data was expected", ci.content_type),
+            });
+        }
+        // Key discovery, as `send` does: without `to`'s certificates there is nothing to
+        // envelope to. No queue: the caller feeds the result to `receive` and calls again.
+        if !self.dir.is_read(to, NODE) {
+            let mut out = Output::default();
+            self.dir.refetch(to, NODE, &mut out);
+            return Ok(Some(out));
+        }
+        // Every certificate held for `to`, whatever the victim's trust in it: the attacker
+        // wants the forgery read.
+        let theirs = self.certificates(to, |k| k.key.fingerprint != mine.fingerprint);
+        if theirs.is_empty() {
+            return Err(E2eError::Policy { detail: format!("no certificate of {to} to forward to") });
+        }
+        let refs: Vec<&Cert> = theirs.iter().collect();
+        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
+        let stanza = el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
+            "e2e",
+            NS_E2E,
+            b64(&enveloped),
+        ));
+        Ok(Some(Output { actions: vec![Action::Send(stanza)], events: vec![] }))
+    }
+}
+
 impl Engine for Smime {
     fn protocol(&self) -> Protocol {
         Protocol::of(&PROTOCOL)
@@ -539,63 +645,6 @@ impl Engine for Smime {
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         self.enrol(cx)?;
         Ok(directory::send(self, cx, to, body))
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
-        // notification is believed in a `<message/>` only. RFC 6120 §8.1.2.1: only a stanza
-        // with no `from` comes from our own account; one whose `from` does not parse comes from
-        // nobody we can name.
-        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Strict) {
-            if pep.node == Some(NODE)
-                && let Some(owner) = &pep.owner
-            {
-                self.pep_items(cx, owner, &pep, &mut out);
-            }
-            return Ok(out);
-        }
-        let is_message = stanza.name() == "message";
-        if !is_message || stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT)
-        {
-            return Ok(out);
-        }
-        let from: Jid = sender(stanza)?;
-        // RFC 6121 §5.2.2: a type we do not understand is `normal`. RFC 3923 secures one-to-one
-        // messages: `<e2e/>` in a room's or a broadcast's message is ignored, never answered
-        // (a §7 error would go to whoever the `from` names).
-        if matches!(stanza.attr("type"), Some("groupchat" | "headline")) {
-            return Ok(out);
-        }
-        if stanza.attr("type") == Some("error") {
-            // §7 errors from the peer: reported, never answered (no error loops).
-            let condition = stanza
-                .get_child("error", NS_CLIENT)
-                .and_then(|e| e.children().find(|c| c.ns() == NS_STANZAS))
-                .map(|c| c.name().to_owned())
-                .unwrap_or_else(|| "undefined-condition".into());
-            out.events.push(Event::Alert {
-                reason: "peer-error",
-                detail: format!("{from} returned <{condition}/> for a message"),
-            });
-            return Ok(out);
-        }
-        if let Some(e2e) = stanza.get_child("e2e", NS_E2E) {
-            match self.receive_e2e(cx, &from, e2e, &mut out) {
-                Ok(()) => return Ok(out),
-                Err((stage, e)) => {
-                    if self.mode == Mode::Honest {
-                        self.outbox.push(Self::error_stanza(stanza, &from, stage));
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let detail = format!("{from} sent a message without S/MIME");
-            out.unencrypted(from, body.text(), detail);
-        }
-        Ok(out)
     }
 
     fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
@@ -617,63 +666,8 @@ impl Engine for Smime {
         OutOfBand { peer_says: self.cert.iter().map(|c| c.fingerprint.clone()).collect() }
     }
 
-    fn forge(&mut self, _cx: &mut Cx<'_>, _from: &Jid, _body: &str) -> Result<Option<Element>, E2eError> {
-        // Every message is signed with the sender's private key: the recipient cannot make one.
-        Ok(None)
-    }
-
-    /// Surreptitious forwarding (Davis 2001, §2 "S/MIME"): RFC 3923's layers are
-    /// sign-then-encrypt, and the EnvelopedData binds nothing about the signer, so whoever can
-    /// open it can re-envelope the SignedData, byte for byte, to anyone. What stops it is the
-    /// CPIM object inside the signature: its `To:` header names the account the sender wrote to
-    /// (§3.1 step 2), which the honest recipient compares with itself (`cpim-to-mismatch`).
-    /// `body` has no use here: CMS signs the whole CPIM object, there is nothing around it to
-    /// rewrite. The policy checks of [`Engine::receive`] (certificate validity, DateTime
-    /// window, trust) are skipped: the attacker forwards whatever it recorded.
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
-        use der::Decode as _;
-        let _ = body;
-        let e2e = recorded.get_child("e2e", NS_E2E).ok_or(E2eError::Missing { what: "e2e" })?;
-        let mine = self.enrol(cx)?;
-        let der = unb64("e2e", &e2e.text())?;
-        let (_content_type, signed) = envelope::open(&der, &mine, &self.key, cx.rng)?;
-        // Only a SignedData is worth forwarding; it is left exactly as the sender made it.
-        let ci = cms::content_info::ContentInfo::from_der(&signed)
-            .map_err(|e| E2eError::Malformed { what: "signed-data", detail: e.to_string() })?;
-        if ci.content_type != envelope::ID_SIGNED_DATA {
-            return Err(E2eError::Malformed {
-                what: "signed-data",
-                detail: format!("content type {} where signed-data was expected", ci.content_type),
-            });
-        }
-        // Key discovery, as `send` does: without `to`'s certificates there is nothing to
-        // envelope to. No queue: the caller feeds the result to `receive` and calls again.
-        if !self.fetched.contains(to) {
-            let mut out = Output::default();
-            self.dir.refetch(to, NODE, &mut out);
-            return Ok(Some(out));
-        }
-        // Every certificate held for `to`, whatever the victim's trust in it: the attacker
-        // wants the forgery read.
-        let theirs = self.certificates(to, |k| k.key.fingerprint != mine.fingerprint);
-        if theirs.is_empty() {
-            return Err(E2eError::Policy { detail: format!("no certificate of {to} to forward to") });
-        }
-        let refs: Vec<&Cert> = theirs.iter().collect();
-        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
-        let stanza = el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
-            "e2e",
-            NS_E2E,
-            b64(&enveloped),
-        ));
-        Ok(Some(Output { actions: vec![Action::Send(stanza)], events: vec![] }))
-    }
+    // `forge`: the default `Ok(None)` — every message is signed with the sender's private key:
+    // the recipient cannot make one.
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         let mut copy = self.clone();
@@ -681,34 +675,7 @@ impl Engine for Smime {
             copy.mode = Mode::Stolen;
         }
         copy.outbox.clear();
-        if what == Theft::LongTermKeys {
-            copy.dir.wipe();
-        }
-        Box::new(copy)
+        kit::stolen(copy, what, |copy| copy.dir.wipe())
     }
 }
 
-impl Keyed for Smime {
-    fn directory(&mut self) -> &mut Directory {
-        &mut self.dir
-    }
-
-    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        self.try_encrypt(cx, to, body, out)
-    }
-
-    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
-        let Failure { owner, node, condition } = failure;
-        if node != NODE {
-            return;
-        }
-        self.fetched.insert(owner.clone());
-        if *owner != self.own() {
-            out.events.push(Event::Alert {
-                reason: "no-certificate",
-                detail: format!("certificates of {owner} could not be fetched ({condition})"),
-            });
-        }
-        directory::flush(self, cx, out);
-    }
-}

@@ -210,10 +210,11 @@ use rand_core::RngCore;
 pub use self::enc::Cipher;
 use self::enc::{Accept, Recipient};
 pub use self::keys::{KeyPair, PublicKey};
-use crate::kit::directory::{self, Directory, Failure, Keyed, Limits, Pep, Placement, Sealed};
+use crate::kit;
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry: the content cipher is an account option.
@@ -359,11 +360,10 @@ pub struct Xmlsec {
     cipher: Cipher,
     /// The keys of every account, by fingerprint (at most [`MAX_KEYS`] each).
     trust: TrustBook<String, PeerKey>,
-    /// Accounts whose node was fetched (or the fetch failed): an empty key set is an answer.
-    fetched: BTreeSet<BareJid>,
     /// The `since` of the next key learned.
     next: u64,
-    /// Messages waiting for keys, incoming messages signed by a key we are fetching.
+    /// Key nodes asked for and read (an empty key set is an answer too), messages waiting for
+    /// keys, incoming messages signed by a key we are fetching.
     dir: Directory,
     /// Accepted (sender, payload Id) pairs and their `<time/>`, for replay detection.
     seen: Seen,
@@ -392,7 +392,6 @@ impl Xmlsec {
             key,
             cipher: Cipher::default(),
             trust: TrustBook::new(config.trust, &Wording::KEYS),
-            fetched: BTreeSet::new(),
             next: 0,
             dir: Directory::default(),
             seen: Seen::default(),
@@ -436,7 +435,7 @@ impl Xmlsec {
         let mut out = Output::default();
         self.learn(peer, vec![key], false, &mut out);
         // As if the node had been read: nothing more to fetch before a first message.
-        self.fetched.insert(peer.clone());
+        self.dir.mark_read(peer, NODE_KEYS);
         Ok(fingerprint)
     }
 
@@ -467,7 +466,7 @@ impl Xmlsec {
         // A notification carries only the item just published: the node still has to be read
         // whole before we know every key of the account.
         if complete {
-            self.fetched.insert(owner.clone());
+            self.dir.mark_read(owner, NODE_KEYS);
             for (_, k) in self.trust.of_mut(owner) {
                 k.key.active = false;
             }
@@ -506,47 +505,6 @@ impl Xmlsec {
             known.state = self.trust.first_sight(owner, &fpr, out);
             self.trust.insert(owner, fpr, known, out);
         }
-    }
-
-    /// The items of our node, from an iq result (the whole node) or a notification.
-    fn key_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) {
-        self.dir.answered(owner, NODE_KEYS);
-        let mut keys = Vec::new();
-        for (n, item) in pep.each().enumerate() {
-            let id = item.attr("id").unwrap_or_default();
-            if n >= MAX_KEYS {
-                out.events.push(Event::Alert {
-                    reason: "bad-key-item",
-                    detail: format!("{owner} lists more than {MAX_KEYS} keys; the rest are ignored"),
-                });
-                break;
-            }
-            let parsed = item
-                .children()
-                .next()
-                .ok_or(E2eError::Missing { what: "KeyInfo" })
-                .and_then(PublicKey::from_key_info)
-                .and_then(|k| {
-                    if k.fingerprint == id {
-                        Ok(k)
-                    } else {
-                        Err(E2eError::Rejected {
-                            reason: "bad-key-item",
-                            detail: format!("item id {id} is not the key's fingerprint {}", k.fingerprint),
-                        })
-                    }
-                });
-            match parsed {
-                Ok(k) => keys.push(k),
-                Err(e) => out.events.push(Event::Alert {
-                    reason: "bad-key-item",
-                    detail: format!("key item {id:?} of {owner}: {e}"),
-                }),
-            }
-        }
-        self.learn(owner, keys, pep.complete, out);
-        directory::flush(self, cx, out);
-        directory::retry(self, cx, owner, out);
     }
 
     /// The active keys of `owner` that `keep` selects, each with its owner.
@@ -751,75 +709,97 @@ impl Xmlsec {
     }
 }
 
-impl Engine for Xmlsec {
-    fn protocol(&self) -> Protocol {
-        Protocol::of(&PROTOCOL)
+impl Keyed for Xmlsec {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        let mut out = Output { actions: vec![self.publish_action()], events: vec![] };
-        // Our own node lists our other devices.
-        self.dir.refetch(&self.own(), NODE_KEYS, &mut out);
-        Ok(out)
+    /// PEP payloads in the wrong kind of stanza (neither a fetch result nor a notification)
+    /// are ignored.
+    fn placement(&self) -> Placement {
+        Placement::Strict
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        if self.active(to, |_| true).is_empty() {
-            // Nothing to encrypt to: ask the node again before giving up.
-            self.fetched.remove(to);
-        }
-        Ok(directory::send(self, cx, to, body))
+    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        self.receive_message(cx, stanza, false, out)
     }
 
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
-        // `from` does not parse comes from nobody we can name, and its PEP payload is ignored.
-        if let Some(pep) = directory::pep(stanza, &self.own(), Placement::Strict) {
-            if pep.node == Some(NODE_KEYS)
-                && let Some(owner) = &pep.owner
-            {
-                self.key_items(cx, owner, &pep, &mut out);
+    /// The items of our node, from an iq result (the whole node) or a notification.
+    /// RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
+    /// `from` does not parse comes from nobody we can name, and its PEP payload is ignored.
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()).filter(|_| pep.node == Some(NODE_KEYS)) else { return Ok(()) };
+        let owner = &owner;
+        self.dir.answered(owner, NODE_KEYS);
+        let mut keys = Vec::new();
+        for (n, item) in pep.each().enumerate() {
+            let id = item.attr("id").unwrap_or_default();
+            if n >= MAX_KEYS {
+                out.events.push(Event::Alert {
+                    reason: "bad-key-item",
+                    detail: format!("{owner} lists more than {MAX_KEYS} keys; the rest are ignored"),
+                });
+                break;
             }
-            return Ok(out);
+            let parsed = item
+                .children()
+                .next()
+                .ok_or(E2eError::Missing { what: "KeyInfo" })
+                .and_then(PublicKey::from_key_info)
+                .and_then(|k| {
+                    if k.fingerprint == id {
+                        Ok(k)
+                    } else {
+                        Err(E2eError::Rejected {
+                            reason: "bad-key-item",
+                            detail: format!("item id {id} is not the key's fingerprint {}", k.fingerprint),
+                        })
+                    }
+                });
+            match parsed {
+                Ok(k) => keys.push(k),
+                Err(e) => out.events.push(Event::Alert {
+                    reason: "bad-key-item",
+                    detail: format!("key item {id:?} of {owner}: {e}"),
+                }),
+            }
         }
-        if stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT) {
-            // PEP payloads in the wrong kind of stanza: neither a fetch result nor a notification.
-            return Ok(out);
-        }
+        self.learn(owner, keys, pep.complete, out);
+        directory::flush(self, cx, out);
+        directory::retry(self, cx, owner, out);
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
-            return Ok(out);
+            return Ok(());
         }
         if stanza.children().any(|c| c.is("EncryptedData", NS_XENC)) {
-            self.receive_message(cx, stanza, !self.stolen, &mut out)?;
-            return Ok(out);
+            self.receive_message(cx, stanza, !self.stolen, out)?;
+            return Ok(());
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
             let from = match stanza.attr("from") {
                 None => Jid::from(self.own()),
                 Some(_) => sender(stanza)?,
             };
-            let detail = format!("{from} sent a message without XML Encryption");
-            out.unencrypted(from, body.text(), detail);
+            out.unencrypted(from, body, "without XML Encryption");
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
-        Some(self)
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        if !self.dir.read_or_fetch(to, NODE_KEYS, out) {
+            return Ok(None);
+        }
+        Ok(Some(self.encrypt(cx, to, body)?))
     }
 
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
-    }
-
-    fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
-    }
-
-    fn forge(&mut self, _cx: &mut Cx<'_>, _from: &Jid, _body: &str) -> Result<Option<Element>, E2eError> {
-        // Anyone can encrypt to us, but only the sender's private key makes its signature.
-        Ok(None)
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        if failure.node == NODE_KEYS {
+            let own = self.own();
+            directory::no_keys(self, cx, failure, &own, ("no-keys", "the keys of"), out);
+        }
     }
 
     /// Surreptitious forwarding (Davis 2001, §5 "XML") and signature wrapping, with this
@@ -834,13 +814,8 @@ impl Engine for Xmlsec {
     ///
     /// Keys of `to` are fetched first if we never fetched its node (the output then holds only
     /// the `Fetch`); every key listed there is used, whatever our trust in it.
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let Forwarding { recorded, to, body } = order;
         let mut blocks = recorded.children().filter(|c| c.is("EncryptedData", NS_XENC));
         let encrypted = blocks.next().ok_or(E2eError::Missing { what: "EncryptedData" })?;
         if blocks.next().is_some() {
@@ -859,7 +834,7 @@ impl Engine for Xmlsec {
         // Only a signed payload of this binding is worth forwarding.
         let original = dsig::signed_original(&text)?;
         // Key discovery, as `send` does; no queue: the caller answers and calls again.
-        if !self.fetched.contains(to) {
+        if !self.dir.is_read(to, NODE_KEYS) {
             let mut out = Output::default();
             self.dir.refetch(to, NODE_KEYS, &mut out);
             return Ok(Some(out));
@@ -880,50 +855,51 @@ impl Engine for Xmlsec {
         let stanza = self.seal_message(cx, to, &recipients, &forged)?;
         Ok(Some(Output { actions: vec![Action::Send(stanza)], events: vec![] }))
     }
+}
+
+impl Engine for Xmlsec {
+    fn protocol(&self) -> Protocol {
+        Protocol::of(&PROTOCOL)
+    }
+
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let mut out = Output { actions: vec![self.publish_action()], events: vec![] };
+        // Our own node lists our other devices.
+        self.dir.refetch(&self.own(), NODE_KEYS, &mut out);
+        Ok(out)
+    }
+
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        if self.active(to, |_| true).is_empty() {
+            // Nothing to encrypt to: ask the node again before giving up.
+            self.dir.unread(to, NODE_KEYS);
+        }
+        Ok(directory::send(self, cx, to, body))
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
+    }
+
+    // `forge`: the default `Ok(None)` — anyone can encrypt to us, but only the sender's private
+    // key makes its signature.
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         let mut copy = self.clone();
         copy.stolen = true;
-        if what == Theft::LongTermKeys {
-            // The key pair and the public keys of others are long-term; queues are not.
+        // The key pair and the public keys of others are long-term; queues are not.
+        kit::stolen(copy, what, |copy| {
             copy.dir.wipe();
             copy.seen = Seen::default();
-        }
-        Box::new(copy)
-    }
-}
-
-impl Keyed for Xmlsec {
-    fn directory(&mut self) -> &mut Directory {
-        &mut self.dir
-    }
-
-    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        if !self.fetched.contains(to) {
-            self.dir.fetch(to, NODE_KEYS, out);
-            return Ok(None);
-        }
-        Ok(Some(self.encrypt(cx, to, body)?))
-    }
-
-    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
-        let Failure { owner, node, condition } = failure;
-        if node != NODE_KEYS {
-            return;
-        }
-        self.fetched.insert(owner.clone());
-        if *owner != self.own() {
-            out.events.push(Event::Alert {
-                reason: "no-keys",
-                detail: format!("the keys of {owner} could not be fetched ({condition})"),
-            });
-        }
-        directory::flush(self, cx, out);
-        directory::retry(self, cx, owner, out);
-    }
-
-    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        self.receive_message(cx, stanza, false, out)
+        })
     }
 }
 

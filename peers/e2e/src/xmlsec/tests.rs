@@ -12,7 +12,7 @@ use super::*;
 use crate::{TrustPolicy, VerificationResult};
 use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
-use crate::xml::NS_PUBSUB;
+use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
 const NOW: Duration = EPOCH;
 const ALICE: &str = "alice@a.example/phone";

@@ -87,10 +87,11 @@ use rand_core::RngCore;
 use sha1::{Digest as _, Sha1};
 
 use self::tunnel::{MAX_DATA, Role, Tunnel};
+use crate::kit;
 use crate::kit::codec::{b64, unb64_wrapped};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::tls::{self, Identity};
-use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
     VerificationResult,
@@ -849,22 +850,15 @@ impl Engine for Xtls {
             }
             if let Some(body) = stanza.get_child("body", NS_CLIENT) {
                 let from: Jid =
-                    stanza.attr("from").ok_or(E2eError::Missing { what: "from" })?.parse().map_err(
-                        |e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() },
-                    )?;
-                let detail = format!("{from} sent a message outside an XTLS tunnel");
-                out.unencrypted(from, body.text(), detail);
+                    sender(stanza)?;
+                out.unencrypted(from, body, "outside an XTLS tunnel");
             }
             return Ok(out);
         }
         if !stanza.is("iq", NS_CLIENT) {
             return Ok(out);
         }
-        let from: FullJid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: FullJid = sender(stanza)?;
         let id = stanza.attr("id").ok_or(E2eError::Missing { what: "id" })?.to_owned();
         let child = stanza.children().find(|c| c.ns() == NS_XTLS);
         let result = match (stanza.attr("type"), child.map(Element::name)) {
@@ -960,14 +954,12 @@ impl Engine for Xtls {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The certificate key, the certificates seen and their trust are long-term; the
-            // tunnels (their ephemeral X25519 secrets and traffic keys) are not.
+        // The certificate key, the certificates seen and their trust are long-term; the tunnels
+        // (their ephemeral X25519 secrets and traffic keys) are not.
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
             copy.pending.clear();
             copy.left = Output::default();
-        }
-        Box::new(copy)
+        })
     }
 }

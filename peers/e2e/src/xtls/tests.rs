@@ -7,6 +7,7 @@ use rand_core::SeedableRng;
 
 use super::*;
 use crate::TrustPolicy;
+use crate::kit::codec::unb64;
 use crate::time::EPOCH;
 
 const ALICE: &str = "alice@a.example/phone";
@@ -207,7 +208,7 @@ fn sends(by: &str, actions: Vec<Action>) -> Vec<(String, Element)> {
 
 fn data_of(s: &Element) -> Option<Vec<u8>> {
     let d = s.get_child("data", NS_XTLS)?;
-    crate::kit::codec::unb64("data", &d.text()).ok()
+    unb64("data", &d.text()).ok()
 }
 
 fn with_data(s: &Element, bytes: &[u8]) -> Element {
