@@ -31,6 +31,10 @@ pub const NS_DATA: &str = "jabber:x:data";
 pub const NS_ROSTER: &str = "jabber:iq:roster";
 /// XEP-0199 ping.
 pub const NS_PING: &str = "urn:xmpp:ping";
+/// XEP-0380 explicit message encryption.
+pub const NS_EME: &str = "urn:xmpp:eme:0";
+/// XEP-0334 message processing hints.
+pub const NS_HINTS: &str = "urn:xmpp:hints";
 
 /// Attribute helpers that hide rxml's `NcName` plumbing. Names that are not valid XML
 /// names are ignored on write (they cannot come from the network: they are our own literals).

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod forms;
 mod seam;
 
+use core::fmt;
 use std::collections::BTreeMap;
 
 use jid::{BareJid, FullJid, Jid};
@@ -30,6 +31,7 @@ use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
 use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::crypto::{equal, hmac_sha256, sha256};
+use crate::kit::trust;
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
@@ -119,8 +121,8 @@ struct Session {
     initiator: bool,
 }
 
-impl core::fmt::Debug for Session {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("thread", &self.thread)
             .field("peer", &self.peer)
@@ -128,8 +130,8 @@ impl core::fmt::Debug for Session {
     }
 }
 
-impl core::fmt::Debug for Negotiation {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Negotiation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Negotiation::AwaitM2 { .. } => "AwaitM2",
             Negotiation::AwaitM3(_) => "AwaitM3",
@@ -1156,28 +1158,16 @@ impl Engine for Esession {
         };
         let said = format!("sas {me}: {}", s.sas);
         let matched = oob.peer_says.contains(&said);
-        let trust = if matched { Trust::Verified } else { Trust::Untrusted };
         s.verified = matched;
         let key = s.their_key.clone();
-        self.keys.entry(peer.clone()).or_default().insert(key.clone(), trust);
-        out.events.push(Event::TrustChanged {
-            peer: peer.clone(),
-            device: "esession".into(),
-            fingerprint: hex(&crypto::fingerprint(&key)),
-            trust,
-        });
         if !matched {
             // Someone is in the middle: end the session; nothing more goes through it.
             self.sessions.remove(peer);
-            out.events.push(Event::Alert {
-                reason: "sas-mismatch",
-                detail: format!("the SAS {peer} reads out is not ours: the session is closed"),
-            });
         }
-        out.events.push(Event::Verification {
-            peer: peer.clone(),
-            result: if matched { VerificationResult::Match } else { VerificationResult::Mismatch },
-        });
+        let mismatch = || format!("the SAS {peer} reads out is not ours: the session is closed");
+        let seen = ("esession", hex(&crypto::fingerprint(&key)));
+        let trust = trust::settle(peer, seen, matched, ("sas-mismatch", mismatch), &mut out);
+        self.keys.entry(peer.clone()).or_default().insert(key, trust);
         Ok(out)
     }
 

@@ -317,6 +317,32 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
     }
 }
 
+/// The end of a ceremony that compared one secret (a short authentication string read out, a
+/// socialist millionaires' protocol): the key's new trust — verified when `matched`, else
+/// untrusted — is reported for (`device`, `fingerprint`), then, when it failed, the alert
+/// `mismatch` (its reason and detail), then the verification's result. Returns the trust.
+pub fn settle(
+    peer: &BareJid,
+    (device, fingerprint): (&str, String),
+    matched: bool,
+    mismatch: (&'static str, impl FnOnce() -> String),
+    out: &mut Output,
+) -> Trust {
+    let trust = if matched { Trust::Verified } else { Trust::Untrusted };
+    out.events.push(Event::TrustChanged {
+        peer: peer.clone(),
+        device: device.to_owned(),
+        fingerprint,
+        trust,
+    });
+    if !matched {
+        out.events.push(Event::Alert { reason: mismatch.0, detail: (mismatch.1)() });
+    }
+    let result = if matched { VerificationResult::Match } else { VerificationResult::Mismatch };
+    out.events.push(Event::Verification { peer: peer.clone(), result });
+    trust
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

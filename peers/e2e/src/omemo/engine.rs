@@ -37,7 +37,7 @@ use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy};
 
 /// `urn:xmpp:omemo:2`.
@@ -48,8 +48,6 @@ pub const NODE_DEVICES: &str = "urn:xmpp:omemo:2:devices";
 pub const NODE_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
 /// XEP-0420 Stanza Content Encryption.
 pub const NS_SCE: &str = "urn:xmpp:sce:1";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// How far in the future an envelope's `<time/>` may lie before it is rejected.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
@@ -424,16 +422,12 @@ impl Omemo {
 
     // ---- receiving ------------------------------------------------------------------------
 
-    fn receive_encrypted(
-        &mut self,
-        cx: &mut Cx<'_>,
-        stanza: &Element,
-        encrypted: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
+    /// §usecases-receiving: an `<encrypted/>` message.
+    fn decrypt(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let (version, ns) = (self.version, self.version.ns());
+        let encrypted = stanza.get_child("encrypted", ns).ok_or(E2eError::Missing { what: "encrypted" })?;
         let from: Jid = sender(stanza)?;
         let sender = from.to_bare();
-        let (version, ns) = (self.version, self.version.ns());
         let header = encrypted.get_child("header", ns).ok_or(E2eError::Missing { what: "header" })?;
         let sid = device_id("sid", header.attr("sid"))?;
         let own = self.own().to_string();
@@ -647,9 +641,8 @@ impl Keyed for Omemo {
         if stanza.name() != "message" {
             return Ok(());
         }
-        if let Some(encrypted) = stanza.get_child("encrypted", self.version.ns()) {
-            self.receive_encrypted(cx, stanza, encrypted, out)?;
-            return Ok(());
+        if stanza.has_child("encrypted", self.version.ns()) {
+            return self.decrypt(cx, stanza, out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
             // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).

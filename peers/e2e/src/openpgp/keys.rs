@@ -195,6 +195,11 @@ impl OwnKey {
         &self.fingerprint
     }
 
+    /// What the device shows out of band: its fingerprint.
+    pub fn out_of_band(&self) -> crate::OutOfBand {
+        crate::OutOfBand { peer_says: vec![self.fingerprint().to_owned()] }
+    }
+
     /// Our certificate.
     pub fn public(&self) -> &SignedPublicKey {
         &self.public

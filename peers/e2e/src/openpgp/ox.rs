@@ -18,17 +18,13 @@ use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits,
 use crate::kit::trust::TrustState;
 use crate::rng06::Rng06;
 use crate::time::format_stamp;
-use crate::xml::{ElementExt, NS_CLIENT, NS_SERVER, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, NS_SERVER, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// `urn:xmpp:openpgp:0` (XEP-0373).
 pub const NS: &str = "urn:xmpp:openpgp:0";
 /// The public-key metadata node (XEP-0373 §4.2).
 pub const NODE_PUBLIC_KEYS: &str = "urn:xmpp:openpgp:0:public-keys";
-/// XEP-0380 explicit message encryption.
-pub const NS_EME: &str = "urn:xmpp:eme:0";
-/// XEP-0334 message processing hints.
-pub const NS_HINTS: &str = "urn:xmpp:hints";
 /// The unencrypted body XEP-0374 §3.2 ("Provide Hints") recommends.
 pub const FALLBACK: &str = "This message is encrypted using OpenPGP.";
 /// How far in the future a `<time/>` may lie before the content is refused (XEP-0373 §3.2
@@ -846,12 +842,11 @@ impl Engine for Ox {
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let current = self.announced.get(peer).cloned().unwrap_or_default();
-        Ok(trust::verify(&mut self.ring, peer, oob, &current))
+        Ok(trust::verify(&mut self.ring, peer, oob, self.announced.get(peer)))
     }
 
     fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
+        self.key.out_of_band()
     }
 
     // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,

@@ -11,7 +11,7 @@ use super::*;
 use crate::kit::codec::b64;
 use crate::time::EPOCH;
 use crate::testing::{flip_bit, random_element};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
 use crate::{
     Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, OutOfBand, Output, Protocol, Theft,
     Trust, TrustPolicy, VerificationResult,
@@ -549,7 +549,7 @@ fn ox_round_trip_publishes_and_discovers_keys() {
     let s = net.last_wire();
     assert!(!String::from(&s).contains("hello bob"));
     assert!(s.get_child("openpgp", ox::NS).is_some());
-    assert_eq!(s.get_child("encryption", ox::NS_EME).unwrap().attr("namespace"), Some(ox::NS));
+    assert_eq!(s.get_child("encryption", NS_EME).unwrap().attr("namespace"), Some(ox::NS));
     assert_eq!(s.get_child("body", NS_CLIENT).unwrap().text(), ox::FALLBACK);
     net.send(BOB, ALICE, "hi");
     assert_eq!(net.shown(ALICE), [("hi".to_owned(), Trust::Unverified)]);
@@ -853,7 +853,7 @@ fn ox_surreptitious_forwarding_decrypts_at_bob_and_fails_the_to_check() {
     // The shape `send` produces, addressed to Bob.
     assert_eq!(fwd.attr("to"), Some("bob@b.example"));
     assert_eq!(fwd.attr("type"), Some("chat"));
-    assert_eq!(fwd.get_child("encryption", ox::NS_EME).unwrap().attr("namespace"), Some(ox::NS));
+    assert_eq!(fwd.get_child("encryption", NS_EME).unwrap().attr("namespace"), Some(ox::NS));
     assert_eq!(fwd.get_child("body", NS_CLIENT).unwrap().text(), ox::FALLBACK);
 
     // It really decrypts with Bob's key, and carries Alice's signature over her <signcrypt/>

@@ -47,7 +47,12 @@ pub(crate) fn observe(
 /// out of band (spaces and case ignored). Keys it shows are verified, the others distrusted.
 /// Keys no longer current (rotated away, or a stray key seen once) are not compared: they are
 /// not used, and would make an honest peer look like a mismatch.
-pub(crate) fn verify(ring: &mut KeyRing, peer: &BareJid, oob: &OutOfBand, current: &BTreeSet<String>) -> Output {
+pub(crate) fn verify(
+    ring: &mut KeyRing,
+    peer: &BareJid,
+    oob: &OutOfBand,
+    current: Option<&BTreeSet<String>>,
+) -> Output {
     let says: BTreeSet<String> = oob.peer_says.iter().map(|s| normalise_fingerprint(s)).collect();
-    ring.verify(peer, |fpr| says.contains(fpr), |fpr| current.contains(fpr))
+    ring.verify(peer, |fpr| says.contains(fpr), |fpr| current.is_some_and(|c| c.contains(fpr)))
 }

@@ -435,12 +435,11 @@ impl Engine for Pgp {
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let current = self.listed.get(peer).cloned().unwrap_or_default();
-        Ok(trust::verify(&mut self.ring, peer, oob, &current))
+        Ok(trust::verify(&mut self.ring, peer, oob, self.listed.get(peer)))
     }
 
     fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
+        self.key.out_of_band()
     }
 
     /// Anyone holding our public key can write us an XEP-0027 message, the recipient included:

@@ -34,13 +34,12 @@ use self::wire::{Header, Message, Reassembly, Text};
 use crate::kit;
 use crate::kit::codec::hex;
 use crate::kit::crypto::{equal, hmac_sha1};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
+use crate::kit::trust;
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
 use crate::{Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult};
 
 /// The XEP-0380 namespace for OTR.
 pub const NS_OTR: &str = "urn:xmpp:otr:0";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// TLV type 1: Disconnected.
 const TLV_DISCONNECTED: u16 = 1;
 
@@ -58,6 +57,16 @@ pub enum OtrPolicy {
     Never,
 }
 
+impl OtrPolicy {
+    /// The policies as scenario files name them (the first is the default), with what each
+    /// means.
+    const NAMES: &[(&str, &str)] = &[
+        ("require", "Never send unencrypted: store the message, send a Query, send it once private."),
+        ("opportunistic", "libotr's default: plaintext with a whitespace tag until the peer starts the AKE."),
+        ("never", "OTR off."),
+    ];
+}
+
 /// The registry entry: the policy is an account option (§"Policies").
 pub static PROTOCOL: crate::ProtocolDef =
     crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire };
@@ -66,11 +75,7 @@ pub static PROTOCOL: crate::ProtocolDef =
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {
     key: "otr",
     about: "The OTR policy of this account's `otr` devices (default `require`).",
-    values: &[
-        ("require", "Never send unencrypted: store the message, send a Query, send it once private."),
-        ("opportunistic", "libotr's default: plaintext with a whitespace tag until the peer starts the AKE."),
-        ("never", "OTR off."),
-    ],
+    values: OtrPolicy::NAMES,
 };
 
 fn build_engine(me: &FullJid, rng: &mut dyn RngCore, config: &crate::EngineConfig) -> Box<dyn Engine> {
@@ -290,13 +295,7 @@ impl Otr {
     }
 
     /// Handles a whole (reassembled) OTR text from `from`.
-    fn receive_text(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &Jid,
-        body: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
+    fn on_text(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str, out: &mut Output) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let text = wire::classify(body)?;
         let policy = self.config.policy;
@@ -323,7 +322,7 @@ impl Otr {
                             detail: "a reassembled message is itself a fragment".into(),
                         });
                     }
-                    return self.receive_text(cx, from, &whole, out);
+                    return self.on_text(cx, from, &whole, out);
                 }
                 Ok(())
             }
@@ -622,26 +621,11 @@ impl Otr {
                 .push(Event::Alert { reason: "smp-aborted", detail: format!("{peer_jid} aborted SMP") });
         }
         if let Some(matched) = step.result {
+            let mismatch = || format!("SMP with {peer_jid}: the secrets differ (or someone is in the middle)");
+            let trust = trust::settle(peer_jid, ("otr", hex(&their_fp)), matched, ("smp-failed", mismatch), out);
             let peer = self.peers.entry(peer_jid.clone()).or_default();
             peer.smp_started = false;
-            let trust = if matched { Trust::Verified } else { Trust::Untrusted };
             peer.fingerprints.insert(their_fp, trust);
-            out.events.push(Event::TrustChanged {
-                peer: peer_jid.clone(),
-                device: "otr".into(),
-                fingerprint: hex(&their_fp),
-                trust,
-            });
-            if !matched {
-                out.events.push(Event::Alert {
-                    reason: "smp-failed",
-                    detail: format!("SMP with {peer_jid}: the secrets differ (or someone is in the middle)"),
-                });
-            }
-            out.events.push(Event::Verification {
-                peer: peer_jid.clone(),
-                result: if matched { VerificationResult::Match } else { VerificationResult::Mismatch },
-            });
         }
         Ok(())
     }
@@ -740,7 +724,7 @@ impl Engine for Otr {
             });
             return Ok(out);
         }
-        self.receive_text(cx, &from, &text, &mut out)?;
+        self.on_text(cx, &from, &text, &mut out)?;
         Ok(out)
     }
 

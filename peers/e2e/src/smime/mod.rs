@@ -80,9 +80,8 @@ pub mod cpim;
 pub mod envelope;
 pub mod pki;
 mod seam;
-#[cfg(test)]
-mod tests;
 
+use core::fmt;
 use core::time::Duration;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -98,14 +97,6 @@ use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
-/// The registry entry.
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "smime", module: module_path!(),
-    build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
-    options: &[],
-    wire: &seam::SmimeWire,
-};
-
 /// `urn:ietf:params:xml:ns:xmpp-e2e` (RFC 3923 §9).
 pub const NS_E2E: &str = "urn:ietf:params:xml:ns:xmpp-e2e";
 /// The PEP node (and payload namespace) where devices publish their certificates (ours: RFC
@@ -115,6 +106,14 @@ pub const NODE: &str = "urn:xmpp:jabberwock:smime:certs:0";
 pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
 /// RSA modulus size of device keys.
 const RSA_BITS: usize = 2048;
+
+/// The registry entry.
+pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
+    name: "smime", module: module_path!(),
+    build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
+    options: &[],
+    wire: &seam::SmimeWire,
+};
 
 /// Who runs the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,8 +154,8 @@ pub struct Smime {
     outbox: Vec<Element>,
 }
 
-impl core::fmt::Debug for Smime {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Smime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Smime")
             .field("me", &self.me)
             .field("mode", &self.mode)
@@ -679,3 +678,5 @@ impl Engine for Smime {
     }
 }
 
+#[cfg(test)]
+mod tests;

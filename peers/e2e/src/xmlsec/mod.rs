@@ -214,7 +214,7 @@ use crate::kit;
 use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry: the content cipher is an account option.
@@ -249,8 +249,6 @@ pub const NS_DS: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
 /// XML Encryption 1.1.
 pub const NS_XENC11: &str = "http://www.w3.org/2009/xmlenc11#";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// The fallback body for clients without this binding.
 pub const FALLBACK: &str = "This message is signed and encrypted with XML Signature and XML Encryption (urn:xmpp:jabberwock:xmlsec:0).";
 /// How far ahead of our clock a payload's `<time/>` may be (clock skew).
@@ -579,13 +577,14 @@ impl Xmlsec {
 
     // ---- receiving --------------------------------------------------------------------------
 
-    /// Receive steps 1–5 of the module docs. `may_fetch`: an unknown signing key makes us fetch
-    /// the sender's keys and hold the stanza (once).
+    /// Receive steps 1–5 of the module docs. `hold`: how the stanza may wait if its signing key
+    /// is unknown, while we fetch the sender's keys (`None`: it waited already, or this is a
+    /// thief's copy that fetches nothing).
     fn receive_message(
         &mut self,
         cx: &mut Cx<'_>,
         stanza: &Element,
-        may_fetch: bool,
+        hold: Option<Limits>,
         out: &mut Output,
     ) -> Result<(), E2eError> {
         let from: Jid = sender(stanza)?;
@@ -626,9 +625,9 @@ impl Xmlsec {
         };
         let payload = match dsig::verify(&text, &mut lookup) {
             Ok(p) => p,
-            Err(e) if e.code() == "unknown-signer" && may_fetch => {
+            Err(e) if e.code() == "unknown-signer" && let Some(limits) = hold => {
                 // The sender may have a device we have not seen: fetch its keys, try again then.
-                if !self.dir.hold(stanza, HELD, out) {
+                if !self.dir.hold(stanza, limits, out) {
                     return Err(e);
                 }
                 self.dir.refetch(&sender, NODE_KEYS, out);
@@ -721,7 +720,7 @@ impl Keyed for Xmlsec {
     }
 
     fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        self.receive_message(cx, stanza, false, out)
+        self.receive_message(cx, stanza, None, out)
     }
 
     /// The items of our node, from an iq result (the whole node) or a notification.
@@ -775,7 +774,7 @@ impl Keyed for Xmlsec {
             return Ok(());
         }
         if stanza.children().any(|c| c.is("EncryptedData", NS_XENC)) {
-            self.receive_message(cx, stanza, !self.stolen, out)?;
+            self.receive_message(cx, stanza, (!self.stolen).then_some(HELD), out)?;
             return Ok(());
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {

@@ -139,6 +139,25 @@ static WORDING: Wording = Wording {
     unseen: "certificate",
 };
 
+/// An XTLS `<iq/>` from a peer device: who sent it, and the id an answer repeats.
+#[derive(Debug, Clone, Copy)]
+struct Iq<'a> {
+    from: &'a FullJid,
+    id: &'a str,
+}
+
+impl Iq<'_> {
+    /// The `<iq type='error'/>` answering it with `condition`.
+    fn error(&self, condition: &str) -> Action {
+        Action::Send(iq_error(&Jid::from(self.from.clone()), self.id, condition))
+    }
+
+    /// The `<iq type='result'/>` answering it, with `payload` if any.
+    fn result(&self, payload: Option<Element>) -> Action {
+        Action::Send(iq_result(&Jid::from(self.from.clone()), self.id, payload))
+    }
+}
+
 /// Where a tunnel stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -496,14 +515,8 @@ impl Xtls {
 
     // ---- receiving ------------------------------------------------------------------------
 
-    fn on_start(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let to = Jid::from(from.clone());
+    fn on_start(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let from = iq.from;
         let mut outbox = Vec::new();
         if let Some(s) = self.sessions.get(from) {
             let ours_first = self.me.as_str().as_bytes() < from.as_str().as_bytes();
@@ -513,7 +526,7 @@ impl Xtls {
                 // ("i;octet") is the one that goes on: theirs gets <conflict/>. (Ours may
                 // already be in its handshake: their <start/> was sent before our <start/>
                 // reached them.)
-                out.actions.push(Action::Send(iq_error(&to, id, "conflict")));
+                out.actions.push(iq.error("conflict"));
                 return Ok(());
             }
             if !matches!(s.phase, Phase::Requested(_)) {
@@ -533,17 +546,12 @@ impl Xtls {
         let mut session = Session::new(Phase::Handshake, Role::Server, outbox, self.next_id);
         session.tunnel = Some(Tunnel::new(Role::Server, seed, &identity, from.domain().as_str(), cx.now)?);
         self.sessions.insert(from.clone(), session);
-        out.actions.push(Action::Send(iq_result(&to, id, Some(el("proceed", NS_XTLS)))));
+        out.actions.push(iq.result(Some(el("proceed", NS_XTLS))));
         Ok(())
     }
 
-    fn on_proceed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
+    fn on_proceed(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Iq { from, id } = iq;
         let Some(s) = self.sessions.get(from) else {
             return Err(E2eError::Rejected {
                 reason: "unexpected",
@@ -569,26 +577,19 @@ impl Xtls {
         Ok(())
     }
 
-    fn on_data(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        data: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let to = Jid::from(from.clone());
+    fn on_data(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, data: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let from = iq.from;
         let Some(s) = self.sessions.get_mut(from) else {
             // §close: "If the tunnel is unknown to the receiving party, it MUST return an
             // <item-not-found/> error" (we answer the same to data for an unknown tunnel).
-            out.actions.push(Action::Send(iq_error(&to, id, "item-not-found")));
+            out.actions.push(iq.error("item-not-found"));
             return Err(E2eError::Rejected {
                 reason: "unknown-tunnel",
                 detail: format!("<data/> from {from}"),
             });
         };
         if matches!(s.phase, Phase::Requested(_)) || s.tunnel.is_none() {
-            out.actions.push(Action::Send(iq_error(&to, id, "unexpected-request")));
+            out.actions.push(iq.error("unexpected-request"));
             return Err(E2eError::Rejected {
                 reason: "unexpected",
                 detail: format!("<data/> before <proceed/> from {from}"),
@@ -600,7 +601,7 @@ impl Xtls {
                 Some("x509") | None => {}
                 Some(other) => {
                     let other = other.to_owned();
-                    out.actions.push(Action::Send(iq_error(&to, id, "not-acceptable")));
+                    out.actions.push(iq.error("not-acceptable"));
                     self.sessions.remove(from);
                     return Err(E2eError::Rejected {
                         reason: "unsupported-method",
@@ -613,16 +614,16 @@ impl Xtls {
         let bytes = match bytes {
             Ok(b) if b.len() <= MAX_DATA => b,
             Ok(b) => {
-                out.actions.push(Action::Send(iq_error(&to, id, "not-acceptable")));
+                out.actions.push(iq.error("not-acceptable"));
                 return Err(E2eError::Malformed { what: "data", detail: format!("{} bytes", b.len()) });
             }
             Err(e) => {
-                out.actions.push(Action::Send(iq_error(&to, id, "bad-request")));
+                out.actions.push(iq.error("bad-request"));
                 return Err(e);
             }
         };
         // §handshake: "The responder then acknowledges the stanza".
-        out.actions.push(Action::Send(iq_result(&to, id, None)));
+        out.actions.push(iq.result(None));
         let was_handshaking = s.phase == Phase::Handshake;
         let fed = match s.tunnel.as_mut() {
             Some(t) => t.feed(cx.now, &bytes),
@@ -687,13 +688,13 @@ impl Xtls {
         Ok(())
     }
 
-    fn on_close(&mut self, from: &FullJid, id: &str, out: &mut Output) {
-        let to = Jid::from(from.clone());
+    fn on_close(&mut self, iq: Iq<'_>, out: &mut Output) {
+        let from = iq.from;
         let Some(s) = self.sessions.remove(from) else {
-            out.actions.push(Action::Send(iq_error(&to, id, "item-not-found")));
+            out.actions.push(iq.error("item-not-found"));
             return;
         };
-        out.actions.push(Action::Send(iq_result(&to, id, Some(el("closed", NS_XTLS)))));
+        out.actions.push(iq.result(Some(el("closed", NS_XTLS))));
         let clean = s.tunnel.as_ref().is_some_and(Tunnel::peer_closed);
         out.events.push(if clean {
             Event::Alert { reason: "xtls-closed", detail: format!("{from} closed the tunnel") }
@@ -711,7 +712,8 @@ impl Xtls {
     }
 
     /// An error answering one of our IQs: a refused `<start/>`, or a tunnel that is gone.
-    fn on_error(&mut self, from: &FullJid, id: &str, stanza: &Element, out: &mut Output) {
+    fn on_error(&mut self, iq: Iq<'_>, stanza: &Element, out: &mut Output) {
+        let Iq { from, id } = iq;
         let condition = stanza
             .get_child("error", NS_CLIENT)
             .and_then(|e| e.children().find(|c| c.ns() == NS_STANZAS))
@@ -861,24 +863,25 @@ impl Engine for Xtls {
         let from: FullJid = sender(stanza)?;
         let id = stanza.attr("id").ok_or(E2eError::Missing { what: "id" })?.to_owned();
         let child = stanza.children().find(|c| c.ns() == NS_XTLS);
+        let iq = Iq { from: &from, id: &id };
         let result = match (stanza.attr("type"), child.map(Element::name)) {
-            (Some("set"), Some("start")) => self.on_start(cx, &from, &id, &mut out),
+            (Some("set"), Some("start")) => self.on_start(cx, iq, &mut out),
             (Some("set"), Some("data")) => match child {
-                Some(data) => self.on_data(cx, &from, &id, data, &mut out),
+                Some(data) => self.on_data(cx, iq, data, &mut out),
                 None => Ok(()),
             },
             (Some("set"), Some("close")) => {
-                self.on_close(&from, &id, &mut out);
+                self.on_close(iq, &mut out);
                 Ok(())
             }
             (Some("set"), _) => {
-                out.actions.push(Action::Send(iq_error(&Jid::from(from.clone()), &id, "bad-request")));
+                out.actions.push(iq.error("bad-request"));
                 Err(E2eError::Missing { what: "XTLS payload" })
             }
-            (Some("result"), Some("proceed")) => self.on_proceed(cx, &from, &id, &mut out),
+            (Some("result"), Some("proceed")) => self.on_proceed(cx, iq, &mut out),
             (Some("result"), _) => Ok(()), // a <data/> acknowledged, or <closed/>
             (Some("error"), _) => {
-                self.on_error(&from, &id, stanza, &mut out);
+                self.on_error(iq, stanza, &mut out);
                 Ok(())
             }
             _ => Ok(()),
