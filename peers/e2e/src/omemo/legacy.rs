@@ -99,13 +99,10 @@ pub fn parse_bundle(bundle: &Element) -> Result<Bundle, E2eError> {
         let id = prekey_id("preKeyId", pk.attr("preKeyId"))?;
         prekeys.push((id, undjb("preKeyPublic", &unb64("preKeyPublic", &pk.text())?)?));
     }
-    Ok(Bundle {
-        ik: undjb("identityKey", &unb64("identityKey", &child("identityKey")?.text())?)?,
-        spk_id: prekey_id("signedPreKeyId", spk_el.attr("signedPreKeyId"))?,
-        spk: undjb("signedPreKeyPublic", &unb64("signedPreKeyPublic", &spk_el.text())?)?,
-        spks,
-        prekeys,
-    })
+    let ik = undjb("identityKey", &unb64("identityKey", &child("identityKey")?.text())?)?;
+    let spk_id = prekey_id("signedPreKeyId", spk_el.attr("signedPreKeyId"))?;
+    let spk = undjb("signedPreKeyPublic", &unb64("signedPreKeyPublic", &spk_el.text())?)?;
+    Ok(Bundle { ik, spk_id, spk, spks, prekeys })
 }
 
 /// `0x33 || PreKeyWhisperMessage` around a whole `WhisperMessage`.

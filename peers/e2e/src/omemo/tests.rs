@@ -432,15 +432,13 @@ fn mutated_omemo_stanzas_never_panic() {
                                 let i = (r.next_u32() as usize) % (bytes.len() * 8);
                                 bytes[i / 8] ^= 1 << (i % 8);
                             }
-                            let _ = t.take_nodes();
-                            t.append_text(b64.encode(&bytes));
+                            crate::testing::set_text(t, &b64.encode(&bytes));
                         }
                     }
                     2 => {
                         if let Ok(mut bytes) = b64.decode(t.text().trim()) {
                             bytes.truncate((r.next_u32() as usize) % (bytes.len() + 1));
-                            let _ = t.take_nodes();
-                            t.append_text(b64.encode(&bytes));
+                            crate::testing::set_text(t, &b64.encode(&bytes));
                         }
                     }
                     3 => {
@@ -450,8 +448,7 @@ fn mutated_omemo_stanzas_never_panic() {
                         t.set(attr, value);
                     }
                     4 => {
-                        let _ = t.take_nodes();
-                        t.append_text("!!not base64!!");
+                        crate::testing::set_text(t, "!!not base64!!");
                     }
                     _ => {
                         let _ = t.take_nodes();
@@ -546,8 +543,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                         if r.next_u32().is_multiple_of(2) {
                             bytes.truncate(bytes.len() - 1);
                         }
-                        let _ = t.take_nodes();
-                        t.append_text(b64.encode(&bytes));
+                        crate::testing::set_text(t, &b64.encode(&bytes));
                     }
                 }
                 2 => {
@@ -557,8 +553,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                     t.set(attr, value);
                 }
                 3 => {
-                    let _ = t.take_nodes();
-                    t.append_text("!!not base64!!");
+                    crate::testing::set_text(t, "!!not base64!!");
                 }
                 _ => {
                     let _ = t.take_nodes();

@@ -411,6 +411,12 @@ impl Otr {
         self.send_binary(from, wire::DH_COMMIT, 0, &commit, out);
     }
 
+    /// Our logical clock, one tick per message received: the instance that spoke last wins.
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
     fn receive_ake(
         &mut self,
         cx: &mut Cx<'_>,
@@ -421,8 +427,7 @@ impl Otr {
     ) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let tag = header.sender;
-        self.clock += 1;
-        let clock = self.clock;
+        let clock = self.tick();
         let key = self.key.clone();
         let peer = self.peers.entry(peer_jid.clone()).or_default();
         // The commit we sent before we knew their instance (tag 0) is this instance's AKE when
@@ -490,8 +495,7 @@ impl Otr {
     ) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let tag = header.sender;
-        self.clock += 1;
-        let clock = self.clock;
+        let clock = self.tick();
         let me = self.instance;
         let session = self
             .peers

@@ -589,21 +589,13 @@ impl Keyed for Smime {
     /// rewrite. The policy checks of [`Engine::receive`] (certificate validity, DateTime
     /// window, trust) are skipped: the attacker forwards whatever it recorded.
     fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
-        use der::Decode as _;
         let Forwarding { recorded, to, .. } = order;
         let e2e = recorded.get_child("e2e", NS_E2E).ok_or(E2eError::Missing { what: "e2e" })?;
         let mine = self.enrol(cx)?;
         let der = unb64("e2e", &e2e.text())?;
         let (_content_type, signed) = envelope::open(&der, &mine, &self.key, cx.rng)?;
         // Only a SignedData is worth forwarding; it is left exactly as the sender made it.
-        let ci = cms::content_info::ContentInfo::from_der(&signed)
-            .map_err(|e| E2eError::Malformed { what: "signed-data", detail: e.to_string() })?;
-        if ci.content_type != envelope::ID_SIGNED_DATA {
-            return Err(E2eError::Malformed {
-                what: "signed-data",
-                detail: format!("content type {} where signed-data was expected", ci.content_type),
-            });
-        }
+        envelope::content_of(&signed, envelope::ID_SIGNED_DATA, "signed-data")?;
         // Key discovery, as `send` does: without `to`'s certificates there is nothing to
         // envelope to. No queue: the caller feeds the result to `receive` and calls again.
         if !self.dir.is_read(to, NODE) {

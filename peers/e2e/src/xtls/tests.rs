@@ -171,11 +171,7 @@ impl Net {
     }
 
     fn alerts(&self, device: &str) -> Vec<&'static str> {
-        self.events
-            .iter()
-            .filter(|(d, _)| d == device)
-            .filter_map(|(_, e)| if let Event::Alert { reason, .. } = e { Some(*reason) } else { None })
-            .collect()
+        crate::testing::alerts_of(&self.events, device)
     }
 
     fn dev(&self, d: &str) -> &Xtls {
