@@ -77,15 +77,8 @@ fn main() {
     }
     row("handshake (4 messages + first stanza)", handshakes, engine, t.elapsed());
 
-    let mut p = warmed_pair(100);
-    p.send(true, "warm-up");
+    let engine = warmed_pair(100).time_messages(messages, |i| i % 2 == 1);
     let body = BODY;
-    let t = Instant::now();
-    for i in 0..messages {
-        p.send(i % 2 == 1, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, messages as usize + 1);
     let keys = derive(&[1; 32], "a", "b");
     let t = Instant::now();
     for i in 0..messages {

@@ -85,15 +85,8 @@ fn main() {
     row("handshake (AKE + first message)", handshakes, engine, t.elapsed());
 
     // One-way stream.
-    let mut p = pair(100);
-    p.send(true, "warm-up");
+    let engine = pair(100).time_messages(messages, |_| true);
     let body = BODY;
-    let t = Instant::now();
-    for _ in 0..messages {
-        p.send(true, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, messages as usize + 1);
     let t = Instant::now();
     for _ in 0..messages {
         raw_message(body.as_bytes());
@@ -101,15 +94,8 @@ fn main() {
     row("message, one way (cached keys)", messages, engine, t.elapsed());
 
     // Alternating: keys rotate on every message.
-    let mut p = pair(200);
-    p.send(true, "warm-up");
     let n = messages / 10;
-    let t = Instant::now();
-    for i in 0..n {
-        p.send(i % 2 == 1, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, n as usize + 1);
+    let engine = pair(200).time_messages(n, |i| i % 2 == 1);
     let (b, c) = (DhKey::generate(&mut rng), DhKey::generate(&mut rng));
     let t = Instant::now();
     for _ in 0..n {

@@ -104,6 +104,20 @@ impl<E: Engine> Pair<E> {
         }
     }
 
+    /// After one warm-up message from Alice (not measured), the time `n` messages of [`BODY`]
+    /// take, the `i`-th sent by Alice when `by_alice(i)`; every one must be shown.
+    pub(crate) fn time_messages(&mut self, n: u32, by_alice: impl Fn(u32) -> bool) -> Duration {
+        self.send(true, "warm-up");
+        let before = self.shown;
+        let t = Instant::now();
+        for i in 0..n {
+            self.send(by_alice(i), BODY);
+        }
+        let elapsed = t.elapsed();
+        assert_eq!(self.shown, before + n as usize);
+        elapsed
+    }
+
     pub(crate) fn send(&mut self, from_alice: bool, body: &str) {
         let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
         let engine = if from_alice { &mut self.alice } else { &mut self.bob };
