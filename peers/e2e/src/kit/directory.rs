@@ -2,10 +2,10 @@
 //!
 //! A message to an account whose keys are not known waits in the [`Directory`]'s pending
 //! queue while the account's node is fetched ([`Action::Fetch`], once while it is in flight:
-//! the asked list). The answer — the node's items ([`pep`]), or an error
-//! ([`crate::Engine::fetch_failed`]) — tells the engine what it needs, and the queue is
-//! flushed ([`flush`]): each message is sent, waits on, or is given up with the alert
-//! `not-sent`. A received stanza signed by a key not yet seen may likewise be held until the
+//! the asked list). The answer — the node's items ([`pep`], which [`receive`] hands to
+//! [`Keyed::items`]), or an error ([`failed`], [`no_keys`]) — tells the engine what it needs,
+//! and the queue is flushed ([`flush`]): each message is sent, waits on, or is given up with
+//! the alert `not-sent`. A received stanza signed by a key not yet seen may likewise be held until the
 //! sender's node has been read, then read again ([`retry`]), its refusal then reported as an
 //! [`Event::Rejected`]. What the nodes hold, and what a message needs, is the engine's own
 //! ([`Keyed`]).
@@ -84,7 +84,7 @@ impl Directory {
     /// Whether `owner`'s `node` was read ([`Directory::mark_read`]); if not, it is fetched (once
     /// while in flight).
     pub fn read_or_fetch(&mut self, owner: &BareJid, node: &str, out: &mut Output) -> bool {
-        let read = self.read.contains(&(owner.clone(), node.to_owned()));
+        let read = self.is_read(owner, node);
         if !read {
             self.fetch(owner, node, out);
         }

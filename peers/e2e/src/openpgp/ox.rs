@@ -820,7 +820,7 @@ impl Engine for Ox {
     fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
         // §4.1 the data node first ("before adding a fingerprint to the metadata node, the
         // publisher MUST ensure that the public key is available"), then our metadata list is
-        // read and our fingerprint added to it (see `metadata`, `fetch_failed`).
+        // read and our fingerprint added to it (see `metadata`, and `failed` for a node not there).
         let fpr = self.key.fingerprint().to_owned();
         let date = format_stamp(Duration::from_secs(cx.now.as_secs()));
         let item = el("pubkey", NS).with("date", date.clone()).child(text_el(
