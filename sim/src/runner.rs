@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::tls::{Identity, SimTime};
 use jabberwock_e2e::{BareJid, Carbon, EngineConfig, FullJid, new_engine};
 use jabberwock_xmpp::{
@@ -26,8 +27,8 @@ use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
 
-/// Every run starts at 2026-01-01T00:00:00Z: a fixed epoch, never the wall clock.
-pub const EPOCH_SECS: u64 = 1_767_225_600;
+/// Every run starts at 2026-01-01T00:00:00Z ([`EPOCH`]): a fixed epoch, never the wall clock.
+pub const EPOCH_SECS: u64 = EPOCH.as_secs();
 
 /// A failure of the simulation itself (not of an expectation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -302,7 +303,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, RunError> {
 
 /// Runs a scenario with the given seed.
 pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError> {
-    let epoch = Duration::from_secs(EPOCH_SECS);
+    let epoch = EPOCH;
     let attacker = scenario.attacker.clone().map(|plan| {
         let mut attacker = Attacker::new(plan.clone(), host_rng(seed, "attacker network"));
         attacker.epoch = epoch;

@@ -27,7 +27,7 @@ use std::time::Instant;
 use common::{ALICE, BOB, BODY, Pair, header, quick, row, time_handshakes};
 use jabberwock_e2e::esession::Esession;
 use jabberwock_e2e::esession::crypto::{self, Identity, ctr, derive};
-use jabberwock_e2e::otr::crypto::{hmac_sha256, sha256};
+use jabberwock_e2e::kit::crypto::{hmac_sha256, sha256};
 use num_bigint::BigUint;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -77,15 +77,8 @@ fn main() {
     }
     row("handshake (4 messages + first stanza)", handshakes, engine, t.elapsed());
 
-    let mut p = warmed_pair(100);
-    p.send(true, "warm-up");
+    let engine = warmed_pair(100).time_messages(messages, |i| i % 2 == 1);
     let body = BODY;
-    let t = Instant::now();
-    for i in 0..messages {
-        p.send(i % 2 == 1, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, messages as usize + 1);
     let keys = derive(&[1; 32], "a", "b");
     let t = Instant::now();
     for i in 0..messages {

@@ -27,7 +27,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use common::{ALICE, BOB, BODY, header, quick, row, time_handshakes};
-use jabberwock_e2e::otr::crypto::{DhKey, PrivateKey, aes_ctr, hmac_sha1, hmac_sha256, sha1, sha256};
+use jabberwock_e2e::kit::crypto::{aes_ctr, hmac_sha1, hmac_sha256, sha1, sha256};
+use jabberwock_e2e::otr::crypto::{DhKey, PrivateKey};
 use jabberwock_e2e::otr::{Otr, OtrConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -84,15 +85,8 @@ fn main() {
     row("handshake (AKE + first message)", handshakes, engine, t.elapsed());
 
     // One-way stream.
-    let mut p = pair(100);
-    p.send(true, "warm-up");
+    let engine = pair(100).time_messages(messages, |_| true);
     let body = BODY;
-    let t = Instant::now();
-    for _ in 0..messages {
-        p.send(true, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, messages as usize + 1);
     let t = Instant::now();
     for _ in 0..messages {
         raw_message(body.as_bytes());
@@ -100,15 +94,8 @@ fn main() {
     row("message, one way (cached keys)", messages, engine, t.elapsed());
 
     // Alternating: keys rotate on every message.
-    let mut p = pair(200);
-    p.send(true, "warm-up");
     let n = messages / 10;
-    let t = Instant::now();
-    for i in 0..n {
-        p.send(i % 2 == 1, body);
-    }
-    let engine = t.elapsed();
-    assert_eq!(p.shown, n as usize + 1);
+    let engine = pair(200).time_messages(n, |i| i % 2 == 1);
     let (b, c) = (DhKey::generate(&mut rng), DhKey::generate(&mut rng));
     let t = Instant::now();
     for _ in 0..n {

@@ -8,6 +8,7 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 
+use crate::kit::directory::{self, Failure, Forwarding, Keyed};
 use crate::{E2eError, Protocol};
 
 /// How a device's engine is set up: the user's choices, and what the user knows.
@@ -205,13 +206,15 @@ pub struct Output {
 }
 
 impl Output {
-    /// A body that arrived in clear where end-to-end encryption was expected: shown, and
-    /// flagged with an `unencrypted` alert (what a downgrade must not get past).
-    pub(crate) fn unencrypted(&mut self, from: Jid, body: String, detail: String) {
+    /// A `<body/>` that arrived in clear where end-to-end encryption was expected: shown, and
+    /// flagged with an `unencrypted` alert (what a downgrade must not get past) saying how
+    /// `from` sent it (`"without OMEMO"`).
+    pub(crate) fn unencrypted(&mut self, from: Jid, body: &Element, how: &str) {
+        let detail = format!("{from} sent a message {how}");
         self.events.push(Event::Alert { reason: crate::reason::UNENCRYPTED.code, detail });
         self.events.push(Event::Plaintext {
             from,
-            body,
+            body: body.text(),
             trust: Trust::Unencrypted,
             delay: None,
             carbon: None,
@@ -245,8 +248,12 @@ pub trait Engine: fmt::Debug + Send {
     /// The protocol this engine speaks.
     fn protocol(&self) -> Protocol;
 
-    /// What the device publishes once it is online (PEP items).
-    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError>;
+    /// What the device publishes once it is online (PEP items): nothing, for a protocol whose
+    /// keys travel inside its own handshake.
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let _ = cx;
+        Ok(Output::default())
+    }
 
     /// Extensions for the device's available presence, which the client sends after every
     /// login (XEP-0027 signs the presence status here).
@@ -270,12 +277,21 @@ pub trait Engine: fmt::Debug + Send {
     }
 
     /// Encrypts `body` for every device of `to` (and our own other devices where the protocol
-    /// does that) and returns the stanzas to send.
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError>;
+    /// does that) and returns the stanzas to send. An engine that keeps a key directory
+    /// ([`Engine::keyed`]) queues it there until `to`'s keys are known.
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        match self.keyed() {
+            Some(k) => Ok(directory::send(k, cx, to, body)),
+            None => Err(E2eError::Policy { detail: format!("{} cannot send to {to}", self.protocol()) }),
+        }
+    }
 
     /// Handles a stanza addressed to this device: a message, or the result of an
     /// [`Action::Fetch`]. The client has already unwrapped carbons and checked their origin.
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError>;
+    /// An engine that keeps a key directory ([`Engine::keyed`]) reads PEP answers there.
+    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        self.keyed().map_or(Ok(Output::default()), |k| directory::receive(k, cx, stanza))
+    }
 
     /// What is left to do after a [`Engine::receive`] call, whether it succeeded or failed
     /// (OTR answers an unreadable message with an Error Message and still reports the error).
@@ -286,7 +302,8 @@ pub trait Engine: fmt::Debug + Send {
     }
 
     /// A [`Action::Fetch`] was answered with an error (`condition`, e.g. `item-not-found` when
-    /// the node does not exist).
+    /// the node does not exist). An engine that keeps a key directory ([`Engine::keyed`]) hears
+    /// of it there; for the others there is nothing to do.
     fn fetch_failed(
         &mut self,
         cx: &mut Cx<'_>,
@@ -294,8 +311,14 @@ pub trait Engine: fmt::Debug + Send {
         node: &str,
         condition: &str,
     ) -> Result<Output, E2eError> {
-        let _ = (cx, owner, node, condition);
-        Ok(Output::default())
+        let failure = Failure { owner, node, condition };
+        Ok(self.keyed().map(|k| directory::failed(k, cx, failure)).unwrap_or_default())
+    }
+
+    /// The engine's key directory, when it finds peers' keys in PEP and keeps messages waiting
+    /// for them ([`crate::kit::directory`]).
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        None
     }
 
     /// Runs the protocol's verification ceremony with `peer` over an out-of-band channel.
@@ -321,7 +344,8 @@ pub trait Engine: fmt::Debug + Send {
     /// (signature wrapping). The output's `Send` actions carry the forgery (the caller sets
     /// their `from` to the original sender). Without `to`'s public keys the output holds only
     /// the `Fetch` actions for them: the caller feeds the results to [`Engine::receive`] and
-    /// calls again. `Ok(None)` when the protocol has no sender signature to reuse.
+    /// calls again. `Ok(None)` when the protocol has no sender signature to reuse. The keys of
+    /// `to` come from the engine's key directory ([`Keyed::forwarding`]).
     fn forward(
         &mut self,
         cx: &mut Cx<'_>,
@@ -329,8 +353,8 @@ pub trait Engine: fmt::Debug + Send {
         to: &BareJid,
         body: &str,
     ) -> Result<Option<Output>, E2eError> {
-        let _ = (cx, recorded, to, body);
-        Ok(None)
+        let order = Forwarding { recorded, to, body };
+        self.keyed().map_or(Ok(None), |k| k.forwarding(cx, order))
     }
 
     /// A copy of this engine as an attacker who compromised the device would hold it.

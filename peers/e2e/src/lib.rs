@@ -7,9 +7,9 @@
 //!
 //! This crate must never depend on tokio or turmoil: an engine does not know it is simulated.
 
-pub mod codec;
 mod engine;
 mod error;
+pub mod kit;
 pub mod reason;
 mod registry;
 mod rng06;

@@ -71,9 +71,7 @@ impl Engine for Plain {
         Protocol::of(&PROTOCOL)
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        Ok(Output::default())
-    }
+    // `publish`: the default, nothing to publish.
 
     fn send(&mut self, _cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         // RFC 6121 §5.2.2: a one-to-one chat message.

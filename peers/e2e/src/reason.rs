@@ -145,6 +145,15 @@ pub const UNSUPPORTED_ALGORITHM: Reason = Reason::new(
 pub const BAD_CHECKSUM: Reason =
     Reason::new("bad-checksum", "The CRC-24 checksum of ASCII armour does not match its content.");
 
+/// Too many stanzas wait for one sender's keys.
+pub const DROPPED: Reason =
+    Reason::new("dropped", "Too many stanzas of one sender wait for its keys: the oldest is dropped.");
+/// Trust on first use meets a key outside the first set.
+pub const NEW_KEY_UNTRUSTED: Reason = Reason::new(
+    "new-key-untrusted",
+    "An account shows a key that was not in the first key set seen for it (trust on first use).",
+);
+
 /// The reasons declared here that several engines report; each protocol's registry entry
 /// lists those it reports.
 pub static SHARED: &[Reason] = &[
@@ -170,6 +179,8 @@ pub static SHARED: &[Reason] = &[
     UNKNOWN_SIGNER,
     UNSUPPORTED_ALGORITHM,
     BAD_CHECKSUM,
+    DROPPED,
+    NEW_KEY_UNTRUSTED,
 ];
 
 /// Whether `code` is lowercase kebab-case: words of `a-z` and `0-9` joined by single hyphens.

@@ -154,7 +154,7 @@ pub(crate) enum TextEncoding {
     /// Base64 (RFC 4648 §4).
     Base64,
     /// OpenPGP ASCII armour without headers, its CRC-24 recomputed on the way back
-    /// ([`crate::codec`]).
+    /// ([`crate::kit::codec`]).
     Armour,
 }
 
@@ -210,7 +210,7 @@ impl Wire for ElementWire {
         let text = self.text_element(stanza)?;
         let bytes = match self.encoding {
             TextEncoding::Base64 => base64_text(text)?,
-            TextEncoding::Armour => crate::codec::dearmor_body(&text.text()).ok()?,
+            TextEncoding::Armour => crate::kit::codec::dearmor_body(&text.text()).ok()?,
         };
         Some(Ciphertext { content: (self.content)(&bytes), bytes, what: self.what })
     }
@@ -226,7 +226,7 @@ impl Wire for ElementWire {
         let Some(target) = target else { return false };
         match self.encoding {
             TextEncoding::Base64 => set_base64(target, bytes),
-            TextEncoding::Armour => set_text(target, crate::codec::armor_body(bytes)),
+            TextEncoding::Armour => set_text(target, crate::kit::codec::armor_body(bytes)),
         }
         true
     }

@@ -1,7 +1,11 @@
 //! Namespaces and small helpers over [`minidom::Element`].
 
+use core::str::FromStr;
+
 use minidom::Element;
 use minidom::rxml::{Namespace, NcName};
+
+use crate::E2eError;
 
 /// RFC 6120 client namespace.
 pub const NS_CLIENT: &str = "jabber:client";
@@ -27,6 +31,10 @@ pub const NS_DATA: &str = "jabber:x:data";
 pub const NS_ROSTER: &str = "jabber:iq:roster";
 /// XEP-0199 ping.
 pub const NS_PING: &str = "urn:xmpp:ping";
+/// XEP-0380 explicit message encryption.
+pub const NS_EME: &str = "urn:xmpp:eme:0";
+/// XEP-0334 message processing hints.
+pub const NS_HINTS: &str = "urn:xmpp:hints";
 
 /// Attribute helpers that hide rxml's `NcName` plumbing. Names that are not valid XML
 /// names are ignored on write (they cannot come from the network: they are our own literals).
@@ -68,6 +76,16 @@ impl ElementExt for Element {
         self.append_text(text);
         self
     }
+}
+
+/// The stanza's `from`, parsed (a [`jid::Jid`], or a [`jid::FullJid`] where only a device can
+/// have sent it): missing or unparseable, the stanza is refused.
+pub fn sender<J: FromStr<Err = jid::Error>>(stanza: &Element) -> Result<J, E2eError> {
+    stanza
+        .attr("from")
+        .ok_or(E2eError::Missing { what: "from" })?
+        .parse()
+        .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })
 }
 
 /// A new element with no attributes and no children.

@@ -12,11 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, ChildStdout, Command};
 
 use jabberwock_e2e::omemo::engine::{NODE_BUNDLES, NODE_DEVICES, Omemo};
 use jabberwock_e2e::omemo::legacy;
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, Event, Protocol, TrustPolicy};
 use rand_chacha::ChaCha20Rng;
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 #[path = "common/interop_record.rs"]
 mod interop_record;
-use interop_record::{Direction, Part, Recorder, tool_output, version_in};
+use interop_record::{Direction, Part, Recorder, spawn_harness, tool_output, version_in};
 
 /// One OMEMO version on both sides.
 #[derive(Clone, Copy)]
@@ -85,15 +85,9 @@ struct Python {
 impl Python {
     fn start() -> Python {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../reference/omemo/harness.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the OMEMO harness (pip install omemo 'twomemo[xml]')");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut python = Command::new("python3");
+        let how = "python3 runs the OMEMO harness (pip install omemo 'twomemo[xml]')";
+        let (child, stdin, stdout) = spawn_harness(python.arg(script), how);
         Python { child, stdin, stdout }
     }
 
@@ -138,7 +132,7 @@ impl Drop for Python {
 }
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: EPOCH }
 }
 
 /// The Rust device's publications, as XML strings: (device list, bundle).
@@ -231,32 +225,24 @@ const PYTHON_INITIATES: &[(Direction, &[&str])] = &[
     (Direction::OursToTheirs, &["empty key-exchange answer"]),
 ];
 
-#[test]
-fn omemo2_rust_initiates_and_both_sides_talk() {
-    let rec = Recorder::start();
-    rust_initiates_and_both_sides_talk(OMEMO2);
-    rec.passed(OMEMO2.protocol, &OMEMO2.theirs(), RUST_INITIATES);
+/// The tests, one per row of `reports/interop.md`: name, the exchange, the OMEMO version, and
+/// what it exchanges.
+macro_rules! exchanges {
+    ($($name:ident: $exchange:ident, $version:ident, $what:ident;)+) => {$(
+        #[test]
+        fn $name() {
+            let rec = Recorder::start();
+            $exchange($version);
+            rec.passed($version.protocol, &$version.theirs(), $what);
+        }
+    )+};
 }
 
-#[test]
-fn omemo03_rust_initiates_and_both_sides_talk() {
-    let rec = Recorder::start();
-    rust_initiates_and_both_sides_talk(OMEMO03);
-    rec.passed(OMEMO03.protocol, &OMEMO03.theirs(), RUST_INITIATES);
-}
-
-#[test]
-fn omemo2_python_initiates_first_contact() {
-    let rec = Recorder::start();
-    python_initiates_first_contact(OMEMO2);
-    rec.passed(OMEMO2.protocol, &OMEMO2.theirs(), PYTHON_INITIATES);
-}
-
-#[test]
-fn omemo03_python_initiates_first_contact() {
-    let rec = Recorder::start();
-    python_initiates_first_contact(OMEMO03);
-    rec.passed(OMEMO03.protocol, &OMEMO03.theirs(), PYTHON_INITIATES);
+exchanges! {
+    omemo2_rust_initiates_and_both_sides_talk: rust_initiates_and_both_sides_talk, OMEMO2, RUST_INITIATES;
+    omemo03_rust_initiates_and_both_sides_talk: rust_initiates_and_both_sides_talk, OMEMO03, RUST_INITIATES;
+    omemo2_python_initiates_first_contact: python_initiates_first_contact, OMEMO2, PYTHON_INITIATES;
+    omemo03_python_initiates_first_contact: python_initiates_first_contact, OMEMO03, PYTHON_INITIATES;
 }
 
 fn rust_initiates_and_both_sides_talk(v: Version) {

@@ -25,9 +25,10 @@ use std::process::{Command, Output as ProcOutput, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
+use jabberwock_e2e::kit::codec::{b64, unb64_wrapped};
 use jabberwock_e2e::openpgp::keys::{self, Block};
 use jabberwock_e2e::openpgp::{Ox, Pgp, ox, xep0027};
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, Output, Protocol, Trust};
 use rand_chacha::ChaCha20Rng;
@@ -36,20 +37,16 @@ use rand_chacha::rand_core::SeedableRng;
 #[path = "common/interop_record.rs"]
 mod interop_record;
 use interop_record::Direction::{OursToTheirs, TheirsToOurs};
-use interop_record::{Part, Recorder, tool_output, version_in};
+use interop_record::{Part, Recorder, start, succeeded, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600 + 3600);
+const NOW: Duration = EPOCH.saturating_add(Duration::from_secs(3600));
 const OURS: &str = "alice@a.example/rust";
 const THEIRS: &str = "bob@b.example";
 const THEIR_UID: &str = "xmpp:bob@b.example";
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
+/// Base64 our engine or the tool wrote (line breaks allowed).
 fn unb64(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+    unb64_wrapped("base64", s).unwrap()
 }
 
 /// A fresh directory for one test.
@@ -66,21 +63,10 @@ fn workdir(tag: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> ProcOutput {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?} runs (apt install sqop gnupg): {e}"));
+    let what = format!("{cmd:?} runs (apt install sqop gnupg)");
+    let mut child = start(cmd, Stdio::piped(), &what);
     child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
+    succeeded(&format!("{cmd:?}"), child.wait_with_output().unwrap())
 }
 
 /// What a test needs from an independent OpenPGP implementation.

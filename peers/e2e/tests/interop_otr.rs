@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use jabberwock_e2e::otr::{Otr, OtrConfig, OtrPolicy};
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
 use jabberwock_e2e::{Action, BareJid, Cx, Engine, Event, OutOfBand, Protocol, VerificationResult};
 use rand_chacha::ChaCha20Rng;
@@ -24,7 +24,7 @@ use rand_chacha::rand_core::SeedableRng;
 
 #[path = "common/interop_record.rs"]
 mod interop_record;
-use interop_record::{Direction, Part, Recorder, tool_output, version_in};
+use interop_record::{Direction, Part, Recorder, spawn_harness, tool_output, version_in};
 
 const RUST: &str = "alice@a.example/rust";
 const LIBOTR: &str = "bob@b.example/libotr";
@@ -87,14 +87,7 @@ fn unescape(s: &str) -> String {
 
 impl Libotr {
     fn start(max_message: usize, secret: &str) -> Libotr {
-        let mut child = Command::new(harness())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the libotr harness runs");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (child, stdin, stdout) = spawn_harness(&mut Command::new(harness()), "the libotr harness runs");
         let mut l = Libotr { child, stdin, stdout };
         let init = l.call(&format!("init\tbob@b.example\t{max_message}"));
         assert!(init.events.is_empty(), "{init:?}");
@@ -169,7 +162,7 @@ impl Bench {
     }
 
     fn cx(rng: &mut ChaCha20Rng) -> Cx<'_> {
-        Cx { rng, now: Duration::from_secs(1_767_225_600) }
+        Cx { rng, now: EPOCH }
     }
 
     /// Delivers until nothing moves: our stanzas to libotr, libotr's bodies to us.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use jabberwock_e2e::time::format_stamp;
+use jabberwock_e2e::time::{EPOCH, format_stamp};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el, text_el};
 use jabberwock_e2e::xmlsec::{Cipher, KeyPair, NODE_KEYS, NS, PublicKey, Xmlsec};
 use jabberwock_e2e::{Action, BareJid, Cx, Element, Engine, EngineConfig, Event, FullJid, Protocol, Trust};
@@ -29,9 +29,9 @@ use rand_chacha::rand_core::SeedableRng;
 
 #[path = "common/interop_record.rs"]
 mod interop_record;
-use interop_record::{Direction, Part, Recorder, tool_output, version_in};
+use interop_record::{Direction, Part, Recorder, succeeded, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const OURS: &str = "alice@a.example/rust";
 const PEER: &str = "peer@x.example/xmlsec1";
 const ID_ATTR: &str = "urn:xmpp:jabberwock:xmlsec:0:signed";
@@ -52,14 +52,7 @@ fn run(program: &str, args: &[&str], cwd: &Path) -> Output {
 }
 
 fn ok(program: &str, args: &[&str], cwd: &Path) -> Output {
-    let out = run(program, args, cwd);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeded(&format!("{program} {args:?}"), run(program, args, cwd))
 }
 
 /// An RSA-2048 key made by OpenSSL: (private key file, public key PEM).
@@ -268,46 +261,34 @@ fn xmlsec1() -> Vec<Part> {
     vec![Part::new("xmlsec1", &version_in(&out).unwrap_or_else(|| panic!("xmlsec1 --version: {out:?}")))]
 }
 
-#[test]
-fn ours_to_xmlsec1_aes_gcm() {
+/// One recorded exchange with xmlsec1: a signed message in `cipher`, the way `direction`
+/// says, in the working directory `dir`.
+fn exchange(direction: Direction, cipher: Cipher, dir: &str) {
     let rec = Recorder::start();
-    ours_to_theirs(Cipher::Aes128Gcm, "ours-gcm");
-    rec.passed(
-        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
-        &xmlsec1(),
-        &[(Direction::OursToTheirs, &["signed message in AES-128-GCM"])],
-    );
+    match direction {
+        Direction::OursToTheirs => ours_to_theirs(cipher, dir),
+        Direction::TheirsToOurs => theirs_to_ours(cipher, dir),
+    }
+    let what = match cipher {
+        Cipher::Aes128Gcm => "signed message in AES-128-GCM",
+        Cipher::Aes128Cbc => "signed message in AES-128-CBC",
+    };
+    rec.passed(Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL), &xmlsec1(), &[(direction, &[what])]);
 }
 
-#[test]
-fn ours_to_xmlsec1_aes_cbc() {
-    let rec = Recorder::start();
-    ours_to_theirs(Cipher::Aes128Cbc, "ours-cbc");
-    rec.passed(
-        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
-        &xmlsec1(),
-        &[(Direction::OursToTheirs, &["signed message in AES-128-CBC"])],
-    );
+/// The tests, one per row of `reports/interop.md`: name, direction, cipher, working directory.
+macro_rules! exchanges {
+    ($($name:ident: $direction:ident, $cipher:ident, $dir:literal;)+) => {$(
+        #[test]
+        fn $name() {
+            exchange(Direction::$direction, Cipher::$cipher, $dir);
+        }
+    )+};
 }
 
-#[test]
-fn xmlsec1_to_ours_aes_gcm() {
-    let rec = Recorder::start();
-    theirs_to_ours(Cipher::Aes128Gcm, "theirs-gcm");
-    rec.passed(
-        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
-        &xmlsec1(),
-        &[(Direction::TheirsToOurs, &["signed message in AES-128-GCM"])],
-    );
-}
-
-#[test]
-fn xmlsec1_to_ours_aes_cbc() {
-    let rec = Recorder::start();
-    theirs_to_ours(Cipher::Aes128Cbc, "theirs-cbc");
-    rec.passed(
-        Protocol::of(&jabberwock_e2e::xmlsec::PROTOCOL),
-        &xmlsec1(),
-        &[(Direction::TheirsToOurs, &["signed message in AES-128-CBC"])],
-    );
+exchanges! {
+    ours_to_xmlsec1_aes_gcm: OursToTheirs, Aes128Gcm, "ours-gcm";
+    ours_to_xmlsec1_aes_cbc: OursToTheirs, Aes128Cbc, "ours-cbc";
+    xmlsec1_to_ours_aes_gcm: TheirsToOurs, Aes128Gcm, "theirs-gcm";
+    xmlsec1_to_ours_aes_cbc: TheirsToOurs, Aes128Cbc, "theirs-cbc";
 }

@@ -26,7 +26,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
+use jabberwock_e2e::kit::codec::{b64, unb64_wrapped};
+use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::tls::{self, Identity};
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, el, text_el};
 use jabberwock_e2e::xtls::{NS_XTLS, Xtls};
@@ -40,17 +41,13 @@ use rand_chacha::rand_core::SeedableRng;
 mod interop_record;
 use interop_record::{Direction, Part, Recorder, tool_output, version_in};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const OURS: &str = "alice@a.example/phone";
 const THEIRS: &str = "openssl@o.example/cli";
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
+/// Base64 our engine or the tool wrote (line breaks allowed).
 fn unb64(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+    unb64_wrapped("base64", s).unwrap()
 }
 
 fn workdir(name: &str) -> PathBuf {

@@ -24,7 +24,7 @@ struct Recorder {
 
 impl Hooks for Recorder {
     fn now(&self) -> Duration {
-        Duration::from_secs(1_767_225_600)
+        jabberwock_e2e::time::EPOCH
     }
 
     fn note(&self, note: Note<'_>) {

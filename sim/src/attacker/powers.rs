@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use base64::Engine as _;
-use jabberwock_e2e::codec::{armor_body, dearmor_body};
+use jabberwock_e2e::kit::codec::{armor_body, dearmor_body};
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB, el};
 use jabberwock_e2e::{BareJid, Element, Jid, Protocol};

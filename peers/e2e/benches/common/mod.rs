@@ -19,7 +19,7 @@ use rand_chacha::ChaCha20Rng;
 pub(crate) mod rng06;
 
 /// Simulated time of the benches (2026-01-01T00:00:00Z).
-pub(crate) const NOW: Duration = Duration::from_secs(1_767_225_600);
+pub(crate) const NOW: Duration = jabberwock_e2e::time::EPOCH;
 pub(crate) const ALICE: &str = "alice@a.example/phone";
 pub(crate) const BOB: &str = "bob@b.example/laptop";
 pub(crate) const BODY: &str = "a typical chat message of some sixty bytes, give or take";
@@ -102,6 +102,20 @@ impl<E: Engine> Pair<E> {
             self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
             queue.extend(sends(!by_alice, out));
         }
+    }
+
+    /// After one warm-up message from Alice (not measured), the time `n` messages of [`BODY`]
+    /// take, the `i`-th sent by Alice when `by_alice(i)`; every one must be shown.
+    pub(crate) fn time_messages(&mut self, n: u32, by_alice: impl Fn(u32) -> bool) -> Duration {
+        self.send(true, "warm-up");
+        let before = self.shown;
+        let t = Instant::now();
+        for i in 0..n {
+            self.send(by_alice(i), BODY);
+        }
+        let elapsed = t.elapsed();
+        assert_eq!(self.shown, before + n as usize);
+        elapsed
     }
 
     pub(crate) fn send(&mut self, from_alice: bool, body: &str) {

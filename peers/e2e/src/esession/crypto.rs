@@ -5,7 +5,6 @@
 use std::sync::OnceLock;
 
 use crate::rng06::Rng06;
-use base64::Engine as _;
 use num_bigint::BigUint;
 use rand_core::RngCore;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
@@ -15,7 +14,8 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
 use crate::E2eError;
-use crate::otr::crypto::{hmac_sha256, sha256};
+use crate::kit::codec::{b64, hex, unb64};
+use crate::kit::crypto::{aes_ctr, hmac_sha256, sha256};
 
 /// RFC 2409 §6.2 (Second Oakley Group, 1024-bit).
 const GROUP_2: &str = "\
@@ -65,18 +65,6 @@ pub fn group_prime(group: u32) -> Option<&'static BigUint> {
 /// Multi-precision integers (§sign-bigint): big-endian, leading zero octets stripped.
 pub fn mpi(v: &BigUint) -> Vec<u8> {
     if *v == BigUint::default() { vec![0] } else { v.to_bytes_be() }
-}
-
-/// Base64 (RFC 4648 §4).
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Base64 from untrusted input.
-pub fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
 }
 
 /// A secret exponent with 2^(2n-1) < x < p - 1 for n = 128 (§init-online-request: the bound
@@ -148,7 +136,7 @@ pub fn rekey_keys(k: &BigUint) -> (Keys, Keys) {
 /// partial block (§init-hide step 6; XEP-0200 §encrypt). The first block uses the counter's
 /// current value (our reading of an ambiguity the XEP itself lists in §open-todo).
 pub fn ctr(key: &[u8; 16], counter: &mut u128, data: &mut [u8]) {
-    crate::otr::crypto::aes_ctr(key, &counter.to_be_bytes(), data);
+    aes_ctr(key, &counter.to_be_bytes(), data);
     let blocks = data.len().div_ceil(16).max(1) as u128;
     *counter = counter.wrapping_add(blocks);
 }
@@ -187,7 +175,7 @@ pub struct Identity {
 
 impl core::fmt::Debug for Identity {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Identity({})", crate::otr::hex(&fingerprint(&self.key_value())[..8]))
+        write!(f, "Identity({})", hex(&fingerprint(&self.key_value())[..8]))
     }
 }
 

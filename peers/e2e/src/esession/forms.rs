@@ -120,29 +120,24 @@ impl Form {
     }
 }
 
-fn escape_text(s: &str, out: &mut String) {
+/// Exclusive C14N escaping: in character data `&`, `<`, `>` and CR; in attribute values `&`,
+/// `<`, `"`, tab, LF and CR.
+fn escape(s: &str, in_attribute: bool, out: &mut String) {
     for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn escape_attr(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
+        let escaped = match (c, in_attribute) {
+            ('&', _) => "&amp;",
+            ('<', _) => "&lt;",
+            ('>', false) => "&gt;",
+            ('"', true) => "&quot;",
+            ('\t', true) => "&#x9;",
+            ('\n', true) => "&#xA;",
+            ('\r', _) => "&#xD;",
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(escaped);
     }
 }
 
@@ -165,7 +160,7 @@ pub fn normalize(e: &Element, out: &mut String) {
         out.push(' ');
         out.push_str(&k);
         out.push_str("=\"");
-        escape_attr(v, out);
+        escape(v, true, out);
         out.push('"');
     }
     out.push('>');
@@ -174,7 +169,7 @@ pub fn normalize(e: &Element, out: &mut String) {
             normalize(c, out);
         }
     } else {
-        escape_text(&e.text(), out);
+        escape(&e.text(), false, out);
     }
     out.push_str("</");
     out.push_str(e.name());

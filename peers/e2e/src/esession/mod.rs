@@ -19,6 +19,7 @@ pub mod forms;
 mod reasons;
 mod seam;
 
+use core::fmt;
 use std::collections::BTreeMap;
 
 use jid::{BareJid, FullJid, Jid};
@@ -26,11 +27,13 @@ use minidom::Element;
 use num_bigint::BigUint;
 use rand_core::RngCore;
 
-use self::crypto::{Identity, Keys, b64, check_public, counter_mpi, ctr, mpi, unb64};
+use self::crypto::{Identity, Keys, check_public, counter_mpi, ctr, mpi};
 use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
-use crate::otr::crypto::{equal, hmac_sha256, sha256};
-use crate::otr::hex;
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
+use crate::kit;
+use crate::kit::codec::{b64, hex, unb64};
+use crate::kit::crypto::{equal, hmac_sha256, sha256};
+use crate::kit::trust;
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
@@ -120,8 +123,8 @@ struct Session {
     initiator: bool,
 }
 
-impl core::fmt::Debug for Session {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("thread", &self.thread)
             .field("peer", &self.peer)
@@ -129,8 +132,8 @@ impl core::fmt::Debug for Session {
     }
 }
 
-impl core::fmt::Debug for Negotiation {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Negotiation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Negotiation::AwaitM2 { .. } => "AwaitM2",
             Negotiation::AwaitM3(_) => "AwaitM3",
@@ -1088,9 +1091,7 @@ impl Engine for Esession {
         Protocol::of(&PROTOCOL)
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        Ok(Output::default())
-    }
+    // `publish`: the default, nothing — keys travel inside the negotiation.
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
@@ -1114,11 +1115,7 @@ impl Engine for Esession {
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
             return Ok(out);
         }
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: Jid = sender(stanza)?;
         let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
         if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
             if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
@@ -1143,8 +1140,7 @@ impl Engine for Esession {
             return Ok(out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let detail = format!("{from} sent a message outside an ESession");
-            out.unencrypted(from, body.text(), detail);
+            out.unencrypted(from, body, "outside an ESession");
         }
         Ok(out)
     }
@@ -1164,28 +1160,19 @@ impl Engine for Esession {
         };
         let said = format!("sas {me}: {}", s.sas);
         let matched = oob.peer_says.contains(&said);
-        let trust = if matched { Trust::Verified } else { Trust::Untrusted };
         s.verified = matched;
         let key = s.their_key.clone();
-        self.keys.entry(peer.clone()).or_default().insert(key.clone(), trust);
-        out.events.push(Event::TrustChanged {
-            peer: peer.clone(),
-            device: "esession".into(),
-            fingerprint: hex(&crypto::fingerprint(&key)),
-            trust,
-        });
         if !matched {
             // Someone is in the middle: end the session; nothing more goes through it.
             self.sessions.remove(peer);
-            out.events.push(Event::Alert {
-                reason: "sas-mismatch",
-                detail: format!("the SAS {peer} reads out is not ours: the session is closed"),
-            });
         }
-        out.events.push(Event::Verification {
-            peer: peer.clone(),
-            result: if matched { VerificationResult::Match } else { VerificationResult::Mismatch },
-        });
+        let mismatch = || Event::Alert {
+            reason: crate::reason::SAS_MISMATCH.code,
+            detail: format!("the SAS {peer} reads out is not ours: the session is closed"),
+        };
+        let seen = ("esession", hex(&crypto::fingerprint(&key)));
+        let trust = trust::settle(peer, seen, matched, mismatch, &mut out);
+        self.keys.entry(peer.clone()).or_default().insert(key, trust);
         Ok(out)
     }
 
@@ -1218,15 +1205,13 @@ impl Engine for Esession {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The identity key and the retained secrets are long-term; sessions are not.
+        // The identity key and the retained secrets are long-term; sessions are not.
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
             copy.closing.clear();
             copy.negotiations.clear();
             copy.stored.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 

@@ -3,10 +3,11 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::crypto::{self, Keys, b64, counter_mpi, ctr, mpi};
+use super::crypto::{self, Keys, counter_mpi, ctr, mpi};
 use super::forms::{Field, Form, form_content};
 use super::*;
-use crate::testing::{flip_bit, random_element};
+use crate::kit::codec::b64;
+use crate::testing::{damaged_codes, flip_base64, random_element, set_text};
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -14,7 +15,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: crate::time::EPOCH }
 }
 
 const ALICE: &str = "alice@a.example/phone";
@@ -224,14 +225,8 @@ fn deeply_nested_content_is_refused() {
 fn the_recipient_can_forge_a_message_from_the_sender() {
     let mut p = Pair::new(5);
     p.send(true, "real");
-    let alice: Jid = ALICE.parse().unwrap();
     let mut rng = p.rng.clone();
-    let forged = p.bob.clone().forge(&mut cx(&mut rng), &alice, "forged").unwrap().unwrap();
-    let events = p.bob.receive(&mut cx(&mut rng), &forged).unwrap().events;
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Plaintext { body, .. } if body == "forged")),
-        "{events:?}"
-    );
+    crate::testing::reads_own_forgery(&mut p.bob, &mut rng, &ALICE.parse().unwrap());
 }
 
 #[test]
@@ -262,38 +257,22 @@ fn mutated_esession_stanzas_never_panic() {
     let mut p = Pair::new(8);
     p.send(true, "one");
     p.send(false, "two");
-    let recorded = p.wire.clone();
-    let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let mut codes = std::collections::BTreeSet::new();
-    for round in 0..600usize {
-        let (by_alice, stanza) = &recorded[round % recorded.len()];
-        let mut s = stanza.clone();
-        let target = random_element(&mut s, &mut rng);
+    let damage = |s: &mut Element, rng: &mut ChaCha20Rng| {
+        let target = random_element(s, rng);
         match rng.next_u32() % 4 {
-            0 => {
-                if let Ok(mut b) = unb64("x", &target.text())
-                    && !b.is_empty()
-                {
-                    flip_bit(&mut b, &mut rng);
-                    let _ = target.take_nodes();
-                    target.append_text(b64(&b));
-                }
-            }
-            1 => {
-                let _ = target.take_nodes();
-                target.append_text("!!");
-            }
+            0 => flip_base64(target, rng),
+            1 => set_text(target, "!!"),
             2 => target.set("type", ["form", "submit", "result", "x"][(rng.next_u32() % 4) as usize]),
             _ => {
                 let _ = target.take_nodes();
             }
         }
-        let (mut a, mut b) = (p.alice.clone(), p.bob.clone());
-        let target_engine = if *by_alice { &mut b } else { &mut a };
-        if let Err(e) = target_engine.receive(&mut cx(&mut rng), &s) {
-            codes.insert(e.code());
-        }
-    }
+    };
+    let read = |by_alice: &bool, s: &Element, rng: &mut ChaCha20Rng| {
+        let mut recipient = if *by_alice { p.bob.clone() } else { p.alice.clone() };
+        recipient.receive(&mut cx(rng), s)
+    };
+    let codes = damaged_codes(&p.wire, 600, &mut ChaCha20Rng::seed_from_u64(9), damage, read);
     assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
 }
 

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use prost::Message;
@@ -31,14 +30,15 @@ use rand_core::RngCore;
 
 use super::ratchet::{Profile, Ratchet};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
-use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS, hex};
+use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
 use super::{legacy, payload, random_bytes};
+use crate::kit;
+use crate::kit::codec::{b64, hex, unb64};
+use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Sealed};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
-use crate::{
-    Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
-    VerificationResult,
-};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
+use crate::{Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy};
 
 /// `urn:xmpp:omemo:2`.
 pub const NS: &str = "urn:xmpp:omemo:2";
@@ -48,20 +48,8 @@ pub const NODE_DEVICES: &str = "urn:xmpp:omemo:2:devices";
 pub const NODE_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
 /// XEP-0420 Stanza Content Encryption.
 pub const NS_SCE: &str = "urn:xmpp:sce:1";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// How far in the future an envelope's `<time/>` may lie before it is rejected.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
 
 /// A device id: XEP-0384 §bundles, "a positive integer between 1 and 2^31 - 1".
 fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
@@ -150,18 +138,14 @@ fn key_element(
     Ok(k)
 }
 
-fn trust_event(owner: &BareJid, device: u32, ik: &[u8; 32], state: TrustState) -> Event {
-    Event::TrustChanged {
-        peer: owner.clone(),
-        device: device.to_string(),
-        fingerprint: hex(ik),
-        trust: match state {
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Verified => Trust::Verified,
-            TrustState::Untrusted => Trust::Untrusted,
-        },
-    }
-}
+/// How the trust alerts read: a device is its id, its key the IdentityKey's fingerprint.
+static WORDING: Wording = Wording {
+    changed: |owner, device| format!("device {device} of {owner} presents a new IdentityKey"),
+    mismatch: |owner, device, fingerprint| {
+        format!("device {device} of {owner}: {fingerprint} is not what the peer shows")
+    },
+    unseen: "key",
+};
 
 /// The `<header/>`: OMEMO 2 groups the keys by owner (`<keys jid/>`); 0.3 lists them flat
 /// (device ids only) and carries the payload's IV.
@@ -198,17 +182,6 @@ fn header(
     header
 }
 
-/// How much a device's IdentityKey is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    /// Trusted without verification (BTBV, before any verification of this contact).
-    Blind,
-    /// Verified out of band.
-    Verified,
-    /// Not trusted: unverified after the contact was verified, or its key changed.
-    Untrusted,
-}
-
 #[derive(Debug, Clone)]
 struct Session {
     ratchet: Ratchet,
@@ -229,11 +202,9 @@ pub struct Omemo {
     sessions: BTreeMap<(BareJid, u32), Session>,
     devices: BTreeMap<BareJid, BTreeSet<u32>>,
     bundles: BTreeMap<(BareJid, u32), Bundle>,
-    trust: BTreeMap<(BareJid, u32), ([u8; 32], TrustState)>,
-    verified_contacts: BTreeSet<BareJid>,
-    policy: TrustPolicy,
-    pending: Vec<(BareJid, String)>,
-    asked: BTreeSet<(BareJid, String)>,
+    /// The IdentityKey seen for each device, and its trust.
+    trust: TrustBook<u32>,
+    dir: Directory,
 }
 
 impl Omemo {
@@ -258,11 +229,8 @@ impl Omemo {
             sessions: BTreeMap::new(),
             devices: BTreeMap::new(),
             bundles: BTreeMap::new(),
-            trust: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
-            policy,
-            pending: Vec::new(),
-            asked: BTreeSet::new(),
+            trust: TrustBook::new(policy, &WORDING),
+            dir: Directory::default(),
         }
     }
 
@@ -291,7 +259,7 @@ impl Omemo {
 
     fn bundle_element(&self) -> Element {
         if self.version == Version::Legacy {
-            return legacy::bundle_element(&self.keys.legacy_bundle(), b64);
+            return legacy::bundle_element(&self.keys.legacy_bundle());
         }
         let b = self.keys.bundle();
         let mut prekeys = el("prekeys", NS);
@@ -342,16 +310,10 @@ impl Omemo {
         }
     }
 
-    fn fetch(&mut self, owner: &BareJid, node: String, out: &mut Output) {
-        if self.asked.insert((owner.clone(), node.clone())) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node });
-        }
-    }
-
     fn parse_bundle(&self, item: &Element) -> Result<Bundle, E2eError> {
         if self.version == Version::Legacy {
             let bundle = item.get_child("bundle", legacy::NS).ok_or(E2eError::Missing { what: "bundle" })?;
-            return legacy::parse_bundle(bundle, unb64);
+            return legacy::parse_bundle(bundle);
         }
         let bundle = item.get_child("bundle", NS).ok_or(E2eError::Missing { what: "bundle" })?;
         let child = |name: &'static str| bundle.get_child(name, NS).ok_or(E2eError::Missing { what: name });
@@ -373,17 +335,11 @@ impl Omemo {
     }
 
     /// Items of a device list or bundles node, from an iq result or an event notification.
-    fn pep_items(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        items: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let Some(node) = items.attr("node") else { return Ok(()) };
+    fn pep_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let (Some(node), items) = (pep.node, pep.items) else { return Ok(()) };
         let (ns, version) = (self.version.ns(), self.version);
         if node == version.devices_node() {
-            self.asked.remove(&(owner.clone(), node.to_owned()));
+            self.dir.answered(owner, node);
             let list_name = if version == Version::Legacy { "list" } else { "devices" };
             let mut ids = BTreeSet::new();
             if let Some(list) = items.children().find_map(|i| i.get_child(list_name, ns)) {
@@ -399,8 +355,8 @@ impl Omemo {
             }
             self.devices.insert(owner.clone(), ids);
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
-            self.asked.remove(&(owner.clone(), node.to_owned()));
-            for item in items.children().filter(|i| i.name() == "item") {
+            self.dir.answered(owner, node);
+            for item in pep.each() {
                 let id = device_id("bundle item id", item.attr("id"))?;
                 let bundle = self.parse_bundle(item)?;
                 self.bundles.insert((owner.clone(), id), bundle);
@@ -408,83 +364,35 @@ impl Omemo {
         } else if let Some(id) = node.strip_prefix(legacy::NODE_BUNDLE_PREFIX)
             && version == Version::Legacy
         {
-            self.asked.remove(&(owner.clone(), node.to_owned()));
+            self.dir.answered(owner, node);
             let id = device_id("bundle node", Some(id))?;
             // The node holds one bundle; if a server keeps several items, the last counts.
-            if let Some(item) = items.children().filter(|i| i.name() == "item").last() {
+            if let Some(item) = pep.each().last() {
                 let bundle = self.parse_bundle(item)?;
                 self.bundles.insert((owner.clone(), id), bundle);
             }
         } else {
             return Ok(());
         }
-        self.flush(cx, out);
+        directory::flush(self, cx, out);
         Ok(())
     }
 
     // ---- trust ----------------------------------------------------------------------------
 
     /// Records the IdentityKey seen for a device; returns its trust, raising an alert when
-    /// the key changed.
-    fn observe_identity(
-        &mut self,
-        owner: &BareJid,
-        device: u32,
-        ik: [u8; 32],
-        out: &mut Output,
-    ) -> TrustState {
-        let key = (owner.clone(), device);
-        let state = match self.trust.get(&key) {
-            Some((known, state)) if *known == ik => return *state,
-            Some(_) => {
-                out.events.push(Event::Alert {
-                    reason: "identity-changed",
-                    detail: format!("device {device} of {owner} presents a new IdentityKey"),
-                });
-                TrustState::Untrusted
-            }
-            None => match self.policy {
-                // Blind trust until this contact has been verified once.
-                TrustPolicy::Btbv if self.verified_contacts.contains(owner) => TrustState::Untrusted,
-                TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-                // Nothing is trusted before the user verified it.
-                TrustPolicy::Manual => TrustState::Untrusted,
-            },
-        };
-        self.trust.insert(key, (ik, state));
-        out.events.push(trust_event(owner, device, &ik, state));
-        state
-    }
-
-    fn trust_of(&self, owner: &BareJid, device: u32) -> Trust {
-        match self.trust.get(&(owner.clone(), device)).map(|(_, s)| *s) {
-            Some(TrustState::Verified) => Trust::Verified,
-            Some(TrustState::Untrusted) => Trust::Untrusted,
-            _ => Trust::Unverified,
-        }
+    /// the key changed (trust policies: module docs).
+    fn observe_identity(&mut self, owner: &BareJid, device: u32, ik: [u8; 32], out: &mut Output) -> TrustState {
+        self.trust.observe(owner, device, Known::new((), device.to_string(), Self::fingerprint(&ik)), out)
     }
 
     // ---- sending --------------------------------------------------------------------------
-
-    /// Encrypts every pending message whose key material is complete; asks for the rest.
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        let pending = core::mem::take(&mut self.pending);
-        for (to, body) in pending {
-            match self.try_encrypt(cx, &to, &body, out) {
-                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
-                Ok(None) => self.pending.push((to, body)),
-                Err(e) => {
-                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                }
-            }
-        }
-    }
 
     /// The devices a message to `to` goes to: all of `to`'s and our own others, minus the
     /// untrusted ones. `None` (after asking for it) while `to`'s device list is unknown.
     fn recipients(&mut self, to: &BareJid, out: &mut Output) -> Option<Vec<(BareJid, u32)>> {
         let Some(theirs) = self.devices.get(to).cloned() else {
-            self.fetch(to, self.version.devices_node().into(), out);
+            self.dir.fetch(to, self.version.devices_node(), out);
             return None;
         };
         let own = self.own();
@@ -495,95 +403,8 @@ impl Omemo {
         } else {
             all.retain(|(_, d)| *d != self.device);
         }
-        all.retain(|(owner, d)| {
-            !matches!(self.trust.get(&(owner.clone(), *d)), Some((_, TrustState::Untrusted)))
-        });
+        all.retain(|(owner, d)| !self.trust.distrusts(owner, d));
         Some(all)
-    }
-
-    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
-    /// being fetched. (Empty OMEMO messages are built by [`Omemo::empty_to`].)
-    fn try_encrypt(
-        &mut self,
-        cx: &mut Cx<'_>,
-        to: &BareJid,
-        body: &str,
-        out: &mut Output,
-    ) -> Result<Option<Element>, E2eError> {
-        let Some(devices) = self.recipients(to, out) else { return Ok(None) };
-        let mut missing = false;
-        for (owner, d) in &devices {
-            if !self.sessions.contains_key(&(owner.clone(), *d))
-                && !self.bundles.contains_key(&(owner.clone(), *d))
-            {
-                self.fetch(owner, self.version.bundle_node(*d), out);
-                missing = true;
-            }
-        }
-        if missing {
-            return Ok(None);
-        }
-        if devices.is_empty() {
-            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
-        }
-        // §protocol-message_encryption: the content is encrypted once, its key for each device
-        // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
-        let (key_material, iv, ciphertext) = match self.version {
-            Version::Omemo2 => {
-                let envelope = self.envelope(cx, to, body);
-                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
-                (k.to_vec(), None, c)
-            }
-            Version::Legacy => {
-                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
-                (k.to_vec(), Some(iv), c)
-            }
-        };
-        let mut keys = Vec::new();
-        for (owner, d) in devices {
-            let key = (owner.clone(), d);
-            if !self.sessions.contains_key(&key) {
-                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
-                if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
-                    continue;
-                }
-                let (agreement, kex) = match self.version {
-                    Version::Omemo2 => x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?,
-                    Version::Legacy => x3dh::initiate_legacy(&self.keys.identity, &bundle, cx.rng)?,
-                };
-                let ratchet = Ratchet::init_alice(
-                    self.version.profile(),
-                    &agreement.sk,
-                    agreement.ad,
-                    &bundle.spk,
-                    cx.rng,
-                )?;
-                self.sessions
-                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
-            }
-            let Some(session) = self.sessions.get_mut(&key) else { continue };
-            let message = session.ratchet.encrypt(&key_material)?;
-            keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
-        }
-        if !keys.iter().any(|(owner, _)| owner == to) {
-            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") });
-        }
-        let ns = self.version.ns();
-        let encrypted = el("encrypted", ns)
-            .child(header(self.version, self.device, keys, iv))
-            .child(text_el("payload", ns, b64(&ciphertext)));
-        let mut stanza =
-            el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
-        if self.version == Version::Legacy {
-            // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
-            stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
-        }
-        // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
-        Ok(Some(
-            stanza
-                .child(el("encryption", NS_EME).with("namespace", ns).with("name", "OMEMO"))
-                .child(el("store", NS_HINTS)),
-        ))
     }
 
     /// §sce: the OMEMO SCE profile — rpad always, time, to and from.
@@ -601,20 +422,12 @@ impl Omemo {
 
     // ---- receiving ------------------------------------------------------------------------
 
-    fn receive_encrypted(
-        &mut self,
-        cx: &mut Cx<'_>,
-        stanza: &Element,
-        encrypted: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
-        let sender = from.to_bare();
+    /// §usecases-receiving: an `<encrypted/>` message.
+    fn decrypt(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         let (version, ns) = (self.version, self.version.ns());
+        let encrypted = stanza.get_child("encrypted", ns).ok_or(E2eError::Missing { what: "encrypted" })?;
+        let from: Jid = sender(stanza)?;
+        let sender = from.to_bare();
         let header = encrypted.get_child("header", ns).ok_or(E2eError::Missing { what: "header" })?;
         let sid = device_id("sid", header.attr("sid"))?;
         let own = self.own().to_string();
@@ -723,7 +536,7 @@ impl Omemo {
                     .map_err(|e| E2eError::Malformed { what: "payload", detail: e.to_string() })?
             }
         };
-        let trust = self.trust_of(&sender, sid);
+        let trust = self.trust.trust_of(&sender, &sid);
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
                 reason: "untrusted-device",
@@ -811,86 +624,124 @@ impl Omemo {
     }
 }
 
-impl Engine for Omemo {
-    fn protocol(&self) -> Protocol {
-        match self.version {
-            Version::Omemo2 => Protocol::of(&super::OMEMO),
-            Version::Legacy => Protocol::of(&super::OMEMO_LEGACY),
-        }
+impl Keyed for Omemo {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        let mut out = Output { actions: vec![self.publish_bundle()], events: vec![] };
+    /// PEP: iq results of our fetches and event notifications (a `from` that does not parse
+    /// is read as our own account).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
         let own = self.own();
-        let node = self.version.devices_node();
-        self.asked.remove(&(own.clone(), node.to_owned()));
-        self.fetch(&own, node.into(), &mut out);
-        Ok(out)
+        let owner = pep.owner(&own).unwrap_or(own);
+        self.pep_items(cx, &owner, pep, out)
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        let owner = stanza
-            .attr("from")
-            .and_then(|f| f.parse::<Jid>().ok())
-            .map(|j| j.to_bare())
-            .unwrap_or_else(|| self.own());
-        // PEP: iq results of our fetches and event notifications.
-        let items = stanza
-            .get_child("pubsub", NS_PUBSUB)
-            .and_then(|p| p.get_child("items", NS_PUBSUB))
-            .or_else(|| {
-                stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
-            });
-        if let Some(items) = items {
-            self.pep_items(cx, &owner, items, &mut out)?;
-            return Ok(out);
-        }
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         if stanza.name() != "message" {
-            return Ok(out);
+            return Ok(());
         }
-        if let Some(encrypted) = stanza.get_child("encrypted", self.version.ns()) {
-            self.receive_encrypted(cx, stanza, encrypted, &mut out)?;
-            return Ok(out);
+        if stanza.has_child("encrypted", self.version.ns()) {
+            return self.decrypt(cx, stanza, out);
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
             // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
-            let from = stanza
-                .attr("from")
-                .and_then(|f| f.parse::<Jid>().ok())
-                .unwrap_or_else(|| Jid::from(owner.clone()));
-            let detail = format!("{from} sent a message without OMEMO");
-            out.unencrypted(from, body.text(), detail);
+            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).unwrap_or(Jid::from(self.own()));
+            out.unencrypted(from, body, "without OMEMO");
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
+    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
+    /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        let Some(devices) = self.recipients(to, out) else { return Ok(None) };
+        let mut missing = false;
+        for (owner, d) in &devices {
+            if !self.sessions.contains_key(&(owner.clone(), *d))
+                && !self.bundles.contains_key(&(owner.clone(), *d))
+            {
+                self.dir.fetch(owner, &self.version.bundle_node(*d), out);
+                missing = true;
+            }
+        }
+        if missing {
+            return Ok(None);
+        }
+        if devices.is_empty() {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
+        }
+        // §protocol-message_encryption: the content is encrypted once, its key for each device
+        // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
+        let (key_material, iv, ciphertext) = match self.version {
+            Version::Omemo2 => {
+                let envelope = self.envelope(cx, to, body);
+                let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
+                (k.to_vec(), None, c)
+            }
+            Version::Legacy => {
+                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
+                (k.to_vec(), Some(iv), c)
+            }
+        };
+        let mut keys = Vec::new();
+        for (owner, d) in devices {
+            let key = (owner.clone(), d);
+            if !self.sessions.contains_key(&key) {
+                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
+                if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
+                    continue;
+                }
+                let (agreement, kex) = match self.version {
+                    Version::Omemo2 => x3dh::initiate(&self.keys.identity, &bundle, cx.rng)?,
+                    Version::Legacy => x3dh::initiate_legacy(&self.keys.identity, &bundle, cx.rng)?,
+                };
+                let ratchet = Ratchet::init_alice(
+                    self.version.profile(),
+                    &agreement.sk,
+                    agreement.ad,
+                    &bundle.spk,
+                    cx.rng,
+                )?;
+                self.sessions
+                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
+            }
+            let Some(session) = self.sessions.get_mut(&key) else { continue };
+            let message = session.ratchet.encrypt(&key_material)?;
+            keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
+        }
+        if !keys.iter().any(|(owner, _)| owner == to) {
+            return Err(E2eError::Policy { detail: format!("{to} has no trusted OMEMO device") }.into());
+        }
+        let ns = self.version.ns();
+        let encrypted = el("encrypted", ns)
+            .child(header(self.version, self.device, keys, iv))
+            .child(text_el("payload", ns, b64(&ciphertext)));
+        let mut stanza =
+            el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
+        if self.version == Version::Legacy {
+            // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
+            stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
+        }
+        // XEP-0380: tell clients without OMEMO what this is; XEP-0334: keep it in archives.
+        Ok(Some(
+            stanza
+                .child(el("encryption", NS_EME).with("namespace", ns).with("name", "OMEMO"))
+                .child(el("store", NS_HINTS)),
+        ))
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
         let version = self.version;
         if node == version.devices_node() {
             // No device list: the account has no OMEMO device (yet). Ours gets announced.
-            self.asked.remove(&(owner.clone(), node.to_owned()));
             if *owner == self.own() {
                 out.actions.push(self.publish_devices(&BTreeSet::from([self.device])));
             }
             self.devices.entry(owner.clone()).or_default();
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
             // No bundles: none of the listed devices without a bundle can be reached.
-            self.asked.remove(&(owner.clone(), node.to_owned()));
             let reachable: BTreeSet<u32> = self
                 .devices
                 .get(owner)
@@ -908,7 +759,6 @@ impl Engine for Omemo {
                 node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
         {
             // 0.3: this one device cannot be reached.
-            self.asked.remove(&(owner.clone(), node.to_owned()));
             out.events.push(Event::Alert {
                 reason: "no-bundle",
                 detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
@@ -917,50 +767,31 @@ impl Engine for Omemo {
                 ids.remove(&device);
             }
         } else {
-            return Ok(out);
+            return;
         }
-        self.flush(cx, &mut out);
+        directory::flush(self, cx, out);
+    }
+}
+
+impl Engine for Omemo {
+    fn protocol(&self) -> Protocol {
+        match self.version {
+            Version::Omemo2 => Protocol::of(&super::OMEMO),
+            Version::Legacy => Protocol::of(&super::OMEMO_LEGACY),
+        }
+    }
+
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let mut out = Output { actions: vec![self.publish_bundle()], events: vec![] };
+        // Our own device list: re-announced when this device is missing from it.
+        self.dir.refetch(&self.own(), self.version.devices_node(), &mut out);
         Ok(out)
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         // Fingerprint comparison: every IdentityKey we hold for the peer must be one its devices
         // show out of band.
-        let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
-        let mut result = VerificationResult::Match;
-        let mut seen = 0;
-        for ((owner, device), (ik, state)) in self.trust.iter_mut().filter(|((o, _), _)| o == peer) {
-            seen += 1;
-            let before = *state;
-            *state = if oob.peer_says.contains(&Self::fingerprint(ik)) {
-                TrustState::Verified
-            } else {
-                TrustState::Untrusted
-            };
-            if *state != before {
-                out.events.push(trust_event(owner, *device, ik, *state));
-            }
-            if *state == TrustState::Untrusted {
-                result = VerificationResult::Mismatch;
-                out.events.push(Event::Alert {
-                    reason: "fingerprint-mismatch",
-                    detail: format!(
-                        "device {device} of {owner}: {} is not what the peer shows",
-                        Self::fingerprint(ik)
-                    ),
-                });
-            }
-        }
-        if seen == 0 {
-            result = VerificationResult::Mismatch;
-            out.events.push(Event::Alert {
-                reason: "nothing-to-verify",
-                detail: format!("no key of {peer} seen yet"),
-            });
-        }
-        out.events.push(Event::Verification { peer: peer.clone(), result });
-        Ok(out)
+        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
     }
 
     fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
@@ -1004,16 +835,19 @@ impl Engine for Omemo {
         ))
     }
 
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand { peer_says: vec![Self::fingerprint(&self.own_ik())] }
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
-            copy.pending.clear();
-        }
-        Box::new(copy)
+            copy.dir.wipe();
+        })
     }
 }
+

@@ -24,6 +24,7 @@ use rand_core::RngCore;
 use super::wire::{LegacyKeyExchange, decode};
 use super::x3dh::{Bundle, KeyExchangeHeader, djb_encode};
 use crate::E2eError;
+use crate::kit::codec::{b64, unb64};
 use crate::xml::{ElementExt, el, text_el};
 
 /// The OMEMO 0.3 namespace.
@@ -69,7 +70,7 @@ fn prekey_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
 }
 
 /// A bundle as published (the Bundle's `ik` is the Curve25519 form, `spks` in wire convention).
-pub fn bundle_element(b: &Bundle, b64: impl Fn(&[u8]) -> String) -> Element {
+pub fn bundle_element(b: &Bundle) -> Element {
     let mut prekeys = el("prekeys", NS);
     for (id, pk) in &b.prekeys {
         prekeys
@@ -86,10 +87,7 @@ pub fn bundle_element(b: &Bundle, b64: impl Fn(&[u8]) -> String) -> Element {
 }
 
 /// Parses a `<bundle/>` element.
-pub fn parse_bundle(
-    bundle: &Element,
-    unb64: impl Fn(&'static str, &str) -> Result<Vec<u8>, E2eError>,
-) -> Result<Bundle, E2eError> {
+pub fn parse_bundle(bundle: &Element) -> Result<Bundle, E2eError> {
     let child = |name: &'static str| bundle.get_child(name, NS).ok_or(E2eError::Missing { what: name });
     let spk_el = child("signedPreKeyPublic")?;
     let spks: [u8; 64] =
@@ -101,13 +99,10 @@ pub fn parse_bundle(
         let id = prekey_id("preKeyId", pk.attr("preKeyId"))?;
         prekeys.push((id, undjb("preKeyPublic", &unb64("preKeyPublic", &pk.text())?)?));
     }
-    Ok(Bundle {
-        ik: undjb("identityKey", &unb64("identityKey", &child("identityKey")?.text())?)?,
-        spk_id: prekey_id("signedPreKeyId", spk_el.attr("signedPreKeyId"))?,
-        spk: undjb("signedPreKeyPublic", &unb64("signedPreKeyPublic", &spk_el.text())?)?,
-        spks,
-        prekeys,
-    })
+    let ik = undjb("identityKey", &unb64("identityKey", &child("identityKey")?.text())?)?;
+    let spk_id = prekey_id("signedPreKeyId", spk_el.attr("signedPreKeyId"))?;
+    let spk = undjb("signedPreKeyPublic", &unb64("signedPreKeyPublic", &spk_el.text())?)?;
+    Ok(Bundle { ik, spk_id, spk, spks, prekeys })
 }
 
 /// `0x33 || PreKeyWhisperMessage` around a whole `WhisperMessage`.

@@ -18,7 +18,8 @@ mod seam;
 pub mod wire;
 pub mod x3dh;
 
-use rand_core::RngCore;
+pub use crate::kit::crypto::random_bytes;
+use crate::kit::crypto::hmac_sha256;
 
 /// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
 pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
@@ -37,13 +38,6 @@ pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
     wire: &seam::LEGACY,
     reasons: reasons::LEGACY,
 };
-
-/// 32 bytes from the caller's (seeded) RNG.
-pub fn random_bytes(rng: &mut dyn RngCore) -> [u8; 32] {
-    let mut b = [0u8; 32];
-    rng.fill_bytes(&mut b);
-    b
-}
 
 /// HKDF-SHA-256 with a 256-bit zero salt, as XEP-0384 uses it for message keys and payloads.
 fn hkdf_zero_salt<const N: usize>(ikm: &[u8], info: &[u8]) -> [u8; N] {
@@ -67,24 +61,9 @@ fn aead_keys(ikm: &[u8], info: &[u8]) -> ([u8; 32], [u8; 32], [u8; 16]) {
 
 /// HMAC-SHA-256 truncated to 16 bytes (XEP-0384: "authentication tag truncation").
 fn hmac16(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
-    use hmac::Mac;
-    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        // HMAC accepts keys of any length.
-        Err(_) => return [0; 16],
-    };
-    for p in parts {
-        mac.update(p);
-    }
-    let full = mac.finalize().into_bytes();
     let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
+    out.copy_from_slice(&hmac_sha256(key, parts)[..16]);
     out
-}
-
-/// Constant-time comparison of two MACs.
-fn macs_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use rand_core::RngCore;
 
 use super::ratchet::{aes_cbc_decrypt, aes_cbc_encrypt};
-use super::{aead_keys, hmac16, macs_equal, random_bytes};
+use super::{aead_keys, hmac16, random_bytes};
+use crate::kit::crypto::equal;
 use crate::E2eError;
 
 const PAYLOAD_INFO: &[u8] = b"OMEMO Payload";
@@ -39,7 +40,7 @@ pub fn open(key_and_mac: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, E2eError> 
     }
     let (key, mac) = key_and_mac.split_at(32);
     let (enc, auth, iv) = keys(key);
-    if !macs_equal(&hmac16(&auth, &[ciphertext]), mac) {
+    if !equal(&hmac16(&auth, &[ciphertext]), mac) {
         return Err(E2eError::Rejected { reason: "bad-mac", detail: "payload HMAC".into() });
     }
     aes_cbc_decrypt(&enc, &iv, ciphertext)

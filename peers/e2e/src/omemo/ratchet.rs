@@ -20,7 +20,8 @@ use rand_core::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::wire::{LegacyMessage, OmemoAuthenticatedMessage, OmemoMessage, decode, key32};
-use super::{aead_keys, macs_equal, random_bytes};
+use super::{aead_keys, random_bytes};
+use crate::kit::crypto::{equal, hmac_sha256};
 use crate::E2eError;
 
 /// The most message keys one incoming message may make us skip.
@@ -172,12 +173,7 @@ impl Profile {
 
 /// HMAC-SHA-256 over the concatenation of `parts`, truncated to `len` bytes.
 fn hmac_trunc(key: &[u8; 32], parts: &[&[u8]], len: usize) -> Vec<u8> {
-    use hmac::Mac;
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else { return vec![0; len] };
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes()[..len].to_vec()
+    hmac_sha256(key, parts)[..len].to_vec()
 }
 
 /// One Double Ratchet session with one peer device.
@@ -221,13 +217,7 @@ fn kdf_rk(rk: &[u8; 32], dh_out: &[u8; 32], info: &[u8]) -> ([u8; 32], [u8; 32])
 }
 
 fn hmac32(key: &[u8; 32], input: u8) -> [u8; 32] {
-    use hmac::Mac;
-    let mut out = [0u8; 32];
-    if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
-        mac.update(&[input]);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    out
+    hmac_sha256(key, &[&[input]])
 }
 
 /// `KDF_CK`: (next chain key, message key).
@@ -384,7 +374,7 @@ impl Ratchet {
     fn open(&self, mk: &[u8; 32], m: &Parsed) -> Result<Vec<u8>, E2eError> {
         let (enc, auth, iv) = message_keys(mk, self.profile.key_info());
         let expected = hmac_trunc(&auth, &[&self.mac_ad(false), &m.authenticated], self.profile.mac_len());
-        if !macs_equal(&expected, &m.mac) {
+        if !equal(&expected, &m.mac) {
             return Err(E2eError::Rejected { reason: "bad-mac", detail: "ratchet message MAC".into() });
         }
         aes_cbc_decrypt(&enc, &iv, &m.ciphertext)

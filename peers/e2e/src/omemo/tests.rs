@@ -274,7 +274,7 @@ mod engines {
     use crate::{Action, Cx, Engine, Event};
 
     fn cx<'a>(r: &'a mut rand_chacha::ChaCha20Rng) -> Cx<'a> {
-        Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+        Cx { rng: r, now: crate::time::EPOCH }
     }
 
     /// Publishes both engines' items and returns them (node, id, item) per owner.
@@ -432,15 +432,13 @@ fn mutated_omemo_stanzas_never_panic() {
                                 let i = (r.next_u32() as usize) % (bytes.len() * 8);
                                 bytes[i / 8] ^= 1 << (i % 8);
                             }
-                            let _ = t.take_nodes();
-                            t.append_text(b64.encode(&bytes));
+                            crate::testing::set_text(t, &b64.encode(&bytes));
                         }
                     }
                     2 => {
                         if let Ok(mut bytes) = b64.decode(t.text().trim()) {
                             bytes.truncate((r.next_u32() as usize) % (bytes.len() + 1));
-                            let _ = t.take_nodes();
-                            t.append_text(b64.encode(&bytes));
+                            crate::testing::set_text(t, &b64.encode(&bytes));
                         }
                     }
                     3 => {
@@ -450,8 +448,7 @@ fn mutated_omemo_stanzas_never_panic() {
                         t.set(attr, value);
                     }
                     4 => {
-                        let _ = t.take_nodes();
-                        t.append_text("!!not base64!!");
+                        crate::testing::set_text(t, "!!not base64!!");
                     }
                     _ => {
                         let _ = t.take_nodes();
@@ -546,8 +543,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                         if r.next_u32().is_multiple_of(2) {
                             bytes.truncate(bytes.len() - 1);
                         }
-                        let _ = t.take_nodes();
-                        t.append_text(b64.encode(&bytes));
+                        crate::testing::set_text(t, &b64.encode(&bytes));
                     }
                 }
                 2 => {
@@ -557,8 +553,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
                     t.set(attr, value);
                 }
                 3 => {
-                    let _ = t.take_nodes();
-                    t.append_text("!!not base64!!");
+                    crate::testing::set_text(t, "!!not base64!!");
                 }
                 _ => {
                     let _ = t.take_nodes();
@@ -600,7 +595,7 @@ fn mutated_device_lists_and_bundles_never_panic() {
 }
 
 fn engines_cx(r: &mut ChaCha20Rng) -> crate::Cx<'_> {
-    crate::Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    crate::Cx { rng: r, now: crate::time::EPOCH }
 }
 
 /// Our OMEMO 0.3 active and passive sides agree, and our own signed-PreKey signature in the

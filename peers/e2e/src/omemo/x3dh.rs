@@ -13,6 +13,7 @@ use rand_core::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::random_bytes;
+use crate::kit::codec::hex;
 use crate::E2eError;
 
 /// The X3DH info string (XEP-0384 §protocol-key_exchange, "info string").
@@ -416,8 +417,4 @@ pub fn accept_legacy(
     let own = store.identity.curve_public();
     let ad = [djb_encode(&header.ik), djb_encode(&own)].concat();
     Ok((Agreement { sk, ad }, store.spk.clone()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

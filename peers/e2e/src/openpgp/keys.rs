@@ -33,12 +33,13 @@ use pgp::types::{
 use rand_core::RngCore;
 
 use crate::E2eError;
+
 use crate::rng06::Rng06;
 
 /// When the constructor makes a key: the engines' constructors get no clock, so keys are dated
-/// at the simulator's fixed epoch, 2026-01-01T00:00:00Z (`jabberwock_sim::runner::EPOCH_SECS`).
+/// at the simulator's fixed epoch, 2026-01-01T00:00:00Z ([`crate::time::EPOCH`]).
 /// Signatures made later (presence, messages) carry the simulated time of the call.
-pub const KEY_CREATED: Duration = Duration::from_secs(1_767_225_600);
+pub const KEY_CREATED: Duration = crate::time::EPOCH;
 
 /// The hash every signature of ours uses.
 const HASH: HashAlgorithm = HashAlgorithm::Sha256;
@@ -192,6 +193,11 @@ impl OwnKey {
     /// Our fingerprint (XEP-0373 v4 fingerprint string).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// What the device shows out of band: its fingerprint.
+    pub fn out_of_band(&self) -> crate::OutOfBand {
+        crate::OutOfBand { peer_says: vec![self.fingerprint().to_owned()] }
     }
 
     /// Our certificate.
@@ -542,7 +548,7 @@ impl Block {
     }
 }
 
-pub use crate::codec::{armor_body, dearmor_body};
+pub use crate::kit::codec::{armor_body, dearmor_body};
 
 /// The full armour of a header-less XEP-0027 body (what `gpg` reads).
 pub fn armor_full(block: Block, body: &str) -> String {

@@ -100,10 +100,7 @@ pub mod xep0027;
 #[cfg(test)]
 mod tests;
 
-use base64::Engine as _;
 use core::time::Duration;
-use jid::{BareJid, Jid};
-use minidom::Element;
 
 pub use ox::Ox;
 pub use xep0027::Pgp;
@@ -127,43 +124,15 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     wire: &seam::OX,
     reasons: reasons::OX,
 };
-use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
+use crate::kit::codec::unb64_wrapped;
 
-pub(crate) fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Base64 with any whitespace inside (keys and messages are often line-wrapped).
+/// Base64 with any whitespace inside (keys and messages are often line-wrapped); nothing at
+/// all is a missing element.
 pub(crate) fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if clean.is_empty() {
+    if text.trim().is_empty() {
         return Err(E2eError::Missing { what });
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(clean)
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
-
-/// The stanza's `from`, parsed.
-pub(crate) fn sender(stanza: &Element) -> Result<Jid, E2eError> {
-    stanza
-        .attr("from")
-        .ok_or(E2eError::Missing { what: "from" })?
-        .parse()
-        .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })
-}
-
-/// The `<items/>` of a PEP result (`<iq><pubsub><items/>`) or event notification
-/// (`<message><event><items/>`), with the account it is about (`from`, or ours when absent).
-pub(crate) fn pep_items<'a>(stanza: &'a Element, own: &BareJid) -> Option<(BareJid, &'a Element)> {
-    let items = stanza.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB)).or_else(
-        || stanza.get_child("event", NS_PUBSUB_EVENT).and_then(|e| e.get_child("items", NS_PUBSUB_EVENT)),
-    )?;
-    let owner = match stanza.attr("from") {
-        None => own.clone(),
-        Some(f) => f.parse::<Jid>().ok()?.to_bare(),
-    };
-    Some((owner, items))
+    unb64_wrapped(what, text)
 }
 
 /// XEP-0082 DateTime: the strict UTC profile of [`crate::time::parse_stamp`], plus the

@@ -10,34 +10,32 @@ use pgp::composed::SignedPublicKey;
 use rand_core::RngCore;
 
 use super::keys::{self, OwnKey};
-use super::trust::{KeyRing, TrustState};
-use super::{b64, parse_time, pep_items, sender, unb64};
+use super::trust::{self, KeyRing};
+use super::{parse_time, unb64};
+use crate::kit;
+use crate::kit::codec::b64;
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, NotSent, Pep, Sealed};
+use crate::kit::trust::TrustState;
 use crate::rng06::Rng06;
 use crate::time::format_stamp;
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_SERVER, el, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, NS_SERVER, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// `urn:xmpp:openpgp:0` (XEP-0373).
 pub const NS: &str = "urn:xmpp:openpgp:0";
 /// The public-key metadata node (XEP-0373 §4.2).
 pub const NODE_PUBLIC_KEYS: &str = "urn:xmpp:openpgp:0:public-keys";
-/// XEP-0380 explicit message encryption.
-pub const NS_EME: &str = "urn:xmpp:eme:0";
-/// XEP-0334 message processing hints.
-pub const NS_HINTS: &str = "urn:xmpp:hints";
 /// The unencrypted body XEP-0374 §3.2 ("Provide Hints") recommends.
 pub const FALLBACK: &str = "This message is encrypted using OpenPGP.";
 /// How far in the future a `<time/>` may lie before the content is refused (XEP-0373 §3.2
 /// "verify the 'time' element for plausibility"; the XEP gives no number).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// At most this many received stanzas wait for their senders' keys in all (a flood of
-/// stanzas naming unknown signers must not grow the state without bound); beyond it a stanza
-/// is refused as `unknown-signer` at once.
-const MAX_WAITING: usize = 64;
-/// At most this many received stanzas wait for one sender's keys; a fifth evicts that
+/// At most 64 received stanzas wait for their senders' keys in all (a flood of stanzas naming
+/// unknown signers must not grow the state without bound); beyond it a stanza is refused as
+/// `unknown-signer` at once. At most 4 wait for one sender's keys; a fifth evicts that
 /// sender's oldest (reported as `dropped`), so one account cannot fill the whole inbox.
-const MAX_WAITING_PER_SENDER: usize = 4;
+const WAITING: Limits = Limits { total: 64, per_sender: Some(4) };
 /// At most this many keys of one account are taken from its metadata list (XEP-0373 sets no
 /// number; a client has a handful of devices). Beyond it the list is cut to the most
 /// recently dated keys and `too-many-keys` is reported: one list of thousands of
@@ -64,13 +62,9 @@ pub struct Ox {
     announced: BTreeMap<BareJid, BTreeSet<String>>,
     /// Announced keys whose data node is being fetched.
     missing: BTreeMap<BareJid, BTreeSet<String>>,
-    /// Messages waiting for the recipient's keys.
-    pending: Vec<(BareJid, String)>,
-    /// Received stanzas waiting for the sender's keys (§3.2: "the recipient may need to
-    /// retrieve the key").
-    inbox: Vec<Element>,
-    /// Fetches in flight.
-    asked: BTreeSet<(BareJid, String)>,
+    /// Fetches in flight, messages waiting for the recipient's keys, and received stanzas
+    /// waiting for the sender's keys (§3.2: "the recipient may need to retrieve the key").
+    dir: Directory,
 }
 
 impl Ox {
@@ -85,12 +79,10 @@ impl Ox {
         Ox {
             me,
             key,
-            ring: KeyRing::new(config.trust),
+            ring: trust::ring(config.trust),
             announced: BTreeMap::new(),
             missing: BTreeMap::new(),
-            pending: Vec::new(),
-            inbox: Vec::new(),
-            asked: BTreeSet::new(),
+            dir: Directory::default(),
         }
     }
 
@@ -101,12 +93,6 @@ impl Ox {
 
     fn own(&self) -> BareJid {
         self.me.to_bare()
-    }
-
-    fn fetch(&mut self, owner: &BareJid, node: String, out: &mut Output) {
-        if self.asked.insert((owner.clone(), node.clone())) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node });
-        }
     }
 
     // ---- PEP (XEP-0373 §4) ----------------------------------------------------------------
@@ -127,19 +113,13 @@ impl Ox {
         }
     }
 
-    fn metadata(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        items: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        self.asked.remove(&(owner.clone(), NODE_PUBLIC_KEYS.to_owned()));
+    fn metadata(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        self.dir.answered(owner, NODE_PUBLIC_KEYS);
         // One item, `current` (§4.2); should several come, the last one in the answer.
-        let Some(list) = items.children().filter_map(|i| i.get_child("public-keys-list", NS)).last() else {
+        let Some(list) = pep.items.children().filter_map(|i| i.get_child("public-keys-list", NS)).last() else {
             // A notification without payload (§4.5 "notification-only"): read the node.
-            if items.ns() != NS_PUBSUB {
-                self.fetch(owner, NODE_PUBLIC_KEYS.into(), out);
+            if !pep.complete {
+                self.dir.fetch(owner, NODE_PUBLIC_KEYS, out);
             }
             return Ok(());
         };
@@ -177,9 +157,9 @@ impl Ox {
         let mut missing = BTreeSet::new();
         for fpr in &fprs {
             let ours = *owner == own && fpr == self.key.fingerprint();
-            if !ours && !self.ring.has(owner, fpr) {
+            if !ours && self.ring.get(owner, fpr).is_none() {
                 missing.insert(fpr.clone());
-                self.fetch(owner, data_node(fpr), out);
+                self.dir.fetch(owner, &data_node(fpr), out);
             }
         }
         self.ring.pin_first(owner, &fprs);
@@ -195,7 +175,7 @@ impl Ox {
     /// and the user ID `xmpp:<owner>`. Only keys the owner announced are taken (a key pushed
     /// to a node its metadata list does not name is ignored): nothing else reaches the ring.
     fn data(&mut self, cx: &mut Cx<'_>, owner: &BareJid, fpr: &str, items: &Element, out: &mut Output) {
-        self.asked.remove(&(owner.clone(), data_node(fpr)));
+        self.dir.answered(owner, &data_node(fpr));
         let wanted = self.announced.get(owner).is_some_and(|a| a.contains(fpr))
             || self.missing.get(owner).is_some_and(|m| m.contains(fpr));
         if !wanted {
@@ -211,7 +191,7 @@ impl Ox {
         if let Some((_, item)) = newest {
             match parse_pubkey(item, owner, fpr) {
                 Ok(cert) => {
-                    self.ring.observe(owner, cert, out);
+                    trust::observe(&mut self.ring, owner, cert, out);
                 }
                 Err(e) => out.events.push(Event::Alert {
                     reason: e.code(),
@@ -230,13 +210,8 @@ impl Ox {
         if self.missing.get(owner).is_some_and(|m| !m.is_empty()) {
             return;
         }
-        self.flush(cx, out);
-        for (from, stanza) in self.take_waiting(owner) {
-            if let Err(error) = self.receive_openpgp(cx, &stanza, false, out) {
-                // The error `receive` would have returned had the keys been there.
-                out.events.push(Event::Rejected { from, error });
-            }
-        }
+        directory::flush(self, cx, out);
+        directory::retry(self, cx, owner, out);
     }
 
     // ---- sending (XEP-0374 §2.2) ----------------------------------------------------------
@@ -249,42 +224,8 @@ impl Ox {
             .filter(|fpr| fpr.as_str() != self.key.fingerprint())
             .filter_map(|fpr| self.ring.get(owner, fpr))
             .filter(|k| k.state != TrustState::Untrusted)
-            .map(|k| k.cert.clone())
+            .map(|k| k.key.clone())
             .collect()
-    }
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        for (to, body) in core::mem::take(&mut self.pending) {
-            if !self.announced.contains_key(&to) {
-                self.fetch(&to, NODE_PUBLIC_KEYS.into(), out);
-                self.pending.push((to, body));
-                continue;
-            }
-            if self.missing.get(&to).is_some_and(|m| !m.is_empty()) {
-                self.pending.push((to, body));
-                continue;
-            }
-            let own = self.own();
-            let mut certs = self.usable(&to);
-            if certs.is_empty() && to != own {
-                out.events.push(Event::Alert {
-                    reason: "not-sent",
-                    detail: format!("to {to}: no usable OpenPGP key of {to} is announced"),
-                });
-                continue;
-            }
-            // "SHOULD also be encrypted to self" (XEP-0373 §3.1): our key and our other devices'.
-            certs.push(self.key.public().clone());
-            if to != own {
-                certs.extend(self.usable(&own));
-            }
-            match self.stanza(cx, &to, &body, &certs) {
-                Ok(s) => out.actions.push(Action::Send(s)),
-                Err(e) => {
-                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                }
-            }
-        }
     }
 
     /// XEP-0373 §3.1 `<signcrypt>` (to, time, rpad, payload), signed and encrypted, in the
@@ -317,13 +258,11 @@ impl Ox {
         if nodes.is_empty() {
             return Ok(self.usable(to));
         }
-        Err(nodes
-            .into_iter()
-            .map(|node| {
-                self.asked.insert((to.clone(), node.clone()));
-                Action::Fetch { owner: to.clone(), node }
-            })
-            .collect())
+        let mut out = Output::default();
+        for node in nodes {
+            self.dir.refetch(to, &node, &mut out);
+        }
+        Err(out.actions)
     }
 
     // ---- receiving (XEP-0373 §3.2 "Verification") ------------------------------------------
@@ -335,7 +274,7 @@ impl Ox {
         may_fetch: bool,
         out: &mut Output,
     ) -> Result<(), E2eError> {
-        let from = sender(stanza)?;
+        let from: Jid = sender(stanza)?;
         let from_bare = from.to_bare();
         let own = self.own();
         // "At least one of the XMPP addresses found in the 'to' elements [...] MUST correspond
@@ -369,10 +308,10 @@ impl Ox {
             .map(|(fpr, _)| fpr)
             .collect();
         if candidates.is_empty() {
-            if may_fetch && self.wait_for_keys(&from_bare, stanza, out) {
+            if may_fetch && self.dir.hold(stanza, WAITING, out) {
                 // The signer is not an announced key of the sender (yet): read the sender's
                 // keys (unless a read is under way), and this stanza again once they are in.
-                self.fetch(&from_bare, NODE_PUBLIC_KEYS.into(), out);
+                self.dir.fetch(&from_bare, NODE_PUBLIC_KEYS, out);
                 return Ok(());
             }
             return Err(E2eError::Rejected {
@@ -406,57 +345,14 @@ impl Ox {
         Ok(())
     }
 
-    /// Puts `stanza` in the inbox of stanzas waiting for `sender`'s keys: at most
-    /// [`MAX_WAITING_PER_SENDER`] per sender (the oldest is dropped, reported `dropped`), at
-    /// most [`MAX_WAITING`] in all (then `false`: refuse it now).
-    fn wait_for_keys(&mut self, sender_bare: &BareJid, stanza: &Element, out: &mut Output) -> bool {
-        let of_sender = |s: &Element| sender(s).is_ok_and(|j| j.to_bare() == *sender_bare);
-        if self.inbox.iter().filter(|s| of_sender(s)).count() >= MAX_WAITING_PER_SENDER {
-            if let Some(oldest) = self.inbox.iter().position(of_sender) {
-                self.inbox.remove(oldest);
-            }
-            out.events.push(Event::Alert {
-                reason: "dropped",
-                detail: format!(
-                    "more than {MAX_WAITING_PER_SENDER} stanzas of {sender_bare} wait for its keys: the oldest is dropped"
-                ),
-            });
-        } else if self.inbox.len() >= MAX_WAITING {
-            return false;
-        }
-        self.inbox.push(stanza.clone());
-        true
-    }
-
-    /// Takes the stanzas of `owner` out of the inbox, each with its sender (the inbox holds
-    /// only stanzas whose sender parsed).
-    fn take_waiting(&mut self, owner: &BareJid) -> Vec<(Jid, Element)> {
-        let mut waiting = Vec::new();
-        for stanza in core::mem::take(&mut self.inbox) {
-            match sender(&stanza) {
-                Ok(from) if from.to_bare() == *owner => waiting.push((from, stanza)),
-                _ => self.inbox.push(stanza),
-            }
-        }
-        waiting
-    }
-
     /// The metadata list of `owner` could not be read (malformed): the stanzas waiting for
     /// its keys are refused ([`Event::Rejected`] with that error) rather than kept forever, and
     /// messages waiting to be sent to it are reported `not-sent`.
     fn keys_failed(&mut self, owner: &BareJid, error: &E2eError, out: &mut Output) {
-        for (from, _) in self.take_waiting(owner) {
+        for (from, _) in self.dir.release(owner) {
             out.events.push(Event::Rejected { from, error: error.clone() });
         }
-        let (to_owner, rest): (Vec<_>, Vec<_>) =
-            core::mem::take(&mut self.pending).into_iter().partition(|(to, _)| to == owner);
-        self.pending = rest;
-        for _ in to_owner {
-            out.events.push(Event::Alert {
-                reason: "not-sent",
-                detail: format!("to {owner}: its OpenPGP keys could not be read ({error})"),
-            });
-        }
+        self.dir.give_up(owner, &format!("its OpenPGP keys could not be read ({error})"), out);
     }
 
     /// The keys that may sign for `owner`: its announced keys we hold (and ours, for our own
@@ -467,7 +363,7 @@ impl Ox {
             .get(owner)
             .into_iter()
             .flatten()
-            .filter_map(|fpr| self.ring.get(owner, fpr).map(|k| (fpr.clone(), k.cert.clone())))
+            .filter_map(|fpr| self.ring.get(owner, fpr).map(|k| (fpr.clone(), k.key.clone())))
             .collect();
         if *owner == self.own() {
             out.push((self.key.fingerprint().to_owned(), self.key.public().clone()));
@@ -479,7 +375,7 @@ impl Ox {
         if *owner == self.own() && fpr == self.key.fingerprint() {
             return Some(self.key.public());
         }
-        self.ring.get(owner, fpr).map(|k| &k.cert)
+        self.ring.get(owner, fpr).map(|k| &k.key)
     }
 }
 
@@ -764,94 +660,81 @@ fn parse_pubkey(item: &Element, owner: &BareJid, fpr: &str) -> Result<SignedPubl
     Ok(cert)
 }
 
-impl Engine for Ox {
-    fn protocol(&self) -> Protocol {
-        Protocol::of(&super::OX)
+impl Keyed for Ox {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
     }
 
-    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        // §4.1 the data node first ("before adding a fingerprint to the metadata node, the
-        // publisher MUST ensure that the public key is available"), then our metadata list is
-        // read and our fingerprint added to it (see `metadata`, `fetch_failed`).
-        let fpr = self.key.fingerprint().to_owned();
-        let date = format_stamp(Duration::from_secs(cx.now.as_secs()));
-        let item = el("pubkey", NS).with("date", date.clone()).child(text_el(
-            "data",
-            NS,
-            b64(&self.key.public_bytes()?),
-        ));
-        let mut out = Output {
-            actions: vec![Action::Publish {
-                node: data_node(&fpr),
-                id: date,
-                item,
-                options: vec![("pubsub#access_model".into(), "open".into())],
-            }],
-            events: vec![],
-        };
-        let own = self.own();
-        self.asked.remove(&(own.clone(), NODE_PUBLIC_KEYS.to_owned()));
-        self.fetch(&own, NODE_PUBLIC_KEYS.into(), &mut out);
-        Ok(out)
-    }
-
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if let Some((owner, items)) = pep_items(stanza, &self.own()) {
-            match items.attr("node") {
-                Some(NODE_PUBLIC_KEYS) => {
-                    if let Err(e) = self.metadata(cx, &owner, items, &mut out) {
-                        // Reported as an alert, not returned as an error, so that the
-                        // stanzas it refuses (`Event::Rejected`) reach the caller too.
-                        out.events.push(Event::Alert {
-                            reason: e.code(),
-                            detail: format!("the public-key list of {owner} is refused: {e}"),
-                        });
-                        self.keys_failed(&owner, &e, &mut out);
-                    }
+    /// Public keys (§4): answers and notifications, from an account we can name (from any
+    /// other, the stanza is read as a message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()) else { return self.message(cx, pep.stanza, out) };
+        match pep.node {
+            Some(NODE_PUBLIC_KEYS) => {
+                if let Err(e) = self.metadata(cx, &owner, pep, out) {
+                    // Reported as an alert, not returned as an error, so that the
+                    // stanzas it refuses (`Event::Rejected`) reach the caller too.
+                    out.events.push(Event::Alert {
+                        reason: e.code(),
+                        detail: format!("the public-key list of {owner} is refused: {e}"),
+                    });
+                    self.keys_failed(&owner, &e, out);
                 }
-                Some(node) => {
-                    if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
-                        let fpr = fpr.to_owned();
-                        self.data(cx, &owner, &fpr, items, &mut out);
-                    }
-                }
-                None => {}
             }
-            return Ok(out);
+            Some(node) => {
+                if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
+                    self.data(cx, &owner, fpr, pep.items, out);
+                }
+            }
+            None => {}
         }
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         if stanza.name() != "message" {
-            return Ok(out);
+            return Ok(());
         }
         if stanza.get_child("openpgp", NS).is_some() {
-            self.receive_openpgp(cx, stanza, true, &mut out)?;
-            return Ok(out);
+            self.receive_openpgp(cx, stanza, true, out)?;
+            return Ok(());
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from = sender(stanza)?;
-            let detail = format!("{from} sent a message without OX");
-            out.unencrypted(from, body.text(), detail);
+            let from: Jid = sender(stanza)?;
+            out.unencrypted(from, body, "without OX");
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
+    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        self.receive_openpgp(cx, stanza, false, out)
+    }
+
+    /// XEP-0374 §2.2, once every announced key of `to` is in.
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        if !self.announced.contains_key(to) {
+            self.dir.fetch(to, NODE_PUBLIC_KEYS, out);
+            return Ok(None);
+        }
+        if self.missing.get(to).is_some_and(|m| !m.is_empty()) {
+            return Ok(None);
+        }
+        let own = self.own();
+        let mut certs = self.usable(to);
+        if certs.is_empty() && *to != own {
+            return Err(NotSent(format!("no usable OpenPGP key of {to} is announced")));
+        }
+        // "SHOULD also be encrypted to self" (XEP-0373 §3.1): our key and our other devices'.
+        certs.push(self.key.public().clone());
+        if *to != own {
+            certs.extend(self.usable(&own));
+        }
+        Ok(Some(self.stanza(cx, to, body, &certs)?))
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
         if node == NODE_PUBLIC_KEYS {
-            self.asked.remove(&(owner.clone(), node.to_owned()));
             if *owner == self.own() {
                 // No metadata node yet: announce our key (§4.2).
                 let ours = BTreeSet::from([self.key.fingerprint().to_owned()]);
@@ -865,9 +748,8 @@ impl Engine for Ox {
                 });
             }
             self.missing.remove(owner);
-            self.keys_arrived(cx, owner, &mut out);
+            self.keys_arrived(cx, owner, out);
         } else if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
-            self.asked.remove(&(owner.clone(), node.to_owned()));
             out.events.push(Event::Alert {
                 reason: "no-public-key",
                 detail: format!("public key {fpr} of {owner} could not be fetched ({condition})"),
@@ -875,22 +757,9 @@ impl Engine for Ox {
             if let Some(m) = self.missing.get_mut(owner) {
                 m.remove(fpr);
             }
-            self.keys_arrived(cx, owner, &mut out);
+            self.keys_arrived(cx, owner, out);
         }
-        Ok(out)
     }
-
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let current = self.announced.get(peer).cloned().unwrap_or_default();
-        Ok(self.ring.verify(peer, oob, &current))
-    }
-
-    fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
-    }
-
-    // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,
-    // which the recipient does not hold.
 
     /// The surreptitious-forwarding test (D. Davis, USENIX ATC 2001), with this device's key.
     ///
@@ -911,13 +780,8 @@ impl Engine for Ox {
     /// over unencrypted ones since the sender can not be verified"; §2.2 too: IM clients "MUST
     /// use the <signcrypt/> OpenPGP content element") allows only signed content for instant
     /// messages: the message decrypts but carries no signature (`not-signed`).
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let Forwarding { recorded, to, body } = order;
         // Read as `receive` does, without its checks (signer, `to`, time): a thief holding
         // this device's key reads what the device received.
         let openpgp = recorded.get_child("openpgp", NS).ok_or(E2eError::Missing { what: "openpgp" })?;
@@ -942,14 +806,54 @@ impl Engine for Ox {
         };
         Ok(Some(Output { actions: vec![Action::Send(message(to, &bytes))], events: vec![] }))
     }
+}
+
+impl Engine for Ox {
+    fn protocol(&self) -> Protocol {
+        Protocol::of(&super::OX)
+    }
+
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // §4.1 the data node first ("before adding a fingerprint to the metadata node, the
+        // publisher MUST ensure that the public key is available"), then our metadata list is
+        // read and our fingerprint added to it (see `metadata`, and `failed` for a node not there).
+        let fpr = self.key.fingerprint().to_owned();
+        let date = format_stamp(Duration::from_secs(cx.now.as_secs()));
+        let item = el("pubkey", NS).with("date", date.clone()).child(text_el(
+            "data",
+            NS,
+            b64(&self.key.public_bytes()?),
+        ));
+        let mut out = Output {
+            actions: vec![Action::Publish {
+                node: data_node(&fpr),
+                id: date,
+                item,
+                options: vec![("pubsub#access_model".into(), "open".into())],
+            }],
+            events: vec![],
+        };
+        self.dir.refetch(&self.own(), NODE_PUBLIC_KEYS, &mut out);
+        Ok(out)
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        Ok(trust::verify(&mut self.ring, peer, oob, self.announced.get(peer)))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        self.key.out_of_band()
+    }
+
+    // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,
+    // which the recipient does not hold.
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            copy.pending.clear();
-            copy.inbox.clear();
-            copy.asked.clear();
-        }
-        Box::new(copy)
+        kit::stolen(self.clone(), what, |copy| copy.dir.wipe())
     }
 }
+

@@ -11,7 +11,7 @@ macro_rules! common {
             Reason::new("bad-key-binding", "A key's self-signatures (user ID or subkey bindings) do not verify."),
             Reason::new("key-revoked", "A key carries a key revocation signature."),
             Reason::new("too-many-keys", "An account announces more keys than the engine keeps: the rest are ignored."),
-            Reason::new("new-key-untrusted", "An account shows a key that was not in the first key set seen for it (trust on first use)."),
+            shared::NEW_KEY_UNTRUSTED,
             Reason::new("not-encrypted", "An OpenPGP message that should be encrypted is not."),
             Reason::new("undecryptable", "An OpenPGP message does not decrypt with this device's key."),
             Reason::new("too-large", "The decrypted content exceeds the size the engine reads."),
@@ -40,6 +40,6 @@ pub(super) static OX: &[Reason] = common![
     Reason::new("not-signed", "An OX message is encrypted but not signed (only `<signcrypt/>` is accepted)."),
     Reason::new("not-for-us", "An OX message is addressed to another account."),
     Reason::new("time-implausible", "The `<signcrypt/>` time lies in the future, past the allowed clock skew."),
-    Reason::new("dropped", "Too many stanzas of one sender wait for its keys: the oldest is dropped."),
+    shared::DROPPED,
     shared::TO_MISMATCH,
 ];

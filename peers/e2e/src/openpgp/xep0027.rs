@@ -15,9 +15,13 @@ use minidom::Element;
 use rand_core::RngCore;
 
 use super::keys::{self, OwnKey};
-use super::trust::{KeyRing, TrustState};
-use super::{b64, pep_items, sender, unb64};
-use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
+use super::trust::{self, KeyRing};
+use super::unb64;
+use crate::kit;
+use crate::kit::codec::b64;
+use crate::kit::directory::{self, Directory, Failure, Keyed, NotSent, Pep, Sealed};
+use crate::kit::trust::TrustState;
+use crate::xml::{ElementExt, NS_CLIENT, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// `jabber:x:encrypted` (XEP-0027 §3).
@@ -50,13 +54,11 @@ pub struct Pgp {
     /// resource (XEP-0027 §3: the key to encrypt to "corresponds to the private key used in
     /// signing presence"; every device of ours has its own key).
     presence_key: BTreeMap<BareJid, BTreeMap<String, String>>,
-    /// Messages waiting for a keyserver lookup.
-    pending: Vec<(BareJid, String)>,
+    /// Lookups in flight, messages waiting for them.
+    dir: Directory,
     /// Signed presence waiting for a keyserver lookup, by sending resource: the status text and
     /// the signature.
     pending_presence: BTreeMap<Jid, (String, Vec<u8>)>,
-    /// Lookups in flight.
-    asked: BTreeSet<BareJid>,
 }
 
 impl Pgp {
@@ -66,12 +68,11 @@ impl Pgp {
         Pgp {
             me,
             key,
-            ring: KeyRing::new(config.trust),
+            ring: trust::ring(config.trust),
             listed: BTreeMap::new(),
             presence_key: BTreeMap::new(),
-            pending: Vec::new(),
+            dir: Directory::default(),
             pending_presence: BTreeMap::new(),
-            asked: BTreeSet::new(),
         }
     }
 
@@ -91,24 +92,21 @@ impl Pgp {
     }
 
     fn lookup(&mut self, owner: &BareJid, out: &mut Output) {
-        if self.asked.insert(owner.clone()) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: NODE_KEYSERVER.into() });
-        }
+        self.dir.fetch(owner, NODE_KEYSERVER, out);
     }
 
     /// The keyserver's answer for `owner`: every key in it naming the account is taken (the
     /// item id is not trusted: the fingerprint comes from the key).
-    fn keyserver_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, items: &Element, out: &mut Output) {
-        self.asked.remove(owner);
+    fn keyserver_items(&mut self, cx: &mut Cx<'_>, owner: &BareJid, pep: &Pep<'_>, out: &mut Output) {
+        self.dir.answered(owner, NODE_KEYSERVER);
         let first_answer = !self.listed.contains_key(owner);
         let mut listed = self.listed.remove(owner).unwrap_or_default();
-        let is_event = items.ns() != crate::xml::NS_PUBSUB;
-        if !is_event {
+        if pep.complete {
             // A lookup answers with everything the keyserver holds for the account.
             listed.clear();
         }
         let room = MAX_KEYS_PER_ACCOUNT.saturating_sub(listed.len());
-        let all: Vec<&Element> = items.children().filter(|i| i.name() == "item").collect();
+        let all: Vec<&Element> = pep.each().collect();
         if all.len() > room {
             out.events.push(Event::Alert {
                 reason: "too-many-keys",
@@ -133,7 +131,7 @@ impl Pgp {
                     listed.insert(self.key.fingerprint().to_owned());
                 }
                 Ok(cert) => {
-                    let (fpr, _) = self.ring.observe(owner, cert, out);
+                    let (fpr, _) = trust::observe(&mut self.ring, owner, cert, out);
                     listed.insert(fpr);
                 }
                 Err(e) => out.events.push(Event::Alert {
@@ -152,7 +150,7 @@ impl Pgp {
                 out.events.push(Event::Rejected { from, error });
             }
         }
-        self.flush(cx, out);
+        directory::flush(self, cx, out);
     }
 
     /// XEP-0027 §2: verifies a presence signature with a key of `owner` the signature names.
@@ -174,8 +172,8 @@ impl Pgp {
             .flatten()
             .filter(|fpr| {
                 self.ring
-                    .get(owner, fpr)
-                    .is_some_and(|k| issuers.iter().any(|i| keys::cert_matches_issuer(&k.cert, i)))
+                    .get(owner, *fpr)
+                    .is_some_and(|k| issuers.iter().any(|i| keys::cert_matches_issuer(&k.key, i)))
             })
             .cloned()
             .collect();
@@ -202,7 +200,7 @@ impl Pgp {
             });
         }
         let Some(fpr) = candidates.into_iter().find(|fpr| {
-            self.ring.get(owner, fpr).is_some_and(|k| keys::verify_by(&k.cert, &sig, status.as_bytes()))
+            self.ring.get(owner, fpr).is_some_and(|k| keys::verify_by(&k.key, &sig, status.as_bytes()))
         }) else {
             return Err(E2eError::Rejected {
                 reason: "bad-signature",
@@ -245,7 +243,7 @@ impl Pgp {
                 .flatten()
                 .filter_map(|f| ring.get(owner, f))
                 .filter(|k| k.state != TrustState::Untrusted)
-                .map(|k| k.cert.clone())
+                .map(|k| k.key.clone())
                 .collect::<Vec<_>>()
         };
         // The keys the contact's resources signed presence with, where still listed.
@@ -269,30 +267,6 @@ impl Pgp {
         // Our own key, once (XEP-0027 does not say; our other devices and carbons need it).
         certs.push(self.key.public().clone());
         Some(certs)
-    }
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        for (to, body) in core::mem::take(&mut self.pending) {
-            match self.recipients(&to, out) {
-                None => self.pending.push((to, body)),
-                Some(certs) if certs.is_empty() => out.events.push(Event::Alert {
-                    reason: "not-sent",
-                    detail: format!("to {to}: no usable OpenPGP key of {to} is known"),
-                }),
-                Some(certs) => match self.encrypted(cx, &certs, &body) {
-                    Ok(x) => out.actions.push(Action::Send(
-                        el("message", NS_CLIENT)
-                            .with("to", to.to_string())
-                            .with("type", "chat")
-                            .child(text_el("body", NS_CLIENT, FALLBACK))
-                            .child(x),
-                    )),
-                    Err(e) => {
-                        out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                    }
-                },
-            }
-        }
     }
 
     /// §3: `<x xmlns='jabber:x:encrypted'>` over the body's character data.
@@ -334,6 +308,85 @@ fn parse_item(item: &Element, owner: &BareJid) -> Result<pgp::composed::SignedPu
     Ok(cert)
 }
 
+impl Keyed for Pgp {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        let Some(certs) = self.recipients(to, out) else { return Ok(None) };
+        if certs.is_empty() {
+            return Err(NotSent(format!("no usable OpenPGP key of {to} is known")));
+        }
+        let x = self.encrypted(cx, &certs, body)?;
+        Ok(Some(
+            el("message", NS_CLIENT)
+                .with("to", to.to_string())
+                .with("type", "chat")
+                .child(text_el("body", NS_CLIENT, FALLBACK))
+                .child(x),
+        ))
+    }
+
+    /// Keyserver answers and notifications, from an account we can name (from any other, the
+    /// stanza is read as a message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()) else { return self.message(cx, pep.stanza, out) };
+        if pep.node == Some(NODE_KEYSERVER) {
+            self.keyserver_items(cx, &owner, pep, out);
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, _cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        if let Some(x) = stanza.get_child("x", NS_ENCRYPTED) {
+            let from: Jid = sender(stanza)?;
+            let bytes = keys::dearmor_body(&x.text())?;
+            let decrypted = self.key.decrypt(&bytes)?;
+            let body = String::from_utf8(decrypted.data)
+                .map_err(|e| E2eError::Malformed { what: "body", detail: e.to_string() })?;
+            // §4: encrypted, never signed — the sender is not authenticated, whatever we know
+            // of its keys (see the module docs). No replay protection either.
+            out.events.push(Event::Plaintext {
+                from,
+                body,
+                trust: Trust::Unverified,
+                delay: None,
+                carbon: None,
+            });
+            return Ok(());
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            let from: Jid = sender(stanza)?;
+            out.unencrypted(from, body, "without XEP-0027 encryption");
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        if node != NODE_KEYSERVER {
+            return;
+        }
+        // The keyserver has nothing for the account.
+        self.listed.entry(owner.clone()).or_default();
+        let waiting: Vec<Jid> =
+            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
+        for from in waiting {
+            self.pending_presence.remove(&from);
+            let error = E2eError::Rejected {
+                reason: "unknown-signer",
+                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
+            };
+            out.events.push(Event::Rejected { from, error });
+        }
+        directory::flush(self, cx, out);
+    }
+}
+
 impl Engine for Pgp {
     fn protocol(&self) -> Protocol {
         Protocol::of(&super::PGP)
@@ -354,9 +407,7 @@ impl Engine for Pgp {
             events: vec![],
         };
         // Our other devices' keys, so what we send can be read there (and in carbons).
-        let own = self.own();
-        self.asked.remove(&own);
-        self.lookup(&own, &mut out);
+        self.dir.refetch(&self.own(), NODE_KEYSERVER, &mut out);
         Ok(out)
     }
 
@@ -369,7 +420,7 @@ impl Engine for Pgp {
     fn receive_presence(&mut self, _cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
         let Some(x) = stanza.get_child("x", NS_SIGNED) else { return Ok(out) };
-        let from = sender(stanza)?;
+        let from: Jid = sender(stanza)?;
         if from.to_string() == self.me.to_string() {
             return Ok(out); // our own presence, reflected
         }
@@ -379,84 +430,16 @@ impl Engine for Pgp {
         Ok(out)
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
-    }
-
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if let Some((owner, items)) = pep_items(stanza, &self.own()) {
-            if items.attr("node") == Some(NODE_KEYSERVER) {
-                self.keyserver_items(cx, &owner, items, &mut out);
-            }
-            return Ok(out);
-        }
-        if stanza.name() != "message" {
-            return Ok(out);
-        }
-        if let Some(x) = stanza.get_child("x", NS_ENCRYPTED) {
-            let from = sender(stanza)?;
-            let bytes = keys::dearmor_body(&x.text())?;
-            let decrypted = self.key.decrypt(&bytes)?;
-            let body = String::from_utf8(decrypted.data)
-                .map_err(|e| E2eError::Malformed { what: "body", detail: e.to_string() })?;
-            // §4: encrypted, never signed — the sender is not authenticated, whatever we know
-            // of its keys (see the module docs). No replay protection either.
-            out.events.push(Event::Plaintext {
-                from,
-                body,
-                trust: Trust::Unverified,
-                delay: None,
-                carbon: None,
-            });
-            return Ok(out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let from = sender(stanza)?;
-            let detail = format!("{from} sent a message without XEP-0027 encryption");
-            out.unencrypted(from, body.text(), detail);
-        }
-        Ok(out)
-    }
-
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if node != NODE_KEYSERVER {
-            return Ok(out);
-        }
-        self.asked.remove(owner);
-        // The keyserver has nothing for the account.
-        self.listed.entry(owner.clone()).or_default();
-        let waiting: Vec<Jid> =
-            self.pending_presence.keys().filter(|j| j.to_bare() == *owner).cloned().collect();
-        for from in waiting {
-            self.pending_presence.remove(&from);
-            let error = E2eError::Rejected {
-                reason: "unknown-signer",
-                detail: format!("no key of {owner} on the keyserver ({condition}): presence not verified"),
-            };
-            out.events.push(Event::Rejected { from, error });
-        }
-        self.flush(cx, &mut out);
-        Ok(out)
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
     }
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let current = self.listed.get(peer).cloned().unwrap_or_default();
-        Ok(self.ring.verify(peer, oob, &current))
+        Ok(trust::verify(&mut self.ring, peer, oob, self.listed.get(peer)))
     }
 
     fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.fingerprint().to_owned()] }
+        self.key.out_of_band()
     }
 
     /// Anyone holding our public key can write us an XEP-0027 message, the recipient included:
@@ -474,13 +457,11 @@ impl Engine for Pgp {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The key is all there is; what was in flight stays behind.
-            copy.pending.clear();
+        // The key is all there is; what was in flight stays behind.
+        kit::stolen(self.clone(), what, |copy| {
+            copy.dir.wipe();
             copy.pending_presence.clear();
-            copy.asked.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
+

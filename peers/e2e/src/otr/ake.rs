@@ -5,7 +5,8 @@
 use num_bigint::BigUint;
 use rand_core::RngCore;
 
-use super::crypto::{DhKey, PrivateKey, PublicKey, aes_ctr, check_group_element, equal, hmac_sha256, sha256};
+use super::crypto::{DhKey, PrivateKey, PublicKey, check_group_element};
+use crate::kit::crypto::{aes_ctr, equal, hmac_sha256, sha256};
 use super::wire::{Message, Reader, Writer, mpi_bytes};
 use crate::E2eError;
 

@@ -1,17 +1,16 @@
-//! The primitives of OTR v3 (`otr-protocol-v3.html`): the 1536-bit MODP group, AES-128-CTR,
-//! SHA-1/SHA-256 and their HMACs, and DSA long-term keys.
+//! The primitives of OTR v3 (`otr-protocol-v3.html`): the 1536-bit MODP group and DSA
+//! long-term keys. AES-128-CTR, SHA-1/SHA-256 and their HMACs are the kit's
+//! ([`crate::kit::crypto`]).
 
 use std::sync::OnceLock;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
-use hmac::Mac;
 use num_bigint::BigUint;
 use rand_core::RngCore;
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 
 use super::wire::{Writer, mpi_bytes};
 use crate::E2eError;
+use crate::kit::codec::hex;
+use crate::kit::crypto::sha1;
 
 /// §"Encoded messages": the RFC 3526 1536-bit MODP group, generator 2.
 const MODP_1536: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA237327FFFFFFFFFFFFFFFF";
@@ -85,52 +84,6 @@ impl DhKey {
         check_group_element("D-H public key", their)?;
         Ok(their.modpow(&self.secret, modulus()))
     }
-}
-
-/// AES-128 in counter mode with a 16-byte initial counter block (in place).
-pub fn aes_ctr(key: &[u8; 16], counter: &[u8; 16], data: &mut [u8]) {
-    ctr::Ctr128BE::<aes::Aes128>::new(key.into(), counter.into()).apply_keystream(data);
-}
-
-/// SHA-256.
-pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
-/// SHA-1.
-pub fn sha1(parts: &[&[u8]]) -> [u8; 20] {
-    let mut h = Sha1::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
-/// HMAC-SHA-256.
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let Ok(mut m) = hmac::Hmac::<Sha256>::new_from_slice(key) else { return [0; 32] };
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
-
-/// HMAC-SHA-1.
-pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    let Ok(mut m) = hmac::Hmac::<Sha1>::new_from_slice(key) else { return [0; 20] };
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
-
-/// Constant-time comparison.
-pub fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ---- DSA ---------------------------------------------------------------------------------
@@ -219,7 +172,7 @@ pub struct PrivateKey {
 
 impl core::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PrivateKey({})", super::hex(&self.public.fingerprint()))
+        write!(f, "PrivateKey({})", hex(&self.public.fingerprint()))
     }
 }
 

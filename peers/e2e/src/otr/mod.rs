@@ -32,19 +32,17 @@ use self::crypto::PrivateKey;
 use self::session::Session;
 use self::smp::SmpState;
 use self::wire::{Header, Message, Reassembly, Text};
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, text_el};
+use crate::kit;
+use crate::kit::codec::hex;
+use crate::kit::crypto::{equal, hmac_sha1};
+use crate::kit::trust;
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
 use crate::{Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult};
 
 /// The XEP-0380 namespace for OTR.
 pub const NS_OTR: &str = "urn:xmpp:otr:0";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// TLV type 1: Disconnected.
 const TLV_DISCONNECTED: u16 = 1;
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// §"Policies", as clients offer them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,6 +58,16 @@ pub enum OtrPolicy {
     Never,
 }
 
+impl OtrPolicy {
+    /// The policies as scenario files name them (the first is the default), with what each
+    /// means.
+    const NAMES: &[(&str, &str)] = &[
+        ("require", "Never send unencrypted: store the message, send a Query, send it once private."),
+        ("opportunistic", "libotr's default: plaintext with a whitespace tag until the peer starts the AKE."),
+        ("never", "OTR off."),
+    ];
+}
+
 /// The registry entry: the policy is an account option (§"Policies").
 pub static PROTOCOL: crate::ProtocolDef =
     crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire, reasons: reasons::REASONS };
@@ -68,11 +76,7 @@ pub static PROTOCOL: crate::ProtocolDef =
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {
     key: "otr",
     about: "The OTR policy of this account's `otr` devices (default `require`).",
-    values: &[
-        ("require", "Never send unencrypted: store the message, send a Query, send it once private."),
-        ("opportunistic", "libotr's default: plaintext with a whitespace tag until the peer starts the AKE."),
-        ("never", "OTR off."),
-    ],
+    values: OtrPolicy::NAMES,
 };
 
 fn build_engine(me: &FullJid, rng: &mut dyn RngCore, config: &crate::EngineConfig) -> Box<dyn Engine> {
@@ -292,13 +296,7 @@ impl Otr {
     }
 
     /// Handles a whole (reassembled) OTR text from `from`.
-    fn receive_text(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &Jid,
-        body: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
+    fn on_text(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str, out: &mut Output) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let text = wire::classify(body)?;
         let policy = self.config.policy;
@@ -325,7 +323,7 @@ impl Otr {
                             detail: "a reassembled message is itself a fragment".into(),
                         });
                     }
-                    return self.receive_text(cx, from, &whole, out);
+                    return self.on_text(cx, from, &whole, out);
                 }
                 Ok(())
             }
@@ -414,6 +412,12 @@ impl Otr {
         self.send_binary(from, wire::DH_COMMIT, 0, &commit, out);
     }
 
+    /// Our logical clock, one tick per message received: the instance that spoke last wins.
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
     fn receive_ake(
         &mut self,
         cx: &mut Cx<'_>,
@@ -424,8 +428,7 @@ impl Otr {
     ) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let tag = header.sender;
-        self.clock += 1;
-        let clock = self.clock;
+        let clock = self.tick();
         let key = self.key.clone();
         let peer = self.peers.entry(peer_jid.clone()).or_default();
         // The commit we sent before we knew their instance (tag 0) is this instance's AKE when
@@ -493,8 +496,7 @@ impl Otr {
     ) -> Result<(), E2eError> {
         let peer_jid = from.to_bare();
         let tag = header.sender;
-        self.clock += 1;
-        let clock = self.clock;
+        let clock = self.tick();
         let me = self.instance;
         let session = self
             .peers
@@ -624,26 +626,14 @@ impl Otr {
                 .push(Event::Alert { reason: "smp-aborted", detail: format!("{peer_jid} aborted SMP") });
         }
         if let Some(matched) = step.result {
+            let mismatch = || Event::Alert {
+                reason: "smp-failed",
+                detail: format!("SMP with {peer_jid}: the secrets differ (or someone is in the middle)"),
+            };
+            let trust = trust::settle(peer_jid, ("otr", hex(&their_fp)), matched, mismatch, out);
             let peer = self.peers.entry(peer_jid.clone()).or_default();
             peer.smp_started = false;
-            let trust = if matched { Trust::Verified } else { Trust::Untrusted };
             peer.fingerprints.insert(their_fp, trust);
-            out.events.push(Event::TrustChanged {
-                peer: peer_jid.clone(),
-                device: "otr".into(),
-                fingerprint: hex(&their_fp),
-                trust,
-            });
-            if !matched {
-                out.events.push(Event::Alert {
-                    reason: "smp-failed",
-                    detail: format!("SMP with {peer_jid}: the secrets differ (or someone is in the middle)"),
-                });
-            }
-            out.events.push(Event::Verification {
-                peer: peer_jid.clone(),
-                result: if matched { VerificationResult::Match } else { VerificationResult::Mismatch },
-            });
         }
         Ok(())
     }
@@ -654,10 +644,7 @@ impl Engine for Otr {
         Protocol::of(&PROTOCOL)
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        // OTR publishes nothing: keys travel inside the AKE.
-        Ok(Output::default())
-    }
+    // `publish`: the default, nothing — keys travel inside the AKE.
 
     fn send(&mut self, _cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
@@ -733,11 +720,7 @@ impl Engine for Otr {
             return Ok(out);
         }
         let Some(body) = stanza.get_child("body", NS_CLIENT) else { return Ok(out) };
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: Jid = sender(stanza)?;
         let text = body.text();
         if self.config.policy == OtrPolicy::Never {
             out.events.push(Event::Plaintext {
@@ -749,7 +732,7 @@ impl Engine for Otr {
             });
             return Ok(out);
         }
-        self.receive_text(cx, &from, &text, &mut out)?;
+        self.on_text(cx, &from, &text, &mut out)?;
         Ok(out)
     }
 
@@ -810,12 +793,10 @@ impl Engine for Otr {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
+        kit::stolen(self.clone(), what, |copy| {
             copy.peers.clear();
             copy.deferred.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 
@@ -845,7 +826,7 @@ pub fn forgeable_by_anyone(bodies: &[(String, String)]) -> (usize, usize) {
         .iter()
         .filter(|(h, d)| {
             let authenticated = d.authenticated(h.sender, h.receiver);
-            revealed.iter().any(|k| crypto::equal(&crypto::hmac_sha1(k, &[&authenticated]), &d.mac))
+            revealed.iter().any(|k| equal(&hmac_sha1(k, &[&authenticated]), &d.mac))
         })
         .count();
     (forgeable, data.len())

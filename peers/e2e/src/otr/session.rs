@@ -7,7 +7,8 @@ use num_bigint::BigUint;
 use rand_core::RngCore;
 
 use super::ake::{Established, secbytes};
-use super::crypto::{DhKey, PublicKey, aes_ctr, check_group_element, equal, hmac_sha1, sha1, sha256};
+use super::crypto::{DhKey, PublicKey, check_group_element};
+use crate::kit::crypto::{aes_ctr, equal, hmac_sha1, sha1, sha256};
 use super::wire::DataMessage;
 use crate::E2eError;
 

@@ -2,12 +2,15 @@
 //! type a secret; the protocol tells them whether the secrets — bound to both fingerprints and
 //! the secure session id, so a man in the middle cannot pass — are equal, and nothing else.
 
+use core::fmt;
+
 use num_bigint::BigUint;
 use rand_core::RngCore;
 
-use super::crypto::{check_group_element, generator, modulus, order, random_bits, sha256};
+use super::crypto::{check_group_element, generator, modulus, order, random_bits};
 use super::wire::{Reader, Writer};
 use crate::E2eError;
+use crate::kit::crypto::sha256;
 
 /// TLV types (§"Data Message").
 pub const TLV_SMP1: u16 = 2;
@@ -134,8 +137,8 @@ pub enum SmpState {
     },
 }
 
-impl core::fmt::Debug for SmpState {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for SmpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SmpState::Expect1 => "SMPSTATE_EXPECT1",
             SmpState::Expect2 { .. } => "SMPSTATE_EXPECT2",

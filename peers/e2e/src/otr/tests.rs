@@ -9,7 +9,7 @@ use super::*;
 use crate::Action;
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
-    Cx { rng: r, now: core::time::Duration::from_secs(1_767_225_600) }
+    Cx { rng: r, now: crate::time::EPOCH }
 }
 
 /// Two OTR devices and a wire between them: every stanza one sends is handed to the other
@@ -29,6 +29,16 @@ pub(super) const ALICE: &str = "alice@a.example/phone";
 pub(super) const BOB: &str = "bob@b.example/laptop";
 
 impl Pair {
+    /// Both users write at once ("from alice", "from bob"): what each would send.
+    pub fn both_send(&mut self) -> (Output, Output) {
+        let (a, b): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+        let mut rng = self.rng.clone();
+        let out_a = self.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
+        let out_b = self.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
+        self.rng = rng;
+        (out_a, out_b)
+    }
+
     pub fn new(seed: u64, config: OtrConfig) -> Pair {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secret =
@@ -312,11 +322,7 @@ fn replayed_and_tampered_data_messages_are_rejected() {
 #[test]
 fn simultaneous_queries_settle_on_one_session() {
     let mut p = Pair::new(9, OtrConfig::default());
-    let (a, b): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
-    let mut rng = p.rng.clone();
-    let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
-    let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
-    p.rng = rng;
+    let (out_a, out_b) = p.both_send();
     p.run(true, out_a);
     p.run(false, out_b);
     assert_eq!(p.shown_by(false), ["from alice"], "{:?}", p.errors);
@@ -345,11 +351,7 @@ fn revealed_mac_keys_make_the_transcript_forgeable_by_anyone() {
 #[test]
 fn crossing_commits_settle_on_one_ake() {
     let mut p = Pair::new(14, OtrConfig::default());
-    let (a, b): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
-    let mut rng = p.rng.clone();
-    let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
-    let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
-    p.rng = rng;
+    let (out_a, out_b) = p.both_send();
     let mut queue = Vec::new();
     p.collect(true, out_a, &mut queue);
     p.collect(false, out_b, &mut queue);
@@ -379,14 +381,8 @@ fn a_second_ake_with_a_known_instance_completes() {
 fn the_recipient_can_forge_a_message_from_the_sender() {
     let mut p = Pair::new(10, OtrConfig::default());
     p.send(true, "real");
-    let alice: Jid = ALICE.parse().unwrap();
     let mut rng = p.rng.clone();
-    let forged = p.bob.clone().forge(&mut cx(&mut rng), &alice, "forged").unwrap().unwrap();
-    let events = p.bob.receive(&mut cx(&mut rng), &forged).unwrap().events;
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Plaintext { body, .. } if body == "forged")),
-        "{events:?}"
-    );
+    crate::testing::reads_own_forgery(&mut p.bob, &mut rng, &ALICE.parse().unwrap());
 }
 
 /// Fragments nested in fragments are refused, not followed.
@@ -416,12 +412,7 @@ fn mutated_otr_messages_never_panic() {
     p.send(false, "two");
     p.verify(true);
     p.send(true, "three");
-    let recorded = p.wire.clone();
-    let mut rng = ChaCha20Rng::seed_from_u64(99);
-    let mut codes = std::collections::BTreeSet::new();
-    for round in 0..1500usize {
-        let (by_alice, stanza) = &recorded[round % recorded.len()];
-        let mut s = stanza.clone();
+    let damage = |s: &mut Element, rng: &mut ChaCha20Rng| {
         let body = s.get_child("body", NS_CLIENT).unwrap().text();
         let mutated = match rng.next_u32() % 4 {
             0 => {
@@ -462,13 +453,12 @@ fn mutated_otr_messages_never_panic() {
                 format!("{}{}", junk[(rng.next_u32() as usize) % junk.len()], &body[body.len() / 2..])
             }
         };
-        let body_el = s.get_child_mut("body", NS_CLIENT).unwrap();
-        let _ = body_el.take_nodes();
-        body_el.append_text(mutated);
-        let mut target = if *by_alice { p.bob.clone() } else { p.alice.clone() };
-        if let Err(e) = target.receive(&mut cx(&mut rng), &s) {
-            codes.insert(e.code());
-        }
-    }
+        crate::testing::set_text(s.get_child_mut("body", NS_CLIENT).unwrap(), &mutated);
+    };
+    let read = |by_alice: &bool, s: &Element, rng: &mut ChaCha20Rng| {
+        let mut recipient = if *by_alice { p.bob.clone() } else { p.alice.clone() };
+        recipient.receive(&mut cx(rng), s)
+    };
+    let codes = crate::testing::damaged_codes(&p.wire, 1500, &mut ChaCha20Rng::seed_from_u64(99), damage, read);
     assert!(codes.contains("malformed") && codes.contains("bad-mac"), "{codes:?}");
 }

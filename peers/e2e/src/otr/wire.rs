@@ -2,10 +2,10 @@
 //! §"Encoded messages", §"Fragmentation", and the text-level messages (Query, whitespace tag,
 //! Error).
 
-use base64::Engine as _;
 use num_bigint::BigUint;
 
 use crate::E2eError;
+use crate::kit::codec::{b64, unb64};
 
 /// The protocol version of every message we send (§"Encoded messages": 0x0003).
 pub const VERSION: u16 = 3;
@@ -306,7 +306,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Message), E2eError> {
 
 /// `?OTR:` + base64 + `.`.
 pub fn armor(bytes: &[u8]) -> String {
-    format!("?OTR:{}.", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!("?OTR:{}.", b64(bytes))
 }
 
 /// What a message body is, at the text level.
@@ -348,9 +348,7 @@ pub fn classify(body: &str) -> Result<Text, E2eError> {
     if let Some(i) = body.find("?OTR:") {
         let rest = &body[i + 5..];
         let end = rest.find('.').ok_or_else(|| malformed("OTR message", "no terminating `.`"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(rest[..end].trim())
-            .map_err(|e| malformed("OTR message", e.to_string()))?;
+        let bytes = unb64("OTR message", &rest[..end])?;
         return Ok(Text::Encoded(bytes));
     }
     if let Some(i) = body.find(ERROR_PREFIX) {

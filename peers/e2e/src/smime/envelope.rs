@@ -61,6 +61,17 @@ pub const AES128_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.
 const AES192_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.22");
 const AES256_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.42");
 
+/// The content of a DER `ContentInfo` (RFC 5652 §3) that must be of type `expected` (`what`
+/// names it in errors).
+pub fn content_of(der_bytes: &[u8], expected: ObjectIdentifier, what: &'static str) -> Result<Any, E2eError> {
+    let ci = ContentInfo::from_der(der_bytes).map_err(asn1(what))?;
+    if ci.content_type != expected {
+        let detail = format!("content type {} where {what} was expected", ci.content_type);
+        return Err(E2eError::Malformed { what, detail });
+    }
+    Ok(ci.content)
+}
+
 fn asn1(what: &'static str) -> impl Fn(der::Error) -> E2eError {
     move |e| E2eError::Malformed { what, detail: e.to_string() }
 }
@@ -188,14 +199,8 @@ fn first_signer(signed_data: &Any) -> Result<(SignerInfo, Option<Vec<u8>>), E2eE
 /// signature is checked here; whether the certificate is to be believed is the caller's
 /// business ([`super::pki::Ca::issued`], validity, xmppAddr).
 pub fn verify(der_bytes: &[u8], known: &[Cert]) -> Result<Signed, E2eError> {
-    let ci = ContentInfo::from_der(der_bytes).map_err(asn1("signed-data"))?;
-    if ci.content_type != ID_SIGNED_DATA {
-        return Err(E2eError::Malformed {
-            what: "signed-data",
-            detail: format!("content type {} where signed-data was expected", ci.content_type),
-        });
-    }
-    let sd: SignedData = ci.content.decode_as().map_err(asn1("signed-data"))?;
+    let signed_data = content_of(der_bytes, ID_SIGNED_DATA, "signed-data")?;
+    let sd: SignedData = signed_data.decode_as().map_err(asn1("signed-data"))?;
     // RFC 3923 §3.1/§6.5: what is signed is the CPIM object, plain data.
     if sd.encap_content_info.econtent_type != ID_DATA {
         return Err(E2eError::Malformed {
@@ -205,7 +210,7 @@ pub fn verify(der_bytes: &[u8], known: &[Cert]) -> Result<Signed, E2eError> {
     }
     let econtent = sd.encap_content_info.econtent.as_ref().ok_or(E2eError::Missing { what: "eContent" })?;
     let content = econtent.decode_as::<OctetStringRef<'_>>().map_err(asn1("eContent"))?.as_bytes().to_vec();
-    let (signer_info, raw_attrs) = first_signer(&ci.content)?;
+    let (signer_info, raw_attrs) = first_signer(&signed_data)?;
     let si = &signer_info;
     let SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
         return Err(rejected("unknown-signer", "signer named by subjectKeyIdentifier"));
@@ -334,14 +339,9 @@ pub fn open(
     key: &RsaPrivateKey,
     rng: &mut dyn RngCore,
 ) -> Result<(ObjectIdentifier, Vec<u8>), E2eError> {
-    let ci = ContentInfo::from_der(der_bytes).map_err(asn1("enveloped-data"))?;
-    if ci.content_type != ID_ENVELOPED_DATA {
-        return Err(E2eError::Malformed {
-            what: "enveloped-data",
-            detail: format!("content type {} where enveloped-data was expected", ci.content_type),
-        });
-    }
-    let ed: EnvelopedData = ci.content.decode_as().map_err(asn1("enveloped-data"))?;
+    let ed: EnvelopedData = content_of(der_bytes, ID_ENVELOPED_DATA, "enveloped-data")?
+        .decode_as()
+        .map_err(asn1("enveloped-data"))?;
     let ours = issuer_and_serial(mine);
     let ktri = ed
         .recip_infos

@@ -81,25 +81,22 @@ pub mod envelope;
 pub mod pki;
 mod reasons;
 mod seam;
-#[cfg(test)]
-mod tests;
 
+use core::fmt;
 use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet};
-
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 use rsa::RsaPrivateKey;
 
 use self::pki::{Ca, Cert};
+use crate::kit;
+use crate::kit::codec::{b64, unb64_wrapped as unb64};
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Pep, Placement, Sealed};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, NS_STANZAS, el, text_el};
-use crate::{
-    Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    TrustPolicy, VerificationResult,
-};
+use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
+use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
@@ -120,17 +117,6 @@ pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
 /// RSA modulus size of device keys.
 const RSA_BITS: usize = 2048;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(clean)
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
-
 /// Who runs the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -142,18 +128,13 @@ enum Mode {
     Stolen,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    Blind,
-    Verified,
-    Untrusted,
-}
-
-#[derive(Debug, Clone)]
-struct Known {
-    cert: Cert,
-    state: TrustState,
-}
+/// How the certificate alerts read. A certificate is held by its fingerprint, so none can change
+/// under the same name (`identity-changed` does not arise).
+static WORDING: Wording = Wording {
+    changed: |owner, serial| format!("certificate {serial} of {owner} changed"),
+    mismatch: |owner, _, fingerprint| format!("certificate {fingerprint} of {owner} is not what the peer shows"),
+    unseen: "certificate",
+};
 
 /// One device's S/MIME state.
 #[derive(Clone)]
@@ -165,21 +146,18 @@ pub struct Smime {
     serial: [u8; 16],
     /// Issued on the first call that knows the time.
     cert: Option<Cert>,
-    policy: TrustPolicy,
-    /// Certificates per account (ours included: our other devices), by fingerprint.
-    known: BTreeMap<BareJid, BTreeMap<String, Known>>,
-    verified_contacts: BTreeSet<BareJid>,
-    /// Accounts whose certificate node we fetched (or failed to).
-    fetched: BTreeSet<BareJid>,
-    asked: BTreeSet<BareJid>,
-    pending: Vec<(BareJid, String)>,
+    /// Certificates per account (ours included: our other devices), by fingerprint; the
+    /// `TrustChanged` device is the serial number.
+    trust: TrustBook<String, Cert>,
+    /// The certificate nodes asked for and read, the messages waiting for them.
+    dir: Directory,
     last_stamp: Option<Duration>,
     /// §7 error stanzas waiting for [`Engine::drain`].
     outbox: Vec<Element>,
 }
 
-impl core::fmt::Debug for Smime {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Debug for Smime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Smime")
             .field("me", &self.me)
             .field("mode", &self.mode)
@@ -229,12 +207,8 @@ impl Smime {
             key,
             serial,
             cert: None,
-            policy: config.trust,
-            known: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
-            fetched: BTreeSet::new(),
-            asked: BTreeSet::new(),
-            pending: Vec::new(),
+            trust: TrustBook::new(config.trust, &WORDING),
+            dir: Directory::default(),
             last_stamp: None,
             outbox: Vec::new(),
         }
@@ -342,38 +316,18 @@ impl Smime {
         Ok(())
     }
 
-    fn trust_event(owner: &BareJid, cert: &Cert, state: TrustState) -> Event {
-        Event::TrustChanged {
-            peer: owner.clone(),
-            device: cert.serial_hex(),
-            fingerprint: cert.fingerprint.clone(),
-            trust: match state {
-                TrustState::Blind => Trust::Unverified,
-                TrustState::Verified => Trust::Verified,
-                TrustState::Untrusted => Trust::Untrusted,
-            },
-        }
-    }
-
-    /// Records a (checked) certificate for `owner`; returns its trust.
+    /// Records a (checked) certificate for `owner`; returns its trust (our own is ours).
     fn observe(&mut self, owner: &BareJid, cert: Cert, out: &mut Output) -> TrustState {
         if self.cert.as_ref().is_some_and(|c| c.fingerprint == cert.fingerprint) {
             return TrustState::Verified;
         }
-        let policy = self.policy;
-        let contact_verified = self.verified_contacts.contains(owner);
-        let entry = self.known.entry(owner.clone()).or_default();
-        if let Some(k) = entry.get(&cert.fingerprint) {
-            return k.state;
-        }
-        let state = match policy {
-            TrustPolicy::Btbv if contact_verified => TrustState::Untrusted,
-            TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-            TrustPolicy::Manual => TrustState::Untrusted,
-        };
-        out.events.push(Self::trust_event(owner, &cert, state));
-        entry.insert(cert.fingerprint.clone(), Known { cert, state });
-        state
+        let (serial, fingerprint) = (cert.serial_hex(), cert.fingerprint.clone());
+        self.trust.observe(owner, fingerprint.clone(), Known::new(cert, serial, fingerprint), out)
+    }
+
+    /// The certificates held for `owner` that `keep` selects.
+    fn certificates(&self, owner: &BareJid, keep: impl Fn(&Known<Cert>) -> bool) -> Vec<Cert> {
+        self.trust.of(owner).map(|(_, k)| k).filter(|k| keep(k)).map(|k| k.key.clone()).collect()
     }
 
     fn publish_action(cert: &Cert) -> Action {
@@ -388,56 +342,7 @@ impl Smime {
         }
     }
 
-    fn fetch(&mut self, owner: &BareJid, out: &mut Output) {
-        if self.asked.insert(owner.clone()) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: NODE.into() });
-        }
-    }
-
-    /// Items of the certificate node, from a fetch result or a notification.
-    fn pep_items(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        items: &Element,
-        complete: bool,
-        out: &mut Output,
-    ) {
-        if complete {
-            self.asked.remove(owner);
-            self.fetched.insert(owner.clone());
-        }
-        for item in items.children().filter(|i| i.name() == "item") {
-            let Some(payload) = item.get_child("certificate", NODE) else { continue };
-            let cert = unb64("certificate", &payload.text()).and_then(|der| Cert::from_der(&der));
-            let checked = cert.and_then(|c| self.check_certificate(cx, &c, owner).map(|()| c));
-            match checked {
-                Ok(c) => {
-                    self.observe(owner, c, out);
-                }
-                Err(e) => out.events.push(Event::Alert {
-                    reason: e.code(),
-                    detail: format!("certificate item {:?} of {owner}: {e}", item.attr("id")),
-                }),
-            }
-        }
-        self.flush(cx, out);
-    }
-
     // ---- sending ----------------------------------------------------------------------------
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        let pending = core::mem::take(&mut self.pending);
-        for (to, body) in pending {
-            match self.try_encrypt(cx, &to, &body, out) {
-                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
-                Ok(None) => self.pending.push((to, body)),
-                Err(e) => {
-                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                }
-            }
-        }
-    }
 
     /// §6.9: timestamps increase strictly (by a millisecond when the clock has not moved).
     fn next_stamp(&mut self, now: Duration) -> Duration {
@@ -448,58 +353,6 @@ impl Smime {
         };
         self.last_stamp = Some(stamp);
         stamp
-    }
-
-    fn try_encrypt(
-        &mut self,
-        cx: &mut Cx<'_>,
-        to: &BareJid,
-        body: &str,
-        out: &mut Output,
-    ) -> Result<Option<Element>, E2eError> {
-        let own = self.own();
-        if !self.fetched.contains(to) {
-            self.fetch(to, out);
-            return Ok(None);
-        }
-        let mine = self.enrol(cx)?;
-        let usable = |owner: &BareJid| -> Vec<Cert> {
-            self.known
-                .get(owner)
-                .map(|m| {
-                    m.values().filter(|k| k.state != TrustState::Untrusted).map(|k| k.cert.clone()).collect()
-                })
-                .unwrap_or_default()
-        };
-        let theirs: Vec<Cert> =
-            usable(to).into_iter().filter(|c| c.fingerprint != mine.fingerprint).collect();
-        if theirs.is_empty() && *to != own {
-            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") });
-        }
-        let mut recipients: Vec<Cert> = vec![mine.clone()];
-        for c in theirs.into_iter().chain(usable(&own)) {
-            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
-                recipients.push(c);
-            }
-        }
-        // §3.1 step 1: the stanza to secure.
-        let inner = el("message", NS_CLIENT)
-            .with("from", self.me.to_string())
-            .with("to", to.to_string())
-            .with("type", "chat")
-            .child(text_el("body", NS_CLIENT, body));
-        // Step 2: CPIM with From, To, DateTime (§6.9).
-        let stamp = self.next_stamp(cx.now);
-        let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
-        // Steps 3-4: sign, then encrypt (§6.5).
-        let signed = envelope::sign(&self.key, &mine, object.as_bytes(), cx.now)?;
-        let refs: Vec<&Cert> = recipients.iter().collect();
-        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
-        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
-            "e2e",
-            NS_E2E,
-            b64(&enveloped),
-        ))))
     }
 
     // ---- receiving --------------------------------------------------------------------------
@@ -532,8 +385,7 @@ impl Smime {
             envelope::open(&der, &mine, &self.key, cx.rng).map_err(|e| (Stage::Decrypt, e))?;
         // Verify the signature (the signer's certificate from the SignedData or our store).
         let v = |e| (Stage::Verify, e);
-        let known: Vec<Cert> =
-            self.known.get(&sender).map(|m| m.values().map(|k| k.cert.clone()).collect()).unwrap_or_default();
+        let known = self.certificates(&sender, |_| true);
         let signed = envelope::verify(&inner, &known).map_err(v)?;
         // Check the certificate.
         self.check_certificate(cx, &signed.signer, &sender).map_err(v)?;
@@ -579,12 +431,7 @@ impl Smime {
             .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns().is_empty()))
             .map(Element::text)
             .unwrap_or_default();
-        let state = self.observe(&sender, signed.signer, out);
-        let trust = match state {
-            TrustState::Verified => Trust::Verified,
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Untrusted => Trust::Untrusted,
-        };
+        let trust = self.observe(&sender, signed.signer, out).trust();
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
                 reason: "untrusted-key",
@@ -610,73 +457,65 @@ fn parse_xmpp_xml(xml: &str) -> Result<Element, E2eError> {
     }
 }
 
-impl Engine for Smime {
-    fn protocol(&self) -> Protocol {
-        Protocol::of(&PROTOCOL)
+impl Keyed for Smime {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
     }
 
-    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        let cert = self.enrol(cx)?;
-        let mut out = Output { actions: vec![Self::publish_action(&cert)], events: vec![] };
-        // Our other devices' certificates: messages we send are encrypted to them too.
-        let own = self.own();
-        self.asked.remove(&own);
-        self.fetch(&own, &mut out);
-        Ok(out)
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        if failure.node == NODE {
+            let own = self.own();
+            let alert = |owner: &BareJid, condition: &str| Event::Alert {
+                reason: "no-certificate",
+                detail: format!("certificates of {owner} could not be fetched ({condition})"),
+            };
+            directory::no_keys(self, cx, failure, &own, alert, out);
+        }
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        self.enrol(cx)?;
-        let mut out = Output::default();
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
+    /// Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
+    /// notification is believed in a `<message/>` only.
+    fn placement(&self) -> Placement {
+        Placement::Strict
     }
 
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
-        // `from` does not parse comes from nobody we can name.
-        let parsed: Option<Result<Jid, jid::Error>> = stanza.attr("from").map(str::parse);
-        let owner = match &parsed {
-            None => Some(self.own()),
-            Some(Ok(j)) => Some(j.to_bare()),
-            Some(Err(_)) => None,
-        };
-        let is_message = stanza.name() == "message";
-        // Only a fetch result is the whole node, and only an `<iq type='result'/>` is one; a
-        // notification (in a `<message/>` only) carries the item just published, and the node
-        // must still be read before a first message.
-        let result_items = stanza
-            .get_child("pubsub", NS_PUBSUB)
-            .and_then(|p| p.get_child("items", NS_PUBSUB))
-            .filter(|_| stanza.name() == "iq" && stanza.attr("type") == Some("result"));
-        let event_items = stanza
-            .get_child("event", NS_PUBSUB_EVENT)
-            .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
-            .filter(|_| is_message);
-        if let Some((items, complete)) = result_items.map(|i| (i, true)).or(event_items.map(|i| (i, false))) {
-            if items.attr("node") == Some(NODE)
-                && let Some(owner) = owner
-            {
-                self.pep_items(cx, &owner, items, complete, &mut out);
+    /// Items of the certificate node, from a fetch result or a notification (which carries the
+    /// item just published: the node must still be read before a first message).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let (Some(NODE), Some(owner)) = (pep.node, pep.owner(&self.own())) else { return Ok(()) };
+        let owner = &owner;
+        if pep.complete {
+            self.dir.answered(owner, NODE);
+            self.dir.mark_read(owner, NODE);
+        }
+        for item in pep.each() {
+            let Some(payload) = item.get_child("certificate", NODE) else { continue };
+            let cert = unb64("certificate", &payload.text()).and_then(|der| Cert::from_der(&der));
+            let checked = cert.and_then(|c| self.check_certificate(cx, &c, owner).map(|()| c));
+            match checked {
+                Ok(c) => {
+                    self.observe(owner, c, out);
+                }
+                Err(e) => out.events.push(Event::Alert {
+                    reason: e.code(),
+                    detail: format!("certificate item {:?} of {owner}: {e}", item.attr("id")),
+                }),
             }
-            return Ok(out);
         }
-        if !is_message || stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT)
-        {
-            return Ok(out);
+        directory::flush(self, cx, out);
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
         }
-        let from = match parsed {
-            Some(Ok(j)) => j,
-            Some(Err(e)) => return Err(E2eError::Malformed { what: "from", detail: e.to_string() }),
-            None => return Err(E2eError::Missing { what: "from" }),
-        };
+        let from: Jid = sender(stanza)?;
         // RFC 6121 §5.2.2: a type we do not understand is `normal`. RFC 3923 secures one-to-one
         // messages: `<e2e/>` in a room's or a broadcast's message is ignored, never answered
         // (a §7 error would go to whoever the `from` names).
         if matches!(stanza.attr("type"), Some("groupchat" | "headline")) {
-            return Ok(out);
+            return Ok(());
         }
         if stanza.attr("type") == Some("error") {
             // §7 errors from the peer: reported, never answered (no error loops).
@@ -689,11 +528,11 @@ impl Engine for Smime {
                 reason: "peer-error",
                 detail: format!("{from} returned <{condition}/> for a message"),
             });
-            return Ok(out);
+            return Ok(());
         }
         if let Some(e2e) = stanza.get_child("e2e", NS_E2E) {
-            match self.receive_e2e(cx, &from, e2e, &mut out) {
-                Ok(()) => return Ok(out),
+            match self.receive_e2e(cx, &from, e2e, out) {
+                Ok(()) => return Ok(()),
                 Err((stage, e)) => {
                     if self.mode == Mode::Honest {
                         self.outbox.push(Self::error_stanza(stanza, &from, stage));
@@ -703,89 +542,48 @@ impl Engine for Smime {
             }
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            let detail = format!("{from} sent a message without S/MIME");
-            out.unencrypted(from, body.text(), detail);
+            out.unencrypted(from, body, "without S/MIME");
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
-        Output {
-            actions: core::mem::take(&mut self.outbox).into_iter().map(Action::Send).collect(),
-            events: vec![],
+    /// §3.1: the message to `to`, once its certificate node was read.
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        if !self.dir.read_or_fetch(to, NODE, out) {
+            return Ok(None);
         }
-    }
-
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if node != NODE {
-            return Ok(out);
+        let own = self.own();
+        let mine = self.enrol(cx)?;
+        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
+        let mut theirs = self.certificates(to, usable);
+        theirs.retain(|c| c.fingerprint != mine.fingerprint);
+        if theirs.is_empty() && *to != own {
+            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
         }
-        self.asked.remove(owner);
-        self.fetched.insert(owner.clone());
-        if *owner != self.own() {
-            out.events.push(Event::Alert {
-                reason: "no-certificate",
-                detail: format!("certificates of {owner} could not be fetched ({condition})"),
-            });
-        }
-        self.flush(cx, &mut out);
-        Ok(out)
-    }
-
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
-        let mut result = VerificationResult::Match;
-        let mut seen = 0;
-        if let Some(certs) = self.known.get_mut(peer) {
-            for k in certs.values_mut() {
-                seen += 1;
-                let before = k.state;
-                k.state = if oob.peer_says.contains(&k.cert.fingerprint) {
-                    TrustState::Verified
-                } else {
-                    TrustState::Untrusted
-                };
-                if k.state != before {
-                    out.events.push(Self::trust_event(peer, &k.cert, k.state));
-                }
-                if k.state == TrustState::Untrusted {
-                    result = VerificationResult::Mismatch;
-                    out.events.push(Event::Alert {
-                        reason: "fingerprint-mismatch",
-                        detail: format!(
-                            "certificate {} of {peer} is not what the peer shows",
-                            k.cert.fingerprint
-                        ),
-                    });
-                }
+        let mut recipients: Vec<Cert> = vec![mine.clone()];
+        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
+            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
+                recipients.push(c);
             }
         }
-        if seen == 0 {
-            result = VerificationResult::Mismatch;
-            out.events.push(Event::Alert {
-                reason: "nothing-to-verify",
-                detail: format!("no certificate of {peer} seen yet"),
-            });
-        }
-        out.events.push(Event::Verification { peer: peer.clone(), result });
-        Ok(out)
-    }
-
-    fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: self.cert.iter().map(|c| c.fingerprint.clone()).collect() }
-    }
-
-    fn forge(&mut self, _cx: &mut Cx<'_>, _from: &Jid, _body: &str) -> Result<Option<Element>, E2eError> {
-        // Every message is signed with the sender's private key: the recipient cannot make one.
-        Ok(None)
+        // §3.1 step 1: the stanza to secure.
+        let inner = el("message", NS_CLIENT)
+            .with("from", self.me.to_string())
+            .with("to", to.to_string())
+            .with("type", "chat")
+            .child(text_el("body", NS_CLIENT, body));
+        // Step 2: CPIM with From, To, DateTime (§6.9).
+        let stamp = self.next_stamp(cx.now);
+        let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
+        // Steps 3-4: sign, then encrypt (§6.5).
+        let signed = envelope::sign(&self.key, &mine, object.as_bytes(), cx.now)?;
+        let refs: Vec<&Cert> = recipients.iter().collect();
+        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
+        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
+            "e2e",
+            NS_E2E,
+            b64(&enveloped),
+        ))))
     }
 
     /// Surreptitious forwarding (Davis 2001, §2 "S/MIME"): RFC 3923's layers are
@@ -796,45 +594,24 @@ impl Engine for Smime {
     /// `body` has no use here: CMS signs the whole CPIM object, there is nothing around it to
     /// rewrite. The policy checks of [`Engine::receive`] (certificate validity, DateTime
     /// window, trust) are skipped: the attacker forwards whatever it recorded.
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
-        use der::Decode as _;
-        let _ = body;
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let Forwarding { recorded, to, .. } = order;
         let e2e = recorded.get_child("e2e", NS_E2E).ok_or(E2eError::Missing { what: "e2e" })?;
         let mine = self.enrol(cx)?;
         let der = unb64("e2e", &e2e.text())?;
         let (_content_type, signed) = envelope::open(&der, &mine, &self.key, cx.rng)?;
         // Only a SignedData is worth forwarding; it is left exactly as the sender made it.
-        let ci = cms::content_info::ContentInfo::from_der(&signed)
-            .map_err(|e| E2eError::Malformed { what: "signed-data", detail: e.to_string() })?;
-        if ci.content_type != envelope::ID_SIGNED_DATA {
-            return Err(E2eError::Malformed {
-                what: "signed-data",
-                detail: format!("content type {} where signed-data was expected", ci.content_type),
-            });
-        }
+        envelope::content_of(&signed, envelope::ID_SIGNED_DATA, "signed-data")?;
         // Key discovery, as `send` does: without `to`'s certificates there is nothing to
         // envelope to. No queue: the caller feeds the result to `receive` and calls again.
-        if !self.fetched.contains(to) {
+        if !self.dir.is_read(to, NODE) {
             let mut out = Output::default();
-            self.asked.remove(to);
-            self.fetch(to, &mut out);
+            self.dir.refetch(to, NODE, &mut out);
             return Ok(Some(out));
         }
         // Every certificate held for `to`, whatever the victim's trust in it: the attacker
         // wants the forgery read.
-        let theirs: Vec<Cert> = self
-            .known
-            .get(to)
-            .map(|m| {
-                m.values().map(|k| k.cert.clone()).filter(|c| c.fingerprint != mine.fingerprint).collect()
-            })
-            .unwrap_or_default();
+        let theirs = self.certificates(to, |k| k.key.fingerprint != mine.fingerprint);
         if theirs.is_empty() {
             return Err(E2eError::Policy { detail: format!("no certificate of {to} to forward to") });
         }
@@ -847,6 +624,47 @@ impl Engine for Smime {
         ));
         Ok(Some(Output { actions: vec![Action::Send(stanza)], events: vec![] }))
     }
+}
+
+impl Engine for Smime {
+    fn protocol(&self) -> Protocol {
+        Protocol::of(&PROTOCOL)
+    }
+
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let cert = self.enrol(cx)?;
+        let mut out = Output { actions: vec![Self::publish_action(&cert)], events: vec![] };
+        // Our other devices' certificates: messages we send are encrypted to them too.
+        self.dir.refetch(&self.own(), NODE, &mut out);
+        Ok(out)
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        self.enrol(cx)?;
+        Ok(directory::send(self, cx, to, body))
+    }
+
+    fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
+        Output {
+            actions: core::mem::take(&mut self.outbox).into_iter().map(Action::Send).collect(),
+            events: vec![],
+        }
+    }
+
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand { peer_says: self.cert.iter().map(|c| c.fingerprint.clone()).collect() }
+    }
+
+    // `forge`: the default `Ok(None)` — every message is signed with the sender's private key:
+    // the recipient cannot make one.
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         let mut copy = self.clone();
@@ -854,9 +672,9 @@ impl Engine for Smime {
             copy.mode = Mode::Stolen;
         }
         copy.outbox.clear();
-        if what == Theft::LongTermKeys {
-            copy.pending.clear();
-        }
-        Box::new(copy)
+        kit::stolen(copy, what, |copy| copy.dir.wipe())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,8 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
 use crate::E2eError;
+use crate::kit::codec::{hex, pem};
+use crate::kit::crypto::sha256;
 
 /// `id-on-xmppAddr` (RFC 6120 §13.7.1.4).
 pub const ID_ON_XMPP_ADDR: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.5");
@@ -65,11 +67,6 @@ fn asn1(what: &'static str) -> impl Fn(der::Error) -> E2eError {
 /// not happen in practice; it is reported as a policy error rather than a panic.
 fn local(e: impl core::fmt::Display) -> E2eError {
     E2eError::Policy { detail: format!("encoding our own certificate: {e}") }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
@@ -121,12 +118,12 @@ impl Cert {
     /// Parses a DER certificate (from the network: every failure is an error).
     pub fn from_der(der: &[u8]) -> Result<Cert, E2eError> {
         let cert = Certificate::from_der(der).map_err(asn1("certificate"))?;
-        Ok(Cert { cert, der: der.to_vec(), fingerprint: hex(&Sha256::digest(der)) })
+        Ok(Cert { cert, der: der.to_vec(), fingerprint: hex(&sha256(&[der])) })
     }
 
     fn from_cert(cert: Certificate) -> Result<Cert, E2eError> {
         let der = cert.to_der().map_err(local)?;
-        Ok(Cert { fingerprint: hex(&Sha256::digest(&der)), cert, der })
+        Ok(Cert { fingerprint: hex(&sha256(&[&der])), cert, der })
     }
 
     /// The certificate's serial number, hex (names the device in trust events).
@@ -182,18 +179,6 @@ impl Cert {
     }
 }
 
-/// RFC 7468 textual encoding.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
 
 /// A certificate authority: an Ed25519 key and its self-signed certificate.
 #[derive(Clone)]

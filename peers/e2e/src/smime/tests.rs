@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cms::content_info::ContentInfo;
 use cms::enveloped_data::EnvelopedData;
@@ -10,8 +10,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
+use crate::{TrustPolicy, VerificationResult};
+use crate::time::EPOCH;
+use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const SEED: [u8; 32] = [7u8; 32];
 const ALICE: &str = "alice@a.example/phone";
 const ALICE2: &str = "alice@a.example/laptop";
@@ -885,14 +888,15 @@ fn pep_items_are_read_only_from_where_they_belong() {
         assert!(out.events.is_empty() && out.actions.is_empty(), "{out:?} for {}", String::from(stanza));
         assert!(d.actions.is_empty());
         let bob = &w.devices[b].1;
-        assert!(bob.known.is_empty() && bob.fetched.is_empty(), "{}", String::from(stanza));
+        let read = bob.dir.is_read(&bare(ALICE), NODE) || bob.dir.is_read(&bare(BOB), NODE);
+        assert!(bob.trust.is_empty() && !read, "{}", String::from(stanza));
     }
     // Accepted: a notification in a message (no `from`: our own account), an iq result.
     let (r, _) = w.replay(b, &event("message", None, &bob2_der));
     assert!(
         r.unwrap().events.iter().any(|e| matches!(e, Event::TrustChanged { peer, .. } if *peer == bare(BOB)))
     );
-    assert!(!w.devices[b].1.fetched.contains(&bare(BOB)), "a notification is not the whole node");
+    assert!(!w.devices[b].1.dir.is_read(&bare(BOB), NODE), "a notification is not the whole node");
     let (r, _) = w.replay(b, &result(Some("alice@a.example"), "result", &alice_der));
     assert!(
         r.unwrap()
@@ -900,7 +904,7 @@ fn pep_items_are_read_only_from_where_they_belong() {
             .iter()
             .any(|e| matches!(e, Event::TrustChanged { peer, .. } if *peer == bare(ALICE)))
     );
-    assert!(w.devices[b].1.fetched.contains(&bare(ALICE)));
+    assert!(w.devices[b].1.dir.is_read(&bare(ALICE), NODE));
 }
 
 /// RFC 3923 signs a CPIM object: the SignedData's eContentType must be id-data, even when the

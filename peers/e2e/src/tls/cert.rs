@@ -3,7 +3,6 @@
 use core::fmt;
 use core::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod,
@@ -12,6 +11,8 @@ use rcgen::{
 use rustls::Error;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
+
+use crate::kit::codec::{hex, pem};
 
 /// RFC 6120 §13.7.1.4 `id-on-xmppAddr` (1.3.6.1.5.5.7.8.5).
 const ID_ON_XMPPADDR: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 8, 5];
@@ -43,17 +44,6 @@ impl fmt::Debug for Identity {
 /// RFC 8410 §7 PKCS#8 v1 `OneAsymmetricKey` prefix for an Ed25519 private key.
 const PKCS8_ED25519: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
 
 impl Identity {
     /// The certificate, as rustls takes it.
@@ -97,7 +87,7 @@ impl Identity {
 /// The SHA-256 fingerprint of a DER certificate, lowercase hex without separators (what
 /// `openssl x509 -fingerprint -sha256` prints, lowercased and without colons).
 pub fn fingerprint(cert_der: &[u8]) -> String {
-    Sha256::digest(cert_der).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(cert_der))
 }
 
 /// rcgen's signing seam over an `ed25519-dalek` key.

@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use rustls::{ClientConnection, Connection, ServerConnection};
 
 use super::*;
+use crate::time::EPOCH;
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 
 fn seed(n: u8) -> [u8; 32] {
     [n; 32]

@@ -18,7 +18,7 @@ use xml_sec::{XmlDomDocument as Document, XmlDomNode as Node, XmlDomNodeId as No
 use super::keys::{KeyPair, PublicKey, b64, unb64};
 use super::{NS, NS_DS};
 use crate::E2eError;
-use crate::otr::crypto::equal;
+use crate::kit::crypto::equal;
 use crate::xml::{ElementExt, el, text_el};
 
 /// Exclusive XML Canonicalization 1.0, without comments.

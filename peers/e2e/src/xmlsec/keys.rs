@@ -2,7 +2,6 @@
 //! (xmldsig-core1 §4.5.2.2 `RSAKeyValue`: `Modulus` and `Exponent` as base64 `CryptoBinary`,
 //! big-endian with leading zero octets stripped, §4.0.1).
 
-use base64::Engine as _;
 use minidom::Element;
 use rand_core::RngCore;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -12,29 +11,13 @@ use sha2::{Digest, Sha256};
 
 use super::NS_DS;
 use crate::E2eError;
+// XML Signature and XML Encryption carry `base64Binary`, which implementations (xmlsec1 among
+// them) wrap at 64 columns: every XML white space is dropped before decoding.
+pub(crate) use crate::kit::codec::{b64, hex, unb64_wrapped as unb64};
 use crate::xml::{ElementExt, el, text_el};
 
 /// The modulus size of the keys we make, and the smallest we accept from a peer.
 pub const MIN_BITS: usize = 2048;
-
-/// Base64 (RFC 2045 as xmldsig uses it: whitespace inside the text is allowed).
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Base64 from untrusted input. XML Signature and XML Encryption carry `base64Binary`, which
-/// implementations (xmlsec1 among them) wrap at 64 columns: all XML whitespace is dropped first.
-pub fn unb64(what: &'static str, text: &str) -> Result<Vec<u8>, E2eError> {
-    let compact: String = text.chars().filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|e| E2eError::Malformed { what, detail: e.to_string() })
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A peer's (or our own) public key with its fingerprint.
 #[derive(Clone, PartialEq, Eq)]

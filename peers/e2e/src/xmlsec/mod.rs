@@ -211,12 +211,12 @@ use rand_core::RngCore;
 pub use self::enc::Cipher;
 use self::enc::{Accept, Recipient};
 pub use self::keys::{KeyPair, PublicKey};
+use crate::kit;
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, Pep, Placement, Sealed};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT, el, text_el};
-use crate::{
-    Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    TrustPolicy, VerificationResult,
-};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
+use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry: the content cipher is an account option.
 pub static PROTOCOL: crate::ProtocolDef =
@@ -250,8 +250,6 @@ pub const NS_DS: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
 /// XML Encryption 1.1.
 pub const NS_XENC11: &str = "http://www.w3.org/2009/xmlenc11#";
-const NS_EME: &str = "urn:xmpp:eme:0";
-const NS_HINTS: &str = "urn:xmpp:hints";
 /// The fallback body for clients without this binding.
 pub const FALLBACK: &str = "This message is signed and encrypted with XML Signature and XML Encryption (urn:xmpp:jabberwock:xmlsec:0).";
 /// How far ahead of our clock a payload's `<time/>` may be (clock skew).
@@ -264,7 +262,7 @@ pub const MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 /// Also the most `EncryptedKey`s without a `KeyName` we try to unwrap in one message.
 pub const MAX_KEYS: usize = 32;
 /// How many incoming messages may wait for their sender's keys.
-const MAX_HELD: usize = 32;
+const HELD: Limits = Limits { total: 32, per_sender: None };
 /// The longest payload `Id` accepted, in characters (ours are 33); longer is `malformed`.
 pub const MAX_ID_LEN: usize = 64;
 /// How many accepted payload `Id`s of one sender the replay cache holds. Beyond it the
@@ -330,59 +328,27 @@ impl Seen {
     }
 }
 
-/// How much a key is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    Blind,
-    Verified,
-    Untrusted,
-}
-
-impl TrustState {
-    fn trust(self) -> Trust {
-        match self {
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Verified => Trust::Verified,
-            TrustState::Untrusted => Trust::Untrusted,
-        }
-    }
-}
-
+/// A key of another account (or of another device of ours), as held.
 #[derive(Debug, Clone)]
-struct KnownKey {
+struct PeerKey {
     key: PublicKey,
-    trust: TrustState,
     /// Listed in the account's node the last time we fetched it: encrypted to.
     active: bool,
-    /// When we first saw it, in the account's own order (older is smaller).
+    /// When we first saw it (older is smaller).
     since: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Account {
-    /// The node was fetched (or the fetch failed): an empty key set is an answer.
-    fetched: bool,
-    /// At most [`MAX_KEYS`].
-    keys: BTreeMap<String, KnownKey>,
-    /// The `since` of the next key learned.
-    next: u64,
-}
-
-impl Account {
-    /// The key to evict to make room for a new one: an inactive key, oldest first (verified
-    /// ones last), else the oldest blindly trusted (never verified) active key. `None`: every
-    /// key held is active and verified or untrusted — a user's or the policy's decision we
-    /// keep.
-    fn victim(&self) -> Option<String> {
-        let inactive = self
-            .keys
-            .iter()
-            .filter(|(_, k)| !k.active)
-            .min_by_key(|(_, k)| (k.trust == TrustState::Verified, k.since));
-        let blind =
-            || self.keys.iter().filter(|(_, k)| k.trust == TrustState::Blind).min_by_key(|(_, k)| k.since);
-        inactive.or_else(blind).map(|(f, _)| f.clone())
-    }
+/// The key of `owner` to evict to make room for a new one: an inactive key, oldest first
+/// (verified ones last), else the oldest blindly trusted (never verified) active key. `None`:
+/// every key held is active and verified or untrusted — a user's or the policy's decision we
+/// keep.
+fn victim(trust: &TrustBook<String, PeerKey>, owner: &BareJid) -> Option<String> {
+    let inactive = trust
+        .of(owner)
+        .filter(|(_, k)| !k.key.active)
+        .min_by_key(|(_, k)| (k.state == TrustState::Verified, k.key.since));
+    let blind = || trust.of(owner).filter(|(_, k)| k.state == TrustState::Blind).min_by_key(|(_, k)| k.key.since);
+    inactive.or_else(blind).map(|(f, _)| f.clone())
 }
 
 /// One device's XML Signature / XML Encryption state.
@@ -391,30 +357,17 @@ pub struct Xmlsec {
     me: FullJid,
     key: KeyPair,
     cipher: Cipher,
-    policy: TrustPolicy,
-    accounts: BTreeMap<BareJid, Account>,
-    verified_contacts: BTreeSet<BareJid>,
-    pending: Vec<(BareJid, String)>,
-    /// Incoming messages signed by a key we are fetching.
-    held: Vec<Element>,
-    asked: BTreeSet<BareJid>,
+    /// The keys of every account, by fingerprint (at most [`MAX_KEYS`] each).
+    trust: TrustBook<String, PeerKey>,
+    /// The `since` of the next key learned.
+    next: u64,
+    /// Key nodes asked for and read (an empty key set is an answer too), messages waiting for
+    /// keys, incoming messages signed by a key we are fetching.
+    dir: Directory,
     /// Accepted (sender, payload Id) pairs and their `<time/>`, for replay detection.
     seen: Seen,
     /// An attacker's copy ([`Engine::steal`]): no freshness or replay policy.
     stolen: bool,
-}
-
-fn jid_error(what: &'static str) -> impl Fn(jid::Error) -> E2eError {
-    move |e| E2eError::Malformed { what, detail: e.to_string() }
-}
-
-fn trust_event(peer: &BareJid, fingerprint: &str, state: TrustState) -> Event {
-    Event::TrustChanged {
-        peer: peer.clone(),
-        device: fingerprint.to_owned(),
-        fingerprint: fingerprint.to_owned(),
-        trust: state.trust(),
-    }
 }
 
 impl Xmlsec {
@@ -437,12 +390,9 @@ impl Xmlsec {
             me,
             key,
             cipher: Cipher::default(),
-            policy: config.trust,
-            accounts: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
-            pending: Vec::new(),
-            held: Vec::new(),
-            asked: BTreeSet::new(),
+            trust: TrustBook::new(config.trust, &Wording::KEYS),
+            next: 0,
+            dir: Directory::default(),
             seen: Seen::default(),
             stolen: false,
         }
@@ -484,7 +434,7 @@ impl Xmlsec {
         let mut out = Output::default();
         self.learn(peer, vec![key], false, &mut out);
         // As if the node had been read: nothing more to fetch before a first message.
-        self.accounts.entry(peer.clone()).or_default().fetched = true;
+        self.dir.mark_read(peer, NODE_KEYS);
         Ok(fingerprint)
     }
 
@@ -504,36 +454,20 @@ impl Xmlsec {
         }
     }
 
-    fn fetch(&mut self, owner: &BareJid, out: &mut Output) {
-        if self.asked.insert(owner.clone()) {
-            out.actions.push(Action::Fetch { owner: owner.clone(), node: NODE_KEYS.into() });
-        }
-    }
-
     // ---- keys and trust ---------------------------------------------------------------------
-
-    fn new_key_trust(&self, owner: &BareJid) -> TrustState {
-        match self.policy {
-            TrustPolicy::Btbv if self.verified_contacts.contains(owner) => TrustState::Untrusted,
-            TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-            TrustPolicy::Manual => TrustState::Untrusted,
-        }
-    }
 
     /// Records keys of `owner`. `complete`: the whole node (an iq result), whose set replaces
     /// the keys we encrypt to; otherwise (a notification) the keys are added. The account holds
-    /// at most [`MAX_KEYS`]: a new key evicts [`Account::victim`], or is refused with the alert
+    /// at most [`MAX_KEYS`]: a new key evicts [`victim`], or is refused with the alert
     /// `bad-key-item` when there is none.
     fn learn(&mut self, owner: &BareJid, keys: Vec<PublicKey>, complete: bool, out: &mut Output) {
-        let fresh = self.new_key_trust(owner);
         let own_fpr = self.key.public.fingerprint.clone();
-        let account = self.accounts.entry(owner.clone()).or_default();
         // A notification carries only the item just published: the node still has to be read
         // whole before we know every key of the account.
-        account.fetched |= complete;
         if complete {
-            for k in account.keys.values_mut() {
-                k.active = false;
+            self.dir.mark_read(owner, NODE_KEYS);
+            for (_, k) in self.trust.of_mut(owner) {
+                k.key.active = false;
             }
         }
         // Keys we hold first, so that making room for a new key never evicts one the same
@@ -543,18 +477,18 @@ impl Xmlsec {
             if key.fingerprint == own_fpr {
                 continue;
             }
-            match account.keys.get_mut(&key.fingerprint) {
-                Some(known) => known.active = true,
+            match self.trust.get_mut(owner, &key.fingerprint) {
+                Some(known) => known.key.active = true,
                 None => new.push(key),
             }
         }
         for key in new {
             let fpr = key.fingerprint.clone();
-            if account.keys.contains_key(&fpr) {
+            if self.trust.get(owner, &fpr).is_some() {
                 continue;
             }
-            if account.keys.len() >= MAX_KEYS {
-                let Some(victim) = account.victim() else {
+            if self.trust.of(owner).count() >= MAX_KEYS {
+                let Some(victim) = victim(&self.trust, owner) else {
                     out.events.push(Event::Alert {
                         reason: "bad-key-item",
                         detail: format!(
@@ -563,115 +497,28 @@ impl Xmlsec {
                     });
                     continue;
                 };
-                account.keys.remove(&victim);
+                self.trust.remove(owner, &victim);
             }
-            out.events.push(trust_event(owner, &fpr, fresh));
-            let since = account.next;
-            account.next += 1;
-            account.keys.insert(fpr, KnownKey { key, trust: fresh, active: true, since });
+            let mut known = Known::new(PeerKey { key, active: true, since: self.next }, fpr.clone(), fpr.clone());
+            self.next += 1;
+            known.state = self.trust.first_sight(owner, &fpr, out);
+            self.trust.insert(owner, fpr, known, out);
         }
     }
 
-    /// The items of our node, from an iq result (`complete`) or a notification.
-    fn key_items(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        items: &Element,
-        complete: bool,
-        out: &mut Output,
-    ) {
-        self.asked.remove(owner);
-        let mut keys = Vec::new();
-        for (n, item) in items.children().filter(|i| i.name() == "item").enumerate() {
-            let id = item.attr("id").unwrap_or_default();
-            if n >= MAX_KEYS {
-                out.events.push(Event::Alert {
-                    reason: "bad-key-item",
-                    detail: format!("{owner} lists more than {MAX_KEYS} keys; the rest are ignored"),
-                });
-                break;
-            }
-            let parsed = item
-                .children()
-                .next()
-                .ok_or(E2eError::Missing { what: "KeyInfo" })
-                .and_then(PublicKey::from_key_info)
-                .and_then(|k| {
-                    if k.fingerprint == id {
-                        Ok(k)
-                    } else {
-                        Err(E2eError::Rejected {
-                            reason: "bad-key-item",
-                            detail: format!("item id {id} is not the key's fingerprint {}", k.fingerprint),
-                        })
-                    }
-                });
-            match parsed {
-                Ok(k) => keys.push(k),
-                Err(e) => out.events.push(Event::Alert {
-                    reason: "bad-key-item",
-                    detail: format!("key item {id:?} of {owner}: {e}"),
-                }),
-            }
-        }
-        self.learn(owner, keys, complete, out);
-        self.flush(cx, out);
-        self.retry_held(cx, owner, out);
-    }
-
-    fn retry_held(&mut self, cx: &mut Cx<'_>, owner: &BareJid, out: &mut Output) {
-        let held = core::mem::take(&mut self.held);
-        for stanza in held {
-            let from = match stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()) {
-                Some(from) if from.to_bare() == *owner => from,
-                _ => {
-                    self.held.push(stanza);
-                    continue;
-                }
-            };
-            if let Err(error) = self.receive_message(cx, &stanza, false, out) {
-                // The error `receive` would have returned had the keys been there.
-                out.events.push(Event::Rejected { from, error });
-            }
-        }
+    /// The active keys of `owner` that `keep` selects, each with its owner.
+    fn active(&self, owner: &BareJid, keep: impl Fn(TrustState) -> bool) -> Vec<(BareJid, PublicKey)> {
+        let usable = |k: &&Known<PeerKey>| k.key.active && keep(k.state);
+        self.trust.of(owner).map(|(_, k)| k).filter(usable).map(|k| (owner.clone(), k.key.key.clone())).collect()
     }
 
     // ---- sending ----------------------------------------------------------------------------
-
-    fn flush(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
-        let pending = core::mem::take(&mut self.pending);
-        for (to, body) in pending {
-            if !self.accounts.get(&to).is_some_and(|a| a.fetched) {
-                self.fetch(&to, out);
-                self.pending.push((to, body));
-                continue;
-            }
-            match self.encrypt(cx, &to, &body) {
-                Ok(stanza) => out.actions.push(Action::Send(stanza)),
-                Err(e) => {
-                    out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {e}") })
-                }
-            }
-        }
-    }
 
     /// The keys a message to `to` is encrypted for: `to`'s and our other devices' active,
     /// not untrusted keys. Errors when `to` has none.
     fn recipients(&self, to: &BareJid) -> Result<Vec<(BareJid, PublicKey)>, E2eError> {
         let own = self.own();
-        let usable = |owner: &BareJid| -> Vec<(BareJid, PublicKey)> {
-            self.accounts
-                .get(owner)
-                .map(|a| {
-                    a.keys
-                        .values()
-                        .filter(|k| k.active && k.trust != TrustState::Untrusted)
-                        .map(|k| (owner.clone(), k.key.clone()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let usable = |owner: &BareJid| self.active(owner, |state| state != TrustState::Untrusted);
         let mut all = usable(to);
         if all.is_empty() {
             return Err(E2eError::Policy { detail: format!("{to} has no trusted XML Encryption key") });
@@ -731,20 +578,17 @@ impl Xmlsec {
 
     // ---- receiving --------------------------------------------------------------------------
 
-    /// Receive steps 1–5 of the module docs. `may_fetch`: an unknown signing key makes us fetch
-    /// the sender's keys and hold the stanza (once).
+    /// Receive steps 1–5 of the module docs. `hold`: how the stanza may wait if its signing key
+    /// is unknown, while we fetch the sender's keys (`None`: it waited already, or this is a
+    /// thief's copy that fetches nothing).
     fn receive_message(
         &mut self,
         cx: &mut Cx<'_>,
         stanza: &Element,
-        may_fetch: bool,
+        hold: Option<Limits>,
         out: &mut Output,
     ) -> Result<(), E2eError> {
-        let from: Jid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(jid_error("from"))?;
+        let from: Jid = sender(stanza)?;
         let sender = from.to_bare();
         let mut blocks = stanza.children().filter(|c| c.is("EncryptedData", NS_XENC));
         let Some(encrypted) = blocks.next() else { return Err(E2eError::Missing { what: "EncryptedData" }) };
@@ -765,17 +609,13 @@ impl Xmlsec {
         };
         let text = String::from_utf8(plaintext)
             .map_err(|e| E2eError::Malformed { what: "signed payload", detail: e.to_string() })?;
-        let account = self.accounts.get(&sender);
+        let trust = &self.trust;
         let mut lookup = |name: Option<&str>| -> Result<Vec<PublicKey>, E2eError> {
-            let keys: Vec<PublicKey> = account
-                .map(|a| {
-                    a.keys
-                        .iter()
-                        .filter(|(f, _)| name.is_none_or(|n| n == f.as_str()))
-                        .map(|(_, k)| k.key.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let keys: Vec<PublicKey> = trust
+                .of(&sender)
+                .filter(|(f, _)| name.is_none_or(|n| n == f.as_str()))
+                .map(|(_, k)| k.key.key.clone())
+                .collect();
             if keys.is_empty() {
                 return Err(E2eError::Rejected {
                     reason: "unknown-signer",
@@ -786,24 +626,18 @@ impl Xmlsec {
         };
         let payload = match dsig::verify(&text, &mut lookup) {
             Ok(p) => p,
-            Err(e) if e.code() == "unknown-signer" && may_fetch => {
+            Err(e) if e.code() == "unknown-signer" && let Some(limits) = hold => {
                 // The sender may have a device we have not seen: fetch its keys, try again then.
-                if self.held.len() >= MAX_HELD {
+                if !self.dir.hold(stanza, limits, out) {
                     return Err(e);
                 }
-                self.held.push(stanza.clone());
-                self.asked.remove(&sender);
-                self.fetch(&sender, out);
+                self.dir.refetch(&sender, NODE_KEYS, out);
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         self.check_statements(cx, stanza, &sender, &payload)?;
-        let trust = self
-            .accounts
-            .get(&sender)
-            .and_then(|a| a.keys.get(&payload.signer))
-            .map_or(Trust::Untrusted, |k| k.trust.trust());
+        let trust = self.trust.state(&sender, &payload.signer).map_or(Trust::Untrusted, TrustState::trust);
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
                 reason: "untrusted-key",
@@ -875,144 +709,101 @@ impl Xmlsec {
     }
 }
 
-impl Engine for Xmlsec {
-    fn protocol(&self) -> Protocol {
-        Protocol::of(&PROTOCOL)
+impl Keyed for Xmlsec {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
     }
 
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        let mut out = Output { actions: vec![self.publish_action()], events: vec![] };
-        // Our own node lists our other devices.
-        let own = self.own();
-        self.asked.remove(&own);
-        self.fetch(&own, &mut out);
-        Ok(out)
+    /// PEP payloads in the wrong kind of stanza (neither a fetch result nor a notification)
+    /// are ignored.
+    fn placement(&self) -> Placement {
+        Placement::Strict
     }
 
-    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        let known = self.accounts.get(to).is_some_and(|a| a.keys.values().any(|k| k.active));
-        if !known && let Some(a) = self.accounts.get_mut(to) {
-            // Nothing to encrypt to: ask the node again before giving up.
-            a.fetched = false;
-        }
-        self.pending.push((to.clone(), body.to_owned()));
-        self.flush(cx, &mut out);
-        Ok(out)
+    fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        self.receive_message(cx, stanza, None, out)
     }
 
-    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        // RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
-        // `from` does not parse comes from nobody we can name, and its PEP payload is ignored.
-        let owner = match stanza.attr("from").map(str::parse::<Jid>) {
-            None => Some(self.own()),
-            Some(Ok(j)) => Some(j.to_bare()),
-            Some(Err(_)) => None,
-        };
-        let result_items = stanza
-            .get_child("pubsub", NS_PUBSUB)
-            .and_then(|p| p.get_child("items", NS_PUBSUB))
-            .filter(|_| stanza.is("iq", NS_CLIENT) && stanza.attr("type") == Some("result"));
-        let event_items = stanza
-            .get_child("event", NS_PUBSUB_EVENT)
-            .and_then(|e| e.get_child("items", NS_PUBSUB_EVENT))
-            .filter(|_| stanza.is("message", NS_CLIENT));
-        if let Some((items, complete)) = result_items.map(|i| (i, true)).or(event_items.map(|i| (i, false))) {
-            if items.attr("node") == Some(NODE_KEYS)
-                && let Some(owner) = owner
-            {
-                self.key_items(cx, &owner, items, complete, &mut out);
+    /// The items of our node, from an iq result (the whole node) or a notification.
+    /// RFC 6120 §8.1.2.1: only a stanza with no `from` comes from our own account; one whose
+    /// `from` does not parse comes from nobody we can name, and its PEP payload is ignored.
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Some(owner) = pep.owner(&self.own()).filter(|_| pep.node == Some(NODE_KEYS)) else { return Ok(()) };
+        let owner = &owner;
+        self.dir.answered(owner, NODE_KEYS);
+        let mut keys = Vec::new();
+        for (n, item) in pep.each().enumerate() {
+            let id = item.attr("id").unwrap_or_default();
+            if n >= MAX_KEYS {
+                out.events.push(Event::Alert {
+                    reason: "bad-key-item",
+                    detail: format!("{owner} lists more than {MAX_KEYS} keys; the rest are ignored"),
+                });
+                break;
             }
-            return Ok(out);
+            let parsed = item
+                .children()
+                .next()
+                .ok_or(E2eError::Missing { what: "KeyInfo" })
+                .and_then(PublicKey::from_key_info)
+                .and_then(|k| {
+                    if k.fingerprint == id {
+                        Ok(k)
+                    } else {
+                        Err(E2eError::Rejected {
+                            reason: "bad-key-item",
+                            detail: format!("item id {id} is not the key's fingerprint {}", k.fingerprint),
+                        })
+                    }
+                });
+            match parsed {
+                Ok(k) => keys.push(k),
+                Err(e) => out.events.push(Event::Alert {
+                    reason: "bad-key-item",
+                    detail: format!("key item {id:?} of {owner}: {e}"),
+                }),
+            }
         }
-        if stanza.has_child("pubsub", NS_PUBSUB) || stanza.has_child("event", NS_PUBSUB_EVENT) {
-            // PEP payloads in the wrong kind of stanza: neither a fetch result nor a notification.
-            return Ok(out);
-        }
+        self.learn(owner, keys, pep.complete, out);
+        directory::flush(self, cx, out);
+        directory::retry(self, cx, owner, out);
+        Ok(())
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
-            return Ok(out);
+            return Ok(());
         }
         if stanza.children().any(|c| c.is("EncryptedData", NS_XENC)) {
-            self.receive_message(cx, stanza, !self.stolen, &mut out)?;
-            return Ok(out);
+            self.receive_message(cx, stanza, (!self.stolen).then_some(HELD), out)?;
+            return Ok(());
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
             let from = match stanza.attr("from") {
                 None => Jid::from(self.own()),
-                Some(f) => f.parse::<Jid>().map_err(jid_error("from"))?,
+                Some(_) => sender(stanza)?,
             };
-            let detail = format!("{from} sent a message without XML Encryption");
-            out.unencrypted(from, body.text(), detail);
+            out.unencrypted(from, body, "without XML Encryption");
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn fetch_failed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        owner: &BareJid,
-        node: &str,
-        condition: &str,
-    ) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if node != NODE_KEYS {
-            return Ok(out);
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        if !self.dir.read_or_fetch(to, NODE_KEYS, out) {
+            return Ok(None);
         }
-        self.asked.remove(owner);
-        self.accounts.entry(owner.clone()).or_default().fetched = true;
-        if *owner != self.own() {
-            out.events.push(Event::Alert {
+        Ok(Some(self.encrypt(cx, to, body)?))
+    }
+
+    fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        if failure.node == NODE_KEYS {
+            let own = self.own();
+            let alert = |owner: &BareJid, condition: &str| Event::Alert {
                 reason: "no-keys",
                 detail: format!("the keys of {owner} could not be fetched ({condition})"),
-            });
+            };
+            directory::no_keys(self, cx, failure, &own, alert, out);
         }
-        self.flush(cx, &mut out);
-        self.retry_held(cx, owner, &mut out);
-        Ok(out)
-    }
-
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
-        let mut result = VerificationResult::Match;
-        let mut seen = 0;
-        if let Some(account) = self.accounts.get_mut(peer) {
-            for (fpr, known) in &mut account.keys {
-                seen += 1;
-                let state =
-                    if oob.peer_says.contains(fpr) { TrustState::Verified } else { TrustState::Untrusted };
-                if state != known.trust {
-                    known.trust = state;
-                    out.events.push(trust_event(peer, fpr, state));
-                }
-                if state == TrustState::Untrusted {
-                    result = VerificationResult::Mismatch;
-                    out.events.push(Event::Alert {
-                        reason: "fingerprint-mismatch",
-                        detail: format!("key {fpr} of {peer} is not one the peer shows"),
-                    });
-                }
-            }
-        }
-        if seen == 0 {
-            result = VerificationResult::Mismatch;
-            out.events.push(Event::Alert {
-                reason: "nothing-to-verify",
-                detail: format!("no key of {peer} seen yet"),
-            });
-        }
-        out.events.push(Event::Verification { peer: peer.clone(), result });
-        Ok(out)
-    }
-
-    fn out_of_band(&self) -> OutOfBand {
-        OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
-    }
-
-    fn forge(&mut self, _cx: &mut Cx<'_>, _from: &Jid, _body: &str) -> Result<Option<Element>, E2eError> {
-        // Anyone can encrypt to us, but only the sender's private key makes its signature.
-        Ok(None)
     }
 
     /// Surreptitious forwarding (Davis 2001, §5 "XML") and signature wrapping, with this
@@ -1027,13 +818,8 @@ impl Engine for Xmlsec {
     ///
     /// Keys of `to` are fetched first if we never fetched its node (the output then holds only
     /// the `Fetch`); every key listed there is used, whatever our trust in it.
-    fn forward(
-        &mut self,
-        cx: &mut Cx<'_>,
-        recorded: &Element,
-        to: &BareJid,
-        body: &str,
-    ) -> Result<Option<Output>, E2eError> {
+    fn forwarding(&mut self, cx: &mut Cx<'_>, order: Forwarding<'_>) -> Result<Option<Output>, E2eError> {
+        let Forwarding { recorded, to, body } = order;
         let mut blocks = recorded.children().filter(|c| c.is("EncryptedData", NS_XENC));
         let encrypted = blocks.next().ok_or(E2eError::Missing { what: "EncryptedData" })?;
         if blocks.next().is_some() {
@@ -1052,10 +838,9 @@ impl Engine for Xmlsec {
         // Only a signed payload of this binding is worth forwarding.
         let original = dsig::signed_original(&text)?;
         // Key discovery, as `send` does; no queue: the caller answers and calls again.
-        if !self.accounts.get(to).is_some_and(|a| a.fetched) {
+        if !self.dir.is_read(to, NODE_KEYS) {
             let mut out = Output::default();
-            self.asked.remove(to);
-            self.fetch(to, &mut out);
+            self.dir.refetch(to, NODE_KEYS, &mut out);
             return Ok(Some(out));
         }
         let forged = if body.is_empty() {
@@ -1067,29 +852,58 @@ impl Engine for Xmlsec {
             let fresh = format!("m{}", keys::hex(&id));
             String::from(&dsig::wrap(original, &fresh, &to.to_string(), &format_stamp(cx.now), body)?)
         };
-        let recipients: Vec<(BareJid, PublicKey)> = self
-            .accounts
-            .get(to)
-            .map(|a| a.keys.values().filter(|k| k.active).map(|k| (to.clone(), k.key.clone())).collect())
-            .unwrap_or_default();
+        let recipients = self.active(to, |_| true);
         if recipients.is_empty() {
             return Err(E2eError::Policy { detail: format!("{to} has no XML Encryption key to forward to") });
         }
         let stanza = self.seal_message(cx, to, &recipients, &forged)?;
         Ok(Some(Output { actions: vec![Action::Send(stanza)], events: vec![] }))
     }
+}
+
+impl Engine for Xmlsec {
+    fn protocol(&self) -> Protocol {
+        Protocol::of(&PROTOCOL)
+    }
+
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let mut out = Output { actions: vec![self.publish_action()], events: vec![] };
+        // Our own node lists our other devices.
+        self.dir.refetch(&self.own(), NODE_KEYS, &mut out);
+        Ok(out)
+    }
+
+    fn keyed(&mut self) -> Option<&mut dyn Keyed> {
+        Some(self)
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        if self.active(to, |_| true).is_empty() {
+            // Nothing to encrypt to: ask the node again before giving up.
+            self.dir.unread(to, NODE_KEYS);
+        }
+        Ok(directory::send(self, cx, to, body))
+    }
+
+    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
+    }
+
+    fn out_of_band(&self) -> OutOfBand {
+        OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
+    }
+
+    // `forge`: the default `Ok(None)` — anyone can encrypt to us, but only the sender's private
+    // key makes its signature.
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         let mut copy = self.clone();
         copy.stolen = true;
-        if what == Theft::LongTermKeys {
-            // The key pair and the public keys of others are long-term; queues are not.
-            copy.pending.clear();
-            copy.held.clear();
+        // The key pair and the public keys of others are long-term; queues are not.
+        kit::stolen(copy, what, |copy| {
+            copy.dir.wipe();
             copy.seen = Seen::default();
-            copy.asked.clear();
-        }
-        Box::new(copy)
+        })
     }
 }
 

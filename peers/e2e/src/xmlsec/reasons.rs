@@ -22,6 +22,7 @@ pub(super) static REASONS: &[Reason] = &[
     Reason::new("bad-key-item", "A published key item is refused (its id is not its fingerprint, it does not parse, or there are too many)."),
     Reason::new("no-keys", "A contact's keys could not be fetched."),
     shared::NOT_FOR_THIS_DEVICE,
+    shared::DROPPED,
     shared::TO_MISMATCH,
     shared::UNKNOWN_SIGNER,
     shared::BAD_SIGNATURE,

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::OnceLock;
 
 use rand_chacha::ChaCha20Rng;
@@ -9,10 +9,12 @@ use rand_core::{RngCore, SeedableRng};
 use super::enc::{self, Cipher, Recipient};
 use super::keys::{KeyPair, b64, unb64};
 use super::*;
-use crate::testing::{flip_bit, random_element};
-use crate::xml::NS_PUBSUB;
+use crate::{TrustPolicy, VerificationResult};
+use crate::time::EPOCH;
+use crate::testing::{alerts_of, damaged_codes, flip_base64, random_element, set_text};
+use crate::xml::{NS_PUBSUB, NS_PUBSUB_EVENT};
 
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 const ALICE: &str = "alice@a.example/phone";
 const ALICE2: &str = "alice@a.example/laptop";
 const BOB: &str = "bob@b.example/laptop";
@@ -211,11 +213,7 @@ impl Net {
     }
 
     fn alerts(&self, who: &str) -> Vec<&'static str> {
-        self.events
-            .iter()
-            .filter(|(w, _)| w == who)
-            .filter_map(|(_, e)| if let Event::Alert { reason, .. } = e { Some(*reason) } else { None })
-            .collect()
+        alerts_of(&self.events, who)
     }
 
     fn errors_of(&self, who: &str) -> Vec<&'static str> {
@@ -801,27 +799,12 @@ fn mutated_xmlsec_stanzas_never_panic() {
     net.send(ALICE, BOB, "one");
     net.devices.get_mut(BOB).unwrap().cipher = Cipher::Aes128Gcm;
     net.send(BOB, ALICE, "two");
-    let recorded: Vec<(String, Element)> = net.wire.clone();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let mut codes = BTreeSet::new();
-    for round in 0..300usize {
-        let (sender, stanza) = &recorded[round % recorded.len()];
-        let mut s = stanza.clone();
-        let target = random_element(&mut s, &mut rng);
+    let damage = |s: &mut Element, rng: &mut ChaCha20Rng| {
+        let target = random_element(s, rng);
         match rng.next_u32() % 6 {
-            0 => {
-                if let Ok(mut b) = unb64("x", &target.text())
-                    && !b.is_empty()
-                {
-                    flip_bit(&mut b, &mut rng);
-                    let _ = target.take_nodes();
-                    target.append_text(b64(&b));
-                }
-            }
-            1 => {
-                let _ = target.take_nodes();
-                target.append_text("!!");
-            }
+            0 => flip_base64(target, rng),
+            1 => set_text(target, "!!"),
             2 => target.set(
                 "Algorithm",
                 ["", "x", enc::AES128_CBC, enc::AES128_GCM, enc::RSA_OAEP_11][(rng.next_u32() % 5) as usize],
@@ -837,13 +820,12 @@ fn mutated_xmlsec_stanzas_never_panic() {
                 let _ = target.take_nodes();
             }
         }
+    };
+    let read = |sender: &String, s: &Element, rng: &mut ChaCha20Rng| {
         let receiver = if bare(sender) == bare(BOB) { ALICE } else { BOB };
-        let mut engine = net.devices[receiver].clone();
-        // A month later too: the freshness checks see mutated stanzas.
-        if let Err(e) = engine.receive(&mut Cx { rng: &mut rng, now: NOW }, &s) {
-            codes.insert(e.code());
-        }
-    }
+        net.devices[receiver].clone().receive(&mut Cx { rng, now: NOW }, s)
+    };
+    let mut codes = damaged_codes(&net.wire, 300, &mut rng, damage, read);
     assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
     assert!(codes.len() >= 3, "{codes:?}");
 
@@ -1157,10 +1139,7 @@ fn items_of(keys: &[&PublicKey]) -> Element {
 }
 
 fn holds(net: &Net, who: &str, owner: &str, fingerprint: &str) -> bool {
-    net.devices[who]
-        .accounts
-        .get(&owner.parse::<BareJid>().unwrap())
-        .is_some_and(|a| a.keys.contains_key(fingerprint))
+    net.devices[who].trust.get(&owner.parse::<BareJid>().unwrap(), &fingerprint.to_owned()).is_some()
 }
 
 /// One Bad Apple (Jager, Paterson, Somorovsky, NDSS 2013): the `EncryptionMethod` URI is not
@@ -1261,7 +1240,7 @@ fn notifications_cannot_grow_an_accounts_key_set() {
         let out = net.deliver(BOB, &n);
         net.process(BOB, out);
     }
-    let held = |net: &Net| net.devices[BOB].accounts[&alice].keys.len();
+    let held = |net: &Net| net.devices[BOB].trust.of(&alice).count();
     assert_eq!(held(&net), MAX_KEYS);
     // The oldest blindly trusted keys went first: Alice's real key, then the first fakes.
     assert!(!holds(&net, BOB, "alice@a.example", &real));
@@ -1279,9 +1258,9 @@ fn notifications_cannot_grow_an_accounts_key_set() {
     assert!(holds(&net, BOB, "alice@a.example", &fake_key(100).fingerprint));
     assert_eq!(held(&net), MAX_KEYS);
     // Every key held active and verified: a new one is refused with an alert.
-    let all: Vec<String> = net.devices[BOB].accounts[&alice].keys.keys().cloned().collect();
-    for k in net.devices.get_mut(BOB).unwrap().accounts.get_mut(&alice).unwrap().keys.values_mut() {
-        k.active = true;
+    let all: Vec<String> = net.devices[BOB].trust.of(&alice).map(|(f, _)| f.clone()).collect();
+    for (_, k) in net.devices.get_mut(BOB).unwrap().trust.of_mut(&alice) {
+        k.key.active = true;
     }
     net.verify(BOB, ALICE, all);
     let out = net.deliver(BOB, &notification("alice@a.example", &fake_key(101)));

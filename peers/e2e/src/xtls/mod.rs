@@ -82,18 +82,20 @@ mod tests;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 use sha1::{Digest as _, Sha1};
 
 use self::tunnel::{MAX_DATA, Role, Tunnel};
+use crate::kit;
+use crate::kit::codec::{b64, unb64_wrapped};
+use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::tls::{self, Identity};
-use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    TrustPolicy, VerificationResult,
+    VerificationResult,
 };
 
 /// The registry entry.
@@ -120,10 +122,6 @@ const MAX_PLAIN: usize = 256 * 1024;
 /// Deepest element nesting accepted in tunnelled stanzas.
 const MAX_DEPTH: usize = 64;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// XEP-0115 §5.1 verification string of our disco#info, hashed with SHA-1, base64.
 pub fn caps_ver() -> String {
     let mut features = [NS_CAPS, NS_DISCO_INFO, NS_XTLS];
@@ -136,21 +134,29 @@ pub fn caps_ver() -> String {
     b64(&Sha1::digest(s.as_bytes()))
 }
 
-/// How far a device's certificate is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrustState {
-    Blind,
-    Verified,
-    Untrusted,
+/// How the trust alerts read: a device is a full JID, its key the certificate's fingerprint.
+static WORDING: Wording = Wording {
+    changed: |owner, resource| format!("{owner}/{resource} presents a new certificate"),
+    mismatch: |owner, resource, _| format!("{owner}/{resource}: what the peer shows out of band is not what this tunnel saw"),
+    unseen: "certificate",
+};
+
+/// An XTLS `<iq/>` from a peer device: who sent it, and the id an answer repeats.
+#[derive(Debug, Clone, Copy)]
+struct Iq<'a> {
+    from: &'a FullJid,
+    id: &'a str,
 }
 
-impl TrustState {
-    fn trust(self) -> Trust {
-        match self {
-            TrustState::Blind => Trust::Unverified,
-            TrustState::Verified => Trust::Verified,
-            TrustState::Untrusted => Trust::Untrusted,
-        }
+impl Iq<'_> {
+    /// The `<iq type='error'/>` answering it with `condition`.
+    fn error(&self, condition: &str) -> Action {
+        Action::Send(iq_error(&Jid::from(self.from.clone()), self.id, condition))
+    }
+
+    /// The `<iq type='result'/>` answering it, with `payload` if any.
+    fn result(&self, payload: Option<Element>) -> Action {
+        Action::Send(iq_result(&Jid::from(self.from.clone()), self.id, payload))
     }
 }
 
@@ -204,7 +210,6 @@ impl Session {
 #[derive(Debug, Clone)]
 pub struct Xtls {
     me: FullJid,
-    policy: TrustPolicy,
     /// The seed of our certificate key, drawn from the device's RNG at creation.
     key_seed: [u8; 32],
     /// Our certificate, made at the first call that has the time.
@@ -215,8 +220,7 @@ pub struct Xtls {
     /// Bodies for accounts with no XTLS device online.
     pending: BTreeMap<BareJid, Vec<String>>,
     /// The certificate fingerprint seen per peer device, and its trust.
-    certs: BTreeMap<FullJid, (String, TrustState)>,
-    verified_contacts: BTreeSet<BareJid>,
+    certs: TrustBook<FullJid>,
     next_id: u64,
     /// What a failed `receive` still has to send (drained by [`Engine::drain`]).
     left: Output,
@@ -345,14 +349,12 @@ impl Xtls {
         rng.fill_bytes(&mut key_seed);
         Xtls {
             me,
-            policy: config.trust,
             key_seed,
             identity: None,
             devices: BTreeMap::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
-            certs: BTreeMap::new(),
-            verified_contacts: BTreeSet::new(),
+            certs: TrustBook::new(config.trust, &WORDING),
             next_id: 0,
             left: Output::default(),
         }
@@ -429,7 +431,7 @@ impl Xtls {
 
     /// Writes the waiting bodies into an open tunnel whose peer is not untrusted.
     fn flush_outbox(&mut self, cx: &mut Cx<'_>, peer: &FullJid, out: &mut Output) {
-        if matches!(self.certs.get(peer), Some((_, TrustState::Untrusted))) {
+        if self.certs.distrusts(&peer.to_bare(), peer) {
             return;
         }
         let Some(s) = self.sessions.get_mut(peer) else { return };
@@ -482,34 +484,8 @@ impl Xtls {
 
     /// Trust in a device's certificate, per the policy; emits `TrustChanged` when it moves.
     fn observe_cert(&mut self, peer: &FullJid, fp: &str, out: &mut Output) -> TrustState {
-        let owner = peer.to_bare();
-        let state = match self.certs.get(peer) {
-            Some((known, state)) if known == fp => return *state,
-            Some(_) => {
-                out.events.push(Event::Alert {
-                    reason: "identity-changed",
-                    detail: format!("{peer} presents a new certificate"),
-                });
-                TrustState::Untrusted
-            }
-            None => match self.policy {
-                TrustPolicy::Btbv if self.verified_contacts.contains(&owner) => TrustState::Untrusted,
-                TrustPolicy::Btbv | TrustPolicy::Tofu => TrustState::Blind,
-                TrustPolicy::Manual => TrustState::Untrusted,
-            },
-        };
-        self.certs.insert(peer.clone(), (fp.to_owned(), state));
-        out.events.push(Event::TrustChanged {
-            peer: owner,
-            device: peer.resource().to_string(),
-            fingerprint: fp.to_owned(),
-            trust: state.trust(),
-        });
-        state
-    }
-
-    fn trust_of(&self, peer: &FullJid) -> Trust {
-        self.certs.get(peer).map_or(Trust::Unverified, |(_, s)| s.trust())
+        let seen = Known::new((), peer.resource().to_string(), fp);
+        self.certs.observe(&peer.to_bare(), peer.clone(), seen, out)
     }
 
     /// The handshake just finished: judge the certificate, compute the SAS, send what waits.
@@ -541,14 +517,8 @@ impl Xtls {
 
     // ---- receiving ------------------------------------------------------------------------
 
-    fn on_start(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let to = Jid::from(from.clone());
+    fn on_start(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let from = iq.from;
         let mut outbox = Vec::new();
         if let Some(s) = self.sessions.get(from) {
             let ours_first = self.me.as_str().as_bytes() < from.as_str().as_bytes();
@@ -558,7 +528,7 @@ impl Xtls {
                 // ("i;octet") is the one that goes on: theirs gets <conflict/>. (Ours may
                 // already be in its handshake: their <start/> was sent before our <start/>
                 // reached them.)
-                out.actions.push(Action::Send(iq_error(&to, id, "conflict")));
+                out.actions.push(iq.error("conflict"));
                 return Ok(());
             }
             if !matches!(s.phase, Phase::Requested(_)) {
@@ -578,17 +548,12 @@ impl Xtls {
         let mut session = Session::new(Phase::Handshake, Role::Server, outbox, self.next_id);
         session.tunnel = Some(Tunnel::new(Role::Server, seed, &identity, from.domain().as_str(), cx.now)?);
         self.sessions.insert(from.clone(), session);
-        out.actions.push(Action::Send(iq_result(&to, id, Some(el("proceed", NS_XTLS)))));
+        out.actions.push(iq.result(Some(el("proceed", NS_XTLS))));
         Ok(())
     }
 
-    fn on_proceed(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
+    fn on_proceed(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let Iq { from, id } = iq;
         let Some(s) = self.sessions.get(from) else {
             return Err(E2eError::Rejected {
                 reason: "unexpected",
@@ -614,26 +579,19 @@ impl Xtls {
         Ok(())
     }
 
-    fn on_data(
-        &mut self,
-        cx: &mut Cx<'_>,
-        from: &FullJid,
-        id: &str,
-        data: &Element,
-        out: &mut Output,
-    ) -> Result<(), E2eError> {
-        let to = Jid::from(from.clone());
+    fn on_data(&mut self, cx: &mut Cx<'_>, iq: Iq<'_>, data: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let from = iq.from;
         let Some(s) = self.sessions.get_mut(from) else {
             // §close: "If the tunnel is unknown to the receiving party, it MUST return an
             // <item-not-found/> error" (we answer the same to data for an unknown tunnel).
-            out.actions.push(Action::Send(iq_error(&to, id, "item-not-found")));
+            out.actions.push(iq.error("item-not-found"));
             return Err(E2eError::Rejected {
                 reason: "unknown-tunnel",
                 detail: format!("<data/> from {from}"),
             });
         };
         if matches!(s.phase, Phase::Requested(_)) || s.tunnel.is_none() {
-            out.actions.push(Action::Send(iq_error(&to, id, "unexpected-request")));
+            out.actions.push(iq.error("unexpected-request"));
             return Err(E2eError::Rejected {
                 reason: "unexpected",
                 detail: format!("<data/> before <proceed/> from {from}"),
@@ -645,7 +603,7 @@ impl Xtls {
                 Some("x509") | None => {}
                 Some(other) => {
                     let other = other.to_owned();
-                    out.actions.push(Action::Send(iq_error(&to, id, "not-acceptable")));
+                    out.actions.push(iq.error("not-acceptable"));
                     self.sessions.remove(from);
                     return Err(E2eError::Rejected {
                         reason: "unsupported-method",
@@ -654,23 +612,20 @@ impl Xtls {
                 }
             }
         }
-        let text: String = data.text().chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| E2eError::Malformed { what: "data", detail: e.to_string() });
+        let bytes = unb64_wrapped("data", &data.text());
         let bytes = match bytes {
             Ok(b) if b.len() <= MAX_DATA => b,
             Ok(b) => {
-                out.actions.push(Action::Send(iq_error(&to, id, "not-acceptable")));
+                out.actions.push(iq.error("not-acceptable"));
                 return Err(E2eError::Malformed { what: "data", detail: format!("{} bytes", b.len()) });
             }
             Err(e) => {
-                out.actions.push(Action::Send(iq_error(&to, id, "bad-request")));
+                out.actions.push(iq.error("bad-request"));
                 return Err(e);
             }
         };
         // §handshake: "The responder then acknowledges the stanza".
-        out.actions.push(Action::Send(iq_result(&to, id, None)));
+        out.actions.push(iq.result(None));
         let was_handshaking = s.phase == Phase::Handshake;
         let fed = match s.tunnel.as_mut() {
             Some(t) => t.feed(cx.now, &bytes),
@@ -698,7 +653,7 @@ impl Xtls {
         if was_handshaking && !handshaking {
             self.established(cx, from, out);
         }
-        let trust = self.trust_of(from);
+        let trust = self.certs.trust_of(&from.to_bare(), from);
         for stanza in stanzas {
             let stanza = match parse_stanza(&stanza) {
                 Ok(s) => s,
@@ -735,13 +690,13 @@ impl Xtls {
         Ok(())
     }
 
-    fn on_close(&mut self, from: &FullJid, id: &str, out: &mut Output) {
-        let to = Jid::from(from.clone());
+    fn on_close(&mut self, iq: Iq<'_>, out: &mut Output) {
+        let from = iq.from;
         let Some(s) = self.sessions.remove(from) else {
-            out.actions.push(Action::Send(iq_error(&to, id, "item-not-found")));
+            out.actions.push(iq.error("item-not-found"));
             return;
         };
-        out.actions.push(Action::Send(iq_result(&to, id, Some(el("closed", NS_XTLS)))));
+        out.actions.push(iq.result(Some(el("closed", NS_XTLS))));
         let clean = s.tunnel.as_ref().is_some_and(Tunnel::peer_closed);
         out.events.push(if clean {
             Event::Alert { reason: "xtls-closed", detail: format!("{from} closed the tunnel") }
@@ -759,7 +714,8 @@ impl Xtls {
     }
 
     /// An error answering one of our IQs: a refused `<start/>`, or a tunnel that is gone.
-    fn on_error(&mut self, from: &FullJid, id: &str, stanza: &Element, out: &mut Output) {
+    fn on_error(&mut self, iq: Iq<'_>, stanza: &Element, out: &mut Output) {
+        let Iq { from, id } = iq;
         let condition = stanza
             .get_child("error", NS_CLIENT)
             .and_then(|e| e.children().find(|c| c.ns() == NS_STANZAS))
@@ -817,7 +773,7 @@ impl Xtls {
             match self.sessions.get_mut(&d) {
                 Some(s) => {
                     s.outbox.extend(bodies.iter().cloned());
-                    if matches!(self.certs.get(&d), Some((_, TrustState::Untrusted))) {
+                    if self.certs.distrusts(to, &d) {
                         out.events.push(Event::Alert {
                             reason: "untrusted-device",
                             detail: format!(
@@ -898,42 +854,36 @@ impl Engine for Xtls {
             }
             if let Some(body) = stanza.get_child("body", NS_CLIENT) {
                 let from: Jid =
-                    stanza.attr("from").ok_or(E2eError::Missing { what: "from" })?.parse().map_err(
-                        |e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() },
-                    )?;
-                let detail = format!("{from} sent a message outside an XTLS tunnel");
-                out.unencrypted(from, body.text(), detail);
+                    sender(stanza)?;
+                out.unencrypted(from, body, "outside an XTLS tunnel");
             }
             return Ok(out);
         }
         if !stanza.is("iq", NS_CLIENT) {
             return Ok(out);
         }
-        let from: FullJid = stanza
-            .attr("from")
-            .ok_or(E2eError::Missing { what: "from" })?
-            .parse()
-            .map_err(|e: jid::Error| E2eError::Malformed { what: "from", detail: e.to_string() })?;
+        let from: FullJid = sender(stanza)?;
         let id = stanza.attr("id").ok_or(E2eError::Missing { what: "id" })?.to_owned();
         let child = stanza.children().find(|c| c.ns() == NS_XTLS);
+        let iq = Iq { from: &from, id: &id };
         let result = match (stanza.attr("type"), child.map(Element::name)) {
-            (Some("set"), Some("start")) => self.on_start(cx, &from, &id, &mut out),
+            (Some("set"), Some("start")) => self.on_start(cx, iq, &mut out),
             (Some("set"), Some("data")) => match child {
-                Some(data) => self.on_data(cx, &from, &id, data, &mut out),
+                Some(data) => self.on_data(cx, iq, data, &mut out),
                 None => Ok(()),
             },
             (Some("set"), Some("close")) => {
-                self.on_close(&from, &id, &mut out);
+                self.on_close(iq, &mut out);
                 Ok(())
             }
             (Some("set"), _) => {
-                out.actions.push(Action::Send(iq_error(&Jid::from(from.clone()), &id, "bad-request")));
+                out.actions.push(iq.error("bad-request"));
                 Err(E2eError::Missing { what: "XTLS payload" })
             }
-            (Some("result"), Some("proceed")) => self.on_proceed(cx, &from, &id, &mut out),
+            (Some("result"), Some("proceed")) => self.on_proceed(cx, iq, &mut out),
             (Some("result"), _) => Ok(()), // a <data/> acknowledged, or <closed/>
             (Some("error"), _) => {
-                self.on_error(&from, &id, stanza, &mut out);
+                self.on_error(iq, stanza, &mut out);
                 Ok(())
             }
             _ => Ok(()),
@@ -957,10 +907,11 @@ impl Engine for Xtls {
         // The users compare certificate fingerprints and, per tunnel, the SAS (see the module
         // documentation) over a channel the attacker cannot touch.
         let mut out = Output::default();
-        self.verified_contacts.insert(peer.clone());
+        self.certs.verified(peer);
         let me = self.me.to_string();
         let mut result = VerificationResult::Match;
-        let devices: Vec<FullJid> = self.certs.keys().filter(|d| d.to_bare() == *peer).cloned().collect();
+        let devices: Vec<(FullJid, String)> =
+            self.certs.of(peer).map(|(d, k)| (d.clone(), k.fingerprint.clone())).collect();
         if devices.is_empty() {
             out.events.push(Event::Alert {
                 reason: "nothing-to-verify",
@@ -969,8 +920,7 @@ impl Engine for Xtls {
             out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
             return Ok(out);
         }
-        for d in devices {
-            let Some((fp, before)) = self.certs.get(&d).cloned() else { continue };
+        for (d, fp) in devices {
             let fp_ok = oob.peer_says.contains(&fp);
             let session = self.sessions.get(&d);
             // A live tunnel whose certificate is the one compared must also show the SAS.
@@ -979,20 +929,12 @@ impl Engine for Xtls {
                 _ => true,
             };
             let state = if fp_ok && sas_ok { TrustState::Verified } else { TrustState::Untrusted };
-            self.certs.insert(d.clone(), (fp.clone(), state));
-            if state != before {
-                out.events.push(Event::TrustChanged {
-                    peer: peer.clone(),
-                    device: d.resource().to_string(),
-                    fingerprint: fp.clone(),
-                    trust: state.trust(),
-                });
-            }
+            self.certs.set_state(peer, &d, state, &mut out);
             if state == TrustState::Untrusted {
                 result = VerificationResult::Mismatch;
                 out.events.push(Event::Alert {
                     reason: if fp_ok { "sas-mismatch" } else { "fingerprint-mismatch" },
-                    detail: format!("{d}: what the peer shows out of band is not what this tunnel saw"),
+                    detail: (WORDING.mismatch)(peer, d.resource().as_str(), &fp),
                 });
                 // Someone is in the middle: end the tunnel; nothing more goes through it.
                 if self.sessions.contains_key(&d) {
@@ -1017,14 +959,12 @@ impl Engine for Xtls {
     }
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
-        let mut copy = self.clone();
-        if what == Theft::LongTermKeys {
-            // The certificate key, the certificates seen and their trust are long-term; the
-            // tunnels (their ephemeral X25519 secrets and traffic keys) are not.
+        // The certificate key, the certificates seen and their trust are long-term; the tunnels
+        // (their ephemeral X25519 secrets and traffic keys) are not.
+        kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
             copy.pending.clear();
             copy.left = Output::default();
-        }
-        Box::new(copy)
+        })
     }
 }

@@ -6,11 +6,14 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
+use crate::TrustPolicy;
+use crate::kit::codec::unb64;
+use crate::time::EPOCH;
 
 const ALICE: &str = "alice@a.example/phone";
 const BOB: &str = "bob@b.example/laptop";
 const BOB2: &str = "bob@b.example/tablet";
-const NOW: Duration = Duration::from_secs(1_767_225_600);
+const NOW: Duration = EPOCH;
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
     Cx { rng: r, now: NOW }
@@ -168,11 +171,7 @@ impl Net {
     }
 
     fn alerts(&self, device: &str) -> Vec<&'static str> {
-        self.events
-            .iter()
-            .filter(|(d, _)| d == device)
-            .filter_map(|(_, e)| if let Event::Alert { reason, .. } = e { Some(*reason) } else { None })
-            .collect()
+        crate::testing::alerts_of(&self.events, device)
     }
 
     fn dev(&self, d: &str) -> &Xtls {
@@ -205,7 +204,7 @@ fn sends(by: &str, actions: Vec<Action>) -> Vec<(String, Element)> {
 
 fn data_of(s: &Element) -> Option<Vec<u8>> {
     let d = s.get_child("data", NS_XTLS)?;
-    base64::engine::general_purpose::STANDARD.decode(d.text().trim()).ok()
+    unb64("data", &d.text()).ok()
 }
 
 fn with_data(s: &Element, bytes: &[u8]) -> Element {

@@ -12,8 +12,9 @@
 //!
 //! Included by each `interop_*.rs` with `#[path = "common/interop_record.rs"] mod interop_record;`.
 
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
 use jabberwock_e2e::Protocol;
 use serde_json::{Value, json};
@@ -121,6 +122,37 @@ pub fn tool_output(program: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
     String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The output of a tool run that had to succeed (`what` names the run): if it did not, the
+/// test fails showing what the tool printed.
+#[allow(dead_code)] // Not every interop test runs its tool to completion.
+pub fn succeeded(what: &str, out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// `cmd` started with its standard input and output piped, its standard error as `stderr`
+/// says; `what` says how to make it run.
+#[allow(dead_code)] // Not every interop test starts a process it talks to.
+pub fn start(cmd: &mut Command, stderr: Stdio, what: &str) -> Child {
+    let piped = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+    piped.spawn().unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// A harness process talked to in lines: the child, its standard input and its buffered
+/// standard output (standard error is dropped). `what` says how to make it run.
+#[allow(dead_code)] // Only the harness-driven interop tests have one.
+pub fn spawn_harness(cmd: &mut Command, what: &str) -> (Child, ChildStdin, BufReader<ChildStdout>) {
+    let mut child = start(cmd, Stdio::null(), what);
+    let stdin = child.stdin.take().expect("a piped standard input");
+    let stdout = BufReader::new(child.stdout.take().expect("a piped standard output"));
+    (child, stdin, stdout)
 }
 
 /// The first dotted version number in `text` ("gpg (GnuPG) 2.2.40" → "2.2.40").
