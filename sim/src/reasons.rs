@@ -59,7 +59,7 @@ pub fn all() -> Vec<Known> {
     // A protocol's reasons, with the other protocols declaring the same one, in registry order.
     let mut engines: Vec<(Reason, Vec<&'static str>)> = Vec::new();
     for p in Protocol::ALL {
-        for r in p.def().reasons {
+        for r in p.reasons() {
             match engines.iter_mut().find(|(e, _)| e == r) {
                 Some((_, by)) => by.push(p.name()),
                 None => engines.push((*r, vec![p.name()])),
@@ -95,7 +95,7 @@ pub fn find(code: &str) -> Option<Known> {
 pub fn reported_by(protocol: Protocol, code: &str) -> bool {
     let lists: [&[Reason]; 5] = [
         reason::EVERY_ENGINE,
-        protocol.def().reasons,
+        protocol.reasons(),
         client::CLIENT_ALERTS,
         client::STANZA_ERRORS,
         client::STREAM_ERRORS,

@@ -18,7 +18,7 @@ pub static PROTOCOL: ProtocolDef = ProtocolDef {
     build: |me, _rng, _config| Box::new(Plain::new(me.clone())),
     options: &[],
     wire: &PlainWire,
-    reasons: &[],
+    reasons: "",
 };
 
 /// The control's wire: the body in clear is all there is. Its "ciphertext" is the text itself

@@ -31,10 +31,12 @@ pub struct ProtocolDef {
     /// What the attacker, the judges and the diagrams may know of its wire format.
     pub wire: &'static dyn Wire,
     /// Every reason its engine reports (error codes and alerts) beyond those every engine
-    /// reports ([`crate::reason::EVERY_ENGINE`]): its own, declared in its folder, and the
-    /// shared ones of [`crate::reason`] it uses. Scenario files may expect only declared
-    /// reasons; the simulator's tests fail when its code reports one that is not listed here.
-    pub reasons: &'static [Reason],
+    /// reports ([`crate::reason::EVERY_ENGINE`]), as a text file in its folder declares them
+    /// (`include_str!`; the format is [`crate::reason::parse`]'s): its own, and the shared ones
+    /// of [`crate::reason`] it uses. Read them with [`Protocol::reasons`]. Scenario files may
+    /// expect only declared reasons; the simulator's tests fail when its code reports one that
+    /// is not listed.
+    pub reasons: &'static str,
 }
 
 impl fmt::Debug for ProtocolDef {
@@ -42,7 +44,7 @@ impl fmt::Debug for ProtocolDef {
         f.debug_struct("ProtocolDef")
             .field("name", &self.name)
             .field("options", &self.options)
-            .field("reasons", &self.reasons.len())
+            .field("reasons", &self.reasons.lines().count())
             .finish()
     }
 }
@@ -103,6 +105,15 @@ impl Protocol {
     /// The protocol's registry entry.
     pub fn def(self) -> &'static ProtocolDef {
         self.0
+    }
+
+    /// The reasons it reports beyond every engine's ([`ProtocolDef::reasons`], read once).
+    pub fn reasons(self) -> &'static [Reason] {
+        static READ: std::sync::OnceLock<Vec<Vec<Reason>>> = std::sync::OnceLock::new();
+        let all = READ.get_or_init(|| {
+            Protocol::ALL.iter().map(|p| crate::reason::parse(p.0.reasons).unwrap_or_default()).collect()
+        });
+        all.get(self.index()).map_or(&[], Vec::as_slice)
     }
 
     /// Every option any protocol declares, with the protocol declaring it, in registry order.

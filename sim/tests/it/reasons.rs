@@ -535,7 +535,7 @@ fn code_reports_only_declared_reasons() {
             let lists: Vec<&[Reason]> = Protocol::ALL
                 .iter()
                 .filter(|p| p.def().module.ends_with(&format!("::{folder}")))
-                .map(|p| p.def().reasons)
+                .map(|p| p.reasons())
                 .collect();
             let mut allowed = codes(&lists);
             allowed.extend(&every_engine);
@@ -564,7 +564,7 @@ fn code_reports_only_declared_reasons() {
     let shared = codes(&[reason::SHARED]);
     for p in Protocol::ALL {
         let folder = p.def().module.rsplit("::").next().unwrap_or_default();
-        for r in p.def().reasons.iter().filter(|r| !shared.contains(r.code)) {
+        for r in p.reasons().iter().filter(|r| !shared.contains(r.code)) {
             if !reported_in.get(folder).is_some_and(|s| s.contains(r.code)) {
                 problems.push(format!(
                     "{p} declares `{}`, which nothing in peers/e2e/src/{folder} reports",

@@ -16,7 +16,6 @@
 
 pub mod crypto;
 pub mod forms;
-mod reasons;
 mod seam;
 
 use core::fmt;
@@ -44,7 +43,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
     options: &[],
     wire: &seam::WIRE,
-    reasons: reasons::REASONS,
+    reasons: include_str!("reasons.txt"),
 };
 
 /// XEP-0200 stanza encryption.

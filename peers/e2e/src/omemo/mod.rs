@@ -13,7 +13,6 @@ pub mod engine;
 pub mod legacy;
 pub mod payload;
 pub mod ratchet;
-mod reasons;
 mod seam;
 pub mod wire;
 pub mod x3dh;
@@ -27,7 +26,7 @@ pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::OMEMO2,
-    reasons: reasons::OMEMO,
+    reasons: include_str!("reasons.txt"),
 };
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
@@ -36,7 +35,7 @@ pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::LEGACY,
-    reasons: reasons::LEGACY,
+    reasons: include_str!("reasons-legacy.txt"),
 };
 
 /// HKDF-SHA-256 with a 256-bit zero salt, as XEP-0384 uses it for message keys and payloads.

@@ -92,7 +92,6 @@
 
 pub mod keys;
 pub mod ox;
-mod reasons;
 mod seam;
 mod trust;
 pub mod xep0027;
@@ -113,7 +112,7 @@ pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::PGP,
-    reasons: reasons::PGP,
+    reasons: include_str!("reasons-pgp.txt"),
 };
 
 /// The registry entry of OX (XEP-0373/0374).
@@ -122,7 +121,7 @@ pub static OX: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::OX,
-    reasons: reasons::OX,
+    reasons: include_str!("reasons-ox.txt"),
 };
 use crate::kit::codec::unb64_wrapped;
 

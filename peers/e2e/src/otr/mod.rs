@@ -15,7 +15,6 @@
 
 pub mod ake;
 pub mod crypto;
-mod reasons;
 mod seam;
 pub mod session;
 pub mod smp;
@@ -70,7 +69,7 @@ impl OtrPolicy {
 
 /// The registry entry: the policy is an account option (§"Policies").
 pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire, reasons: reasons::REASONS };
+    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire, reasons: include_str!("reasons.txt") };
 
 /// `otr: require | opportunistic | never` under an account.
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {

@@ -79,7 +79,6 @@
 pub mod cpim;
 pub mod envelope;
 pub mod pki;
-mod reasons;
 mod seam;
 
 use core::fmt;
@@ -104,7 +103,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::WIRE,
-    reasons: reasons::REASONS,
+    reasons: include_str!("reasons.txt"),
 };
 
 /// `urn:ietf:params:xml:ns:xmpp-e2e` (RFC 3923 §9).

@@ -198,7 +198,6 @@
 pub mod dsig;
 pub mod enc;
 pub mod keys;
-mod reasons;
 mod seam;
 
 use core::time::Duration;
@@ -220,7 +219,7 @@ use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output
 
 /// The registry entry: the content cipher is an account option.
 pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::WIRE, reasons: reasons::REASONS };
+    crate::ProtocolDef { name: "xmlsec", module: module_path!(), build: build_engine, options: &[&CIPHER_OPTION], wire: &seam::WIRE, reasons: include_str!("reasons.txt") };
 
 /// `cipher: gcm | cbc` under an account.
 pub static CIPHER_OPTION: crate::OptionDecl = crate::OptionDecl {

@@ -73,7 +73,6 @@
 //!   sender never wrote; we do not implement that forgery (`forge` gives `None`).
 
 pub mod tunnel;
-mod reasons;
 mod seam;
 
 #[cfg(test)]
@@ -104,7 +103,7 @@ pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
     build: |me, rng, config| Box::new(Xtls::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::XtlsWire,
-    reasons: reasons::REASONS,
+    reasons: include_str!("reasons.txt"),
 };
 
 /// The XTLS namespace (§ns: "Until this proposal is accepted ... `urn:xmpp:tmp:xtls`").
