@@ -178,8 +178,6 @@ const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 /// Short names of XMPP payloads, by namespace (the protocols label their own: their wire
 /// descriptions' [`jabberwock_e2e::Wire::labels`]).
 const PAYLOADS: &[(&str, &str)] = &[
-    ("http://jabber.org/protocol/feature-neg", "feature-neg"),
-    ("urn:xmpp:sce:1", "SCE"),
     ("urn:xmpp:delay", "delayed"),
     ("urn:xmpp:forward:0", "forwarded"),
     ("jabber:iq:roster", "roster"),
@@ -188,7 +186,7 @@ const PAYLOADS: &[(&str, &str)] = &[
 ];
 
 /// Payloads not worth a word in a label (hints, EME markers, threads).
-const QUIET: &[&str] = &["urn:xmpp:hints", "urn:xmpp:eme:0"];
+const QUIET: &[&str] = &[jabberwock_e2e::xml::NS_HINTS, jabberwock_e2e::xml::NS_EME];
 
 impl Diagram {
     /// The diagram of a run: its transcript, plus what the attacker read as notes at the

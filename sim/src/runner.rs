@@ -27,9 +27,6 @@ use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
 
-/// Every run starts at 2026-01-01T00:00:00Z ([`EPOCH`]): a fixed epoch, never the wall clock.
-pub const EPOCH_SECS: u64 = EPOCH.as_secs();
-
 /// A failure of the simulation itself (not of an expectation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("simulation failed: {0}")]

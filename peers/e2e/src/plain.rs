@@ -32,6 +32,10 @@ fn chat_body(stanza: &Element) -> Option<&Element> {
 }
 
 impl crate::Wire for PlainWire {
+    fn claims_every_body(&self) -> bool {
+        true
+    }
+
     fn carries_conversation(&self, stanza: &Element) -> bool {
         chat_body(stanza).is_some()
     }

@@ -62,6 +62,12 @@ pub trait Wire: Sync {
         false
     }
 
+    /// Whether this description claims any body, so that it must be asked after the others
+    /// (the `plain` control: its "ciphertext" is every body, a fallback or an OTR message too).
+    fn claims_every_body(&self) -> bool {
+        false
+    }
+
     /// What a recording alone lets anyone forge: of the messages in a recording (each body
     /// with its sender, in order), how many anyone holding the recording could have made, and
     /// of how many that carry the protocol's messages. `None` when the protocol publishes
@@ -116,10 +122,9 @@ pub(crate) fn set_body(stanza: &mut Element, text: &str) -> bool {
     }
 }
 
-/// The base64 text of `el`, decoded (whitespace around it ignored).
+/// The base64 text of `el`, decoded (line-wrapped as the engines accept it), when not empty.
 pub(crate) fn base64_text(el: &Element) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(el.text().trim()).ok().filter(|b| !b.is_empty())
+    crate::kit::codec::unb64_wrapped("ciphertext", &el.text()).ok().filter(|b| !b.is_empty())
 }
 
 /// Replaces the text of `el` by `text`, keeping its attributes and child elements.
@@ -134,8 +139,7 @@ pub(crate) fn set_text(el: &mut Element, text: String) {
 
 /// [`set_text`] with `bytes` in base64.
 pub(crate) fn set_base64(el: &mut Element, bytes: &[u8]) {
-    use base64::Engine as _;
-    set_text(el, base64::engine::general_purpose::STANDARD.encode(bytes));
+    set_text(el, crate::kit::codec::b64(bytes));
 }
 
 /// A blob that is all encrypted content (an OMEMO payload, an XEP-0200 `<data/>`).
@@ -231,9 +235,22 @@ impl Wire for ElementWire {
         true
     }
 
+    /// The protecting element gives way to `body`, and the message's own fallback bodies (the
+    /// "this message is encrypted" a client shows without the protocol) go: the recipient
+    /// reads the attacker's text, not the fallback.
     fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
         let (name, ns) = self.element;
-        is_message(stanza) && replace_with_body(stanza, name, ns, body)
+        if !is_message(stanza) || find(stanza, name, ns).is_none() {
+            return false;
+        }
+        let nodes = stanza.take_nodes();
+        for node in nodes {
+            match node {
+                minidom::Node::Element(child) if child.is("body", crate::xml::NS_CLIENT) => {}
+                other => stanza.append_node(other),
+            }
+        }
+        replace_with_body(stanza, name, ns, body)
     }
 }
 

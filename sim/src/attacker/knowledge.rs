@@ -135,138 +135,140 @@ fn forgery(
     Forgery { recipient: recipient.to_string(), claimed: claimed.to_string(), accepted, detail }
 }
 
-/// The attacker decrypts honestly: it runs the protocols' own engines — a fresh one of its
-/// own (no keys), and every engine it stole — over every message it saw.
 impl Attacker {
-    /// What the attacker ended up with once the run is over (at `end` since the start): it
-    /// decrypts honestly, running the protocols' own engines over what it saw; `rng` is its
-    /// own stream for the engines it makes.
+    /// What the attacker ended up with once the run is over (at `end` since the start). It
+    /// decrypts honestly: it runs the protocols' own engines — a fresh one of its own (no
+    /// keys), the impostors', and every engine it stole — over every message it saw; `rng` is
+    /// its own stream for the engines it makes.
     pub fn report(&mut self, rng: &mut ChaCha20Rng, end: Duration) -> AttackerReport {
-        report(self, rng, end)
-    }
-}
-
-fn report(attacker: &mut Attacker, rng: &mut ChaCha20Rng, end: Duration) -> AttackerReport {
-    let me: FullJid = match "mallory@attacker.invalid/tap".parse() {
-        Ok(j) => j,
-        Err(_) => {
-            return AttackerReport {
-                position: attacker.position().to_string(),
-                seen: 0,
-                carriers: 0,
-                stolen: vec![],
-                read: vec![],
-                acted: BTreeMap::new(),
-                forgeries: vec![],
-                public_forgery: None,
-                records: (0, 0),
-            };
-        }
-    };
-    let protocols = attacker.plan.protocols.clone();
-    let mut readers: Vec<(String, Box<dyn Engine>)> = protocols
-        .iter()
-        .map(|p| (format!("no key needed ({p})"), new_engine(*p, &me, &mut *rng, &EngineConfig::default())))
-        .collect();
-    let mut read: Vec<Read> = Vec::new();
-    for (owner, imp) in core::mem::take(&mut attacker.impostors) {
-        for (at, body, means) in imp.read {
-            if !read.iter().any(|r| r.body == body) {
-                read.push(Read { body, means, at });
+        let me: FullJid = match "mallory@attacker.invalid/tap".parse() {
+            Ok(j) => j,
+            Err(_) => {
+                return AttackerReport {
+                    position: self.position().to_string(),
+                    seen: 0,
+                    carriers: 0,
+                    stolen: vec![],
+                    read: vec![],
+                    acted: BTreeMap::new(),
+                    forgeries: vec![],
+                    public_forgery: None,
+                    records: (0, 0),
+                };
             }
-        }
-        readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
-    }
-    let mut forgeries = Vec::new();
-    for (_, dev, engine) in &attacker.stolen {
-        // The peers that wrote to this device, as the recording shows them.
-        let mut claimed: Vec<Jid> = Vec::new();
-        for seen in &attacker.seen {
-            for msg in messages_in(&seen.stanza) {
-                let from = msg.attr("from").and_then(|f| f.parse::<Jid>().ok());
-                let to = msg.attr("to").and_then(|t| t.parse::<Jid>().ok());
-                if let (Some(from), Some(to)) = (from, to)
-                    && to.to_bare() == dev.to_bare()
-                    && from.to_bare() != dev.to_bare()
-                    && !claimed.iter().any(|c| c.to_bare() == from.to_bare())
-                {
-                    claimed.push(from);
+        };
+        // Its own readers in registry order (the plan asks the wires in another).
+        let mut protocols = self.plan.protocols.clone();
+        protocols.sort();
+        let mut readers: Vec<(String, Box<dyn Engine>)> = protocols
+            .iter()
+            .map(|p| {
+                (format!("no key needed ({p})"), new_engine(*p, &me, &mut *rng, &EngineConfig::default()))
+            })
+            .collect();
+        let mut read: Vec<Read> = Vec::new();
+        for (owner, imp) in core::mem::take(&mut self.impostors) {
+            for (at, body, means) in imp.read {
+                if !read.iter().any(|r| r.body == body) {
+                    read.push(Read { body, means, at });
                 }
             }
+            readers.push((format!("impersonating {owner} with keys it substituted"), imp.engine));
         }
-        for c in &claimed {
-            forgeries.push(forgery(engine.as_ref(), dev, c, rng, attacker.epoch + end));
-        }
-    }
-    // The transcript test: a protocol that publishes old MAC keys lets a third party check them
-    // against the recording alone (its wire description says what the recording gives away).
-    let mut bodies: Vec<(String, String)> = Vec::new();
-    for seen in &attacker.seen {
-        for msg in messages_in(&seen.stanza) {
-            let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
-                continue;
-            };
-            let from = msg.attr("from").unwrap_or_default().to_owned();
-            if !bodies.iter().any(|(_, b)| *b == body) {
-                bodies.push((from, body));
-            }
-        }
-    }
-    let public_forgery = protocols.iter().find_map(|p| p.wire().forgeable_from_recording(&bodies));
-    let mut stolen = Vec::new();
-    for (at, dev, engine) in attacker.stolen.drain(..) {
-        stolen.push(format!("{dev} at {}", fmt_time(at)));
-        readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
-    }
-    // The protocols' own `<iq/>` namespaces (a tunnel's records: XTLS).
-    let namespaces: BTreeSet<&'static str> =
-        readers.iter().flat_map(|(_, e)| e.iq_namespaces().iter().copied()).collect();
-    let mut carriers = 0;
-    for seen in &attacker.seen {
-        let readable = readable_in(&seen.stanza, &namespaces);
-        carriers += usize::from(!readable.is_empty());
-        for msg in readable {
-            for (means, engine) in readers.iter_mut() {
-                let mut cx = Cx { rng: &mut *rng, now: attacker.epoch + seen.at };
-                // A stanza the engine rejects leaves it as it was: the attacker tries every
-                // recorded stanza, and a protocol that drops its session on a bad MAC (an
-                // ESession) must not lose it to a stanza from before the theft.
-                let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
-                let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
-                // A protocol that must check a signature asks for the sender's public key
-                // first: keys are public, and the attacker answers from what it recorded.
-                let out = answer_fetches(trial.as_mut(), &mut cx, out, &attacker.seen);
-                // Nor does it let a stanza that only makes the engine warn (an old XTLS
-                // `<start/>` that would replace the tunnel it holds), or that it refuses once
-                // the keys are in (as it would have refused it at once), cost it its state: it
-                // keeps what it has and reads on. (Keeping both states instead grows without
-                // bound.)
-                let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
-                if !plaintext
-                    && out.events.iter().any(|e| matches!(e, Event::Alert { .. } | Event::Rejected { .. }))
-                {
-                    continue;
-                }
-                *engine = trial;
-                for event in out.events {
-                    if let Event::Plaintext { body, .. } = event
-                        && !read.iter().any(|r| r.body == body)
+        let mut forgeries = Vec::new();
+        for (_, dev, engine) in &self.stolen {
+            // The peers that wrote to this device, as the recording shows them.
+            let mut claimed: Vec<Jid> = Vec::new();
+            for seen in &self.seen {
+                for msg in messages_in(&seen.stanza) {
+                    let from = msg.attr("from").and_then(|f| f.parse::<Jid>().ok());
+                    let to = msg.attr("to").and_then(|t| t.parse::<Jid>().ok());
+                    if let (Some(from), Some(to)) = (from, to)
+                        && to.to_bare() == dev.to_bare()
+                        && from.to_bare() != dev.to_bare()
+                        && !claimed.iter().any(|c| c.to_bare() == from.to_bare())
                     {
-                        read.push(Read { body, means: means.clone(), at: seen.at });
+                        claimed.push(from);
+                    }
+                }
+            }
+            for c in &claimed {
+                forgeries.push(forgery(engine.as_ref(), dev, c, rng, self.epoch + end));
+            }
+        }
+        // The transcript test: a protocol that publishes old MAC keys lets a third party check them
+        // against the recording alone (its wire description says what the recording gives away).
+        let mut bodies: Vec<(String, String)> = Vec::new();
+        for seen in &self.seen {
+            for msg in messages_in(&seen.stanza) {
+                let Some(body) = msg.get_child("body", NS_CLIENT).map(|b| b.text()) else {
+                    continue;
+                };
+                let from = msg.attr("from").unwrap_or_default().to_owned();
+                if !bodies.iter().any(|(_, b)| *b == body) {
+                    bodies.push((from, body));
+                }
+            }
+        }
+        let public_forgery = protocols.iter().find_map(|p| p.wire().forgeable_from_recording(&bodies));
+        let mut stolen = Vec::new();
+        for (at, dev, engine) in self.stolen.drain(..) {
+            stolen.push(format!("{dev} at {}", fmt_time(at)));
+            readers.push((format!("with the state of {dev} stolen at {}", fmt_time(at)), engine));
+        }
+        // The protocols' own `<iq/>` namespaces (a tunnel's records: XTLS).
+        let namespaces: BTreeSet<&'static str> =
+            readers.iter().flat_map(|(_, e)| e.iq_namespaces().iter().copied()).collect();
+        let mut carriers = 0;
+        for seen in &self.seen {
+            let readable = readable_in(&seen.stanza, &namespaces);
+            carriers += usize::from(!readable.is_empty());
+            for msg in readable {
+                for (means, engine) in readers.iter_mut() {
+                    let mut cx = Cx { rng: &mut *rng, now: self.epoch + seen.at };
+                    // A stanza the engine rejects leaves it as it was: the attacker tries every
+                    // recorded stanza, and a protocol that drops its session on a bad MAC (an
+                    // ESession) must not lose it to a stanza from before the theft.
+                    let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
+                    let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
+                    // A protocol that must check a signature asks for the sender's public key
+                    // first: keys are public, and the attacker answers from what it recorded.
+                    let out = answer_fetches(trial.as_mut(), &mut cx, out, &self.seen);
+                    // Nor does it let a stanza that only makes the engine warn (an old XTLS
+                    // `<start/>` that would replace the tunnel it holds), or that it refuses once
+                    // the keys are in (as it would have refused it at once), cost it its state: it
+                    // keeps what it has and reads on. (Keeping both states instead grows without
+                    // bound.)
+                    let plaintext = out.events.iter().any(|e| matches!(e, Event::Plaintext { .. }));
+                    if !plaintext
+                        && out
+                            .events
+                            .iter()
+                            .any(|e| matches!(e, Event::Alert { .. } | Event::Rejected { .. }))
+                    {
+                        continue;
+                    }
+                    *engine = trial;
+                    for event in out.events {
+                        if let Event::Plaintext { body, .. } = event
+                            && !read.iter().any(|r| r.body == body)
+                        {
+                            read.push(Read { body, means: means.clone(), at: seen.at });
+                        }
                     }
                 }
             }
         }
-    }
-    AttackerReport {
-        position: attacker.position().to_string(),
-        seen: attacker.seen.len(),
-        carriers,
-        stolen,
-        read,
-        acted: attacker.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        forgeries,
-        public_forgery,
-        records: (attacker.records, attacker.record_bytes),
+        AttackerReport {
+            position: self.position().to_string(),
+            seen: self.seen.len(),
+            carriers,
+            stolen,
+            read,
+            acted: self.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            forgeries,
+            public_forgery,
+            records: (self.records, self.record_bytes),
+        }
     }
 }

@@ -309,48 +309,43 @@ pub(super) fn to_victim(mut m: Element, owner: &Jid, client: &FullJid, server: &
     }
 }
 
-/// The attacker's own engine for `owner`'s protocol, posing as `owner`, and everything it
-/// would publish (running the engine's own code: `publish`, and `fetch_failed` for its own
-/// nodes, which do not exist yet).
 impl Impostor {
-    /// The impostor for `owner`, its engine drawn from `rng`, as at `epoch`.
+    /// The attacker's own engine for `owner`'s protocol (drawn from `rng`), posing as `owner`,
+    /// and everything it would publish (running the engine's own code: `publish`, and
+    /// `fetch_failed` for its own nodes, which do not exist yet).
     pub fn new(
         protocol: Protocol,
         owner: &BareJid,
         rng: &mut ChaCha20Rng,
         epoch: Duration,
     ) -> Option<Impostor> {
-        impostor(protocol, owner, rng, epoch)
-    }
-}
-
-fn impostor(protocol: Protocol, owner: &BareJid, rng: &mut ChaCha20Rng, epoch: Duration) -> Option<Impostor> {
-    let me = owner.with_resource_str("impostor").ok()?;
-    let mut engine = new_engine(protocol, &me, &mut *rng, &EngineConfig::default());
-    let mut cx = Cx { rng: &mut *rng, now: epoch };
-    let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
-    let mut queue = engine.publish(&mut cx).ok()?.actions;
-    while let Some(action) = queue.pop() {
-        match action {
-            EngineAction::Publish { node, id, item, .. } => {
-                let list = items.entry(node).or_default();
-                list.retain(|(i, _)| *i != id);
-                list.push((id, item));
+        let me = owner.with_resource_str("impostor").ok()?;
+        let mut engine = new_engine(protocol, &me, &mut *rng, &EngineConfig::default());
+        let mut cx = Cx { rng: &mut *rng, now: epoch };
+        let mut items: BTreeMap<String, Vec<(String, Element)>> = BTreeMap::new();
+        let mut queue = engine.publish(&mut cx).ok()?.actions;
+        while let Some(action) = queue.pop() {
+            match action {
+                EngineAction::Publish { node, id, item, .. } => {
+                    let list = items.entry(node).or_default();
+                    list.retain(|(i, _)| *i != id);
+                    list.push((id, item));
+                }
+                EngineAction::Fetch { owner: o, node } if o == *owner => {
+                    queue.extend(engine.fetch_failed(&mut cx, owner, &node, "item-not-found").ok()?.actions);
+                }
+                _ => {}
             }
-            EngineAction::Fetch { owner: o, node } if o == *owner => {
-                queue.extend(engine.fetch_failed(&mut cx, owner, &node, "item-not-found").ok()?.actions);
-            }
-            _ => {}
         }
+        Some(Impostor {
+            engine,
+            items,
+            protocol,
+            toward_owner: BTreeMap::new(),
+            victims: BTreeMap::new(),
+            owner_device: None,
+            read: Vec::new(),
+            asked: BTreeSet::new(),
+        })
     }
-    Some(Impostor {
-        engine,
-        items,
-        protocol,
-        toward_owner: BTreeMap::new(),
-        victims: BTreeMap::new(),
-        owner_device: None,
-        read: Vec::new(),
-        asked: BTreeSet::new(),
-    })
 }

@@ -9,7 +9,6 @@ mod plan;
 mod powers;
 
 use self::forge::Forger;
-pub use self::forge::answer_fetches;
 pub use self::knowledge::{AttackerReport, Forgery, Read, messages_in, readable_in};
 pub use self::mitm::Impostor;
 pub use self::plan::{

@@ -61,7 +61,7 @@ pub struct MatchSpec {
     /// The stanza has an element in this namespace (at any depth).
     #[serde(default)]
     pub namespace: Option<String>,
-    /// The stanza's `<body/>` contains this text (`?OTR:AAMD` picks OTR Data Messages).
+    /// The stanza's `<body/>` contains this text.
     #[serde(default)]
     pub text: Option<String>,
     /// The stanza carries the conversation (`true`), the text users write, encrypted or not,
@@ -225,7 +225,8 @@ pub struct AttackerPlan {
     /// It terminates TLS on its client link with its own certificate.
     pub terminate_tls: bool,
     /// The protocols the scenario's devices speak: whose wire descriptions the protocol-neutral
-    /// words (`conversation`, `protected`, `ciphertext`, `downgrade`) consult.
+    /// words (`conversation`, `protected`, `ciphertext`, `downgrade`) consult, in the order
+    /// they are asked (registry order, a description that claims every body last).
     pub protocols: Vec<Protocol>,
 }
 
@@ -315,6 +316,7 @@ pub enum ActionSpec {
     Flip {
         /// The protocol's ciphertext (give this or `element`).
         #[serde(default, deserialize_with = "present")]
+        #[schemars(with = "Option<bool>")]
         ciphertext: bool,
         /// Local name of the element, or a path `a/b/c`: the first `a` at any depth, then
         /// its child `b`, then that one's child `c` (give this or `ciphertext`).

@@ -1,6 +1,7 @@
 //! The powers: how each acts on a stanza, how it is counted, and whether it decides how the
-//! stanza travels. Adding a power: its `ActionSpec` in the schema, its `Action` in the plan,
-//! its arm here.
+//! stanza travels. Adding a power: its `ActionSpec`, `Action`, `from_spec` arm and `POWERS`
+//! entry in `plan.rs` (the schema takes `ActionSpec` from there), its arms in `act` and
+//! `power` here.
 
 use core::time::Duration;
 
@@ -378,7 +379,6 @@ fn bit_index(bit: i64, total: usize) -> usize {
     bit.rem_euclid(total) as usize
 }
 
-/// Replaces all items of `node` in pubsub results and event notifications by `items`.
 /// `(owner, id, node)` of an `<iq type='get'><pubsub><items node/></pubsub></iq>`.
 pub(super) fn items_request(stanza: &Element) -> Option<(BareJid, String, String)> {
     if stanza.name() != "iq" || stanza.attr("type") != Some("get") {
@@ -400,6 +400,7 @@ fn iq_result_with_items(error: &Element, node: &str) -> Element {
     result.child(el("pubsub", NS_PUBSUB).child(el("items", NS_PUBSUB).with("node", node)))
 }
 
+/// Replaces all items of `node` in pubsub results and event notifications by `items`.
 fn replace_items(el: &mut Element, node: &str, items: &[(String, Element)]) -> bool {
     let mut done = false;
     for child in el.children_mut() {

@@ -324,7 +324,7 @@ pub struct AttackerSpec {
     /// between a device and its server or between two servers).
     pub position: At<String>,
     /// Rules applied in order to every stanza the attacker sees. Observing and modifying rules
-    /// (observe, strip, replace, flip, substitute) act and let later rules see the result; the
+    /// (observe, strip, replace, rewrite, set, flip, downgrade, substitute, impersonate) act and let later rules see the result; the
     /// first matching delivery rule (drop, delay, reorder, duplicate, replay) decides how the
     /// stanza travels. A stanza no rule matches passes untouched.
     #[serde(default)]

@@ -774,6 +774,8 @@ impl Validator<'_> {
         let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
         protocols.sort();
         protocols.dedup();
+        // The wires are asked in this order: one that claims every body (the control) last.
+        protocols.sort_by_key(|p| p.wire().claims_every_body());
         Ok(AttackerPlan { position, rules, inject, terminate_tls, protocols })
     }
 

@@ -11,5 +11,5 @@ pub(super) static WIRE: ElementWire = ElementWire {
     encoding: TextEncoding::Base64,
     what: "the XEP-0200 data",
     content: all_content,
-    labels: &[(NS_C, "ESession c"), (NS_INIT, "ESession init")],
+    labels: &[(NS_C, "ESession c"), (NS_INIT, "ESession init"), (super::forms::NS_FEATURE, "feature-neg")],
 };

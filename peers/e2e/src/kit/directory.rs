@@ -102,7 +102,10 @@ impl Directory {
             core::mem::take(&mut self.pending).into_iter().partition(|(t, _)| t == to);
         self.pending = rest;
         for _ in given_up {
-            out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {why}") });
+            out.events.push(Event::Alert {
+                reason: crate::reason::NOT_SENT.code,
+                detail: format!("to {to}: {why}"),
+            });
         }
     }
 
@@ -241,9 +244,10 @@ pub fn flush(engine: &mut dyn Keyed, cx: &mut Cx<'_>, out: &mut Output) {
         match engine.seal(cx, &to, &body, out) {
             Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
             Ok(None) => engine.directory().pending.push((to, body)),
-            Err(NotSent(why)) => {
-                out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {to}: {why}") })
-            }
+            Err(NotSent(why)) => out.events.push(Event::Alert {
+                reason: crate::reason::NOT_SENT.code,
+                detail: format!("to {to}: {why}"),
+            }),
         }
     }
 }

@@ -168,7 +168,7 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
             }
             Some(_) => {
                 out.events.push(Event::Alert {
-                    reason: "identity-changed",
+                    reason: crate::reason::IDENTITY_CHANGED.code,
                     detail: (self.wording.changed)(owner, &seen.device),
                 });
                 TrustState::Untrusted
@@ -300,7 +300,7 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
             if known.state == TrustState::Untrusted {
                 result = VerificationResult::Mismatch;
                 out.events.push(Event::Alert {
-                    reason: "fingerprint-mismatch",
+                    reason: crate::reason::FINGERPRINT_MISMATCH.code,
                     detail: (wording.mismatch)(peer, &known.device, &known.fingerprint),
                 });
             }
@@ -308,7 +308,7 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
         if seen == 0 {
             result = VerificationResult::Mismatch;
             out.events.push(Event::Alert {
-                reason: "nothing-to-verify",
+                reason: crate::reason::NOTHING_TO_VERIFY.code,
                 detail: format!("no {} of {peer} seen yet", wording.unseen),
             });
         }

@@ -16,7 +16,8 @@ const fn omemo(ns: &'static str, labels: &'static [(&'static str, &'static str)]
 }
 
 /// OMEMO 2 (`urn:xmpp:omemo:2`).
-pub(super) static OMEMO2: ElementWire = omemo(super::engine::NS, &[(super::engine::NS, "OMEMO encrypted")]);
+pub(super) static OMEMO2: ElementWire =
+    omemo(super::engine::NS, &[(super::engine::NS, "OMEMO encrypted"), (super::engine::NS_SCE, "SCE")]);
 
 /// OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
 pub(super) static LEGACY: ElementWire = omemo(super::legacy::NS, &[(super::legacy::NS, "OMEMO 0.3 encrypted")]);

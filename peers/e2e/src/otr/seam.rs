@@ -44,7 +44,7 @@ fn encrypted_message(bytes: &[u8]) -> Option<core::ops::Range<usize>> {
 
 impl Wire for OtrWire {
     fn labels(&self) -> &'static [(&'static str, &'static str)] {
-        &[("urn:xmpp:otr:0", "OTR")]
+        &[(super::NS_OTR, "OTR")]
     }
 
     fn carries_conversation(&self, stanza: &Element) -> bool {
