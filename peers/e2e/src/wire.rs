@@ -258,6 +258,23 @@ impl Wire for ElementWire {
 mod tests {
     use super::*;
 
+    /// A downgrade leaves the attacker's text as the only body: the protocol's own fallback
+    /// ("I sent you an OMEMO encrypted message") goes with the encryption.
+    #[test]
+    fn a_downgrade_leaves_only_the_attackers_body() {
+        let legacy: crate::Protocol = "omemo-legacy".parse().unwrap_or(crate::Protocol::ALL[0]);
+        let mut m: Element = "<message xmlns='jabber:client' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/><payload>AAAA</payload></encrypted><body>fallback</body></message>"
+            .parse()
+            .unwrap_or_else(|_| Element::bare("bad", "bad"));
+        assert!(legacy.wire().carries_conversation(&m));
+        assert!(legacy.wire().strip_encryption(&mut m, "hi"));
+        let bodies: Vec<String> =
+            m.children().filter(|c| c.is("body", crate::xml::NS_CLIENT)).map(Element::text).collect();
+        assert_eq!(bodies, ["hi"]);
+        assert!(!m.children().any(|c| c.name() == "encrypted"));
+        assert!(!legacy.wire().strip_encryption(&mut m, "again"));
+    }
+
     #[test]
     fn replaces_a_nested_element_with_a_body() {
         let mut m: Element = "<message xmlns='jabber:client'><x xmlns='n'><e xmlns='n'>1</e></x></message>"

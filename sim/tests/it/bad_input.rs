@@ -257,3 +257,15 @@ fn account_options_are_checked_against_the_protocols_declarations() {
     );
     assert!(parse("ok.yaml", &format!("{head}    cipher: cbc\n")).is_ok());
 }
+
+/// The attacker asks the wires of the scenario's protocols in registry order, the control (which
+/// claims every body) last: in a mixed scenario, a fallback body is not taken for the
+/// ciphertext.
+#[test]
+fn the_control_is_asked_last() {
+    let yaml = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain, laptop: pgp}}\n\
+                attacker:\n  position: server a.example\n  rules:\n    - do: {flip: {ciphertext, bit: 1}}\n";
+    let scenario = parse("mixed.yaml", yaml).unwrap();
+    let order: Vec<&str> = scenario.attacker.unwrap().protocols.iter().map(|p| p.name()).collect();
+    assert_eq!(order, ["pgp", "plain"]);
+}
