@@ -19,9 +19,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use crate::attacker::Action;
 use crate::attacker::{Attacker, Impostor};
 pub use crate::attacker::{AttackerReport, Forgery, Read};
-use crate::scenario::Action;
 use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Transport as C2sTransport};
 use crate::transcript::Transcript;
 use crate::units::fmt_time;

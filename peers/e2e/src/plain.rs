@@ -14,7 +14,8 @@ use crate::{
 
 /// The registry entry: no options.
 pub static PROTOCOL: ProtocolDef = ProtocolDef {
-    name: "plain", module: module_path!(),
+    name: "plain",
+    module: module_path!(),
     build: |me, _rng, _config| Box::new(Plain::new(me.clone())),
     options: &[],
     wire: &PlainWire,

@@ -39,7 +39,8 @@ use crate::{
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "esession", module: module_path!(),
+    name: "esession",
+    module: module_path!(),
     build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
     options: &[],
     wire: &seam::WIRE,

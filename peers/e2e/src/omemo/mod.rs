@@ -22,7 +22,8 @@ use crate::kit::crypto::hmac_sha256;
 
 /// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
 pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
-    name: "omemo", module: module_path!(),
+    name: "omemo",
+    module: module_path!(),
     build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::OMEMO2,
@@ -31,7 +32,8 @@ pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
 pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
-    name: "omemo-legacy", module: module_path!(),
+    name: "omemo-legacy",
+    module: module_path!(),
     build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
     options: &[],
     wire: &seam::LEGACY,

@@ -108,7 +108,8 @@ use crate::E2eError;
 
 /// The registry entry of XEP-0027.
 pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
-    name: "pgp", module: module_path!(),
+    name: "pgp",
+    module: module_path!(),
     build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::PGP,
@@ -117,12 +118,14 @@ pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
 
 /// The registry entry of OX (XEP-0373/0374).
 pub static OX: crate::ProtocolDef = crate::ProtocolDef {
-    name: "ox", module: module_path!(),
+    name: "ox",
+    module: module_path!(),
     build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::OX,
     reasons: include_str!("reasons-ox.txt"),
 };
+
 use crate::kit::codec::unb64_wrapped;
 
 /// Base64 with any whitespace inside (keys and messages are often line-wrapped); nothing at

@@ -68,8 +68,14 @@ impl OtrPolicy {
 }
 
 /// The registry entry: the policy is an account option (§"Policies").
-pub static PROTOCOL: crate::ProtocolDef =
-    crate::ProtocolDef { name: "otr", module: module_path!(), build: build_engine, options: &[&POLICY_OPTION], wire: &seam::OtrWire, reasons: include_str!("reasons.txt") };
+pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
+    name: "otr",
+    module: module_path!(),
+    build: build_engine,
+    options: &[&POLICY_OPTION],
+    wire: &seam::OtrWire,
+    reasons: include_str!("reasons.txt"),
+};
 
 /// `otr: require | opportunistic | never` under an account.
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {

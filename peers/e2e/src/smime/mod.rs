@@ -99,7 +99,8 @@ use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "smime", module: module_path!(),
+    name: "smime",
+    module: module_path!(),
     build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::WIRE,

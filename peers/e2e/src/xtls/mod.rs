@@ -99,7 +99,8 @@ use crate::{
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "xtls", module: module_path!(),
+    name: "xtls",
+    module: module_path!(),
     build: |me, rng, config| Box::new(Xtls::new(me.clone(), rng, config)),
     options: &[],
     wire: &seam::XtlsWire,
