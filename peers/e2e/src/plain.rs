@@ -6,21 +6,23 @@
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use rand_core::RngCore;
 
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
 use crate::{
-    Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, ProtocolDef, Theft, Trust, VerificationResult,
+    Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, ProtocolDef, Theft, Trust,
+    VerificationResult,
 };
 
 /// The registry entry: no options.
-pub static PROTOCOL: ProtocolDef = ProtocolDef {
-    name: "plain",
-    module: module_path!(),
-    build: |me, _rng, _config| Box::new(Plain::new(me.clone())),
-    options: &[],
-    wire: &PlainWire,
-    reasons: "",
-};
+pub static PROTOCOL: ProtocolDef =
+    ProtocolDef::new("plain", module_path!(), build, &PlainWire, "");
+
+/// Builds its engine for a device.
+fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    let _ = (rng, config);
+    Box::new(Plain::new(me.clone()))
+}
 
 /// The control's wire: the body in clear is all there is. Its "ciphertext" is the text itself
 /// (a flipped bit changes what the recipient reads), and its "encryption", stripped, is the
@@ -157,7 +159,7 @@ mod tests {
     use super::*;
 
     struct Zero;
-    impl rand_core::RngCore for Zero {
+    impl RngCore for Zero {
         fn next_u32(&mut self) -> u32 {
             0
         }

@@ -39,6 +39,24 @@ pub struct ProtocolDef {
     pub reasons: &'static str,
 }
 
+impl ProtocolDef {
+    /// An entry without options.
+    pub const fn new(
+        name: &'static str,
+        module: &'static str,
+        build: fn(&FullJid, &mut dyn RngCore, &EngineConfig) -> Box<dyn Engine>,
+        wire: &'static dyn Wire,
+        reasons: &'static str,
+    ) -> ProtocolDef {
+        ProtocolDef { name, module, build, options: &[], wire, reasons }
+    }
+
+    /// The entry with these account options.
+    pub const fn with_options(self, options: &'static [&'static OptionDecl]) -> ProtocolDef {
+        ProtocolDef { options, ..self }
+    }
+}
+
 impl fmt::Debug for ProtocolDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProtocolDef")

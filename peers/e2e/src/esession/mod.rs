@@ -32,20 +32,21 @@ use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::crypto::{equal, hmac_sha256, sha256};
 use crate::kit::trust;
+use crate::EngineConfig;
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
 
 /// The registry entry.
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "esession",
-    module: module_path!(),
-    build: |me, _rng, _config| Box::new(Esession::new(me.clone())),
-    options: &[],
-    wire: &seam::WIRE,
-    reasons: include_str!("reasons.txt"),
-};
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef::new("esession", module_path!(), build, &seam::WIRE, include_str!("reasons.txt"));
+
+/// Builds its engine for a device.
+fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    let _ = (rng, config);
+    Box::new(Esession::new(me.clone()))
+}
 
 /// XEP-0200 stanza encryption.
 pub const NS_C: &str = "http://www.xmpp.org/extensions/xep-0200.html#ns";

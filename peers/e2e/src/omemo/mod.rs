@@ -18,27 +18,29 @@ pub mod wire;
 pub mod x3dh;
 
 pub use crate::kit::crypto::random_bytes;
+use jid::FullJid;
+use rand_core::RngCore;
+
+use crate::{Engine, EngineConfig};
 use crate::kit::crypto::hmac_sha256;
 
 /// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
-pub static OMEMO: crate::ProtocolDef = crate::ProtocolDef {
-    name: "omemo",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(engine::Omemo::new(me.clone(), rng, config.trust)),
-    options: &[],
-    wire: &seam::OMEMO2,
-    reasons: include_str!("reasons.txt"),
-};
+pub static OMEMO: crate::ProtocolDef =
+    crate::ProtocolDef::new("omemo", module_path!(), build, &seam::OMEMO2, include_str!("reasons.txt"));
+
+/// Builds an OMEMO 2 engine for a device.
+fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(engine::Omemo::new(me.clone(), rng, config.trust))
+}
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
-pub static OMEMO_LEGACY: crate::ProtocolDef = crate::ProtocolDef {
-    name: "omemo-legacy",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust)),
-    options: &[],
-    wire: &seam::LEGACY,
-    reasons: include_str!("reasons-legacy.txt"),
-};
+pub static OMEMO_LEGACY: crate::ProtocolDef =
+    crate::ProtocolDef::new("omemo-legacy", module_path!(), build_legacy, &seam::LEGACY, include_str!("reasons-legacy.txt"));
+
+/// Builds an OMEMO 0.3 engine for a device.
+fn build_legacy(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust))
+}
 
 /// HKDF-SHA-256 with a 256-bit zero salt, as XEP-0384 uses it for message keys and payloads.
 fn hkdf_zero_salt<const N: usize>(ikm: &[u8], info: &[u8]) -> [u8; N] {

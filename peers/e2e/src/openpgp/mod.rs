@@ -99,6 +99,10 @@ pub mod xep0027;
 #[cfg(test)]
 mod tests;
 
+use jid::FullJid;
+use rand_core::RngCore;
+
+use crate::{Engine, EngineConfig};
 use core::time::Duration;
 
 pub use ox::Ox;
@@ -107,24 +111,22 @@ pub use xep0027::Pgp;
 use crate::E2eError;
 
 /// The registry entry of XEP-0027.
-pub static PGP: crate::ProtocolDef = crate::ProtocolDef {
-    name: "pgp",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(Pgp::new(me.clone(), rng, config)),
-    options: &[],
-    wire: &seam::PGP,
-    reasons: include_str!("reasons-pgp.txt"),
-};
+pub static PGP: crate::ProtocolDef =
+    crate::ProtocolDef::new("pgp", module_path!(), build_pgp, &seam::PGP, include_str!("reasons-pgp.txt"));
+
+/// Builds an XEP-0027 engine for a device.
+fn build_pgp(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(Pgp::new(me.clone(), rng, config))
+}
 
 /// The registry entry of OX (XEP-0373/0374).
-pub static OX: crate::ProtocolDef = crate::ProtocolDef {
-    name: "ox",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(Ox::new(me.clone(), rng, config)),
-    options: &[],
-    wire: &seam::OX,
-    reasons: include_str!("reasons-ox.txt"),
-};
+pub static OX: crate::ProtocolDef =
+    crate::ProtocolDef::new("ox", module_path!(), build_ox, &seam::OX, include_str!("reasons-ox.txt"));
+
+/// Builds an OX engine for a device.
+fn build_ox(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(Ox::new(me.clone(), rng, config))
+}
 
 use crate::kit::codec::unb64_wrapped;
 

@@ -68,14 +68,8 @@ impl OtrPolicy {
 }
 
 /// The registry entry: the policy is an account option (§"Policies").
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "otr",
-    module: module_path!(),
-    build: build_engine,
-    options: &[&POLICY_OPTION],
-    wire: &seam::OtrWire,
-    reasons: include_str!("reasons.txt"),
-};
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef::new("otr", module_path!(), build_engine, &seam::OtrWire, include_str!("reasons.txt")).with_options(&[&POLICY_OPTION]);
 
 /// `otr: require | opportunistic | never` under an account.
 pub static POLICY_OPTION: crate::OptionDecl = crate::OptionDecl {

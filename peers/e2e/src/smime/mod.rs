@@ -98,14 +98,13 @@ use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry.
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "smime",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(Smime::new(me.clone(), rng, config)),
-    options: &[],
-    wire: &seam::WIRE,
-    reasons: include_str!("reasons.txt"),
-};
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef::new("smime", module_path!(), build, &seam::WIRE, include_str!("reasons.txt"));
+
+/// Builds its engine for a device.
+fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(Smime::new(me.clone(), rng, config))
+}
 
 /// `urn:ietf:params:xml:ns:xmpp-e2e` (RFC 3923 §9).
 pub const NS_E2E: &str = "urn:ietf:params:xml:ns:xmpp-e2e";

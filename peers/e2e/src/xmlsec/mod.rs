@@ -218,14 +218,8 @@ use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry: the content cipher is an account option.
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "xmlsec",
-    module: module_path!(),
-    build: build_engine,
-    options: &[&CIPHER_OPTION],
-    wire: &seam::WIRE,
-    reasons: include_str!("reasons.txt"),
-};
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef::new("xmlsec", module_path!(), build_engine, &seam::WIRE, include_str!("reasons.txt")).with_options(&[&CIPHER_OPTION]);
 
 /// `cipher: gcm | cbc` under an account.
 pub static CIPHER_OPTION: crate::OptionDecl = crate::OptionDecl {

@@ -98,14 +98,13 @@ use crate::{
 };
 
 /// The registry entry.
-pub static PROTOCOL: crate::ProtocolDef = crate::ProtocolDef {
-    name: "xtls",
-    module: module_path!(),
-    build: |me, rng, config| Box::new(Xtls::new(me.clone(), rng, config)),
-    options: &[],
-    wire: &seam::XtlsWire,
-    reasons: include_str!("reasons.txt"),
-};
+pub static PROTOCOL: crate::ProtocolDef =
+    crate::ProtocolDef::new("xtls", module_path!(), build, &seam::XtlsWire, include_str!("reasons.txt"));
+
+/// Builds its engine for a device.
+fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
+    Box::new(Xtls::new(me.clone(), rng, config))
+}
 
 /// The XTLS namespace (§ns: "Until this proposal is accepted ... `urn:xmpp:tmp:xtls`").
 pub const NS_XTLS: &str = "urn:xmpp:tmp:xtls";
