@@ -156,11 +156,20 @@ type Federation = BTreeSet<(String, String)>;
 /// Network events with their times.
 type NetEvents = Vec<(Duration, NetEvent)>;
 
+/// What a YAML error says, once: its message alone (the location is the error's own
+/// `file:line:column`, not repeated, and no snippet with another column), on one line, with
+/// control characters escaped (the text may quote the file).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::MessageFormatter as _;
+    let message = serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet());
+    message.chars().flat_map(|c| if c.is_control() { c.escape_debug().collect() } else { vec![c] }).collect()
+}
+
 /// Parses and validates a scenario. `file` is only used in error messages.
 pub fn parse(file: &str, yaml: &str) -> Result<Scenario, ScenarioError> {
     let raw: ScenarioFile = serde_saphyr::from_str(yaml).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        ScenarioError { file: file.to_owned(), line, column, path: String::new(), message: e.to_string() }
+        ScenarioError { file: file.to_owned(), line, column, path: String::new(), message: yaml_message(&e) }
     })?;
     Validator { file, raw: &raw, devices: BTreeMap::new() }.run()
 }

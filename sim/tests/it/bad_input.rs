@@ -269,3 +269,23 @@ fn the_control_is_asked_last() {
     let order: Vec<&str> = scenario.attacker.unwrap().protocols.iter().map(|p| p.name()).collect();
     assert_eq!(order, ["pgp", "plain"]);
 }
+
+/// A YAML error names its place once (issue 17: "error" and the location were printed twice, the
+/// snippet with another column): `file:line:column: message`, on one line.
+#[test]
+fn a_yaml_error_names_its_place_once() {
+    for (yaml, at) in [
+        ("name: x\nseed: [1\n", "bad.yaml:2:7: "),
+        (
+            "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}, colour: blue}\n",
+            "bad.yaml:5:",
+        ),
+    ] {
+        let e = error(yaml);
+        assert!(e.starts_with(at), "{e}");
+        assert!(
+            !e.contains('\n') && !e.contains("line ") && !e.contains("error") && !e.contains("-->"),
+            "{e}"
+        );
+    }
+}
