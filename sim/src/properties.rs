@@ -206,10 +206,23 @@ fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
     let caught = f.device("alice/phone").is_some_and(|l| {
         l.verifications.iter().any(|(_, r)| *r == jabberwock_e2e::VerificationResult::Mismatch)
     });
+    let nothing_to_compare = f.device("alice/phone").is_some_and(|l| {
+        l.verifications.iter().any(|(_, r)| *r == jabberwock_e2e::VerificationResult::NothingToCompare)
+    });
     match (caught, read_after) {
         (true, 0) => verdict(
             true,
             format!("caught by the ceremony; read {} message(s) before it, none after", read.len()),
+        ),
+        // The substitution never took (the client refused the attacker's keys outright), so the
+        // ceremony had nothing to catch: the property held, but not by the ceremony.
+        (false, 0) if read.is_empty() => verdict(
+            true,
+            if nothing_to_compare {
+                "the substituted keys were refused: nothing read, and the ceremony found nothing to compare"
+            } else {
+                "the substituted keys were refused: nothing read, and the ceremony found nothing wrong"
+            },
         ),
         (true, n) => verdict(false, format!("caught, yet {n} message(s) after the ceremony were read")),
         (false, n) => verdict(false, format!("not caught; {n} message(s) after the ceremony were read")),

@@ -138,6 +138,9 @@ pub enum VerificationResult {
     Mismatch,
     /// This protocol has no ceremony (the `plain` control).
     NotSupported,
+    /// There was nothing of the peer to compare yet (no key or session seen): neither a match
+    /// nor a sign of someone in the middle. The engine says so with `nothing-to-verify`.
+    NothingToCompare,
 }
 
 /// What an engine reports to its user.

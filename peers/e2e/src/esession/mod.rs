@@ -1156,7 +1156,7 @@ impl Engine for Esession {
                 reason: "nothing-to-verify",
                 detail: format!("no ESession with {peer}"),
             });
-            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
+            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::NothingToCompare });
             return Ok(out);
         };
         let said = format!("sas {me}: {}", s.sas);

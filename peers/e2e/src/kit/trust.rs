@@ -277,7 +277,7 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
     /// The fingerprint comparison (the ceremony of OMEMO, OpenPGP and certificate engines):
     /// every key held for `peer` that `compared` selects must be one the peer `shows` out of
     /// band; shown keys become verified, the others untrusted (`fingerprint-mismatch`). No key
-    /// compared is a mismatch too (`nothing-to-verify`).
+    /// compared is reported as such (`nothing-to-verify`, [`VerificationResult::NothingToCompare`]): not a match, nor a man in the middle.
     pub fn verify(
         &mut self,
         peer: &BareJid,
@@ -285,7 +285,6 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
         compared: impl Fn(&D) -> bool,
     ) -> Output {
         let mut out = Output::default();
-        self.verified(peer);
         let wording = self.wording;
         let mut result = VerificationResult::Match;
         let mut seen = 0;
@@ -305,8 +304,12 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
                 });
             }
         }
-        if seen == 0 {
-            result = VerificationResult::Mismatch;
+        if seen > 0 {
+            // The user compared keys of this contact: blind trust ends for it. A ceremony that
+            // found nothing to compare verified nothing, and changes no trust.
+            self.verified(peer);
+        } else {
+            result = VerificationResult::NothingToCompare;
             out.events.push(Event::Alert {
                 reason: crate::reason::NOTHING_TO_VERIFY.code,
                 detail: format!("no {} of {peer} seen yet", wording.unseen),
@@ -408,7 +411,7 @@ mod tests {
         assert_eq!(alerts(&out), ["nothing-to-verify"]);
         assert!(matches!(
             out.events.last(),
-            Some(Event::Verification { result: VerificationResult::Mismatch, .. })
+            Some(Event::Verification { result: VerificationResult::NothingToCompare, .. })
         ));
     }
 }

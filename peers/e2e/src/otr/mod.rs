@@ -750,7 +750,7 @@ impl Engine for Otr {
                 reason: "nothing-to-verify",
                 detail: format!("no private conversation with {peer} to run SMP in"),
             });
-            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
+            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::NothingToCompare });
             return Ok(out);
         };
         let Some(p) = self.peers.get_mut(peer) else { return Ok(out) };

@@ -531,7 +531,7 @@ fn verification_and_trust_policies() {
     let out = net.verify(ALICE, "nobody@x.example/r", vec![]);
     assert!(out.events.contains(&Event::Verification {
         peer: bare("nobody@x.example/r"),
-        result: VerificationResult::Mismatch
+        result: VerificationResult::NothingToCompare
     }));
 
     // Manual: nothing trusted before verification.

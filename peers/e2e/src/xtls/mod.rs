@@ -916,7 +916,7 @@ impl Engine for Xtls {
                 reason: "nothing-to-verify",
                 detail: format!("no certificate of {peer} seen yet"),
             });
-            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::Mismatch });
+            out.events.push(Event::Verification { peer: peer.clone(), result: VerificationResult::NothingToCompare });
             return Ok(out);
         }
         for (d, fp) in devices {
