@@ -214,14 +214,14 @@ fn key_substitution_verified(f: &Facts<'_>) -> Verdict {
             true,
             format!("caught by the ceremony; read {} message(s) before it, none after", read.len()),
         ),
-        // The substitution never took (the client refused the attacker's keys outright), so the
-        // ceremony had nothing to catch: the property held, but not by the ceremony.
+        // The attacker read nothing at all, before or after: the substitution never paid off, so
+        // the property held — but not by the ceremony, which caught nothing.
         (false, 0) if read.is_empty() => verdict(
             true,
             if nothing_to_compare {
-                "the substituted keys were refused: nothing read, and the ceremony found nothing to compare"
+                "nothing read through the substituted keys, before or after; the ceremony found nothing to compare"
             } else {
-                "the substituted keys were refused: nothing read, and the ceremony found nothing wrong"
+                "nothing read through the substituted keys, before or after; the ceremony found nothing wrong"
             },
         ),
         (true, n) => verdict(false, format!("caught, yet {n} message(s) after the ceremony were read")),

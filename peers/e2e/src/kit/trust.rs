@@ -277,7 +277,8 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
     /// The fingerprint comparison (the ceremony of OMEMO, OpenPGP and certificate engines):
     /// every key held for `peer` that `compared` selects must be one the peer `shows` out of
     /// band; shown keys become verified, the others untrusted (`fingerprint-mismatch`). No key
-    /// compared is reported as such (`nothing-to-verify`, [`VerificationResult::NothingToCompare`]): not a match, nor a man in the middle.
+    /// compared is reported as such (`nothing-to-verify`, [`VerificationResult::NothingToCompare`]):
+    /// neither a match nor a man in the middle, and no change of trust.
     pub fn verify(
         &mut self,
         peer: &BareJid,
