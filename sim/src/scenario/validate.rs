@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 
-pub use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule};
+use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -152,6 +152,11 @@ pub struct Scenario {
 
 /// Federated server pairs, each in name order.
 type Federation = BTreeSet<(String, String)>;
+
+/// Two servers as a [`Federation`] holds them: in name order.
+fn server_pair(a: &str, b: &str) -> (String, String) {
+    if a < b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) }
+}
 
 /// Network events with their times.
 type NetEvents = Vec<(Duration, NetEvent)>;
@@ -370,7 +375,7 @@ impl Validator<'_> {
                             "a server cannot federate with itself",
                         );
                     }
-                    federation.insert(if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) });
+                    federation.insert(server_pair(a, b));
                 }
             }
         }
@@ -804,11 +809,7 @@ impl Validator<'_> {
                 let is_server = |n: &str| servers.iter().any(|s| s == n);
                 match (is_server(x), is_server(y)) {
                     (true, true) => {
-                        let pair = if x < y {
-                            ((*x).to_owned(), (*y).to_owned())
-                        } else {
-                            ((*y).to_owned(), (*x).to_owned())
-                        };
+                        let pair = server_pair(x, y);
                         if !federation.contains(&pair) {
                             return self.err(
                                 pos,
@@ -935,11 +936,7 @@ impl Validator<'_> {
                     Hop::ServerToClient { server: dev.domain().to_string(), client: dev }
                 }
                 ["s2s", a, "->", b] => {
-                    let pair = if a < b {
-                        ((*a).to_owned(), (*b).to_owned())
-                    } else {
-                        ((*b).to_owned(), (*a).to_owned())
-                    };
+                    let pair = server_pair(a, b);
                     if !federation.contains(&pair) {
                         return self.err(
                             ipos,
@@ -1029,13 +1026,11 @@ impl crate::attacker::Resolve for RuleCx<'_, '_> {
     }
 
     fn fail(&self, field: &str, message: &str) -> ScenarioError {
-        let path =
-            if field.is_empty() { format!("{}.do", self.path) } else { format!("{}.do.{field}", self.path) };
         ScenarioError {
             file: self.v.file.to_owned(),
             line: self.at.0,
             column: self.at.1,
-            path,
+            path: format!("{}.do.{field}", self.path),
             message: message.to_owned(),
         }
     }
