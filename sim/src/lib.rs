@@ -15,6 +15,7 @@ pub mod diagram;
 pub mod properties;
 pub mod reasons;
 pub mod report;
+pub mod requirements;
 pub mod runner;
 pub mod scenario;
 pub mod transcript;

@@ -157,7 +157,7 @@ pub fn default_jobs() -> usize {
 /// Escapes text for markdown, in a table cell or a paragraph: what would end the cell (`|`, a
 /// line break), open HTML or an entity (`<`, `&`), or format (`*`, `_`, backticks, brackets,
 /// `~`, and the backslash itself) shows as itself.
-fn md_cell(s: &str) -> String {
+pub(crate) fn md_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -176,7 +176,7 @@ fn md_cell(s: &str) -> String {
 
 /// Percent-encodes a relative URL path or fragment: every byte but ASCII letters, digits and
 /// `-._~/`. The result needs no escaping in markdown or in an HTML attribute.
-fn url_path(s: &str) -> String {
+pub(crate) fn url_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
@@ -359,7 +359,7 @@ impl Cell {
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}\
 th{background:#f4f4f4}td.m{font-size:0.8em;max-width:14em}td.m a{text-decoration:none;color:inherit}\
 td.ok{background:#eefbea}td.no{background:#fdecec}td.na{background:#f3f3f3}td.err{background:#fff4d6}\

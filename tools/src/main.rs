@@ -60,8 +60,10 @@ enum Cmd {
     /// Run the property suite for every protocol (one run per cell, on all cores), print the
     /// protocol × property table and write the report: `matrix.md` (committed; a test fails
     /// when it is stale) and `matrix.html` (every cell linked to its scenario, transcript and
-    /// sequence diagram) into `--out`. A cell whose run cannot be made or panics is marked ❓
-    /// with the error; the report is written all the same, and the exit status is 1.
+    /// sequence diagram), and XEP-0210's requirements answered from the same runs:
+    /// `requirements.md` (committed, stale-checked too) and `requirements.html`, into `--out`.
+    /// A cell whose run cannot be made or panics is marked ❓ with the error; the report is
+    /// written all the same, and the exit status is 1.
     Matrix {
         /// Where the report goes.
         #[arg(long, default_value = "reports")]
@@ -234,16 +236,24 @@ fn main() -> ExitCode {
             let templates = jabberwock_sim::report::relative_path(&out, &templates)
                 .unwrap_or_else(|| "../scenarios/properties".to_owned());
             let html = report.html(&templates);
+            let requirements = jabberwock_sim::requirements::Requirements::new(&report);
             let written = std::fs::create_dir_all(&out)
                 .and_then(|()| std::fs::write(out.join("matrix.md"), &md))
                 .and_then(|()| std::fs::write(out.join("matrix.html"), &html))
+                .and_then(|()| std::fs::write(out.join("requirements.md"), requirements.markdown()))
+                .and_then(|()| {
+                    std::fs::write(out.join("requirements.html"), requirements.html("matrix.html"))
+                })
                 .map_err(|e| format!("{}: {e}", out.display()));
             if let Err(e) = written {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
             print!("{md}");
-            eprintln!("wrote {} and {}", out.join("matrix.md").display(), out.join("matrix.html").display());
+            eprintln!(
+                "wrote matrix.md, matrix.html, requirements.md and requirements.html into {}",
+                out.display()
+            );
             let errors = report.errors();
             for c in &errors {
                 eprintln!("error: {} × {}: {}", c.property.id, c.protocol, c.error().unwrap_or_default());

@@ -1,5 +1,6 @@
-//! The protocol × property report, computed from runs of the property templates. The markdown
-//! is committed in `reports/matrix.md` and reviewed in pull requests: this test fails when it
+//! The protocol × property report, computed from runs of the property templates, and XEP-0210's
+//! requirements answered from it. The markdown is committed in `reports/matrix.md` and
+//! `reports/requirements.md` and reviewed in pull requests: this test fails when it
 //! is stale (`JABBERWOCK_UPDATE_REPORTS=1 cargo test` or `jabberwock matrix` rewrites it).
 
 use std::path::PathBuf;
@@ -53,16 +54,34 @@ fn protocol_property_matrix() {
     }
     assert_eq!(html.matches("<svg ").count(), first.cells.len(), "one diagram per cell");
 
-    let md = first.markdown();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/matrix.md");
+    check_committed("matrix.md", &first.markdown());
+    let requirements = jabberwock_sim::requirements::Requirements::new(&first);
+    check_committed("requirements.md", &requirements.markdown());
+    // The requirements page links every measured cell to its run in the matrix page.
+    let page = requirements.html("matrix.html");
+    for r in jabberwock_sim::requirements::REQUIREMENTS {
+        for p in Protocol::ALL {
+            if let Some(id) = r.answer(&first, *p).decided_by.first() {
+                let anchor = format!("{id}--{}", p.name());
+                assert!(page.contains(&format!("href=\"matrix.html#{anchor}\"")), "{anchor} is linked");
+                assert!(html.contains(&format!("id=\"{anchor}\"")), "{anchor} is in the matrix page");
+            }
+        }
+    }
+}
+
+/// Fails when `reports/{name}` differs from `rendered` (rewrites it under
+/// `JABBERWOCK_UPDATE_REPORTS`).
+fn check_committed(name: &str, rendered: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports").join(name);
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != md {
+    if committed != rendered {
         if std::env::var_os("JABBERWOCK_UPDATE_REPORTS").is_some() {
-            std::fs::write(&path, &md).unwrap();
+            std::fs::write(&path, rendered).unwrap();
         } else {
-            let line = committed.lines().zip(md.lines()).position(|(a, b)| a != b).unwrap_or(0) + 1;
+            let line = committed.lines().zip(rendered.lines()).position(|(a, b)| a != b).unwrap_or(0) + 1;
             panic!(
-                "reports/matrix.md is stale (first difference at line {line}); rewrite it with \
+                "reports/{name} is stale (first difference at line {line}); rewrite it with \
                  `cargo run -p jabberwock-tools -- matrix` or JABBERWOCK_UPDATE_REPORTS=1 cargo test, \
                  and review the diff"
             );
