@@ -297,14 +297,27 @@ fn authentication(f: &Facts<'_>) -> Verdict {
     if acted(f, "forge") == 0 {
         return untested("the attacker made no forgery");
     }
+    judge_forgery(f, "")
+}
+
+fn robustness(f: &Facts<'_>) -> Verdict {
+    if stolen(f) == 0 || acted(f, "forge") == 0 {
+        return untested("the attacker stole no keys or made no forgery with them");
+    }
+    judge_forgery(f, "with Alice's long-term keys alone, ")
+}
+
+/// Whether Bob showed a text nobody sent (a forgery) as Alice's; `how` begins the reason.
+fn judge_forgery(f: &Facts<'_>, how: &str) -> Verdict {
     let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
     match f.received("bob/laptop").into_iter().find(|r| !sent.contains(&r.body)) {
         Some(r) if r.trust == "unencrypted" => {
-            verdict(false, format!("Bob was shown the forged {:?} (flagged unencrypted)", r.body))
+            verdict(false, format!("{how}Bob was shown the forged {:?} (flagged unencrypted)", r.body))
         }
-        Some(r) => {
-            verdict(false, format!("Bob was shown the forged {:?} as Alice's (trust={})", r.body, r.trust))
-        }
+        Some(r) => verdict(
+            false,
+            format!("{how}Bob was shown the forged {:?} as Alice's (trust={})", r.body, r.trust),
+        ),
         None => {
             // Errors only, as for integrity, replay and downgrade: a refused stanza is an
             // error (held ones too, `Event::Rejected`); an alert is no evidence of a refusal.
@@ -312,7 +325,7 @@ fn authentication(f: &Facts<'_>) -> Verdict {
             if why.is_empty() {
                 return untested("nothing it made was shown, but Bob's client reported nothing either");
             }
-            verdict(true, format!("the forgery was rejected ({})", why.join(", ")))
+            verdict(true, format!("{how}the forgery was rejected ({})", why.join(", ")))
         }
     }
 }
@@ -414,6 +427,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "sender authentication against a forger with public keys",
         template: include_str!("../../scenarios/properties/authentication.yaml.tmpl"),
         judge: authentication,
+    },
+    Property {
+        id: "robustness",
+        title: "impersonation with stolen long-term keys alone",
+        template: include_str!("../../scenarios/properties/robustness.yaml.tmpl"),
+        judge: robustness,
     },
 ];
 

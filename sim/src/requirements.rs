@@ -141,8 +141,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-robust",
         level: Level::Should,
         asks: "More than one difficult challenge before an attack can succeed (keys from as many shared secrets as possible, like retained secrets).",
-        measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        measured_by: &["robustness"],
+        unmeasured: None,
     },
     Requirement {
         section: "3.10",

@@ -221,7 +221,9 @@ impl Hooks for World {
             let Some((_, _, planned)) = a.injections().get(index).cloned() else { return vec![] };
             match planned {
                 Planned::Stanza(stanza) => return vec![stanza],
-                Planned::Forge { from, to, protocol, body } => a.forge(now, hop, &from, &to, protocol, &body),
+                Planned::Forge { from, to, protocol, body, stolen } => {
+                    a.forge(now, hop, &from, &to, protocol, &body, stolen)
+                }
                 Planned::Forward { stolen, from, to, body } => a.forward(now, &stolen, &from, &to, &body),
             }
         };

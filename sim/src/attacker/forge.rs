@@ -36,8 +36,10 @@ pub(super) struct Forger {
 
 impl Attacker {
     /// Carries out a planned forgery at `now` (since the Unix epoch): a fresh engine of the
-    /// protocol, posing as the claimed sender, sends the text with the public keys recorded so
-    /// far. Returns the stanzas and a line for the transcript.
+    /// protocol (or, with `stolen`, the state last stolen of `from`), posing as the claimed
+    /// sender, sends the text with the public keys recorded so far. Returns the stanzas and a
+    /// line for the transcript.
+    #[expect(clippy::too_many_arguments, reason = "one planned injection's fields")]
     pub fn forge(
         &mut self,
         now: Duration,
@@ -46,9 +48,22 @@ impl Attacker {
         to: &BareJid,
         protocol: Protocol,
         body: &str,
+        stolen: bool,
     ) -> (Vec<Element>, String) {
         let (from, to, body) = (from.clone(), to.clone(), body.to_owned());
-        let mut engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
+        let (mut engine, keys) = if stolen {
+            let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| *d == from).map(|(_, _, e)| e)
+            else {
+                return (
+                    vec![],
+                    format!("cannot forge {body:?} as {from}: it holds no stolen state of {from}"),
+                );
+            };
+            (engine.steal(jabberwock_e2e::Theft::FullState), format!("the stolen state of {from}"))
+        } else {
+            let engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
+            (engine, format!("its own {protocol} engine"))
+        };
         let mut cx = Cx { rng: &mut self.rng, now };
         // Presence is public too: what the victim's devices announced (XTLS support in caps,
         // XEP-0027 signed presence, whose keys it then fetches like any client) — the latest
@@ -96,7 +111,7 @@ impl Attacker {
             self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine, asked, last: at });
         }
         let line = format!(
-            "forges {body:?} as {from} to {to} with its own {protocol} engine and recorded public keys ({} stanza{})",
+            "forges {body:?} as {from} to {to} with {keys} and recorded public keys ({} stanza{})",
             stanzas.len(),
             if stanzas.len() == 1 { "" } else { "s" }
         );

@@ -246,6 +246,8 @@ pub enum Injection {
         protocol: Protocol,
         /// The text.
         body: String,
+        /// Made with the state stolen of `from`, not a fresh engine.
+        stolen: bool,
     },
     /// With `stolen`'s state, the last signed message it received from `from` goes on to `to`
     /// as `from`'s (`body` wrapped around it where the signature leaves room).

@@ -403,6 +403,23 @@ pub struct ForgeSpec {
     pub to: String,
     /// The text.
     pub body: String,
+    /// Whose keys it makes the message with: `public` (the default: its own engine and the
+    /// public keys it recorded, as any outsider could) or `stolen` (the state it stole of
+    /// `from` with a `compromise` earlier in the timeline: what stolen keys are worth when
+    /// the rest of the device's state — sessions, retained secrets — is not theirs).
+    #[serde(default)]
+    pub keys: ForgeKeys,
+}
+
+/// The keys a forgery is made with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgeKeys {
+    /// A fresh engine of the attacker's own, with the public keys it recorded.
+    #[default]
+    Public,
+    /// The state it stole of the claimed sender.
+    Stolen,
 }
 
 /// `online` or `offline`.

@@ -279,7 +279,19 @@ impl Validator<'_> {
         }
         let attacker = match &raw.attacker {
             None => None,
-            Some(a) => Some(self.attacker(a, &servers, &federation)?),
+            Some(a) => {
+                // Which devices the timeline compromises, and when (`forge: {keys: stolen}`).
+                let compromises: Vec<(FullJid, Duration)> = device_specs
+                    .iter()
+                    .flat_map(|(jid, spec)| {
+                        spec.schedule
+                            .iter()
+                            .filter(|(_, c)| matches!(c, Command::Compromise(_)))
+                            .map(move |(at, _)| (jid.clone(), *at))
+                    })
+                    .collect();
+                Some(self.attacker(a, &servers, &federation, &compromises)?)
+            }
         };
         if let Some(plan) = &attacker {
             for (at, _, _) in &plan.inject {
@@ -743,10 +755,11 @@ impl Validator<'_> {
         a: &AttackerSpec,
         servers: &[String],
         federation: &Federation,
+        compromises: &[(FullJid, Duration)],
     ) -> Result<AttackerPlan, ScenarioError> {
         let position = self.position(a, servers, federation)?;
         let rules = self.rules(a, &position, servers, federation)?;
-        let inject = self.injections(a, &position, federation)?;
+        let inject = self.injections(a, &position, federation, compromises)?;
         let tls = self.raw.transport == TransportSpec::Tls;
         let terminate_tls = match &a.terminate_tls {
             Some(t) if t.value => {
@@ -920,6 +933,7 @@ impl Validator<'_> {
         a: &AttackerSpec,
         position: &Position,
         federation: &Federation,
+        compromises: &[(FullJid, Duration)],
     ) -> Result<Vec<(Duration, Hop, Injection)>, ScenarioError> {
         let mut inject = Vec::new();
         for (i, inj) in a.inject.iter().enumerate() {
@@ -982,7 +996,18 @@ impl Validator<'_> {
                     let Some(protocol) = self.devices.get(&from).map(|(_, p)| *p) else {
                         return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
                     };
-                    Injection::Forge { from, to, protocol, body: f.body.clone() }
+                    let stolen = f.keys == ForgeKeys::Stolen;
+                    if stolen && !compromises.iter().any(|(d, at)| *d == from && *at < inj.at.0) {
+                        return self.err(
+                            ipos,
+                            format!("{path}.forge.keys"),
+                            format!(
+                                "`stolen` needs a `compromise` of {} in the timeline before {}",
+                                f.from, inj.at
+                            ),
+                        );
+                    }
+                    Injection::Forge { from, to, protocol, body: f.body.clone(), stolen }
                 }
                 (None, None, Some(f)) => {
                     let stolen = self.device_ref(ipos, &format!("{path}.forward.stolen"), &f.stolen)?;

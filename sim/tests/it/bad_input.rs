@@ -289,3 +289,22 @@ fn a_yaml_error_names_its_place_once() {
         );
     }
 }
+
+#[test]
+fn a_forgery_with_stolen_keys_needs_a_theft_before_it() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: omemo}}\n  bob@a.example: {devices: {laptop: omemo}}\n";
+    let attacker = "attacker:\n  position: server a.example\n  inject:\n    - {at: 3s, hop: s2c bob/laptop, forge: {from: alice/phone, to: bob@a.example, body: hi, keys: stolen}}\n";
+    let e = error(&format!("{head}{attacker}"));
+    assert_eq!(
+        e,
+        "bad.yaml:10:7: at `attacker.inject[0].forge.keys`: `stolen` needs a `compromise` of alice/phone in the timeline before 3.000s"
+    );
+    // A theft after the forgery is no use either; one before it is.
+    let late = "timeline:\n  - {at: 4s, device: alice/phone, compromise: long-term-keys}\n";
+    assert!(error(&format!("{head}{attacker}{late}")).contains("needs a `compromise` of alice/phone"));
+    let early = "timeline:\n  - {at: 2s, device: alice/phone, compromise: long-term-keys}\n";
+    assert!(parse("good.yaml", &format!("{head}{attacker}{early}")).is_ok());
+    // Anything but `public` or `stolen` is refused by name.
+    let e = error(&format!("{head}{}", attacker.replace("keys: stolen", "keys: borrowed")));
+    assert!(e.contains("borrowed") && e.contains("stolen"), "{e}");
+}
