@@ -241,6 +241,33 @@ fn offline_first_contact(f: &Facts<'_>) -> Verdict {
     verdict(shown == sent, format!("{shown} of {sent} messages shown after coming back"))
 }
 
+fn offline_sender_gone(f: &Facts<'_>) -> Verdict {
+    let sent = f.sent().len();
+    let shown = f.shown("bob/laptop").len();
+    verdict(shown == sent, format!("{shown} of {sent} messages shown; Alice was gone when Bob came back"))
+}
+
+fn offline_forward_secrecy(f: &Facts<'_>) -> Verdict {
+    if stolen(f) == 0 {
+        return untested("the attacker stole no keys");
+    }
+    // Only what waited offline and was read counts: a protocol that delivered nothing has no
+    // offline message to keep secret.
+    let shown = f.shown("bob/laptop");
+    if shown.is_empty() {
+        return untested("no message that waited offline was read (the protocol delivered none)");
+    }
+    let read = f.read();
+    let n = shown.iter().filter(|b| read.contains(b)).count();
+    verdict(
+        n == 0,
+        format!(
+            "read {n} of the {} messages Bob read after they waited offline, with both long-term keys stolen afterwards",
+            shown.len()
+        ),
+    )
+}
+
 fn multi_device(f: &Facts<'_>) -> Verdict {
     let missing: Vec<&str> =
         ["bob/laptop", "bob/phone", "alice/tablet"].into_iter().filter(|d| f.shown(d).is_empty()).collect();
@@ -400,9 +427,21 @@ pub const PROPERTIES: &[Property] = &[
     },
     Property {
         id: "offline-first-contact",
-        title: "first contact while the peer is offline",
+        title: "first contact while the recipient is offline (the sender stays online)",
         template: include_str!("../../scenarios/properties/offline-first-contact.yaml.tmpl"),
         judge: offline_first_contact,
+    },
+    Property {
+        id: "offline-sender-gone",
+        title: "offline messages read after the sender left",
+        template: include_str!("../../scenarios/properties/offline-sender-gone.yaml.tmpl"),
+        judge: offline_sender_gone,
+    },
+    Property {
+        id: "offline-forward-secrecy",
+        title: "forward secrecy of messages that waited offline",
+        template: include_str!("../../scenarios/properties/offline-forward-secrecy.yaml.tmpl"),
+        judge: offline_forward_secrecy,
     },
     Property {
         id: "reordering",

@@ -206,7 +206,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-offline",
         level: Level::Should,
         asks: "Encrypt messages stored for later delivery and still benefit from forward secrecy.",
-        measured_by: &["offline-first-contact"],
+        measured_by: &["offline-first-contact", "offline-sender-gone", "offline-forward-secrecy"],
         unmeasured: None,
     },
     Requirement {
