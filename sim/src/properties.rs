@@ -3,7 +3,7 @@
 //! typed in: a verdict says what the attacker read, what the users were shown and what alerted,
 //! in that run (after tlspuffin's `check_violation`, which names the violation it found).
 
-use jabberwock_e2e::Protocol;
+use jabberwock_e2e::{BareJid, Element, FullJid, Protocol};
 use jabberwock_xmpp::Command;
 
 use crate::runner::{Outcome, run};
@@ -81,6 +81,109 @@ impl Facts<'_> {
     fn errors(&self, short: &str) -> Vec<String> {
         self.device(short).map(|l| l.errors.clone()).unwrap_or_default()
     }
+
+    fn jid(&self, short: &str) -> Option<&FullJid> {
+        self.scenario.devices.iter().find(|d| d.short == short).map(|d| &d.jid)
+    }
+
+    /// What a device handed its server (its client-to-server hop), in order, as it crossed
+    /// the wire: (ms since the start, the stanza, its size in bytes).
+    fn wire_from(&self, short: &str) -> Vec<(u64, Element, usize)> {
+        let Some(jid) = self.jid(short) else { return vec![] };
+        let (me, server) = (jid.to_string(), jid.domain().to_string());
+        self.outcome
+            .transcript
+            .entries
+            .iter()
+            .filter(|e| e.kind == "hop" && e.from.as_deref() == Some(&me) && e.to.as_deref() == Some(&server))
+            .filter_map(|e| {
+                // The transcript writes a stanza in `jabber:client` without declaring it
+                // (`transcript::full_xml`): parse it inside an element that does.
+                let xml = e.xml.as_ref()?;
+                let wrapped = format!("<w xmlns='{}'>{xml}</w>", jabberwock_e2e::xml::NS_CLIENT);
+                let stanza = wrapped.parse::<Element>().ok()?.children().next()?.clone();
+                Some((e.t_ms, stanza, xml.len()))
+            })
+            .collect()
+    }
+
+    /// When a device first showed a plaintext (ms since the start).
+    fn first_plaintext(&self, short: &str) -> Option<u64> {
+        let me = self.jid(short)?.to_string();
+        self.outcome
+            .transcript
+            .entries
+            .iter()
+            .find(|e| e.what == Some("plaintext") && e.actor.as_deref() == Some(&me))
+            .map(|e| e.t_ms)
+    }
+}
+
+/// Whether a stanza goes to `peer`'s devices (a message to the account or a device, an
+/// `<iq/>` to a device), not to a server (a PEP fetch is an `<iq/>` to the bare account).
+fn to_peer(stanza: &Element, peer: &BareJid) -> bool {
+    let to = stanza.attr("to");
+    match stanza.name() {
+        "message" => {
+            to.and_then(|t| t.parse::<jabberwock_e2e::Jid>().ok()).is_some_and(|j| j.to_bare() == *peer)
+        }
+        "iq" => to.and_then(|t| t.parse::<FullJid>().ok()).is_some_and(|j| j.to_bare() == *peer),
+        _ => false,
+    }
+}
+
+/// A request about `peer` to its server (a key fetch from its PEP): an `<iq/>` to the bare
+/// account.
+fn fetch_from(stanza: &Element, peer: &BareJid) -> bool {
+    stanza.name() == "iq"
+        && matches!(stanza.attr("type"), Some("get" | "set"))
+        && stanza.attr("to").and_then(|t| t.parse::<BareJid>().ok()).is_some_and(|j| j == *peer)
+}
+
+/// The exchange between Alice's phone and Bob's laptop until Bob first read something:
+/// stanzas each way, round trips (each turn of Bob's that follows one of Alice's counts one),
+/// and Alice's requests to Bob's account (key fetches).
+#[derive(Debug, Default)]
+struct Exchange {
+    to_bob: usize,
+    to_alice: usize,
+    round_trips: usize,
+    fetches: usize,
+}
+
+fn exchange_before_first_read(f: &Facts<'_>) -> Option<Exchange> {
+    let first = f.first_plaintext("bob/laptop")?;
+    let (alice, bob) = (f.jid("alice/phone")?.to_bare(), f.jid("bob/laptop")?.to_bare());
+    let mut turns: Vec<(u64, bool)> = Vec::new();
+    let mut ex = Exchange::default();
+    for (t, s, _) in f.wire_from("alice/phone").into_iter().filter(|(t, ..)| *t <= first) {
+        if to_peer(&s, &bob) {
+            ex.to_bob += 1;
+            turns.push((t, true));
+        } else if fetch_from(&s, &bob) {
+            ex.fetches += 1;
+        }
+    }
+    for (t, s, _) in f.wire_from("bob/laptop").into_iter().filter(|(t, ..)| *t <= first) {
+        if to_peer(&s, &alice) {
+            ex.to_alice += 1;
+            turns.push((t, false));
+        }
+    }
+    turns.sort();
+    // A round trip: Alice's turn, then Bob's; count Bob's turns that follow one of Alice's.
+    let mut last = None;
+    for (_, from_alice) in turns {
+        if last == Some(true) && !from_alice {
+            ex.round_trips += 1;
+        }
+        last = Some(from_alice);
+    }
+    Some(ex)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn verdict(holds: bool, reason: impl Into<String>) -> Verdict {
@@ -268,6 +371,85 @@ fn offline_forward_secrecy(f: &Facts<'_>) -> Verdict {
     )
 }
 
+fn object_encryption(f: &Facts<'_>) -> Verdict {
+    let bob = f.received("bob/laptop");
+    let Some(first) = bob.first() else {
+        let n = f.jid("bob/laptop").map_or(0, |b| {
+            let b = b.to_bare();
+            f.wire_from("alice/phone").iter().filter(|(_, s, _)| to_peer(s, &b)).count()
+        });
+        return verdict(
+            false,
+            format!(
+                "Bob read nothing: {} from Alice, none readable on its own",
+                plural(n, "stanza", "stanzas")
+            ),
+        );
+    };
+    if first.trust == "unencrypted" {
+        return verdict(false, "the message went in clear (shown flagged unencrypted)");
+    }
+    let Some(ex) = exchange_before_first_read(f) else {
+        return untested("no plaintext was logged for Bob");
+    };
+    let fetches = plural(ex.fetches, "fetch", "fetches");
+    if ex.to_bob == 1 && ex.to_alice == 0 {
+        verdict(
+            true,
+            format!(
+                "one stanza, read on its own as Alice's (trust={}); no stanza back from Bob; {fetches} from his server",
+                first.trust
+            ),
+        )
+    } else {
+        verdict(
+            false,
+            format!(
+                "read only after {} from Alice and {} back from Bob",
+                plural(ex.to_bob, "stanza", "stanzas"),
+                plural(ex.to_alice, "stanza", "stanzas")
+            ),
+        )
+    }
+}
+
+/// The most round trips with the peer before the first message is read that §4.4's "the
+/// number of stanzas required for negotiation MUST be minimized" is taken to allow: one (a
+/// three-message key exchange, XEP-0116's own minimum, fits).
+const EFFICIENT_ROUND_TRIPS: usize = 1;
+
+/// The most bytes a message may cost on the wire over the same message sent in clear.
+const EFFICIENT_OVERHEAD: usize = 1024;
+
+fn efficiency(f: &Facts<'_>) -> Verdict {
+    let Some(ex) = exchange_before_first_read(f) else {
+        return verdict(false, "Bob read nothing");
+    };
+    let Some(bob) = f.jid("bob/laptop").map(|j| j.to_bare()) else { return untested("no Bob") };
+    let sent = f.sent();
+    // Every stanza Alice's phone sent Bob, over the messages typed, against the same messages
+    // as a bare `<message to type='chat'><body/></message>` in clear.
+    let wire: usize =
+        f.wire_from("alice/phone").iter().filter(|(_, s, _)| to_peer(s, &bob)).map(|(.., n)| n).sum();
+    let clear: usize = sent
+        .iter()
+        .map(|(_, _, body)| format!("<message to='{bob}' type='chat'><body>{body}</body></message>").len())
+        .sum();
+    let n = sent.len().max(1);
+    let (per_message, overhead) = (wire / n, wire.saturating_sub(clear) / n);
+    let holds = ex.round_trips <= EFFICIENT_ROUND_TRIPS && overhead <= EFFICIENT_OVERHEAD;
+    verdict(
+        holds,
+        format!(
+            "first read after {} to Bob and {} back ({}), {} from his server; {per_message} bytes a message on the wire, {overhead} over clear",
+            plural(ex.to_bob, "stanza", "stanzas"),
+            plural(ex.to_alice, "stanza", "stanzas"),
+            plural(ex.round_trips, "round trip", "round trips"),
+            plural(ex.fetches, "fetch", "fetches"),
+        ),
+    )
+}
+
 fn multi_device(f: &Facts<'_>) -> Verdict {
     let missing: Vec<&str> =
         ["bob/laptop", "bob/phone", "alice/tablet"].into_iter().filter(|d| f.shown(d).is_empty()).collect();
@@ -442,6 +624,18 @@ pub const PROPERTIES: &[Property] = &[
         title: "forward secrecy of messages that waited offline",
         template: include_str!("../../scenarios/properties/offline-forward-secrecy.yaml.tmpl"),
         judge: offline_forward_secrecy,
+    },
+    Property {
+        id: "object-encryption",
+        title: "one stanza, encrypted and authenticated on its own",
+        template: include_str!("../../scenarios/properties/object-encryption.yaml.tmpl"),
+        judge: object_encryption,
+    },
+    Property {
+        id: "efficiency",
+        title: "stanzas, round trips and bytes",
+        template: include_str!("../../scenarios/properties/efficiency.yaml.tmpl"),
+        judge: efficiency,
     },
     Property {
         id: "reordering",
