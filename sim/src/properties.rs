@@ -450,6 +450,26 @@ fn efficiency(f: &Facts<'_>) -> Verdict {
     )
 }
 
+/// The most alphanumerics XEP-0210 §4.3 lets a ceremony ask the users to compare.
+const USABLE_ALPHANUMERICS: usize = 6;
+
+fn usability(f: &Facts<'_>) -> Verdict {
+    let Some(log) = f.device("alice/phone") else { return untested("no Alice") };
+    let Some((_, ceremony)) = log.ceremonies.first() else {
+        return untested("the protocol has no ceremony: nothing to verify");
+    };
+    let result = log.verifications.first().map(|(_, r)| *r);
+    let short = ceremony.alphanumerics() <= USABLE_ALPHANUMERICS;
+    let outcome = match result {
+        Some(r) => format!("{r:?}"),
+        None => "no outcome".to_owned(),
+    };
+    verdict(
+        short && result == Some(jabberwock_e2e::VerificationResult::Match),
+        format!("{ceremony}; the ceremony came out {outcome}"),
+    )
+}
+
 fn multi_device(f: &Facts<'_>) -> Verdict {
     let missing: Vec<&str> =
         ["bob/laptop", "bob/phone", "alice/tablet"].into_iter().filter(|d| f.shown(d).is_empty()).collect();
@@ -636,6 +656,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "stanzas, round trips and bytes",
         template: include_str!("../../scenarios/properties/efficiency.yaml.tmpl"),
         judge: efficiency,
+    },
+    Property {
+        id: "usability",
+        title: "what the humans compare to verify",
+        template: include_str!("../../scenarios/properties/usability.yaml.tmpl"),
+        judge: usability,
     },
     Property {
         id: "reordering",

@@ -179,8 +179,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-usable",
         level: Level::Must,
         asks: "Transparent to use; verifying keys needs no more than a one-time out-of-band comparison of up to 6 alphanumeric characters.",
-        measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        measured_by: &["usability"],
+        unmeasured: None,
     },
     Requirement {
         section: "4.4",

@@ -40,7 +40,7 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// What the line records, finer than `kind`: `send`, `plaintext`, `alert`, `trust`,
-    /// `verification`, `stored-offline`, `session-up`, `session-down`, `connect-failed`,
+    /// `ceremony`, `verification`, `stored-offline`, `session-up`, `session-down`, `connect-failed`,
     /// `tls-failed`, `stream-error`, `engine-error`, `stanza-error`, `lost`; for attacker
     /// lines `act` (a rule acted on the hop's stanza), `deliver`, `inject`, `release`,
     /// `forge`, `records`, `steal`, `terminate-tls`.

@@ -41,6 +41,8 @@ pub struct DeviceLog {
     pub errors: Vec<String>,
     /// Verification outcomes.
     pub verifications: Vec<(BareJid, VerificationResult)>,
+    /// What the users did in each verification ceremony, as it started.
+    pub ceremonies: Vec<(BareJid, jabberwock_e2e::Ceremony)>,
 }
 
 /// The simulator's hooks.
@@ -381,6 +383,15 @@ impl Hooks for World {
                         device,
                         format!("🔑 {peer} device {d} key {short}… is {trust}"),
                     ));
+                }
+                Event::Ceremony { peer, ceremony } => {
+                    self.record(self.device_line(
+                        "event",
+                        "ceremony",
+                        device,
+                        format!("✓ verification of {peer} starts: {ceremony}"),
+                    ));
+                    self.log(device, |l| l.ceremonies.push((peer.clone(), ceremony.clone())));
                 }
                 Event::Verification { peer, result } => {
                     self.record(self.device_line(

@@ -143,6 +143,38 @@ pub enum VerificationResult {
     NothingToCompare,
 }
 
+/// What the users do in a verification ceremony, as the verifying device presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ceremony {
+    /// They read each other this text out of band and compare it (a fingerprint, a short
+    /// authentication string).
+    Compare(String),
+    /// They type in a secret they agreed on out of band beforehand (OTR's Socialist
+    /// Millionaires' Protocol): nothing to read out.
+    SharedSecret,
+}
+
+impl Ceremony {
+    /// How many letters and digits the users must compare (none for a shared secret).
+    pub fn alphanumerics(&self) -> usize {
+        match self {
+            Ceremony::Compare(text) => text.chars().filter(char::is_ascii_alphanumeric).count(),
+            Ceremony::SharedSecret => 0,
+        }
+    }
+}
+
+impl fmt::Display for Ceremony {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ceremony::Compare(text) => {
+                write!(f, "the users compare {text:?} ({} alphanumerics)", self.alphanumerics())
+            }
+            Ceremony::SharedSecret => f.write_str("the users type in a secret they share"),
+        }
+    }
+}
+
 /// What an engine reports to its user.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +211,14 @@ pub enum Event {
         fingerprint: String,
         /// The new trust.
         trust: Trust,
+    },
+    /// A verification ceremony starts: what the users do in it (the client reports it from
+    /// [`Engine::ceremony`] before it calls [`Engine::verify`]).
+    Ceremony {
+        /// The account being verified.
+        peer: BareJid,
+        /// What the users compare or share.
+        ceremony: Ceremony,
     },
     /// A verification ceremony finished.
     Verification {
@@ -329,6 +369,15 @@ pub trait Engine: fmt::Debug + Send {
 
     /// What this device can tell a peer out of band about itself (its fingerprints).
     fn out_of_band(&self) -> OutOfBand;
+
+    /// What the users do to verify `peer` with this device now (XEP-0210 §4.3 asks for no
+    /// more than six alphanumerics): by default they compare the first thing the device says
+    /// about itself out of band (its fingerprint; the peer's has the same length). `None`
+    /// when there is nothing to compare.
+    fn ceremony(&self, peer: &BareJid) -> Option<Ceremony> {
+        let _ = peer;
+        self.out_of_band().peer_says.into_iter().next().map(Ceremony::Compare)
+    }
 
     /// The deniability test: using only this device's own state, make a stanza that this
     /// device would accept as `body` sent by `from`. `Ok(None)` when the protocol gives the

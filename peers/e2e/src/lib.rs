@@ -43,7 +43,7 @@ protocols! {
 }
 
 pub use engine::{
-    Action, Carbon, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Theft, Trust, TrustPolicy,
+    Action, Carbon, Ceremony, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Theft, Trust, TrustPolicy,
     VerificationResult,
 };
 pub use error::{E2eError, Fault};

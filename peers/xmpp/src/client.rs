@@ -294,6 +294,10 @@ impl<T: Transport> Device<T> {
                 r
             }
             Command::Verify { peer } => {
+                if let Some(ceremony) = self.engine.ceremony(peer) {
+                    let event = Event::Ceremony { peer: peer.clone(), ceremony };
+                    self.hooks.note(Note::Event { device: &self.cfg.jid, event: &event });
+                }
                 let oob = self.hooks.out_of_band(peer);
                 self.engine.verify(&mut cx, peer, &oob)
             }

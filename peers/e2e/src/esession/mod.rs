@@ -1199,6 +1199,11 @@ impl Engine for Esession {
         ))
     }
 
+    fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
+        // §sas: the users compare the SAS of their session.
+        self.sessions.get(peer).map(|s| crate::Ceremony::Compare(s.sas.clone()))
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand {
             peer_says: self.sessions.iter().map(|(peer, s)| format!("sas {peer}: {}", s.sas)).collect(),

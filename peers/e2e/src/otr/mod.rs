@@ -787,6 +787,12 @@ impl Engine for Otr {
         Ok(Some(stanza))
     }
 
+    fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
+        // SMP (§"The Socialist Millionaires' Protocol") on a secret the users agreed on: run in
+        // a private conversation, so there is nothing to verify without one.
+        self.peers.get(peer).and_then(Self::best).map(|_| crate::Ceremony::SharedSecret)
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand { peer_says: vec![self.fingerprint()] }
     }

@@ -947,6 +947,16 @@ impl Engine for Xtls {
         Ok(out)
     }
 
+    fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
+        // The users compare the certificate fingerprint and, per tunnel, its SAS (`verify`).
+        let fingerprint = self.fingerprint()?;
+        let sas = self.sessions.iter().filter(|(d, _)| d.to_bare() == *peer).find_map(|(_, s)| s.sas.clone());
+        Some(crate::Ceremony::Compare(match sas {
+            Some(sas) => format!("{fingerprint} {sas}"),
+            None => fingerprint,
+        }))
+    }
+
     fn out_of_band(&self) -> OutOfBand {
         let mut says: Vec<String> = self.fingerprint().into_iter().collect();
         says.extend(
