@@ -450,6 +450,43 @@ fn efficiency(f: &Facts<'_>) -> Verdict {
     )
 }
 
+fn metadata(f: &Facts<'_>) -> Verdict {
+    let Some(bob) = f.jid("bob/laptop").map(|j| j.to_bare()) else { return untested("no Bob") };
+    let wire: Vec<(u64, usize)> = f
+        .wire_from("alice/phone")
+        .into_iter()
+        .filter(|(_, s, _)| to_peer(s, &bob))
+        .map(|(t, _, n)| (t, n))
+        .collect();
+    let (mut short, mut long) = (Vec::new(), Vec::new());
+    // Every message but the first (which may set a session up), by the bytes Alice's phone
+    // sent Bob in the second after it was typed.
+    for (_, at, body) in f.sent().into_iter().skip(1) {
+        let from = at.as_millis() as u64;
+        let bytes: usize = wire.iter().filter(|(t, _)| (from..from + 1000).contains(t)).map(|(_, n)| n).sum();
+        if bytes == 0 {
+            return untested("a message crossed no wire in the second after it was typed");
+        }
+        if body.chars().count() <= 2 { short.push(bytes) } else { long.push(bytes) }
+    }
+    let range = |v: &[usize]| {
+        let (lo, hi) = (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0));
+        if lo == hi { format!("{lo}") } else { format!("{lo}–{hi}") }
+    };
+    let (lo_long, hi_short) =
+        (long.iter().min().copied().unwrap_or(0), short.iter().max().copied().unwrap_or(0));
+    let leak = lo_long > hi_short;
+    verdict(
+        !leak,
+        format!(
+            "2-character messages took {} bytes on the wire, 40-character ones {}: {}",
+            range(&short),
+            range(&long),
+            if leak { "the server tells them apart by size" } else { "their sizes overlap" }
+        ),
+    )
+}
+
 /// The most alphanumerics XEP-0210 §4.3 lets a ceremony ask the users to compare.
 const USABLE_ALPHANUMERICS: usize = 6;
 
@@ -584,6 +621,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "confidentiality against the server",
         template: include_str!("../../scenarios/properties/confidentiality.yaml.tmpl"),
         judge: confidentiality,
+    },
+    Property {
+        id: "metadata",
+        title: "message length hidden from the server",
+        template: include_str!("../../scenarios/properties/metadata.yaml.tmpl"),
+        judge: metadata,
     },
     Property {
         id: "integrity",

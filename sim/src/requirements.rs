@@ -73,6 +73,15 @@ pub const REQUIREMENTS: &[Requirement] = &[
         unmeasured: None,
     },
     Requirement {
+        section: "3.1",
+        topic: "Confidentiality: routing data only",
+        anchor: "reqs-encrypt",
+        level: Level::Should,
+        asks: "The encrypted stanzas should be understood by an intermediate server only to the extent required to route them.",
+        measured_by: &["metadata"],
+        unmeasured: None,
+    },
+    Requirement {
         section: "3.2",
         topic: "Integrity",
         anchor: "reqs-integrity",
@@ -489,7 +498,9 @@ mod tests {
 
     #[test]
     fn every_requirement_names_properties_of_the_suite_or_says_why_not() {
-        assert_eq!(REQUIREMENTS.len(), 18, "XEP-0210 has ten security and eight application requirements");
+        // XEP-0210 has ten security and eight application requirements; §3.1's second sentence
+        // (a "should": only routing data) is a row of its own.
+        assert_eq!(REQUIREMENTS.len(), 19);
         for r in REQUIREMENTS {
             for id in r.measured_by {
                 assert!(PROPERTIES.iter().any(|p| p.id == *id), "§{}: no property {id}", r.section);
