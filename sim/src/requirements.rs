@@ -330,8 +330,9 @@ impl<'a> Requirements<'a> {
              by hand, `cargo test` fails when this file is stale. Each row is a requirement of \
              [XEP-0210: Requirements for Encrypted Sessions](https://xmpp.org/extensions/xep-0210.html), \
              with its section number and title as in the XEP; each cell is computed from the runs of \
-             the properties that measure it (listed under the row's section below, each linked to its \
-             runs in the matrix).\n"
+             the properties that measure it (listed under the row's section below); a mark links to the \
+             matrix's section of the property that decided it, where its run's reason is, and \
+             `requirements.html` links it to the run itself.\n"
         );
         let _ = writeln!(s, "{LEGEND}\n");
         s.push_str("| § | requirement | level |");
@@ -347,7 +348,17 @@ impl<'a> Requirements<'a> {
             let _ =
                 write!(s, "| {} | [{}](#{}) | {} |", r.section, md_cell(r.topic), slug(r), r.level.word());
             for p in Protocol::ALL {
-                let _ = write!(s, " {} |", r.answer(self.report, *p).mark);
+                // The mark links to the matrix's section of the property that decided it,
+                // where the run's reason is.
+                let a = r.answer(self.report, *p);
+                match a.decided_by.first() {
+                    Some(id) => {
+                        let _ = write!(s, " [{}](matrix.md#{}) |", a.mark, url_path(id));
+                    }
+                    None => {
+                        let _ = write!(s, " {} |", a.mark);
+                    }
+                }
             }
             s.push('\n');
         }
