@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use jabberwock_e2e::{Protocol, Reason, reason};
+use jabberwock_e2e::{Fault, Protocol, Reason, reason};
 use jabberwock_xmpp::reasons as client;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
@@ -22,6 +22,21 @@ pub struct Source {
     pub by: String,
     /// What it means, in one line.
     pub meaning: &'static str,
+    /// An engine's reason: who is at fault when it is reported (`None` for a notice); always
+    /// `None` for the client's, which blames no one.
+    pub fault: Option<Fault>,
+}
+
+impl Source {
+    /// Who is at fault, as `scenarios/reasons.md` writes it: the fault as transcripts print
+    /// it, `notice` for an engine's notice, `—` for the client's reasons.
+    pub fn blame(&self) -> String {
+        match self.fault {
+            Some(f) => f.to_string(),
+            None if self.by.starts_with("client") => "—".to_owned(),
+            None => "notice".to_owned(),
+        }
+    }
 }
 
 /// A reason devices report, as scenarios write it.
@@ -52,7 +67,8 @@ impl Known {
 /// Every reason, in code order, each listed once with all its sources.
 pub fn all() -> Vec<Known> {
     let mut sources: Vec<(&'static str, Source)> = Vec::new();
-    let mut add = |r: &Reason, by: String| sources.push((r.code, Source { by, meaning: r.meaning }));
+    let mut add =
+        |r: &Reason, by: String| sources.push((r.code, Source { by, meaning: r.meaning, fault: r.fault }));
     for r in reason::EVERY_ENGINE {
         add(r, "every engine".to_owned());
     }
@@ -207,10 +223,15 @@ pub fn markdown() -> String {
          `alerts:` and `errors:` (anything else is an error when the file loads). *Every engine* \
          reports the codes of its typed errors; a protocol's engine reports those its registry \
          entry lists; the *client* reports its own alerts and the RFC 6120 stanza errors it \
-         receives and stream errors that end its stream.\n\n",
+         receives and stream errors that end its stream. *At fault* is whom an engine blames \
+         when it reports the reason (transcripts print it with the error): the *peer* (what its \
+         keys authenticated is wrong), the *path* (an authenticated stanza travelled wrongly: \
+         twice, late, redirected; or the path served keys that are not the peer's), the *peer \
+         or path* (nothing authenticates the evidence), or *this device* (its own policy, \
+         settings or limits); a *notice* blames no one (the rule: peers/e2e/src/error.rs).\n\n",
         all.len()
     ));
-    out.push_str("| reason | meaning | reported by |\n|---|---|---|\n");
+    out.push_str("| reason | meaning | reported by | at fault |\n|---|---|---|---|\n");
     for k in &all {
         let meaning = match k.sources.as_slice() {
             [one] => one.meaning.to_owned(),
@@ -219,7 +240,8 @@ pub fn markdown() -> String {
             }
         };
         let by = k.sources.iter().map(|s| s.by.as_str()).collect::<Vec<_>>().join("<br>");
-        out.push_str(&format!("| `{}` | {} | {} |\n", k.code, meaning.replace('|', "\\|"), by));
+        let blame = k.sources.iter().map(Source::blame).collect::<Vec<_>>().join("<br>");
+        out.push_str(&format!("| `{}` | {} | {} | {} |\n", k.code, meaning.replace('|', "\\|"), by, blame));
     }
     out
 }
@@ -304,5 +326,14 @@ mod tests {
         let rows = md.lines().filter(|l| l.starts_with("| `")).count();
         assert_eq!(rows, all().len());
         assert!(md.contains("| `bad-mac` | "));
+        let row =
+            |code: &str| md.lines().find(|l| l.starts_with(&format!("| `{code}` |"))).unwrap_or_default();
+        assert!(row("bad-mac").ends_with("| peer or path |"), "{}", row("bad-mac"));
+        assert!(row("replayed-counter").ends_with("| path |"), "{}", row("replayed-counter"));
+        assert!(row("policy").ends_with("| this device |"), "{}", row("policy"));
+        assert!(row("otr-session").ends_with("| notice |"), "{}", row("otr-session"));
+        assert!(row("forged-carbon").ends_with("| — |"), "{}", row("forged-carbon"));
+        // A code both the client and an engine report blames per source.
+        assert!(row("not-acceptable").ends_with("| peer or path<br>— |"), "{}", row("not-acceptable"));
     }
 }

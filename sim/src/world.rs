@@ -111,7 +111,7 @@ impl World {
             "error",
             "engine-error",
             device,
-            format!("✗ engine error {} ({:?} at fault): {error}{note}", error.code(), error.fault()),
+            format!("✗ engine error {} ({} at fault): {error}{note}", error.code(), error.fault()),
         ));
         self.log(device, |l| l.errors.push(error.code().to_owned()));
     }

@@ -5,6 +5,7 @@
 mod bad_input;
 mod determinism;
 mod diagram;
+mod faults;
 mod hostile;
 mod layering;
 mod matrix;

@@ -11,7 +11,9 @@
 //! in the client, in `peers/xmpp/src/reasons.rs`. A reason value the test cannot read (any
 //! other expression) fails it too, so a new way of reporting reasons comes with a way to read
 //! it. Conversely, every reason a protocol declares as its own is reported somewhere in its
-//! folder: the list holds no dead entries.
+//! folder: the list holds no dead entries. And every reason an engine raises as an error (a
+//! `Rejected`'s) is declared with who is at fault, not as a notice: the transcript line of an
+//! error names the fault (`peers/e2e/src/error.rs`).
 //!
 //! Not scanned: comments, `tests.rs`, `testing.rs` and `#[cfg(test)]` modules (tests make up
 //! reasons to test with).
@@ -216,11 +218,13 @@ fn code_tokens(text: &str) -> Vec<(Tok, usize)> {
 
 // ---- what a file reports -------------------------------------------------------------------
 
-/// One reason a file reports, with its line.
+/// One reason a file reports, with its line, and whether it is an error's (the `reason` of an
+/// `E2eError::Rejected`, built there or by a helper): an error must be declared with a fault.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Found {
     code: String,
     line: usize,
+    error: bool,
 }
 
 /// What scanning a file gives: the reasons it reports, the helpers it defines (functions that
@@ -229,7 +233,8 @@ struct Found {
 #[derive(Debug, Default)]
 struct Scan {
     found: Vec<Found>,
-    helpers: BTreeSet<String>,
+    /// By name: whether the struct it builds is an error (`Rejected`).
+    helpers: BTreeMap<String, bool>,
     unreadable: Vec<(usize, String)>,
 }
 
@@ -312,7 +317,7 @@ fn reasons_of(expr: &[(Tok, usize)], constants: &BTreeMap<String, &'static str>)
     let literals: Vec<Found> = expr
         .iter()
         .filter_map(|(t, line)| match t {
-            Tok::Str(s) => Some(Found { code: s.clone(), line: *line }),
+            Tok::Str(s) => Some(Found { code: s.clone(), line: *line, error: false }),
             _ => None,
         })
         .collect();
@@ -335,7 +340,7 @@ fn reasons_of(expr: &[(Tok, usize)], constants: &BTreeMap<String, &'static str>)
         && let Some((Tok::Ident(name), line)) = expr.get(n - 3)
         && let Some(code) = constants.get(name)
     {
-        return Some(vec![Found { code: (*code).to_owned(), line: *line }]);
+        return Some(vec![Found { code: (*code).to_owned(), line: *line, error: false }]);
     }
     None
 }
@@ -354,19 +359,20 @@ fn is_pattern(toks: &[(Tok, usize)], open: usize) -> bool {
 fn scan(text: &str, constants: &BTreeMap<String, &'static str>) -> Scan {
     let toks = code_tokens(text);
     let mut out = Scan::default();
-    // A field of a reporting struct being built (not its type's definition, not a pattern).
-    let is_reason_field = |i: usize| {
-        let Some(open) = enclosing_brace(&toks, i) else { return false };
-        let Some((Tok::Ident(name), _)) = open.checked_sub(1).and_then(|k| toks.get(k)) else { return false };
-        REPORTING.contains(&name.as_str()) && !is_pattern(&toks, open)
+    // A field of a reporting struct being built (not its type's definition, not a pattern):
+    // the struct's name.
+    let reason_field_of = |i: usize| -> Option<&str> {
+        let open = enclosing_brace(&toks, i)?;
+        let Some((Tok::Ident(name), _)) = open.checked_sub(1).and_then(|k| toks.get(k)) else { return None };
+        (REPORTING.contains(&name.as_str()) && !is_pattern(&toks, open)).then_some(name.as_str())
     };
+    let errors = |found: Vec<Found>, error: bool| found.into_iter().map(move |f| Found { error, ..f });
     for (i, (t, line)) in toks.iter().enumerate() {
         if *t != Tok::Ident("reason".into()) || is_punct(i.checked_sub(1).and_then(|k| toks.get(k)), '.') {
             continue;
         }
-        if !is_reason_field(i) {
-            continue;
-        }
+        let Some(kind) = reason_field_of(i) else { continue };
+        let error = kind == "Rejected";
         if is_punct(toks.get(i + 1), ':') && !is_punct(toks.get(i + 2), ':') {
             // `reason: <value>`, unless it is the field's type (`reason: &'static str`).
             let value = expression(&toks, i + 2, &[',']);
@@ -374,7 +380,7 @@ fn scan(text: &str, constants: &BTreeMap<String, &'static str>) -> Scan {
                 continue;
             }
             match reasons_of(value, constants) {
-                Some(found) => out.found.extend(found),
+                Some(found) => out.found.extend(errors(found, error)),
                 None => out.unreadable.push((*line, "a `reason:` value".into())),
             }
         } else if is_punct(toks.get(i + 1), ',') || is_punct(toks.get(i + 1), '}') {
@@ -398,12 +404,12 @@ fn scan(text: &str, constants: &BTreeMap<String, &'static str>) -> Scan {
             });
             match origin {
                 Some(Origin::Let(start)) => match reasons_of(expression(&toks, start, &[';']), constants) {
-                    Some(found) => out.found.extend(found),
+                    Some(found) => out.found.extend(errors(found, error)),
                     None => out.unreadable.push((*line, "a `let reason = ...` value".into())),
                 },
                 // A helper's parameter (`fn rejected(reason: &'static str, ...)`): its calls are read.
                 Some(Origin::Parameter(name)) => {
-                    out.helpers.insert(name);
+                    *out.helpers.entry(name).or_default() |= error;
                 }
                 _ => out.unreadable.push((*line, "a shorthand `reason` from nowhere".into())),
             }
@@ -413,26 +419,29 @@ fn scan(text: &str, constants: &BTreeMap<String, &'static str>) -> Scan {
 }
 
 /// The first arguments of every call of `helpers` in `text`.
-fn helper_calls(text: &str, helpers: &BTreeSet<String>, constants: &BTreeMap<String, &'static str>) -> Scan {
+fn helper_calls(
+    text: &str,
+    helpers: &BTreeMap<String, bool>,
+    constants: &BTreeMap<String, &'static str>,
+) -> Scan {
     let toks = code_tokens(text);
     let mut out = Scan::default();
     for (i, (t, line)) in toks.iter().enumerate() {
         let Tok::Ident(name) = t else { continue };
-        if !helpers.contains(name)
-            || !is_punct(toks.get(i + 1), '(')
-            || is_ident(i.checked_sub(1).and_then(|k| toks.get(k)), "fn")
-        {
+        let Some(&error) = helpers.get(name) else { continue };
+        if !is_punct(toks.get(i + 1), '(') || is_ident(i.checked_sub(1).and_then(|k| toks.get(k)), "fn") {
             continue;
         }
         match reasons_of(expression(&toks, i + 2, &[',']), constants) {
-            Some(found) => out.found.extend(found),
+            Some(found) => out.found.extend(found.into_iter().map(|f| Found { error, ..f })),
             None => out.unreadable.push((*line, format!("the reason passed to `{name}`"))),
         }
     }
     out
 }
 
-/// `const NAME: Reason = Reason::new("code", ...)` declarations in `text`.
+/// `const NAME: Reason = Reason::new("code", ...)` (or `Reason::engine("code", ...)`)
+/// declarations in `text`.
 fn declared_constants(text: &str, out: &mut BTreeMap<String, &'static str>, all: &[&'static str]) {
     let toks = lex(text);
     for w in toks.windows(11) {
@@ -440,7 +449,7 @@ fn declared_constants(text: &str, out: &mut BTreeMap<String, &'static str>, all:
             && let (Tok::Ident(name), _) = &w[1]
             && is_ident(Some(&w[3]), "Reason")
             && is_ident(Some(&w[5]), "Reason")
-            && is_ident(Some(&w[8]), "new")
+            && (is_ident(Some(&w[8]), "new") || is_ident(Some(&w[8]), "engine"))
             && is_punct(Some(&w[9]), '(')
             && let (Tok::Str(code), _) = &w[10]
             && let Some(code) = all.iter().find(|c| *c == code)
@@ -511,14 +520,17 @@ fn code_reports_only_declared_reasons() {
         }
     };
     let mut scans = Vec::new();
-    let mut helpers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut helpers: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     for (file, text) in &texts {
         let s = scan(text, &constants);
-        helpers.entry(scope(file)).or_default().extend(s.helpers.iter().cloned());
+        let known = helpers.entry(scope(file)).or_default();
+        for (name, error) in &s.helpers {
+            *known.entry(name.clone()).or_default() |= *error;
+        }
         scans.push((file.clone(), s));
     }
     for (file, text) in &texts {
-        let calls = helper_calls(text, helpers.get(&scope(file)).unwrap_or(&BTreeSet::new()), &constants);
+        let calls = helper_calls(text, helpers.get(&scope(file)).unwrap_or(&BTreeMap::new()), &constants);
         let s = scans.iter_mut().find(|(f, _)| f == file).map(|(_, s)| s).unwrap();
         s.found.extend(calls.found);
         s.unreadable.extend(calls.unreadable);
@@ -531,6 +543,8 @@ fn code_reports_only_declared_reasons() {
     let mut total = 0;
     for (file, s) in &scans {
         let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        // The engine declarations that apply here (none outside peers/e2e).
+        let mut declarations: Vec<&[Reason]> = Vec::new();
         let (allowed, whose): (BTreeSet<&str>, String) = if let Some(folder) = folder_of(&e2e_src, file) {
             let lists: Vec<&[Reason]> = Protocol::ALL
                 .iter()
@@ -539,8 +553,11 @@ fn code_reports_only_declared_reasons() {
                 .collect();
             let mut allowed = codes(&lists);
             allowed.extend(&every_engine);
+            declarations.extend(lists);
+            declarations.push(reason::EVERY_ENGINE);
             (allowed, format!("the `reasons` of the registry entries in `{folder}`"))
         } else if file.starts_with(&e2e_src) {
+            declarations.extend([reason::EVERY_ENGINE, reason::SHARED]);
             (codes(&[reason::EVERY_ENGINE, reason::SHARED]), "peers/e2e/src/reason.rs".into())
         } else if file.starts_with(root.join("peers/xmpp")) {
             (client_codes.clone(), "peers/xmpp/src/reasons.rs".into())
@@ -554,6 +571,16 @@ fn code_reports_only_declared_reasons() {
             total += 1;
             if !allowed.contains(f.code.as_str()) {
                 problems.push(format!("{shown}:{}: reports `{}`, not declared in {whose}", f.line, f.code));
+            }
+            // An engine error says who is at fault: its reason is declared with a fault, never
+            // as a notice (peers/e2e/src/error.rs, "Who is at fault").
+            let notice =
+                declarations.iter().flat_map(|l| l.iter()).any(|r| r.code == f.code && r.fault.is_none());
+            if f.error && notice {
+                problems.push(format!(
+                    "{shown}:{}: raises `{}` as an error, but it is declared a notice, with no fault",
+                    f.line, f.code
+                ));
             }
             if let Some(folder) = folder_of(&e2e_src, file) {
                 reported_in.entry(folder).or_default().insert(f.code.clone());
@@ -639,7 +666,12 @@ fn the_scanner_reads_every_way_of_reporting_a_reason() {
         s.unreadable,
         calls.unreadable
     );
-    assert_eq!(s.helpers.iter().collect::<Vec<_>>(), ["rejected"]);
+    assert_eq!(s.helpers, BTreeMap::from([("rejected".to_owned(), true)]));
+    // Which are errors' reasons (they must be declared with a fault).
+    let mut errors: Vec<String> =
+        s.found.iter().chain(&calls.found).filter(|f| f.error).map(|f| f.code.clone()).collect();
+    errors.sort();
+    assert_eq!(errors, ["arm-one", "arm-two", "by-helper"]);
 
     let bad = scan("fn f() { out.events.push(Event::Alert { reason: pick(), detail }); }", &constants);
     assert_eq!(bad.unreadable.len(), 1, "{bad:?}");

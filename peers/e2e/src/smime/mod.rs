@@ -14,16 +14,59 @@
 //! Receiving, in this order: decrypt (EnvelopedData) → verify the signature (SignedData) →
 //! check the signer's certificate (issued by the scenario CA, valid at `cx.now`, xmppAddr equal
 //! to the stanza's sender) → check CPIM (From is the sender; To is us, or the sender is our
-//! own account: a sent carbon; DateTime within five minutes of `cx.now`, §6.9) → the body,
-//! with the trust the policy gives the certificate. §7: a message that cannot be decrypted is
-//! answered with a `<bad-request/>` stanza error, one whose signature, certificate or CPIM
-//! headers fail with `<not-acceptable/>` (both `type='modify'`, returned from
+//! own account: a sent carbon) → the body, with the trust the policy gives the certificate,
+//! marked when its DateTime fails a §6.9 check (see "Timestamps" below). §7: a message that
+//! cannot be decrypted is answered with a `<bad-request/>` stanza error, one whose signature,
+//! certificate or CPIM From/To fail with `<not-acceptable/>` (both `type='modify'`, returned from
 //! [`Engine::drain`] after the failed `receive`). The error carries no part of the original,
 //! but which of the two it is tells the decryption step's outcome: see "What the §7 replies
 //! reveal" below. Only messages of type `chat` or `normal` (or no type, or a type we do not
 //! know: RFC 6121 §5.2.2 reads those as `normal`) are processed; `<e2e/>` in `groupchat` or
 //! `headline` messages is ignored without an answer (RFC 3923 secures one-to-one stanzas, and
 //! an answer to a room or a broadcast would go to whoever the `from` names).
+//!
+//! # Timestamps (§6.9), delayed delivery and replay
+//!
+//! RFC 3923 §6.9, "Inclusion and Checking of Timestamps":
+//!
+//! > Timestamps are included in "Message/CPIM" and "application/pidf+xml" objects to help
+//! > prevent replay attacks. [...] The following rules apply to the receiving application:
+//! >
+//! > o  It MUST verify that the timestamp received is within five minutes of the current time.
+//! >
+//! > o  It SHOULD verify that the timestamp received is greater than any timestamp received
+//! >    in the last 10 minutes which passed the previous check.
+//! >
+//! > o  If any of the foregoing checks fails, the timestamp SHOULD be presented to the
+//! >    receiving entity (human or application) marked as "old timestamp", "future
+//! >    timestamp", or "decreasing timestamp", and the receiving entity MAY return a stanza
+//! >    error to the sender as described under Recipient Error Handling (Section 7).
+//!
+//! and §7 calls such a message "Case #3": decrypted, signature verified, timestamps failing.
+//! So both checks run on the signed DateTime of a verified message, and a failure does not
+//! refuse it: the message is shown, preceded by the alert `timestamp-too-old` ("old
+//! timestamp"), `timestamp-in-future` ("future timestamp") or `timestamp-decreasing`
+//! ("decreasing timestamp"). No §7 error is returned for Case #3 (the RFC's MAY): the message
+//! was shown, and a `<not-acceptable/>` would tell its sender the opposite — or tell a sender
+//! who never sent it twice that a replayed copy arrived.
+//!
+//! The second check compares with the newest DateTime that passed the first, per signing
+//! certificate (the sending agent: an authenticated name the path cannot relabel, and one
+//! clock, so a sender's other devices never trip it). Keeping that one value instead of the
+//! last ten minutes' is the same check: a DateTime that passes the first check now is later
+//! than any that passed it more than ten minutes ago (both lie within five minutes of their
+//! arrival). Together the checks catch every replay of a message already received: within
+//! ten minutes of the original as "decreasing", later as "old" — where the RFC wants them
+//! caught, and as it wants them shown.
+//!
+//! A message held in offline storage (XEP-0160) longer than five minutes fails the first check
+//! too: it is an "old timestamp" by the RFC's rule, shown and marked. Our server's XEP-0203
+//! `<delay/>` says when it stored the message, and the alert repeats what it says — but only as
+//! the server's claim: the same server that stamps offline messages can stamp a replay, and
+//! XEP-0203 §5 warns that "a recipient SHOULD NOT rely on delayed delivery notations to provide
+//! a completely accurate representation of the delivery path or timing of a stanza". So the
+//! stamp explains, and never decides: it does not widen the window, stand in for the DateTime,
+//! or exempt a message from the second check.
 //!
 //! # What the §7 replies reveal
 //!
@@ -65,8 +108,6 @@
 //!   device's certificate to the PEP node [`NODE`] (item id = SHA-256 fingerprint of the DER,
 //!   payload `<certificate xmlns='urn:xmpp:jabberwock:smime:certs:0'>base64 DER</certificate>`),
 //!   fetched the first time we send to an account.
-//! - Replay: only the §6.9 DateTime window (±5 minutes) — a replay inside the window is
-//!   accepted, one outside it (including a message held offline longer) is rejected.
 //! - Trust: a certificate that chains to the scenario CA is `Unverified` until the user
 //!   compares fingerprints ([`Engine::verify`]); policies as in the OMEMO engine (BTBV: new
 //!   certificates of a verified contact are untrusted; manual: only verified ones). Untrusted
@@ -83,6 +124,7 @@ mod seam;
 
 use core::fmt;
 use core::time::Duration;
+use std::collections::BTreeMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
@@ -94,7 +136,7 @@ use crate::kit::codec::{b64, unb64_wrapped as unb64};
 use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CLIENT, NS_DELAY, NS_STANZAS, el, sender, text_el};
 use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry.
@@ -151,6 +193,10 @@ pub struct Smime {
     /// The certificate nodes asked for and read, the messages waiting for them.
     dir: Directory,
     last_stamp: Option<Duration>,
+    /// §6.9's second check: per signing certificate (fingerprint), the newest CPIM DateTime
+    /// that passed the first check (module docs, "Timestamps"). Only certificates the CA
+    /// issued and whose signature verified get an entry.
+    newest: BTreeMap<String, Duration>,
     /// §7 error stanzas waiting for [`Engine::drain`].
     outbox: Vec<Element>,
 }
@@ -174,6 +220,19 @@ fn rejected(reason: &'static str, detail: impl Into<String>) -> E2eError {
 enum Stage {
     Decrypt,
     Verify,
+}
+
+/// The outcome of §6.9's checks on a verified message's DateTime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Within five minutes of now, and newer than any before from its signer.
+    Fresh,
+    /// More than five minutes before now: "old timestamp".
+    Old,
+    /// More than five minutes after now: "future timestamp".
+    Future,
+    /// Not after this DateTime, already received from the same signer: "decreasing timestamp".
+    Decreasing(Duration),
 }
 
 impl Smime {
@@ -209,6 +268,7 @@ impl Smime {
             trust: TrustBook::new(config.trust, &WORDING),
             dir: Directory::default(),
             last_stamp: None,
+            newest: BTreeMap::new(),
             outbox: Vec::new(),
         }
     }
@@ -356,6 +416,65 @@ impl Smime {
 
     // ---- receiving --------------------------------------------------------------------------
 
+    /// RFC 3923 §6.9's two checks on the DateTime `sent` of a message `signer` signed (module
+    /// docs, "Timestamps"). The first: "within five minutes of the current time" (MUST). The
+    /// second: "greater than any timestamp received in the last 10 minutes which passed the
+    /// previous check" (SHOULD), against the newest DateTime of that signer that passed the
+    /// first check, which a DateTime passing the first check here becomes (if newer).
+    fn check_timestamp(&mut self, signer: &str, sent: Duration, now: Duration) -> Freshness {
+        if sent.saturating_add(TIMESTAMP_WINDOW) < now {
+            return Freshness::Old;
+        }
+        if sent > now.saturating_add(TIMESTAMP_WINDOW) {
+            return Freshness::Future;
+        }
+        match self.newest.get(signer) {
+            Some(&newest) if sent <= newest => Freshness::Decreasing(newest),
+            _ => {
+                self.newest.insert(signer.to_owned(), sent);
+                Freshness::Fresh
+            }
+        }
+    }
+
+    /// The §6.9 marking of a message whose DateTime failed a check: "old timestamp", "future
+    /// timestamp" or "decreasing timestamp". An old one repeats what our server's XEP-0203
+    /// `<delay/>` claims, as its claim (it decides nothing: module docs, "Timestamps").
+    fn timestamp_alert(&self, freshness: Freshness, stanza: &Element, date_time: &str, now: Duration) -> Option<Event> {
+        let now = format_stamp(now);
+        match freshness {
+            Freshness::Fresh => None,
+            Freshness::Old => {
+                let server = self.me.domain().as_str();
+                let stamp = stanza
+                    .children()
+                    .find(|d| d.is("delay", NS_DELAY) && d.attr("from") == Some(server))
+                    .and_then(|d| d.attr("stamp"));
+                let held = match stamp {
+                    Some(stamp) => format!(
+                        "{server} says it stored the message offline at {stamp} (its claim, not authenticated)"
+                    ),
+                    None => "no delay stamp from our server: a replay, or a message held on the way".to_owned(),
+                };
+                Some(Event::Alert {
+                    reason: "timestamp-too-old",
+                    detail: format!("old timestamp (RFC 3923 §6.9): sent {date_time}, now {now}; {held}"),
+                })
+            }
+            Freshness::Future => Some(Event::Alert {
+                reason: "timestamp-in-future",
+                detail: format!("future timestamp (RFC 3923 §6.9): sent {date_time}, now {now}"),
+            }),
+            Freshness::Decreasing(newest) => Some(Event::Alert {
+                reason: "timestamp-decreasing",
+                detail: format!(
+                    "decreasing timestamp (RFC 3923 §6.9): sent {date_time}, not after {} already received from the same certificate",
+                    format_stamp(newest)
+                ),
+            }),
+        }
+    }
+
     /// The §7 answer to a stanza we could not decrypt or verify.
     fn error_stanza(stanza: &Element, from: &Jid, stage: Stage) -> Element {
         let condition = match stage {
@@ -373,6 +492,7 @@ impl Smime {
         &mut self,
         cx: &mut Cx<'_>,
         from: &Jid,
+        stanza: &Element,
         e2e: &Element,
         out: &mut Output,
     ) -> Result<(), (Stage, E2eError)> {
@@ -410,26 +530,20 @@ impl Smime {
         let sent = parse_stamp(&object.date_time).ok_or_else(|| {
             v(E2eError::Malformed { what: "CPIM DateTime", detail: object.date_time.clone() })
         })?;
-        if self.mode == Mode::Honest {
-            if sent + TIMESTAMP_WINDOW < cx.now {
-                return Err(v(rejected(
-                    "timestamp-too-old",
-                    format!("sent {}, now {}", object.date_time, format_stamp(cx.now)),
-                )));
-            }
-            if sent > cx.now + TIMESTAMP_WINDOW {
-                return Err(v(rejected(
-                    "timestamp-in-future",
-                    format!("sent {}, now {}", object.date_time, format_stamp(cx.now)),
-                )));
-            }
-        }
         let xml = parse_xmpp_xml(&object.xml).map_err(v)?;
         let body = xml
             .children()
             .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns().is_empty()))
             .map(Element::text)
             .unwrap_or_default();
+        // §6.9 (module docs, "Timestamps"): a verified message whose DateTime fails a check is
+        // shown, marked — §7's Case #3, never refused. A thief and the impostor skip them.
+        if self.mode == Mode::Honest {
+            let freshness = self.check_timestamp(&signed.signer.fingerprint, sent, cx.now);
+            if let Some(alert) = self.timestamp_alert(freshness, stanza, &object.date_time, cx.now) {
+                out.events.push(alert);
+            }
+        }
         let trust = self.observe(&sender, signed.signer, out).trust();
         if trust == Trust::Untrusted {
             out.events.push(Event::Alert {
@@ -530,7 +644,7 @@ impl Keyed for Smime {
             return Ok(());
         }
         if let Some(e2e) = stanza.get_child("e2e", NS_E2E) {
-            match self.receive_e2e(cx, &from, e2e, out) {
+            match self.receive_e2e(cx, &from, stanza, e2e, out) {
                 Ok(()) => return Ok(()),
                 Err((stage, e)) => {
                     if self.mode == Mode::Honest {

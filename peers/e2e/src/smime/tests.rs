@@ -478,23 +478,142 @@ fn expired_and_not_yet_valid_certificates() {
     assert_eq!(w.replay(1, &s).0.unwrap_err().code(), "certificate-not-yet-valid");
 }
 
+fn alerts(out: &Output) -> Vec<(&'static str, String)> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert { reason, detail } => Some((*reason, detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn codes(out: &Output) -> Vec<&'static str> {
+    alerts(out).into_iter().map(|(r, _)| r).collect()
+}
+
+/// `s` with a XEP-0203 `<delay/>` from `server` stamped `stamp`, as offline storage adds it.
+fn delayed(s: &Element, server: &str, stamp: Duration) -> Element {
+    let mut s = s.clone();
+    s.append_child(
+        el("delay", NS_DELAY).with("from", server).with("stamp", format_stamp(stamp)).text_node("Offline Storage"),
+    );
+    s
+}
+
 #[test]
-fn the_datetime_window_is_five_minutes() {
+fn a_replay_inside_the_window_is_a_decreasing_timestamp_shown_marked() {
     let mut w = pair(15);
     w.send(ALICE, "bob@b.example", "now");
+    assert_eq!(w.shown_by(BOB), [("now".to_owned(), Trust::Unverified)]);
+    assert!(w.events.iter().all(|(_, e)| !matches!(e, Event::Alert { reason: "timestamp-decreasing", .. })));
     let s = w.last_e2e_to(BOB);
-    // A replay inside the window is accepted (RFC 3923 has nothing else).
+    // RFC 3923 §6.9's second check: not greater than a DateTime already received.
     w.now = NOW + Duration::from_secs(299);
-    assert_eq!(plaintexts(&w.replay(1, &s).0.unwrap()), ["now"]);
-    w.now = NOW + Duration::from_secs(301);
     let (r, d) = w.replay(1, &s);
-    assert_eq!(r.unwrap_err().code(), "timestamp-too-old");
-    assert_eq!(error_condition(&d).as_deref(), Some("not-acceptable"));
+    let out = r.unwrap();
+    assert_eq!(plaintexts(&out), ["now"]);
+    assert_eq!(codes(&out), ["timestamp-decreasing"]);
+    assert!(alerts(&out)[0].1.starts_with("decreasing timestamp (RFC 3923 §6.9)"), "{:?}", alerts(&out));
+    // Case #3: shown, so no §7 error goes back.
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    // A newer message passes both checks.
+    w.send(ALICE, "bob@b.example", "later");
+    assert_eq!(w.shown_by(BOB).last().unwrap().0, "later");
+    assert!(
+        w.events.iter().all(|(_, e)| !matches!(e, Event::Alert { reason, .. } if reason.starts_with("timestamp"))),
+        "{:?}",
+        w.events
+    );
+    assert!(w.errors.is_empty(), "{:?}", w.errors);
+}
+
+#[test]
+fn an_old_timestamp_is_shown_marked_with_what_our_server_claims() {
+    let mut w = pair(16);
+    w.send(ALICE, "bob@b.example", "held");
+    let s = w.last_e2e_to(BOB);
+    w.now = NOW + Duration::from_secs(301);
+    // No delay stamp: nothing explains the age.
+    let (r, d) = w.replay(1, &s);
+    let out = r.unwrap();
+    assert_eq!(plaintexts(&out), ["held"]);
+    let a = alerts(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, "timestamp-too-old");
+    assert!(a[0].1.starts_with("old timestamp (RFC 3923 §6.9)") && a[0].1.contains("no delay stamp"), "{}", a[0].1);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    // Our server's stamp is repeated as its claim; it changes nothing else: even a stamp
+    // claiming it stored the message a second ago leaves it an "old timestamp".
+    for stamp in [NOW, NOW + Duration::from_secs(300)] {
+        let (r, _) = w.replay(1, &delayed(&s, "b.example", stamp));
+        let out = r.unwrap();
+        let a = alerts(&out);
+        assert_eq!(plaintexts(&out), ["held"]);
+        assert_eq!(codes(&out), ["timestamp-too-old"]);
+        let claim = format!("b.example says it stored the message offline at {}", format_stamp(stamp));
+        assert!(a[0].1.contains(&claim), "{}", a[0].1);
+    }
+    // Anyone else's <delay/> is not our server's word: not repeated.
+    let (r, _) = w.replay(1, &delayed(&s, "a.example", NOW));
+    assert!(alerts(&r.unwrap())[0].1.contains("no delay stamp"));
+}
+
+#[test]
+fn a_fresh_delay_stamp_does_not_hide_a_replay() {
+    // The server replays a message Bob already read, stamped as if it had just stored it: the
+    // stamp changes nothing, the second check still marks it.
+    let mut w = pair(17);
+    w.send(ALICE, "bob@b.example", "pay once");
+    let s = w.last_e2e_to(BOB);
+    w.now = NOW + Duration::from_secs(60);
+    let (r, _) = w.replay(1, &delayed(&s, "b.example", NOW + Duration::from_secs(59)));
+    let out = r.unwrap();
+    assert_eq!(codes(&out), ["timestamp-decreasing"]);
+}
+
+#[test]
+fn a_future_timestamp_is_shown_marked() {
+    let mut w = pair(18);
+    w.now = NOW + Duration::from_secs(600);
+    w.send(ALICE, "bob@b.example", "from the future");
+    let s = w.last_e2e_to(BOB);
+    // Bob's copy above arrived at the same time; here the same signed message reaches him
+    // earlier than five minutes before its DateTime (the certificate is valid from NOW).
+    w.now = NOW + Duration::from_secs(240);
+    let (r, _) = w.replay(1, &s);
+    let out = r.unwrap();
+    assert_eq!(plaintexts(&out), ["from the future"]);
+    assert_eq!(codes(&out), ["timestamp-in-future"]);
+}
+
+#[test]
+fn the_second_check_is_per_signing_certificate() {
+    // Alice's laptop signs with its own certificate and clock: a DateTime earlier than her
+    // phone's newest is not a decreasing one.
+    let mut w = World::new(19, &[(ALICE, honest()), (ALICE2, honest()), (BOB, honest())]);
+    w.publish_all();
+    w.now = NOW + Duration::from_secs(2);
+    w.send(ALICE, "bob@b.example", "from the phone");
+    w.now = NOW + Duration::from_secs(1);
+    w.send(ALICE2, "bob@b.example", "from the laptop");
+    let bob: Vec<String> = w.shown_by(BOB).into_iter().map(|(b, _)| b).collect();
+    assert_eq!(bob, ["from the phone", "from the laptop"]);
+    assert!(w.events.iter().all(|(_, e)| !matches!(e, Event::Alert { reason: "timestamp-decreasing", .. })));
+}
+
+#[test]
+fn certificate_validity_is_checked_before_the_timestamps() {
+    let mut w = pair(20);
+    w.send(ALICE, "bob@b.example", "now");
+    let s = w.last_e2e_to(BOB);
     w.now = NOW - Duration::from_secs(301);
-    // (the certificate is not yet valid either: it is checked first)
     assert_eq!(w.replay(1, &s).0.unwrap_err().code(), "certificate-not-yet-valid");
-    // Timestamps increase strictly even when the clock does not move.
-    w.now = NOW;
+}
+
+#[test]
+fn timestamps_increase_strictly_even_when_the_clock_does_not_move() {
+    let mut w = pair(21);
     let mut stamps = Vec::new();
     for _ in 0..3 {
         stamps.push(w.devices[0].1.next_stamp(NOW));
