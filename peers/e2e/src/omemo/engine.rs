@@ -11,7 +11,9 @@
 //!   sessions start just in time from a fetched bundle and repeat their `OMEMOKeyExchange`
 //!   until the peer answers.
 //! - §usecases-receiving: a key exchange builds (or replaces) the session, the used PreKey is
-//!   replaced and the bundle republished, and an empty OMEMO message answers it.
+//!   replaced and the bundle republished, and an empty OMEMO message answers it. A replaced
+//!   session is kept as a previous state and messages are tried against it too, as
+//!   libsignal's `SessionRecord` does ([`super::session`]): a simultaneous start recovers.
 //! - Trust, as the device's [`TrustPolicy`] says: BTBV (a new device is trusted blindly until
 //!   the user verified one of the contact's devices; from then on unverified devices are not
 //!   encrypted to), TOFU (every device's first key is trusted), manual (only verified keys).
@@ -29,6 +31,7 @@ use prost::Message;
 use rand_core::RngCore;
 
 use super::ratchet::{Profile, Ratchet};
+use super::session::{Session, SessionRecord};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
 use super::{legacy, payload, random_bytes};
@@ -182,16 +185,6 @@ fn header(
     header
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    ratchet: Ratchet,
-    /// The X3DH header we repeat until the peer answers (we initiated).
-    pending_kex: Option<KeyExchangeHeader>,
-    /// The initiator's ephemeral key (they initiated): a repeated key exchange with the same
-    /// key is not a new session.
-    their_ek: Option<[u8; 32]>,
-}
-
 /// One device's OMEMO state.
 #[derive(Debug, Clone)]
 pub struct Omemo {
@@ -199,7 +192,9 @@ pub struct Omemo {
     me: FullJid,
     device: u32,
     keys: KeyStore,
-    sessions: BTreeMap<(BareJid, u32), Session>,
+    /// Per peer device, the current session and the previous states kept beside it
+    /// ([`SessionRecord`]).
+    sessions: BTreeMap<(BareJid, u32), SessionRecord>,
     devices: BTreeMap<BareJid, BTreeSet<u32>>,
     bundles: BTreeMap<(BareJid, u32), Bundle>,
     /// The IdentityKey seen for each device, and its trust.
@@ -253,6 +248,12 @@ impl Omemo {
     /// This device's id.
     pub fn device_id(&self) -> u32 {
         self.device
+    }
+
+    /// The sessions with `owner`'s device `device`.
+    #[cfg(test)]
+    pub(super) fn session_record(&self, owner: &BareJid, device: u32) -> Option<&SessionRecord> {
+        self.sessions.get(&(owner.clone(), device))
     }
 
     // ---- PEP ------------------------------------------------------------------------------
@@ -472,13 +473,15 @@ impl Omemo {
                 Version::Legacy => legacy::decode_key_exchange(&bytes)?,
             };
             let (ik, ek) = (kex_header.ik, kex_header.ek);
-            let same = self.sessions.get(&session_key).is_some_and(|s| s.their_ek == Some(ek));
-            if same {
-                let session =
-                    self.sessions.get_mut(&session_key).ok_or(E2eError::Missing { what: "session" })?;
-                session.ratchet.decrypt(&message, cx.rng)?
+            // A key exchange is repeated until answered: one whose ephemeral key started a
+            // state we hold (current or previous) is read by that state, not built again.
+            let started = self.sessions.get(&session_key).and_then(|r| r.started_by(&ek));
+            if let (Some(at), Some(record)) = (started, self.sessions.get_mut(&session_key)) {
+                record.decrypt_at(at, &message, cx.rng)?
             } else {
-                // A new session: work on copies and keep them only if the message authenticates.
+                // §usecases-receiving: a new session. Work on copies and keep them only if the
+                // message authenticates; it replaces the current session, which is kept as a
+                // previous state (module `session`: a simultaneous start).
                 let mut keys = self.keys.clone();
                 let (agreement, spk) = match version {
                     Version::Omemo2 => x3dh::accept(&mut keys, &kex_header)?,
@@ -488,8 +491,13 @@ impl Omemo {
                     Ratchet::init_bob(version.profile(), &agreement.sk, agreement.ad, spk.secret());
                 let material = ratchet.decrypt(&message, cx.rng)?;
                 self.keys = keys;
-                self.sessions
-                    .insert(session_key.clone(), Session { ratchet, pending_kex: None, their_ek: Some(ek) });
+                let session = Session { ratchet, pending_kex: None, their_ek: Some(ek) };
+                match self.sessions.get_mut(&session_key) {
+                    Some(record) => record.replace(session),
+                    None => {
+                        self.sessions.insert(session_key.clone(), SessionRecord::new(session));
+                    }
+                }
                 self.observe_identity(&sender, sid, ik, out);
                 // The used PreKey is replaced and the bundle republished; the key exchange is
                 // answered with an empty OMEMO message so the initiator stops repeating it.
@@ -503,14 +511,13 @@ impl Omemo {
                 material
             }
         } else {
-            let session = self.sessions.get_mut(&session_key).ok_or(E2eError::Rejected {
+            // §usecases-receiving: decrypted with the session with the sender's device — the
+            // current state, or a previous one, which then becomes current (module `session`).
+            let record = self.sessions.get_mut(&session_key).ok_or(E2eError::Rejected {
                 reason: "no-session",
                 detail: format!("no session with device {sid} of {sender}"),
             })?;
-            let material = session.ratchet.decrypt(&bytes, cx.rng)?;
-            // The peer answered: our key exchange is complete.
-            session.pending_kex = None;
-            material
+            record.decrypt(&bytes, cx.rng)?
         };
         let Some(payload_el) = encrypted.get_child("payload", ns) else {
             return Ok(()); // an empty OMEMO message: session management only
@@ -559,7 +566,7 @@ impl Omemo {
                 (key.to_vec(), Some(iv))
             }
         };
-        let session = self.sessions.get_mut(&(owner.clone(), device))?;
+        let session = self.sessions.get_mut(&(owner.clone(), device))?.current_mut();
         let message = session.ratchet.encrypt(&material).ok()?;
         let key = key_element(version, device, message, session.pending_kex.as_ref()).ok()?;
         let header = header(version, self.device, vec![(owner.clone(), key)], iv);
@@ -703,10 +710,10 @@ impl Keyed for Omemo {
                     &bundle.spk,
                     cx.rng,
                 )?;
-                self.sessions
-                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
+                let session = Session { ratchet, pending_kex: Some(kex), their_ek: None };
+                self.sessions.insert(key.clone(), SessionRecord::new(session));
             }
-            let Some(session) = self.sessions.get_mut(&key) else { continue };
+            let Some(session) = self.sessions.get_mut(&key).map(SessionRecord::current_mut) else { continue };
             let message = session.ratchet.encrypt(&key_material)?;
             keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
         }
@@ -798,7 +805,7 @@ impl Engine for Omemo {
         let sender = from.to_bare();
         let me = self.own();
         let Some((sid, session)) =
-            self.sessions.iter().find(|((owner, _), _)| *owner == sender).map(|((_, sid), s)| (*sid, s))
+            self.sessions.iter().find(|((owner, _), _)| *owner == sender).map(|((_, sid), s)| (*sid, s.current()))
         else {
             return Ok(None);
         };
