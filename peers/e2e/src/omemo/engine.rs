@@ -9,7 +9,10 @@
 //! - §usecases-messagesend: the SCE envelope (rpad, time, to, from) is encrypted once and its
 //!   key is ratcheted to every device of the recipient and the sender's other devices;
 //!   sessions start just in time from a fetched bundle and repeat their `OMEMOKeyExchange`
-//!   until the peer answers.
+//!   until the peer answers. A listed device whose bundle a read does not have (a stale
+//!   device id, or one a server made up) is named in a `no-bundle` alert and left out; the
+//!   other devices get the message. Its bundle is read again with later messages, at most
+//!   [`MAX_BUNDLE_READS`] reads in all, never in answer to a read.
 //! - §usecases-receiving: a key exchange builds (or replaces) the session, the used PreKey is
 //!   replaced and the bundle republished, and an empty OMEMO message answers it. A replaced
 //!   session is kept as a previous state and messages are tried against it too, as
@@ -53,6 +56,24 @@ pub const NODE_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
 pub const NS_SCE: &str = "urn:xmpp:sce:1";
 /// How far in the future an envelope's `<time/>` may lie before it is rejected.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// How many reads of a listed device's bundle may come back without it before the device is
+/// given up on (§usecases-building: "in order to build a session with a device, their bundle
+/// information is fetched"; a device without one cannot be encrypted to). The first read is
+/// made for the first message to the device; each later message the user sends reads it once
+/// more (a read never follows the answer of the last), until this bound. After that the device
+/// stays left out until a bundle of it arrives (a PEP notification: a device that published
+/// its list before its bundle is caught that way) or it leaves the device list and comes back.
+pub const MAX_BUNDLE_READS: u32 = 3;
+
+/// A listed device whose bundle a read did not have.
+#[derive(Debug, Clone, Copy, Default)]
+struct MissingBundle {
+    /// How many reads came back without it.
+    reads: u32,
+    /// A message the user sent since the last read: one more read is due.
+    due: bool,
+}
 
 /// A device id: XEP-0384 §bundles, "a positive integer between 1 and 2^31 - 1".
 fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
@@ -197,6 +218,8 @@ pub struct Omemo {
     sessions: BTreeMap<(BareJid, u32), SessionRecord>,
     devices: BTreeMap<BareJid, BTreeSet<u32>>,
     bundles: BTreeMap<(BareJid, u32), Bundle>,
+    /// Listed devices whose bundle could not be had (bounded by [`MAX_BUNDLE_READS`]).
+    missing: BTreeMap<(BareJid, u32), MissingBundle>,
     /// The IdentityKey seen for each device, and its trust.
     trust: TrustBook<u32>,
     dir: Directory,
@@ -224,6 +247,7 @@ impl Omemo {
             sessions: BTreeMap::new(),
             devices: BTreeMap::new(),
             bundles: BTreeMap::new(),
+            missing: BTreeMap::new(),
             trust: TrustBook::new(policy, &WORDING),
             dir: Directory::default(),
         }
@@ -354,13 +378,23 @@ impl Omemo {
                 merged.insert(self.device);
                 out.actions.push(self.publish_devices(&merged));
             }
+            // A device that left the list is forgotten; if it comes back, it is read afresh.
+            self.missing.retain(|(o, d), _| o != owner || ids.contains(d));
             self.devices.insert(owner.clone(), ids);
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
             self.dir.answered(owner, node);
             for item in pep.each() {
                 let id = device_id("bundle item id", item.attr("id"))?;
                 let bundle = self.parse_bundle(item)?;
+                self.missing.remove(&(owner.clone(), id));
                 self.bundles.insert((owner.clone(), id), bundle);
+            }
+            // A read of the whole node (not a notification of one item): a listed device
+            // waiting for its bundle that is not in it has none.
+            if pep.complete {
+                for d in self.waiting_for_bundle(owner) {
+                    self.bundle_missing(owner, d, "its bundles node has no item for it", out);
+                }
             }
         } else if let Some(id) = node.strip_prefix(legacy::NODE_BUNDLE_PREFIX)
             && version == Version::Legacy
@@ -370,7 +404,10 @@ impl Omemo {
             // The node holds one bundle; if a server keeps several items, the last counts.
             if let Some(item) = pep.each().last() {
                 let bundle = self.parse_bundle(item)?;
+                self.missing.remove(&(owner.clone(), id));
                 self.bundles.insert((owner.clone(), id), bundle);
+            } else if pep.complete && self.waiting_for_bundle(owner).contains(&id) {
+                self.bundle_missing(owner, id, "its bundle node is empty", out);
             }
         } else {
             return Ok(());
@@ -388,6 +425,41 @@ impl Omemo {
     }
 
     // ---- sending --------------------------------------------------------------------------
+
+    /// `owner`'s listed devices (ours but this one) we neither have a session with nor a
+    /// bundle of, and whose bundle is to be read: never read yet, or a read is due.
+    fn waiting_for_bundle(&self, owner: &BareJid) -> Vec<u32> {
+        let own = *owner == self.own();
+        let Some(ids) = self.devices.get(owner) else { return Vec::new() };
+        ids.iter()
+            .copied()
+            .filter(|d| !(own && *d == self.device))
+            .filter(|d| {
+                let key = (owner.clone(), *d);
+                !self.sessions.contains_key(&key)
+                    && !self.bundles.contains_key(&key)
+                    && self.missing.get(&key).is_none_or(|m| m.due)
+            })
+            .collect()
+    }
+
+    /// A read came back without the bundle of `owner`'s listed `device` (`why`): the alert
+    /// `no-bundle` names it, and messages go to the other devices without it. Later messages
+    /// read it again, up to [`MAX_BUNDLE_READS`] reads.
+    fn bundle_missing(&mut self, owner: &BareJid, device: u32, why: &str, out: &mut Output) {
+        let missing = self.missing.entry((owner.clone(), device)).or_default();
+        missing.reads = missing.reads.saturating_add(1);
+        missing.due = false;
+        let reads = missing.reads;
+        let then = if reads < MAX_BUNDLE_READS { "read again with the next message" } else { "not read again" };
+        out.events.push(Event::Alert {
+            reason: "no-bundle",
+            detail: format!(
+                "device {device} of {owner} is on its device list but has no bundle ({why}): not \
+                 encrypted to; read {reads} of {MAX_BUNDLE_READS}, {then}"
+            ),
+        });
+    }
 
     /// The devices a message to `to` goes to: all of `to`'s and our own others, minus the
     /// untrusted ones. `None` (after asking for it) while `to`'s device list is unknown.
@@ -663,16 +735,16 @@ impl Keyed for Omemo {
     /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
         let Some(devices) = self.recipients(to, out) else { return Ok(None) };
-        let mut missing = false;
+        // §usecases-building: the bundles of devices without a session are read first (a
+        // device whose bundle was found missing only when a read is due, [`MAX_BUNDLE_READS`]).
+        let mut waiting = false;
         for (owner, d) in &devices {
-            if !self.sessions.contains_key(&(owner.clone(), *d))
-                && !self.bundles.contains_key(&(owner.clone(), *d))
-            {
+            if self.waiting_for_bundle(owner).contains(d) {
                 self.dir.fetch(owner, &self.version.bundle_node(*d), out);
-                missing = true;
+                waiting = true;
             }
         }
-        if missing {
+        if waiting {
             return Ok(None);
         }
         if devices.is_empty() {
@@ -695,7 +767,8 @@ impl Keyed for Omemo {
         for (owner, d) in devices {
             let key = (owner.clone(), d);
             if !self.sessions.contains_key(&key) {
-                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
+                // A device without a bundle (alert `no-bundle` when its read came back) is left out.
+                let Some(bundle) = self.bundles.get(&key).cloned() else { continue };
                 if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
                     continue;
                 }
@@ -748,30 +821,17 @@ impl Keyed for Omemo {
             }
             self.devices.entry(owner.clone()).or_default();
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
-            // No bundles: none of the listed devices without a bundle can be reached.
-            let reachable: BTreeSet<u32> = self
-                .devices
-                .get(owner)
-                .map(|ids| {
-                    ids.iter().copied().filter(|d| self.bundles.contains_key(&(owner.clone(), *d))).collect()
-                })
-                .unwrap_or_default();
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundles of {owner} could not be fetched ({condition})"),
-            });
-            self.devices.insert(owner.clone(), reachable);
+            // No bundles node: none of the listed devices waiting for a bundle has one.
+            for d in self.waiting_for_bundle(owner) {
+                self.bundle_missing(owner, d, &format!("its bundles node could not be read: {condition}"), out);
+            }
         } else if version == Version::Legacy
             && let Some(Ok(device)) =
                 node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
         {
-            // 0.3: this one device cannot be reached.
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
-            });
-            if let Some(ids) = self.devices.get_mut(owner) {
-                ids.remove(&device);
+            // 0.3: this one device's bundle node.
+            if self.waiting_for_bundle(owner).contains(&device) {
+                self.bundle_missing(owner, device, &format!("its bundle node could not be read: {condition}"), out);
             }
         } else {
             return;
@@ -786,6 +846,19 @@ impl Engine for Omemo {
             Version::Omemo2 => Protocol::of(&super::OMEMO),
             Version::Legacy => Protocol::of(&super::OMEMO_LEGACY),
         }
+    }
+
+    /// A new message: each device of `to` (and of our own account) whose bundle a read did
+    /// not have is due one more read, up to [`MAX_BUNDLE_READS`]; then the message is queued
+    /// in the key directory as every keyed engine's is.
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        let own = self.own();
+        for ((owner, _), missing) in self.missing.iter_mut() {
+            if (owner == to || *owner == own) && missing.reads < MAX_BUNDLE_READS {
+                missing.due = true;
+            }
+        }
+        Ok(directory::send(self, cx, to, body))
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

@@ -890,3 +890,112 @@ fn engines_recover_from_a_simultaneous_start() {
         }
     }
 }
+
+/// The tester's second defect: a device on the contact's list with no bundle made an OMEMO 2
+/// sender read the bundles node again in answer to every read, thousands of times, never
+/// sending. Now (both versions) each message reads it at most once, never in answer to a
+/// read; every read without it raises `no-bundle` naming the device, and after
+/// [`MAX_BUNDLE_READS`] reads it is read no more; the message goes to the contact's other
+/// device each time. A bundle that arrives later (a PEP notification) brings it back.
+#[test]
+fn a_listed_device_without_a_bundle_is_read_a_bounded_number_of_times() {
+    use jid::BareJid;
+    use minidom::Element;
+
+    use super::engine::{MAX_BUNDLE_READS, NODE_BUNDLES};
+    use super::legacy;
+    use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB_EVENT, el};
+    use crate::{Action, Engine, Event, Output};
+
+    const GHOST: u32 = 1234;
+    for (version, make) in engines::VERSIONS {
+        let r = &mut rng(70);
+        let (a_bare, b_bare): (BareJid, BareJid) =
+            ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+        let mut alice = make("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = make("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut tablet = make("bob@b.example/tablet".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let _ = engines::publications(&mut alice, &a_bare, r);
+        let mut published = engines::publications(&mut bob, &b_bare, r);
+        // Bob's device list names a device that has no bundle.
+        for (_, _, item) in &mut published {
+            if matches!(item.name(), "devices" | "list") {
+                let ns = item.ns();
+                item.append_child(el("device", &ns).with("id", GHOST.to_string()));
+            }
+        }
+        let ghost_node = if version == "0.3" { legacy::bundle_node(GHOST) } else { NODE_BUNDLES.to_owned() };
+        // Answers every fetch: the node's items, or item-not-found for a node nobody published.
+        let drive = |alice: &mut super::engine::Omemo, out: Output, r: &mut ChaCha20Rng| {
+            let (mut reads, mut alerts, mut sent) = (0, 0, Vec::<Element>::new());
+            let mut queue = vec![out];
+            while let Some(out) = queue.pop() {
+                alerts += out
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Alert { reason: "no-bundle", detail } if detail.contains("1234")))
+                    .count();
+                for action in out.actions {
+                    match action {
+                        Action::Fetch { owner, node } => {
+                            reads += usize::from(node == ghost_node);
+                            queue.push(if published.iter().any(|(n, _, _)| *n == node) {
+                                alice.receive(&mut engines_cx(r), &engines::answer(&owner, &node, &published)).unwrap()
+                            } else {
+                                alice.fetch_failed(&mut engines_cx(r), &owner, &node, "item-not-found").unwrap()
+                            });
+                        }
+                        Action::Send(s) => sent.push(s),
+                        Action::Publish { .. } => {}
+                    }
+                }
+            }
+            (reads, alerts, sent)
+        };
+        let rids = |s: &Element| {
+            let mut ids = Vec::new();
+            fn walk(e: &Element, ids: &mut Vec<String>) {
+                if e.name() == "key" {
+                    ids.extend(e.attr("rid").map(str::to_owned));
+                }
+                e.children().for_each(|c| walk(c, ids));
+            }
+            walk(s, &mut ids);
+            ids
+        };
+        let (mut all_reads, mut all_alerts) = (0, 0);
+        for i in 0..MAX_BUNDLE_READS + 3 {
+            let out = alice.send(&mut engines_cx(r), &b_bare, &format!("m{i}")).unwrap();
+            let (reads, alerts, sent) = drive(&mut alice, out, r);
+            assert!(reads <= 1, "{version}: message {i} read the missing bundle {reads} times");
+            assert_eq!(sent.len(), 1, "{version}: message {i} goes out");
+            assert_eq!(rids(&sent[0]), [bob.device_id().to_string()], "{version}: to Bob's real device only");
+            all_reads += reads;
+            all_alerts += alerts;
+        }
+        assert_eq!((all_reads, all_alerts), (MAX_BUNDLE_READS as usize, MAX_BUNDLE_READS as usize), "{version}");
+        // A bundle for the device arrives after all (here: another device's, under its id).
+        let tablet_bundle = engines::publications(&mut tablet, &b_bare, r)
+            .into_iter()
+            .find(|(n, _, _)| n.contains("bundles"))
+            .map(|(_, _, item)| item)
+            .unwrap();
+        let item_id = if version == "0.3" { "current".to_owned() } else { GHOST.to_string() };
+        let notification = el("message", NS_CLIENT).with("from", b_bare.to_string()).with("type", "headline").child(
+            el("event", NS_PUBSUB_EVENT).child(
+                el("items", NS_PUBSUB_EVENT)
+                    .with("node", ghost_node.clone())
+                    .child(el("item", NS_PUBSUB_EVENT).with("id", item_id).child(tablet_bundle)),
+            ),
+        );
+        alice.receive(&mut engines_cx(r), &notification).unwrap();
+        let out = alice.send(&mut engines_cx(r), &b_bare, "now to both").unwrap();
+        let (reads, alerts, sent) = drive(&mut alice, out, r);
+        assert_eq!((reads, alerts, sent.len()), (0, 0, 1), "{version}");
+        let mut to = rids(&sent[0]);
+        to.sort();
+        let mut want = [bob.device_id().to_string(), GHOST.to_string()];
+        want.sort();
+        assert_eq!(to, want, "{version}");
+    }
+}
