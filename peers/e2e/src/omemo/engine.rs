@@ -9,9 +9,14 @@
 //! - §usecases-messagesend: the SCE envelope (rpad, time, to, from) is encrypted once and its
 //!   key is ratcheted to every device of the recipient and the sender's other devices;
 //!   sessions start just in time from a fetched bundle and repeat their `OMEMOKeyExchange`
-//!   until the peer answers.
+//!   until the peer answers. A listed device whose bundle a read does not have (a stale
+//!   device id, or one a server made up) is named in a `no-bundle` alert and left out; the
+//!   other devices get the message. Its bundle is read again with later messages, at most
+//!   [`MAX_BUNDLE_READS`] reads in all, never in answer to a read.
 //! - §usecases-receiving: a key exchange builds (or replaces) the session, the used PreKey is
-//!   replaced and the bundle republished, and an empty OMEMO message answers it.
+//!   replaced and the bundle republished, and an empty OMEMO message answers it. A replaced
+//!   session is kept as a previous state and messages are tried against it too, as
+//!   libsignal's `SessionRecord` does ([`super::session`]): a simultaneous start recovers.
 //! - Trust, as the device's [`TrustPolicy`] says: BTBV (a new device is trusted blindly until
 //!   the user verified one of the contact's devices; from then on unverified devices are not
 //!   encrypted to), TOFU (every device's first key is trusted), manual (only verified keys).
@@ -29,6 +34,7 @@ use prost::Message;
 use rand_core::RngCore;
 
 use super::ratchet::{Profile, Ratchet};
+use super::session::{Session, SessionRecord};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
 use super::{legacy, payload, random_bytes};
@@ -50,6 +56,24 @@ pub const NODE_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
 pub const NS_SCE: &str = "urn:xmpp:sce:1";
 /// How far in the future an envelope's `<time/>` may lie before it is rejected.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// How many reads of a listed device's bundle may come back without it before the device is
+/// given up on (§usecases-building: "in order to build a session with a device, their bundle
+/// information is fetched"; a device without one cannot be encrypted to). The first read is
+/// made for the first message to the device; each later message the user sends reads it once
+/// more (a read never follows the answer of the last), until this bound. After that the device
+/// stays left out until a bundle of it arrives (a PEP notification: a device that published
+/// its list before its bundle is caught that way) or it leaves the device list and comes back.
+pub const MAX_BUNDLE_READS: u32 = 3;
+
+/// A listed device whose bundle a read did not have.
+#[derive(Debug, Clone, Copy, Default)]
+struct MissingBundle {
+    /// How many reads came back without it.
+    reads: u32,
+    /// A message the user sent since the last read: one more read is due.
+    due: bool,
+}
 
 /// A device id: XEP-0384 §bundles, "a positive integer between 1 and 2^31 - 1".
 fn device_id(what: &'static str, s: Option<&str>) -> Result<u32, E2eError> {
@@ -182,16 +206,6 @@ fn header(
     header
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    ratchet: Ratchet,
-    /// The X3DH header we repeat until the peer answers (we initiated).
-    pending_kex: Option<KeyExchangeHeader>,
-    /// The initiator's ephemeral key (they initiated): a repeated key exchange with the same
-    /// key is not a new session.
-    their_ek: Option<[u8; 32]>,
-}
-
 /// One device's OMEMO state.
 #[derive(Debug, Clone)]
 pub struct Omemo {
@@ -199,9 +213,13 @@ pub struct Omemo {
     me: FullJid,
     device: u32,
     keys: KeyStore,
-    sessions: BTreeMap<(BareJid, u32), Session>,
+    /// Per peer device, the current session and the previous states kept beside it
+    /// ([`SessionRecord`]).
+    sessions: BTreeMap<(BareJid, u32), SessionRecord>,
     devices: BTreeMap<BareJid, BTreeSet<u32>>,
     bundles: BTreeMap<(BareJid, u32), Bundle>,
+    /// Listed devices whose bundle could not be had (bounded by [`MAX_BUNDLE_READS`]).
+    missing: BTreeMap<(BareJid, u32), MissingBundle>,
     /// The IdentityKey seen for each device, and its trust.
     trust: TrustBook<u32>,
     dir: Directory,
@@ -229,6 +247,7 @@ impl Omemo {
             sessions: BTreeMap::new(),
             devices: BTreeMap::new(),
             bundles: BTreeMap::new(),
+            missing: BTreeMap::new(),
             trust: TrustBook::new(policy, &WORDING),
             dir: Directory::default(),
         }
@@ -253,6 +272,12 @@ impl Omemo {
     /// This device's id.
     pub fn device_id(&self) -> u32 {
         self.device
+    }
+
+    /// The sessions with `owner`'s device `device`.
+    #[cfg(test)]
+    pub(super) fn session_record(&self, owner: &BareJid, device: u32) -> Option<&SessionRecord> {
+        self.sessions.get(&(owner.clone(), device))
     }
 
     // ---- PEP ------------------------------------------------------------------------------
@@ -353,13 +378,23 @@ impl Omemo {
                 merged.insert(self.device);
                 out.actions.push(self.publish_devices(&merged));
             }
+            // A device that left the list is forgotten; if it comes back, it is read afresh.
+            self.missing.retain(|(o, d), _| o != owner || ids.contains(d));
             self.devices.insert(owner.clone(), ids);
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
             self.dir.answered(owner, node);
             for item in pep.each() {
                 let id = device_id("bundle item id", item.attr("id"))?;
                 let bundle = self.parse_bundle(item)?;
+                self.missing.remove(&(owner.clone(), id));
                 self.bundles.insert((owner.clone(), id), bundle);
+            }
+            // A read of the whole node (not a notification of one item): a listed device
+            // waiting for its bundle that is not in it has none.
+            if pep.complete {
+                for d in self.waiting_for_bundle(owner) {
+                    self.bundle_missing(owner, d, "its bundles node has no item for it", out);
+                }
             }
         } else if let Some(id) = node.strip_prefix(legacy::NODE_BUNDLE_PREFIX)
             && version == Version::Legacy
@@ -369,7 +404,10 @@ impl Omemo {
             // The node holds one bundle; if a server keeps several items, the last counts.
             if let Some(item) = pep.each().last() {
                 let bundle = self.parse_bundle(item)?;
+                self.missing.remove(&(owner.clone(), id));
                 self.bundles.insert((owner.clone(), id), bundle);
+            } else if pep.complete && self.waiting_for_bundle(owner).contains(&id) {
+                self.bundle_missing(owner, id, "its bundle node is empty", out);
             }
         } else {
             return Ok(());
@@ -387,6 +425,41 @@ impl Omemo {
     }
 
     // ---- sending --------------------------------------------------------------------------
+
+    /// `owner`'s listed devices (ours but this one) we neither have a session with nor a
+    /// bundle of, and whose bundle is to be read: never read yet, or a read is due.
+    fn waiting_for_bundle(&self, owner: &BareJid) -> Vec<u32> {
+        let own = *owner == self.own();
+        let Some(ids) = self.devices.get(owner) else { return Vec::new() };
+        ids.iter()
+            .copied()
+            .filter(|d| !(own && *d == self.device))
+            .filter(|d| {
+                let key = (owner.clone(), *d);
+                !self.sessions.contains_key(&key)
+                    && !self.bundles.contains_key(&key)
+                    && self.missing.get(&key).is_none_or(|m| m.due)
+            })
+            .collect()
+    }
+
+    /// A read came back without the bundle of `owner`'s listed `device` (`why`): the alert
+    /// `no-bundle` names it, and messages go to the other devices without it. Later messages
+    /// read it again, up to [`MAX_BUNDLE_READS`] reads.
+    fn bundle_missing(&mut self, owner: &BareJid, device: u32, why: &str, out: &mut Output) {
+        let missing = self.missing.entry((owner.clone(), device)).or_default();
+        missing.reads = missing.reads.saturating_add(1);
+        missing.due = false;
+        let reads = missing.reads;
+        let then = if reads < MAX_BUNDLE_READS { "read again with the next message" } else { "not read again" };
+        out.events.push(Event::Alert {
+            reason: "no-bundle",
+            detail: format!(
+                "device {device} of {owner} is on its device list but has no bundle ({why}): not \
+                 encrypted to; read {reads} of {MAX_BUNDLE_READS}, {then}"
+            ),
+        });
+    }
 
     /// The devices a message to `to` goes to: all of `to`'s and our own others, minus the
     /// untrusted ones. `None` (after asking for it) while `to`'s device list is unknown.
@@ -472,13 +545,15 @@ impl Omemo {
                 Version::Legacy => legacy::decode_key_exchange(&bytes)?,
             };
             let (ik, ek) = (kex_header.ik, kex_header.ek);
-            let same = self.sessions.get(&session_key).is_some_and(|s| s.their_ek == Some(ek));
-            if same {
-                let session =
-                    self.sessions.get_mut(&session_key).ok_or(E2eError::Missing { what: "session" })?;
-                session.ratchet.decrypt(&message, cx.rng)?
+            // A key exchange is repeated until answered: one whose ephemeral key started a
+            // state we hold (current or previous) is read by that state, not built again.
+            let started = self.sessions.get(&session_key).and_then(|r| r.started_by(&ek));
+            if let (Some(at), Some(record)) = (started, self.sessions.get_mut(&session_key)) {
+                record.decrypt_at(at, &message, cx.rng)?
             } else {
-                // A new session: work on copies and keep them only if the message authenticates.
+                // §usecases-receiving: a new session. Work on copies and keep them only if the
+                // message authenticates; it replaces the current session, which is kept as a
+                // previous state (module `session`: a simultaneous start).
                 let mut keys = self.keys.clone();
                 let (agreement, spk) = match version {
                     Version::Omemo2 => x3dh::accept(&mut keys, &kex_header)?,
@@ -488,8 +563,13 @@ impl Omemo {
                     Ratchet::init_bob(version.profile(), &agreement.sk, agreement.ad, spk.secret());
                 let material = ratchet.decrypt(&message, cx.rng)?;
                 self.keys = keys;
-                self.sessions
-                    .insert(session_key.clone(), Session { ratchet, pending_kex: None, their_ek: Some(ek) });
+                let session = Session { ratchet, pending_kex: None, their_ek: Some(ek) };
+                match self.sessions.get_mut(&session_key) {
+                    Some(record) => record.replace(session),
+                    None => {
+                        self.sessions.insert(session_key.clone(), SessionRecord::new(session));
+                    }
+                }
                 self.observe_identity(&sender, sid, ik, out);
                 // The used PreKey is replaced and the bundle republished; the key exchange is
                 // answered with an empty OMEMO message so the initiator stops repeating it.
@@ -503,14 +583,13 @@ impl Omemo {
                 material
             }
         } else {
-            let session = self.sessions.get_mut(&session_key).ok_or(E2eError::Rejected {
+            // §usecases-receiving: decrypted with the session with the sender's device — the
+            // current state, or a previous one, which then becomes current (module `session`).
+            let record = self.sessions.get_mut(&session_key).ok_or(E2eError::Rejected {
                 reason: "no-session",
                 detail: format!("no session with device {sid} of {sender}"),
             })?;
-            let material = session.ratchet.decrypt(&bytes, cx.rng)?;
-            // The peer answered: our key exchange is complete.
-            session.pending_kex = None;
-            material
+            record.decrypt(&bytes, cx.rng)?
         };
         let Some(payload_el) = encrypted.get_child("payload", ns) else {
             return Ok(()); // an empty OMEMO message: session management only
@@ -559,7 +638,7 @@ impl Omemo {
                 (key.to_vec(), Some(iv))
             }
         };
-        let session = self.sessions.get_mut(&(owner.clone(), device))?;
+        let session = self.sessions.get_mut(&(owner.clone(), device))?.current_mut();
         let message = session.ratchet.encrypt(&material).ok()?;
         let key = key_element(version, device, message, session.pending_kex.as_ref()).ok()?;
         let header = header(version, self.device, vec![(owner.clone(), key)], iv);
@@ -656,16 +735,16 @@ impl Keyed for Omemo {
     /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
         let Some(devices) = self.recipients(to, out) else { return Ok(None) };
-        let mut missing = false;
+        // §usecases-building: the bundles of devices without a session are read first (a
+        // device whose bundle was found missing only when a read is due, [`MAX_BUNDLE_READS`]).
+        let mut waiting = false;
         for (owner, d) in &devices {
-            if !self.sessions.contains_key(&(owner.clone(), *d))
-                && !self.bundles.contains_key(&(owner.clone(), *d))
-            {
+            if self.waiting_for_bundle(owner).contains(d) {
                 self.dir.fetch(owner, &self.version.bundle_node(*d), out);
-                missing = true;
+                waiting = true;
             }
         }
-        if missing {
+        if waiting {
             return Ok(None);
         }
         if devices.is_empty() {
@@ -688,7 +767,8 @@ impl Keyed for Omemo {
         for (owner, d) in devices {
             let key = (owner.clone(), d);
             if !self.sessions.contains_key(&key) {
-                let bundle = self.bundles.get(&key).cloned().ok_or(E2eError::Missing { what: "bundle" })?;
+                // A device without a bundle (alert `no-bundle` when its read came back) is left out.
+                let Some(bundle) = self.bundles.get(&key).cloned() else { continue };
                 if self.observe_identity(&owner, d, bundle.ik, out) == TrustState::Untrusted {
                     continue;
                 }
@@ -703,10 +783,10 @@ impl Keyed for Omemo {
                     &bundle.spk,
                     cx.rng,
                 )?;
-                self.sessions
-                    .insert(key.clone(), Session { ratchet, pending_kex: Some(kex), their_ek: None });
+                let session = Session { ratchet, pending_kex: Some(kex), their_ek: None };
+                self.sessions.insert(key.clone(), SessionRecord::new(session));
             }
-            let Some(session) = self.sessions.get_mut(&key) else { continue };
+            let Some(session) = self.sessions.get_mut(&key).map(SessionRecord::current_mut) else { continue };
             let message = session.ratchet.encrypt(&key_material)?;
             keys.push((owner, key_element(self.version, d, message, session.pending_kex.as_ref())?));
         }
@@ -741,30 +821,17 @@ impl Keyed for Omemo {
             }
             self.devices.entry(owner.clone()).or_default();
         } else if version == Version::Omemo2 && node == NODE_BUNDLES {
-            // No bundles: none of the listed devices without a bundle can be reached.
-            let reachable: BTreeSet<u32> = self
-                .devices
-                .get(owner)
-                .map(|ids| {
-                    ids.iter().copied().filter(|d| self.bundles.contains_key(&(owner.clone(), *d))).collect()
-                })
-                .unwrap_or_default();
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundles of {owner} could not be fetched ({condition})"),
-            });
-            self.devices.insert(owner.clone(), reachable);
+            // No bundles node: none of the listed devices waiting for a bundle has one.
+            for d in self.waiting_for_bundle(owner) {
+                self.bundle_missing(owner, d, &format!("its bundles node could not be read: {condition}"), out);
+            }
         } else if version == Version::Legacy
             && let Some(Ok(device)) =
                 node.strip_prefix(legacy::NODE_BUNDLE_PREFIX).map(|id| device_id("bundle node", Some(id)))
         {
-            // 0.3: this one device cannot be reached.
-            out.events.push(Event::Alert {
-                reason: "no-bundle",
-                detail: format!("bundle of device {device} of {owner} could not be fetched ({condition})"),
-            });
-            if let Some(ids) = self.devices.get_mut(owner) {
-                ids.remove(&device);
+            // 0.3: this one device's bundle node.
+            if self.waiting_for_bundle(owner).contains(&device) {
+                self.bundle_missing(owner, device, &format!("its bundle node could not be read: {condition}"), out);
             }
         } else {
             return;
@@ -779,6 +846,19 @@ impl Engine for Omemo {
             Version::Omemo2 => Protocol::of(&super::OMEMO),
             Version::Legacy => Protocol::of(&super::OMEMO_LEGACY),
         }
+    }
+
+    /// A new message: each device of `to` (and of our own account) whose bundle a read did
+    /// not have is due one more read, up to [`MAX_BUNDLE_READS`]; then the message is queued
+    /// in the key directory as every keyed engine's is.
+    fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
+        let own = self.own();
+        for ((owner, _), missing) in self.missing.iter_mut() {
+            if (owner == to || *owner == own) && missing.reads < MAX_BUNDLE_READS {
+                missing.due = true;
+            }
+        }
+        Ok(directory::send(self, cx, to, body))
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
@@ -798,7 +878,7 @@ impl Engine for Omemo {
         let sender = from.to_bare();
         let me = self.own();
         let Some((sid, session)) =
-            self.sessions.iter().find(|((owner, _), _)| *owner == sender).map(|((_, sid), s)| (*sid, s))
+            self.sessions.iter().find(|((owner, _), _)| *owner == sender).map(|((_, sid), s)| (*sid, s.current()))
         else {
             return Ok(None);
         };

@@ -2,6 +2,8 @@
 //!
 //! - [`x3dh`]: the modified X3DH key agreement of XEP-0384 §protocol-key_exchange;
 //! - [`ratchet`]: the Double Ratchet with the parameters of §protocol-double_ratchet;
+//! - [`session`]: a peer device's current session and the previous states kept beside it
+//!   (libsignal's `SessionRecord`), so a simultaneous session start recovers;
 //! - [`payload`]: the content encryption of §protocol-message_encryption / §…decryption;
 //! - [`wire`]: the protobuf structures of §protobuf-schema (and libsignal's, for 0.3);
 //! - [`legacy`]: the OMEMO 0.3 (`eu.siacs.conversations.axolotl`) XML and payload formats.
@@ -13,6 +15,7 @@ pub mod engine;
 pub mod legacy;
 pub mod payload;
 pub mod ratchet;
+mod session;
 mod seam;
 pub mod wire;
 pub mod x3dh;

@@ -292,6 +292,31 @@ impl Ratchet {
         }
     }
 
+    /// A digest of the whole state, secrets included, for tests that check a state did not
+    /// change.
+    #[cfg(test)]
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update([self.profile as u8, u8::from(self.initiator)]);
+        h.update(self.dhs.to_bytes());
+        h.update(self.dhs_pub);
+        for key in [self.dhr, self.cks, self.ckr] {
+            h.update(key.map_or(vec![0], |k| [&[1u8][..], &k].concat()));
+        }
+        h.update(self.rk);
+        for n in [self.ns, self.nr, self.pn] {
+            h.update(n.to_be_bytes());
+        }
+        for ((dh, n), mk) in &self.skipped {
+            h.update(dh);
+            h.update(n.to_be_bytes());
+            h.update(mk);
+        }
+        h.update(&self.ad);
+        h.finalize().into()
+    }
+
     /// How many skipped message keys are stored.
     pub fn skipped_keys(&self) -> usize {
         self.skipped.len()
@@ -330,6 +355,11 @@ impl Ratchet {
     /// Signal §3.5 `RatchetDecrypt` of a serialised message of this profile. The RNG supplies
     /// the fresh key pair of a DH ratchet step (`GENERATE_DH`): deriving it from the state
     /// instead would let a thief of the state follow every future step.
+    ///
+    /// All or nothing: the work is done on a copy that replaces the state only once the
+    /// message authenticated, and the fresh key pair is drawn only then, so a message that
+    /// fails (a forgery, or one tried against a session it does not belong to) changes
+    /// neither the state nor the RNG stream.
     pub fn decrypt(&mut self, bytes: &[u8], rng: &mut dyn RngCore) -> Result<Vec<u8>, E2eError> {
         let m = self.profile.parse(bytes)?;
         // A skipped key: try it, and forget it only if the message authenticates.
@@ -340,9 +370,10 @@ impl Ratchet {
             return Ok(plaintext);
         }
         let mut trial = self.clone();
-        if trial.dhr != Some(m.dh) {
+        let step = trial.dhr != Some(m.dh);
+        if step {
             trial.skip(m.pn)?;
-            trial.dh_ratchet(&m.dh, random_bytes(rng))?;
+            trial.dh_ratchet_receiving(&m.dh)?;
         }
         trial.skip(m.n)?;
         let ckr = trial
@@ -358,6 +389,9 @@ impl Ratchet {
         trial.ckr = Some(next);
         trial.nr += 1;
         let plaintext = trial.open(&mk, &m)?;
+        if step {
+            trial.dh_ratchet_sending(random_bytes(rng))?;
+        }
         *self = trial;
         Ok(plaintext)
     }
@@ -403,8 +437,9 @@ impl Ratchet {
         Ok(())
     }
 
-    /// Signal §3.5 `DHRatchet`, with `fresh` as the new sending private key.
-    fn dh_ratchet(&mut self, dh: &[u8; 32], fresh: [u8; 32]) -> Result<(), E2eError> {
+    /// Signal §3.5 `DHRatchet`, its first half: the peer's new ratchet key `dh` and the
+    /// receiving chain it opens.
+    fn dh_ratchet_receiving(&mut self, dh: &[u8; 32]) -> Result<(), E2eError> {
         self.pn = self.ns;
         self.ns = 0;
         self.nr = 0;
@@ -412,9 +447,16 @@ impl Ratchet {
         let (rk, ckr) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?, self.profile.root_info());
         self.rk = rk;
         self.ckr = Some(ckr);
+        Ok(())
+    }
+
+    /// Signal §3.5 `DHRatchet`, its second half: `fresh` as the new sending private key and
+    /// the sending chain it opens with the peer's ratchet key.
+    fn dh_ratchet_sending(&mut self, fresh: [u8; 32]) -> Result<(), E2eError> {
+        let dh = self.dhr.ok_or(E2eError::Missing { what: "peer ratchet key" })?;
         self.dhs = StaticSecret::from(fresh);
         self.dhs_pub = PublicKey::from(&self.dhs).to_bytes();
-        let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, dh)?, self.profile.root_info());
+        let (rk, cks) = kdf_rk(&self.rk, &contributory(&self.dhs, &dh)?, self.profile.root_info());
         self.rk = rk;
         self.cks = Some(cks);
         Ok(())

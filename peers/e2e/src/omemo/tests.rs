@@ -5,6 +5,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::payload;
 use super::ratchet::{MAX_SKIP, Profile, Ratchet};
+use super::session::{Session, SessionRecord};
 use super::x3dh::{KeyExchangeHeader, KeyStore, accept, initiate};
 
 fn rng(seed: u64) -> ChaCha20Rng {
@@ -649,4 +650,352 @@ fn agrees_with_oldmemo_x3dh() {
     let (agreement, _) = accept_legacy(&mut bob, &header).unwrap();
     assert_eq!(agreement.sk.to_vec(), unhex(&v["shared_secret"]));
     assert_eq!(agreement.ad, unhex(&v["associated_data"]));
+}
+
+/// A simultaneous start at the session level (XEP-0384 §usecases-receiving; module `session`):
+/// Alice and Bob each start a session with the other's bundle and send a first message in a
+/// key exchange before either has seen the other's. Each then builds a session from the
+/// peer's key exchange, which replaces its own: returns both records in that state (current:
+/// the session the peer's key exchange built; previous: the one its own started).
+fn crossed_start(r: &mut ChaCha20Rng) -> (SessionRecord, SessionRecord) {
+    let mut alice = KeyStore::generate(r, 5);
+    let mut bob = KeyStore::generate(r, 5);
+    let (alice_bundle, bob_bundle) = (alice.bundle(), bob.bundle());
+    let (a_agreement, a_kex) = initiate(&alice.identity, &bob_bundle, r).unwrap();
+    let mut a1 = Ratchet::init_alice(Profile::Omemo2, &a_agreement.sk, a_agreement.ad, &bob_bundle.spk, r).unwrap();
+    let (b_agreement, b_kex) = initiate(&bob.identity, &alice_bundle, r).unwrap();
+    let mut b1 = Ratchet::init_alice(Profile::Omemo2, &b_agreement.sk, b_agreement.ad, &alice_bundle.spk, r).unwrap();
+    let (to_bob, to_alice) = (a1.encrypt(b"hello bob").unwrap(), b1.encrypt(b"hello alice").unwrap());
+    let (agreement, spk) = accept(&mut bob, &a_kex).unwrap();
+    let mut b2 = Ratchet::init_bob(Profile::Omemo2, &agreement.sk, agreement.ad, spk.secret());
+    assert_eq!(b2.decrypt(&to_bob, r).unwrap(), b"hello bob");
+    let (agreement, spk) = accept(&mut alice, &b_kex).unwrap();
+    let mut a2 = Ratchet::init_bob(Profile::Omemo2, &agreement.sk, agreement.ad, spk.secret());
+    assert_eq!(a2.decrypt(&to_alice, r).unwrap(), b"hello alice");
+    let (a_ek, b_ek) = (a_kex.ek, b_kex.ek);
+    let mut alice_record = SessionRecord::new(Session { ratchet: a1, pending_kex: Some(a_kex), their_ek: None });
+    alice_record.replace(Session { ratchet: a2, pending_kex: None, their_ek: Some(b_ek) });
+    let mut bob_record = SessionRecord::new(Session { ratchet: b1, pending_kex: Some(b_kex), their_ek: None });
+    bob_record.replace(Session { ratchet: b2, pending_kex: None, their_ek: Some(a_ek) });
+    (alice_record, bob_record)
+}
+
+/// The defect an outside tester found: with the replaced session thrown away (what the XEP's
+/// "replace" alone gives), every message after a simultaneous start fails its MAC. With the
+/// previous state kept, the message is read by it, that state becomes current (its key
+/// exchange answered), and the conversation goes on both ways.
+#[test]
+fn a_simultaneous_start_recovers_through_the_previous_state() {
+    let r = &mut rng(60);
+    let (mut alice, mut bob) = crossed_start(r);
+    let m = bob.current_mut().ratchet.encrypt(b"answer").unwrap();
+    let mut only_current = SessionRecord::new(alice.current().clone());
+    assert_eq!(only_current.decrypt(&m, r).unwrap_err().code(), "bad-mac", "the defect, without previous states");
+    assert_eq!(alice.decrypt(&m, r).unwrap(), b"answer");
+    assert!(alice.current().their_ek.is_none(), "the session Alice started is current again");
+    assert!(alice.current().pending_kex.is_none(), "and its key exchange is answered");
+    assert_eq!(alice.previous_len(), 1);
+    for turn in 0..5 {
+        // Both write at the same instant, then one after the other.
+        let (to_bob, to_alice) = (
+            alice.current_mut().ratchet.encrypt(format!("a{turn}").as_bytes()).unwrap(),
+            bob.current_mut().ratchet.encrypt(format!("b{turn}").as_bytes()).unwrap(),
+        );
+        assert_eq!(bob.decrypt(&to_bob, r).unwrap(), format!("a{turn}").as_bytes());
+        assert_eq!(alice.decrypt(&to_alice, r).unwrap(), format!("b{turn}").as_bytes());
+        let c = bob.current_mut().ratchet.encrypt(b"and again").unwrap();
+        assert_eq!(alice.decrypt(&c, r).unwrap(), b"and again");
+    }
+}
+
+/// A failed trial changes nothing: garbage, tampered and foreign messages tried against the
+/// current state and every previous one leave every state and the RNG stream as they were,
+/// and the genuine message is still read afterwards. A replay of a message a previous state
+/// read is reported as such (`no-message-key`), not as a bad MAC.
+#[test]
+fn garbage_tried_against_previous_states_changes_nothing() {
+    let r = &mut rng(61);
+    let (mut alice, mut bob) = crossed_start(r);
+    let genuine = bob.current_mut().ratchet.encrypt(b"genuine").unwrap();
+    let (mut foreign, _) = crossed_start(r);
+    let mut garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0u8; 90],
+        (0..200).map(|_| r.next_u32() as u8).collect(),
+        foreign.current_mut().ratchet.encrypt(b"from another session").unwrap(),
+    ];
+    for i in 0..genuine.len() * 8 {
+        let mut t = genuine.clone();
+        t[i / 8] ^= 1 << (i % 8);
+        garbage.push(t);
+    }
+    let (before, word) = (alice.digest(), r.get_word_pos());
+    assert_eq!(before.len(), 2, "a current state and a previous one");
+    for g in &garbage {
+        assert!(alice.decrypt(g, r).is_err());
+        assert_eq!(alice.digest(), before, "a failed trial changed a state");
+        assert_eq!(r.get_word_pos(), word, "a failed trial drew from the RNG");
+    }
+    assert_eq!(alice.decrypt(&genuine, r).unwrap(), b"genuine");
+    // The state that read it is current now; a third session pushes it back among the
+    // previous ones, and the replay is still recognised there.
+    alice.replace(Session { their_ek: Some([7; 32]), ..foreign.current().clone() });
+    assert_eq!(alice.previous_len(), 2);
+    let before = alice.digest();
+    assert_eq!(alice.decrypt(&genuine, r).unwrap_err().code(), "no-message-key");
+    assert_eq!(alice.digest(), before, "the replay changed nothing either");
+}
+
+/// The previous states are bounded (libsignal's 40): the oldest beyond the bound is forgotten,
+/// the oldest kept still reads its peer's messages.
+#[test]
+fn previous_states_are_bounded() {
+    use super::session::MAX_PREVIOUS;
+    let r = &mut rng(62);
+    let spk = x25519_dalek::StaticSecret::from([9u8; 32]);
+    let spk_pub = x25519_dalek::PublicKey::from(&spk).to_bytes();
+    let n = MAX_PREVIOUS + 5;
+    let mut senders = Vec::new();
+    let mut record: Option<SessionRecord> = None;
+    for i in 0..=n {
+        let sk = [i as u8; 32];
+        senders.push(Ratchet::init_alice(Profile::Omemo2, &sk, vec![1, 2], &spk_pub, r).unwrap());
+        let session = Session { ratchet: Ratchet::init_bob(Profile::Omemo2, &sk, vec![1, 2], &spk), pending_kex: None, their_ek: None };
+        match record.as_mut() {
+            Some(rec) => rec.replace(session),
+            None => record = Some(SessionRecord::new(session)),
+        }
+    }
+    let mut record = record.unwrap();
+    assert_eq!(record.previous_len(), MAX_PREVIOUS);
+    let oldest_kept = n - MAX_PREVIOUS;
+    let m = senders[oldest_kept].encrypt(b"oldest kept").unwrap();
+    assert_eq!(record.decrypt(&m, r).unwrap(), b"oldest kept");
+    assert_eq!(record.previous_len(), MAX_PREVIOUS, "promoting keeps the bound");
+    let m = senders[oldest_kept - 1].encrypt(b"forgotten").unwrap();
+    assert_eq!(record.decrypt(&m, r).unwrap_err().code(), "bad-mac");
+}
+
+/// Two engines of each version start at once: each sends a first message (and a second, a
+/// repeated key exchange) before it has the other's; the key exchanges cross, the empty
+/// answers cross, then the two talk, once more both at the same instant. Every message is
+/// read, and nothing is refused.
+#[test]
+fn engines_recover_from_a_simultaneous_start() {
+    use jid::BareJid;
+    use minidom::Element;
+
+    use crate::xml::ElementExt;
+    use crate::{Action, Engine, Event, Output};
+
+    /// What each account published.
+    type Pubs = [(BareJid, Vec<(String, String, Element)>)];
+
+    /// Answers fetches from the publications at once; returns the stanzas sent (from `me`) and
+    /// the events.
+    fn drive(
+        engine: &mut super::engine::Omemo,
+        me: &str,
+        out: Output,
+        pubs: &Pubs,
+        r: &mut ChaCha20Rng,
+    ) -> (Vec<Element>, Vec<Event>) {
+        let (mut sent, mut events, mut queue) = (Vec::new(), out.events, out.actions);
+        while let Some(action) = queue.pop() {
+            match action {
+                Action::Fetch { owner, node } => {
+                    let published = pubs.iter().find(|(o, _)| *o == owner).map(|(_, p)| p.as_slice()).unwrap();
+                    let more = engine.receive(&mut engines_cx(r), &engines::answer(&owner, &node, published)).unwrap();
+                    events.extend(more.events);
+                    queue.extend(more.actions);
+                }
+                Action::Send(mut s) => {
+                    s.set("from", me);
+                    sent.push(s);
+                }
+                Action::Publish { .. } => {}
+            }
+        }
+        (sent, events)
+    }
+    /// Hands `stanzas` to `engine`: what it showed, and what it sent back.
+    fn deliver(
+        engine: &mut super::engine::Omemo,
+        me: &str,
+        stanzas: Vec<Element>,
+        pubs: &Pubs,
+        r: &mut ChaCha20Rng,
+    ) -> (Vec<String>, Vec<Element>) {
+        let (mut shown, mut replies) = (Vec::new(), Vec::new());
+        for s in stanzas {
+            let out = engine.receive(&mut engines_cx(r), &s).unwrap_or_else(|e| panic!("{me} refused a stanza: {e}"));
+            let (sent, events) = drive(engine, me, out, pubs, r);
+            for e in events {
+                match e {
+                    Event::Plaintext { body, .. } => shown.push(body),
+                    other => panic!("{me}: {other:?}"),
+                }
+            }
+            replies.extend(sent);
+        }
+        (shown, replies)
+    }
+
+    for (version, make) in engines::VERSIONS {
+        let r = &mut rng(63);
+        let (a, b) = ("alice@a.example/phone", "bob@b.example/laptop");
+        let (a_bare, b_bare): (BareJid, BareJid) = ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+        let mut alice = make(a.parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = make(b.parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let pubs = [
+            (a_bare.clone(), engines::publications(&mut alice, &a_bare, r)),
+            (b_bare.clone(), engines::publications(&mut bob, &b_bare, r)),
+        ];
+        let send = |engine: &mut super::engine::Omemo, me: &str, to: &BareJid, body: &str, r: &mut ChaCha20Rng| {
+            let out = engine.send(&mut engines_cx(r), to, body).unwrap();
+            drive(engine, me, out, &pubs, r).0
+        };
+        let mut to_bob = send(&mut alice, a, &b_bare, "hello bob", r);
+        to_bob.extend(send(&mut alice, a, &b_bare, "are you there?", r));
+        let mut to_alice = send(&mut bob, b, &a_bare, "hello alice", r);
+        to_alice.extend(send(&mut bob, b, &a_bare, "anyone home?", r));
+        fn kex(e: &Element) -> bool {
+            let flagged = |name| e.attr(name) == Some("true");
+            (e.name() == "key" && (flagged("kex") || flagged("prekey"))) || e.children().any(kex)
+        }
+        assert!(to_bob.iter().chain(&to_alice).all(kex), "{version}: four key exchanges");
+        let (bob_saw, bob_answers) = deliver(&mut bob, b, to_bob, &pubs, r);
+        let (alice_saw, alice_answers) = deliver(&mut alice, a, to_alice, &pubs, r);
+        assert_eq!(bob_saw, ["hello bob", "are you there?"], "{version}");
+        assert_eq!(alice_saw, ["hello alice", "anyone home?"], "{version}");
+        assert_eq!((bob_answers.len(), alice_answers.len()), (1, 1), "{version}: one empty answer each");
+        assert!(alice.session_record(&b_bare, bob.device_id()).unwrap().previous_len() == 1, "{version}");
+        // The empty answers cross too.
+        assert!(deliver(&mut alice, a, bob_answers, &pubs, r).0.is_empty());
+        assert!(deliver(&mut bob, b, alice_answers, &pubs, r).0.is_empty());
+        for turn in 0..4 {
+            let (ab, ba) = (format!("a{turn}"), format!("b{turn}"));
+            let to_bob = send(&mut alice, a, &b_bare, &ab, r);
+            if turn == 1 {
+                // Both at the same instant.
+                let to_alice = send(&mut bob, b, &a_bare, &ba, r);
+                assert_eq!(deliver(&mut bob, b, to_bob, &pubs, r).0, [ab.as_str()], "{version}");
+                assert_eq!(deliver(&mut alice, a, to_alice, &pubs, r).0, [ba.as_str()], "{version}");
+                continue;
+            }
+            assert_eq!(deliver(&mut bob, b, to_bob, &pubs, r).0, [ab.as_str()], "{version}");
+            let to_alice = send(&mut bob, b, &a_bare, &ba, r);
+            assert!(!to_alice.iter().any(kex), "{version}: Bob's key exchange was answered");
+            assert_eq!(deliver(&mut alice, a, to_alice, &pubs, r).0, [ba.as_str()], "{version}");
+        }
+    }
+}
+
+/// The tester's second defect: a device on the contact's list with no bundle made an OMEMO 2
+/// sender read the bundles node again in answer to every read, thousands of times, never
+/// sending. Now (both versions) each message reads it at most once, never in answer to a
+/// read; every read without it raises `no-bundle` naming the device, and after
+/// [`MAX_BUNDLE_READS`] reads it is read no more; the message goes to the contact's other
+/// device each time. A bundle that arrives later (a PEP notification) brings it back.
+#[test]
+fn a_listed_device_without_a_bundle_is_read_a_bounded_number_of_times() {
+    use jid::BareJid;
+    use minidom::Element;
+
+    use super::engine::{MAX_BUNDLE_READS, NODE_BUNDLES};
+    use super::legacy;
+    use crate::xml::{ElementExt, NS_CLIENT, NS_PUBSUB_EVENT, el};
+    use crate::{Action, Engine, Event, Output};
+
+    const GHOST: u32 = 1234;
+    for (version, make) in engines::VERSIONS {
+        let r = &mut rng(70);
+        let (a_bare, b_bare): (BareJid, BareJid) =
+            ("alice@a.example".parse().unwrap(), "bob@b.example".parse().unwrap());
+        let mut alice = make("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut bob = make("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let mut tablet = make("bob@b.example/tablet".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+        let _ = engines::publications(&mut alice, &a_bare, r);
+        let mut published = engines::publications(&mut bob, &b_bare, r);
+        // Bob's device list names a device that has no bundle.
+        for (_, _, item) in &mut published {
+            if matches!(item.name(), "devices" | "list") {
+                let ns = item.ns();
+                item.append_child(el("device", &ns).with("id", GHOST.to_string()));
+            }
+        }
+        let ghost_node = if version == "0.3" { legacy::bundle_node(GHOST) } else { NODE_BUNDLES.to_owned() };
+        // Answers every fetch: the node's items, or item-not-found for a node nobody published.
+        let drive = |alice: &mut super::engine::Omemo, out: Output, r: &mut ChaCha20Rng| {
+            let (mut reads, mut alerts, mut sent) = (0, 0, Vec::<Element>::new());
+            let mut queue = vec![out];
+            while let Some(out) = queue.pop() {
+                alerts += out
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Alert { reason: "no-bundle", detail } if detail.contains("1234")))
+                    .count();
+                for action in out.actions {
+                    match action {
+                        Action::Fetch { owner, node } => {
+                            reads += usize::from(node == ghost_node);
+                            queue.push(if published.iter().any(|(n, _, _)| *n == node) {
+                                alice.receive(&mut engines_cx(r), &engines::answer(&owner, &node, &published)).unwrap()
+                            } else {
+                                alice.fetch_failed(&mut engines_cx(r), &owner, &node, "item-not-found").unwrap()
+                            });
+                        }
+                        Action::Send(s) => sent.push(s),
+                        Action::Publish { .. } => {}
+                    }
+                }
+            }
+            (reads, alerts, sent)
+        };
+        let rids = |s: &Element| {
+            let mut ids = Vec::new();
+            fn walk(e: &Element, ids: &mut Vec<String>) {
+                if e.name() == "key" {
+                    ids.extend(e.attr("rid").map(str::to_owned));
+                }
+                e.children().for_each(|c| walk(c, ids));
+            }
+            walk(s, &mut ids);
+            ids
+        };
+        let (mut all_reads, mut all_alerts) = (0, 0);
+        for i in 0..MAX_BUNDLE_READS + 3 {
+            let out = alice.send(&mut engines_cx(r), &b_bare, &format!("m{i}")).unwrap();
+            let (reads, alerts, sent) = drive(&mut alice, out, r);
+            assert!(reads <= 1, "{version}: message {i} read the missing bundle {reads} times");
+            assert_eq!(sent.len(), 1, "{version}: message {i} goes out");
+            assert_eq!(rids(&sent[0]), [bob.device_id().to_string()], "{version}: to Bob's real device only");
+            all_reads += reads;
+            all_alerts += alerts;
+        }
+        assert_eq!((all_reads, all_alerts), (MAX_BUNDLE_READS as usize, MAX_BUNDLE_READS as usize), "{version}");
+        // A bundle for the device arrives after all (here: another device's, under its id).
+        let tablet_bundle = engines::publications(&mut tablet, &b_bare, r)
+            .into_iter()
+            .find(|(n, _, _)| n.contains("bundles"))
+            .map(|(_, _, item)| item)
+            .unwrap();
+        let item_id = if version == "0.3" { "current".to_owned() } else { GHOST.to_string() };
+        let notification = el("message", NS_CLIENT).with("from", b_bare.to_string()).with("type", "headline").child(
+            el("event", NS_PUBSUB_EVENT).child(
+                el("items", NS_PUBSUB_EVENT)
+                    .with("node", ghost_node.clone())
+                    .child(el("item", NS_PUBSUB_EVENT).with("id", item_id).child(tablet_bundle)),
+            ),
+        );
+        alice.receive(&mut engines_cx(r), &notification).unwrap();
+        let out = alice.send(&mut engines_cx(r), &b_bare, "now to both").unwrap();
+        let (reads, alerts, sent) = drive(&mut alice, out, r);
+        assert_eq!((reads, alerts, sent.len()), (0, 0, 1), "{version}");
+        let mut to = rids(&sent[0]);
+        to.sort();
+        let mut want = [bob.device_id().to_string(), GHOST.to_string()];
+        want.sort();
+        assert_eq!(to, want, "{version}");
+    }
 }
