@@ -119,6 +119,71 @@ impl Facts<'_> {
     }
 }
 
+/// Everything a server can read in a stanza, as bytes: the XML as it went, and every text and
+/// attribute value decoded where it decodes — as base64 (whole, or a block of base64 lines as
+/// in MIME and OpenPGP armour, or the body of an OTR `?OTR:…`/`?OTR:…,` message) or as hex —,
+/// and what decodes to text decoded again, three layers deep.
+fn readable(xml: &str) -> Vec<Vec<u8>> {
+    let mut views = vec![xml.as_bytes().to_vec()];
+    let wrapped = format!("<w xmlns='{}'>{xml}</w>", jabberwock_e2e::xml::NS_CLIENT);
+    if let Ok(root) = wrapped.parse::<Element>() {
+        let mut texts = Vec::new();
+        collect_texts(&root, &mut texts);
+        for t in texts {
+            decoded(&t, 3, &mut views);
+        }
+    }
+    views
+}
+
+fn collect_texts(el: &Element, out: &mut Vec<String>) {
+    out.extend(el.attrs().into_iter().map(|(_, v)| v.to_owned()));
+    let text = el.text();
+    if !text.trim().is_empty() {
+        out.push(text);
+    }
+    for c in el.children() {
+        collect_texts(c, out);
+    }
+}
+
+/// `text` decoded every way [`readable`] tries, into `out`.
+fn decoded(text: &str, depth: u8, out: &mut Vec<Vec<u8>>) {
+    use base64::Engine as _;
+    if depth == 0 {
+        return;
+    }
+    let mut candidates: Vec<String> = vec![text.split_whitespace().collect()];
+    if let Some(rest) = text.trim().strip_prefix("?OTR:") {
+        candidates.push(rest.trim_end_matches(['.', ',']).to_owned());
+        // A fragment, `?OTR,k,n,piece,`: the piece.
+    }
+    // Blocks of base64 lines (MIME bodies, armour): each run of lines that decode.
+    let mut block = String::new();
+    for line in text.lines().map(str::trim).chain([""]) {
+        let b64_line =
+            !line.is_empty() && line.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+        if b64_line && !line.starts_with('=') {
+            block.push_str(line);
+        } else if !block.is_empty() {
+            candidates.push(core::mem::take(&mut block));
+        }
+    }
+    for c in candidates {
+        // Hex digits are base64 letters too: both readings are kept.
+        let readings = [
+            base64::engine::general_purpose::STANDARD.decode(c.as_bytes()).ok(),
+            jabberwock_e2e::kit::codec::unhex(&c),
+        ];
+        for bytes in readings.into_iter().flatten().filter(|b| b.len() >= 8) {
+            if let Ok(inner) = core::str::from_utf8(&bytes) {
+                decoded(inner, depth - 1, out);
+            }
+            out.push(bytes);
+        }
+    }
+}
+
 /// Whether a stanza goes to `peer`'s devices (a message to the account or a device, an
 /// `<iq/>` to a device), not to a server (a PEP fetch is an `<iq/>` to the bare account).
 fn to_peer(stanza: &Element, peer: &BareJid) -> bool {
@@ -487,6 +552,48 @@ fn metadata(f: &Facts<'_>) -> Verdict {
     )
 }
 
+fn identity_protection(f: &Facts<'_>) -> Verdict {
+    let devices = [("Alice", "alice/phone"), ("Bob", "bob/laptop")];
+    let marks: Vec<(&str, &'static str, Vec<u8>)> = devices
+        .iter()
+        .flat_map(|(who, short)| {
+            let marks = f.jid(short).and_then(|j| f.outcome.identities.get(j)).cloned().unwrap_or_default();
+            marks.into_iter().map(move |(n, b)| (*who, n, b))
+        })
+        .filter(|(.., b)| b.len() >= 8)
+        .collect();
+    if marks.is_empty() {
+        return untested("no device has a long-term key to look for");
+    }
+    // What every server on the path carried: each hop's stanza.
+    let stanzas: Vec<Vec<Vec<u8>>> = f
+        .outcome
+        .transcript
+        .entries
+        .iter()
+        .filter(|e| e.kind == "hop")
+        .filter_map(|e| e.xml.as_deref().map(readable))
+        .collect();
+    let mut seen: Vec<String> = Vec::new();
+    for (who, name, bytes) in &marks {
+        let n = stanzas
+            .iter()
+            .filter(|views| views.iter().any(|v| v.windows(bytes.len()).any(|w| w == bytes.as_slice())))
+            .count();
+        if n > 0 {
+            seen.push(format!("{who}'s {name} ({})", plural(n, "stanza", "stanzas")));
+        }
+    }
+    if seen.is_empty() {
+        verdict(
+            true,
+            "no long-term public key of Alice's or Bob's, nor an identifier of one, crossed the servers readable",
+        )
+    } else {
+        verdict(false, format!("the servers read {}", seen.join(", ")))
+    }
+}
+
 /// The most alphanumerics XEP-0210 §4.3 lets a ceremony ask the users to compare.
 const USABLE_ALPHANUMERICS: usize = 6;
 
@@ -731,6 +838,12 @@ pub const PROPERTIES: &[Property] = &[
         judge: authentication,
     },
     Property {
+        id: "identity-protection",
+        title: "long-term public keys hidden from a passive server",
+        template: include_str!("../../scenarios/properties/identity-protection.yaml.tmpl"),
+        judge: identity_protection,
+    },
+    Property {
         id: "robustness",
         title: "impersonation with stolen long-term keys alone",
         template: include_str!("../../scenarios/properties/robustness.yaml.tmpl"),
@@ -756,5 +869,43 @@ impl Property {
         let outcome = run(&scenario).map_err(|e| e.to_string())?;
         let verdict = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
         Ok((verdict, outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn found(xml: &str, needle: &[u8]) -> bool {
+        readable(xml).iter().any(|v| v.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// The identity-protection search finds a key however a protocol wraps it: base64 text,
+    /// a hex attribute, a base64 block inside MIME text inside base64, an OTR message; and not
+    /// where it is not.
+    #[test]
+    fn a_key_is_found_through_every_encoding_a_server_can_undo() {
+        let key: Vec<u8> = (1..=32).collect();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        assert!(found(&format!("<iq><ik>{}</ik></iq>", b64(&key)), &key));
+        let hex: String = key.iter().map(|b| format!("{b:02X}")).collect();
+        assert!(found(&format!("<iq><meta fpr='{hex}'/></iq>"), &key));
+        let body = b64(&key);
+        let mime = format!("Content-Type: application/pkcs7\r\n\r\n{}\r\n{}\r\n", &body[..20], &body[20..]);
+        let mut lines = String::new();
+        for chunk in b64(&[b"junk ".as_slice(), &key].concat()).as_bytes().chunks(16) {
+            lines.push_str(core::str::from_utf8(chunk).unwrap());
+            lines.push('\n');
+        }
+        assert!(found(&format!("<message><e2e>{}</e2e></message>", b64(mime.as_bytes())), &key));
+        assert!(found(
+            &format!("<message><body>-----BEGIN X-----\n\n{lines}=abcd\n-----END X-----</body></message>"),
+            &key
+        ));
+        assert!(found(&format!("<message><body>?OTR:{}.</body></message>", b64(&key)), &key));
+        assert!(!found(&format!("<iq><ik>{}</ik></iq>", b64(&key[1..])), &key));
+        assert!(!found("<iq><ik>not base64 at all!</ik></iq>", &key));
     }
 }

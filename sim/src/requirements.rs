@@ -132,8 +132,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-id-protect",
         level: Level::Must,
         asks: "No other entity should be able to identify Alice or Bob; public keys MUST NOT be revealed to a passive attack.",
-        measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        measured_by: &["identity-protection"],
+        unmeasured: None,
     },
     Requirement {
         section: "3.8",

@@ -58,6 +58,9 @@ pub struct Outcome {
     pub transcript: Transcript,
     /// Per device.
     pub devices: BTreeMap<FullJid, DeviceLog>,
+    /// What identifies each device's long-term key at the end of the run (its public key,
+    /// fingerprints, key IDs, certificates: [`jabberwock_e2e::Engine::identity_marks`]).
+    pub identities: BTreeMap<FullJid, Vec<(&'static str, Vec<u8>)>>,
     /// The attacker's report.
     pub attacker: Option<AttackerReport>,
     /// The `expect:` checks.
@@ -486,6 +489,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     }
 
     let devices = world.devices.borrow().clone();
+    let identities = world.identities.borrow().clone();
     let attacker = world
         .attacker
         .borrow_mut()
@@ -499,6 +503,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         simulated: sim.elapsed(),
         transcript,
         devices,
+        identities,
         attacker,
         checks: vec![],
     };

@@ -55,6 +55,9 @@ pub struct World {
     pub attacker: RefCell<Option<Attacker>>,
     /// Per-device logs.
     pub devices: RefCell<BTreeMap<FullJid, DeviceLog>>,
+    /// What identifies each device's long-term key, as last reported
+    /// ([`jabberwock_e2e::Engine::identity_marks`]).
+    pub identities: RefCell<BTreeMap<FullJid, Vec<(&'static str, Vec<u8>)>>>,
     oob: RefCell<BTreeMap<FullJid, OutOfBand>>,
     /// The TLS each device's current connection runs, as the device saw its handshake.
     tls: RefCell<BTreeMap<FullJid, TlsSummary>>,
@@ -70,6 +73,7 @@ impl World {
             transcript: RefCell::new(Transcript::default()),
             attacker: RefCell::new(attacker),
             devices: RefCell::new(BTreeMap::new()),
+            identities: RefCell::new(BTreeMap::new()),
             oob: RefCell::new(BTreeMap::new()),
             tls: RefCell::new(BTreeMap::new()),
             attacker_certificate: None,
@@ -468,6 +472,10 @@ impl Hooks for World {
             }
         }
         OutOfBand { peer_says: says }
+    }
+
+    fn identity(&self, device: &FullJid, marks: Vec<(&'static str, Vec<u8>)>) {
+        self.identities.borrow_mut().insert(device.clone(), marks);
     }
 
     fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {

@@ -370,6 +370,20 @@ pub trait Engine: fmt::Debug + Send {
     /// What this device can tell a peer out of band about itself (its fingerprints).
     fn out_of_band(&self) -> OutOfBand;
 
+    /// What identifies this device's long-term key to anyone who sees it travel, as named
+    /// byte strings: the public key as the protocol encodes it, and the identifiers derived
+    /// from it that may travel (a fingerprint, an OpenPGP key ID, a certificate). XEP-0210
+    /// §3.7's identity protection is measured by looking for these in what the servers
+    /// carried. By default: the fingerprint the device says out of band, when it is hex.
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        self.out_of_band()
+            .peer_says
+            .first()
+            .and_then(|fp| crate::kit::codec::unhex(fp))
+            .map(|bytes| vec![("fingerprint", bytes)])
+            .unwrap_or_default()
+    }
+
     /// What the users do to verify `peer` with this device now (XEP-0210 §4.3 asks for no
     /// more than six alphanumerics): by default they compare the first thing the device says
     /// about itself out of band (its fingerprint; the peer's has the same length). `None`

@@ -325,6 +325,7 @@ impl<T: Transport> Device<T> {
         // What this device would say out of band can change with its sessions (an ESession's
         // SAS): keep the board current.
         self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
+        self.hooks.identity(&self.cfg.jid, self.engine.identity_marks());
         for action in output.actions {
             let stanza = match action {
                 Action::Send(mut s) => {
@@ -515,6 +516,7 @@ impl<T: Transport> Device<T> {
         }
         self.write(c, presence).await;
         self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
+        self.hooks.identity(&self.cfg.jid, self.engine.identity_marks());
         let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
         let published = self.engine.publish(&mut cx);
         self.apply(Some(c), published).await;

@@ -259,6 +259,12 @@ pub trait Hooks {
         let _ = (device, oob);
     }
 
+    /// What identifies a device's long-term key ([`jabberwock_e2e::Engine::identity_marks`]),
+    /// as it stands: reported with every [`Hooks::announce`], for the judges.
+    fn identity(&self, device: &FullJid, marks: Vec<(&'static str, Vec<u8>)>) {
+        let _ = (device, marks);
+    }
+
     /// What the devices of `peer` say on the out-of-band channel.
     fn out_of_band(&self, peer: &BareJid) -> OutOfBand {
         let _ = peer;

@@ -192,6 +192,11 @@ impl Identity {
         key_value(&self.key.to_public_key())
     }
 
+    /// The RSA modulus, big-endian.
+    pub fn modulus(&self) -> Vec<u8> {
+        self.key.to_public_key().n().to_bytes_be()
+    }
+
     /// RSASSA-PKCS1-v1_5 with SHA-256 over the MAC bytes, wrapped as `<SignatureValue/>`.
     pub fn sign(&self, mac: &[u8], rng: &mut dyn RngCore) -> String {
         let signer = SigningKey::<Sha256>::new(self.key.clone());

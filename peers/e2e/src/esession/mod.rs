@@ -1199,6 +1199,14 @@ impl Engine for Esession {
         ))
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        // The public key (its <KeyValue/>'s modulus, sent encrypted in the identity field,
+        // §init-hide) and the fingerprint the trust book names it by.
+        let Some(identity) = &self.identity else { return Vec::new() };
+        let fingerprint = crypto::fingerprint(&identity.key_value()).to_vec();
+        vec![("RSA modulus", identity.modulus()), ("fingerprint", fingerprint)]
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // §sas: the users compare the SAS of their session.
         self.sessions.get(peer).map(|s| crate::Ceremony::Compare(s.sas.clone()))

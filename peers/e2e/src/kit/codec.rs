@@ -36,6 +36,20 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of a hex string, its separators (spaces, colons) ignored, either case: `None` when
+/// anything else is in it, or the digits are odd in number, or there are none.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':'))
+        .map(|c| c.to_digit(16).and_then(|d| u8::try_from(d).ok()))
+        .collect::<Option<_>>()?;
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    Some(digits.chunks(2).map(|p| p.iter().fold(0, |acc, d| acc * 16 + d)).collect())
+}
+
 /// The base64 of `bytes` in lines of 64 characters, each ending in `\n`: the body of a PEM
 /// block (RFC 7468 §2) and of an OpenPGP armour (RFC 4880 §6.3).
 pub fn b64_lines(bytes: &[u8]) -> String {

@@ -200,6 +200,23 @@ impl OwnKey {
         crate::OutOfBand { peer_says: vec![self.fingerprint().to_owned()] }
     }
 
+    /// What identifies our key to whoever sees it travel: the transferable public key, its
+    /// v4 fingerprint and its key ID (the fingerprint's low 64 bits, RFC 4880 §12.2), which
+    /// signatures name their issuer by.
+    pub fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut marks = Vec::new();
+        if let Ok(bytes) = self.public_bytes() {
+            marks.push(("public key", bytes));
+        }
+        if let Some(fp) = crate::kit::codec::unhex(self.fingerprint()) {
+            if let Some(id) = fp.get(fp.len().saturating_sub(8)..) {
+                marks.push(("key ID", id.to_vec()));
+            }
+            marks.push(("fingerprint", fp));
+        }
+        marks
+    }
+
     /// Our certificate.
     pub fn public(&self) -> &SignedPublicKey {
         &self.public

@@ -849,6 +849,10 @@ impl Engine for Ox {
         self.key.out_of_band()
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        self.key.identity_marks()
+    }
+
     // `forge`: the default `Ok(None)` — a <signcrypt/> must be signed by the sender's key,
     // which the recipient does not hold.
 

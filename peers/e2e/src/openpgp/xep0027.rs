@@ -442,6 +442,10 @@ impl Engine for Pgp {
         self.key.out_of_band()
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        self.key.identity_marks()
+    }
+
     /// Anyone holding our public key can write us an XEP-0027 message, the recipient included:
     /// the body is encrypted, not signed, so nothing in it names its author.
     fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {

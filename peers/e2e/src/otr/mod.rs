@@ -787,6 +787,14 @@ impl Engine for Otr {
         Ok(Some(stanza))
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        // §"Public keys, signatures, and fingerprints": the PUBKEY encoding, as the AKE's
+        // Reveal Signature and Signature Messages carry it (encrypted), and its fingerprint.
+        let mut w = wire::Writer::default();
+        self.key.public.encode(&mut w);
+        vec![("DSA public key", w.bytes().to_vec()), ("fingerprint", self.key.public.fingerprint().to_vec())]
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // SMP (§"The Socialist Millionaires' Protocol") on a secret the users agreed on: run in
         // a private conversation, so there is nothing to verify without one.

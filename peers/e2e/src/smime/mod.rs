@@ -776,6 +776,17 @@ impl Engine for Smime {
         OutOfBand { peer_says: self.cert.iter().map(|c| c.fingerprint.clone()).collect() }
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut marks = Vec::new();
+        if let Some(c) = &self.cert {
+            marks.push(("certificate", c.der.clone()));
+            if let Some(fp) = kit::codec::unhex(&c.fingerprint) {
+                marks.push(("certificate fingerprint", fp));
+            }
+        }
+        marks
+    }
+
     // `forge`: the default `Ok(None)` — every message is signed with the sender's private key:
     // the recipient cannot make one.
 

@@ -892,6 +892,16 @@ impl Engine for Xmlsec {
         OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        // The RSA modulus (in a <RSAKeyValue/>'s <Modulus/>, XML Signature §4.4.2.2) and the
+        // fingerprint of the SubjectPublicKeyInfo.
+        let mut marks = vec![("RSA modulus", rsa::traits::PublicKeyParts::n(&self.key.public.key).to_bytes_be())];
+        if let Some(fp) = kit::codec::unhex(&self.key.public.fingerprint) {
+            marks.push(("fingerprint", fp));
+        }
+        marks
+    }
+
     // `forge`: the default `Ok(None)` — anyone can encrypt to us, but only the sender's private
     // key makes its signature.
 

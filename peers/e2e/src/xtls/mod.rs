@@ -947,6 +947,15 @@ impl Engine for Xtls {
         Ok(out)
     }
 
+    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let Some(identity) = &self.identity else { return Vec::new() };
+        let mut marks = vec![("certificate", identity.cert_der.clone())];
+        if let Some(fp) = kit::codec::unhex(&identity.fingerprint()) {
+            marks.push(("certificate fingerprint", fp));
+        }
+        marks
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // The users compare the certificate fingerprint and, per tunnel, its SAS (`verify`).
         let fingerprint = self.fingerprint()?;
