@@ -60,7 +60,7 @@ pub struct Outcome {
     pub devices: BTreeMap<FullJid, DeviceLog>,
     /// What identifies each device's long-term key at the end of the run (its public key,
     /// fingerprints, key IDs, certificates: [`jabberwock_e2e::Engine::identity_marks`]).
-    pub identities: BTreeMap<FullJid, Vec<(&'static str, Vec<u8>)>>,
+    pub identities: BTreeMap<FullJid, jabberwock_e2e::IdentityMarks>,
     /// The attacker's report.
     pub attacker: Option<AttackerReport>,
     /// The `expect:` checks.

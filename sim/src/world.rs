@@ -57,7 +57,7 @@ pub struct World {
     pub devices: RefCell<BTreeMap<FullJid, DeviceLog>>,
     /// What identifies each device's long-term key, as last reported
     /// ([`jabberwock_e2e::Engine::identity_marks`]).
-    pub identities: RefCell<BTreeMap<FullJid, Vec<(&'static str, Vec<u8>)>>>,
+    pub identities: RefCell<BTreeMap<FullJid, jabberwock_e2e::IdentityMarks>>,
     oob: RefCell<BTreeMap<FullJid, OutOfBand>>,
     /// The TLS each device's current connection runs, as the device saw its handshake.
     tls: RefCell<BTreeMap<FullJid, TlsSummary>>,
@@ -474,7 +474,7 @@ impl Hooks for World {
         OutOfBand { peer_says: says }
     }
 
-    fn identity(&self, device: &FullJid, marks: Vec<(&'static str, Vec<u8>)>) {
+    fn identity(&self, device: &FullJid, marks: jabberwock_e2e::IdentityMarks) {
         self.identities.borrow_mut().insert(device.clone(), marks);
     }
 

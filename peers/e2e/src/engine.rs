@@ -175,6 +175,9 @@ impl fmt::Display for Ceremony {
     }
 }
 
+/// What identifies a device's long-term key: named byte strings ([`Engine::identity_marks`]).
+pub type IdentityMarks = Vec<(&'static str, Vec<u8>)>;
+
 /// What an engine reports to its user.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
@@ -375,7 +378,7 @@ pub trait Engine: fmt::Debug + Send {
     /// from it that may travel (a fingerprint, an OpenPGP key ID, a certificate). XEP-0210
     /// §3.7's identity protection is measured by looking for these in what the servers
     /// carried. By default: the fingerprint the device says out of band, when it is hex.
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> IdentityMarks {
         self.out_of_band()
             .peer_says
             .first()

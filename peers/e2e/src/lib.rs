@@ -43,8 +43,8 @@ protocols! {
 }
 
 pub use engine::{
-    Action, Carbon, Ceremony, Cx, Engine, EngineConfig, Event, OutOfBand, Output, Theft, Trust, TrustPolicy,
-    VerificationResult,
+    Action, Carbon, Ceremony, Cx, Engine, EngineConfig, Event, IdentityMarks, OutOfBand, Output, Theft,
+    Trust, TrustPolicy, VerificationResult,
 };
 pub use error::{E2eError, Fault};
 pub use jid::{BareJid, FullJid, Jid};

@@ -261,7 +261,7 @@ pub trait Hooks {
 
     /// What identifies a device's long-term key ([`jabberwock_e2e::Engine::identity_marks`]),
     /// as it stands: reported with every [`Hooks::announce`], for the judges.
-    fn identity(&self, device: &FullJid, marks: Vec<(&'static str, Vec<u8>)>) {
+    fn identity(&self, device: &FullJid, marks: jabberwock_e2e::IdentityMarks) {
         let _ = (device, marks);
     }
 

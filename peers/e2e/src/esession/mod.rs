@@ -1199,7 +1199,7 @@ impl Engine for Esession {
         ))
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         // The public key (its <KeyValue/>'s modulus, sent encrypted in the identity field,
         // §init-hide) and the fingerprint the trust book names it by.
         let Some(identity) = &self.identity else { return Vec::new() };

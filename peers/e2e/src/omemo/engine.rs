@@ -923,7 +923,7 @@ impl Engine for Omemo {
         OutOfBand { peer_says: vec![Self::fingerprint(&self.own_ik())] }
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         // The fingerprint is the IdentityKey itself (§security: "the fingerprint of the
         // IdentityKey"), as the bundle publishes it.
         vec![("identity key", self.own_ik().to_vec())]

@@ -203,7 +203,7 @@ impl OwnKey {
     /// What identifies our key to whoever sees it travel: the transferable public key, its
     /// v4 fingerprint and its key ID (the fingerprint's low 64 bits, RFC 4880 §12.2), which
     /// signatures name their issuer by.
-    pub fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    pub fn identity_marks(&self) -> crate::IdentityMarks {
         let mut marks = Vec::new();
         if let Ok(bytes) = self.public_bytes() {
             marks.push(("public key", bytes));

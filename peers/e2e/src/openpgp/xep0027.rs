@@ -442,7 +442,7 @@ impl Engine for Pgp {
         self.key.out_of_band()
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         self.key.identity_marks()
     }
 

@@ -787,7 +787,7 @@ impl Engine for Otr {
         Ok(Some(stanza))
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         // §"Public keys, signatures, and fingerprints": the PUBKEY encoding, as the AKE's
         // Reveal Signature and Signature Messages carry it (encrypted), and its fingerprint.
         let mut w = wire::Writer::default();

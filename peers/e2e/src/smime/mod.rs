@@ -776,7 +776,7 @@ impl Engine for Smime {
         OutOfBand { peer_says: self.cert.iter().map(|c| c.fingerprint.clone()).collect() }
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         let mut marks = Vec::new();
         if let Some(c) = &self.cert {
             marks.push(("certificate", c.der.clone()));

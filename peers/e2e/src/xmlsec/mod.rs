@@ -892,7 +892,7 @@ impl Engine for Xmlsec {
         OutOfBand { peer_says: vec![self.key.public.fingerprint.clone()] }
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         // The RSA modulus (in a <RSAKeyValue/>'s <Modulus/>, XML Signature §4.4.2.2) and the
         // fingerprint of the SubjectPublicKeyInfo.
         let mut marks = vec![("RSA modulus", rsa::traits::PublicKeyParts::n(&self.key.public.key).to_bytes_be())];

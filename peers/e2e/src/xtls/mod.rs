@@ -947,7 +947,7 @@ impl Engine for Xtls {
         Ok(out)
     }
 
-    fn identity_marks(&self) -> Vec<(&'static str, Vec<u8>)> {
+    fn identity_marks(&self) -> crate::IdentityMarks {
         let Some(identity) = &self.identity else { return Vec::new() };
         let mut marks = vec![("certificate", identity.cert_der.clone())];
         if let Some(fp) = kit::codec::unhex(&identity.fingerprint()) {
