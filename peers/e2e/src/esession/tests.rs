@@ -46,27 +46,62 @@ impl Pair {
     }
 
     fn run(&mut self, from_alice: bool, out: Output) {
-        let mut queue: std::collections::VecDeque<(bool, Element)> = sends(from_alice, out).into();
-        while let Some((by_alice, mut s)) = queue.pop_front() {
-            s.set("from", if by_alice { ALICE } else { BOB });
-            self.wire.push((by_alice, s.clone()));
-            let mut rng = self.rng.clone();
-            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
-            let result = engine.receive(&mut cx(&mut rng), &s);
-            self.rng = rng;
-            match result {
-                Ok(out) => {
-                    for e in &out.events {
-                        if let Event::Plaintext { body, .. } = e {
-                            self.shown.push((!by_alice, body.clone()));
-                        }
-                        self.events.push((!by_alice, e.clone()));
-                    }
-                    queue.extend(sends(!by_alice, out));
-                }
-                Err(e) => self.errors.push((!by_alice, e.code())),
-            }
+        let mut queue: VecDeque<(bool, Element)> = sends(from_alice, out).into();
+        while let Some((by_alice, s)) = queue.pop_front() {
+            queue.extend(self.deliver(by_alice, s));
         }
+    }
+
+    /// Hands one stanza to its recipient (the client's `receive` then `drain`) and returns
+    /// what the recipient sends back, undelivered.
+    fn deliver(&mut self, by_alice: bool, mut s: Element) -> Vec<(bool, Element)> {
+        s.set("from", if by_alice { ALICE } else { BOB });
+        self.wire.push((by_alice, s.clone()));
+        let mut rng = self.rng.clone();
+        let engine = if by_alice { &mut self.bob } else { &mut self.alice };
+        let result = engine.receive(&mut cx(&mut rng), &s);
+        let left = engine.drain(&mut cx(&mut rng));
+        self.rng = rng;
+        let mut outs = vec![left];
+        match result {
+            Ok(out) => outs.insert(0, out),
+            Err(e) => self.errors.push((!by_alice, e.code())),
+        }
+        let mut replies = Vec::new();
+        for out in outs {
+            for e in &out.events {
+                if let Event::Plaintext { body, .. } = e {
+                    self.shown.push((!by_alice, body.clone()));
+                }
+                self.events.push((!by_alice, e.clone()));
+            }
+            replies.extend(sends(!by_alice, out));
+        }
+        replies
+    }
+
+    /// What `from_alice`'s engine sends for `body`, undelivered.
+    fn compose(&mut self, from_alice: bool, body: &str) -> Vec<(bool, Element)> {
+        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
+        let mut rng = self.rng.clone();
+        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
+        let out = engine.send(&mut cx(&mut rng), &to, body).unwrap();
+        self.rng = rng;
+        sends(from_alice, out)
+    }
+
+    fn alerts_of(&self, alice: bool) -> Vec<&'static str> {
+        self.events
+            .iter()
+            .filter_map(|(a, e)| match e {
+                Event::Alert { reason, .. } if *a == alice => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn errors_of(&self, alice: bool) -> Vec<&'static str> {
+        self.errors.iter().filter(|(a, _)| *a == alice).map(|(_, c)| *c).collect()
     }
 
     fn send(&mut self, from_alice: bool, body: &str) {
@@ -76,6 +111,13 @@ impl Pair {
         let out = engine.send(&mut cx(&mut rng), &to, body).unwrap();
         self.rng = rng;
         self.run(from_alice, out);
+    }
+
+    fn run_all(&mut self, stanzas: Vec<(bool, Element)>) {
+        let mut queue: VecDeque<(bool, Element)> = stanzas.into();
+        while let Some((by_alice, s)) = queue.pop_front() {
+            queue.extend(self.deliver(by_alice, s));
+        }
     }
 
     fn shown_by(&self, alice: bool) -> Vec<String> {
@@ -162,24 +204,122 @@ fn a_second_session_uses_the_retained_secret() {
     assert_eq!(after_a.values().collect::<Vec<_>>(), after_b.values().collect::<Vec<_>>());
 }
 
-#[test]
-fn tampering_and_replay_end_the_session() {
-    let mut p = Pair::new(4);
-    p.send(true, "one");
-    p.send(true, "two");
-    let last = p.wire.last().unwrap().1.clone();
-    let mut rng = p.rng.clone();
-    // A replayed stanza: the counter moved on, the MAC does not verify, the session ends.
-    assert_eq!(p.bob.clone().receive(&mut cx(&mut rng), &last).unwrap_err().code(), "bad-mac");
-    let mut tampered = last.clone();
-    let data = tampered.get_child_mut("c", NS_C).unwrap().get_child_mut("data", NS_C).unwrap();
+fn flip_data(stanza: &mut Element) {
+    let data = stanza.get_child_mut("c", NS_C).unwrap().get_child_mut("data", NS_C).unwrap();
     let mut bytes = unb64("data", &data.text()).unwrap();
     bytes[0] ^= 1;
     let _ = data.take_nodes();
     data.append_text(b64(&bytes));
-    let mut bob = p.bob.clone();
-    assert_eq!(bob.receive(&mut cx(&mut rng), &tampered).unwrap_err().code(), "bad-mac");
-    assert!(bob.sessions.is_empty());
+}
+
+fn is_error(s: &Element) -> bool {
+    s.attr("type") == Some("error") && s.get_child("error", NS_CLIENT).is_some_and(|e| e.has_child("not-acceptable", NS_STANZAS))
+}
+
+/// The defect this catches: a replayed stanza made Bob drop a healthy session without a word,
+/// and Alice's next message was lost. A copy of a stanza Bob already read is refused as a
+/// replay (XEP-0200 §sec-replay) and the session goes on.
+#[test]
+fn a_replayed_stanza_is_refused_and_the_session_goes_on() {
+    let mut p = Pair::new(4);
+    p.send(true, "one");
+    p.send(true, "two");
+    let first_c = p.wire.iter().find(|(a, s)| *a && s.has_child("c", NS_C)).unwrap().1.clone();
+    let last = p.wire.last().unwrap().1.clone();
+    for replayed in [first_c, last] {
+        assert!(p.deliver(true, replayed).is_empty(), "a replay is not answered");
+    }
+    assert_eq!(p.errors_of(false), ["replayed-stanza", "replayed-stanza"]);
+    p.send(true, "three");
+    p.send(false, "back");
+    assert_eq!(p.shown_by(false), ["one", "two", "three"]);
+    assert_eq!(p.shown_by(true), ["back"]);
+    assert_eq!(p.alerts_of(true), ["esession"], "{:?}", p.events);
+}
+
+/// A changed stanza still ends the session (XEP-0200 §decrypt's MUST), but as XEP-0116
+/// §terminate says: Alice gets an encrypted termination (and §decrypt's `not-acceptable`
+/// error), acknowledges it, and her next message goes through a new session.
+#[test]
+fn tampering_ends_the_session_and_the_sender_is_told() {
+    let mut p = Pair::new(5);
+    p.send(true, "one");
+    let mut two = p.compose(true, "two");
+    assert_eq!(two.len(), 1);
+    flip_data(&mut two[0].1);
+    let answer = p.deliver(true, two.remove(0).1);
+    assert_eq!(p.errors_of(false), ["bad-mac"]);
+    assert!(p.bob.sessions.is_empty() && p.bob.closing.len() == 1);
+    // The termination, encrypted under Bob's keys, and the error for the refused stanza.
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert!(answer[0].1.has_child("c", NS_C) && is_error(&answer[1].1));
+    for (by, s) in answer {
+        let more = p.deliver(by, s);
+        p.run_all(more);
+    }
+    assert_eq!(p.alerts_of(true), ["esession", "esession-terminated"], "{:?}", p.events);
+    // Bob verified Alice's acknowledgement: nothing of the old session is left.
+    assert_eq!(p.alerts_of(false), ["esession", "esession-terminated"], "{:?}", p.events);
+    assert!(p.bob.closing.is_empty() && p.alice.sessions.is_empty());
+    assert_eq!(p.errors_of(false), ["bad-mac"], "the acknowledgement verified");
+    p.send(true, "three");
+    assert_eq!(p.shown_by(false), ["one", "three"]);
+    assert_eq!(p.alerts_of(true), ["esession", "esession-terminated", "esession"]);
+}
+
+/// A message Alice sent before Bob's termination reached her is still read: it verifies
+/// where her changed stanza would have ended.
+#[test]
+fn a_message_in_flight_when_the_session_ends_is_still_read() {
+    let mut p = Pair::new(6);
+    p.send(true, "one");
+    let mut two = p.compose(true, "two");
+    let three = p.compose(true, "three");
+    flip_data(&mut two[0].1);
+    let answer = p.deliver(true, two.remove(0).1);
+    for (by, s) in three {
+        assert!(p.deliver(by, s).is_empty());
+    }
+    assert_eq!(p.shown_by(false), ["one", "three"]);
+    for (by, s) in answer {
+        let more = p.deliver(by, s);
+        p.run_all(more);
+    }
+    assert_eq!(p.errors_of(false), ["bad-mac"]);
+    assert!(p.bob.closing.is_empty(), "the acknowledgement closed it");
+    // Injected garbage (not a changed copy of Alice's stanza) leaves her counter where it was.
+    let mut q = Pair::new(7);
+    q.send(true, "one");
+    let mut garbage = q.wire.last().unwrap().1.clone();
+    flip_data(&mut garbage);
+    let answer = q.deliver(true, garbage);
+    for (by, s) in q.compose(true, "two") {
+        assert!(q.deliver(by, s).is_empty());
+    }
+    assert_eq!(q.shown_by(false), ["one", "two"]);
+    q.run_all(answer);
+    assert!(q.bob.closing.is_empty());
+}
+
+/// A stanza of another thread (a session that ended, replayed) does not touch the current
+/// session; one of a thread never seen is answered with `not-acceptable` so its sender knows.
+#[test]
+fn a_stanza_of_another_thread_leaves_the_session_alone() {
+    let mut p = Pair::new(8);
+    p.send(true, "first session");
+    let old = p.wire.last().unwrap().1.clone();
+    let bob: BareJid = "bob@b.example".parse().unwrap();
+    let out = p.alice.terminate(&bob).unwrap();
+    p.run(true, out);
+    p.send(true, "second session");
+    assert!(p.deliver(true, old.clone()).is_empty(), "a leftover of an ended session is not answered");
+    let mut stray = old;
+    set_text(stray.get_child_mut("thread", NS_CLIENT).unwrap(), "no-such-thread");
+    let answer = p.deliver(true, stray);
+    assert!(answer.len() == 1 && is_error(&answer[0].1), "{answer:?}");
+    assert_eq!(p.errors_of(false), ["no-session", "no-session"]);
+    p.send(true, "still here");
+    assert_eq!(p.shown_by(false), ["first session", "second session", "still here"]);
 }
 
 /// Both users open a session at once: the requests cross, one negotiation survives, and
@@ -192,7 +332,7 @@ fn crossing_requests_settle_on_one_session() {
     let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
     let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
     p.rng = rng;
-    let mut queue: std::collections::VecDeque<(bool, Element)> = sends(true, out_a).into();
+    let mut queue: VecDeque<(bool, Element)> = sends(true, out_a).into();
     queue.extend(sends(false, out_b));
     while let Some((by_alice, mut s)) = queue.pop_front() {
         s.set("from", if by_alice { ALICE } else { BOB });
