@@ -1,8 +1,11 @@
 //! Encrypted Session Negotiation (XEP-0116, 4-message SIGMA-R variant, over XEP-0155 stanza
-//! session negotiation) with XEP-0200 stanza encryption: the engine `esession`.
+//! session negotiation) with XEP-0200 stanza encryption, and offline ESessions (XEP-0187): the
+//! engine `esession`.
 //!
 //! - [`forms`]: data forms and the §sign-normal normalization;
-//! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA.
+//! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA;
+//! - `offline`: XEP-0187, the options published before going offline and the offline
+//!   ESessions started from them.
 //!
 //! Choices where the texts are ambiguous (README "Protocol choices" lists them): 4-message
 //! negotiation only (§init-variants: "SHOULD be used to establish client-to-client sessions");
@@ -16,6 +19,7 @@
 
 pub mod crypto;
 pub mod forms;
+mod offline;
 mod seam;
 
 use core::fmt;
@@ -169,6 +173,14 @@ pub struct Esession {
     ended: VecDeque<(BareJid, String)>,
     /// What a `receive` that failed still has to send (handed out by `drain`).
     pending: Output,
+    /// XEP-0187: the private values of the options we published, while we are offline
+    /// (stored: long-term), and once we are back (in memory only).
+    offline_stored: Option<offline::OfflineSecrets>,
+    offline_retrieved: Option<offline::OfflineSecrets>,
+    /// XEP-0187 as a sender: fetches in flight, and the verified options of peers found
+    /// offline.
+    lookups: BTreeMap<BareJid, offline::Lookup>,
+    peer_options: BTreeMap<BareJid, offline::PeerOptions>,
 }
 
 fn random_vec(rng: &mut dyn RngCore, n: usize) -> Vec<u8> {
@@ -220,6 +232,10 @@ impl Esession {
             closing: BTreeMap::new(),
             ended: VecDeque::new(),
             pending: Output::default(),
+            offline_stored: None,
+            offline_retrieved: None,
+            lookups: BTreeMap::new(),
+            peer_options: BTreeMap::new(),
         }
     }
 
@@ -800,11 +816,22 @@ impl Esession {
 
     /// [`Engine::receive`]'s work; what it pushes to `out` before an error still goes out.
     fn receive_stanza(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.is("iq", NS_CLIENT) && stanza.attr("type") == Some("result") {
+            return self.pep_result(cx, stanza, out);
+        }
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
             return Ok(());
         }
         let from: Jid = sender(stanza)?;
         let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
+        let esession = stanza.has_child("feature", NS_FEATURE)
+            || stanza.has_child("init", NS_INIT)
+            || stanza.has_child("c", NS_C);
+        if esession {
+            // The peer writes: it is online, and the options it left are no longer for us
+            // (XEP-0187 §terminate).
+            self.peer_options.remove(&from.to_bare());
+        }
         if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
             if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
                 return Ok(());
@@ -820,6 +847,11 @@ impl Esession {
             return Ok(());
         }
         if let Some(x) = stanza.get_child("init", NS_INIT).and_then(|i| i.get_child("x", NS_DATA)) {
+            // XEP-0187 §init-offline-start: an offline ESession's form is a `submit`; Bob's
+            // final online message (§init-acceptbob-send) a `result`.
+            if x.attr("type") == Some("submit") {
+                return self.accept_offline(cx, &from, &thread, stanza, x, out);
+            }
             self.finish_alice(&from, x, out)?;
             return Ok(());
         }
@@ -932,7 +964,7 @@ impl Esession {
                 if live {
                     // A stanza whose data was changed in place keeps its length: the peer's
                     // next one starts that many blocks on (read only until the acknowledgement).
-                    let skip = sealed.blocks.and_then(|b| self.sessions.get(&peer).map(|s| s.recv_ctr + b));
+                    let skip = sealed.blocks.and_then(|b| self.sessions.get(&peer).map(|s| s.recv_ctr.wrapping_add(b)));
                     self.end_after_fault(&peer, skip, out);
                     out.actions.push(Action::Send(refused));
                     return Err(E2eError::Rejected {
@@ -1029,6 +1061,17 @@ impl Esession {
         }
         s.skip = skip;
         self.closing.insert(peer.clone(), s);
+    }
+
+    /// XEP-0187 §exchange: an offline ESession the peer started is ended before we write to it:
+    /// a termination in it (the only stanza we send in it), then its keys go; no
+    /// acknowledgement is awaited (§terminate).
+    fn end_offline(&mut self, peer: &BareJid, out: &mut Output) {
+        let Some(mut s) = self.sessions.remove(peer) else { return };
+        if let Ok(c) = seal(&mut s, &terminate_form("submit"), None) {
+            out.actions.push(Action::Send(session_message(&s, vec![c])));
+        }
+        self.remember_ended(peer.clone(), &s.thread);
     }
 
     /// Remembers that the session on `thread` with `peer` ended, so that its leftovers (and
@@ -1364,10 +1407,47 @@ impl Engine for Esession {
         Protocol::of(&PROTOCOL)
     }
 
-    // `publish`: the default, nothing — keys travel inside the negotiation.
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // Keys travel inside the negotiation; back from offline, the options go (XEP-0187).
+        let mut out = Output::default();
+        self.back_online(&mut out);
+        Ok(out)
+    }
+
+    fn going_offline(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // XEP-0116 §terminate: "Entities MUST terminate all open ESessions before they go
+        // offline"; then XEP-0187 §init-offline-publish.
+        let mut out = Output::default();
+        let peers: Vec<BareJid> = self.sessions.keys().cloned().collect();
+        for peer in peers {
+            if self.sessions.get(&peer).is_some_and(|s| s.offline) {
+                self.end_offline(&peer, &mut out);
+            } else if let Ok(more) = self.terminate(&peer) {
+                out.actions.extend(more.actions);
+            }
+        }
+        self.publish_offline(cx, &mut out)?;
+        Ok(out)
+    }
+
+    fn fetch_failed(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        owner: &BareJid,
+        node: &str,
+        _condition: &str,
+    ) -> Result<Output, E2eError> {
+        self.lookup_failed(owner, node);
+        Ok(Output::default())
+    }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
+        if self.sessions.get(to).is_some_and(|s| s.offline) {
+            // XEP-0187 §exchange: "she MUST terminate the offline ESession and start a new
+            // online ESession first".
+            self.end_offline(to, &mut out);
+        }
         if let Some(s) = self.sessions.get(to) {
             // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
             let due = s.initiator && s.old_recv.is_none() && s.sent_since_rekey + 1 >= s.rekey_freq;
@@ -1377,9 +1457,17 @@ impl Engine for Esession {
         }
         // No session: store the message and negotiate one (never send in clear).
         self.stored.entry(to.clone()).or_default().push(body.to_owned());
+        if self.peer_options.get(to).is_some_and(|o| o.usable(cx.now)) {
+            // XEP-0187: the peer is offline and its options are known.
+            self.send_offline(cx, to, &mut out);
+            return Ok(out);
+        }
+        self.peer_options.remove(to);
         if !self.negotiations.contains_key(to) {
             self.request(cx, to, &mut out);
         }
+        // XEP-0187 §init-offline-request: if the peer is offline, its options say so.
+        self.look_up(to, &mut out);
         Ok(out)
     }
 
@@ -1406,7 +1494,8 @@ impl Engine for Esession {
         // touch; the peer's device announced the SAS of its session with us.
         let mut out = Output::default();
         let me = self.me.to_bare();
-        let Some(s) = self.sessions.get_mut(peer) else {
+        // An offline ESession has no SAS (XEP-0187 negotiates in three messages).
+        let Some(s) = self.sessions.get_mut(peer).filter(|s| !s.offline) else {
             out.events.push(Event::Alert {
                 reason: "nothing-to-verify",
                 detail: format!("no ESession with {peer}"),
@@ -1456,7 +1545,12 @@ impl Engine for Esession {
 
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand {
-            peer_says: self.sessions.iter().map(|(peer, s)| format!("sas {peer}: {}", s.sas)).collect(),
+            peer_says: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.offline)
+                .map(|(peer, s)| format!("sas {peer}: {}", s.sas))
+                .collect(),
         }
     }
 
@@ -1468,6 +1562,10 @@ impl Engine for Esession {
             copy.negotiations.clear();
             copy.stored.clear();
             copy.pending = Output::default();
+            // Back online, the offline values live in memory only; stored, they are taken.
+            copy.offline_retrieved = None;
+            copy.lookups.clear();
+            copy.peer_options.clear();
         })
     }
 }
