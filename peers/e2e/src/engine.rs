@@ -301,6 +301,17 @@ pub trait Engine: fmt::Debug + Send {
         Ok(Output::default())
     }
 
+    /// The device is about to log out cleanly (a scenario's `go: offline`): what it sends or
+    /// publishes while it still can. The client carries out the actions before its unavailable
+    /// presence. A device that loses its connection is not asked. ESessions need it: XEP-0116
+    /// §terminate ("Entities MUST terminate all open ESessions before they go offline") and
+    /// XEP-0187 §init-offline-publish (offline options published "just before she goes
+    /// offline").
+    fn going_offline(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let _ = cx;
+        Ok(Output::default())
+    }
+
     /// Extensions for the device's available presence, which the client sends after every
     /// login (XEP-0027 signs the presence status here).
     fn presence(&mut self, cx: &mut Cx<'_>) -> Result<Vec<Element>, E2eError> {

@@ -248,6 +248,14 @@ impl<T: Transport> Device<T> {
                 match cmd {
                     Command::GoOffline => {
                         want_online = false;
+                        if let Some(c) = conn.as_mut() {
+                            // What the engine sends before it leaves (ESessions terminate their
+                            // sessions and publish offline options), ahead of the unavailable
+                            // presence.
+                            let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
+                            let leaving = self.engine.going_offline(&mut cx);
+                            self.apply(Some(c), leaving).await;
+                        }
                         if let Some(mut c) = conn.take() {
                             let bye = el("presence", NS_CLIENT).with("type", "unavailable");
                             let _ = c.xs.send(&bye).await;

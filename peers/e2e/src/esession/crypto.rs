@@ -199,9 +199,13 @@ impl Identity {
 
     /// RSASSA-PKCS1-v1_5 with SHA-256 over the MAC bytes, wrapped as `<SignatureValue/>`.
     pub fn sign(&self, mac: &[u8], rng: &mut dyn RngCore) -> String {
+        format!("<SignatureValue>{}</SignatureValue>", b64(&self.signature(mac, rng)))
+    }
+
+    /// RSASSA-PKCS1-v1_5 with SHA-256 over `data` (XEP-0187's `signs` of an options form).
+    pub fn signature(&self, data: &[u8], rng: &mut dyn RngCore) -> Vec<u8> {
         let signer = SigningKey::<Sha256>::new(self.key.clone());
-        let sig = signer.sign_with_rng(&mut Rng06(rng), mac);
-        format!("<SignatureValue>{}</SignatureValue>", b64(&sig.to_bytes()))
+        signer.sign_with_rng(&mut Rng06(rng), data).to_vec()
     }
 }
 

@@ -1,8 +1,11 @@
 //! Encrypted Session Negotiation (XEP-0116, 4-message SIGMA-R variant, over XEP-0155 stanza
-//! session negotiation) with XEP-0200 stanza encryption: the engine `esession`.
+//! session negotiation) with XEP-0200 stanza encryption, and offline ESessions (XEP-0187): the
+//! engine `esession`.
 //!
 //! - [`forms`]: data forms and the §sign-normal normalization;
-//! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA.
+//! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA;
+//! - `offline`: XEP-0187, the options published before going offline and the offline
+//!   ESessions started from them.
 //!
 //! Choices where the texts are ambiguous (README "Protocol choices" lists them): 4-message
 //! negotiation only (§init-variants: "SHOULD be used to establish client-to-client sessions");
@@ -16,10 +19,11 @@
 
 pub mod crypto;
 pub mod forms;
+mod offline;
 mod seam;
 
 use core::fmt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -33,7 +37,7 @@ use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::crypto::{equal, hmac_sha256, sha256};
 use crate::kit::trust;
 use crate::EngineConfig;
-use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, el, sender, text_el};
+use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
@@ -122,6 +126,14 @@ struct Session {
     /// Whether we started the negotiation: only that side starts rekeys, so two rekeys never
     /// cross (XEP-0200 allows either side; crossing rekeys need several key sets kept).
     initiator: bool,
+    /// The MACs of the last stanzas read, to recognise a replay (XEP-0200 §sec-replay).
+    seen_macs: VecDeque<Vec<u8>>,
+    /// After we ended the session on a stanza we could not read: the counter the peer's next
+    /// stanza starts at if that stanza was the peer's own, changed in place.
+    skip: Option<u128>,
+    /// An offline ESession (XEP-0187) the peer started from our published options: we read
+    /// in it and never send (§exchange).
+    offline: bool,
 }
 
 impl fmt::Debug for Session {
@@ -157,6 +169,18 @@ pub struct Esession {
     keys: BTreeMap<BareJid, BTreeMap<String, Trust>>,
     /// Sessions we asked to terminate, kept to verify the peer's acknowledgement (§terminate).
     closing: BTreeMap<BareJid, Session>,
+    /// Sessions that ended, by peer and thread: their leftovers are refused without an answer.
+    ended: VecDeque<(BareJid, String)>,
+    /// What a `receive` that failed still has to send (handed out by `drain`).
+    pending: Output,
+    /// XEP-0187: the private values of the options we published, while we are offline
+    /// (stored: long-term), and once we are back (in memory only).
+    offline_stored: Option<offline::OfflineSecrets>,
+    offline_retrieved: Option<offline::OfflineSecrets>,
+    /// XEP-0187 as a sender: fetches in flight, and the verified options of peers found
+    /// offline.
+    lookups: BTreeMap<BareJid, offline::Lookup>,
+    peer_options: BTreeMap<BareJid, offline::PeerOptions>,
 }
 
 fn random_vec(rng: &mut dyn RngCore, n: usize) -> Vec<u8> {
@@ -206,6 +230,12 @@ impl Esession {
             retained: BTreeMap::new(),
             keys: BTreeMap::new(),
             closing: BTreeMap::new(),
+            ended: VecDeque::new(),
+            pending: Output::default(),
+            offline_stored: None,
+            offline_retrieved: None,
+            lookups: BTreeMap::new(),
+            peer_options: BTreeMap::new(),
         }
     }
 
@@ -642,6 +672,9 @@ impl Esession {
             verified: false,
             their_key: pub_a,
             initiator: false,
+            seen_macs: VecDeque::new(),
+            skip: None,
+            offline: false,
         };
         // The new retained secret replaces the old one for this client, once the session is
         // accepted (§init-finalbob, §init-finalalice).
@@ -716,6 +749,9 @@ impl Esession {
             verified: false,
             their_key: pub_b,
             initiator: true,
+            seen_macs: VecDeque::new(),
+            skip: None,
+            offline: false,
         };
         // The new retained secret replaces the old one for this client, once the session is
         // accepted (§init-finalbob, §init-finalalice).
@@ -778,10 +814,60 @@ impl Esession {
         true
     }
 
+    /// [`Engine::receive`]'s work; what it pushes to `out` before an error still goes out.
+    fn receive_stanza(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.is("iq", NS_CLIENT) && stanza.attr("type") == Some("result") {
+            return self.pep_result(cx, stanza, out);
+        }
+        if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
+            return Ok(());
+        }
+        let from: Jid = sender(stanza)?;
+        let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
+        let esession = stanza.has_child("feature", NS_FEATURE)
+            || stanza.has_child("init", NS_INIT)
+            || stanza.has_child("c", NS_C);
+        if esession {
+            // The peer writes: it is online, and the options it left are no longer for us
+            // (XEP-0187 §terminate).
+            self.peer_options.remove(&from.to_bare());
+        }
+        if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
+            if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
+                return Ok(());
+            }
+            match x.attr("type") {
+                Some("form") => self.respond(cx, &from, &thread, x, out)?,
+                Some("submit") => self.accept(cx, &from, x, out)?,
+                Some("result") => self.finish_bob(cx, &from, x, out)?,
+                other => {
+                    return Err(E2eError::Malformed { what: "form", detail: format!("form type {other:?}") });
+                }
+            }
+            return Ok(());
+        }
+        if let Some(x) = stanza.get_child("init", NS_INIT).and_then(|i| i.get_child("x", NS_DATA)) {
+            // XEP-0187 §init-offline-start: an offline ESession's form is a `submit`; Bob's
+            // final online message (§init-acceptbob-send) a `result`.
+            if x.attr("type") == Some("submit") {
+                return self.accept_offline(cx, &from, &thread, stanza, x, out);
+            }
+            self.finish_alice(&from, x, out)?;
+            return Ok(());
+        }
+        if let Some(c) = stanza.get_child("c", NS_C) {
+            return self.decrypt(&from, &thread, stanza, c, out);
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            out.unencrypted(from, body, "outside an ESession");
+        }
+        Ok(())
+    }
+
     // ---- XEP-0200 -----------------------------------------------------------------------------
 
-    /// §encrypt: `<c><data/>[<key/>][<new/>]<mac/></c>`, with a rekey (§rekey-init) when an
-    /// RNG is given.
+    /// §encrypt in the session with `peer`, as a message stanza to the peer, with a rekey
+    /// (§rekey-init) when an RNG is given.
     fn encrypt_content(
         &mut self,
         peer: &BareJid,
@@ -790,172 +876,211 @@ impl Esession {
         out: &mut Output,
     ) -> Result<(), E2eError> {
         let s = self.sessions.get_mut(peer).ok_or(E2eError::Missing { what: "ESession" })?;
-        let c_before = s.send_ctr;
-        let mut data = content.as_bytes().to_vec();
-        ctr(&s.send.kc, &mut s.send_ctr, &mut data);
-        let data_b64 = b64(&data);
-        let mut m_content = format!("<data>{data_b64}</data>");
-        let mut c = el("c", NS_C).child(text_el("data", NS_C, data_b64));
-        let mut new_keys = None;
-        if let Some(rng) = rekey_rng {
-            let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
-            let x = crypto::secret_exponent(rng);
-            let e = BigUint::from(2u32).modpow(&x, p);
-            let k = s.peer_public.modpow(&x, p);
-            let key = b64(&mpi(&e));
-            m_content.push_str(&format!("<key>{key}</key>"));
-            c.append_child(text_el("key", NS_C, key));
-            new_keys = Some((x, crypto::rekey_keys(&k)));
-        }
-        if s.keys_received > 0 {
-            m_content.push_str(&format!("<new>{}</new>", s.keys_received));
-            c.append_child(text_el("new", NS_C, s.keys_received.to_string()));
-            s.keys_received = 0;
-        }
-        let a_mac = mac_of(&s.send.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
-        c.append_child(text_el("mac", NS_C, b64(&a_mac)));
-        let stanza = el("message", NS_CLIENT)
-            .with("to", s.peer.to_string())
-            .with("type", "chat")
-            .child(text_el("thread", NS_CLIENT, s.thread.clone()))
-            .child(c)
-            .child(el("private", NS_CARBONS));
-        out.actions.push(Action::Send(stanza));
-        s.sent_since_rekey += 1;
-        if let Some((x, (mine, theirs))) = new_keys {
-            // The stanza carrying <key/> went out under the old keys; from now on ours are
-            // new, and the old receiving keys stay until the peer uses the new ones.
-            s.own_secret = x;
-            s.send = mine;
-            s.old_recv = Some(s.recv);
-            s.recv = theirs;
-            s.sent_since_rekey = 0;
-        }
+        let c = seal(s, content, rekey_rng)?;
+        out.actions.push(Action::Send(session_message(s, vec![c])));
         Ok(())
     }
 
-    /// §decrypt. A MAC that fails ends the session (the XEP's MUST).
-    fn decrypt(&mut self, from: &Jid, c: &Element, out: &mut Output) -> Result<(), E2eError> {
+    /// §decrypt: an XEP-0200 stanza from `from` on `thread`.
+    ///
+    /// Which session it belongs to is its thread's (XEP-0155 §terminate: the session is named by
+    /// its `<thread/>`; XEP-0200 §content leaves the thread in clear for that routing): a stanza
+    /// of another thread — a session that ended, or a replay from one — leaves the current
+    /// session alone. A stanza whose MAC this session already accepted is a replay (§sec-replay:
+    /// the counters make every MAC of a session different) and is refused without ending
+    /// anything: it is no tampered content. Any other MAC that fails, or content that does not
+    /// parse, ends the session as §decrypt requires ("Bob MUST terminate the encrypted
+    /// session"), and terminating is XEP-0116 §terminate: an encrypted `terminate` form tells
+    /// the peer, whose client sees it; we may also send §decrypt's `not-acceptable` error. Until
+    /// the peer's acknowledgement comes, what the peer sent before it saw the termination is
+    /// still read.
+    fn decrypt(
+        &mut self,
+        from: &Jid,
+        thread: &str,
+        stanza: &Element,
+        c: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
         let peer = from.to_bare();
-        // The MAC covers names and text only: anything else in <c/> would be unauthenticated.
-        for child in c.children() {
-            if child.ns() != NS_C
-                || child.attrs().iter().next().is_some()
-                || child.children().next().is_some()
-            {
-                return Err(E2eError::Malformed {
-                    what: "c",
-                    detail: format!("<{}/> is not a plain XEP-0200 child", child.name()),
-                });
-            }
-        }
-        // The acknowledgement of a termination we sent is checked with that session's keys.
-        let acknowledging = !self.sessions.contains_key(&peer) && self.closing.contains_key(&peer);
-        if acknowledging && let Some(closing) = self.closing.remove(&peer) {
-            self.sessions.insert(peer.clone(), closing);
-        }
-        let s = self.sessions.get_mut(&peer).ok_or(E2eError::Rejected {
-            reason: "no-session",
-            detail: format!("an encrypted stanza from {from} outside an ESession"),
-        })?;
-        let mac = unb64("mac", &c.get_child("mac", NS_C).ok_or(E2eError::Missing { what: "mac" })?.text())?;
-        let mut m_content = String::new();
-        for child in c.children().filter(|ch| ch.name() != "mac") {
-            m_content.push_str(&format!("<{0}>{1}</{0}>", child.name(), escape(&child.text())));
-        }
-        let c_before = s.recv_ctr;
-        let expected = |k: &Keys| mac_of(&k.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
-        let (keys, newest) = if equal(&expected(&s.recv), &mac) {
-            (s.recv, true)
-        } else {
-            match s.old_recv {
-                Some(old) if equal(&expected(&old), &mac) => (old, false),
-                _ => {
-                    self.sessions.remove(&peer);
-                    return Err(E2eError::Rejected {
-                        reason: "bad-mac",
-                        detail: "XEP-0200 stanza MAC (the session is terminated)".into(),
-                    });
-                }
-            }
-        };
-        // Authenticated: from here on, a stanza we cannot use ends the session (§decrypt:
-        // an XML error MUST terminate it), so the counters never fall out of step.
-        let mut counter = s.recv_ctr;
-        let decoded = (|| {
-            let mut data = match c.get_child("data", NS_C) {
-                Some(d) => unb64("data", &d.text())?,
-                None => Vec::new(),
-            };
-            ctr(&keys.kc, &mut counter, &mut data);
-            let rekey = match c.get_child("key", NS_C) {
-                Some(key) => {
-                    let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
-                    let e = BigUint::from_bytes_be(&unb64("key", &key.text())?);
-                    check_public("rekey e", &e, p)?;
-                    let k = e.modpow(&s.own_secret, p);
-                    Some((e, crypto::rekey_keys(&k)))
-                }
-                None => None,
-            };
-            let text = String::from_utf8(data)
-                .map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
-            let body = if text.starts_with("<feature>") { None } else { parse_body(&text)? };
-            Ok::<_, E2eError>((rekey, text, body))
-        })();
-        let (rekey, text, body) = match decoded {
-            Ok(v) => v,
-            Err(e) => {
-                self.sessions.remove(&peer);
-                return Err(e);
-            }
-        };
-        if acknowledging {
-            // After our termination request only its acknowledgement may come (§terminate).
-            self.sessions.remove(&peer);
-            if text.starts_with("<feature>") && text.contains("terminate") {
-                out.events.push(Event::Alert {
-                    reason: "esession-terminated",
-                    detail: format!("{from} acknowledged the end of the ESession"),
-                });
-                return Ok(());
+        let sealed = Sealed::read(c)?;
+        let live = self.sessions.get(&peer).is_some_and(|s| s.thread == thread);
+        let closing = !live && self.closing.get(&peer).is_some_and(|s| s.thread == thread);
+        if !live && !closing {
+            let ended = self.ended.iter().any(|(p, t)| *p == peer && t == thread);
+            if !ended {
+                // Nothing the sender could know of ended here: tell it its stanza was not read.
+                out.actions.push(Action::Send(not_acceptable(from, thread, stanza)));
             }
             return Err(E2eError::Rejected {
                 reason: "no-session",
-                detail: format!("{from} sent more after we ended the ESession"),
+                detail: if ended {
+                    format!("an encrypted stanza from {from} in an ESession that has ended")
+                } else {
+                    format!("an encrypted stanza from {from} outside an ESession")
+                },
             });
         }
-        s.recv_ctr = counter;
-        if newest {
+        let s = if live { self.sessions.get_mut(&peer) } else { self.closing.get_mut(&peer) };
+        let Some(s) = s else { return Err(E2eError::Missing { what: "ESession" }) };
+        if s.seen_macs.iter().any(|m| equal(m, &sealed.mac)) {
+            return Err(E2eError::Rejected {
+                reason: "replayed-stanza",
+                detail: format!("{from} sent this stanza before (the ESession goes on)"),
+            });
+        }
+        let mut read = Err(Unreadable::Mac);
+        for at in [Some(s.recv_ctr), s.skip.filter(|_| closing)].into_iter().flatten() {
+            read = open(s, &sealed, at);
+            if !matches!(read, Err(Unreadable::Mac)) {
+                break;
+            }
+        }
+        match read {
+            Ok(opened) => {
+                s.consumed(&sealed.mac, opened.counter);
+                if live {
+                    self.read_live(from, opened, out);
+                } else {
+                    self.read_closing(from, &opened, out);
+                }
+                Ok(())
+            }
+            Err(Unreadable::Content(error, counter)) => {
+                // Authenticated, but unusable: §decrypt step 6 ("If the parser returns an XML
+                // format error then Bob MUST terminate").
+                s.consumed(&sealed.mac, counter);
+                if live {
+                    self.end_after_fault(&peer, None, out);
+                } else {
+                    self.closing.remove(&peer);
+                    self.remember_ended(peer, thread);
+                }
+                out.actions.push(Action::Send(not_acceptable(from, thread, stanza)));
+                Err(error)
+            }
+            Err(Unreadable::Mac) => {
+                let refused = not_acceptable(from, thread, stanza);
+                if live {
+                    // A stanza whose data was changed in place keeps its length: the peer's
+                    // next one starts that many blocks on (read only until the acknowledgement).
+                    let skip = sealed.blocks.and_then(|b| self.sessions.get(&peer).map(|s| s.recv_ctr.wrapping_add(b)));
+                    self.end_after_fault(&peer, skip, out);
+                    out.actions.push(Action::Send(refused));
+                    return Err(E2eError::Rejected {
+                        reason: "bad-mac",
+                        detail: format!(
+                            "XEP-0200 stanza MAC: the ESession is over (§decrypt) and {from} is told (XEP-0116 §terminate)"
+                        ),
+                    });
+                }
+                out.actions.push(Action::Send(refused));
+                Err(E2eError::Rejected {
+                    reason: "bad-mac",
+                    detail: format!("XEP-0200 stanza MAC, after the end of the ESession: {from}'s stanza is not read"),
+                })
+            }
+        }
+    }
+
+    /// An authenticated stanza of a current session: §rekey-accept, §terminate, or content.
+    fn read_live(&mut self, from: &Jid, opened: Opened, out: &mut Output) {
+        let peer = from.to_bare();
+        let Some(s) = self.sessions.get_mut(&peer) else { return };
+        if opened.newest {
             // The peer uses our newest keys: older ones can go.
             s.old_recv = None;
         }
         // §rekey-accept: a new e from the peer; with one key set, both directions change.
-        if let Some((e, (theirs, mine))) = rekey {
+        if let Some((e, (theirs, mine))) = opened.rekey {
             s.recv = theirs;
             s.send = mine;
             s.peer_public = e;
             s.keys_received += 1;
         }
-        let verified = s.verified;
-        if text.starts_with("<feature>") && text.contains("terminate") {
-            // §terminate: the MAC verified, so every stanza of the session arrived; a request
-            // (a submit form) is acknowledged at once, encrypted, and then the keys go.
-            if text.contains("type=\"submit\"") {
-                let _ = self.encrypt_content(&peer, &terminate_form("result"), None, out);
+        let trust = if s.verified { Trust::Verified } else { Trust::Unverified };
+        if let Some(request) = termination(&opened.text) {
+            // §terminate: the MAC verified, so every stanza of the session arrived; a request is
+            // acknowledged at once, encrypted, and then the keys go. An offline ESession is not
+            // acknowledged (XEP-0187 §terminate: "SHOULD NOT send a termination stanza back").
+            if request && !s.offline {
+                let ack = seal(s, &terminate_form("result"), None);
+                if let Ok(c) = ack {
+                    out.actions.push(Action::Send(session_message(s, vec![c])));
+                }
             }
+            let thread = s.thread.clone();
             self.sessions.remove(&peer);
+            self.remember_ended(peer, &thread);
             out.events.push(Event::Alert {
                 reason: "esession-terminated",
                 detail: format!("{from} ended the ESession"),
             });
-            return Ok(());
+            return;
         }
-        let trust = if verified { Trust::Verified } else { Trust::Unverified };
-        if let Some(body) = body {
+        if let Some(body) = opened.body {
             out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
         }
-        Ok(())
+    }
+
+    /// An authenticated stanza of a session we ended, before the peer's acknowledgement: the
+    /// acknowledgement (or the peer's own termination, crossing ours) closes it; a message the
+    /// peer sent before it saw our termination is still shown.
+    fn read_closing(&mut self, from: &Jid, opened: &Opened, out: &mut Output) {
+        let peer = from.to_bare();
+        let Some(s) = self.closing.get(&peer) else { return };
+        if termination(&opened.text).is_some() {
+            let thread = s.thread.clone();
+            self.closing.remove(&peer);
+            self.remember_ended(peer, &thread);
+            out.events.push(Event::Alert {
+                reason: "esession-terminated",
+                detail: format!("{from} acknowledged the end of the ESession"),
+            });
+            return;
+        }
+        let trust = if s.verified { Trust::Verified } else { Trust::Unverified };
+        if let Some(body) = opened.body.clone() {
+            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        }
+    }
+
+    /// XEP-0200 §decrypt's MUST, carried out as XEP-0116 §terminate: an encrypted `terminate`
+    /// form to the peer (our sending keys are intact), then only what verifies the peer's last
+    /// stanzas is kept (`skip`: where the peer's next stanza starts if the refused one was its
+    /// own, changed in place). An offline ESession we received is not ours to send in (XEP-0187
+    /// §exchange): its keys just go.
+    fn end_after_fault(&mut self, peer: &BareJid, skip: Option<u128>, out: &mut Output) {
+        let Some(mut s) = self.sessions.remove(peer) else { return };
+        if s.offline {
+            self.remember_ended(peer.clone(), &s.thread);
+            return;
+        }
+        if let Ok(c) = seal(&mut s, &terminate_form("submit"), None) {
+            out.actions.push(Action::Send(session_message(&s, vec![c])));
+        }
+        s.skip = skip;
+        self.closing.insert(peer.clone(), s);
+    }
+
+    /// XEP-0187 §exchange: an offline ESession the peer started is ended before we write to it:
+    /// a termination in it (the only stanza we send in it), then its keys go; no
+    /// acknowledgement is awaited (§terminate).
+    fn end_offline(&mut self, peer: &BareJid, out: &mut Output) {
+        let Some(mut s) = self.sessions.remove(peer) else { return };
+        if let Ok(c) = seal(&mut s, &terminate_form("submit"), None) {
+            out.actions.push(Action::Send(session_message(&s, vec![c])));
+        }
+        self.remember_ended(peer.clone(), &s.thread);
+    }
+
+    /// Remembers that the session on `thread` with `peer` ended, so that its leftovers (and
+    /// replays of it) are told apart from stanzas of a session we never had.
+    fn remember_ended(&mut self, peer: BareJid, thread: &str) {
+        if self.ended.len() >= MAX_ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((peer, thread.to_owned()));
     }
 
     /// §terminate: an encrypted `terminate` form; the session is over on our side.
@@ -967,6 +1092,196 @@ impl Esession {
         }
         Ok(out)
     }
+}
+
+/// At most this many MACs of accepted stanzas are kept per session to recognise replays.
+const MAX_SEEN_MACS: usize = 256;
+/// At most this many ended sessions are remembered (their leftovers are not answered).
+const MAX_ENDED: usize = 64;
+
+impl Session {
+    /// A stanza was read: the counter moves on and its MAC is remembered (replays).
+    fn consumed(&mut self, mac: &[u8], counter: u128) {
+        self.recv_ctr = counter;
+        self.skip = None;
+        if self.seen_macs.len() >= MAX_SEEN_MACS {
+            self.seen_macs.pop_front();
+        }
+        self.seen_macs.push_back(mac.to_vec());
+    }
+}
+
+/// §encrypt: `<c><data/>[<key/>][<new/>]<mac/></c>` under the session's sending keys, with a
+/// rekey (§rekey-init) when an RNG is given.
+fn seal(s: &mut Session, content: &str, rekey_rng: Option<&mut dyn RngCore>) -> Result<Element, E2eError> {
+    let c_before = s.send_ctr;
+    let mut data = content.as_bytes().to_vec();
+    ctr(&s.send.kc, &mut s.send_ctr, &mut data);
+    let data_b64 = b64(&data);
+    let mut m_content = format!("<data>{data_b64}</data>");
+    let mut c = el("c", NS_C).child(text_el("data", NS_C, data_b64));
+    let mut new_keys = None;
+    if let Some(rng) = rekey_rng {
+        let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
+        let x = crypto::secret_exponent(rng);
+        let e = BigUint::from(2u32).modpow(&x, p);
+        let k = s.peer_public.modpow(&x, p);
+        let key = b64(&mpi(&e));
+        m_content.push_str(&format!("<key>{key}</key>"));
+        c.append_child(text_el("key", NS_C, key));
+        new_keys = Some((x, crypto::rekey_keys(&k)));
+    }
+    if s.keys_received > 0 {
+        m_content.push_str(&format!("<new>{}</new>", s.keys_received));
+        c.append_child(text_el("new", NS_C, s.keys_received.to_string()));
+        s.keys_received = 0;
+    }
+    let a_mac = mac_of(&s.send.km, &[m_content.as_bytes(), &counter_mpi(c_before)]);
+    c.append_child(text_el("mac", NS_C, b64(&a_mac)));
+    s.sent_since_rekey += 1;
+    if let Some((x, (mine, theirs))) = new_keys {
+        // The stanza carrying <key/> went out under the old keys; from now on ours are new,
+        // and the old receiving keys stay until the peer uses the new ones.
+        s.own_secret = x;
+        s.send = mine;
+        s.old_recv = Some(s.recv);
+        s.recv = theirs;
+        s.sent_since_rekey = 0;
+    }
+    Ok(c)
+}
+
+/// §send: the message stanza of a session, `children` (the `<c/>`, after an offline
+/// ESession's `<init/>`) after its `<thread/>`, and `<private/>` (XEP-0280) so carbons do not
+/// copy what no other resource can read.
+fn session_message(s: &Session, children: Vec<Element>) -> Element {
+    let mut m = el("message", NS_CLIENT)
+        .with("to", s.peer.to_string())
+        .with("type", "chat")
+        .child(text_el("thread", NS_CLIENT, s.thread.clone()));
+    for c in children {
+        m.append_child(c);
+    }
+    m.child(el("private", NS_CARBONS))
+}
+
+/// XEP-0200 §decrypt's `not-acceptable` error for a stanza we could not read (RFC 6120 §8.3:
+/// the same id, back to the sender; the thread names the session).
+fn not_acceptable(to: &Jid, thread: &str, stanza: &Element) -> Element {
+    let mut m = el("message", NS_CLIENT).with("to", to.to_string()).with("type", "error");
+    if let Some(id) = stanza.attr("id") {
+        m.set("id", id);
+    }
+    m.child(text_el("thread", NS_CLIENT, thread))
+        .child(el("error", NS_CLIENT).with("type", "cancel").child(el("not-acceptable", NS_STANZAS)))
+}
+
+/// The parts of a received `<c/>`: its MAC, the normalized content the MAC covers, and how
+/// many cipher blocks its data fills.
+struct Sealed<'a> {
+    c: &'a Element,
+    mac: Vec<u8>,
+    m_content: String,
+    blocks: Option<u128>,
+}
+
+impl<'a> Sealed<'a> {
+    fn read(c: &'a Element) -> Result<Sealed<'a>, E2eError> {
+        // The MAC covers names and text only: anything else in <c/> would be unauthenticated.
+        for child in c.children() {
+            if child.ns() != NS_C || child.attrs().iter().next().is_some() || child.children().next().is_some() {
+                return Err(E2eError::Malformed {
+                    what: "c",
+                    detail: format!("<{}/> is not a plain XEP-0200 child", child.name()),
+                });
+            }
+        }
+        let mac = unb64("mac", &c.get_child("mac", NS_C).ok_or(E2eError::Missing { what: "mac" })?.text())?;
+        let mut m_content = String::new();
+        for child in c.children().filter(|ch| ch.name() != "mac") {
+            m_content.push_str(&format!("<{0}>{1}</{0}>", child.name(), escape(&child.text())));
+        }
+        let blocks = c
+            .get_child("data", NS_C)
+            .and_then(|d| unb64("data", &d.text()).ok())
+            .map(|d| d.len().div_ceil(16).max(1) as u128);
+        Ok(Sealed { c, mac, m_content, blocks })
+    }
+}
+
+/// What reading a `<c/>` gave.
+struct Opened {
+    /// The receiving counter after it.
+    counter: u128,
+    /// The decrypted content.
+    text: String,
+    /// Its `<body/>`.
+    body: Option<String>,
+    /// A `<key/>`: the peer's new public value and the keys it makes.
+    rekey: Option<(BigUint, (Keys, Keys))>,
+    /// Whether it came under our newest receiving keys.
+    newest: bool,
+}
+
+/// Why a `<c/>` could not be read.
+enum Unreadable {
+    /// The MAC does not verify under the session's receiving keys at that counter.
+    Mac,
+    /// The MAC verified (the counter after it is given) but the content is unusable.
+    Content(E2eError, u128),
+}
+
+/// §decrypt steps 2–6 for the session's receiving keys at counter `at`; the session is not
+/// changed.
+fn open(s: &Session, sealed: &Sealed<'_>, at: u128) -> Result<Opened, Unreadable> {
+    let expected = |k: &Keys| mac_of(&k.km, &[sealed.m_content.as_bytes(), &counter_mpi(at)]);
+    let (keys, newest) = if equal(&expected(&s.recv), &sealed.mac) {
+        (s.recv, true)
+    } else {
+        match s.old_recv {
+            Some(old) if equal(&expected(&old), &sealed.mac) => (old, false),
+            _ => return Err(Unreadable::Mac),
+        }
+    };
+    let mut counter = at;
+    let decoded = (|| {
+        let mut data = match sealed.c.get_child("data", NS_C) {
+            Some(d) => unb64("data", &d.text())?,
+            None => Vec::new(),
+        };
+        ctr(&keys.kc, &mut counter, &mut data);
+        let rekey = match sealed.c.get_child("key", NS_C) {
+            Some(key) => {
+                let p = crypto::group_prime(s.group).ok_or(E2eError::Missing { what: "group" })?;
+                let e = BigUint::from_bytes_be(&unb64("key", &key.text())?);
+                check_public("rekey e", &e, p)?;
+                let k = e.modpow(&s.own_secret, p);
+                Some((e, crypto::rekey_keys(&k)))
+            }
+            None => None,
+        };
+        let text =
+            String::from_utf8(data).map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
+        let body = if text.starts_with("<feature>") { None } else { parse_body(&text)? };
+        Ok::<_, E2eError>((rekey, text, body))
+    })();
+    match decoded {
+        Ok((rekey, text, body)) => Ok(Opened { counter, text, body, rekey, newest }),
+        Err(e) => Err(Unreadable::Content(e, counter)),
+    }
+}
+
+/// Whether decrypted content is an SSN termination form (XEP-0155 §terminate) as
+/// [`terminate_form`] writes it: `Some(true)` for a request, `Some(false)` for an
+/// acknowledgement.
+fn termination(text: &str) -> Option<bool> {
+    let terminate = ["1", "true"]
+        .iter()
+        .any(|v| text.contains(&format!("<field var=\"terminate\"><value>{v}</value></field>")));
+    if !text.starts_with("<feature>") || !terminate {
+        return None;
+    }
+    Some(text.starts_with("<feature><x type=\"submit\">"))
 }
 
 /// §init-hide for the side that proves itself: `mac = HMAC(KS, nonces | DH value | pubKey |
@@ -1092,10 +1407,47 @@ impl Engine for Esession {
         Protocol::of(&PROTOCOL)
     }
 
-    // `publish`: the default, nothing — keys travel inside the negotiation.
+    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // Keys travel inside the negotiation; back from offline, the options go (XEP-0187).
+        let mut out = Output::default();
+        self.back_online(&mut out);
+        Ok(out)
+    }
+
+    fn going_offline(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        // XEP-0116 §terminate: "Entities MUST terminate all open ESessions before they go
+        // offline"; then XEP-0187 §init-offline-publish.
+        let mut out = Output::default();
+        let peers: Vec<BareJid> = self.sessions.keys().cloned().collect();
+        for peer in peers {
+            if self.sessions.get(&peer).is_some_and(|s| s.offline) {
+                self.end_offline(&peer, &mut out);
+            } else if let Ok(more) = self.terminate(&peer) {
+                out.actions.extend(more.actions);
+            }
+        }
+        self.publish_offline(cx, &mut out)?;
+        Ok(out)
+    }
+
+    fn fetch_failed(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        owner: &BareJid,
+        node: &str,
+        _condition: &str,
+    ) -> Result<Output, E2eError> {
+        self.lookup_failed(owner, node);
+        Ok(Output::default())
+    }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         let mut out = Output::default();
+        if self.sessions.get(to).is_some_and(|s| s.offline) {
+            // XEP-0187 §exchange: "she MUST terminate the offline ESession and start a new
+            // online ESession first".
+            self.end_offline(to, &mut out);
+        }
         if let Some(s) = self.sessions.get(to) {
             // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
             let due = s.initiator && s.old_recv.is_none() && s.sent_since_rekey + 1 >= s.rekey_freq;
@@ -1105,53 +1457,45 @@ impl Engine for Esession {
         }
         // No session: store the message and negotiate one (never send in clear).
         self.stored.entry(to.clone()).or_default().push(body.to_owned());
+        if self.peer_options.get(to).is_some_and(|o| o.usable(cx.now)) {
+            // XEP-0187: the peer is offline and its options are known.
+            self.send_offline(cx, to, &mut out);
+            return Ok(out);
+        }
+        self.peer_options.remove(to);
         if !self.negotiations.contains_key(to) {
             self.request(cx, to, &mut out);
         }
+        // XEP-0187 §init-offline-request: if the peer is offline, its options say so.
+        self.look_up(to, &mut out);
         Ok(out)
     }
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         let mut out = Output::default();
-        if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
-            return Ok(out);
-        }
-        let from: Jid = sender(stanza)?;
-        let thread = stanza.get_child("thread", NS_CLIENT).map(Element::text).unwrap_or_default();
-        if let Some(x) = stanza.get_child("feature", NS_FEATURE).and_then(|f| f.get_child("x", NS_DATA)) {
-            if Form::parse(x)?.value("FORM_TYPE").ok() != Some(FORM_TYPE) {
-                return Ok(out);
+        match self.receive_stanza(cx, stanza, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                // What a refusal still sends (a termination, an error) goes out through `drain`.
+                self.pending.actions.append(&mut out.actions);
+                self.pending.events.append(&mut out.events);
+                Err(e)
             }
-            match x.attr("type") {
-                Some("form") => self.respond(cx, &from, &thread, x, &mut out)?,
-                Some("submit") => self.accept(cx, &from, x, &mut out)?,
-                Some("result") => self.finish_bob(cx, &from, x, &mut out)?,
-                other => {
-                    return Err(E2eError::Malformed { what: "form", detail: format!("form type {other:?}") });
-                }
-            }
-            return Ok(out);
         }
-        if let Some(x) = stanza.get_child("init", NS_INIT).and_then(|i| i.get_child("x", NS_DATA)) {
-            self.finish_alice(&from, x, &mut out)?;
-            return Ok(out);
-        }
-        if let Some(c) = stanza.get_child("c", NS_C) {
-            self.decrypt(&from, c, &mut out)?;
-            return Ok(out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            out.unencrypted(from, body, "outside an ESession");
-        }
-        Ok(out)
     }
+
+    fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
+        core::mem::take(&mut self.pending)
+    }
+
 
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         // §sas: both users read their SAS to each other over a channel the attacker cannot
         // touch; the peer's device announced the SAS of its session with us.
         let mut out = Output::default();
         let me = self.me.to_bare();
-        let Some(s) = self.sessions.get_mut(peer) else {
+        // An offline ESession has no SAS (XEP-0187 negotiates in three messages).
+        let Some(s) = self.sessions.get_mut(peer).filter(|s| !s.offline) else {
             out.events.push(Event::Alert {
                 reason: "nothing-to-verify",
                 detail: format!("no ESession with {peer}"),
@@ -1214,7 +1558,12 @@ impl Engine for Esession {
 
     fn out_of_band(&self) -> OutOfBand {
         OutOfBand {
-            peer_says: self.sessions.iter().map(|(peer, s)| format!("sas {peer}: {}", s.sas)).collect(),
+            peer_says: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.offline)
+                .map(|(peer, s)| format!("sas {peer}: {}", s.sas))
+                .collect(),
         }
     }
 
@@ -1225,6 +1574,11 @@ impl Engine for Esession {
             copy.closing.clear();
             copy.negotiations.clear();
             copy.stored.clear();
+            copy.pending = Output::default();
+            // Back online, the offline values live in memory only; stored, they are taken.
+            copy.offline_retrieved = None;
+            copy.lookups.clear();
+            copy.peer_options.clear();
         })
     }
 }

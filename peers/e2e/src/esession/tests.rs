@@ -7,6 +7,7 @@ use super::crypto::{self, Keys, counter_mpi, ctr, mpi};
 use super::forms::{Field, Form, form_content};
 use super::*;
 use crate::kit::codec::b64;
+use crate::xml::NS_PUBSUB;
 use crate::testing::{damaged_codes, flip_base64, random_element, set_text};
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -21,15 +22,27 @@ fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
 const ALICE: &str = "alice@a.example/phone";
 const BOB: &str = "bob@b.example/laptop";
 
-/// Two devices and the wire between them.
+/// Two devices, the wire between them, and what their servers keep: PEP nodes, and the
+/// stanzas for a device that is offline (XEP-0160).
 struct Pair {
     alice: Esession,
     bob: Esession,
     rng: ChaCha20Rng,
+    /// The simulated time of every call.
+    now: core::time::Duration,
     wire: Vec<(bool, Element)>,
     shown: Vec<(bool, String)>,
     events: Vec<(bool, Event)>,
     errors: Vec<(bool, &'static str)>,
+    /// PEP items by owner and node.
+    pep: BTreeMap<(BareJid, String), Vec<(String, Element)>>,
+    /// Whether Alice (`[0]`) or Bob (`[1]`) is offline, and what waits for them.
+    away: [bool; 2],
+    held: Vec<(bool, Element)>,
+}
+
+fn jid_of(alice: bool) -> &'static str {
+    if alice { ALICE } else { BOB }
 }
 
 impl Pair {
@@ -38,44 +51,154 @@ impl Pair {
             alice: Esession::new(ALICE.parse().unwrap()),
             bob: Esession::new(BOB.parse().unwrap()),
             rng: ChaCha20Rng::seed_from_u64(seed),
+            now: crate::time::EPOCH,
             wire: vec![],
             shown: vec![],
             events: vec![],
             errors: vec![],
+            pep: BTreeMap::new(),
+            away: [false, false],
+            held: vec![],
         }
+    }
+
+    /// Runs `f` on one engine with the pair's RNG and time.
+    fn call<T>(&mut self, alice: bool, f: impl FnOnce(&mut Esession, &mut Cx<'_>) -> T) -> T {
+        let mut rng = self.rng.clone();
+        let mut cx = Cx { rng: &mut rng, now: self.now };
+        let engine = if alice { &mut self.alice } else { &mut self.bob };
+        let t = f(engine, &mut cx);
+        self.rng = rng;
+        t
+    }
+
+    /// What an engine call gave `alice`'s device: events recorded, PEP publications stored,
+    /// fetches answered at once (from the store, or as `item-not-found`); the stanzas to send
+    /// are returned, undelivered.
+    fn handle(&mut self, alice: bool, result: Result<Output, E2eError>) -> Vec<(bool, Element)> {
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.errors.push((alice, e.code()));
+                Output::default()
+            }
+        };
+        for e in &out.events {
+            if let Event::Plaintext { body, .. } = e {
+                self.shown.push((alice, body.clone()));
+            }
+            self.events.push((alice, e.clone()));
+        }
+        let me: BareJid = jid_of(alice).parse::<FullJid>().unwrap().to_bare();
+        let mut stanzas = Vec::new();
+        for action in out.actions {
+            match action {
+                Action::Send(s) => stanzas.push((alice, s)),
+                Action::Publish { node, id, item, .. } => {
+                    let list = self.pep.entry((me.clone(), node)).or_default();
+                    list.retain(|(i, _)| *i != id);
+                    list.push((id, item));
+                }
+                Action::Fetch { owner, node } => {
+                    let found = self.pep.get(&(owner.clone(), node.clone())).cloned();
+                    let result = match found {
+                        Some(list) => {
+                            let mut items = el("items", NS_PUBSUB).with("node", node);
+                            for (id, item) in list {
+                                items.append_child(el("item", NS_PUBSUB).with("id", id).child(item));
+                            }
+                            let iq = el("iq", NS_CLIENT)
+                                .with("type", "result")
+                                .with("from", owner.to_string())
+                                .child(el("pubsub", NS_PUBSUB).child(items));
+                            self.call(alice, |e, cx| {
+                                let r = e.receive(cx, &iq);
+                                let left = e.drain(cx);
+                                r.map(|mut o| {
+                                    o.actions.extend(left.actions);
+                                    o
+                                })
+                            })
+                        }
+                        None => self.call(alice, |e, cx| e.fetch_failed(cx, &owner, &node, "item-not-found")),
+                    };
+                    stanzas.extend(self.handle(alice, result));
+                }
+            }
+        }
+        stanzas
     }
 
     fn run(&mut self, from_alice: bool, out: Output) {
-        let mut queue: std::collections::VecDeque<(bool, Element)> = sends(from_alice, out).into();
-        while let Some((by_alice, mut s)) = queue.pop_front() {
-            s.set("from", if by_alice { ALICE } else { BOB });
-            self.wire.push((by_alice, s.clone()));
-            let mut rng = self.rng.clone();
-            let engine = if by_alice { &mut self.bob } else { &mut self.alice };
-            let result = engine.receive(&mut cx(&mut rng), &s);
-            self.rng = rng;
-            match result {
-                Ok(out) => {
-                    for e in &out.events {
-                        if let Event::Plaintext { body, .. } = e {
-                            self.shown.push((!by_alice, body.clone()));
-                        }
-                        self.events.push((!by_alice, e.clone()));
-                    }
-                    queue.extend(sends(!by_alice, out));
-                }
-                Err(e) => self.errors.push((!by_alice, e.code())),
-            }
+        let stanzas = self.handle(from_alice, Ok(out));
+        self.run_all(stanzas);
+    }
+
+    /// Hands one stanza to its recipient (the client's `receive` then `drain`) and returns
+    /// what the recipient sends back, undelivered. A recipient that is offline has it kept.
+    fn deliver(&mut self, by_alice: bool, mut s: Element) -> Vec<(bool, Element)> {
+        s.set("from", jid_of(by_alice));
+        if self.away[usize::from(by_alice)] {
+            self.held.push((by_alice, s));
+            return vec![];
         }
+        self.wire.push((by_alice, s.clone()));
+        let (result, left) = self.call(!by_alice, |e, cx| (e.receive(cx, &s), e.drain(cx)));
+        let mut replies = self.handle(!by_alice, result);
+        replies.extend(self.handle(!by_alice, Ok(left)));
+        replies
+    }
+
+    /// What `from_alice`'s engine sends for `body`, undelivered.
+    fn compose(&mut self, from_alice: bool, body: &str) -> Vec<(bool, Element)> {
+        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
+        let result = self.call(from_alice, |e, cx| e.send(cx, &to, body));
+        self.handle(from_alice, result)
     }
 
     fn send(&mut self, from_alice: bool, body: &str) {
-        let to: BareJid = if from_alice { "bob@b.example" } else { "alice@a.example" }.parse().unwrap();
-        let mut rng = self.rng.clone();
-        let engine = if from_alice { &mut self.alice } else { &mut self.bob };
-        let out = engine.send(&mut cx(&mut rng), &to, body).unwrap();
-        self.rng = rng;
-        self.run(from_alice, out);
+        let stanzas = self.compose(from_alice, body);
+        self.run_all(stanzas);
+    }
+
+    /// A clean logout (`go: offline`): what the engine sends first goes out.
+    fn go_offline(&mut self, alice: bool) {
+        let result = self.call(alice, |e, cx| e.going_offline(cx));
+        let stanzas = self.handle(alice, result);
+        self.away[usize::from(!alice)] = true;
+        self.run_all(stanzas);
+    }
+
+    /// Back online: the engine publishes, then what waited on the server is delivered.
+    fn go_online(&mut self, alice: bool) {
+        self.away[usize::from(!alice)] = false;
+        let result = self.call(alice, |e, cx| e.publish(cx));
+        let mut stanzas = self.handle(alice, result);
+        let (waiting, other): (Vec<_>, Vec<_>) = core::mem::take(&mut self.held).into_iter().partition(|(by, _)| *by != alice);
+        self.held = other;
+        stanzas.extend(waiting);
+        self.run_all(stanzas);
+    }
+
+    fn run_all(&mut self, stanzas: Vec<(bool, Element)>) {
+        let mut queue: VecDeque<(bool, Element)> = stanzas.into();
+        while let Some((by_alice, s)) = queue.pop_front() {
+            queue.extend(self.deliver(by_alice, s));
+        }
+    }
+
+    fn alerts_of(&self, alice: bool) -> Vec<&'static str> {
+        self.events
+            .iter()
+            .filter_map(|(a, e)| match e {
+                Event::Alert { reason, .. } if *a == alice => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn errors_of(&self, alice: bool) -> Vec<&'static str> {
+        self.errors.iter().filter(|(a, _)| *a == alice).map(|(_, c)| *c).collect()
     }
 
     fn shown_by(&self, alice: bool) -> Vec<String> {
@@ -162,24 +285,122 @@ fn a_second_session_uses_the_retained_secret() {
     assert_eq!(after_a.values().collect::<Vec<_>>(), after_b.values().collect::<Vec<_>>());
 }
 
-#[test]
-fn tampering_and_replay_end_the_session() {
-    let mut p = Pair::new(4);
-    p.send(true, "one");
-    p.send(true, "two");
-    let last = p.wire.last().unwrap().1.clone();
-    let mut rng = p.rng.clone();
-    // A replayed stanza: the counter moved on, the MAC does not verify, the session ends.
-    assert_eq!(p.bob.clone().receive(&mut cx(&mut rng), &last).unwrap_err().code(), "bad-mac");
-    let mut tampered = last.clone();
-    let data = tampered.get_child_mut("c", NS_C).unwrap().get_child_mut("data", NS_C).unwrap();
+fn flip_data(stanza: &mut Element) {
+    let data = stanza.get_child_mut("c", NS_C).unwrap().get_child_mut("data", NS_C).unwrap();
     let mut bytes = unb64("data", &data.text()).unwrap();
     bytes[0] ^= 1;
     let _ = data.take_nodes();
     data.append_text(b64(&bytes));
-    let mut bob = p.bob.clone();
-    assert_eq!(bob.receive(&mut cx(&mut rng), &tampered).unwrap_err().code(), "bad-mac");
-    assert!(bob.sessions.is_empty());
+}
+
+fn is_error(s: &Element) -> bool {
+    s.attr("type") == Some("error") && s.get_child("error", NS_CLIENT).is_some_and(|e| e.has_child("not-acceptable", NS_STANZAS))
+}
+
+/// The defect this catches: a replayed stanza made Bob drop a healthy session without a word,
+/// and Alice's next message was lost. A copy of a stanza Bob already read is refused as a
+/// replay (XEP-0200 §sec-replay) and the session goes on.
+#[test]
+fn a_replayed_stanza_is_refused_and_the_session_goes_on() {
+    let mut p = Pair::new(4);
+    p.send(true, "one");
+    p.send(true, "two");
+    let first_c = p.wire.iter().find(|(a, s)| *a && s.has_child("c", NS_C)).unwrap().1.clone();
+    let last = p.wire.last().unwrap().1.clone();
+    for replayed in [first_c, last] {
+        assert!(p.deliver(true, replayed).is_empty(), "a replay is not answered");
+    }
+    assert_eq!(p.errors_of(false), ["replayed-stanza", "replayed-stanza"]);
+    p.send(true, "three");
+    p.send(false, "back");
+    assert_eq!(p.shown_by(false), ["one", "two", "three"]);
+    assert_eq!(p.shown_by(true), ["back"]);
+    assert_eq!(p.alerts_of(true), ["esession"], "{:?}", p.events);
+}
+
+/// A changed stanza still ends the session (XEP-0200 §decrypt's MUST), but as XEP-0116
+/// §terminate says: Alice gets an encrypted termination (and §decrypt's `not-acceptable`
+/// error), acknowledges it, and her next message goes through a new session.
+#[test]
+fn tampering_ends_the_session_and_the_sender_is_told() {
+    let mut p = Pair::new(5);
+    p.send(true, "one");
+    let mut two = p.compose(true, "two");
+    assert_eq!(two.len(), 1);
+    flip_data(&mut two[0].1);
+    let answer = p.deliver(true, two.remove(0).1);
+    assert_eq!(p.errors_of(false), ["bad-mac"]);
+    assert!(p.bob.sessions.is_empty() && p.bob.closing.len() == 1);
+    // The termination, encrypted under Bob's keys, and the error for the refused stanza.
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert!(answer[0].1.has_child("c", NS_C) && is_error(&answer[1].1));
+    for (by, s) in answer {
+        let more = p.deliver(by, s);
+        p.run_all(more);
+    }
+    assert_eq!(p.alerts_of(true), ["esession", "esession-terminated"], "{:?}", p.events);
+    // Bob verified Alice's acknowledgement: nothing of the old session is left.
+    assert_eq!(p.alerts_of(false), ["esession", "esession-terminated"], "{:?}", p.events);
+    assert!(p.bob.closing.is_empty() && p.alice.sessions.is_empty());
+    assert_eq!(p.errors_of(false), ["bad-mac"], "the acknowledgement verified");
+    p.send(true, "three");
+    assert_eq!(p.shown_by(false), ["one", "three"]);
+    assert_eq!(p.alerts_of(true), ["esession", "esession-terminated", "esession"]);
+}
+
+/// A message Alice sent before Bob's termination reached her is still read: it verifies
+/// where her changed stanza would have ended.
+#[test]
+fn a_message_in_flight_when_the_session_ends_is_still_read() {
+    let mut p = Pair::new(6);
+    p.send(true, "one");
+    let mut two = p.compose(true, "two");
+    let three = p.compose(true, "three");
+    flip_data(&mut two[0].1);
+    let answer = p.deliver(true, two.remove(0).1);
+    for (by, s) in three {
+        assert!(p.deliver(by, s).is_empty());
+    }
+    assert_eq!(p.shown_by(false), ["one", "three"]);
+    for (by, s) in answer {
+        let more = p.deliver(by, s);
+        p.run_all(more);
+    }
+    assert_eq!(p.errors_of(false), ["bad-mac"]);
+    assert!(p.bob.closing.is_empty(), "the acknowledgement closed it");
+    // Injected garbage (not a changed copy of Alice's stanza) leaves her counter where it was.
+    let mut q = Pair::new(7);
+    q.send(true, "one");
+    let mut garbage = q.wire.last().unwrap().1.clone();
+    flip_data(&mut garbage);
+    let answer = q.deliver(true, garbage);
+    for (by, s) in q.compose(true, "two") {
+        assert!(q.deliver(by, s).is_empty());
+    }
+    assert_eq!(q.shown_by(false), ["one", "two"]);
+    q.run_all(answer);
+    assert!(q.bob.closing.is_empty());
+}
+
+/// A stanza of another thread (a session that ended, replayed) does not touch the current
+/// session; one of a thread never seen is answered with `not-acceptable` so its sender knows.
+#[test]
+fn a_stanza_of_another_thread_leaves_the_session_alone() {
+    let mut p = Pair::new(8);
+    p.send(true, "first session");
+    let old = p.wire.last().unwrap().1.clone();
+    let bob: BareJid = "bob@b.example".parse().unwrap();
+    let out = p.alice.terminate(&bob).unwrap();
+    p.run(true, out);
+    p.send(true, "second session");
+    assert!(p.deliver(true, old.clone()).is_empty(), "a leftover of an ended session is not answered");
+    let mut stray = old;
+    set_text(stray.get_child_mut("thread", NS_CLIENT).unwrap(), "no-such-thread");
+    let answer = p.deliver(true, stray);
+    assert!(answer.len() == 1 && is_error(&answer[0].1), "{answer:?}");
+    assert_eq!(p.errors_of(false), ["no-session", "no-session"]);
+    p.send(true, "still here");
+    assert_eq!(p.shown_by(false), ["first session", "second session", "still here"]);
 }
 
 /// Both users open a session at once: the requests cross, one negotiation survives, and
@@ -192,7 +413,7 @@ fn crossing_requests_settle_on_one_session() {
     let out_a = p.alice.send(&mut cx(&mut rng), &b, "from alice").unwrap();
     let out_b = p.bob.send(&mut cx(&mut rng), &a, "from bob").unwrap();
     p.rng = rng;
-    let mut queue: std::collections::VecDeque<(bool, Element)> = sends(true, out_a).into();
+    let mut queue: VecDeque<(bool, Element)> = sends(true, out_a).into();
     queue.extend(sends(false, out_b));
     while let Some((by_alice, mut s)) = queue.pop_front() {
         s.set("from", if by_alice { ALICE } else { BOB });
@@ -274,6 +495,259 @@ fn mutated_esession_stanzas_never_panic() {
     };
     let codes = damaged_codes(&p.wire, 600, &mut ChaCha20Rng::seed_from_u64(9), damage, read);
     assert!(codes.contains("malformed") || codes.contains("missing-element"), "{codes:?}");
+}
+
+// ---- XEP-0187 offline ESessions -----------------------------------------------------------
+
+fn bob_jid() -> BareJid {
+    "bob@b.example".parse().unwrap()
+}
+
+/// The stanzas of offline ESessions on the wire (an `<init/>` form of type `submit`).
+fn offline_stanzas(p: &Pair) -> Vec<Element> {
+    p.wire
+        .iter()
+        .filter(|(_, s)| {
+            s.get_child("init", NS_INIT)
+                .and_then(|i| i.get_child("x", NS_DATA))
+                .is_some_and(|x| x.attr("type") == Some("submit"))
+        })
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Bob publishes options and goes; Alice writes twice and goes too; Bob comes back and reads
+/// both, each from its own offline ESession, and answers Alice's online request.
+#[test]
+fn offline_sessions_carry_messages_while_both_are_away() {
+    let mut p = Pair::new(20);
+    p.go_offline(false);
+    let options = p.pep.get(&(bob_jid(), offline::NS_OFFLINE.to_owned())).unwrap();
+    let x = &options[0].1;
+    assert_eq!(x.attr("type"), Some("form"));
+    let form = Form::parse(x).unwrap();
+    for var in ["my_nonce", "dhkeys", "expires", "match_resource", "signs"] {
+        assert!(form.field(var).is_some(), "{var}");
+    }
+    // §init-offline-publish: no 'accept' and no pubkey fields.
+    for var in ["accept", "init_pubkey", "resp_pubkey", "dhhashes"] {
+        assert!(form.field(var).is_none(), "{var}");
+    }
+    assert!(p.pep.contains_key(&(bob_jid(), offline::NS_PUBKEYS.to_owned())));
+    assert!(p.bob.offline_stored.is_some());
+    p.send(true, "welcome back");
+    p.send(true, "call me");
+    assert_eq!(p.alerts_of(true), ["esession-offline", "esession-offline"], "{:?}", p.events);
+    p.go_offline(true);
+    // Bob's key was learnt from his signed options (XEP-0189 node).
+    assert!(p.alice.keys.get(&bob_jid()).is_some_and(|k| k.len() == 1));
+    let held: Vec<Element> = p.held.iter().map(|(_, s)| s.clone()).collect();
+    assert_eq!(held.len(), 3, "the online request and two offline ESessions: {held:?}");
+    assert!(held.iter().all(|s| !String::from(s).contains("welcome")));
+    // Offline ESessions go to the resource the options name.
+    assert_eq!(held[1].attr("to"), Some(BOB));
+    p.go_online(false);
+    assert_eq!(p.shown_by(false), ["welcome back", "call me"], "{:?}", p.errors);
+    assert!(p.bob.offline_stored.is_none() && p.bob.offline_retrieved.is_some());
+    // Withdrawn on return (§init-offline-accept step 1).
+    let options = p.pep.get(&(bob_jid(), offline::NS_OFFLINE.to_owned())).unwrap();
+    assert_eq!(options[0].1.attr("type"), Some("cancel"));
+    // Each offline ESession was terminated in its only stanza: nothing of it is kept.
+    assert!(p.bob.sessions.is_empty());
+    assert_eq!(p.alerts_of(false), ["esession-offline", "esession-offline"]);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    // A replay of an offline ESession is refused (§sec-replay).
+    let first = offline_stanzas(&p)[0].clone();
+    p.run_all(vec![(true, first)]);
+    assert_eq!(p.errors_of(false), ["replayed-stanza"]);
+    assert_eq!(p.shown_by(false).len(), 2);
+    // Alice comes back: Bob's answer to her online request completes an online session.
+    p.go_online(true);
+    p.send(true, "online now");
+    assert_eq!(p.shown_by(false), ["welcome back", "call me", "online now"]);
+    assert!(p.alice.peer_options.is_empty(), "Bob's answer told Alice he is back");
+}
+
+/// Forward secrecy of an offline message: once Bob is back, a theft of his long-term keys
+/// reads none of the recorded offline ESessions; a theft before he returned would have (the
+/// XEP's own warning, §sec-conclusion), so the test is not vacuous.
+#[test]
+fn offline_keys_are_gone_once_bob_is_back() {
+    let mut p = Pair::new(21);
+    p.go_offline(false);
+    p.send(true, "the vault code is 0451");
+    let before = p.bob.steal(Theft::LongTermKeys);
+    p.go_online(false);
+    assert_eq!(p.shown_by(false), ["the vault code is 0451"]);
+    let after = p.bob.steal(Theft::LongTermKeys);
+    let recorded = offline_stanzas(&p);
+    assert_eq!(recorded.len(), 1);
+    let read = |mut thief: Box<dyn Engine>, rng: &mut ChaCha20Rng| {
+        let mut shown = Vec::new();
+        for s in &recorded {
+            if let Ok(out) = thief.receive(&mut cx(rng), s) {
+                shown.extend(out.events.into_iter().filter(|e| matches!(e, Event::Plaintext { .. })));
+            }
+        }
+        shown.len()
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    assert_eq!(read(after, &mut rng), 0, "the used offline keys are not long-term any more");
+    assert_eq!(read(before, &mut rng), 1, "stored while Bob was away, they were");
+}
+
+/// The sender's checks on the options (§init-offline-request): signed by a key of the owner,
+/// unexpired, each field with an option it supports; otherwise no offline ESession, and the
+/// message waits for the online one.
+#[test]
+fn bad_offline_options_start_no_offline_session() {
+    // A changed field breaks the signature.
+    let mut p = Pair::new(22);
+    p.go_offline(false);
+    let key = (bob_jid(), offline::NS_OFFLINE.to_owned());
+    let mut x = p.pep[&key][0].1.clone();
+    for f in x.children_mut().filter(|f| f.attr("var") == Some("rekey_freq")) {
+        set_text(f.get_child_mut("value", NS_DATA).unwrap(), "60");
+    }
+    p.pep.get_mut(&key).unwrap()[0].1 = x;
+    p.send(true, "hello");
+    assert_eq!(p.errors_of(true), ["bad-signature"]);
+    assert!(offline_stanzas(&p).is_empty() && p.held.len() == 1, "only the online request waits");
+    p.go_online(false);
+    assert_eq!(p.shown_by(false), ["hello"], "delivered in the online session once Bob is back");
+
+    // Expired options.
+    let mut q = Pair::new(23);
+    q.go_offline(false);
+    q.now += core::time::Duration::from_secs(2 * 24 * 3600);
+    q.send(true, "late");
+    assert_eq!(q.errors_of(true), ["offline-expired"]);
+    assert_eq!(q.held.len(), 1);
+
+    // Options signed by a key Alice does not hold and Bob does not publish: nothing to verify
+    // them with, so no offline ESession either; the message waits for the online one.
+    let mut r = Pair::new(24);
+    r.go_offline(false);
+    r.pep.remove(&(bob_jid(), offline::NS_PUBKEYS.to_owned()));
+    r.send(true, "anyone there");
+    assert!(r.errors.is_empty() && offline_stanzas(&r).is_empty() && r.held.len() == 1);
+    assert!(r.alice.lookups.is_empty());
+}
+
+/// The publisher's checks on an offline ESession (§init-offline-accept): options it holds,
+/// not expired, the sender's identity proved.
+#[test]
+fn bob_refuses_offline_sessions_he_cannot_trust() {
+    let mut p = Pair::new(25);
+    p.go_offline(false);
+    p.send(true, "one");
+    let stanza = p.held.iter().map(|(_, s)| s.clone()).find(|s| s.has_child("init", NS_INIT)).unwrap();
+    let mut stanza = stanza;
+    stanza.set("from", ALICE);
+    // Past the expiry, it is discarded unread.
+    let mut late = p.bob.clone();
+    late.back_online(&mut Output::default());
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut later = Cx { rng: &mut rng, now: crate::time::EPOCH + core::time::Duration::from_secs(3 * 24 * 3600) };
+    assert_eq!(late.receive(&mut later, &stanza).unwrap_err().code(), "offline-expired");
+    // Another device (no stored options) cannot read it.
+    let mut other = Esession::new("bob@b.example/phone".parse().unwrap());
+    assert_eq!(other.receive(&mut cx(&mut rng), &stanza).unwrap_err().code(), "bad-nonce");
+    // A changed identity MAC fails the negotiation, and nothing is shown.
+    let mut forged = stanza.clone();
+    let x = forged.get_child_mut("init", NS_INIT).unwrap().get_child_mut("x", NS_DATA).unwrap();
+    for f in x.children_mut().filter(|f| f.attr("var") == Some("mac")) {
+        flip_base64(f.get_child_mut("value", NS_DATA).unwrap(), &mut rng);
+    }
+    let mut back = p.bob.clone();
+    back.back_online(&mut Output::default());
+    let out = back.receive(&mut cx(&mut rng), &forged);
+    assert_eq!(out.unwrap_err().code(), "bad-mac");
+    // The genuine one still reads (the refused one was not remembered as seen).
+    let out = back.receive(&mut cx(&mut rng), &stanza).unwrap();
+    assert!(out.events.iter().any(|e| matches!(e, Event::Plaintext { body, .. } if body == "one")));
+}
+
+/// An offline ESession that stays open (another implementation may send several stanzas in
+/// one): Bob reads in it, and before he writes to Alice he terminates it and negotiates online
+/// (§exchange).
+#[test]
+fn writing_back_ends_an_offline_session_first() {
+    let mut p = Pair::new(26);
+    p.go_offline(false);
+    p.send(true, "one");
+    let terms = p.alice.peer_options[&bob_jid()].clone();
+    let open_one = p.call(true, |e, cx| e.offline_message(cx, &terms, "two", false)).unwrap();
+    assert!(!String::from(&open_one).contains("terminate"));
+    p.held.push((true, open_one));
+    // Only the offline ESessions wait (no online request that would replace the open one).
+    p.held.retain(|(_, s)| !s.has_child("feature", NS_FEATURE));
+    p.alice.negotiations.clear();
+    p.go_online(false);
+    assert_eq!(p.shown_by(false), ["one", "two"], "{:?}", p.errors);
+    assert!(p.bob.sessions.get(&"alice@a.example".parse::<BareJid>().unwrap()).is_some_and(|s| s.offline));
+    // Bob writes: first the termination of the offline ESession, then his online request.
+    let out = p.compose(false, "got it");
+    assert!(out[0].1.has_child("c", NS_C), "{out:?}");
+    assert!(out[1].1.has_child("feature", NS_FEATURE));
+    assert!(p.bob.sessions.is_empty());
+    p.run_all(out);
+    assert_eq!(p.shown_by(true), ["got it"]);
+    // Alice kept nothing of her offline ESession: she cannot read its termination, and
+    // does not answer it either.
+    assert_eq!(p.errors_of(true), ["no-session"]);
+    assert!(p.errors_of(false).is_empty(), "{:?}", p.errors);
+}
+
+/// Seeded damage to offline ESession stanzas and to options: typed errors, never a panic.
+#[test]
+fn mutated_offline_stanzas_never_panic() {
+    let mut p = Pair::new(27);
+    p.go_offline(false);
+    p.send(true, "one");
+    let mut bob = p.bob.clone();
+    bob.back_online(&mut Output::default());
+    let recorded: Vec<(bool, Element)> = p
+        .held
+        .iter()
+        .map(|(by, s)| {
+            let mut s = s.clone();
+            s.set("from", ALICE);
+            (*by, s)
+        })
+        .collect();
+    let damage = |s: &mut Element, rng: &mut ChaCha20Rng| {
+        let target = random_element(s, rng);
+        match rng.next_u32() % 4 {
+            0 => flip_base64(target, rng),
+            1 => set_text(target, "!!"),
+            2 => target.set("type", ["form", "submit", "result", "cancel"][(rng.next_u32() % 4) as usize]),
+            _ => {
+                let _ = target.take_nodes();
+            }
+        }
+    };
+    let read = |_: &bool, s: &Element, rng: &mut ChaCha20Rng| bob.clone().receive(&mut cx(rng), s);
+    let codes = damaged_codes(&recorded, 400, &mut ChaCha20Rng::seed_from_u64(28), damage, read);
+    assert!(codes.contains("bad-mac") || codes.contains("malformed"), "{codes:?}");
+    // Damaged options, as a sender fetches them.
+    let options = p.pep[&(bob_jid(), offline::NS_OFFLINE.to_owned())][0].1.clone();
+    let wrap = |x: Element| {
+        el("iq", NS_CLIENT).with("type", "result").with("from", "bob@b.example").child(
+            el("pubsub", NS_PUBSUB).child(
+                el("items", NS_PUBSUB).with("node", offline::NS_OFFLINE).child(el("item", NS_PUBSUB).child(x)),
+            ),
+        )
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(29);
+    for _ in 0..300 {
+        let mut x = options.clone();
+        damage(&mut x, &mut rng);
+        let mut alice = Esession::new(ALICE.parse().unwrap());
+        alice.lookups.insert(bob_jid(), offline::Lookup::Options);
+        alice.stored.insert(bob_jid(), vec!["hi".into()]);
+        let _ = alice.receive(&mut cx(&mut rng), &wrap(x));
+    }
 }
 
 // ---- known-answer vectors ------------------------------------------------------------------
