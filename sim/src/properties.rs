@@ -675,9 +675,9 @@ fn authentication(f: &Facts<'_>) -> Verdict {
 
 fn robustness(f: &Facts<'_>) -> Verdict {
     if stolen(f) == 0 || acted(f, "forge") == 0 {
-        return untested("the attacker stole no keys or made no forgery with them");
+        return untested("the attacker stole no identity key or made no forgery with it");
     }
-    judge_forgery(f, "with Alice's long-term keys alone, ")
+    judge_forgery(f, "with Alice's identity key alone, ")
 }
 
 /// Whether Bob showed a text nobody sent (a forgery) as Alice's; `how` begins the reason.
@@ -687,6 +687,16 @@ fn judge_forgery(f: &Facts<'_>, how: &str) -> Verdict {
         Some(r) if r.trust == "unencrypted" => {
             verdict(false, format!("{how}Bob was shown the forged {:?} (flagged unencrypted)", r.body))
         }
+        // Shown, but as not from the Alice Bob knows: his client warned him (as the downgrade
+        // judge counts a plain body flagged unencrypted).
+        Some(r) if r.trust == "untrusted" => verdict(
+            true,
+            format!(
+                "{how}the forged {:?} was shown flagged untrusted, Bob warned ({})",
+                r.body,
+                f.alerts("bob/laptop").last().cloned().unwrap_or_default()
+            ),
+        ),
         Some(r) => verdict(
             false,
             format!("{how}Bob was shown the forged {:?} as Alice's (trust={})", r.body, r.trust),
@@ -845,7 +855,7 @@ pub const PROPERTIES: &[Property] = &[
     },
     Property {
         id: "robustness",
-        title: "impersonation with stolen long-term keys alone",
+        title: "impersonation with a stolen identity key alone",
         template: include_str!("../../scenarios/properties/robustness.yaml.tmpl"),
         judge: robustness,
     },

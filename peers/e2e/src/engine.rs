@@ -279,6 +279,10 @@ pub struct OutOfBand {
 /// What an attacker steals when it compromises a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Theft {
+    /// The identity key alone: what a key backup, an escrowed copy or a broken algorithm
+    /// yields — none of the secrets the device built up by talking (sessions, ESessions'
+    /// retained secrets). What is public anyway (others' keys) may stay.
+    IdentityKey,
     /// Long-term identity keys only; sessions are wiped.
     LongTermKeys,
     /// Everything the device holds, sessions included.

@@ -436,6 +436,9 @@ pub enum Go {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TheftSpec {
+    /// The identity key alone, none of the secrets the device built up by talking (an
+    /// ESession's retained secrets).
+    IdentityKey,
     /// Identity keys only.
     LongTermKeys,
     /// All state, sessions included.

@@ -656,6 +656,7 @@ impl Validator<'_> {
                     );
                 }
                 Command::Compromise(match theft {
+                    TheftSpec::IdentityKey => Theft::IdentityKey,
                     TheftSpec::LongTermKeys => Theft::LongTermKeys,
                     TheftSpec::FullState => Theft::FullState,
                 })

@@ -122,6 +122,11 @@ struct Session {
     keys_received: u32,
     sas: String,
     verified: bool,
+    /// The peer's client shares none of the secrets we retained from our last session with
+    /// it (§init-finalbob, §init-finalalice): not the same chain, so not the same party as far
+    /// as the retained secrets can tell (§sec: "the Man in the Middle would need to be
+    /// present for every session"). Its messages show as untrusted until the SAS is verified.
+    chain_broken: bool,
     their_key: String,
     /// Whether we started the negotiation: only that side starts rekeys, so two rekeys never
     /// cross (XEP-0200 allows either side; crossing rekeys need several key sets kept).
@@ -134,6 +139,18 @@ struct Session {
     /// An offline ESession (XEP-0187) the peer started from our published options: we read
     /// in it and never send (§exchange).
     offline: bool,
+}
+
+impl Session {
+    /// The trust its messages show: verified by the SAS, untrusted when it broke the chain
+    /// of retained secrets (until verified), unverified otherwise.
+    pub(super) fn trust(&self) -> Trust {
+        match (self.verified, self.chain_broken) {
+            (true, _) => Trust::Verified,
+            (false, true) => Trust::Untrusted,
+            (false, false) => Trust::Unverified,
+        }
+    }
 }
 
 impl fmt::Debug for Session {
@@ -617,6 +634,7 @@ impl Esession {
                 .find(|rs| rshashes.iter().any(|h| equal(h, &mac_of(&st.n_a, &[rs.as_slice()]))))
                 .copied()
         });
+        let chain_broken = srs.is_none() && self.retained.get(&peer).is_some_and(|m| m.contains_key(&client));
         let k_final = match &srs {
             Some(rs) => sha256(&[&k, rs]),
             None => sha256(&[&k]),
@@ -670,6 +688,7 @@ impl Esession {
             keys_received: 0,
             sas,
             verified: false,
+            chain_broken,
             their_key: pub_a,
             initiator: false,
             seen_macs: VecDeque::new(),
@@ -729,6 +748,7 @@ impl Esession {
         );
         let (pub_b, c_b) = self.negotiation_step(&peer, opened)?;
         let client = st.peer.to_string();
+        let chain_broken = srs.is_none() && self.retained.get(&peer).is_some_and(|m| m.contains_key(&client));
         self.negotiations.remove(&peer);
         self.observe_key(&peer, &pub_b, out);
         let session = Session {
@@ -747,6 +767,7 @@ impl Esession {
             keys_received: 0,
             sas: crypto::sas(&st.m_a, &st.form_b),
             verified: false,
+            chain_broken,
             their_key: pub_b,
             initiator: true,
             seen_macs: VecDeque::new(),
@@ -805,6 +826,17 @@ impl Esession {
                 session.peer, session.thread, session.sas
             ),
         });
+        if session.chain_broken {
+            // §init-sas: "they SHOULD confirm out-of-band that their SAS match as soon as they
+            // realise that the two clients have no retained secret in common".
+            out.events.push(Event::Alert {
+                reason: "retained-secret-lost",
+                detail: format!(
+                    "{} shares none of the secrets retained from our last ESession with it: compare the SAS {}; until then its messages show as untrusted",
+                    session.peer, session.sas
+                ),
+            });
+        }
         self.sessions.insert(peer.clone(), session);
         for body in self.stored.remove(&peer).unwrap_or_default() {
             if let Err(e) = self.encrypt_content(&peer, &body_xml(&body), None, out) {
@@ -998,7 +1030,7 @@ impl Esession {
             s.peer_public = e;
             s.keys_received += 1;
         }
-        let trust = if s.verified { Trust::Verified } else { Trust::Unverified };
+        let trust = s.trust();
         if let Some(request) = termination(&opened.text) {
             // §terminate: the MAC verified, so every stanza of the session arrived; a request is
             // acknowledged at once, encrypted, and then the keys go. An offline ESession is not
@@ -1039,7 +1071,7 @@ impl Esession {
             });
             return;
         }
-        let trust = if s.verified { Trust::Verified } else { Trust::Unverified };
+        let trust = s.trust();
         if let Some(body) = opened.body.clone() {
             out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
         }
@@ -1569,7 +1601,12 @@ impl Engine for Esession {
 
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         // The identity key and the retained secrets are long-term; sessions are not.
-        kit::stolen(self.clone(), what, |copy| {
+        let mut copy = self.clone();
+        if what == Theft::IdentityKey {
+            // The retained secrets are what the identity key alone does not give (§sec).
+            copy.retained.clear();
+        }
+        kit::stolen(copy, what, |copy| {
             copy.sessions.clear();
             copy.closing.clear();
             copy.negotiations.clear();

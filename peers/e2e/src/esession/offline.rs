@@ -393,6 +393,7 @@ impl Esession {
             keys_received: 0,
             sas: String::new(),
             verified: trust == Trust::Verified,
+            chain_broken: false,
             their_key,
             initiator: false,
             seen_macs: Default::default(),
@@ -419,7 +420,7 @@ impl Esession {
             session.consumed(&sealed.mac, opened.counter);
             ended |= termination(&opened.text).is_some();
             if let Some(body) = opened.body {
-                let trust = if session.verified { Trust::Verified } else { Trust::Unverified };
+                let trust = session.trust();
                 out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
             }
         }
@@ -701,6 +702,7 @@ impl Esession {
             keys_received: 0,
             sas: String::new(),
             verified: false,
+            chain_broken: false,
             their_key: String::new(),
             initiator: false,
             seen_macs: Default::default(),

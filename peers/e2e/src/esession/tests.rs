@@ -283,6 +283,35 @@ fn a_second_session_uses_the_retained_secret() {
     let after_b = p.bob.retained.get(&"alice@a.example".parse::<BareJid>().unwrap()).cloned().unwrap();
     assert_ne!(before, after_a);
     assert_eq!(after_a.values().collect::<Vec<_>>(), after_b.values().collect::<Vec<_>>());
+    assert!(!p.events.iter().any(|(_, e)| matches!(e, Event::Alert { reason: "retained-secret-lost", .. })));
+}
+
+/// §init-sas: a second session from a client that shares none of the secrets retained from
+/// the first (what a thief with Alice's identity key alone can start: `Theft::IdentityKey`)
+/// alerts, and its messages show as untrusted until the SAS is verified.
+#[test]
+fn a_session_without_the_retained_secret_alerts_and_shows_untrusted() {
+    let mut p = Pair::new(4);
+    p.send(true, "first session");
+    let thief = p.alice.steal(Theft::IdentityKey);
+    let long_term = p.alice.steal(Theft::LongTermKeys);
+    // Only the identity-key theft lost the retained secrets.
+    let kept = |e: &dyn Engine| format!("{e:?}").contains("retained: {}");
+    assert!(kept(thief.as_ref()) && !kept(long_term.as_ref()));
+    // Alice as the thief holds her: same key, no sessions, no retained secrets.
+    p.alice.retained.clear();
+    p.alice.sessions.clear();
+    p.send(true, "from the thief");
+    assert_eq!(p.shown_by(false), ["first session", "from the thief"], "{:?}", p.errors);
+    assert!(
+        p.events.iter().any(|(a, e)| !*a && matches!(e, Event::Alert { reason: "retained-secret-lost", .. })),
+        "Bob is told"
+    );
+    let trust = p.events.iter().rev().find_map(|(a, e)| match e {
+        Event::Plaintext { trust, .. } if !*a => Some(*trust),
+        _ => None,
+    });
+    assert_eq!(trust, Some(crate::Trust::Untrusted));
 }
 
 fn flip_data(stanza: &mut Element) {

@@ -20,10 +20,12 @@ pub mod trust;
 use crate::{Engine, Theft};
 
 /// A copy of an engine as a thief holds it ([`Engine::steal`]): all of `copy` after
-/// [`Theft::FullState`]; after [`Theft::LongTermKeys`], what `forget` leaves of it (sessions and
-/// whatever was in flight go; identity keys and the keys of others stay).
+/// [`Theft::FullState`]; after [`Theft::LongTermKeys`] or [`Theft::IdentityKey`], what `forget`
+/// leaves of it (sessions and whatever was in flight go; identity keys and the keys of others
+/// stay). An engine that keeps long-term secrets beyond its identity key (ESessions' retained
+/// secrets) drops them itself for [`Theft::IdentityKey`].
 pub fn stolen<E: Engine + 'static>(mut copy: E, what: Theft, forget: impl FnOnce(&mut E)) -> Box<dyn Engine> {
-    if what == Theft::LongTermKeys {
+    if what != Theft::FullState {
         forget(&mut copy);
     }
     Box::new(copy)
