@@ -311,7 +311,7 @@ fn a_session_without_the_retained_secret_alerts_and_shows_untrusted() {
         Event::Plaintext { trust, .. } if !*a => Some(*trust),
         _ => None,
     });
-    assert_eq!(trust, Some(crate::Trust::Untrusted));
+    assert_eq!(trust, Some(Trust::Untrusted));
 }
 
 fn flip_data(stanza: &mut Element) {
