@@ -400,6 +400,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             keepalive: scenario.keepalive,
             reconnect_after: Duration::from_secs(1),
             tls: None,
+            joins: dev.joins.map(|at| epoch + at),
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
         let protocol = dev.protocol;

@@ -65,6 +65,9 @@ pub struct DeviceSpec {
     pub tls_verify: bool,
     /// Accounts it subscribes to.
     pub contacts: BTreeSet<BareJid>,
+    /// When it first appears on the network, since the start (`None`: from the start). Before
+    /// then it does not log in, and its schedule is empty.
+    pub joins: Option<Duration>,
     /// Its commands, by time since the start.
     pub schedule: Vec<(Duration, Command)>,
 }
@@ -183,7 +186,16 @@ struct Validator<'a> {
     file: &'a str,
     raw: &'a ScenarioFile,
     /// full JID → (short name, protocol)
-    devices: BTreeMap<FullJid, (String, Protocol)>,
+    devices: BTreeMap<FullJid, Known>,
+}
+
+/// A device as the rest of the file may name it.
+struct Known {
+    /// How the scenario names it (`alice/phone`).
+    short: String,
+    protocol: Protocol,
+    /// When it first appears on the network (`None`: from the start).
+    joins: Option<Duration>,
 }
 
 impl Validator<'_> {
@@ -209,15 +221,21 @@ impl Validator<'_> {
             return Ok(full);
         }
         let matches: Vec<&FullJid> =
-            self.devices.iter().filter(|(_, (short, _))| short == name).map(|(j, _)| j).collect();
+            self.devices.iter().filter(|(_, d)| d.short == name).map(|(j, _)| j).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => {
-                let known: Vec<&str> = self.devices.values().map(|(s, _)| s.as_str()).collect();
+                let known: Vec<&str> = self.devices.values().map(|d| d.short.as_str()).collect();
                 self.err(at, path, format!("unknown device `{name}` (devices: {})", known.join(", ")))
             }
             _ => self.err(at, path, format!("`{name}` is ambiguous: write the full JID")),
         }
+    }
+
+    /// When `dev` joins the network, if that is after `at`: what it does at `at` cannot be.
+    fn not_yet_joined(&self, dev: &FullJid, at: Duration) -> Option<(&str, Duration)> {
+        let known = self.devices.get(dev)?;
+        known.joins.filter(|joins| at < *joins).map(|joins| (known.short.as_str(), joins))
     }
 
     /// A protocol option under an account: a value its declaration lists.
@@ -273,6 +291,8 @@ impl Validator<'_> {
             if let Some((at, _)) = spec.schedule.last() {
                 end = end.max(*at);
             }
+            // A device that joins after everything else still joins.
+            end = end.max(spec.joins.unwrap_or_default());
         }
         for (at, _) in &events {
             end = end.max(*at);
@@ -432,19 +452,22 @@ impl Validator<'_> {
             for (key, value) in &acc.options {
                 self.option(&format!("{path}.{key}"), key, value)?;
             }
-            for (res, proto) in &acc.devices {
+            for (res, entry) in &acc.devices {
+                let dpos = (entry.line, entry.column);
                 let Ok(full) = bare.with_resource_str(res) else {
                     return self.err(
-                        pos,
+                        dpos,
                         format!("{path}.devices.{res}"),
                         format!("`{res}` is not a valid resource"),
                     );
                 };
-                let protocol = proto
+                let protocol = entry
+                    .protocol
                     .parse::<Protocol>()
-                    .or_else(|e| self.err(pos, format!("{path}.devices.{res}"), e))?;
+                    .or_else(|e| self.err(dpos, format!("{path}.devices.{res}"), e))?;
                 let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
-                self.devices.insert(full, (short, protocol));
+                let joins = entry.joins.map(|d| d.0).filter(|d| !d.is_zero());
+                self.devices.insert(full, Known { short, protocol, joins });
             }
         }
         Ok(accounts)
@@ -457,7 +480,7 @@ impl Validator<'_> {
     ) -> Result<BTreeMap<FullJid, DeviceSpec>, ScenarioError> {
         let raw = self.raw;
         let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
-        for (full, (short, protocol)) in &self.devices {
+        for (full, Known { short, protocol, joins }) in &self.devices {
             let bare = full.to_bare();
             let acc = &raw.accounts[&bare.to_string()];
             let contacts = match &acc.contacts {
@@ -490,6 +513,7 @@ impl Validator<'_> {
                     password: accounts[&bare].clone(),
                     tls_verify: acc.tls.as_ref().is_none_or(|t| t.verify),
                     contacts,
+                    joins: *joins,
                     schedule: vec![],
                 },
             );
@@ -572,6 +596,20 @@ impl Validator<'_> {
             {
                 return self.err(pos, format!("{path}.until"), "the window ends before it starts");
             }
+            // Offline until it joins already: a window from then on is a later join in disguise.
+            if let Some(Known { short, joins: Some(joins), .. }) = self.devices.get(&dev)
+                && o.from.0 <= *joins
+            {
+                return self.err(
+                    pos,
+                    format!("{path}.from"),
+                    format!(
+                        "{short} joins at {} and is offline until then: an offline window must start later (this one starts at {}; to have it join later, change its `joins`)",
+                        Dur(*joins),
+                        o.from
+                    ),
+                );
+            }
             if let Some(spec) = device_specs.get_mut(&dev) {
                 spec.schedule.push((o.from.0, Command::GoOffline));
                 if let Some(u) = o.until {
@@ -634,6 +672,17 @@ impl Validator<'_> {
                 return self.err(pos, path, "this step needs a `device`");
             };
             let dev = self.device_ref(pos, &format!("{path}.device"), dev_name)?;
+            if let Some((short, joins)) = self.not_yet_joined(&dev, at) {
+                return self.err(
+                    pos,
+                    format!("{path}.at"),
+                    format!(
+                        "{short} joins at {}: a step at {} comes before it exists on the network",
+                        Dur(joins),
+                        step.at
+                    ),
+                );
+            }
             let command = if let Some(s) = &step.send {
                 let to = self.account_ref(pos, &format!("{path}.send.to"), &s.to)?;
                 Command::Send { to, body: s.body.clone() }
@@ -798,7 +847,7 @@ impl Validator<'_> {
                 return self.err((i.line, i.column), "attacker.inject[0]", sealed);
             }
         }
-        let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
+        let mut protocols: Vec<Protocol> = self.devices.values().map(|d| d.protocol).collect();
         protocols.sort();
         protocols.dedup();
         // The wires are asked in this order: one that claims every body (the control) last.
@@ -978,6 +1027,15 @@ impl Validator<'_> {
                     format!("an attacker at `{position}` cannot reach {hop}"),
                 );
             }
+            if let Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. } = &hop
+                && let Some((short, joins)) = self.not_yet_joined(client, inj.at.0)
+            {
+                return self.err(
+                    ipos,
+                    format!("{path}.at"),
+                    format!("{short} joins at {}: at {} it has no link to inject on", Dur(joins), inj.at),
+                );
+            }
             let what = match (&inj.stanza, &inj.forge, &inj.forward) {
                 (Some(xml), None, None) => {
                     let stanza = self.xml(ipos, &format!("{path}.stanza"), xml)?;
@@ -993,7 +1051,7 @@ impl Validator<'_> {
                 (None, Some(f), None) => {
                     let from = self.device_ref(ipos, &format!("{path}.forge.from"), &f.from)?;
                     let to = self.account_ref(ipos, &format!("{path}.forge.to"), &f.to)?;
-                    let Some(protocol) = self.devices.get(&from).map(|(_, p)| *p) else {
+                    let Some(protocol) = self.devices.get(&from).map(|d| d.protocol) else {
                         return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
                     };
                     let stolen = f.keys == ForgeKeys::Stolen;

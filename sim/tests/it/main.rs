@@ -7,6 +7,7 @@ mod determinism;
 mod diagram;
 mod faults;
 mod hostile;
+mod joins;
 mod layering;
 mod matrix;
 mod reasons;
