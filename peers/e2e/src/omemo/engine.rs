@@ -923,6 +923,10 @@ impl Engine for Omemo {
         OutOfBand { peer_says: vec![Self::fingerprint(&self.own_ik())] }
     }
 
+    fn device_id(&self) -> Option<String> {
+        Some(self.device.to_string())
+    }
+
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();
