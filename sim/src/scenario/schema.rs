@@ -423,8 +423,9 @@ pub struct InjectSpec {
     pub at: Dur,
     /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
     pub hop: String,
-    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this or
-    /// `forge`.
+    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this,
+    /// `forge` or `forward`. `$id(bob/phone)` in a text or an attribute value is that
+    /// device's id (its OMEMO device id, known only once the run's seed made it); `$$` is a `$`.
     #[serde(default)]
     pub stanza: Option<String>,
     /// A message made at that moment by the attacker's own engine of the device's protocol,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 
-use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule};
+use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule, ids};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -205,13 +205,17 @@ impl Validator<'_> {
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Result<T, ScenarioError> {
-        Err(ScenarioError {
+        Err(self.error(at, path, message))
+    }
+
+    fn error(&self, at: (u64, u64), path: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError {
             file: self.file.to_owned(),
             line: at.0,
             column: at.1,
             path: path.into(),
             message: message.into(),
-        })
+        }
     }
 
     fn device_ref(&self, at: (u64, u64), path: &str, name: &str) -> Result<FullJid, ScenarioError> {
@@ -276,6 +280,48 @@ impl Validator<'_> {
 
     fn xml(&self, at: (u64, u64), path: &str, xml: &str) -> Result<Element, ScenarioError> {
         xml.parse::<Element>().or_else(|e| self.err(at, path, format!("not well-formed XML: {e}")))
+    }
+
+    /// A text that may name devices' ids (`$id(bob/phone)`), checked and made canonical
+    /// ([`ids::canonical`]).
+    fn with_ids(&self, at: (u64, u64), path: &str, text: &str) -> Result<String, ScenarioError> {
+        ids::canonical(text, &mut |name| self.id_device(at, path, name), &|message| {
+            self.error(at, path, message)
+        })
+    }
+
+    /// XML whose texts and attribute values may name devices' ids, checked and made canonical.
+    fn xml_with_ids(&self, at: (u64, u64), path: &str, xml: &str) -> Result<Element, ScenarioError> {
+        let mut element = self.xml(at, path, xml)?;
+        ids::canonical_element(&mut element, &mut |name| self.id_device(at, path, name), &|message| {
+            self.error(at, path, message)
+        })?;
+        Ok(element)
+    }
+
+    /// The device a `$id(..)` names: one of the scenario's, whose protocol gives it an id.
+    fn id_device(&self, at: (u64, u64), path: &str, name: &str) -> Result<FullJid, ScenarioError> {
+        let dev = self.device_ref(at, path, name).map_err(|mut e| {
+            e.message = format!("`$id({name})`: {}", e.message);
+            e
+        })?;
+        match self.devices.get(&dev) {
+            Some(known) if known.protocol.def().device_id.is_none() => {
+                let with: Vec<&str> =
+                    Protocol::ALL.iter().filter(|p| p.def().device_id.is_some()).map(|p| p.name()).collect();
+                self.err(
+                    at,
+                    path,
+                    format!(
+                        "`$id({name})`: {} speaks {}, whose devices have no id (devices have one in: {})",
+                        known.short,
+                        known.protocol,
+                        with.join(", ")
+                    ),
+                )
+            }
+            _ => Ok(dev),
+        }
     }
 
     fn run(mut self) -> Result<Scenario, ScenarioError> {
@@ -970,8 +1016,19 @@ impl Validator<'_> {
             if m.count == Some(0) {
                 return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
             }
+            let mut matcher = m.clone();
+            if let Some(text) = &m.text {
+                matcher.text = Some(self.with_ids(rpos, &format!("{path}.match.text"), text)?);
+            }
+            for (name, value) in matcher.attributes.iter_mut() {
+                let apath = format!("{path}.match.attributes.{name}");
+                if let Err(why) = crate::attacker::attribute_name(name) {
+                    return self.err(rpos, apath, why);
+                }
+                *value = self.with_ids(rpos, &apath, value)?;
+            }
             let action = Action::from_spec(&r.action, position, &RuleCx { v: self, at: rpos, path: &path })?;
-            rules.push(Rule { index: i, matcher: m.clone(), action });
+            rules.push(Rule { index: i, matcher, action });
         }
         Ok(rules)
     }
@@ -1038,7 +1095,7 @@ impl Validator<'_> {
             }
             let what = match (&inj.stanza, &inj.forge, &inj.forward) {
                 (Some(xml), None, None) => {
-                    let stanza = self.xml(ipos, &format!("{path}.stanza"), xml)?;
+                    let stanza = self.xml_with_ids(ipos, &format!("{path}.stanza"), xml)?;
                     if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
                         return self.err(
                             ipos,
@@ -1101,7 +1158,7 @@ impl crate::attacker::Resolve for RuleCx<'_, '_> {
     type Error = ScenarioError;
 
     fn xml(&self, field: &str, xml: &str) -> Result<Element, ScenarioError> {
-        self.v.xml(self.at, &format!("{}.do.{field}", self.path), xml)
+        self.v.xml_with_ids(self.at, &format!("{}.do.{field}", self.path), xml)
     }
 
     fn account(&self, field: &str, name: &str) -> Result<BareJid, ScenarioError> {

@@ -370,3 +370,57 @@ fn a_device_that_joins_later_cannot_act_before() {
         assert!(e.contains(needle), "{entry}: {e}");
     }
 }
+
+/// `$id(<device>)` names a device of the scenario whose protocol gives it an id; in the fields
+/// that take it, any other `$` is an error (`$$` is a `$`).
+#[test]
+fn a_device_id_names_a_device_that_has_one() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example: {devices: {laptop: omemo}}\nattacker:\n  position: server a.example\n";
+    let rule = |m: &str| format!("{head}  rules:\n    - {{match: {m}, do: drop}}\n");
+    for (yaml, want) in [
+        (
+            rule("{element: key, attributes: {rid: $id(carol/phone)}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.rid`: `$id(carol/phone)`: unknown device `carol/phone` (devices: alice/phone, bob/laptop)",
+        ),
+        (
+            rule("{text: $id(alice/phone)}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.text`: `$id(alice/phone)`: alice/phone speaks plain, whose devices have no id (devices have one in: omemo, omemo-legacy)",
+        ),
+        (
+            rule("{text: costs 5$}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.text`: `costs 5$`: a `$` starts a device's id, `$id(<device>)`; write `$$` for a `$`",
+        ),
+        (
+            rule("{attributes: {rid: \"$id(bob/laptop\"}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.rid`: `$id(bob/laptop`: `$id(` has no closing `)`: write `$id(<device>)`",
+        ),
+        (
+            rule("{attributes: {\"xmlns:x\": a}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.xmlns:x`: \"xmlns:x\" is not an attribute name (a letter or _, then letters, digits, _, - or .)",
+        ),
+        (
+            format!(
+                "{head}  rules:\n    - do: {{substitute: {{node: n, with: \"<devices xmlns='urn:x'><device id='$id(alice/phone)'/></devices>\"}}}}\n"
+            ),
+            "bad.yaml:10:7: at `attacker.rules[0].do.substitute.with`: `$id(alice/phone)`: alice/phone speaks plain, whose devices have no id (devices have one in: omemo, omemo-legacy)",
+        ),
+        (
+            format!(
+                "{head}  inject:\n    - {{at: 1s, hop: s2c bob/laptop, stanza: \"<message xmlns='jabber:client'><body>$id()</body></message>\"}}\n"
+            ),
+            "bad.yaml:10:7: at `attacker.inject[0].stanza`: `$id()` names no device: write `$id(<device>)`, e.g. `$id(bob/phone)`",
+        ),
+    ] {
+        assert_eq!(error(&yaml), want);
+    }
+    // Written well, each is accepted (a full JID too), and `$$` is a dollar.
+    for ok in [
+        rule("{element: key, attributes: {rid: $id(bob/laptop)}}"),
+        rule("{text: $id(bob@a.example/laptop) costs $$5}"),
+        format!(
+            "{head}  inject:\n    - {{at: 1s, hop: s2c bob/laptop, stanza: \"<message xmlns='jabber:client' id='$id(bob/laptop)'/>\"}}\n"
+        ),
+    ] {
+        assert!(parse("ok.yaml", &ok).is_ok(), "{ok}");
+    }
+}

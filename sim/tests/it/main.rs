@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod determinism;
+mod device_ids;
 mod diagram;
 mod faults;
 mod hostile;
