@@ -224,7 +224,7 @@ impl<'de> Deserialize<'de> for DeviceEntry {
         impl<'de> Visitor<'de> for Entry {
             type Value = DeviceEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a protocol (`omemo`) or a device (`{protocol: omemo, joins: 5s}`)")
+                f.write_str("a protocol name, or a device (`{protocol: <name>, joins: 5s}`)")
             }
             fn visit_str<E: serde::de::Error>(self, protocol: &str) -> Result<DeviceEntry, E> {
                 Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None })
@@ -247,8 +247,8 @@ impl JsonSchema for DeviceEntry {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let long = generator.subschema_for::<DeviceFields>();
         schemars::json_schema!({
-            "description": "A device: its protocol (`omemo`), or `{protocol: omemo, joins: 5s}`.",
-            "anyOf": [{"type": "string", "description": "Its protocol (`plain`, `omemo`, ...)."}, long]
+            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s}`.",
+            "anyOf": [{"type": "string", "description": "Its protocol's name."}, long]
         })
     }
 }

@@ -363,7 +363,7 @@ fn a_device_that_joins_later_cannot_act_before() {
         ("{protocol: omemo, joins: soon}", "not a duration"),
         ("{joins: 5s}", "missing field `protocol`"),
         ("{protocol: rot13, joins: 5s}", "unknown protocol `rot13`"),
-        ("[omemo]", "a protocol (`omemo`) or a device"),
+        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s}`)"),
     ] {
         let e = error(&head.replace("{protocol: omemo, joins: 5s}", entry));
         assert!(e.starts_with("bad.yaml:9:"), "{entry}: {e}");
