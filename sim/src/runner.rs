@@ -394,6 +394,9 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         });
     }
 
+    // Each device's id as its engine gives it (`$id(..)` in the attacker's plan), recorded as the
+    // engines are built: turmoil starts a host's software when it is added.
+    let ids: Rc<RefCell<BTreeMap<FullJid, String>>> = Rc::default();
     for dev in &scenario.devices {
         let cfg = DeviceConfig {
             jid: dev.jid.clone(),
@@ -403,6 +406,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             keepalive: scenario.keepalive,
             reconnect_after: Duration::from_secs(1),
             tls: None,
+            joins: dev.joins.map(|at| epoch + at),
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
         let protocol = dev.protocol;
@@ -423,9 +427,13 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let host = dev.jid.to_string();
         let ca = tls.as_ref().map(|t| t.ca.clone());
         let verify = dev.tls_verify;
+        let ids = Rc::clone(&ids);
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
             let engine = new_engine(protocol, &cfg.jid, &mut *rng, &config);
+            if let Some(id) = engine.device_id() {
+                ids.borrow_mut().insert(cfg.jid.clone(), id);
+            }
             // Its own TLS random stream, apart from the engine's (and the same on every
             // connection's provider: one provider per device).
             let client_tls = ca.as_ref().map(|ca| {
@@ -445,6 +453,10 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
                 Ok(())
             }
         });
+    }
+
+    if let Some(a) = world.attacker.borrow_mut().as_mut() {
+        a.fill_ids(&ids.borrow()).map_err(|e| RunError(format!("the attacker's plan: {e}")))?;
     }
 
     for link in &scenario.links {

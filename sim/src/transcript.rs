@@ -40,10 +40,10 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// What the line records, finer than `kind`: `send`, `plaintext`, `alert`, `trust`,
-    /// `ceremony`, `verification`, `stored-offline`, `session-up`, `session-down`, `connect-failed`,
-    /// `tls-failed`, `stream-error`, `engine-error`, `stanza-error`, `lost`; for attacker
-    /// lines `act` (a rule acted on the hop's stanza), `deliver`, `inject`, `release`,
-    /// `forge`, `records`, `steal`, `terminate-tls`.
+    /// `ceremony`, `verification`, `stored-offline`, `joins`, `session-up`, `session-down`,
+    /// `connect-failed`, `tls-failed`, `stream-error`, `engine-error`, `stanza-error`, `lost`;
+    /// for attacker lines `act` (a rule acted on the hop's stanza), `deliver`, `inject`,
+    /// `release`, `forge`, `records`, `steal`, `terminate-tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub what: Option<&'static str>,
     /// On a hop line, whether the attacker took the stanza off the wire (`true`: it did not

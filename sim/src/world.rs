@@ -270,6 +270,9 @@ impl Hooks for World {
 
     fn note(&self, note: Note<'_>) {
         match note {
+            Note::Joined { device } => {
+                self.record(self.device_line("session", "joins", device, "joins the network".to_owned()))
+            }
             Note::SessionUp { device } => {
                 let tls = self.tls.borrow().get(device).map(|t| format!("{}; ", self.describe_tls(t)));
                 self.record(self.device_line(

@@ -443,4 +443,11 @@ pub trait Engine: fmt::Debug + Send {
 
     /// A copy of this engine as an attacker who compromised the device would hold it.
     fn steal(&self, what: Theft) -> Box<dyn Engine>;
+
+    /// This device's id as peers see it on the wire, for a protocol that gives its devices one
+    /// ([`crate::ProtocolDef::device_id`]: OMEMO's device id); `None` otherwise. It is fixed
+    /// when the engine is built.
+    fn device_id(&self) -> Option<String> {
+        None
+    }
 }

@@ -37,6 +37,11 @@ pub struct ProtocolDef {
     /// expect only declared reasons; the simulator's tests fail when its code reports one that
     /// is not listed.
     pub reasons: &'static str,
+    /// What a device's id is, for a protocol whose devices carry one that peers see on the
+    /// wire (OMEMO's device id, XEP-0384 §devices), in a few words for error messages and the
+    /// documentation; `None` when its devices have none. Its engines give theirs with
+    /// [`Engine::device_id`] (scenario files name it `$id(bob/phone)`).
+    pub device_id: Option<&'static str>,
 }
 
 impl ProtocolDef {
@@ -48,7 +53,12 @@ impl ProtocolDef {
         wire: &'static dyn Wire,
         reasons: &'static str,
     ) -> ProtocolDef {
-        ProtocolDef { name, module, build, options: &[], wire, reasons }
+        ProtocolDef { name, module, build, options: &[], wire, reasons, device_id: None }
+    }
+
+    /// The entry for a protocol whose devices have an id ([`ProtocolDef::device_id`]).
+    pub const fn with_device_id(self, what: &'static str) -> ProtocolDef {
+        ProtocolDef { device_id: Some(what), ..self }
     }
 
     /// The entry with these account options.
@@ -226,6 +236,27 @@ mod tests {
             assert!(!o.values.is_empty(), "option {} of {p} has no values", o.key);
         }
         assert!("nope".parse::<Protocol>().unwrap_err().contains("expected one of: plain"));
+    }
+
+    /// A protocol declares a device id exactly when its engines have one, and building an
+    /// engine from the same random stream gives the same id (the runner reads it from the
+    /// engine it builds: a scenario's `$id(..)` is the id the device then uses).
+    #[test]
+    fn engines_have_a_device_id_when_their_protocol_declares_one() {
+        use rand_core::SeedableRng;
+        let me: FullJid = "bob@b.example/phone".parse().unwrap_or_else(|e| panic!("{e}"));
+        for p in Protocol::ALL {
+            let id = |seed: u8| {
+                let mut rng = rand_chacha::ChaCha20Rng::from_seed([seed; 32]);
+                new_engine(*p, &me, &mut rng, &EngineConfig::default()).device_id()
+            };
+            let first = id(1);
+            assert_eq!(first.is_some(), p.def().device_id.is_some(), "{p}");
+            assert_eq!(first, id(1), "{p}");
+            if first.is_some() {
+                assert_ne!(first, id(2), "{p}: another stream, another id");
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct DeviceConfig {
     /// TLS (RFC 6120 §5): when set, the device insists on STARTTLS and refuses a server that
     /// does not offer it; when `None` it never asks for TLS (a server requiring it refuses it).
     pub tls: Option<ClientTls>,
+    /// When the device first appears on the network (since the Unix epoch); `None`: at once.
+    /// Until then it does nothing at all: no connection, no presence, no publication, no
+    /// command (those scheduled earlier wait for it).
+    pub joins: Option<Duration>,
 }
 
 /// What a scenario tells a device to do.
@@ -152,6 +156,10 @@ impl<T: Transport> Device<T> {
     /// Runs the device: `schedule` lists commands with their times (since the Unix epoch),
     /// in order. Never returns once the schedule is done: a device stays online.
     pub async fn run(mut self, schedule: Vec<(Duration, Command)>) {
+        if let Some(joins) = self.cfg.joins {
+            tokio::time::sleep(joins.saturating_sub(self.hooks.now())).await;
+            self.hooks.note(Note::Joined { device: &self.cfg.jid });
+        }
         let mut schedule = schedule.into_iter().peekable();
         let mut want_online = true;
         let mut conn: Option<Conn<T::Io>> = None;

@@ -95,6 +95,11 @@ pub struct Injection {
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum Note<'a> {
+    /// A device that was not on the network until now appears ([`crate::DeviceConfig::joins`]).
+    Joined {
+        /// The device.
+        device: &'a FullJid,
+    },
     /// A client session came up (stream, SASL PLAIN, bind done).
     SessionUp {
         /// The device.

@@ -84,6 +84,7 @@ fn chat_over_real_tcp() {
                 keepalive: Duration::from_secs(30),
                 reconnect_after: Duration::from_millis(50),
                 tls: None,
+                joins: None,
             };
             let mut rng = Box::new(rand_chacha::ChaCha20Rng::from_seed([7; 32]));
             let engine = new_engine(

@@ -3,6 +3,7 @@
 //! knowledge; what it can *read* is computed later by running engines over that knowledge.
 
 mod forge;
+pub mod ids;
 mod knowledge;
 mod mitm;
 mod plan;
@@ -11,6 +12,7 @@ mod powers;
 use self::forge::Forger;
 pub use self::knowledge::{AttackerReport, Forgery, Read, messages_in, readable_in};
 pub use self::mitm::Impostor;
+pub(crate) use self::plan::attribute_name;
 pub use self::plan::{
     Action, ActionSpec, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Resolve,
     Rule, StanzaKind,
@@ -104,6 +106,11 @@ impl Attacker {
     /// Forged stanzas, with their times since the start.
     pub fn injections(&self) -> &[(Duration, Hop, Injection)] {
         &self.plan.inject
+    }
+
+    /// Puts the devices' ids into its plan ([`AttackerPlan::fill_ids`]), before it sees anything.
+    pub fn fill_ids(&mut self, ids: &BTreeMap<FullJid, String>) -> Result<(), String> {
+        self.plan.fill_ids(ids)
     }
 
     fn hold(&mut self, hop: &Hop, stanza: Element) -> Ticket {

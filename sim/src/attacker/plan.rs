@@ -3,6 +3,7 @@
 
 use core::fmt;
 use core::time::Duration;
+use std::collections::BTreeMap;
 
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol};
 use jabberwock_xmpp::Hop;
@@ -61,9 +62,16 @@ pub struct MatchSpec {
     /// The stanza has an element in this namespace (at any depth).
     #[serde(default)]
     pub namespace: Option<String>,
-    /// The stanza's `<body/>` contains this text.
+    /// The stanza's `<body/>` contains this text. `$id(bob/phone)` in it is that device's id
+    /// (its OMEMO device id); `$$` is a `$`.
     #[serde(default)]
     pub text: Option<String>,
+    /// The stanza has an element with these attribute values: the stanza itself or any
+    /// element in it, or with `element`, an element of that name. `$id(bob/phone)` in a value
+    /// is that device's id: `{element: key, attributes: {rid: $id(bob/phone)}}` matches an
+    /// OMEMO message carrying a key for Bob's phone.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     /// The stanza carries the conversation (`true`), the text users write, encrypted or not,
     /// as the wire description of a protocol spoken in the scenario tells it; or does not
     /// (`false`: key material, handshakes, plumbing).
@@ -230,6 +238,35 @@ pub struct AttackerPlan {
     pub protocols: Vec<Protocol>,
 }
 
+impl AttackerPlan {
+    /// Puts the devices' ids in place of the `$id(..)` words the scenario wrote (validated and
+    /// made canonical by [`super::ids::canonical`]), from the ids the devices' engines gave.
+    pub fn fill_ids(&mut self, ids: &BTreeMap<FullJid, String>) -> Result<(), String> {
+        use super::ids::{fill, fill_element};
+        for rule in &mut self.rules {
+            let m = &mut rule.matcher;
+            if let Some(text) = &mut m.text {
+                *text = fill(text, ids)?;
+            }
+            for value in m.attributes.values_mut() {
+                *value = fill(value, ids)?;
+            }
+            match &mut rule.action {
+                Action::Replace(_, with) | Action::Rewrite(with) | Action::Substitute { with, .. } => {
+                    fill_element(with, ids)?;
+                }
+                _ => {}
+            }
+        }
+        for (_, _, injection) in &mut self.inject {
+            if let Injection::Stanza(stanza) = injection {
+                fill_element(stanza, ids)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What an injection puts on its hop when its time comes.
 #[derive(Debug, Clone)]
 pub enum Injection {
@@ -289,14 +326,16 @@ pub enum ActionSpec {
     Replace {
         /// Local name of the element to replace.
         element: String,
-        /// The replacement, as XML (namespaces must be declared).
+        /// The replacement, as XML (namespaces must be declared; `$id(bob/phone)` in a text
+        /// or an attribute value is that device's id, `$$` a `$`).
         with: String,
     },
     /// Replace the whole stanza by the given one, keeping the original's `from`, `to` and
     /// `id` so it is delivered where the original was going: an `<iq/>` becomes a
     /// `<message/>` (a tunnel record swapped for a plain body), for instance.
     Rewrite {
-        /// The new stanza, as XML (namespaces must be declared).
+        /// The new stanza, as XML (namespaces must be declared; `$id(bob/phone)` in a text or
+        /// an attribute value is that device's id, `$$` a `$`).
         with: String,
     },
     /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
@@ -346,7 +385,8 @@ pub enum ActionSpec {
         /// Only items of this account.
         #[serde(default)]
         owner: Option<String>,
-        /// The replacement payload, as XML.
+        /// The replacement payload, as XML (`$id(bob/phone)` in a text or an attribute value is
+        /// that device's id, `$$` a `$`: a device list naming only some of the devices).
         with: String,
     },
     /// Impersonate an account toward others: the attacker makes key material of its own for
@@ -371,7 +411,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 pub trait Resolve {
     /// The validation's error.
     type Error;
-    /// Parses XML written in the field.
+    /// Parses XML written in the field (checking the devices its `$id(..)` words name).
     fn xml(&self, field: &str, xml: &str) -> Result<Element, Self::Error>;
     /// Resolves an account named in the field.
     fn account(&self, field: &str, name: &str) -> Result<BareJid, Self::Error>;
@@ -446,15 +486,21 @@ impl Action {
 /// declaration (`xmlns` changes what the stanza *is*, not one of its attributes; XML
 /// Namespaces §3).
 fn settable_attribute(name: &str) -> Result<(), String> {
+    attribute_name(name)?;
+    if name == "xmlns" || name.to_ascii_lowercase().starts_with("xml") {
+        return Err(format!("{name:?} is reserved by XML: a namespace cannot be set as an attribute"));
+    }
+    Ok(())
+}
+
+/// Whether `name` is a plain attribute name: an XML name restricted to ASCII, without a prefix.
+pub(crate) fn attribute_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
         return Err(format!(
             "{name:?} is not an attribute name (a letter or _, then letters, digits, _, - or .)"
         ));
-    }
-    if name == "xmlns" || name.to_ascii_lowercase().starts_with("xml") {
-        return Err(format!("{name:?} is reserved by XML: a namespace cannot be set as an attribute"));
     }
     Ok(())
 }

@@ -242,6 +242,14 @@ pub(super) fn matches(
         && m.text
             .as_deref()
             .is_none_or(|t| stanza.get_child("body", NS_CLIENT).is_some_and(|b| b.text().contains(t)))
+        && (m.attributes.is_empty() || {
+            let has = |e: &Element| {
+                m.element.as_deref().is_none_or(|n| e.name() == n)
+                    && m.attributes.iter().all(|(name, value)| e.attr(name.as_str()) == Some(value.as_str()))
+            };
+            // `element` names an element inside the stanza; without it the stanza counts too.
+            (m.element.is_none() && has(stanza)) || stanza.children().any(|c| any_element(c, &has))
+        })
         && m.window.is_none_or(|w| w.min <= at && at <= w.max)
         && m.conversation.is_none_or(|c| protocols.iter().any(|p| p.wire().carries_conversation(stanza)) == c)
         && m.protected.is_none_or(|want| {

@@ -67,8 +67,9 @@ pub struct ScenarioFile {
 /// own; a key that is neither a field nor a declared option is an error.
 #[derive(Debug, Clone)]
 pub struct AccountSpec {
-    /// Devices by resource name, each with its protocol (`plain`, ...).
-    pub devices: BTreeMap<String, String>,
+    /// Devices by resource name, each with its protocol (`plain`, ...) or a longer form
+    /// (`{protocol: omemo, joins: 5s}`), with where the file wrote each.
+    pub devices: BTreeMap<String, At<DeviceEntry>>,
     /// The SASL password (default: derived from the account name).
     pub password: Option<String>,
     /// Accounts this one subscribes to; default: every other account in the scenario.
@@ -88,8 +89,9 @@ pub struct AccountSpec {
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AccountFields {
-    /// Devices by resource name, each with its protocol (`plain`, ...).
-    devices: BTreeMap<String, String>,
+    /// Devices by resource name, each with its protocol (`phone: omemo`), or with more to say
+    /// about it (`phone: {protocol: omemo, joins: 5s}`).
+    devices: BTreeMap<String, DeviceEntry>,
     /// The SASL password (default: derived from the account name).
     #[serde(default)]
     password: Option<String>,
@@ -188,6 +190,66 @@ impl JsonSchema for AccountSpec {
             }
         }
         schema
+    }
+}
+
+/// A device of an account: its protocol (`phone: omemo`), or the longer form
+/// `phone: {protocol: omemo, joins: 5s}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// Its protocol (`plain`, `omemo`, ...).
+    pub protocol: String,
+    /// When it first appears on the network; `None`: from the start.
+    pub joins: Option<Dur>,
+}
+
+/// A device in its longer form: its protocol, and when it first appears.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DeviceFields {
+    /// Its protocol (`plain`, `omemo`, ...).
+    protocol: String,
+    /// When the device first appears on the network (default: from the start). Before then it
+    /// does not exist there: it does not log in, sends no presence and publishes nothing (no
+    /// keys), and no timeline step or offline window may name it. It then logs in as a new
+    /// device does (an OMEMO device adds itself to its account's device list).
+    #[serde(default)]
+    joins: Option<Dur>,
+}
+
+impl<'de> Deserialize<'de> for DeviceEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = DeviceEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a protocol name, or a device (`{protocol: <name>, joins: 5s}`)")
+            }
+            fn visit_str<E: serde::de::Error>(self, protocol: &str) -> Result<DeviceEntry, E> {
+                Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeviceEntry, A::Error> {
+                let DeviceFields { protocol, joins } =
+                    DeviceFields::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(DeviceEntry { protocol, joins })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+impl JsonSchema for DeviceEntry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceEntry".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let long = generator.subschema_for::<DeviceFields>();
+        schemars::json_schema!({
+            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s}`.",
+            "anyOf": [{"type": "string", "description": "Its protocol's name."}, long]
+        })
     }
 }
 
@@ -361,8 +423,9 @@ pub struct InjectSpec {
     pub at: Dur,
     /// The hop: `c2s alice/phone`, `s2c bob/laptop` or `s2s a.example -> b.example`.
     pub hop: String,
-    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this or
-    /// `forge`.
+    /// The stanza, as XML in `jabber:client` (declare `xmlns='jabber:client'`). Give this,
+    /// `forge` or `forward`. `$id(bob/phone)` in a text or an attribute value is that
+    /// device's id (its OMEMO device id, known only once the run's seed made it); `$$` is a `$`.
     #[serde(default)]
     pub stanza: Option<String>,
     /// A message made at that moment by the attacker's own engine of the device's protocol,

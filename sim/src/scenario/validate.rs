@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 
-use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule};
+use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule, ids};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -65,6 +65,9 @@ pub struct DeviceSpec {
     pub tls_verify: bool,
     /// Accounts it subscribes to.
     pub contacts: BTreeSet<BareJid>,
+    /// When it first appears on the network, since the start (`None`: from the start). Before
+    /// then it does not log in, and its schedule is empty.
+    pub joins: Option<Duration>,
     /// Its commands, by time since the start.
     pub schedule: Vec<(Duration, Command)>,
 }
@@ -183,7 +186,16 @@ struct Validator<'a> {
     file: &'a str,
     raw: &'a ScenarioFile,
     /// full JID → (short name, protocol)
-    devices: BTreeMap<FullJid, (String, Protocol)>,
+    devices: BTreeMap<FullJid, Known>,
+}
+
+/// A device as the rest of the file may name it.
+struct Known {
+    /// How the scenario names it (`alice/phone`).
+    short: String,
+    protocol: Protocol,
+    /// When it first appears on the network (`None`: from the start).
+    joins: Option<Duration>,
 }
 
 impl Validator<'_> {
@@ -193,13 +205,17 @@ impl Validator<'_> {
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Result<T, ScenarioError> {
-        Err(ScenarioError {
+        Err(self.error(at, path, message))
+    }
+
+    fn error(&self, at: (u64, u64), path: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError {
             file: self.file.to_owned(),
             line: at.0,
             column: at.1,
             path: path.into(),
             message: message.into(),
-        })
+        }
     }
 
     fn device_ref(&self, at: (u64, u64), path: &str, name: &str) -> Result<FullJid, ScenarioError> {
@@ -209,15 +225,21 @@ impl Validator<'_> {
             return Ok(full);
         }
         let matches: Vec<&FullJid> =
-            self.devices.iter().filter(|(_, (short, _))| short == name).map(|(j, _)| j).collect();
+            self.devices.iter().filter(|(_, d)| d.short == name).map(|(j, _)| j).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => {
-                let known: Vec<&str> = self.devices.values().map(|(s, _)| s.as_str()).collect();
+                let known: Vec<&str> = self.devices.values().map(|d| d.short.as_str()).collect();
                 self.err(at, path, format!("unknown device `{name}` (devices: {})", known.join(", ")))
             }
             _ => self.err(at, path, format!("`{name}` is ambiguous: write the full JID")),
         }
+    }
+
+    /// When `dev` joins the network, if that is after `at`: what it does at `at` cannot be.
+    fn not_yet_joined(&self, dev: &FullJid, at: Duration) -> Option<(&str, Duration)> {
+        let known = self.devices.get(dev)?;
+        known.joins.filter(|joins| at < *joins).map(|joins| (known.short.as_str(), joins))
     }
 
     /// A protocol option under an account: a value its declaration lists.
@@ -260,6 +282,48 @@ impl Validator<'_> {
         xml.parse::<Element>().or_else(|e| self.err(at, path, format!("not well-formed XML: {e}")))
     }
 
+    /// A text that may name devices' ids (`$id(bob/phone)`), checked and made canonical
+    /// ([`ids::canonical`]).
+    fn with_ids(&self, at: (u64, u64), path: &str, text: &str) -> Result<String, ScenarioError> {
+        ids::canonical(text, &mut |name| self.id_device(at, path, name), &|message| {
+            self.error(at, path, message)
+        })
+    }
+
+    /// XML whose texts and attribute values may name devices' ids, checked and made canonical.
+    fn xml_with_ids(&self, at: (u64, u64), path: &str, xml: &str) -> Result<Element, ScenarioError> {
+        let mut element = self.xml(at, path, xml)?;
+        ids::canonical_element(&mut element, &mut |name| self.id_device(at, path, name), &|message| {
+            self.error(at, path, message)
+        })?;
+        Ok(element)
+    }
+
+    /// The device a `$id(..)` names: one of the scenario's, whose protocol gives it an id.
+    fn id_device(&self, at: (u64, u64), path: &str, name: &str) -> Result<FullJid, ScenarioError> {
+        let dev = self.device_ref(at, path, name).map_err(|mut e| {
+            e.message = format!("`$id({name})`: {}", e.message);
+            e
+        })?;
+        match self.devices.get(&dev) {
+            Some(known) if known.protocol.def().device_id.is_none() => {
+                let with: Vec<&str> =
+                    Protocol::ALL.iter().filter(|p| p.def().device_id.is_some()).map(|p| p.name()).collect();
+                self.err(
+                    at,
+                    path,
+                    format!(
+                        "`$id({name})`: {} speaks {}, whose devices have no id (devices have one in: {})",
+                        known.short,
+                        known.protocol,
+                        with.join(", ")
+                    ),
+                )
+            }
+            _ => Ok(dev),
+        }
+    }
+
     fn run(mut self) -> Result<Scenario, ScenarioError> {
         let raw = self.raw;
         let top = (1, 1);
@@ -273,6 +337,8 @@ impl Validator<'_> {
             if let Some((at, _)) = spec.schedule.last() {
                 end = end.max(*at);
             }
+            // A device that joins after everything else still joins.
+            end = end.max(spec.joins.unwrap_or_default());
         }
         for (at, _) in &events {
             end = end.max(*at);
@@ -432,19 +498,22 @@ impl Validator<'_> {
             for (key, value) in &acc.options {
                 self.option(&format!("{path}.{key}"), key, value)?;
             }
-            for (res, proto) in &acc.devices {
+            for (res, entry) in &acc.devices {
+                let dpos = (entry.line, entry.column);
                 let Ok(full) = bare.with_resource_str(res) else {
                     return self.err(
-                        pos,
+                        dpos,
                         format!("{path}.devices.{res}"),
                         format!("`{res}` is not a valid resource"),
                     );
                 };
-                let protocol = proto
+                let protocol = entry
+                    .protocol
                     .parse::<Protocol>()
-                    .or_else(|e| self.err(pos, format!("{path}.devices.{res}"), e))?;
+                    .or_else(|e| self.err(dpos, format!("{path}.devices.{res}"), e))?;
                 let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
-                self.devices.insert(full, (short, protocol));
+                let joins = entry.joins.map(|d| d.0).filter(|d| !d.is_zero());
+                self.devices.insert(full, Known { short, protocol, joins });
             }
         }
         Ok(accounts)
@@ -457,7 +526,7 @@ impl Validator<'_> {
     ) -> Result<BTreeMap<FullJid, DeviceSpec>, ScenarioError> {
         let raw = self.raw;
         let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
-        for (full, (short, protocol)) in &self.devices {
+        for (full, Known { short, protocol, joins }) in &self.devices {
             let bare = full.to_bare();
             let acc = &raw.accounts[&bare.to_string()];
             let contacts = match &acc.contacts {
@@ -490,6 +559,7 @@ impl Validator<'_> {
                     password: accounts[&bare].clone(),
                     tls_verify: acc.tls.as_ref().is_none_or(|t| t.verify),
                     contacts,
+                    joins: *joins,
                     schedule: vec![],
                 },
             );
@@ -572,6 +642,20 @@ impl Validator<'_> {
             {
                 return self.err(pos, format!("{path}.until"), "the window ends before it starts");
             }
+            // Offline until it joins already: a window from then on is a later join in disguise.
+            if let Some(Known { short, joins: Some(joins), .. }) = self.devices.get(&dev)
+                && o.from.0 <= *joins
+            {
+                return self.err(
+                    pos,
+                    format!("{path}.from"),
+                    format!(
+                        "{short} joins at {} and is offline until then: an offline window must start later (this one starts at {}; to have it join later, change its `joins`)",
+                        Dur(*joins),
+                        o.from
+                    ),
+                );
+            }
             if let Some(spec) = device_specs.get_mut(&dev) {
                 spec.schedule.push((o.from.0, Command::GoOffline));
                 if let Some(u) = o.until {
@@ -634,6 +718,17 @@ impl Validator<'_> {
                 return self.err(pos, path, "this step needs a `device`");
             };
             let dev = self.device_ref(pos, &format!("{path}.device"), dev_name)?;
+            if let Some((short, joins)) = self.not_yet_joined(&dev, at) {
+                return self.err(
+                    pos,
+                    format!("{path}.at"),
+                    format!(
+                        "{short} joins at {}: a step at {} comes before it exists on the network",
+                        Dur(joins),
+                        step.at
+                    ),
+                );
+            }
             let command = if let Some(s) = &step.send {
                 let to = self.account_ref(pos, &format!("{path}.send.to"), &s.to)?;
                 Command::Send { to, body: s.body.clone() }
@@ -799,7 +894,7 @@ impl Validator<'_> {
                 return self.err((i.line, i.column), "attacker.inject[0]", sealed);
             }
         }
-        let mut protocols: Vec<Protocol> = self.devices.values().map(|(_, p)| *p).collect();
+        let mut protocols: Vec<Protocol> = self.devices.values().map(|d| d.protocol).collect();
         protocols.sort();
         protocols.dedup();
         // The wires are asked in this order: one that claims every body (the control) last.
@@ -922,8 +1017,19 @@ impl Validator<'_> {
             if m.count == Some(0) {
                 return self.err(rpos, format!("{path}.match.count"), "count 0 matches nothing");
             }
+            let mut matcher = m.clone();
+            if let Some(text) = &m.text {
+                matcher.text = Some(self.with_ids(rpos, &format!("{path}.match.text"), text)?);
+            }
+            for (name, value) in matcher.attributes.iter_mut() {
+                let apath = format!("{path}.match.attributes.{name}");
+                if let Err(why) = crate::attacker::attribute_name(name) {
+                    return self.err(rpos, apath, why);
+                }
+                *value = self.with_ids(rpos, &apath, value)?;
+            }
             let action = Action::from_spec(&r.action, position, &RuleCx { v: self, at: rpos, path: &path })?;
-            rules.push(Rule { index: i, matcher: m.clone(), action });
+            rules.push(Rule { index: i, matcher, action });
         }
         Ok(rules)
     }
@@ -979,9 +1085,18 @@ impl Validator<'_> {
                     format!("an attacker at `{position}` cannot reach {hop}"),
                 );
             }
+            if let Hop::ClientToServer { client, .. } | Hop::ServerToClient { client, .. } = &hop
+                && let Some((short, joins)) = self.not_yet_joined(client, inj.at.0)
+            {
+                return self.err(
+                    ipos,
+                    format!("{path}.at"),
+                    format!("{short} joins at {}: at {} it has no link to inject on", Dur(joins), inj.at),
+                );
+            }
             let what = match (&inj.stanza, &inj.forge, &inj.forward) {
                 (Some(xml), None, None) => {
-                    let stanza = self.xml(ipos, &format!("{path}.stanza"), xml)?;
+                    let stanza = self.xml_with_ids(ipos, &format!("{path}.stanza"), xml)?;
                     if stanza.ns() != jabberwock_e2e::xml::NS_CLIENT {
                         return self.err(
                             ipos,
@@ -994,7 +1109,7 @@ impl Validator<'_> {
                 (None, Some(f), None) => {
                     let from = self.device_ref(ipos, &format!("{path}.forge.from"), &f.from)?;
                     let to = self.account_ref(ipos, &format!("{path}.forge.to"), &f.to)?;
-                    let Some(protocol) = self.devices.get(&from).map(|(_, p)| *p) else {
+                    let Some(protocol) = self.devices.get(&from).map(|d| d.protocol) else {
                         return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
                     };
                     let stolen = f.keys == ForgeKeys::Stolen;
@@ -1044,7 +1159,7 @@ impl crate::attacker::Resolve for RuleCx<'_, '_> {
     type Error = ScenarioError;
 
     fn xml(&self, field: &str, xml: &str) -> Result<Element, ScenarioError> {
-        self.v.xml(self.at, &format!("{}.do.{field}", self.path), xml)
+        self.v.xml_with_ids(self.at, &format!("{}.do.{field}", self.path), xml)
     }
 
     fn account(&self, field: &str, name: &str) -> Result<BareJid, ScenarioError> {

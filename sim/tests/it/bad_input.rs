@@ -308,3 +308,119 @@ fn a_forgery_with_stolen_keys_needs_a_theft_before_it() {
     let e = error(&format!("{head}{}", attacker.replace("keys: stolen", "keys: borrowed")));
     assert!(e.contains("borrowed") && e.contains("stolen"), "{e}");
 }
+
+/// `joins`: a device's longer form; nothing may name the device before it exists.
+#[test]
+fn a_device_that_joins_later_cannot_act_before() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example:\n    devices:\n      laptop: plain\n      phone: {protocol: omemo, joins: 5s}\n";
+    // The short and the long form, side by side.
+    let scenario = parse("ok.yaml", head).unwrap();
+    let joins: Vec<(String, Option<core::time::Duration>)> =
+        scenario.devices.iter().map(|d| (d.short.clone(), d.joins)).collect();
+    assert!(joins.contains(&("bob/phone".into(), Some(core::time::Duration::from_secs(5)))), "{joins:?}");
+    assert!(joins.contains(&("bob/laptop".into(), None)), "{joins:?}");
+    // A step before it joins, naming both times.
+    let e = error(&format!(
+        "{head}timeline:\n  - {{at: 2s, device: bob/phone, send: {{to: alice@a.example, body: x}}}}\n"
+    ));
+    assert_eq!(
+        e,
+        "bad.yaml:11:5: at `timeline[0].at`: bob/phone joins at 5.000s: a step at 2.000s comes before it exists on the network"
+    );
+    // At its joining time it may act.
+    let at_join = format!(
+        "{head}timeline:\n  - {{at: 5s, device: bob/phone, send: {{to: alice@a.example, body: x}}}}\n"
+    );
+    assert!(parse("ok.yaml", &at_join).is_ok());
+    // An offline window that does not start after it joins.
+    for (from, shown) in [("1s", "1.000s"), ("5s", "5.000s")] {
+        let e =
+            error(&format!("{head}network:\n  offline: [{{device: bob/phone, from: {from}, until: 8s}}]\n"));
+        assert!(
+            e.starts_with(
+                "bad.yaml:11:13: at `network.offline[0].from`: bob/phone joins at 5.000s and is offline until then: an offline window must start later"
+            ),
+            "{e}"
+        );
+        assert!(e.contains(&format!("(this one starts at {shown};")), "{e}");
+    }
+    assert!(
+        parse("ok.yaml", &format!("{head}network:\n  offline: [{{device: bob/phone, from: 6s}}]\n")).is_ok()
+    );
+    // An injection on its link before it has one.
+    let e = error(&format!(
+        "{head}attacker:\n  position: server a.example\n  inject:\n    - {{at: 1s, hop: s2c bob/phone, stanza: \"<message xmlns='jabber:client'/>\"}}\n"
+    ));
+    assert!(
+        e.starts_with(
+            "bad.yaml:13:7: at `attacker.inject[0].at`: bob/phone joins at 5.000s: at 1.000s it has no link"
+        ),
+        "{e}"
+    );
+    // The longer form is parsed strictly, at its own line.
+    for (entry, needle) in [
+        ("{protocol: omemo, join: 5s}", "unknown field `join`"),
+        ("{protocol: omemo, joins: soon}", "not a duration"),
+        ("{joins: 5s}", "missing field `protocol`"),
+        ("{protocol: rot13, joins: 5s}", "unknown protocol `rot13`"),
+        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s}`)"),
+    ] {
+        let e = error(&head.replace("{protocol: omemo, joins: 5s}", entry));
+        assert!(e.starts_with("bad.yaml:9:"), "{entry}: {e}");
+        assert!(e.contains(needle), "{entry}: {e}");
+    }
+}
+
+/// `$id(<device>)` names a device of the scenario whose protocol gives it an id; in the fields
+/// that take it, any other `$` is an error (`$$` is a `$`).
+#[test]
+fn a_device_id_names_a_device_that_has_one() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example: {devices: {laptop: omemo}}\nattacker:\n  position: server a.example\n";
+    let rule = |m: &str| format!("{head}  rules:\n    - {{match: {m}, do: drop}}\n");
+    for (yaml, want) in [
+        (
+            rule("{element: key, attributes: {rid: $id(carol/phone)}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.rid`: `$id(carol/phone)`: unknown device `carol/phone` (devices: alice/phone, bob/laptop)",
+        ),
+        (
+            rule("{text: $id(alice/phone)}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.text`: `$id(alice/phone)`: alice/phone speaks plain, whose devices have no id (devices have one in: omemo, omemo-legacy)",
+        ),
+        (
+            rule("{text: costs 5$}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.text`: `costs 5$`: a `$` starts a device's id, `$id(<device>)`; write `$$` for a `$`",
+        ),
+        (
+            rule("{attributes: {rid: \"$id(bob/laptop\"}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.rid`: `$id(bob/laptop`: `$id(` has no closing `)`: write `$id(<device>)`",
+        ),
+        (
+            rule("{attributes: {\"xmlns:x\": a}}"),
+            "bad.yaml:10:7: at `attacker.rules[0].match.attributes.xmlns:x`: \"xmlns:x\" is not an attribute name (a letter or _, then letters, digits, _, - or .)",
+        ),
+        (
+            format!(
+                "{head}  rules:\n    - do: {{substitute: {{node: n, with: \"<devices xmlns='urn:x'><device id='$id(alice/phone)'/></devices>\"}}}}\n"
+            ),
+            "bad.yaml:10:7: at `attacker.rules[0].do.substitute.with`: `$id(alice/phone)`: alice/phone speaks plain, whose devices have no id (devices have one in: omemo, omemo-legacy)",
+        ),
+        (
+            format!(
+                "{head}  inject:\n    - {{at: 1s, hop: s2c bob/laptop, stanza: \"<message xmlns='jabber:client'><body>$id()</body></message>\"}}\n"
+            ),
+            "bad.yaml:10:7: at `attacker.inject[0].stanza`: `$id()` names no device: write `$id(<device>)`, e.g. `$id(bob/phone)`",
+        ),
+    ] {
+        assert_eq!(error(&yaml), want);
+    }
+    // Written well, each is accepted (a full JID too), and `$$` is a dollar.
+    for ok in [
+        rule("{element: key, attributes: {rid: $id(bob/laptop)}}"),
+        rule("{text: $id(bob@a.example/laptop) costs $$5}"),
+        format!(
+            "{head}  inject:\n    - {{at: 1s, hop: s2c bob/laptop, stanza: \"<message xmlns='jabber:client' id='$id(bob/laptop)'/>\"}}\n"
+        ),
+    ] {
+        assert!(parse("ok.yaml", &ok).is_ok(), "{ok}");
+    }
+}

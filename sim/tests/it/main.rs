@@ -4,9 +4,11 @@
 
 mod bad_input;
 mod determinism;
+mod device_ids;
 mod diagram;
 mod faults;
 mod hostile;
+mod joins;
 mod layering;
 mod matrix;
 mod reasons;

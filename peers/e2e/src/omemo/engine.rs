@@ -929,6 +929,10 @@ impl Engine for Omemo {
         vec![("identity key", self.own_ik().to_vec())]
     }
 
+    fn device_id(&self) -> Option<String> {
+        Some(self.device.to_string())
+    }
+
     fn steal(&self, what: Theft) -> Box<dyn Engine> {
         kit::stolen(self.clone(), what, |copy| {
             copy.sessions.clear();

@@ -29,7 +29,11 @@ use crate::kit::crypto::hmac_sha256;
 
 /// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
 pub static OMEMO: crate::ProtocolDef =
-    crate::ProtocolDef::new("omemo", module_path!(), build, &seam::OMEMO2, include_str!("reasons.txt"));
+    crate::ProtocolDef::new("omemo", module_path!(), build, &seam::OMEMO2, include_str!("reasons.txt"))
+        .with_device_id(DEVICE_ID);
+
+/// What an OMEMO device id is (both versions).
+const DEVICE_ID: &str = "the OMEMO device id (XEP-0384 §devices: a number in 1..2^31-1)";
 
 /// Builds an OMEMO 2 engine for a device.
 fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
@@ -38,7 +42,8 @@ fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn 
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
 pub static OMEMO_LEGACY: crate::ProtocolDef =
-    crate::ProtocolDef::new("omemo-legacy", module_path!(), build_legacy, &seam::LEGACY, include_str!("reasons-legacy.txt"));
+    crate::ProtocolDef::new("omemo-legacy", module_path!(), build_legacy, &seam::LEGACY, include_str!("reasons-legacy.txt"))
+        .with_device_id(DEVICE_ID);
 
 /// Builds an OMEMO 0.3 engine for a device.
 fn build_legacy(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
