@@ -594,6 +594,37 @@ fn identity_protection(f: &Facts<'_>) -> Verdict {
     }
 }
 
+fn pki_independence(f: &Facts<'_>) -> Verdict {
+    let result = f.device("bob/laptop").and_then(|l| l.verifications.first().map(|(_, r)| *r));
+    let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
+    let shown = f.received("bob/laptop").into_iter().find(|r| r.body == last);
+    // Why it did not arrive: Bob's errors, else what Alice's client reported.
+    let errors = [complaints(f), f.errors("alice/phone"), f.alerts("alice/phone")]
+        .into_iter()
+        .find(|e| !e.is_empty())
+        .unwrap_or_default();
+    let why = if errors.is_empty() { String::new() } else { format!(" ({})", errors.join(", ")) };
+    match (result, shown) {
+        (_, Some(r)) if r.trust == "unencrypted" => {
+            verdict(false, "nothing authenticated Alice: her message came unencrypted")
+        }
+        // Verified: what the ceremony established covers the message itself.
+        (Some(jabberwock_e2e::VerificationResult::Match), Some(r)) if r.trust == "verified" => verdict(
+            true,
+            "with no authority, the ceremony matched and Bob showed Alice's next message as verified",
+        ),
+        (Some(result), Some(r)) => verdict(
+            false,
+            format!("the ceremony came out {result:?}; Alice's next message showed trust={}", r.trust),
+        ),
+        (Some(result), None) => verdict(
+            false,
+            format!("the ceremony came out {result:?}; Bob never showed Alice's next message{why}"),
+        ),
+        (None, _) => verdict(false, format!("no ceremony ran: Bob had nothing of Alice's to compare{why}")),
+    }
+}
+
 /// The most alphanumerics XEP-0210 §4.3 lets a ceremony ask the users to compare.
 const USABLE_ALPHANUMERICS: usize = 6;
 
@@ -846,6 +877,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "sender authentication against a forger with public keys",
         template: include_str!("../../scenarios/properties/authentication.yaml.tmpl"),
         judge: authentication,
+    },
+    Property {
+        id: "pki-independence",
+        title: "authentication with no authority but the users",
+        template: include_str!("../../scenarios/properties/pki-independence.yaml.tmpl"),
+        judge: pki_independence,
     },
     Property {
         id: "identity-protection",

@@ -114,8 +114,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-pki",
         level: Level::Must,
         asks: "The protocol MUST NOT rely on any PKI, certification authority, web of trust or other trust model external to the trust between Alice and Bob.",
-        measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        measured_by: &["pki-independence"],
+        unmeasured: None,
     },
     Requirement {
         section: "3.6",

@@ -421,7 +421,9 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
                 .filter(|b| *b != dev.jid.to_bare())
                 .map(|b| (b.clone(), pair_secret(seed, &dev.jid.to_bare(), &b)))
                 .collect(),
-            ca: Some(ca_seed(seed)),
+            // Without a shared CA each device is enrolled with an authority of its own, that no
+            // other device knows.
+            ca: Some(if scenario.shared_ca { ca_seed(seed) } else { own_ca_seed(seed, &dev.jid) }),
         };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();
@@ -527,6 +529,14 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
 /// honest device is enrolled with it; the attacker's own engines are not.
 fn ca_seed(seed: u64) -> [u8; 32] {
     let mut rng = host_rng(seed, "certificate authority");
+    let mut out = [0u8; 32];
+    rng.fill_bytes(&mut out);
+    out
+}
+
+/// The authority of one device alone (`pki: none`), derived from the seed and the device.
+fn own_ca_seed(seed: u64, device: &FullJid) -> [u8; 32] {
+    let mut rng = host_rng(seed, &format!("certificate authority of {device}"));
     let mut out = [0u8; 32];
     rng.fill_bytes(&mut out);
     out

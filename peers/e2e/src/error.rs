@@ -207,8 +207,9 @@ mod tests {
         for r in reason::EVERY_ENGINE.iter().chain(reason::SHARED) {
             assert!(r.fault.is_some(), "{} has no fault", r.code);
         }
-        // The notices: a session came up or ended, a tunnel waits. Nothing else goes without
-        // a fault (an error raised with one of these is caught by the simulator's scan).
+        // The notices: a session came up or ended, an offline session was used, a tunnel
+        // waits, a new session broke the chain of retained secrets (a warning, only ever an
+        // alert). Nothing else goes without a fault (an error raised with one of these is caught by the simulator's scan).
         let mut notices: Vec<&str> = Protocol::ALL
             .iter()
             .flat_map(|p| p.reasons())
@@ -221,9 +222,11 @@ mod tests {
             notices,
             [
                 "esession",
+                "esession-offline",
                 "esession-terminated",
                 "otr-finished",
                 "otr-session",
+                "retained-secret-lost",
                 "smp-aborted",
                 "xtls-close-notify",
                 "xtls-closed",

@@ -43,6 +43,12 @@ pub struct ScenarioFile {
     /// `plain` (no TLS). Server-to-server links are plain either way.
     #[serde(default)]
     pub transport: TransportSpec,
+    /// The trust infrastructure outside Alice and Bob (XEP-0210 §3.5): `shared-ca` (default:
+    /// one certification authority, derived from the seed, enrolls every device, for the
+    /// protocols that use one — S/MIME) or `none` (every device is its own authority: nobody
+    /// vouches for anybody's key but the users themselves).
+    #[serde(default)]
+    pub pki: PkiSpec,
     /// Federated pairs; by default every server federates with every other.
     #[serde(default)]
     pub federation: Option<Vec<At<[String; 2]>>>,
@@ -493,6 +499,17 @@ pub enum Go {
     Online,
     /// Log out.
     Offline,
+}
+
+/// The trust infrastructure outside the users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PkiSpec {
+    /// One certification authority enrolls every device.
+    #[default]
+    SharedCa,
+    /// None: every device is its own authority.
+    None,
 }
 
 /// What an attacker steals.

@@ -133,6 +133,9 @@ pub struct Scenario {
     pub servers: Vec<String>,
     /// The client-to-server transport.
     pub transport: Transport,
+    /// Whether one certification authority enrolls every device (`pki: shared-ca`), or none
+    /// does (`pki: none`).
+    pub shared_ca: bool,
     /// Federated pairs (each pair sorted).
     pub federation: BTreeSet<(String, String)>,
     /// Accounts and passwords.
@@ -389,6 +392,7 @@ impl Validator<'_> {
                 TransportSpec::Tls => Transport::Tls,
                 TransportSpec::Plain => Transport::Plain,
             },
+            shared_ca: raw.pki == PkiSpec::SharedCa,
             federation,
             accounts,
             devices: device_specs.into_values().collect(),

@@ -424,3 +424,11 @@ fn a_device_id_names_a_device_that_has_one() {
         assert!(parse("ok.yaml", &ok).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn pki_takes_shared_ca_or_none() {
+    let e = error(&format!("{GOOD_HEAD}pki: web-of-trust\n"));
+    assert!(e.starts_with("bad.yaml:7:6"), "{e}");
+    assert!(e.contains("web-of-trust") && e.contains("shared-ca") && e.contains("none"), "{e}");
+    assert!(parse("good.yaml", &format!("{GOOD_HEAD}pki: none\n")).is_ok());
+}
