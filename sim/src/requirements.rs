@@ -160,7 +160,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
         level: Level::Must,
         asks: "Alice MUST tell Bob which versions she supports; Bob MUST choose one or reject the session.",
         measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        unmeasured: Some(
+            "not yet: it needs a protocol-neutral attacker word that takes the newest version out of an offer (OTR's query and whitespace tags, ESessions' option lists, TLS's supported_versions); attacks/otr-version-rollback.yaml shows it for OTR alone",
+        ),
     },
     Requirement {
         section: "4.1",
@@ -169,7 +171,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
         level: Level::Must,
         asks: "The solution MUST apply to the full content of any stanza type (message, presence, iq) between two entities.",
         measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        unmeasured: Some(
+            "not yet: a send carries a body alone today; the other parts of a stanza (subject, thread, XHTML-IM, an out-of-band URL, chat states, a correction, presence status, an iq payload) need a send that carries them",
+        ),
     },
     Requirement {
         section: "4.2",
@@ -207,7 +211,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
         level: Level::Must,
         asks: "Compatible with a variety of algorithms and certification schemes, and able to evolve to correct weaknesses.",
         measured_by: &[],
-        unmeasured: Some("not measured yet"),
+        unmeasured: Some(
+            "not yet: it rests on §3.10's offer (none measured yet) and on which algorithms and certification schemes each engine negotiates",
+        ),
     },
     Requirement {
         section: "4.6",
