@@ -120,8 +120,8 @@ impl Facts<'_> {
 }
 
 /// Everything a server can read in a stanza, as bytes: the XML as it went, and every text and
-/// attribute value decoded where it decodes — as base64 (whole, or a block of base64 lines as
-/// in MIME and OpenPGP armour, or the body of an OTR `?OTR:…`/`?OTR:…,` message) or as hex —,
+/// attribute value decoded where it decodes — as base64 (whole, a block of base64 lines as in
+/// MIME and armour, or a run of base64 between other characters) or as hex —,
 /// and what decodes to text decoded again, three layers deep.
 fn readable(xml: &str) -> Vec<Vec<u8>> {
     let mut views = vec![xml.as_bytes().to_vec()];
@@ -154,10 +154,14 @@ fn decoded(text: &str, depth: u8, out: &mut Vec<Vec<u8>>) {
         return;
     }
     let mut candidates: Vec<String> = vec![text.split_whitespace().collect()];
-    if let Some(rest) = text.trim().strip_prefix("?OTR:") {
-        candidates.push(rest.trim_end_matches(['.', ',']).to_owned());
-        // A fragment, `?OTR,k,n,piece,`: the piece.
-    }
+    // Base64 inside other text (a protocol's prefix and suffix around it): every run of 16 or
+    // more base64 characters, its padding kept.
+    let b64_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    candidates.extend(
+        text.split(|c: char| !b64_char(c))
+            .filter(|run| run.len() >= 16 && run.len() < text.len())
+            .map(str::to_owned),
+    );
     // Blocks of base64 lines (MIME bodies, armour): each run of lines that decode.
     let mut block = String::new();
     for line in text.lines().map(str::trim).chain([""]) {
@@ -930,8 +934,8 @@ mod tests {
     }
 
     /// The identity-protection search finds a key however a protocol wraps it: base64 text,
-    /// a hex attribute, a base64 block inside MIME text inside base64, an OTR message; and not
-    /// where it is not.
+    /// a hex attribute, a base64 block inside MIME text inside base64, base64 between a
+    /// prefix and a suffix; and not where it is not.
     #[test]
     fn a_key_is_found_through_every_encoding_a_server_can_undo() {
         let key: Vec<u8> = (1..=32).collect();
@@ -951,7 +955,7 @@ mod tests {
             &format!("<message><body>-----BEGIN X-----\n\n{lines}=abcd\n-----END X-----</body></message>"),
             &key
         ));
-        assert!(found(&format!("<message><body>?OTR:{}.</body></message>", b64(&key)), &key));
+        assert!(found(&format!("<message><body>?XYZ:{}.</body></message>", b64(&key)), &key));
         assert!(!found(&format!("<iq><ik>{}</ik></iq>", b64(&key[1..])), &key));
         assert!(!found("<iq><ik>not base64 at all!</ik></iq>", &key));
     }

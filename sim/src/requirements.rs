@@ -161,7 +161,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         asks: "Alice MUST tell Bob which versions she supports; Bob MUST choose one or reject the session.",
         measured_by: &[],
         unmeasured: Some(
-            "not yet: it needs a protocol-neutral attacker word that takes the newest version out of an offer (OTR's query and whitespace tags, ESessions' option lists, TLS's supported_versions); attacks/otr-version-rollback.yaml shows it for OTR alone",
+            "not yet: it needs a protocol-neutral attacker word that takes the newest version out of an offer (a query's version list, a negotiation form's options, a handshake's supported versions); the known-attack library shows one protocol's rollback",
         ),
     },
     Requirement {
