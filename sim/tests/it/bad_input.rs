@@ -308,3 +308,19 @@ fn a_forgery_with_stolen_keys_needs_a_theft_before_it() {
     let e = error(&format!("{head}{}", attacker.replace("keys: stolen", "keys: borrowed")));
     assert!(e.contains("borrowed") && e.contains("stolen"), "{e}");
 }
+
+/// A `received` entry is a whole text or `{starts-with: text}`, nothing else.
+#[test]
+fn a_received_text_is_whole_or_a_start() {
+    let expect = |entries: &str| format!("{GOOD_HEAD}expect:\n  bob/laptop: {{received: [{entries}]}}\n");
+    assert!(parse("ok.yaml", &expect("hello, {starts-with: \"meet me \"}, 42")).is_ok());
+    let e = error(&expect("{starts_with: hi}"));
+    assert_eq!(
+        e,
+        "bad.yaml:8:27: `starts_with` is not a key of a received text: write the text, or `{starts-with: text}`"
+    );
+    let e = error(&expect("{}"));
+    assert!(e.starts_with("bad.yaml:8:") && e.contains("is `{starts-with: text}`"), "{e}");
+    let e = error(&expect("[hi]"));
+    assert!(e.starts_with("bad.yaml:8:") && e.contains("a text, or `{starts-with: text}`"), "{e}");
+}
