@@ -153,6 +153,7 @@ pub const POWERS: &[&str] = &[
     "downgrade",
     "substitute",
     "impersonate",
+    "reencrypt",
     "inject",
     "forge",
     "forward",
@@ -211,6 +212,13 @@ pub enum Action {
     },
     /// See [`ActionSpec::Impersonate`].
     Impersonate(BareJid),
+    /// See [`ActionSpec::Reencrypt`].
+    Reencrypt {
+        /// The recipient device whose stolen state reads the message.
+        stolen: FullJid,
+        /// The text put in for the other recipients.
+        body: String,
+    },
 }
 
 /// The validated attacker.
@@ -349,6 +357,19 @@ pub enum ActionSpec {
         /// The replacement payload, as XML.
         with: String,
     },
+    /// Re-encrypt for the other recipients (Radically Open Security, "OMEMO: Cryptographic
+    /// Analysis Report", 2016, §2.2.3 "Malicious device"): with the state stolen of `stolen`, a
+    /// recipient of the message, read it and put `body` in place of its content for the
+    /// other recipients, under the key they share (the protocol's own code does it:
+    /// `Engine::reencrypt`), `stolen`'s own key removed. The stolen device's own copy passes
+    /// untouched; a protocol that encrypts nothing once for several recipients has nothing to
+    /// re-encrypt. Needs a `compromise` of `stolen` in the timeline; before it, the stanza passes.
+    Reencrypt {
+        /// The recipient device whose state was stolen (`compromise` it in the timeline).
+        stolen: String,
+        /// The text put in for the other recipients.
+        body: String,
+    },
     /// Impersonate an account toward others: the attacker makes key material of its own for
     /// `owner`'s protocol (a fresh engine) and serves it in place of `owner`'s on every PEP node
     /// that protocol publishes (device lists, bundles, keys). What is then encrypted to the
@@ -375,6 +396,8 @@ pub trait Resolve {
     fn xml(&self, field: &str, xml: &str) -> Result<Element, Self::Error>;
     /// Resolves an account named in the field.
     fn account(&self, field: &str, name: &str) -> Result<BareJid, Self::Error>;
+    /// Resolves a device named in the field that the timeline compromises (at any time).
+    fn stolen(&self, field: &str, name: &str) -> Result<FullJid, Self::Error>;
     /// An error about the field.
     fn fail(&self, field: &str, message: &str) -> Self::Error;
 }
@@ -426,6 +449,9 @@ impl Action {
                     return Err(r.fail("impersonate", "only a server position serves PEP items"));
                 }
                 Action::Impersonate(r.account("impersonate.owner", owner)?)
+            }
+            ActionSpec::Reencrypt { stolen, body } => {
+                Action::Reencrypt { stolen: r.stolen("reencrypt.stolen", stolen)?, body: body.clone() }
             }
             ActionSpec::Substitute { node, owner, with } => {
                 if !matches!(position, Position::Server(_) | Position::Everywhere) {

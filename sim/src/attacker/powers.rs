@@ -9,7 +9,7 @@ use base64::Engine as _;
 use jabberwock_e2e::kit::codec::{armor_body, dearmor_body};
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB, el};
-use jabberwock_e2e::{BareJid, Element, Jid, Protocol};
+use jabberwock_e2e::{BareJid, Cx, Element, Jid, Protocol, Theft};
 use jabberwock_xmpp::{Hop, Release};
 use rand_core::RngCore;
 
@@ -34,6 +34,7 @@ impl Attacker {
             action,
             Action::Substitute { .. }
                 | Action::Impersonate(_)
+                | Action::Reencrypt { .. }
                 | Action::Strip(_)
                 | Action::Replace(..)
                 | Action::Flip(..)
@@ -161,6 +162,46 @@ impl Attacker {
                     log.push(format!("substitutes {n} item(s) of {node} in {id} ({tag})"));
                 }
                 vec![Release::Now(s)]
+            }
+            Action::Reencrypt { stolen, body } => {
+                let own_copy = matches!(hop,
+                    Hop::ServerToClient { client, .. } | Hop::ClientToServer { client, .. } if client == stolen);
+                let conversation = self.plan.protocols.iter().any(|p| p.wire().carries_conversation(&stanza));
+                if own_copy || stanza.name() != "message" || !conversation {
+                    return vec![Release::Now(stanza)];
+                }
+                let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| d == stolen).map(|(_, _, e)| e)
+                else {
+                    log.push(format!(
+                        "cannot re-encrypt {id}: it holds no stolen state of {stolen} yet ({tag})"
+                    ));
+                    return vec![Release::Now(stanza)];
+                };
+                let mut reader = engine.steal(Theft::FullState);
+                let protocol = reader.protocol();
+                let mut cx = Cx { rng: &mut self.rng, now: self.epoch + at };
+                match reader.reencrypt(&mut cx, &stanza, body) {
+                    Ok(Some(altered)) => {
+                        *self.acted.entry(action.power()).or_default() += 1;
+                        log.push(format!(
+                            "re-encrypts {id} for its other recipients under the payload key the stolen state of \
+                             {stolen} reads in it: {body:?} in place of its text, {stolen}'s key removed ({tag})"
+                        ));
+                        vec![Release::Now(altered)]
+                    }
+                    Ok(None) => {
+                        log.push(format!(
+                            "cannot re-encrypt {id}: {protocol} encrypts nothing once for several recipients ({tag})"
+                        ));
+                        vec![Release::Now(stanza)]
+                    }
+                    Err(e) => {
+                        log.push(format!(
+                            "cannot re-encrypt {id} with the stolen state of {stolen}: {e} ({tag})"
+                        ));
+                        vec![Release::Now(stanza)]
+                    }
+                }
             }
             Action::Impersonate(owner) => {
                 if let Some(releases) = self.in_the_middle(owner, at, hop, &stanza, &tag, log) {
@@ -317,16 +358,23 @@ fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element
     None
 }
 
+/// The element a path `a/b/c` names: the first `a` at any depth, then its child `b`, then that
+/// one's child `c`.
+fn find_path_mut<'a>(el: &'a mut Element, path: &str) -> Option<&'a mut Element> {
+    let mut steps = path.split('/');
+    let mut target = find_first_mut(el, steps.next()?)?;
+    for step in steps {
+        target = target.children_mut().find(|c| c.name() == step)?;
+    }
+    Some(target)
+}
+
 /// Flips one bit in the text of the first `name` element: in the decoded payload when the
 /// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
 /// A path `a/b/c` names the first `a` (at any depth), then its child `b`, then that one's
 /// child `c` (XML Encryption keeps a `CipherValue` in every `EncryptedKey` before the content's).
 fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> Option<(u32, &'static str)> {
-    let mut steps = name.split('/');
-    let mut target = find_first_mut(el, steps.next()?)?;
-    for step in steps {
-        target = target.children_mut().find(|c| c.name() == step)?;
-    }
+    let target = find_path_mut(el, name)?;
     let text = target.text();
     if text.is_empty() {
         return None;
@@ -470,6 +518,7 @@ impl Action {
             Action::Downgrade(_) => "downgrade",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",
+            Action::Reencrypt { .. } => "reencrypt",
         }
     }
 }

@@ -324,3 +324,28 @@ fn a_received_text_is_whole_or_a_start() {
     let e = error(&expect("[hi]"));
     assert!(e.starts_with("bad.yaml:8:") && e.contains("a text, or `{starts-with: text}`"), "{e}");
 }
+
+/// `reencrypt` reads with a stolen state: its device must exist and be compromised somewhere in
+/// the timeline (a rule has no time of its own; before the theft the stanza passes).
+#[test]
+fn a_reencryption_needs_a_stolen_recipient() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: omemo}}\n  bob@a.example: {devices: {laptop: omemo, phone: omemo}}\n";
+    let attacker = "attacker:\n  position: server a.example\n  rules:\n    - {match: {hop: s2c}, do: {reencrypt: {stolen: bob/laptop, body: hi}}}\n";
+    let e = error(&format!("{head}{attacker}"));
+    assert_eq!(
+        e,
+        "bad.yaml:10:7: at `attacker.rules[0].do.reencrypt.stolen`: needs a `compromise` of bob/laptop in the timeline"
+    );
+    let e = error(&format!("{head}{}", attacker.replace("bob/laptop", "bob/tablet")));
+    assert!(
+        e.starts_with(
+            "bad.yaml:10:7: at `attacker.rules[0].do.reencrypt.stolen`: unknown device `bob/tablet`"
+        ),
+        "{e}"
+    );
+    let e = error(&format!("{head}{}", attacker.replace(", body: hi", "")));
+    assert!(e.starts_with("bad.yaml:10:") && e.contains("body"), "{e}");
+    // A theft at any time will do: the rule waits for it.
+    let theft = "timeline:\n  - {at: 5s, device: bob/laptop, compromise: full-state}\n";
+    assert!(parse("good.yaml", &format!("{head}{attacker}{theft}")).is_ok());
+}
