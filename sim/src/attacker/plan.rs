@@ -153,6 +153,7 @@ pub const POWERS: &[&str] = &[
     "downgrade",
     "substitute",
     "impersonate",
+    "republish",
     "reencrypt",
     "inject",
     "forge",
@@ -193,8 +194,9 @@ pub enum Action {
     Replace(String, Element),
     /// See [`ActionSpec::Rewrite`].
     Rewrite(Element),
-    /// See [`ActionSpec::Set`].
-    Set(String, String),
+    /// See [`ActionSpec::Set`]: the attribute, its value, and the element that carries it
+    /// (`None`: the stanza itself).
+    Set(String, String, Option<String>),
     /// See [`ActionSpec::Flip`].
     Flip(String, i64, Option<Encoding>),
     /// See [`ActionSpec::Flip`] with `ciphertext`: the bit.
@@ -212,6 +214,13 @@ pub enum Action {
     },
     /// See [`ActionSpec::Impersonate`].
     Impersonate(BareJid),
+    /// See [`ActionSpec::Republish`].
+    Republish {
+        /// The account whose recorded items are served.
+        of: BareJid,
+        /// The account they are served as.
+        as_: BareJid,
+    },
     /// See [`ActionSpec::Reencrypt`].
     Reencrypt {
         /// The recipient device whose stolen state reads the message.
@@ -309,12 +318,18 @@ pub enum ActionSpec {
     },
     /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
     /// relabels a message as another sender's (a server can write any `from` to its own
-    /// clients).
+    /// clients); with `element`, of the first element of that name inside it (`{set:
+    /// {element: keys, attribute: jid, value: alice@a.example}}`: an address in a header the
+    /// encryption does not cover).
     Set {
         /// The attribute's name.
         attribute: String,
         /// Its new value.
         value: String,
+        /// Local name of the element that carries it, or a path `a/b/c` (as `flip` takes it):
+        /// the first match at any depth. By default the stanza itself.
+        #[serde(default)]
+        element: Option<String>,
     },
     /// Flip one bit. `{ciphertext: true, bit: N}`: bit N of the encrypted content the
     /// protocol's wire description finds in the stanza (past headers and key packets; in the
@@ -356,6 +371,20 @@ pub enum ActionSpec {
         owner: Option<String>,
         /// The replacement payload, as XML.
         with: String,
+    },
+    /// Serve one account's published keys as another's: in pubsub results and notifications
+    /// from `as` (to anyone but `as`'s own devices), the items of each node are replaced by the
+    /// latest items of the same node the attacker recorded of `of` (its publications, reads and
+    /// notifications), and a read of a node `as` lacks is answered with them. The unknown
+    /// key-share of Frosch et al. ("How Secure is TextSecure?", IEEE EuroS&P 2016): Mallory
+    /// publishes Alice's public keys as her own, so what is encrypted to "Mallory" only Alice can
+    /// read. The attacker makes no keys and reads nothing by it. Server position only.
+    Republish {
+        /// The account whose recorded items are served.
+        of: String,
+        /// The account they are served as.
+        #[serde(rename = "as")]
+        as_: String,
     },
     /// Re-encrypt for the other recipients (Radically Open Security, "OMEMO: Cryptographic
     /// Analysis Report", 2016, §2.2.3 "Malicious device"): with the state stolen of `stolen`, a
@@ -422,11 +451,16 @@ impl Action {
                 Action::Replace(element.clone(), r.xml("replace.with", with)?)
             }
             ActionSpec::Rewrite { with } => Action::Rewrite(r.xml("rewrite.with", with)?),
-            ActionSpec::Set { attribute, value } => {
+            ActionSpec::Set { attribute, value, element } => {
                 if let Err(why) = settable_attribute(attribute) {
                     return Err(r.fail("set.attribute", &why));
                 }
-                Action::Set(attribute.clone(), value.clone())
+                if let Some(e) = element.as_deref()
+                    && (e.is_empty() || e.split('/').any(str::is_empty))
+                {
+                    return Err(r.fail("set.element", "an element's local name, or a path `a/b/c` of them"));
+                }
+                Action::Set(attribute.clone(), value.clone(), element.clone())
             }
             ActionSpec::Flip { ciphertext: true, element: None, bit, encoding: None } => {
                 Action::FlipCiphertext(*bit)
@@ -449,6 +483,19 @@ impl Action {
                     return Err(r.fail("impersonate", "only a server position serves PEP items"));
                 }
                 Action::Impersonate(r.account("impersonate.owner", owner)?)
+            }
+            ActionSpec::Republish { of, as_ } => {
+                if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                    return Err(r.fail("republish", "only a server position serves PEP items"));
+                }
+                let of = r.account("republish.of", of)?;
+                let as_ = r.account("republish.as", as_)?;
+                if of == as_ {
+                    return Err(
+                        r.fail("republish.as", "serving an account's items as its own changes nothing")
+                    );
+                }
+                Action::Republish { of, as_ }
             }
             ActionSpec::Reencrypt { stolen, body } => {
                 Action::Reencrypt { stolen: r.stolen("reencrypt.stolen", stolen)?, body: body.clone() }

@@ -349,3 +349,62 @@ fn a_reencryption_needs_a_stolen_recipient() {
     let theft = "timeline:\n  - {at: 5s, device: bob/laptop, compromise: full-state}\n";
     assert!(parse("good.yaml", &format!("{head}{attacker}{theft}")).is_ok());
 }
+
+/// `republish` serves one account's recorded items as another's: two accounts of the scenario,
+/// not the same one, from a server position.
+#[test]
+fn a_republication_names_two_accounts_and_needs_a_server() {
+    let rule = |position: &str, republish: &str| {
+        format!(
+            "{GOOD_HEAD}transport: plain\nattacker:\n  position: {position}\n  rules:\n    - {{do: {{republish: {republish}}}}}\n"
+        )
+    };
+    let server = "server a.example";
+    for (position, republish, at, message) in [
+        (
+            server,
+            "{of: carol@a.example, as: bob@a.example}",
+            "`attacker.rules[0].do.republish.of`",
+            "unknown account `carol@a.example`",
+        ),
+        (
+            server,
+            "{of: alice@a.example, as: alice@a.example}",
+            "`attacker.rules[0].do.republish.as`",
+            "changes nothing",
+        ),
+        (
+            "network alice/phone <-> a.example",
+            "{of: alice@a.example, as: bob@a.example}",
+            "`attacker.rules[0].do.republish`",
+            "only a server position serves PEP items",
+        ),
+    ] {
+        let e = error(&rule(position, republish));
+        assert!(e.starts_with(&format!("bad.yaml:11:7: at {at}: ")) && e.contains(message), "{e}");
+    }
+    let e = error(&rule(server, "{of: alice@a.example, to: bob@a.example}"));
+    assert!(e.starts_with("bad.yaml:11:") && e.contains("unknown field `to`"), "{e}");
+    assert!(parse("ok.yaml", &rule(server, "{of: alice@a.example, as: bob@a.example}")).is_ok());
+    assert!(parse("ok.yaml", &rule("everywhere", "{of: alice@a.example, as: bob@a.example}")).is_ok());
+}
+
+/// `set` on an element inside the stanza takes a local name or a path of them.
+#[test]
+fn set_on_an_element_takes_a_name_or_a_path() {
+    let rule = |element: &str| {
+        format!(
+            "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{do: {{set: {{element: {element:?}, attribute: jid, value: x}}}}}}\n"
+        )
+    };
+    for bad in ["", "keys/", "/keys", "a//b"] {
+        let e = error(&rule(bad));
+        assert!(
+            e.starts_with("bad.yaml:10:7: at `attacker.rules[0].do.set.element`: an element's local name"),
+            "{bad:?}: {e}"
+        );
+    }
+    for ok in ["keys", "header/keys"] {
+        assert!(parse("ok.yaml", &rule(ok)).is_ok(), "{ok}");
+    }
+}
