@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::attacker::Action;
 use crate::attacker::{Attacker, Impostor};
 pub use crate::attacker::{AttackerReport, Forgery, Read};
-use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Transport as C2sTransport};
+use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Shown, Transport as C2sTransport};
 use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
@@ -556,6 +556,27 @@ fn list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// Whether `got` is `want` in some order: each whole text takes its copy first, then each
+/// `starts-with`, the longest first, takes the first text left that starts so.
+fn shown_in_any_order(want: &[Shown], got: &[String]) -> bool {
+    if want.len() != got.len() {
+        return false;
+    }
+    let mut left: Vec<&String> = got.iter().collect();
+    let mut ordered: Vec<&Shown> = want.iter().collect();
+    ordered.sort_by_key(|w| match w {
+        Shown::Exact(_) => (0, 0),
+        Shown::StartsWith(s) => (1, usize::MAX - s.len()),
+    });
+    ordered.into_iter().all(|w| match left.iter().position(|g| w.matches(g)) {
+        Some(i) => {
+            left.remove(i);
+            true
+        }
+        None => false,
+    })
+}
+
 fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut push = |what: String, ok: bool, detail: String| {
@@ -570,14 +591,17 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
                 let got: Vec<String> = log.received.iter().map(|r| r.body.clone()).collect();
                 if let Some(want) = &e.received {
                     let (ok, how) = if e.unordered {
-                        let (mut a, mut b) = (want.clone(), got.clone());
-                        a.sort();
-                        b.sort();
-                        (a == b, "in any order")
+                        (shown_in_any_order(want, &got), "in any order")
                     } else {
-                        (*want == got, "in this order")
+                        let ok = want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| w.matches(g));
+                        (ok, "in this order")
                     };
-                    push(format!("{key} received {} {how}", list(want)), ok, format!("got {}", list(&got)));
+                    let wanted: Vec<String> = want.iter().map(ToString::to_string).collect();
+                    push(
+                        format!("{key} received [{}] {how}", wanted.join(", ")),
+                        ok,
+                        format!("got {}", list(&got)),
+                    );
                 }
                 if let Some(want) = &e.senders {
                     let from: Vec<String> = log.received.iter().map(|r| r.from.clone()).collect();
@@ -630,5 +654,32 @@ fn check_attacker(
     for (power, want) in &e.acted {
         let got = report.and_then(|r| r.acted.get(power).copied()).unwrap_or(0);
         push(format!("{key} acted {power} ×{want}"), got == *want, format!("acted {power} ×{got}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(s: &str) -> Shown {
+        Shown::Exact(s.to_owned())
+    }
+
+    fn start(s: &str) -> Shown {
+        Shown::StartsWith(s.to_owned())
+    }
+
+    /// In any order, a whole text takes its own copy before a start can take it, and a longer
+    /// start is placed before a shorter one that would also fit.
+    #[test]
+    fn shown_texts_match_in_any_order() {
+        let got = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(shown_in_any_order(&[start("meet"), exact("meet me")], &got(&["meet me", "meet you"])));
+        assert!(shown_in_any_order(&[start("m"), start("meet y")], &got(&["meet you", "mine"])));
+        assert!(!shown_in_any_order(&[start("meet"), exact("hi")], &got(&["meet me", "meet you"])));
+        assert!(!shown_in_any_order(&[start("meet")], &got(&["meet", "meet"])));
+        assert!(shown_in_any_order(&[], &got(&[])));
+        assert_eq!(start("a \"b\"").to_string(), "\"a \\\"b\\\"\"…");
+        assert_eq!(exact("a").to_string(), "\"a\"");
     }
 }

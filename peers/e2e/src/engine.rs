@@ -441,6 +441,25 @@ pub trait Engine: fmt::Debug + Send {
         self.keyed().map_or(Ok(None), |k| k.forwarding(cx, order))
     }
 
+    /// The malicious-recipient test (Radically Open Security, "OMEMO: Cryptographic Analysis
+    /// Report", 2016, §2.2.3 "Malicious device"): with this device's state (stolen by the
+    /// attacker), read `stanza` — a message that carries a key for this device among the keys
+    /// of other recipients, as it crossed the wire — and put `body` in place of its content
+    /// for the others, under what this device learned from it (a payload key all recipients
+    /// share), keeping their keys and removing this device's own. Whether they accept the
+    /// result is for their own engines to say. `Ok(None)` when the protocol encrypts no content
+    /// once for several recipients (the default); an error when this device cannot read the
+    /// stanza.
+    fn reencrypt(
+        &mut self,
+        cx: &mut Cx<'_>,
+        stanza: &Element,
+        body: &str,
+    ) -> Result<Option<Element>, E2eError> {
+        let _ = (cx, stanza, body);
+        Ok(None)
+    }
+
     /// A copy of this engine as an attacker who compromised the device would hold it.
     fn steal(&self, what: Theft) -> Box<dyn Engine>;
 

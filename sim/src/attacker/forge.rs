@@ -303,7 +303,7 @@ pub fn answer_fetches(engine: &mut dyn Engine, cx: &mut Cx<'_>, mut out: Output,
 }
 
 /// The latest items of `owner`'s PEP node `node` in the recording, as pubsub `<item/>`s.
-fn recorded_items(seen: &[Seen], owner: &BareJid, node: &str) -> Vec<Element> {
+pub(super) fn recorded_items(seen: &[Seen], owner: &BareJid, node: &str) -> Vec<Element> {
     let mut latest: BTreeMap<String, Element> = BTreeMap::new();
     for s in seen {
         let from = s.stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).map(|j| j.to_bare());

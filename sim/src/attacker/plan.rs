@@ -161,6 +161,8 @@ pub const POWERS: &[&str] = &[
     "downgrade",
     "substitute",
     "impersonate",
+    "republish",
+    "reencrypt",
     "inject",
     "forge",
     "forward",
@@ -200,8 +202,9 @@ pub enum Action {
     Replace(String, Element),
     /// See [`ActionSpec::Rewrite`].
     Rewrite(Element),
-    /// See [`ActionSpec::Set`].
-    Set(String, String),
+    /// See [`ActionSpec::Set`]: the attribute, its value, and the element that carries it
+    /// (`None`: the stanza itself).
+    Set(String, String, Option<String>),
     /// See [`ActionSpec::Flip`].
     Flip(String, i64, Option<Encoding>),
     /// See [`ActionSpec::Flip`] with `ciphertext`: the bit.
@@ -219,6 +222,20 @@ pub enum Action {
     },
     /// See [`ActionSpec::Impersonate`].
     Impersonate(BareJid),
+    /// See [`ActionSpec::Republish`].
+    Republish {
+        /// The account whose recorded items are served.
+        of: BareJid,
+        /// The account they are served as.
+        as_: BareJid,
+    },
+    /// See [`ActionSpec::Reencrypt`].
+    Reencrypt {
+        /// The recipient device whose stolen state reads the message.
+        stolen: FullJid,
+        /// The text put in for the other recipients.
+        body: String,
+    },
 }
 
 /// The validated attacker.
@@ -340,12 +357,18 @@ pub enum ActionSpec {
     },
     /// Set an attribute of the stanza itself: `{set: {attribute: from, value: mallory@b.example/x}}`
     /// relabels a message as another sender's (a server can write any `from` to its own
-    /// clients).
+    /// clients); with `element`, of the first element of that name inside it (`{set:
+    /// {element: keys, attribute: jid, value: alice@a.example}}`: an address in a header the
+    /// encryption does not cover).
     Set {
         /// The attribute's name.
         attribute: String,
         /// Its new value.
         value: String,
+        /// Local name of the element that carries it, or a path `a/b/c` (as `flip` takes it):
+        /// the first match at any depth. By default the stanza itself.
+        #[serde(default)]
+        element: Option<String>,
     },
     /// Flip one bit. `{ciphertext: true, bit: N}`: bit N of the encrypted content the
     /// protocol's wire description finds in the stanza (past headers and key packets; in the
@@ -389,6 +412,33 @@ pub enum ActionSpec {
         /// that device's id, `$$` a `$`: a device list naming only some of the devices).
         with: String,
     },
+    /// Serve one account's published keys as another's: in pubsub results and notifications
+    /// from `as` (to anyone but `as`'s own devices), the items of each node are replaced by the
+    /// latest items of the same node the attacker recorded of `of` (its publications, reads and
+    /// notifications), and a read of a node `as` lacks is answered with them. The unknown
+    /// key-share of Frosch et al. ("How Secure is TextSecure?", IEEE EuroS&P 2016): Mallory
+    /// publishes Alice's public keys as her own, so what is encrypted to "Mallory" only Alice can
+    /// read. The attacker makes no keys and reads nothing by it. Server position only.
+    Republish {
+        /// The account whose recorded items are served.
+        of: String,
+        /// The account they are served as.
+        #[serde(rename = "as")]
+        as_: String,
+    },
+    /// Re-encrypt for the other recipients (Radically Open Security, "OMEMO: Cryptographic
+    /// Analysis Report", 2016, §2.2.3 "Malicious device"): with the state stolen of `stolen`, a
+    /// recipient of the message, read it and put `body` in place of its content for the
+    /// other recipients, under the key they share (the protocol's own code does it:
+    /// `Engine::reencrypt`), `stolen`'s own key removed. The stolen device's own copy passes
+    /// untouched; a protocol that encrypts nothing once for several recipients has nothing to
+    /// re-encrypt. Needs a `compromise` of `stolen` in the timeline; before it, the stanza passes.
+    Reencrypt {
+        /// The recipient device whose state was stolen (`compromise` it in the timeline).
+        stolen: String,
+        /// The text put in for the other recipients.
+        body: String,
+    },
     /// Impersonate an account toward others: the attacker makes key material of its own for
     /// `owner`'s protocol (a fresh engine) and serves it in place of `owner`'s on every PEP node
     /// that protocol publishes (device lists, bundles, keys). What is then encrypted to the
@@ -415,6 +465,8 @@ pub trait Resolve {
     fn xml(&self, field: &str, xml: &str) -> Result<Element, Self::Error>;
     /// Resolves an account named in the field.
     fn account(&self, field: &str, name: &str) -> Result<BareJid, Self::Error>;
+    /// Resolves a device named in the field that the timeline compromises (at any time).
+    fn stolen(&self, field: &str, name: &str) -> Result<FullJid, Self::Error>;
     /// An error about the field.
     fn fail(&self, field: &str, message: &str) -> Self::Error;
 }
@@ -439,11 +491,16 @@ impl Action {
                 Action::Replace(element.clone(), r.xml("replace.with", with)?)
             }
             ActionSpec::Rewrite { with } => Action::Rewrite(r.xml("rewrite.with", with)?),
-            ActionSpec::Set { attribute, value } => {
+            ActionSpec::Set { attribute, value, element } => {
                 if let Err(why) = settable_attribute(attribute) {
                     return Err(r.fail("set.attribute", &why));
                 }
-                Action::Set(attribute.clone(), value.clone())
+                if let Some(e) = element.as_deref()
+                    && (e.is_empty() || e.split('/').any(str::is_empty))
+                {
+                    return Err(r.fail("set.element", "an element's local name, or a path `a/b/c` of them"));
+                }
+                Action::Set(attribute.clone(), value.clone(), element.clone())
             }
             ActionSpec::Flip { ciphertext: true, element: None, bit, encoding: None } => {
                 Action::FlipCiphertext(*bit)
@@ -466,6 +523,22 @@ impl Action {
                     return Err(r.fail("impersonate", "only a server position serves PEP items"));
                 }
                 Action::Impersonate(r.account("impersonate.owner", owner)?)
+            }
+            ActionSpec::Republish { of, as_ } => {
+                if !matches!(position, Position::Server(_) | Position::Everywhere) {
+                    return Err(r.fail("republish", "only a server position serves PEP items"));
+                }
+                let of = r.account("republish.of", of)?;
+                let as_ = r.account("republish.as", as_)?;
+                if of == as_ {
+                    return Err(
+                        r.fail("republish.as", "serving an account's items as its own changes nothing")
+                    );
+                }
+                Action::Republish { of, as_ }
+            }
+            ActionSpec::Reencrypt { stolen, body } => {
+                Action::Reencrypt { stolen: r.stolen("reencrypt.stolen", stolen)?, body: body.clone() }
             }
             ActionSpec::Substitute { node, owner, with } => {
                 if !matches!(position, Position::Server(_) | Position::Everywhere) {

@@ -9,10 +9,11 @@ use base64::Engine as _;
 use jabberwock_e2e::kit::codec::{armor_body, dearmor_body};
 use jabberwock_e2e::xml::ElementExt;
 use jabberwock_e2e::xml::{NS_CLIENT, NS_PUBSUB, el};
-use jabberwock_e2e::{BareJid, Element, Jid, Protocol};
+use jabberwock_e2e::{BareJid, Cx, Element, Jid, Protocol, Theft};
 use jabberwock_xmpp::{Hop, Release};
 use rand_core::RngCore;
 
+use super::forge::recorded_items;
 use super::plan::{Action, Encoding, HopKind, Rule, StanzaKind};
 use super::{Attacker, REORDER_MAX_HOLD};
 
@@ -34,6 +35,9 @@ impl Attacker {
             action,
             Action::Substitute { .. }
                 | Action::Impersonate(_)
+                | Action::Republish { .. }
+                | Action::Reencrypt { .. }
+                | Action::Set(..)
                 | Action::Strip(_)
                 | Action::Replace(..)
                 | Action::Flip(..)
@@ -110,11 +114,22 @@ impl Attacker {
                 log.push(format!("rewrites {id} as a <{}/> ({tag})", s.name()));
                 vec![Release::Now(s)]
             }
-            Action::Set(attr, value) => {
+            Action::Set(attr, value, element) => {
                 let mut s = stanza;
-                let before = s.attr(attr.as_str()).unwrap_or("(none)").to_owned();
-                s.set(attr, value.clone());
-                log.push(format!("sets {attr}='{value}' (was '{before}') in {id} ({tag})"));
+                let target = match element {
+                    None => Some(&mut s),
+                    Some(path) => find_path_mut(&mut s, path),
+                };
+                let on = element.as_ref().map(|e| format!(" on <{e}/>")).unwrap_or_default();
+                match target {
+                    Some(t) => {
+                        let before = t.attr(attr.as_str()).unwrap_or("(none)").to_owned();
+                        t.set(attr, value.clone());
+                        *self.acted.entry(action.power()).or_default() += 1;
+                        log.push(format!("sets {attr}='{value}' (was '{before}'){on} in {id} ({tag})"));
+                    }
+                    None => log.push(format!("finds nothing to set {attr} on{on} in {id} ({tag})")),
+                }
                 vec![Release::Now(s)]
             }
             Action::Flip(name, bit, encoding) => {
@@ -162,6 +177,47 @@ impl Attacker {
                 }
                 vec![Release::Now(s)]
             }
+            Action::Republish { of, as_ } => self.republish(of, as_, hop, stanza, id, &tag, log),
+            Action::Reencrypt { stolen, body } => {
+                let own_copy = matches!(hop,
+                    Hop::ServerToClient { client, .. } | Hop::ClientToServer { client, .. } if client == stolen);
+                let conversation = self.plan.protocols.iter().any(|p| p.wire().carries_conversation(&stanza));
+                if own_copy || stanza.name() != "message" || !conversation {
+                    return vec![Release::Now(stanza)];
+                }
+                let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| d == stolen).map(|(_, _, e)| e)
+                else {
+                    log.push(format!(
+                        "cannot re-encrypt {id}: it holds no stolen state of {stolen} yet ({tag})"
+                    ));
+                    return vec![Release::Now(stanza)];
+                };
+                let mut reader = engine.steal(Theft::FullState);
+                let protocol = reader.protocol();
+                let mut cx = Cx { rng: &mut self.rng, now: self.epoch + at };
+                match reader.reencrypt(&mut cx, &stanza, body) {
+                    Ok(Some(altered)) => {
+                        *self.acted.entry(action.power()).or_default() += 1;
+                        log.push(format!(
+                            "re-encrypts {id} for its other recipients under the payload key the stolen state of \
+                             {stolen} reads in it: {body:?} in place of its text, {stolen}'s key removed ({tag})"
+                        ));
+                        vec![Release::Now(altered)]
+                    }
+                    Ok(None) => {
+                        log.push(format!(
+                            "cannot re-encrypt {id}: {protocol} encrypts nothing once for several recipients ({tag})"
+                        ));
+                        vec![Release::Now(stanza)]
+                    }
+                    Err(e) => {
+                        log.push(format!(
+                            "cannot re-encrypt {id} with the stolen state of {stolen}: {e} ({tag})"
+                        ));
+                        vec![Release::Now(stanza)]
+                    }
+                }
+            }
             Action::Impersonate(owner) => {
                 if let Some(releases) = self.in_the_middle(owner, at, hop, &stanza, &tag, log) {
                     return releases;
@@ -197,6 +253,87 @@ impl Attacker {
             }
         }
     }
+}
+
+impl Attacker {
+    /// [`Action::Republish`]: in what `as_` serves anyone but its own devices, the items of
+    /// each node become the latest the attacker recorded of `of` for the same node; a read of a
+    /// node `as_` lacks is answered with them, as `as_`'s server would if the node were there.
+    #[allow(clippy::too_many_arguments)]
+    fn republish(
+        &mut self,
+        of: &BareJid,
+        as_: &BareJid,
+        hop: &Hop,
+        stanza: Element,
+        id: &str,
+        tag: &str,
+        log: &mut Vec<String>,
+    ) -> Vec<Release> {
+        let mut s = stanza;
+        // `as_`'s own devices read their own nodes as they are (a device missing from its own
+        // list would publish it again, and again).
+        let to_own = matches!(hop,
+            Hop::ServerToClient { client, .. } | Hop::ClientToServer { client, .. } if client.to_bare() == *as_);
+        let from_as = s.attr("from").and_then(|f| f.parse::<Jid>().ok()).is_some_and(|j| j.to_bare() == *as_);
+        if to_own || !from_as {
+            return vec![Release::Now(s)];
+        }
+        let recorded = |node: &str| -> Vec<(String, Element)> {
+            recorded_items(&self.seen, of, node)
+                .into_iter()
+                .filter_map(|item| {
+                    let payload = item.children().next()?.clone();
+                    Some((item.attr("id")?.to_owned(), payload))
+                })
+                .collect()
+        };
+        let asked = s
+            .attr("id")
+            .filter(|_| s.name() == "iq" && s.attr("type") == Some("error"))
+            .and_then(|i| self.requests.get(&(as_.clone(), i.to_owned())))
+            .filter(|node| !recorded(node).is_empty())
+            .cloned();
+        if let Some(node) = asked {
+            s = iq_result_with_items(&s, &node);
+        }
+        let mut served = Vec::new();
+        for node in item_nodes(&s) {
+            let items = recorded(&node);
+            if !items.is_empty() && replace_items(&mut s, &node, &items) {
+                served.push(node);
+            }
+        }
+        if !served.is_empty() {
+            *self.acted.entry("republish").or_default() += 1;
+            log.push(format!(
+                "serves {of}'s recorded items as {as_}'s on {} in {id} ({tag})",
+                served.join(", ")
+            ));
+        }
+        vec![Release::Now(s)]
+    }
+}
+
+/// The nodes of the `<items/>` elements in a pubsub result or event notification, in order.
+fn item_nodes(el: &Element) -> Vec<String> {
+    let mut nodes = Vec::new();
+    for child in el.children() {
+        if child.name() == "items"
+            && let Some(node) = child.attr("node")
+        {
+            if !nodes.iter().any(|n| n == node) {
+                nodes.push(node.to_owned());
+            }
+        } else {
+            for n in item_nodes(child) {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+    }
+    nodes
 }
 
 fn jid_matches(pattern: &str, value: Option<&str>) -> bool {
@@ -325,16 +462,23 @@ fn find_first_mut<'a>(el: &'a mut Element, name: &str) -> Option<&'a mut Element
     None
 }
 
+/// The element a path `a/b/c` names: the first `a` at any depth, then its child `b`, then that
+/// one's child `c`.
+fn find_path_mut<'a>(el: &'a mut Element, path: &str) -> Option<&'a mut Element> {
+    let mut steps = path.split('/');
+    let mut target = find_first_mut(el, steps.next()?)?;
+    for step in steps {
+        target = target.children_mut().find(|c| c.name() == step)?;
+    }
+    Some(target)
+}
+
 /// Flips one bit in the text of the first `name` element: in the decoded payload when the
 /// text is base64, in the UTF-8 bytes otherwise. Returns which it was.
 /// A path `a/b/c` names the first `a` (at any depth), then its child `b`, then that one's
 /// child `c` (XML Encryption keeps a `CipherValue` in every `EncryptedKey` before the content's).
 fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> Option<(u32, &'static str)> {
-    let mut steps = name.split('/');
-    let mut target = find_first_mut(el, steps.next()?)?;
-    for step in steps {
-        target = target.children_mut().find(|c| c.name() == step)?;
-    }
+    let target = find_path_mut(el, name)?;
     let text = target.text();
     if text.is_empty() {
         return None;
@@ -478,6 +622,8 @@ impl Action {
             Action::Downgrade(_) => "downgrade",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",
+            Action::Republish { .. } => "republish",
+            Action::Reencrypt { .. } => "reencrypt",
         }
     }
 }

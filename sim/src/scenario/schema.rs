@@ -564,13 +564,125 @@ pub struct Step {
     pub wait: Option<String>,
 }
 
+/// A text a device showed, as `received` expects it: the whole text (a plain string), or
+/// `{starts-with: "..."}` for one whose end the scenario cannot know in advance (an attack that
+/// appends what it solves for under the run's keys).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shown {
+    /// Exactly this text.
+    Exact(String),
+    /// A text that starts with this.
+    StartsWith(String),
+}
+
+impl Shown {
+    /// Whether `body` is a text this expects.
+    pub fn matches(&self, body: &str) -> bool {
+        match self {
+            Shown::Exact(text) => body == text,
+            Shown::StartsWith(start) => body.starts_with(start.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Exact(text) => write!(f, "{text:?}"),
+            Shown::StartsWith(start) => write!(f, "{start:?}…"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shown {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct ShownVisitor;
+        impl<'de> Visitor<'de> for ShownVisitor {
+            type Value = Shown;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text, or `{starts-with: text}`")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Shown, E> {
+                Ok(Shown::Exact(v.to_owned()))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> Result<Shown, E> {
+                Ok(Shown::Exact(v.to_string()))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Shown, E> {
+                Ok(Shown::Exact(v.to_string()))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Shown, E> {
+                Ok(Shown::Exact(v.to_string()))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<Shown, E> {
+                Ok(Shown::Exact(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shown, A::Error> {
+                let mut start = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "starts-with" {
+                        return Err(A::Error::custom(format!(
+                            "`{key}` is not a key of a received text: write the text, or `{{starts-with: text}}`"
+                        )));
+                    }
+                    if start.is_some() {
+                        return Err(A::Error::duplicate_field("starts-with"));
+                    }
+                    start = Some(map.next_value::<String>()?);
+                }
+                start.map(Shown::StartsWith).ok_or_else(|| {
+                    A::Error::custom("a received text written as a map is `{starts-with: text}`")
+                })
+            }
+        }
+        d.deserialize_any(ShownVisitor)
+    }
+}
+
+impl serde::Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Shown::Exact(text) => s.serialize_str(text),
+            Shown::StartsWith(start) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("starts-with", start)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl JsonSchema for Shown {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Shown".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A text the device showed: the whole text, or `{starts-with: text}` for one whose end the scenario cannot know in advance.",
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {"starts-with": {"type": "string", "description": "How the text starts."}},
+                    "required": ["starts-with"],
+                    "additionalProperties": false,
+                },
+            ],
+        })
+    }
+}
+
 /// Expectations for one party.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartyExpect {
-    /// Device: the plaintexts shown to the user, in order (carbons included).
+    /// Device: the plaintexts shown to the user, in order (carbons included); an entry
+    /// `{starts-with: text}` takes any text that starts so.
     #[serde(default)]
-    pub received: Option<Vec<String>>,
+    pub received: Option<Vec<Shown>>,
     /// Device: compare `received` ignoring order.
     #[serde(default)]
     pub unordered: bool,

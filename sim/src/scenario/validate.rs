@@ -858,7 +858,7 @@ impl Validator<'_> {
         compromises: &[(FullJid, Duration)],
     ) -> Result<AttackerPlan, ScenarioError> {
         let position = self.position(a, servers, federation)?;
-        let rules = self.rules(a, &position, servers, federation)?;
+        let rules = self.rules(a, &position, servers, federation, compromises)?;
         let inject = self.injections(a, &position, federation, compromises)?;
         let tls = self.raw.transport == TransportSpec::Tls;
         let terminate_tls = match &a.terminate_tls {
@@ -974,6 +974,7 @@ impl Validator<'_> {
         position: &Position,
         servers: &[String],
         federation: &Federation,
+        compromises: &[(FullJid, Duration)],
     ) -> Result<Vec<Rule>, ScenarioError> {
         let mut rules = Vec::new();
         for (i, r) in a.rules.iter().enumerate() {
@@ -1032,7 +1033,11 @@ impl Validator<'_> {
                 }
                 *value = self.with_ids(rpos, &apath, value)?;
             }
-            let action = Action::from_spec(&r.action, position, &RuleCx { v: self, at: rpos, path: &path })?;
+            let action = Action::from_spec(
+                &r.action,
+                position,
+                &RuleCx { v: self, at: rpos, path: &path, compromises },
+            )?;
             rules.push(Rule { index: i, matcher, action });
         }
         Ok(rules)
@@ -1157,6 +1162,8 @@ struct RuleCx<'a, 'b> {
     v: &'a Validator<'b>,
     at: (u64, u64),
     path: &'a str,
+    /// The devices the timeline compromises, and when.
+    compromises: &'a [(FullJid, Duration)],
 }
 
 impl crate::attacker::Resolve for RuleCx<'_, '_> {
@@ -1168,6 +1175,14 @@ impl crate::attacker::Resolve for RuleCx<'_, '_> {
 
     fn account(&self, field: &str, name: &str) -> Result<BareJid, ScenarioError> {
         self.v.account_ref(self.at, &format!("{}.do.{field}", self.path), name)
+    }
+
+    fn stolen(&self, field: &str, name: &str) -> Result<FullJid, ScenarioError> {
+        let device = self.v.device_ref(self.at, &format!("{}.do.{field}", self.path), name)?;
+        if !self.compromises.iter().any(|(d, _)| *d == device) {
+            return Err(self.fail(field, &format!("needs a `compromise` of {name} in the timeline")));
+        }
+        Ok(device)
     }
 
     fn fail(&self, field: &str, message: &str) -> ScenarioError {

@@ -432,3 +432,103 @@ fn pki_takes_shared_ca_or_none() {
     assert!(e.contains("web-of-trust") && e.contains("shared-ca") && e.contains("none"), "{e}");
     assert!(parse("good.yaml", &format!("{GOOD_HEAD}pki: none\n")).is_ok());
 }
+
+/// A `received` entry is a whole text or `{starts-with: text}`, nothing else.
+#[test]
+fn a_received_text_is_whole_or_a_start() {
+    let expect = |entries: &str| format!("{GOOD_HEAD}expect:\n  bob/laptop: {{received: [{entries}]}}\n");
+    assert!(parse("ok.yaml", &expect("hello, {starts-with: \"meet me \"}, 42")).is_ok());
+    let e = error(&expect("{starts_with: hi}"));
+    assert_eq!(
+        e,
+        "bad.yaml:8:27: `starts_with` is not a key of a received text: write the text, or `{starts-with: text}`"
+    );
+    let e = error(&expect("{}"));
+    assert!(e.starts_with("bad.yaml:8:") && e.contains("is `{starts-with: text}`"), "{e}");
+    let e = error(&expect("[hi]"));
+    assert!(e.starts_with("bad.yaml:8:") && e.contains("a text, or `{starts-with: text}`"), "{e}");
+}
+
+/// `reencrypt` reads with a stolen state: its device must exist and be compromised somewhere in
+/// the timeline (a rule has no time of its own; before the theft the stanza passes).
+#[test]
+fn a_reencryption_needs_a_stolen_recipient() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: omemo}}\n  bob@a.example: {devices: {laptop: omemo, phone: omemo}}\n";
+    let attacker = "attacker:\n  position: server a.example\n  rules:\n    - {match: {hop: s2c}, do: {reencrypt: {stolen: bob/laptop, body: hi}}}\n";
+    let e = error(&format!("{head}{attacker}"));
+    assert_eq!(
+        e,
+        "bad.yaml:10:7: at `attacker.rules[0].do.reencrypt.stolen`: needs a `compromise` of bob/laptop in the timeline"
+    );
+    let e = error(&format!("{head}{}", attacker.replace("bob/laptop", "bob/tablet")));
+    assert!(
+        e.starts_with(
+            "bad.yaml:10:7: at `attacker.rules[0].do.reencrypt.stolen`: unknown device `bob/tablet`"
+        ),
+        "{e}"
+    );
+    let e = error(&format!("{head}{}", attacker.replace(", body: hi", "")));
+    assert!(e.starts_with("bad.yaml:10:") && e.contains("body"), "{e}");
+    // A theft at any time will do: the rule waits for it.
+    let theft = "timeline:\n  - {at: 5s, device: bob/laptop, compromise: full-state}\n";
+    assert!(parse("good.yaml", &format!("{head}{attacker}{theft}")).is_ok());
+}
+
+/// `republish` serves one account's recorded items as another's: two accounts of the scenario,
+/// not the same one, from a server position.
+#[test]
+fn a_republication_names_two_accounts_and_needs_a_server() {
+    let rule = |position: &str, republish: &str| {
+        format!(
+            "{GOOD_HEAD}transport: plain\nattacker:\n  position: {position}\n  rules:\n    - {{do: {{republish: {republish}}}}}\n"
+        )
+    };
+    let server = "server a.example";
+    for (position, republish, at, message) in [
+        (
+            server,
+            "{of: carol@a.example, as: bob@a.example}",
+            "`attacker.rules[0].do.republish.of`",
+            "unknown account `carol@a.example`",
+        ),
+        (
+            server,
+            "{of: alice@a.example, as: alice@a.example}",
+            "`attacker.rules[0].do.republish.as`",
+            "changes nothing",
+        ),
+        (
+            "network alice/phone <-> a.example",
+            "{of: alice@a.example, as: bob@a.example}",
+            "`attacker.rules[0].do.republish`",
+            "only a server position serves PEP items",
+        ),
+    ] {
+        let e = error(&rule(position, republish));
+        assert!(e.starts_with(&format!("bad.yaml:11:7: at {at}: ")) && e.contains(message), "{e}");
+    }
+    let e = error(&rule(server, "{of: alice@a.example, to: bob@a.example}"));
+    assert!(e.starts_with("bad.yaml:11:") && e.contains("unknown field `to`"), "{e}");
+    assert!(parse("ok.yaml", &rule(server, "{of: alice@a.example, as: bob@a.example}")).is_ok());
+    assert!(parse("ok.yaml", &rule("everywhere", "{of: alice@a.example, as: bob@a.example}")).is_ok());
+}
+
+/// `set` on an element inside the stanza takes a local name or a path of them.
+#[test]
+fn set_on_an_element_takes_a_name_or_a_path() {
+    let rule = |element: &str| {
+        format!(
+            "{GOOD_HEAD}attacker:\n  position: server a.example\n  rules:\n    - {{do: {{set: {{element: {element:?}, attribute: jid, value: x}}}}}}\n"
+        )
+    };
+    for bad in ["", "keys/", "/keys", "a//b"] {
+        let e = error(&rule(bad));
+        assert!(
+            e.starts_with("bad.yaml:10:7: at `attacker.rules[0].do.set.element`: an element's local name"),
+            "{bad:?}: {e}"
+        );
+    }
+    for ok in ["keys", "header/keys"] {
+        assert!(parse("ok.yaml", &rule(ok)).is_ok(), "{ok}");
+    }
+}

@@ -37,7 +37,7 @@ use super::ratchet::{Profile, Ratchet};
 use super::session::{Session, SessionRecord};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
-use super::{legacy, payload, random_bytes};
+use super::{gcm, legacy, payload, random_bytes};
 use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Sealed};
@@ -495,8 +495,16 @@ impl Omemo {
 
     // ---- receiving ------------------------------------------------------------------------
 
-    /// §usecases-receiving: an `<encrypted/>` message.
-    fn decrypt(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+    /// §usecases-receiving up to the payload: the key material `stanza` carries for this
+    /// device, read through the session with the sender's device (a key exchange builds the
+    /// session, or replaces it). `None` when the stanza has no key for this device (with the
+    /// `not-for-this-device` alert when it withheld a payload from it).
+    fn open_key(
+        &mut self,
+        cx: &mut Cx<'_>,
+        stanza: &Element,
+        out: &mut Output,
+    ) -> Result<Option<Vec<u8>>, E2eError> {
         let (version, ns) = (self.version, self.version.ns());
         let encrypted = stanza.get_child("encrypted", ns).ok_or(E2eError::Missing { what: "encrypted" })?;
         let from: Jid = sender(stanza)?;
@@ -517,14 +525,14 @@ impl Omemo {
         };
         let Some(my_key) = my_key else {
             if encrypted.get_child("payload", ns).is_none() {
-                return Ok(()); // an empty message for another device: nothing was withheld
+                return Ok(None); // an empty message for another device: nothing was withheld
             }
             // §usecases-receiving: "a warning message SHOULD be displayed instead".
             out.events.push(Event::Alert {
                 reason: "not-for-this-device",
                 detail: format!("an OMEMO message from {from} carries no key for device {}", self.device),
             });
-            return Ok(());
+            return Ok(None);
         };
         let bytes = unb64("key", &my_key.text())?;
         let session_key = (sender.clone(), sid);
@@ -591,6 +599,19 @@ impl Omemo {
             })?;
             record.decrypt(&bytes, cx.rng)?
         };
+        Ok(Some(key_material))
+    }
+
+    /// §usecases-receiving: an `<encrypted/>` message.
+    fn decrypt(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let Some(key_material) = self.open_key(cx, stanza, out)? else { return Ok(()) };
+        let (version, ns) = (self.version, self.version.ns());
+        // `open_key` read these already: they are there and well formed.
+        let encrypted = stanza.get_child("encrypted", ns).ok_or(E2eError::Missing { what: "encrypted" })?;
+        let from: Jid = sender(stanza)?;
+        let sender = from.to_bare();
+        let header = encrypted.get_child("header", ns).ok_or(E2eError::Missing { what: "header" })?;
+        let sid = device_id("sid", header.attr("sid"))?;
         let Some(payload_el) = encrypted.get_child("payload", ns) else {
             return Ok(()); // an empty OMEMO message: session management only
         };
@@ -913,6 +934,97 @@ impl Engine for Omemo {
                 .with("type", "chat")
                 .child(encrypted),
         ))
+    }
+
+    /// The malicious recipient (Radically Open Security, "OMEMO: Cryptographic Analysis
+    /// Report", 2016, §2.2.3 "Malicious device"): this device reads its key of `stanza` and,
+    /// under the payload key it learned, puts `body` in the payload for the other recipients,
+    /// keeping their `<key/>` elements and removing its own ("Eve needs to strip of her own
+    /// <key/> element from the list of keys in every message in order to remain undetected").
+    ///
+    /// - OMEMO 2 (§protocol-message_encryption): the SCE envelope as the sender wrote it
+    ///   (affixes, padding), `body` in its `<content/>`, sealed under the same key. Each other
+    ///   recipient's `<key/>` carries "the key and the HMAC" of the sender's ciphertext
+    ///   (§encrypt), out of this device's reach, so the new ciphertext fails it (`bad-mac`):
+    ///   doing better would take a second preimage of HMAC-SHA-256 truncated to 16 bytes.
+    /// - 0.3 (the payload is the body text, AES-128-GCM): with a bare 16-byte key (the tag
+    ///   appended to the payload, as clients sent it when the audit was written) `body` is
+    ///   encrypted and tagged anew; with `key || tag` in the `<key/>` (XEP-0384 0.3.0, "the 16
+    ///   bytes key and the GCM authentication tag ... are concatenated"), a ciphertext that meets
+    ///   that tag is solved for ([`gcm::meet_tag`]): `body`, a space and a 40-character tail.
+    fn reencrypt(&mut self, cx: &mut Cx<'_>, stanza: &Element, body: &str) -> Result<Option<Element>, E2eError> {
+        let mut heard = Output::default();
+        let key_material =
+            self.open_key(cx, stanza, &mut heard)?.ok_or(E2eError::Missing { what: "key for this device" })?;
+        let (version, ns) = (self.version, self.version.ns());
+        let mut altered = stanza.clone();
+        let encrypted =
+            altered.get_child_mut("encrypted", ns).ok_or(E2eError::Missing { what: "encrypted" })?;
+        let payload_text =
+            encrypted.get_child("payload", ns).ok_or(E2eError::Missing { what: "payload" })?.text();
+        let ciphertext = unb64("payload", &payload_text)?;
+        let header = encrypted.get_child_mut("header", ns).ok_or(E2eError::Missing { what: "header" })?;
+        let replaced = match version {
+            Version::Omemo2 => {
+                let text = String::from_utf8(payload::open(&key_material, &ciphertext)?)
+                    .map_err(|e| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
+                let mut envelope: Element = text
+                    .parse()
+                    .map_err(|e: minidom::Error| E2eError::Malformed { what: "envelope", detail: e.to_string() })?;
+                let content =
+                    envelope.get_child_mut("content", NS_SCE).ok_or(E2eError::Missing { what: "content" })?;
+                let _ = content.take_nodes();
+                content.append_child(text_el("body", NS_CLIENT, body));
+                let key: [u8; 32] = key_material
+                    .get(..32)
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or(E2eError::Malformed { what: "payload key", detail: "shorter than 32 bytes".into() })?;
+                payload::seal_with_key(&key, String::from(&envelope).as_bytes()).1
+            }
+            Version::Legacy => {
+                let iv = unb64("iv", &header.get_child("iv", ns).ok_or(E2eError::Missing { what: "iv" })?.text())?;
+                let key: Option<[u8; 16]> = key_material.get(..16).and_then(|k| k.try_into().ok());
+                let tag: Option<[u8; 16]> = key_material.get(16..).and_then(|t| t.try_into().ok());
+                match (key, tag, key_material.len()) {
+                    (Some(key), Some(tag), legacy::KEY_AND_TAG) => {
+                        gcm::meet_tag(&key, &iv, &tag, body)
+                            .ok_or(E2eError::Policy { detail: "no ciphertext meets the tag in this key".into() })?
+                            .1
+                    }
+                    (Some(key), None, 16) => legacy::seal_tag_appended(&key, &iv, body.as_bytes())
+                        .ok_or(E2eError::Malformed { what: "iv", detail: format!("{} bytes", iv.len()) })?,
+                    (.., n) => {
+                        return Err(E2eError::Malformed { what: "payload key", detail: format!("{n} bytes") });
+                    }
+                }
+            }
+        };
+        // This device's own key goes (and an OMEMO 2 `<keys/>` it leaves empty).
+        let (own, rid) = (self.own().to_string(), self.device.to_string());
+        let is_mine = |k: &Element| k.is("key", ns) && k.attr("rid") == Some(rid.as_str());
+        for node in header.take_nodes() {
+            match node {
+                minidom::Node::Element(k) if is_mine(&k) => {}
+                minidom::Node::Element(mut keys) if keys.is("keys", ns) && keys.attr("jid") == Some(own.as_str()) => {
+                    let left: Vec<Element> = keys.children().filter(|k| !is_mine(k)).cloned().collect();
+                    if !left.is_empty() {
+                        let _ = keys.take_nodes();
+                        for k in left {
+                            keys.append_child(k);
+                        }
+                        header.append_child(keys);
+                    }
+                }
+                minidom::Node::Element(other) => {
+                    header.append_child(other);
+                }
+                minidom::Node::Text(t) => header.append_text(t),
+            }
+        }
+        let payload_el = encrypted.get_child_mut("payload", ns).ok_or(E2eError::Missing { what: "payload" })?;
+        let _ = payload_el.take_nodes();
+        payload_el.append_text(b64(&replaced));
+        Ok(Some(altered))
     }
 
     fn keyed(&mut self) -> Option<&mut dyn Keyed> {

@@ -161,6 +161,21 @@ pub fn seal(plaintext: &[u8], rng: &mut dyn RngCore) -> ([u8; KEY_AND_TAG], [u8;
     (key_and_tag, iv, buffer)
 }
 
+/// Encrypts a payload under a given key and IV (12 or 16 bytes) in the older form, the tag
+/// appended to the ciphertext (what [`open`] reads with a bare 16-byte key): what anyone holding
+/// the key can write when the tag travels with the payload. `None` for another IV length.
+pub fn seal_tag_appended(key: &[u8; KEY_LEN], iv: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+    let mut buffer = plaintext.to_vec();
+    let tag = match iv.len() {
+        IV_LEN => Aes128Gcm::new(key.into()).encrypt_in_place_detached(Nonce::from_slice(iv), b"", &mut buffer),
+        16 => AesGcm::<aes::Aes128, U16>::new(key.into()).encrypt_in_place_detached(iv.into(), b"", &mut buffer),
+        _ => return None,
+    }
+    .ok()?;
+    buffer.extend_from_slice(&tag);
+    Some(buffer)
+}
+
 /// The key for an empty (key transport) message: 16 fresh bytes, no tag, as oldmemo sends it.
 pub fn empty_key(rng: &mut dyn RngCore) -> ([u8; KEY_LEN], [u8; IV_LEN]) {
     let mut key = [0u8; KEY_LEN];
@@ -242,6 +257,10 @@ mod tests {
         assert_eq!(open(&key_and_tag, &iv, &buffer).unwrap(), b"from an old client");
         let tag_in_payload = [buffer.as_slice(), tag.as_slice()].concat();
         assert_eq!(open(&key, &iv, &tag_in_payload).unwrap(), b"from an old client");
+        // In that form whoever holds the key writes a payload the bare key opens.
+        assert_eq!(seal_tag_appended(&key, &iv, b"from anyone").map(|p| open(&key, &iv, &p).unwrap()), Some(b"from anyone".to_vec()));
+        assert_eq!(seal_tag_appended(&key, &iv[..12], b"x").map(|p| open(&key, &iv[..12], &p).unwrap()), Some(b"x".to_vec()));
+        assert_eq!(seal_tag_appended(&key, &iv[..8], b"x"), None);
         assert_eq!(open(&key, &iv, &tag_in_payload[..20]).unwrap_err().code(), "bad-mac");
     }
 

@@ -6,12 +6,14 @@
 //!   (libsignal's `SessionRecord`), so a simultaneous session start recovers;
 //! - [`payload`]: the content encryption of §protocol-message_encryption / §…decryption;
 //! - [`wire`]: the protobuf structures of §protobuf-schema (and libsignal's, for 0.3);
-//! - [`legacy`]: the OMEMO 0.3 (`eu.siacs.conversations.axolotl`) XML and payload formats.
+//! - [`legacy`]: the OMEMO 0.3 (`eu.siacs.conversations.axolotl`) XML and payload formats;
+//! - [`gcm`]: AES-128-GCM as a holder of the key sees it: 0.3's payload tag against a recipient.
 //!
 //! Everything is sans-I/O and deterministic: key material comes from the caller's RNG
 //! ([`random_bytes`]), never from the OS.
 
 pub mod engine;
+pub mod gcm;
 pub mod legacy;
 pub mod payload;
 pub mod ratchet;

@@ -20,12 +20,19 @@ fn keys(key: &[u8]) -> ([u8; 32], [u8; 32], [u8; 16]) {
 
 /// Encrypts `plaintext` (steps 1–5): returns `key || HMAC` and the ciphertext.
 pub fn seal(plaintext: &[u8], rng: &mut dyn RngCore) -> ([u8; KEY_AND_MAC], Vec<u8>) {
-    let key = random_bytes(rng);
-    let (enc, auth, iv) = keys(&key);
+    seal_with_key(&random_bytes(rng), plaintext)
+}
+
+/// Encrypts `plaintext` under a given `key` (steps 2–5): returns `key || HMAC` and the
+/// ciphertext. Whoever holds the key can do it — a recipient too: what stops a recipient from
+/// passing another payload to the others under the same key is that the HMAC each of them
+/// holds came through its own ratchet session (step 6).
+pub fn seal_with_key(key: &[u8; 32], plaintext: &[u8]) -> ([u8; KEY_AND_MAC], Vec<u8>) {
+    let (enc, auth, iv) = keys(key);
     let ciphertext = aes_cbc_encrypt(&enc, &iv, plaintext);
     let mac = hmac16(&auth, &[&ciphertext]);
     let mut key_and_mac = [0u8; KEY_AND_MAC];
-    key_and_mac[..32].copy_from_slice(&key);
+    key_and_mac[..32].copy_from_slice(key);
     key_and_mac[32..].copy_from_slice(&mac);
     (key_and_mac, ciphertext)
 }

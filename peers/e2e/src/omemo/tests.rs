@@ -360,6 +360,83 @@ mod engines {
         }
     }
 
+    /// The malicious recipient (Radically Open Security's OMEMO audit, 2016, §2.2.3): Bob's
+    /// laptop reads Alice's message and re-encrypts another text for Bob's phone under the payload
+    /// key, its own key removed. OMEMO 2's phone refuses it (the HMAC in its `<key/>` is of
+    /// Alice's ciphertext); 0.3's phone shows it, as Alice's, the GCM tag in its `<key/>` met by
+    /// a solved tail. The laptop still reads Alice's own message.
+    #[test]
+    fn a_recipient_reencrypts_for_the_other_devices() {
+        for (version, make) in VERSIONS {
+            let r = &mut rng(41);
+            let bob_jid: BareJid = "bob@b.example".parse().unwrap();
+            let mut alice = make("alice@a.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+            let mut laptop = make("bob@b.example/laptop".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+            let mut phone = make("bob@b.example/phone".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+            let alice_jid: BareJid = "alice@a.example".parse().unwrap();
+            let _ = publications(&mut alice, &alice_jid, r);
+            // Both of Bob's bundles, and one device list naming both devices.
+            let (list_node, list_name, ns) = if version == "0.3" {
+                (crate::omemo::legacy::NODE_DEVICES, "list", crate::omemo::legacy::NS)
+            } else {
+                (crate::omemo::engine::NODE_DEVICES, "devices", crate::omemo::engine::NS)
+            };
+            let mut published: Vec<(String, String, Element)> = publications(&mut laptop, &bob_jid, r)
+                .into_iter()
+                .chain(publications(&mut phone, &bob_jid, r))
+                .filter(|(node, _, _)| node != list_node)
+                .collect();
+            let list = el(list_name, ns)
+                .child(el("device", ns).with("id", laptop.device_id().to_string()))
+                .child(el("device", ns).with("id", phone.device_id().to_string()));
+            published.push((list_node.to_owned(), "current".to_owned(), list));
+            let mut queue = alice.send(&mut cx(r), &bob_jid, "see you at noon").unwrap().actions;
+            let mut sent = None;
+            while let Some(a) = queue.pop() {
+                match a {
+                    Action::Fetch { owner, node } if owner == bob_jid => {
+                        queue.extend(alice.receive(&mut cx(r), &answer(&bob_jid, &node, &published)).unwrap().actions)
+                    }
+                    Action::Send(mut s) => {
+                        s.set("from", "alice@a.example/phone");
+                        sent = Some(s);
+                    }
+                    _ => {}
+                }
+            }
+            let sent = sent.unwrap();
+            let altered = laptop.clone().reencrypt(&mut cx(r), &sent, "meet me at the back door").unwrap().unwrap();
+            let rids: Vec<String> = altered
+                .get_child("encrypted", ns)
+                .and_then(|e| e.get_child("header", ns))
+                .map(|h| {
+                    let mut keys: Vec<&Element> = h.children().filter(|k| k.name() == "key").collect();
+                    keys.extend(h.children().filter(|k| k.name() == "keys").flat_map(|k| k.children()));
+                    keys.iter().filter_map(|k| k.attr("rid")).map(str::to_owned).collect()
+                })
+                .unwrap();
+            assert_eq!(rids, [phone.device_id().to_string()], "{version}: only the phone's key is left");
+            let read = |out: crate::Output| -> Vec<String> {
+                out.events
+                    .into_iter()
+                    .filter_map(|e| if let Event::Plaintext { body, .. } = e { Some(body) } else { None })
+                    .collect()
+            };
+            match version {
+                "0.3" => {
+                    let shown = read(phone.receive(&mut cx(r), &altered).unwrap());
+                    assert_eq!(shown.len(), 1, "{shown:?}");
+                    assert!(shown[0].starts_with("meet me at the back door "), "{shown:?}");
+                }
+                _ => assert_eq!(phone.receive(&mut cx(r), &altered).unwrap_err().code(), "bad-mac"),
+            }
+            assert_eq!(read(laptop.receive(&mut cx(r), &sent).unwrap()), ["see you at noon"], "{version}");
+            // A device the stanza has no key for learns nothing to re-encrypt with.
+            let mut stranger = make("carol@c.example/pad".parse().unwrap(), r, crate::TrustPolicy::Btbv);
+            assert_eq!(stranger.reencrypt(&mut cx(r), &sent, "x").unwrap_err().code(), "missing-element");
+        }
+    }
+
     #[test]
     fn engines_talk_without_a_server() {
         for (version, make) in VERSIONS {
