@@ -376,33 +376,14 @@ impl<'a> Requirements<'a> {
         s.push_str("| protocol | every MUST met | MUSTs short of | SHOULDs short of | ideals short of |\n");
         s.push_str("|---|:-:|---|---|---|\n");
         for p in Protocol::ALL {
-            let list = |level| {
-                let short = self.short_of(*p, level);
-                if short.is_empty() {
-                    "—".to_owned()
-                } else {
-                    short
-                        .iter()
-                        .map(|(r, a)| format!("{} §{} {}", a.mark, r.section, md_cell(r.topic)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            };
-            let musts = self.short_of(*p, Level::Must);
-            let met = if musts.is_empty() {
-                "✅"
-            } else if musts.iter().any(|(_, a)| a.mark == "❌" || a.mark == ERROR_MARK) {
-                "❌"
-            } else {
-                "⚪"
-            };
+            let (met, [musts, shoulds, ideals]) = self.answer_row(*p);
             let _ = writeln!(
                 s,
                 "| {} | {met} | {} | {} | {} |",
                 md_cell(p.name()),
-                list(Level::Must),
-                list(Level::Should),
-                list(Level::Ideally)
+                md_cell(&musts),
+                md_cell(&shoulds),
+                md_cell(&ideals)
             );
         }
         for r in REQUIREMENTS {
@@ -481,8 +462,45 @@ impl<'a> Requirements<'a> {
             }
             s.push_str("</tr>\n");
         }
+        s.push_str("</table>\n<h2>The answer</h2>\n<table><tr><th>protocol</th><th>every MUST met</th>");
+        s.push_str("<th>MUSTs short of</th><th>SHOULDs short of</th><th>ideals short of</th></tr>\n");
+        for p in Protocol::ALL {
+            let (met, lists) = self.answer_row(*p);
+            let _ = write!(s, "<tr><th>{}</th><td>{met}</td>", html_escape(p.name()));
+            for list in lists {
+                let _ = write!(s, "<td>{}</td>", html_escape(&list));
+            }
+            s.push_str("</tr>\n");
+        }
         s.push_str("</table>\n</body></html>\n");
         s
+    }
+
+    /// A protocol's line of the closing table: whether it meets every MUST (✅, ❌ when one
+    /// failed or errored, ⚪ when the others were not measured), and the MUSTs, SHOULDs and
+    /// ideals it falls short of (`—` for none).
+    fn answer_row(&self, protocol: Protocol) -> (&'static str, [String; 3]) {
+        let list = |level| {
+            let short = self.short_of(protocol, level);
+            if short.is_empty() {
+                "—".to_owned()
+            } else {
+                short
+                    .iter()
+                    .map(|(r, a)| format!("{} §{} {}", a.mark, r.section, r.topic))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let musts = self.short_of(protocol, Level::Must);
+        let met = if musts.is_empty() {
+            "✅"
+        } else if musts.iter().any(|(_, a)| a.mark == "❌" || a.mark == ERROR_MARK) {
+            "❌"
+        } else {
+            "⚪"
+        };
+        (met, [list(Level::Must), list(Level::Should), list(Level::Ideally)])
     }
 }
 

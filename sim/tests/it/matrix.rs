@@ -57,8 +57,13 @@ fn protocol_property_matrix() {
     check_committed("matrix.md", &first.markdown());
     let requirements = jabberwock_sim::requirements::Requirements::new(&first);
     check_committed("requirements.md", &requirements.markdown());
-    // The requirements page links every measured cell to its run in the matrix page.
+    // The requirements page links every measured cell to its run in the matrix page, and ends
+    // with the answer: a line per protocol.
     let page = requirements.html("matrix.html");
+    let answer = page.split("<h2>The answer</h2>").nth(1).unwrap_or_default();
+    for p in Protocol::ALL {
+        assert!(answer.contains(&format!("<tr><th>{}</th>", p.name())), "{p} has its line in the answer");
+    }
     for r in jabberwock_sim::requirements::REQUIREMENTS {
         for p in Protocol::ALL {
             if let Some(id) = r.answer(&first, *p).decided_by.first() {
