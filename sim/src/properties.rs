@@ -97,12 +97,8 @@ impl Facts<'_> {
             .iter()
             .filter(|e| e.kind == "hop" && e.from.as_deref() == Some(&me) && e.to.as_deref() == Some(&server))
             .filter_map(|e| {
-                // The transcript writes a stanza in `jabber:client` without declaring it
-                // (`transcript::full_xml`): parse it inside an element that does.
                 let xml = e.xml.as_ref()?;
-                let wrapped = format!("<w xmlns='{}'>{xml}</w>", jabberwock_e2e::xml::NS_CLIENT);
-                let stanza = wrapped.parse::<Element>().ok()?.children().next()?.clone();
-                Some((e.t_ms, stanza, xml.len()))
+                Some((e.t_ms, logged_stanza(xml)?, xml.len()))
             })
             .collect()
     }
@@ -119,16 +115,22 @@ impl Facts<'_> {
     }
 }
 
+/// A stanza as the transcript logged it: in `jabber:client` without declaring it
+/// (`transcript::full_xml`), so parsed inside an element that does.
+fn logged_stanza(xml: &str) -> Option<Element> {
+    let wrapped = format!("<w xmlns='{}'>{xml}</w>", jabberwock_e2e::xml::NS_CLIENT);
+    wrapped.parse::<Element>().ok()?.children().next().cloned()
+}
+
 /// Everything a server can read in a stanza, as bytes: the XML as it went, and every text and
 /// attribute value decoded where it decodes — as base64 (whole, a block of base64 lines as in
 /// MIME and armour, or a run of base64 between other characters) or as hex —,
 /// and what decodes to text decoded again, three layers deep.
 fn readable(xml: &str) -> Vec<Vec<u8>> {
     let mut views = vec![xml.as_bytes().to_vec()];
-    let wrapped = format!("<w xmlns='{}'>{xml}</w>", jabberwock_e2e::xml::NS_CLIENT);
-    if let Ok(root) = wrapped.parse::<Element>() {
+    if let Some(stanza) = logged_stanza(xml) {
         let mut texts = Vec::new();
-        collect_texts(&root, &mut texts);
+        collect_texts(&stanza, &mut texts);
         for t in texts {
             decoded(&t, 3, &mut views);
         }

@@ -17,7 +17,9 @@ use jabberwock_e2e::xml::{
     ElementExt, NS_CARBONS, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_PING, NS_PUBSUB, NS_ROSTER, el,
     text_el,
 };
-use jabberwock_e2e::{Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, Output, Theft};
+use jabberwock_e2e::{
+    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, OutOfBand, Output, Theft,
+};
 use rand_core::RngCore;
 use tokio::io::BufStream;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, initiate_stream};
@@ -97,6 +99,9 @@ pub struct Device<T: Transport> {
     transport: T,
     counter: u64,
     queue: Vec<Element>,
+    /// What this device last told the out-of-band board: it is told again only when that
+    /// changes (with the identity marks, which change with it: a key made on first use).
+    announced: Option<OutOfBand>,
     roster: BTreeMap<BareJid, (String, bool)>,
     /// Our iq requests still waiting for an answer, by id.
     asked: BTreeMap<String, Asked>,
@@ -143,6 +148,7 @@ impl<T: Transport> Device<T> {
             transport,
             counter: 0,
             queue: vec![],
+            announced: None,
             roster: BTreeMap::new(),
             asked: BTreeMap::new(),
         }
@@ -326,6 +332,17 @@ impl<T: Transport> Device<T> {
         self.apply(conn.as_mut(), result).await;
     }
 
+    /// Tells the out-of-band board what the device would say about itself, and the judges what
+    /// identifies its key, when that changed since the last time.
+    fn announce(&mut self) {
+        let oob = self.engine.out_of_band();
+        if self.announced.as_ref() != Some(&oob) {
+            self.hooks.announce(&self.cfg.jid, oob.clone());
+            self.hooks.identity(&self.cfg.jid, self.engine.identity_marks());
+            self.announced = Some(oob);
+        }
+    }
+
     /// Reports events and carries out actions of an engine call.
     async fn apply(&mut self, mut conn: Option<&mut Conn<T::Io>>, result: Result<Output, E2eError>) {
         let output = match result {
@@ -340,8 +357,7 @@ impl<T: Transport> Device<T> {
         }
         // What this device would say out of band can change with its sessions (an ESession's
         // SAS): keep the board current.
-        self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
-        self.hooks.identity(&self.cfg.jid, self.engine.identity_marks());
+        self.announce();
         for action in output.actions {
             let stanza = match action {
                 Action::Send(mut s) => {
@@ -531,8 +547,7 @@ impl<T: Transport> Device<T> {
             Err(error) => self.hooks.note(Note::EngineError { device: &self.cfg.jid, error: &error }),
         }
         self.write(c, presence).await;
-        self.hooks.announce(&self.cfg.jid, self.engine.out_of_band());
-        self.hooks.identity(&self.cfg.jid, self.engine.identity_marks());
+        self.announce();
         let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
         let published = self.engine.publish(&mut cx);
         self.apply(Some(c), published).await;

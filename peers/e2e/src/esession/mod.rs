@@ -141,18 +141,6 @@ struct Session {
     offline: bool,
 }
 
-impl Session {
-    /// The trust its messages show: verified by the SAS, untrusted when it broke the chain
-    /// of retained secrets (until verified), unverified otherwise.
-    pub(super) fn trust(&self) -> Trust {
-        match (self.verified, self.chain_broken) {
-            (true, _) => Trust::Verified,
-            (false, true) => Trust::Untrusted,
-            (false, false) => Trust::Unverified,
-        }
-    }
-}
-
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
@@ -309,18 +297,13 @@ impl Esession {
         let freq = REKEY_FREQ.to_string();
         let form = Form {
             kind: "form".into(),
-            fields: vec![
-                Field::values("FORM_TYPE", Some("hidden"), &[FORM_TYPE]),
-                Field { required: true, ..Field::values("accept", Some("boolean"), &["1"]) },
-                Field::options("logging", "list-single", &["mustnot", "may"], true),
-                Field::options("disclosure", "list-single", &["never"], true),
-                Field::options("security", "list-single", &["e2e"], true),
-                Field::options("modp", "list-single", &groups, false),
-                Field::options("crypt_algs", "list-single", &["aes128-ctr"], false),
-                Field::options("hash_algs", "list-single", &["sha256"], false),
-                Field::options("sign_algs", "list-single", &[crypto::RSA_SHA256], false),
-                Field::options("compress", "list-single", &["none"], false),
-                Field::options("stanzas", "list-multi", &["message"], false),
+            fields: [
+                vec![
+                    Field::values("FORM_TYPE", Some("hidden"), &[FORM_TYPE]),
+                    Field { required: true, ..Field::values("accept", Some("boolean"), &["1"]) },
+                ],
+                offered_options(&groups),
+                vec![
                 Field::options("init_pubkey", "list-single", &["key"], false),
                 Field::options("resp_pubkey", "list-single", &["key"], false),
                 Field::options("ver", "list-single", &["1.0"], false),
@@ -328,7 +311,9 @@ impl Esession {
                 Field::values("my_nonce", Some("hidden"), &[&n_a_b64]),
                 Field::options("sas_algs", "list-single", &["sas28x5"], false),
                 Field::values("dhhashes", Some("hidden"), &hashes),
-            ],
+                ],
+            ]
+            .concat(),
         };
         let x = form.to_element();
         let form_a = form_content(&x, &[]);
@@ -1131,7 +1116,34 @@ const MAX_SEEN_MACS: usize = 256;
 /// At most this many ended sessions are remembered (their leftovers are not answered).
 const MAX_ENDED: usize = 64;
 
+/// What an ESession request offers (XEP-0116 §init-request), in the form's order: the policy
+/// fields, then the algorithms. XEP-0187's offline options offer the same
+/// (§init-offline-publish: "in exactly the same way as … an online ESession request").
+pub(super) fn offered_options(groups: &[&str]) -> Vec<Field> {
+    vec![
+        Field::options("logging", "list-single", &["mustnot", "may"], true),
+        Field::options("disclosure", "list-single", &["never"], true),
+        Field::options("security", "list-single", &["e2e"], true),
+        Field::options("modp", "list-single", groups, false),
+        Field::options("crypt_algs", "list-single", &["aes128-ctr"], false),
+        Field::options("hash_algs", "list-single", &["sha256"], false),
+        Field::options("sign_algs", "list-single", &[crypto::RSA_SHA256], false),
+        Field::options("compress", "list-single", &["none"], false),
+        Field::options("stanzas", "list-multi", &["message"], false),
+    ]
+}
+
 impl Session {
+    /// The trust its messages show: verified by the SAS, untrusted when it broke the chain
+    /// of retained secrets (until verified), unverified otherwise.
+    pub(super) fn trust(&self) -> Trust {
+        match (self.verified, self.chain_broken) {
+            (true, _) => Trust::Verified,
+            (false, true) => Trust::Untrusted,
+            (false, false) => Trust::Unverified,
+        }
+    }
+
     /// A stanza was read: the counter moves on and its MAC is remembered (replays).
     fn consumed(&mut self, mac: &[u8], counter: u128) {
         self.recv_ctr = counter;

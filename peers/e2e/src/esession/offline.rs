@@ -203,17 +203,10 @@ impl Esession {
         // no SAS.
         let mut form = Form {
             kind: "form".into(),
-            fields: vec![
-                Field::values("FORM_TYPE", Some("hidden"), &[FORM_TYPE]),
-                Field::options("logging", "list-single", &["mustnot", "may"], true),
-                Field::options("disclosure", "list-single", &["never"], true),
-                Field::options("security", "list-single", &["e2e"], true),
-                Field::options("modp", "list-single", &groups, false),
-                Field::options("crypt_algs", "list-single", &["aes128-ctr"], false),
-                Field::options("hash_algs", "list-single", &["sha256"], false),
-                Field::options("sign_algs", "list-single", &[crypto::RSA_SHA256], false),
-                Field::options("compress", "list-single", &["none"], false),
-                Field::options("stanzas", "list-multi", &["message"], false),
+            fields: [
+                vec![Field::values("FORM_TYPE", Some("hidden"), &[FORM_TYPE])],
+                super::offered_options(&groups),
+                vec![
                 Field::options("ver", "list-single", &["1.0"], false),
                 Field::values("rekey_freq", Some("text-single"), &[&REKEY_FREQ.to_string()]),
                 Field::values("expires", None, &[&format_stamp(expires)]),
@@ -221,7 +214,9 @@ impl Esession {
                 Field::values("dhkeys", None, &dhkeys),
                 // Our state is this device's: only this resource can decrypt.
                 Field::values("match_resource", None, &[&resource]),
-            ],
+                ],
+            ]
+            .concat(),
         };
         let signature = identity.signature(&form_content(&form.to_element(), &[]), cx.rng);
         form.fields.push(Field::values("signs", None, &[&b64(&signature)]));
