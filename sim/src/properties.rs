@@ -558,19 +558,25 @@ fn metadata(f: &Facts<'_>) -> Verdict {
     )
 }
 
-fn identity_protection(f: &Facts<'_>) -> Verdict {
-    let devices = [("Alice", "alice/phone"), ("Bob", "bob/laptop")];
-    let marks: Vec<(&str, &'static str, Vec<u8>)> = devices
+/// The long-term identity marks of the named devices (≥ 8 bytes: a short one would match
+/// anywhere), as (whose, what, bytes).
+fn identity_marks_of<'a>(
+    f: &'a Facts<'_>,
+    devices: &[(&'a str, &str)],
+) -> Vec<(&'a str, &'static str, Vec<u8>)> {
+    devices
         .iter()
         .flat_map(|(who, short)| {
             let marks = f.jid(short).and_then(|j| f.outcome.identities.get(j)).cloned().unwrap_or_default();
             marks.into_iter().map(move |(n, b)| (*who, n, b))
         })
         .filter(|(.., b)| b.len() >= 8)
-        .collect();
-    if marks.is_empty() {
-        return untested("no device has a long-term key to look for");
-    }
+        .collect()
+}
+
+/// Which of `marks` crossed the servers readable (in the XML, or decoded from it), each with
+/// how many stanzas carried it.
+fn marks_on_the_wire(f: &Facts<'_>, marks: &[(&str, &'static str, Vec<u8>)]) -> Vec<String> {
     // What every server on the path carried: each hop's stanza.
     let stanzas: Vec<Vec<Vec<u8>>> = f
         .outcome
@@ -581,7 +587,7 @@ fn identity_protection(f: &Facts<'_>) -> Verdict {
         .filter_map(|e| e.xml.as_deref().map(readable))
         .collect();
     let mut seen: Vec<String> = Vec::new();
-    for (who, name, bytes) in &marks {
+    for (who, name, bytes) in marks {
         let n = stanzas
             .iter()
             .filter(|views| views.iter().any(|v| v.windows(bytes.len()).any(|w| w == bytes.as_slice())))
@@ -590,6 +596,15 @@ fn identity_protection(f: &Facts<'_>) -> Verdict {
             seen.push(format!("{who}'s {name} ({})", plural(n, "stanza", "stanzas")));
         }
     }
+    seen
+}
+
+fn identity_protection(f: &Facts<'_>) -> Verdict {
+    let marks = identity_marks_of(f, &[("Alice", "alice/phone"), ("Bob", "bob/laptop")]);
+    if marks.is_empty() {
+        return untested("no device has a long-term key to look for");
+    }
+    let seen = marks_on_the_wire(f, &marks);
     if seen.is_empty() {
         verdict(
             true,
@@ -597,6 +612,39 @@ fn identity_protection(f: &Facts<'_>) -> Verdict {
         )
     } else {
         verdict(false, format!("the servers read {}", seen.join(", ")))
+    }
+}
+
+fn identity_protection_active(f: &Facts<'_>) -> Verdict {
+    if acted(f, "forge") == 0 {
+        return untested("the attacker started no session");
+    }
+    let marks = identity_marks_of(f, &[("Bob", "bob/laptop")]);
+    if marks.is_empty() {
+        return untested("Bob's device has no long-term key to look for");
+    }
+    // What its own end of the session holds of Bob's identity (its engines' `peer_marks`).
+    let bob = f.jid("bob/laptop").map(|j| j.to_bare().to_string()).unwrap_or_default();
+    let learned: Vec<&str> = f
+        .outcome
+        .attacker
+        .iter()
+        .flat_map(|a| a.learned.iter())
+        .filter(|(peer, _, bytes)| *peer == bob && marks.iter().any(|(_, _, m)| m == bytes))
+        .map(|(_, name, _)| *name)
+        .collect();
+    let on_the_wire = marks_on_the_wire(f, &marks);
+    match (learned.is_empty(), on_the_wire.is_empty()) {
+        (true, true) => verdict(
+            true,
+            "Bob answered, yet neither the session the attacker ran with him nor the servers gave away his long-term key",
+        ),
+        (false, _) => {
+            verdict(false, format!("the session it started showed it Bob's {}", learned.join(" and ")))
+        }
+        (true, false) => {
+            verdict(false, format!("no session needed: the servers read {}", on_the_wire.join(", ")))
+        }
     }
 }
 
@@ -708,6 +756,38 @@ fn authentication(f: &Facts<'_>) -> Verdict {
         return untested("the attacker made no forgery");
     }
     judge_forgery(f, "")
+}
+
+fn continuity(f: &Facts<'_>) -> Verdict {
+    if acted(f, "forge") == 0 {
+        return untested("the attacker served no keys of its own to write with");
+    }
+    // What Bob wrote once the server wrote to him as Alice with its keys, and whether it read it.
+    let forged_at = f.scenario.attacker.as_ref().and_then(|a| a.inject.first()).map(|(at, _, _)| *at);
+    let today: Vec<String> = f
+        .sent()
+        .into_iter()
+        .filter(|(who, at, _)| who == "bob/laptop" && forged_at.is_some_and(|t| *at > t))
+        .map(|(_, _, b)| b)
+        .collect();
+    let read: Vec<String> = f.read().into_iter().filter(|b| today.contains(b)).collect();
+    let forged = judge_forgery(f, "");
+    if !forged.tested {
+        return forged;
+    }
+    // Warned (the message shown flagged untrusted), Bob may still answer: he learned it, and
+    // what he does with it is his. Warned of nothing, his answer must not reach the new key.
+    let warned = f.received("bob/laptop").iter().any(|r| r.trust == "untrusted");
+    match read.first() {
+        Some(b) if warned => {
+            verdict(forged.holds, format!("{}; he answered all the same, and it read {b:?}", forged.reason))
+        }
+        Some(b) => verdict(false, format!("{}; it read Bob's answer {b:?}", forged.reason)),
+        None => verdict(
+            forged.holds,
+            format!("{}; it read none of Bob's {} message(s) after", forged.reason, today.len()),
+        ),
+    }
 }
 
 fn robustness(f: &Facts<'_>) -> Verdict {
@@ -879,6 +959,12 @@ pub const PROPERTIES: &[Property] = &[
         judge: downgrade,
     },
     Property {
+        id: "continuity",
+        title: "the same Alice as before, with no ceremony",
+        template: include_str!("../../scenarios/properties/continuity.yaml.tmpl"),
+        judge: continuity,
+    },
+    Property {
         id: "authentication",
         title: "sender authentication against a forger with public keys",
         template: include_str!("../../scenarios/properties/authentication.yaml.tmpl"),
@@ -895,6 +981,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "long-term public keys hidden from a passive server",
         template: include_str!("../../scenarios/properties/identity-protection.yaml.tmpl"),
         judge: identity_protection,
+    },
+    Property {
+        id: "identity-protection-active",
+        title: "Bob's long-term public key hidden from a server that starts a session",
+        template: include_str!("../../scenarios/properties/identity-protection-active.yaml.tmpl"),
+        judge: identity_protection_active,
     },
     Property {
         id: "robustness",

@@ -123,7 +123,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-auth",
         level: Level::Must,
         asks: "Each party MUST know that the other party is who they want to communicate with (which may be as simple as the same Bob as yesterday).",
-        measured_by: &["key-substitution-verified", "authentication"],
+        measured_by: &["continuity", "key-substitution-verified", "authentication"],
         unmeasured: None,
     },
     Requirement {
@@ -132,7 +132,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-id-protect",
         level: Level::Must,
         asks: "No other entity should be able to identify Alice or Bob; public keys MUST NOT be revealed to a passive attack.",
-        measured_by: &["identity-protection"],
+        measured_by: &["identity-protection", "identity-protection-active"],
         unmeasured: None,
     },
     Requirement {

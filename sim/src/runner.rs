@@ -133,6 +133,10 @@ impl Outcome {
                     f.recipient, f.claimed, f.detail
                 );
             }
+            for (peer, name, _) in &a.learned {
+                let _ =
+                    writeln!(out, "attacker learned {peer}'s {name} in a session its engines ran with them");
+            }
             if let Some((n, total)) = a.public_forgery {
                 let _ = writeln!(
                     out,

@@ -227,8 +227,8 @@ impl Hooks for World {
             let Some((_, _, planned)) = a.injections().get(index).cloned() else { return vec![] };
             match planned {
                 Planned::Stanza(stanza) => return vec![stanza],
-                Planned::Forge { from, to, protocol, body, stolen } => {
-                    a.forge(now, hop, &from, &to, protocol, &body, stolen)
+                Planned::Forge { from, to, protocol, body, keys } => {
+                    a.forge(now, hop, &from, &to, protocol, &body, keys)
                 }
                 Planned::Forward { stolen, from, to, body } => a.forward(now, &stolen, &from, &to, &body),
             }

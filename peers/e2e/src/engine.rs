@@ -402,6 +402,16 @@ pub trait Engine: fmt::Debug + Send {
             .unwrap_or_default()
     }
 
+    /// What this device learned of `peer`'s long-term identity in its sessions, as marks
+    /// `peer`'s own [`Engine::identity_marks`] names too (its public key as encoded, its
+    /// fingerprint, its certificate). XEP-0210 §3.7's active part asks the attacker's engines
+    /// this after the sessions they started. By default nothing: a protocol that publishes
+    /// its keys hands them to anyone, active or passive, and the passive search finds them.
+    fn peer_marks(&self, peer: &BareJid) -> IdentityMarks {
+        let _ = peer;
+        Vec::new()
+    }
+
     /// What the users do to verify `peer` with this device now (XEP-0210 §4.3 asks for no
     /// more than six alphanumerics): by default they compare the first thing the device says
     /// about itself out of band (its fingerprint; the peer's has the same length). `None`

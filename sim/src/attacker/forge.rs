@@ -12,6 +12,7 @@ use jabberwock_e2e::{
 };
 use jabberwock_xmpp::{Hop, Release};
 
+use super::ForgeKeys;
 use super::knowledge::messages_in;
 use super::mitm::{id_of, is_engine_iq, receive_all, remember_requests};
 use super::{Attacker, Seen};
@@ -26,19 +27,34 @@ const FORGER_IDLE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(super) struct Forger {
     from: FullJid,
-    victim: BareJid,
-    engine: Box<dyn Engine>,
+    pub(super) victim: BareJid,
+    pub(super) engine: Box<dyn Engine>,
     /// The `<iq/>` requests it sent, as (to whom, id): only their answers are its.
     asked: BTreeSet<(BareJid, String)>,
     /// When the victim last sent it something (or it was made): see [`FORGER_IDLE`].
     last: Duration,
 }
 
+/// Adds to `learned` what `engine` learned in its sessions of `victim`'s long-term identity
+/// ([`Engine::peer_marks`]), each mark once.
+pub(super) fn learn(
+    learned: &mut Vec<(String, &'static str, Vec<u8>)>,
+    victim: &BareJid,
+    engine: &dyn Engine,
+) {
+    for (name, bytes) in engine.peer_marks(victim) {
+        if !learned.iter().any(|(v, _, b)| *v == victim.to_string() && *b == bytes) {
+            learned.push((victim.to_string(), name, bytes));
+        }
+    }
+}
+
 impl Attacker {
     /// Carries out a planned forgery at `now` (since the Unix epoch): a fresh engine of the
-    /// protocol (or, with `stolen`, the state last stolen of `from`), posing as the claimed
-    /// sender, sends the text with the public keys recorded so far. Returns the stanzas and a
-    /// line for the transcript.
+    /// protocol (or, with [`ForgeKeys::Stolen`], the state last stolen of `from`; with
+    /// [`ForgeKeys::Served`], the impostor whose keys it serves as `from`'s), posing as the
+    /// claimed sender, sends the text with the public keys recorded so far. Returns the stanzas
+    /// and a line for the transcript.
     #[expect(clippy::too_many_arguments, reason = "one planned injection's fields")]
     pub fn forge(
         &mut self,
@@ -48,22 +64,75 @@ impl Attacker {
         to: &BareJid,
         protocol: Protocol,
         body: &str,
-        stolen: bool,
+        keys: ForgeKeys,
     ) -> (Vec<Element>, String) {
-        let (from, to, body) = (from.clone(), to.clone(), body.to_owned());
-        let (mut engine, keys) = if stolen {
-            let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| *d == from).map(|(_, _, e)| e)
-            else {
-                return (
-                    vec![],
-                    format!("cannot forge {body:?} as {from}: it holds no stolen state of {from}"),
-                );
-            };
-            (engine.steal(jabberwock_e2e::Theft::FullState), format!("the stolen state of {from}"))
-        } else {
-            let engine = new_engine(protocol, &from, &mut self.rng, &EngineConfig::default());
-            (engine, format!("its own {protocol} engine"))
+        let owner = from.to_bare();
+        let made = match keys {
+            ForgeKeys::Stolen => {
+                let Some(engine) = self.stolen.iter().rev().find(|(_, d, _)| d == from).map(|(_, _, e)| e)
+                else {
+                    return (
+                        vec![],
+                        format!("cannot forge {body:?} as {from}: it holds no stolen state of {from}"),
+                    );
+                };
+                let mut engine = engine.steal(jabberwock_e2e::Theft::FullState);
+                let made = self.write_as(now, engine.as_mut(), from, to, body);
+                made.map(|s| (s, Some(engine), format!("the stolen state of {from}")))
+            }
+            ForgeKeys::Public => {
+                let mut engine = new_engine(protocol, from, &mut self.rng, &EngineConfig::default());
+                let made = self.write_as(now, engine.as_mut(), from, to, body);
+                made.map(|s| (s, Some(engine), format!("its own {protocol} engine")))
+            }
+            // The impostor itself writes, out of its place while it does: what the victim
+            // answers then reaches it as any stanza to the account it poses as does.
+            ForgeKeys::Served => {
+                let Some(mut imp) = self.impostors.remove(&owner) else {
+                    return (
+                        vec![],
+                        format!("cannot forge {body:?} as {from}: it serves no keys of its own as {owner}'s"),
+                    );
+                };
+                let made = self.write_as(now, imp.engine.as_mut(), from, to, body);
+                if let Ok(stanzas) = &made {
+                    remember_requests(&mut imp.asked, stanzas);
+                }
+                self.impostors.insert(owner.clone(), imp);
+                made.map(|s| (s, None, format!("the keys it serves as {owner}'s")))
+            }
         };
+        let (stanzas, engine, keys) = match made {
+            Ok(made) => made,
+            Err(why) => return (vec![], format!("cannot forge {body:?} as {from} ({protocol}): {why}")),
+        };
+        *self.acted.entry("forge").or_default() += 1;
+        if let Some(engine) = engine
+            && matches!(hop, Hop::ServerToClient { client, .. } if client.to_bare() == *to)
+        {
+            let mut asked = BTreeSet::new();
+            remember_requests(&mut asked, &stanzas);
+            let at = now.saturating_sub(self.epoch);
+            self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine, asked, last: at });
+        }
+        let line = format!(
+            "forges {body:?} as {from} to {to} with {keys} and recorded public keys ({} stanza{})",
+            stanzas.len(),
+            if stanzas.len() == 1 { "" } else { "s" }
+        );
+        (stanzas, line)
+    }
+
+    /// What `engine`, posing as `from`, sends `to` for `body`, after hearing the presence the
+    /// recording holds of `to`'s devices; `Err` says why nothing was made.
+    fn write_as(
+        &mut self,
+        now: Duration,
+        engine: &mut dyn Engine,
+        from: &FullJid,
+        to: &BareJid,
+        body: &str,
+    ) -> Result<Vec<Element>, String> {
         let mut cx = Cx { rng: &mut self.rng, now };
         // Presence is public too: what the victim's devices announced (XTLS support in caps,
         // XEP-0027 signed presence, whose keys it then fetches like any client) — the latest
@@ -77,7 +146,7 @@ impl Attacker {
             }
             let sender = p.attr("from").and_then(|j| j.parse::<Jid>().ok());
             if let Some(sender) =
-                sender.filter(|j| j.to_bare() == to && p.attr("type").is_none_or(|t| t == "unavailable"))
+                sender.filter(|j| j.to_bare() == *to && p.attr("type").is_none_or(|t| t == "unavailable"))
             {
                 p.set("to", from.to_string());
                 latest.insert(sender.to_string(), p);
@@ -86,36 +155,20 @@ impl Attacker {
         let mut heard = Output::default();
         for p in latest.values().filter(|p| p.attr("type").is_none()) {
             if let Ok(out) = engine.receive_presence(&mut cx, p) {
-                let out = answer_fetches(engine.as_mut(), &mut cx, out, &self.seen);
+                let out = answer_fetches(engine, &mut cx, out, &self.seen);
                 heard.actions.extend(out.actions);
             }
         }
-        let mut out = match engine.send(&mut cx, &to, &body) {
-            Ok(out) => answer_fetches(engine.as_mut(), &mut cx, out, &self.seen),
-            Err(e) => return (vec![], format!("cannot forge {body:?} as {from} ({protocol}): {e}")),
+        let mut out = match engine.send(&mut cx, to, body) {
+            Ok(out) => answer_fetches(engine, &mut cx, out, &self.seen),
+            Err(e) => return Err(e.to_string()),
         };
         heard.actions.append(&mut out.actions);
-        let out = heard;
-        let stanzas = self.as_sent_by(&from.to_string(), "forged", out);
+        let stanzas = self.as_sent_by(&from.to_string(), "forged", heard);
         if stanzas.is_empty() {
-            return (
-                vec![],
-                format!("cannot forge {body:?} as {from} ({protocol}): its engine sent nothing"),
-            );
+            return Err("its engine sent nothing".into());
         }
-        *self.acted.entry("forge").or_default() += 1;
-        if matches!(hop, Hop::ServerToClient { client, .. } if client.to_bare() == to) {
-            let mut asked = BTreeSet::new();
-            remember_requests(&mut asked, &stanzas);
-            let at = now.saturating_sub(self.epoch);
-            self.forgers.push(Forger { from: from.clone(), victim: to.clone(), engine, asked, last: at });
-        }
-        let line = format!(
-            "forges {body:?} as {from} to {to} with {keys} and recorded public keys ({} stanza{})",
-            stanzas.len(),
-            if stanzas.len() == 1 { "" } else { "s" }
-        );
-        (stanzas, line)
+        Ok(stanzas)
     }
 
     /// What one of its engines sends, as `from`'s stanzas; those without an id get a made-up
@@ -148,6 +201,9 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Result<Vec<Release>, Element> {
         let Hop::ClientToServer { client, server } = hop else { return Err(stanza) };
+        for f in self.forgers.iter().filter(|f| at.saturating_sub(f.last) >= FORGER_IDLE) {
+            learn(&mut self.learned, &f.victim, f.engine.as_ref());
+        }
         self.forgers.retain(|f| at.saturating_sub(f.last) < FORGER_IDLE);
         let to = stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok());
         let answer = stanza.attr("id").map(|id| (client.to_bare(), id.to_owned()));

@@ -9,7 +9,7 @@ use jabberwock_e2e::{Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, new
 use rand_chacha::ChaCha20Rng;
 
 use super::Attacker;
-use super::forge::answer_fetches;
+use super::forge::{answer_fetches, learn};
 use crate::units::fmt_time;
 
 /// What the attacker can try to read in a stanza: its messages with a body or a payload
@@ -81,6 +81,9 @@ pub struct AttackerReport {
     pub public_forgery: Option<(usize, usize)>,
     /// TLS records it saw on a client link and could not open: (records, bytes).
     pub records: (usize, usize),
+    /// What its own engines learned of their peers' long-term identities in the sessions they
+    /// ran (forgers, impostors): (the peer account, what the mark is, its bytes).
+    pub learned: Vec<(String, &'static str, Vec<u8>)>,
 }
 
 /// One recipient-forgery attempt (the deniability test).
@@ -154,6 +157,7 @@ impl Attacker {
                     forgeries: vec![],
                     public_forgery: None,
                     records: (0, 0),
+                    learned: vec![],
                 };
             }
         };
@@ -166,6 +170,20 @@ impl Attacker {
                 (format!("no key needed ({p})"), new_engine(*p, &me, &mut *rng, &EngineConfig::default()))
             })
             .collect();
+        // What the sessions its engines ran with the victims revealed of them.
+        let mut learned = core::mem::take(&mut self.learned);
+        for f in &self.forgers {
+            learn(&mut learned, &f.victim, f.engine.as_ref());
+        }
+        for (owner, imp) in &self.impostors {
+            for victim in imp.victims.keys() {
+                learn(&mut learned, victim, imp.engine.as_ref());
+            }
+            // In the middle, its engines posing as the victims ran sessions with the owner.
+            for relay in imp.toward_owner.values() {
+                learn(&mut learned, owner, relay.as_ref());
+            }
+        }
         let mut read: Vec<Read> = Vec::new();
         for (owner, imp) in core::mem::take(&mut self.impostors) {
             for (at, body, means) in imp.read {
@@ -269,6 +287,7 @@ impl Attacker {
             forgeries,
             public_forgery,
             records: (self.records, self.record_bytes),
+            learned,
         }
     }
 }

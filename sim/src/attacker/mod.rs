@@ -14,8 +14,8 @@ pub use self::knowledge::{AttackerReport, Forgery, Read, messages_in, readable_i
 pub use self::mitm::Impostor;
 pub(crate) use self::plan::attribute_name;
 pub use self::plan::{
-    Action, ActionSpec, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Resolve,
-    Rule, StanzaKind,
+    Action, ActionSpec, AttackerPlan, Encoding, ForgeKeys, HopKind, Injection, MatchSpec, POWERS, Position,
+    Resolve, Rule, StanzaKind,
 };
 use self::powers::{items_request, matches};
 
@@ -69,6 +69,9 @@ pub struct Attacker {
     requests: BTreeMap<(BareJid, String), String>,
     /// Forgers still talking: a session protocol's forgery is a handshake first.
     forgers: Vec<Forger>,
+    /// What forgers that retired had learned of their victims' long-term identities: see
+    /// [`AttackerReport::learned`].
+    learned: Vec<(String, &'static str, Vec<u8>)>,
     /// How many stanzas it made up without an id of their own (forged or forwarded): the
     /// next one's number, so ids never repeat.
     made: u32,
@@ -94,6 +97,7 @@ impl Attacker {
             epoch: Duration::ZERO,
             requests: BTreeMap::new(),
             forgers: vec![],
+            learned: vec![],
             made: 0,
         }
     }

@@ -300,8 +300,8 @@ pub enum Injection {
         protocol: Protocol,
         /// The text.
         body: String,
-        /// Made with the state stolen of `from`, not a fresh engine.
-        stolen: bool,
+        /// Whose keys it is made with.
+        keys: ForgeKeys,
     },
     /// With `stolen`'s state, the last signed message it received from `from` goes on to `to`
     /// as `from`'s (`body` wrapped around it where the signature leaves room).
@@ -576,4 +576,17 @@ pub(crate) fn attribute_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The keys a forgery is made with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgeKeys {
+    /// A fresh engine of the attacker's own, with the public keys it recorded.
+    #[default]
+    Public,
+    /// The state it stole of the claimed sender.
+    Stolen,
+    /// The keys its `impersonate` rule for the claimed sender's account serves as theirs.
+    Served,
 }

@@ -11,6 +11,6 @@ mod validate;
 pub use self::schema::*;
 pub use self::validate::*;
 pub use crate::attacker::{
-    Action, ActionSpec, AttackerPlan, Encoding, HopKind, Injection, MatchSpec, POWERS, Position, Rule,
-    StanzaKind,
+    Action, ActionSpec, AttackerPlan, Encoding, ForgeKeys, HopKind, Injection, MatchSpec, POWERS, Position,
+    Rule, StanzaKind,
 };

@@ -8,6 +8,7 @@ use jabberwock_e2e::Protocol;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::attacker::ForgeKeys;
 pub use crate::attacker::{ActionSpec, MatchSpec};
 use crate::units::{At, Dur, DurRange};
 
@@ -475,20 +476,11 @@ pub struct ForgeSpec {
     /// Whose keys it makes the message with: `public` (the default: its own engine and the
     /// public keys it recorded, as any outsider could) or `stolen` (the state it stole of
     /// `from` with a `compromise` earlier in the timeline: what stolen keys are worth when
-    /// the rest of the device's state — sessions, retained secrets — is not theirs).
+    /// the rest of the device's state — sessions, retained secrets — is not theirs) or
+    /// `served` (the keys an `impersonate` rule for `from`'s account serves as theirs: a server
+    /// that hands out another key for someone and then writes with it).
     #[serde(default)]
     pub keys: ForgeKeys,
-}
-
-/// The keys a forgery is made with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForgeKeys {
-    /// A fresh engine of the attacker's own, with the public keys it recorded.
-    #[default]
-    Public,
-    /// The state it stole of the claimed sender.
-    Stolen,
 }
 
 /// `online` or `offline`.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 
-use crate::attacker::{Action, AttackerPlan, HopKind, Injection, POWERS, Position, Rule, ids};
+use crate::attacker::{Action, AttackerPlan, ForgeKeys, HopKind, Injection, POWERS, Position, Rule, ids};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -859,7 +859,7 @@ impl Validator<'_> {
     ) -> Result<AttackerPlan, ScenarioError> {
         let position = self.position(a, servers, federation)?;
         let rules = self.rules(a, &position, servers, federation, compromises)?;
-        let inject = self.injections(a, &position, federation, compromises)?;
+        let inject = self.injections(a, &position, federation, compromises, &rules)?;
         let tls = self.raw.transport == TransportSpec::Tls;
         let terminate_tls = match &a.terminate_tls {
             Some(t) if t.value => {
@@ -1050,6 +1050,7 @@ impl Validator<'_> {
         position: &Position,
         federation: &Federation,
         compromises: &[(FullJid, Duration)],
+        rules: &[Rule],
     ) -> Result<Vec<(Duration, Hop, Injection)>, ScenarioError> {
         let mut inject = Vec::new();
         for (i, inj) in a.inject.iter().enumerate() {
@@ -1121,8 +1122,9 @@ impl Validator<'_> {
                     let Some(protocol) = self.devices.get(&from).map(|d| d.protocol) else {
                         return self.err(ipos, format!("{path}.forge.from"), "not a device of this scenario");
                     };
-                    let stolen = f.keys == ForgeKeys::Stolen;
-                    if stolen && !compromises.iter().any(|(d, at)| *d == from && *at < inj.at.0) {
+                    if f.keys == ForgeKeys::Stolen
+                        && !compromises.iter().any(|(d, at)| *d == from && *at < inj.at.0)
+                    {
                         return self.err(
                             ipos,
                             format!("{path}.forge.keys"),
@@ -1132,7 +1134,17 @@ impl Validator<'_> {
                             ),
                         );
                     }
-                    Injection::Forge { from, to, protocol, body: f.body.clone(), stolen }
+                    let owner = from.to_bare();
+                    if f.keys == ForgeKeys::Served
+                        && !rules.iter().any(|r| matches!(&r.action, Action::Impersonate(o) if *o == owner))
+                    {
+                        return self.err(
+                            ipos,
+                            format!("{path}.forge.keys"),
+                            format!("`served` needs a rule `impersonate: {{owner: {owner}}}` to serve them"),
+                        );
+                    }
+                    Injection::Forge { from, to, protocol, body: f.body.clone(), keys: f.keys }
                 }
                 (None, None, Some(f)) => {
                     let stolen = self.device_ref(ipos, &format!("{path}.forward.stolen"), &f.stolen)?;

@@ -291,6 +291,24 @@ fn a_yaml_error_names_its_place_once() {
 }
 
 #[test]
+fn a_forgery_with_served_keys_needs_a_rule_serving_them() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: omemo}}\n  bob@a.example: {devices: {laptop: omemo}}\n";
+    let inject = "  inject:\n    - {at: 3s, hop: s2c bob/laptop, forge: {from: alice/phone, to: bob@a.example, body: hi, keys: served}}\n";
+    let e = error(&format!("{head}attacker:\n  position: server a.example\n{inject}"));
+    assert_eq!(
+        e,
+        "bad.yaml:10:7: at `attacker.inject[0].forge.keys`: `served` needs a rule `impersonate: {owner: alice@a.example}` to serve them"
+    );
+    // A rule serving someone else's keys is no use; one serving Alice's is.
+    let rule =
+        |owner: &str| format!("  rules:\n    - {{match: {{}}, do: {{impersonate: {{owner: {owner}}}}}}}\n");
+    let other = format!("{head}attacker:\n  position: server a.example\n{}{inject}", rule("bob@a.example"));
+    assert!(error(&other).contains("`served` needs a rule"));
+    let good = format!("{head}attacker:\n  position: server a.example\n{}{inject}", rule("alice@a.example"));
+    assert!(parse("good.yaml", &good).is_ok());
+}
+
+#[test]
 fn a_forgery_with_stolen_keys_needs_a_theft_before_it() {
     let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: omemo}}\n  bob@a.example: {devices: {laptop: omemo}}\n";
     let attacker = "attacker:\n  position: server a.example\n  inject:\n    - {at: 3s, hop: s2c bob/laptop, forge: {from: alice/phone, to: bob@a.example, body: hi, keys: stolen}}\n";

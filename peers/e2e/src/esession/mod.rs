@@ -1595,6 +1595,13 @@ impl Engine for Esession {
         vec![("RSA modulus", identity.modulus()), ("fingerprint", fingerprint)]
     }
 
+    fn peer_marks(&self, peer: &BareJid) -> crate::IdentityMarks {
+        // The keys the peer proved in its identity field (§init-hide), named as the trust
+        // book names them.
+        let keys = self.keys.get(peer).map(|k| k.keys()).into_iter().flatten();
+        keys.map(|kv| ("fingerprint", crypto::fingerprint(kv).to_vec())).collect()
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // §sas: the users compare the SAS of their session.
         self.sessions.get(peer).map(|s| crate::Ceremony::Compare(s.sas.clone()))

@@ -795,6 +795,21 @@ impl Engine for Otr {
         vec![("DSA public key", w.bytes().to_vec()), ("fingerprint", self.key.public.fingerprint().to_vec())]
     }
 
+    fn peer_marks(&self, peer: &BareJid) -> crate::IdentityMarks {
+        // The long-term key each encrypted instance's AKE revealed (§"Authenticated Key
+        // Exchange": the Reveal Signature or Signature Message carries it, encrypted to us).
+        let mut marks = crate::IdentityMarks::new();
+        for instance in self.peers.get(peer).map(|p| p.instances.values()).into_iter().flatten() {
+            if let MsgState::Encrypted(s) = &instance.msg {
+                let mut w = wire::Writer::default();
+                s.their_pub.encode(&mut w);
+                marks.push(("DSA public key", w.bytes().to_vec()));
+                marks.push(("fingerprint", s.their_pub.fingerprint().to_vec()));
+            }
+        }
+        marks
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // SMP (§"The Socialist Millionaires' Protocol") on a secret the users agreed on: run in
         // a private conversation, so there is nothing to verify without one.

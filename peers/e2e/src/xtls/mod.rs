@@ -956,6 +956,14 @@ impl Engine for Xtls {
         marks
     }
 
+    fn peer_marks(&self, peer: &BareJid) -> crate::IdentityMarks {
+        // The certificate each tunnel's handshake presented (sent encrypted under the
+        // handshake keys, which both ends hold).
+        let sessions = self.sessions.iter().filter(|(d, _)| d.to_bare() == *peer);
+        let certs = sessions.filter_map(|(_, s)| s.tunnel.as_ref()?.peer_certificate());
+        certs.map(|der| ("certificate", der)).collect()
+    }
+
     fn ceremony(&self, peer: &BareJid) -> Option<crate::Ceremony> {
         // The users compare the certificate fingerprint and, per tunnel, its SAS (`verify`).
         let fingerprint = self.fingerprint()?;
