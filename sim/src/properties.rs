@@ -791,8 +791,12 @@ fn upgradability(f: &Facts<'_>) -> Verdict {
     let what = format!("{} withdrawn", first.removed);
     let n = from_alice.len();
     if !from_alice.is_empty() && shown.len() == n {
-        let words = if told.is_empty() { "without a word".to_owned() } else { format!("({})", told.join("; ")) };
-        return verdict(false, format!("{what}: the session settled for {left} {words}, Bob shown {n} of {n} messages"));
+        let words =
+            if told.is_empty() { "without a word".to_owned() } else { format!("({})", told.join("; ")) };
+        return verdict(
+            false,
+            format!("{what}: the session settled for {left} {words}, Bob shown {n} of {n} messages"),
+        );
     }
     if told.is_empty() {
         return verdict(
@@ -802,7 +806,11 @@ fn upgradability(f: &Facts<'_>) -> Verdict {
     }
     verdict(
         true,
-        format!("{what}, leaving {left}: the session did not go ahead on it ({}); Bob shown {} of {n} messages", told.join("; "), shown.len()),
+        format!(
+            "{what}, leaving {left}: the session did not go ahead on it ({}); Bob shown {} of {n} messages",
+            told.join("; "),
+            shown.len()
+        ),
     )
 }
 

@@ -168,15 +168,12 @@ impl Attacker {
             }
             Action::Rollback => {
                 let mut s = stanza;
-                match self.plan.protocols.iter().find_map(|p| p.wire().withdraw_newest(&mut s)) {
-                    Some(w) => {
-                        *self.acted.entry(action.power()).or_default() += 1;
-                        log.push(format!("withdraws {} in {id}, leaving {} ({tag})", w.removed, w.left));
-                        self.withdrawn.push(w);
-                    }
-                    // Most stanzas carry no offer: they pass unremarked (as `substitute` leaves
-                    // stanzas without the node).
-                    None => {}
+                // Most stanzas carry no offer: they pass unremarked (as `substitute` leaves
+                // stanzas without the node).
+                if let Some(w) = self.plan.protocols.iter().find_map(|p| p.wire().withdraw_newest(&mut s)) {
+                    *self.acted.entry(action.power()).or_default() += 1;
+                    log.push(format!("withdraws {} in {id}, leaving {} ({tag})", w.removed, w.left));
+                    self.withdrawn.push(w);
                 }
                 vec![Release::Now(s)]
             }

@@ -680,12 +680,12 @@ fn a_rolled_back_client_hello_fails_the_handshake() {
     net.hold = None;
     let (_, mut hello) = net.held.remove(0);
     let before = data_of(&hello).unwrap();
-    let w = super::seam::XtlsWire.withdraw_newest(&mut hello).expect("a ClientHello");
+    let w = seam::XtlsWire.withdraw_newest(&mut hello).expect("a ClientHello");
     assert_eq!(w.removed, "TLS_AES_128_GCM_SHA256 from the TLS ClientHello's cipher suites");
     assert_eq!(w.left, "TLS_CHACHA20_POLY1305_SHA256");
     assert_eq!(data_of(&hello).unwrap().len(), before.len() - 2);
     // One suite left: nothing more to withdraw.
-    assert!(super::seam::XtlsWire.withdraw_newest(&mut hello.clone()).is_none());
+    assert!(seam::XtlsWire.withdraw_newest(&mut hello.clone()).is_none());
     net.inject(hello);
     for (_, s) in core::mem::take(&mut net.held) {
         net.inject(s);
