@@ -830,6 +830,70 @@ fn judge_forgery(f: &Facts<'_>, how: &str) -> Verdict {
     }
 }
 
+/// XEP-0210 §3.10: what the attacker took out of the offers it carried, and whether anyone
+/// noticed. Noticed means a client said so — an error (a refusal) or an alert at either end —
+/// and the conversation did not go ahead on what was left.
+fn upgradability(f: &Facts<'_>) -> Verdict {
+    let withdrawn = f.outcome.attacker.as_ref().map(|a| a.withdrawn.clone()).unwrap_or_default();
+    let from_alice: Vec<String> =
+        f.sent().into_iter().filter(|(d, ..)| d == "alice/phone").map(|(_, _, b)| b).collect();
+    let shown: Vec<crate::world::Received> =
+        f.received("bob/laptop").into_iter().filter(|r| from_alice.contains(&r.body)).collect();
+    let Some(first) = withdrawn.first() else {
+        // No offer anywhere: a control that sends in clear has nothing to upgrade.
+        if !shown.is_empty() && shown.iter().all(|r| r.trust == "unencrypted") {
+            return untested("the conversation went in clear: no end-to-end protocol, nothing to upgrade");
+        }
+        return verdict(
+            false,
+            "no offer of versions or algorithms crossed the servers: Alice never tells Bob which versions she speaks, so a new version has no way in",
+        );
+    };
+    let mut lefts: Vec<&str> = Vec::new();
+    for w in &withdrawn {
+        if !lefts.contains(&w.left.as_str()) {
+            lefts.push(&w.left);
+        }
+    }
+    let left = lefts.join("; ");
+    let mut told = Vec::new();
+    for (who, short) in [("Alice", "alice/phone"), ("Bob", "bob/laptop")] {
+        let mut said: Vec<String> = Vec::new();
+        for code in f.errors(short).into_iter().chain(f.alerts(short)) {
+            if !said.contains(&code) {
+                said.push(code);
+            }
+        }
+        if !said.is_empty() {
+            told.push(format!("{who}'s client: {}", said.join(", ")));
+        }
+    }
+    let what = format!("{} withdrawn", first.removed);
+    let n = from_alice.len();
+    if !from_alice.is_empty() && shown.len() == n {
+        let words =
+            if told.is_empty() { "without a word".to_owned() } else { format!("({})", told.join("; ")) };
+        return verdict(
+            false,
+            format!("{what}: the session settled for {left} {words}, Bob shown {n} of {n} messages"),
+        );
+    }
+    if told.is_empty() {
+        return verdict(
+            false,
+            format!("{what}, leaving {left}: Bob shown {} of {n} messages and nobody was told", shown.len()),
+        );
+    }
+    verdict(
+        true,
+        format!(
+            "{what}, leaving {left}: the session did not go ahead on it ({}); Bob shown {} of {n} messages",
+            told.join("; "),
+            shown.len()
+        ),
+    )
+}
+
 fn post_compromise(f: &Facts<'_>) -> Verdict {
     if stolen(f) == 0 || carriers(f) == 0 {
         return untested("the attacker stole no state or saw no conversation");
@@ -993,6 +1057,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "impersonation with a stolen identity key alone",
         template: include_str!("../../scenarios/properties/robustness.yaml.tmpl"),
         judge: robustness,
+    },
+    Property {
+        id: "upgradability",
+        title: "a rolled-back offer noticed",
+        template: include_str!("../../scenarios/properties/upgradability.yaml.tmpl"),
+        judge: upgradability,
     },
 ];
 

@@ -159,10 +159,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-upgrade",
         level: Level::Must,
         asks: "Alice MUST tell Bob which versions she supports; Bob MUST choose one or reject the session.",
-        measured_by: &[],
-        unmeasured: Some(
-            "not yet: it needs a protocol-neutral attacker word that takes the newest version out of an offer (a query's version list, a negotiation form's options, a handshake's supported versions); the known-attack library shows one protocol's rollback",
-        ),
+        measured_by: &["upgradability"],
+        unmeasured: None,
     },
     Requirement {
         section: "4.1",
@@ -209,11 +207,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
         topic: "Flexibility",
         anchor: "reqs-flexible",
         level: Level::Must,
-        asks: "Compatible with a variety of algorithms and certification schemes, and able to evolve to correct weaknesses.",
-        measured_by: &[],
-        unmeasured: Some(
-            "not yet: it rests on §3.10's offer (none measured yet) and on which algorithms and certification schemes each engine negotiates",
-        ),
+        asks: "Compatible with a variety of algorithms and certification schemes, and able to evolve to correct weaknesses. Measured by the same run as §3.10: a protocol evolves only through an offer its peer chooses from, so what a rollback of that offer does is what evolving would meet; which algorithms and certification schemes an engine could be configured with is not measured.",
+        measured_by: &["upgradability"],
+        unmeasured: None,
     },
     Requirement {
         section: "4.6",

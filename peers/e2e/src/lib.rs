@@ -51,4 +51,4 @@ pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
 pub use reason::Reason;
 pub use registry::{OptionDecl, Protocol, ProtocolDef, new_engine};
-pub use wire::{Ciphertext, Wire};
+pub use wire::{Ciphertext, Wire, Withdrawn};

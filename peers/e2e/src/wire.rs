@@ -24,6 +24,16 @@ pub struct Ciphertext {
     pub what: &'static str,
 }
 
+/// What a rollback took out of an offer, for the transcript and the judges: both in the
+/// protocol's own terms (`version 3 of the Query Message's versions`, `modp group 5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// What was taken out of the offer.
+    pub removed: String,
+    /// What the offer still holds (`no version at all` when nothing is left).
+    pub left: String,
+}
+
 /// What a protocol's wire format looks like to someone on the path.
 ///
 /// Every method has a default that knows nothing: a protocol says what applies to it.
@@ -60,6 +70,17 @@ pub trait Wire: Sync {
     fn strip_encryption(&self, stanza: &mut Element, body: &str) -> bool {
         let _ = (stanza, body);
         false
+    }
+
+    /// What a rollback attacker does (XEP-0210 §3.10: "Alice MUST tell Bob which versions of
+    /// the protocol she is prepared to support"): if this stanza carries an offer — the
+    /// versions, or the algorithms, one party proposes for the other to choose from —, takes
+    /// its newest version out (or, where it lists algorithms in order of preference, the
+    /// preferred one, as long as another remains), rewritten so that the peer still parses
+    /// it. `None` when the stanza carries no offer, or nothing left to withdraw.
+    fn withdraw_newest(&self, stanza: &mut Element) -> Option<Withdrawn> {
+        let _ = stanza;
+        None
     }
 
     /// Whether this description claims any body, so that it must be asked after the others

@@ -72,6 +72,8 @@ pub struct AttackerReport {
     pub read: Vec<Read>,
     /// How many times each power acted.
     pub acted: BTreeMap<String, u32>,
+    /// What `rollback` took out of offers, in order.
+    pub withdrawn: Vec<jabberwock_e2e::Withdrawn>,
     /// The deniability test, run on every stolen device state: could the recipient alone make
     /// a message its own protocol code accepts as sent by its peer?
     pub forgeries: Vec<Forgery>,
@@ -154,6 +156,7 @@ impl Attacker {
                     stolen: vec![],
                     read: vec![],
                     acted: BTreeMap::new(),
+                    withdrawn: vec![],
                     forgeries: vec![],
                     public_forgery: None,
                     records: (0, 0),
@@ -284,6 +287,7 @@ impl Attacker {
             stolen,
             read,
             acted: self.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            withdrawn: self.withdrawn.clone(),
             forgeries,
             public_forgery,
             records: (self.records, self.record_bytes),

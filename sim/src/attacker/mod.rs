@@ -22,7 +22,7 @@ use self::powers::{items_request, matches};
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use jabberwock_e2e::{BareJid, Element, Engine, FullJid};
+use jabberwock_e2e::{BareJid, Element, Engine, FullJid, Withdrawn};
 use jabberwock_xmpp::{Hop, Release, Ticket};
 use rand_chacha::ChaCha20Rng;
 
@@ -56,6 +56,8 @@ pub struct Attacker {
     pub record_bytes: usize,
     /// How many times each power acted.
     pub acted: BTreeMap<&'static str, u32>,
+    /// What `rollback` took out of offers, in order.
+    pub withdrawn: Vec<Withdrawn>,
     rng: ChaCha20Rng,
     /// Key material the attacker made to pass off as other accounts', by account.
     pub impostors: BTreeMap<BareJid, Impostor>,
@@ -91,6 +93,7 @@ impl Attacker {
             records: 0,
             record_bytes: 0,
             acted: BTreeMap::new(),
+            withdrawn: vec![],
             stolen: vec![],
             rng,
             impostors: BTreeMap::new(),

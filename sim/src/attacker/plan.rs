@@ -159,6 +159,7 @@ pub const POWERS: &[&str] = &[
     "set",
     "flip",
     "downgrade",
+    "rollback",
     "substitute",
     "impersonate",
     "republish",
@@ -211,6 +212,8 @@ pub enum Action {
     FlipCiphertext(i64),
     /// See [`ActionSpec::Downgrade`]: the body.
     Downgrade(String),
+    /// See [`ActionSpec::Rollback`].
+    Rollback,
     /// See [`ActionSpec::Substitute`].
     Substitute {
         /// Node.
@@ -400,6 +403,13 @@ pub enum ActionSpec {
         /// The plain text put in place of what was protected.
         body: String,
     },
+    /// Take the newest version, or the preferred algorithm, out of an offer the stanza carries
+    /// (XEP-0210 §3.10: "Alice MUST tell Bob which versions of the protocol she is prepared to
+    /// support"), as the protocol's wire description finds it — a version list, a negotiation
+    /// form's options, a handshake's cipher suites — and rewrite the rest so that the peer
+    /// still parses it: `{rollback: true}`. Anyone on the path can; stanzas that carry no
+    /// offer pass untouched.
+    Rollback(bool),
     /// Serve different PEP items: in pubsub results and notifications for `node` (from
     /// `owner`, when given), replace each item's payload by the given XML. Server position only.
     Substitute {
@@ -518,6 +528,10 @@ impl Action {
                 return Err(r.fail("flip", "give exactly one of `ciphertext` or `element`"));
             }
             ActionSpec::Downgrade { body } => Action::Downgrade(body.clone()),
+            ActionSpec::Rollback(true) => Action::Rollback,
+            ActionSpec::Rollback(false) => {
+                return Err(r.fail("rollback", "`rollback: false` does nothing: leave the rule out"));
+            }
             ActionSpec::Impersonate { owner } => {
                 if !matches!(position, Position::Server(_) | Position::Everywhere) {
                     return Err(r.fail("impersonate", "only a server position serves PEP items"));

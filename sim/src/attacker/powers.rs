@@ -43,6 +43,7 @@ impl Attacker {
                 | Action::Flip(..)
                 | Action::FlipCiphertext(_)
                 | Action::Downgrade(_)
+                | Action::Rollback
         ) {
             *self.acted.entry(action.power()).or_default() += 1;
         }
@@ -162,6 +163,17 @@ impl Attacker {
                     log.push(format!("strips the encryption from {id}, a plain body in its place ({tag})"));
                 } else {
                     log.push(format!("finds no encryption to strip in {id} ({tag})"));
+                }
+                vec![Release::Now(s)]
+            }
+            Action::Rollback => {
+                let mut s = stanza;
+                // Most stanzas carry no offer: they pass unremarked (as `substitute` leaves
+                // stanzas without the node).
+                if let Some(w) = self.plan.protocols.iter().find_map(|p| p.wire().withdraw_newest(&mut s)) {
+                    *self.acted.entry(action.power()).or_default() += 1;
+                    log.push(format!("withdraws {} in {id}, leaving {} ({tag})", w.removed, w.left));
+                    self.withdrawn.push(w);
                 }
                 vec![Release::Now(s)]
             }
@@ -620,6 +632,7 @@ impl Action {
             Action::Set(..) => "set",
             Action::Flip(..) | Action::FlipCiphertext(_) => "flip",
             Action::Downgrade(_) => "downgrade",
+            Action::Rollback => "rollback",
             Action::Substitute { .. } => "substitute",
             Action::Impersonate(_) => "impersonate",
             Action::Republish { .. } => "republish",

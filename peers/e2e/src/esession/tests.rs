@@ -907,3 +907,29 @@ fn sas_encoding_edges() {
     assert_eq!(enc(0x123456), "c8m24");
     assert_eq!(enc(0xFFFFFF), "9kiui");
 }
+
+/// XEP-0210 §3.10 against a server on the path: it takes the preferred MODP group (and its
+/// hash commitment) out of Alice's ESession Request, so Bob picks the weaker group. Alice's
+/// M_A covers the form she sent (XEP-0116 §init-acceptalice-hide, "formA"), Bob checks it
+/// over the form he received: the negotiation fails and Bob says why; nothing is shown.
+#[test]
+fn a_rolled_back_offer_fails_the_mac_over_the_form() {
+    use crate::Wire as _;
+    let mut p = Pair::new(11);
+    let mut m1 = p.compose(true, "hello bob");
+    assert_eq!(m1.len(), 1);
+    let w = seam::WIRE.withdraw_newest(&mut m1[0].1).expect("an offer");
+    assert_eq!(w.removed, "`modp` 14 from the ESession offer");
+    assert_eq!(w.left, "`modp` 5");
+    let form = Form::parse(m1[0].1.get_child("feature", NS_FEATURE).unwrap().get_child("x", NS_DATA).unwrap())
+        .unwrap();
+    assert_eq!(form.field("modp").unwrap().options, ["5"]);
+    assert_eq!(form.field("dhhashes").unwrap().values.len(), 1);
+    // Nothing more to withdraw: one group left.
+    assert!(seam::WIRE.withdraw_newest(&mut m1[0].1.clone()).is_none());
+    p.run_all(m1);
+    assert!(p.shown_by(false).is_empty());
+    // The signature is over the SIGMA MAC, which covers formA.
+    assert_eq!(p.errors_of(false), ["bad-signature"], "Bob was told: {:?}", p.events);
+    assert!(p.bob.sessions.is_empty() && p.alice.sessions.is_empty());
+}

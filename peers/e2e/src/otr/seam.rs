@@ -5,8 +5,8 @@
 
 use minidom::Element;
 
-use super::wire::{DATA, Reader, Text, armor, classify};
-use crate::wire::{Ciphertext, Wire, is_message, set_body};
+use super::wire::{DATA, Reader, Text, armor, classify, without_newest};
+use crate::wire::{Ciphertext, Wire, Withdrawn, is_message, set_body};
 use crate::xml::NS_CLIENT;
 
 /// OTR v3.
@@ -77,6 +77,22 @@ impl Wire for OtrWire {
             Some(Err(_)) | None => false,
         };
         otr && set_body(stanza, body_text)
+    }
+
+    /// The newest version out of a Query Message or a whitespace tag (§"OTR Query Messages":
+    /// Alice's message says "what versions of OTR she is willing to use with Bob"). We offer
+    /// version 3 alone, so nothing is left: "?OTRv?".
+    fn withdraw_newest(&self, stanza: &mut Element) -> Option<Withdrawn> {
+        let (text, removed, left, offer) = without_newest(&body(stanza)?.text())?;
+        if !set_body(stanza, &text) {
+            return None;
+        }
+        let left = match left.as_slice() {
+            [] => "no version at all".to_owned(),
+            [v] => format!("version {v}"),
+            vs => format!("versions {}", vs.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        Some(Withdrawn { removed: format!("OTR version {removed} from {offer}"), left })
     }
 
     fn forgeable_from_recording(&self, recording: &[(String, String)]) -> Option<(usize, usize)> {

@@ -6,7 +6,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::crypto::{self, PrivateKey};
 use super::*;
-use crate::Action;
+use crate::{Action, Wire as _};
 
 fn cx(r: &mut ChaCha20Rng) -> Cx<'_> {
     Cx { rng: r, now: crate::time::EPOCH }
@@ -461,4 +461,53 @@ fn mutated_otr_messages_never_panic() {
     };
     let codes = crate::testing::damaged_codes(&p.wire, 1500, &mut ChaCha20Rng::seed_from_u64(99), damage, read);
     assert!(codes.contains("malformed") && codes.contains("bad-mac"), "{codes:?}");
+}
+
+/// §"OTR Query Messages": every example version string the spec gives reads as the versions
+/// it names, "?OTRv?" (no version at all) included; "?OTR" followed by other text is text.
+#[test]
+fn query_messages_read_as_the_spec_lists_them() {
+    for (body, versions) in [
+        ("?OTR?", vec![1]),
+        ("?OTRv2?", vec![2]),
+        ("?OTRv23?", vec![2, 3]),
+        ("?OTR?v2?", vec![1, 2]),
+        ("?OTRv24x?", vec![2, 4]),
+        ("?OTR?v?", vec![1]),
+        ("?OTRv?", vec![]),
+        ("Alice asks: ?OTRv3? (install a plugin)", vec![3]),
+    ] {
+        assert_eq!(wire::classify(body).unwrap(), Text::Query(versions), "{body}");
+    }
+    assert!(matches!(wire::classify("?OTRish talk").unwrap(), Text::Plain { .. }));
+}
+
+/// XEP-0210 §3.10's rollback on OTR's offer: the newest version goes, what is left still
+/// reads as a Query Message or a whitespace tag, and the peer starts no AKE on "?OTRv?".
+#[test]
+fn a_rollback_takes_the_newest_version_out_of_the_offer() {
+    let (text, removed, left, _) = wire::without_newest("?OTRv23?").unwrap();
+    assert_eq!((text.as_str(), removed, left), ("?OTRv2?", 3, vec![2]));
+    let (text, removed, left, _) = wire::without_newest("hi ?OTRv3? there").unwrap();
+    assert_eq!((text.as_str(), removed, left), ("hi ?OTRv? there", 3, vec![]));
+    let (text, removed, left, _) = wire::without_newest("?OTR?").unwrap();
+    assert_eq!((text.as_str(), removed, left), ("?OTRv?", 1, vec![]));
+    assert!(wire::without_newest("?OTRv?").is_none(), "nothing left to withdraw");
+    assert!(wire::without_newest("just text").is_none());
+    let tagged = format!("hello{}{}{}", wire::WHITESPACE_BASE, wire::WHITESPACE_V2, wire::WHITESPACE_V3);
+    let (text, removed, left, _) = wire::without_newest(&tagged).unwrap();
+    assert_eq!((removed, left), (3, vec![2]));
+    assert_eq!(wire::classify(&text).unwrap(), Text::Plain { text: "hello".into(), tagged: vec![2] });
+
+    // On the wire: Bob's engine gets "?OTRv?" and starts no AKE (no version it allows).
+    let mut p = Pair::new(3, OtrConfig::default());
+    let mut rng = p.rng.clone();
+    let out = p.alice.send(&mut cx(&mut rng), &"bob@b.example".parse().unwrap(), "hello bob").unwrap();
+    let Some(Action::Send(query)) = out.actions.first() else { panic!("{out:?}") };
+    let mut query = query.clone();
+    let w = seam::OtrWire.withdraw_newest(&mut query).unwrap();
+    assert_eq!((w.removed.as_str(), w.left.as_str()), ("OTR version 3 from the Query Message's versions", "no version at all"));
+    query.set("from", ALICE);
+    let out = p.bob.receive(&mut cx(&mut rng), &query).unwrap();
+    assert!(out.actions.is_empty() && out.events.is_empty(), "{out:?}");
 }

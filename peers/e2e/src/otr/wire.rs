@@ -354,22 +354,10 @@ pub fn classify(body: &str) -> Result<Text, E2eError> {
     if let Some(i) = body.find(ERROR_PREFIX) {
         return Ok(Text::Error(body[i + ERROR_PREFIX.len()..].trim().to_owned()));
     }
-    if let Some(i) = body.find("?OTR") {
-        // "?OTR?" (v1), optionally followed by "v<digits>?", or "?OTRv<digits>?".
-        let mut rest = &body[i + 4..];
-        let mut versions = Vec::new();
-        if let Some(r) = rest.strip_prefix('?') {
-            versions.push(1);
-            rest = r;
-        }
-        if let Some(r) = rest.strip_prefix('v')
-            && let Some(end) = r.find('?')
-        {
-            versions.extend(r[..end].bytes().filter(u8::is_ascii_digit).map(|d| d - b'0'));
-        }
-        if !versions.is_empty() {
-            return Ok(Text::Query(versions));
-        }
+    if let Some(query) = find_query(body) {
+        let mut versions = if query.v1 { vec![1] } else { vec![] };
+        versions.extend(query.list.bytes().filter(u8::is_ascii_digit).map(|d| d - b'0'));
+        return Ok(Text::Query(versions));
     }
     if let Some(i) = body.find(WHITESPACE_BASE) {
         let mut rest = &body[i + WHITESPACE_BASE.len()..];
@@ -391,6 +379,94 @@ pub fn classify(body: &str) -> Result<Text, E2eError> {
         return Ok(Text::Plain { text, tagged });
     }
     Ok(Text::Plain { text: body.to_owned(), tagged: Vec::new() })
+}
+
+/// A Query Message found in a body (§"OTR Query Messages").
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Query {
+    /// Where "?OTR" starts and where its version string ends, in the body.
+    span: (usize, usize),
+    /// The "?" right after "?OTR": version 1.
+    v1: bool,
+    /// The byte identifiers between "v" and "?".
+    list: String,
+}
+
+impl Query {
+    /// The version string written back: "?" for version 1, "v…?" for the others, "v?" when
+    /// none is left.
+    fn write(v1: bool, list: &str) -> String {
+        match (v1, list.is_empty()) {
+            (true, true) => "?OTR?".to_owned(),
+            (true, false) => format!("?OTR?v{list}?"),
+            (false, _) => format!("?OTRv{list}?"),
+        }
+    }
+}
+
+/// The first Query Message in `body`: "?OTR" followed by a version string — "?" for version
+/// 1, then or instead "v", the byte identifiers of the other versions, "?". "?OTRv?" is a
+/// Query Message too (§"OTR Query Messages": "A bizarre claim that Alice would like to start
+/// an OTR conversation, but is unwilling to speak any version of the protocol"). "?OTR"
+/// followed by anything else is text.
+fn find_query(body: &str) -> Option<Query> {
+    let mut from = 0;
+    while let Some(i) = body[from..].find("?OTR").map(|i| i + from) {
+        let mut at = i + 4;
+        let v1 = body[at..].starts_with('?');
+        if v1 {
+            at += 1;
+        }
+        let list = body[at..].strip_prefix('v').and_then(|r| Some(&r[..r.find('?')?]));
+        if let Some(list) = list {
+            return Some(Query { span: (i, at + list.len() + 2), v1, list: list.to_owned() });
+        }
+        if v1 {
+            return Some(Query { span: (i, at), v1, list: String::new() });
+        }
+        from = at;
+    }
+    None
+}
+
+/// A rollback of the offer in `body` (XEP-0210 §3.10 asked of OTR): the newest version taken
+/// out of its Query Message (the highest identifier between "v" and "?", else version 1's
+/// "?"), or out of its whitespace tag (the highest version's 8-byte group), so that the peer
+/// still reads what is left (§"OTR Query Messages", §"Tagged plaintext messages"). Returns
+/// the new body, the version taken out, the versions left and what carried the offer.
+pub fn without_newest(body: &str) -> Option<(String, u8, Vec<u8>, &'static str)> {
+    if let Some(q) = find_query(body) {
+        let newest = q.list.bytes().filter(u8::is_ascii_digit).max();
+        let (query, removed) = match newest {
+            Some(n) => (Query::write(q.v1, &q.list.replace(char::from(n), "")), n - b'0'),
+            None if q.v1 => (Query::write(false, &q.list), 1),
+            None => return None,
+        };
+        let text = format!("{}{query}{}", &body[..q.span.0], &body[q.span.1..]);
+        let left = match classify(&text) {
+            Ok(Text::Query(v)) => v,
+            _ => Vec::new(),
+        };
+        return Some((text, removed, left, "the Query Message's versions"));
+    }
+    let i = body.find(WHITESPACE_BASE)?;
+    let mut groups: Vec<(&str, u8)> = Vec::new();
+    let mut at = i + WHITESPACE_BASE.len();
+    while let Some(group) = body.get(at..at + 8) {
+        let v = match group {
+            "\x20\x09\x20\x09\x20\x20\x09\x20" => 1,
+            WHITESPACE_V2 => 2,
+            WHITESPACE_V3 => 3,
+            _ => break,
+        };
+        groups.push((group, v));
+        at += 8;
+    }
+    let newest = groups.iter().map(|(_, v)| *v).max()?;
+    let kept: String = groups.iter().filter(|(_, v)| *v != newest).map(|(g, _)| *g).collect();
+    let text = format!("{}{WHITESPACE_BASE}{kept}{}", &body[..i], &body[at..]);
+    let left = groups.iter().map(|(_, v)| *v).filter(|v| *v != newest).collect();
+    Some((text, newest, left, "the whitespace tag's versions"))
 }
 
 fn parse_fragment(s: &str) -> Result<Text, E2eError> {

@@ -665,3 +665,34 @@ fn mutated_xtls_stanzas_never_panic() {
     }
     assert!(codes.iter().any(|c| c.starts_with("tls-")), "{codes:?}");
 }
+
+/// XEP-0210 §3.10 against a server on the path: it takes the preferred cipher suite out of
+/// Alice's ClientHello. Bob's TLS parses what is left and picks the other suite; the
+/// handshake then fails because the two transcripts differ (RFC 8446 §4.4.4), and someone
+/// is told. Nothing is shown.
+#[test]
+fn a_rolled_back_client_hello_fails_the_handshake() {
+    use crate::Wire as _;
+    let mut net = Net::new(9, &[ALICE, BOB], TrustPolicy::Btbv);
+    net.presences();
+    net.hold = Some(|from, s| from == ALICE && s.has_child("data", NS_XTLS));
+    net.send(ALICE, "bob@b.example", "hello bob");
+    net.hold = None;
+    let (_, mut hello) = net.held.remove(0);
+    let before = data_of(&hello).unwrap();
+    let w = seam::XtlsWire.withdraw_newest(&mut hello).expect("a ClientHello");
+    assert_eq!(w.removed, "TLS_AES_128_GCM_SHA256 from the TLS ClientHello's cipher suites");
+    assert_eq!(w.left, "TLS_CHACHA20_POLY1305_SHA256");
+    assert_eq!(data_of(&hello).unwrap().len(), before.len() - 2);
+    // One suite left: nothing more to withdraw.
+    assert!(seam::XtlsWire.withdraw_newest(&mut hello.clone()).is_none());
+    net.inject(hello);
+    for (_, s) in core::mem::take(&mut net.held) {
+        net.inject(s);
+    }
+    assert!(net.shown(BOB).is_empty());
+    // Bob read the ClientHello and answered; Alice, her handshake keys drawn from the
+    // transcript she sent, cannot open his encrypted flight.
+    assert_eq!(net.errors[0], (ALICE.to_owned(), "bad-record-mac"), "{:?}", net.errors);
+    assert!(!net.dev(ALICE).is_open(&jid(BOB)) && !net.dev(BOB).is_open(&jid(ALICE)));
+}
