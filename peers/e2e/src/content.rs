@@ -119,6 +119,24 @@ pub fn all_text(e: &Element) -> String {
     out
 }
 
+/// XEP-0420 §server-processed: namespaces whose elements the server must see and a receiving
+/// client discards inside encrypted content — XEP-0334 hints, XEP-0359 stanza ids, XEP-0033
+/// addresses, XEP-0380 EME.
+pub const SERVER_PROCESSED: [&str; 4] =
+    ["urn:xmpp:hints", "urn:xmpp:sid:0", "http://jabber.org/protocol/address", crate::xml::NS_EME];
+
+/// The parts among the children of decrypted content (an SCE `<content/>`, a decrypted
+/// stanza's children): all but the `<body/>` and the elements [`SERVER_PROCESSED`] says a
+/// receiving client discards there (XEP-0420 §receiving: "checked against the permitted list
+/// and any disallowed elements are discarded").
+pub fn decrypted_parts(content: &Element) -> Vec<Element> {
+    content
+        .children()
+        .filter(|c| !c.is("body", NS_CLIENT) && !SERVER_PROCESSED.contains(&c.ns().as_str()))
+        .cloned()
+        .collect()
+}
+
 /// A `<message/>` of parts alone, in clear: what a client sends beside a protocol that
 /// encrypts only the body (a chat state, an out-of-band URL).
 pub fn clear_message(to: &BareJid, parts: &[Element]) -> Element {
