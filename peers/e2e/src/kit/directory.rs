@@ -437,7 +437,7 @@ mod tests {
         dir.queue(&bare("bob@b.example"), "c");
         dir.give_up(&bare("bob@b.example"), "no keys", &mut out);
         assert_eq!(out.events.len(), 2);
-        assert_eq!(dir.pending, [(bare("carol@c.example"), "b".to_owned())]);
+        assert_eq!(dir.pending, [(bare("carol@c.example"), Content::body("b"))]);
     }
 
     #[test]
