@@ -648,6 +648,100 @@ fn identity_protection_active(f: &Facts<'_>) -> Verdict {
     }
 }
 
+/// The parts of what Alice sends in the generality run: the part's name, what a server would
+/// find on the wire if it could read it (the part's own text, or for a part with none its
+/// namespace), and what Bob's client shows when it arrives (`name: text`; `None`: any text).
+fn generality_parts(f: &Facts<'_>) -> Vec<(&'static str, String, &'static str, Option<String>)> {
+    let mut parts = Vec::new();
+    for d in f.scenario.devices.iter().filter(|d| d.short == "alice/phone") {
+        for (_, cmd) in &d.schedule {
+            match cmd {
+                Command::Send { body, parts: p, .. } if !p.is_empty() => {
+                    parts.push(("body", body.clone(), "body", Some(body.clone())));
+                    let texts = [
+                        ("subject", &p.subject, "subject"),
+                        ("thread", &p.thread, "thread"),
+                        ("XHTML", &p.xhtml, "xhtml"),
+                        ("out-of-band URL", &p.oob, "oob"),
+                    ];
+                    for (name, text, shown) in texts {
+                        if let Some(t) = text {
+                            parts.push((name, t.clone(), shown, Some(t.clone())));
+                        }
+                    }
+                    if let Some(state) = &p.chat_state {
+                        let ns = jabberwock_e2e::content::NS_CHATSTATES.to_owned();
+                        parts.push(("chat state", ns, "chat-state", Some(state.clone())));
+                    }
+                    if p.correction {
+                        let ns = jabberwock_e2e::content::NS_CORRECT.to_owned();
+                        parts.push(("correction", ns, "correction", None));
+                    }
+                }
+                Command::Presence { status, .. } => {
+                    parts.push(("presence status", status.clone(), "status", Some(status.clone())))
+                }
+                Command::Iq { payload, .. } => {
+                    let text = jabberwock_e2e::content::all_text(payload);
+                    parts.push(("iq payload", text.clone(), "payload", Some(text)))
+                }
+                _ => {}
+            }
+        }
+    }
+    parts
+}
+
+fn generality(f: &Facts<'_>) -> Verdict {
+    let parts = generality_parts(f);
+    if parts.len() < 3 {
+        return untested("Alice sent no stanza with parts beyond a body");
+    }
+    // What every server on the path carried: each hop's stanza, decoded where it decodes.
+    let stanzas: Vec<Vec<Vec<u8>>> = f
+        .outcome
+        .transcript
+        .entries
+        .iter()
+        .filter(|e| e.kind == "hop")
+        .filter_map(|e| e.xml.as_deref().map(readable))
+        .collect();
+    let carried = |needle: &[u8]| {
+        stanzas.iter().any(|views| views.iter().any(|v| v.windows(needle.len()).any(|w| w == needle)))
+    };
+    let shown = f.device("bob/laptop").map(|l| l.parts.clone()).unwrap_or_default();
+    let bodies = f.shown("bob/laptop");
+    let (mut read, mut lost) = (Vec::new(), Vec::new());
+    for (name, needle, shown_as, text) in &parts {
+        if carried(needle.as_bytes()) {
+            read.push(*name);
+        }
+        let arrived = if *name == "body" {
+            bodies.iter().any(|b| Some(b) == text.as_ref())
+        } else {
+            shown.iter().any(|p| p.name == *shown_as && text.as_ref().is_none_or(|t| p.text == *t))
+        };
+        if !arrived {
+            lost.push(*name);
+        }
+    }
+    let mut said = Vec::new();
+    if !read.is_empty() {
+        said.push(format!("read: {}", read.join(", ")));
+    }
+    if !lost.is_empty() {
+        said.push(format!("Bob did not get: {}", lost.join(", ")));
+    }
+    if said.is_empty() {
+        verdict(
+            true,
+            format!("none of the {} parts crossed the servers readable, and Bob got each", parts.len()),
+        )
+    } else {
+        verdict(false, said.join("; "))
+    }
+}
+
 fn pki_independence(f: &Facts<'_>) -> Verdict {
     let result = f.device("bob/laptop").and_then(|l| l.verifications.first().map(|(_, r)| *r));
     let last = f.sent().last().map(|(_, _, b)| b.clone()).unwrap_or_default();
@@ -1051,6 +1145,12 @@ pub const PROPERTIES: &[Property] = &[
         title: "Bob's long-term public key hidden from a server that starts a session",
         template: include_str!("../../scenarios/properties/identity-protection-active.yaml.tmpl"),
         judge: identity_protection_active,
+    },
+    Property {
+        id: "generality",
+        title: "every part of every stanza type protected",
+        template: include_str!("../../scenarios/properties/generality.yaml.tmpl"),
+        judge: generality,
     },
     Property {
         id: "robustness",

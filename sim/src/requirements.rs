@@ -168,10 +168,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         anchor: "reqs-generality",
         level: Level::Must,
         asks: "The solution MUST apply to the full content of any stanza type (message, presence, iq) between two entities.",
-        measured_by: &[],
-        unmeasured: Some(
-            "not yet: a send carries a body alone today; the other parts of a stanza (subject, thread, XHTML-IM, an out-of-band URL, chat states, a correction, presence status, an iq payload) need a send that carries them",
-        ),
+        measured_by: &["generality"],
+        unmeasured: None,
     },
     Requirement {
         section: "4.2",

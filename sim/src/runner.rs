@@ -103,6 +103,16 @@ impl Outcome {
             for (peer, result) in &log.verifications {
                 let _ = writeln!(out, "{dev}: verified {peer}: {result:?}");
             }
+            if !log.parts.is_empty() {
+                let parts: Vec<String> = log
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        format!("{:?} ({})", p.label(), if p.protected { "protected" } else { "in clear" })
+                    })
+                    .collect();
+                let _ = writeln!(out, "{dev}: parts [{}]", parts.join(", "));
+            }
         }
         if let Some(a) = &self.attacker {
             let _ = writeln!(
@@ -622,6 +632,11 @@ fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<Check> {
                 for body in &e.carbons {
                     let ok = log.received.iter().any(|r| &r.body == body && r.carbon.is_some());
                     push(format!("{key} received {body:?} as a carbon"), ok, "no carbon copy".into());
+                }
+                for part in &e.parts {
+                    let ok = log.parts.iter().any(|p| p.label() == *part);
+                    let shown: Vec<String> = log.parts.iter().map(|p| p.label()).collect();
+                    push(format!("{key} was shown the part {part:?}"), ok, format!("got {}", list(&shown)));
                 }
                 for (what, want, got) in
                     [("alerts", &e.alerts, &log.alerts), ("errors", &e.errors, &log.errors)]

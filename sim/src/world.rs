@@ -5,6 +5,7 @@ use core::cell::RefCell;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use jabberwock_e2e::content;
 use jabberwock_e2e::{
     BareJid, Carbon, E2eError, Element, Engine, Event, FullJid, OutOfBand, VerificationResult,
 };
@@ -30,6 +31,29 @@ pub struct Received {
     pub trust: String,
 }
 
+/// A part of a stanza's content beyond a message body that a device showed its user
+/// (XEP-0210 §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownPart {
+    /// Who sent it, as the stanza claimed.
+    pub from: String,
+    /// The stanza it came in: `message`, `presence` or `iq`.
+    pub stanza: &'static str,
+    /// What it is (`subject`, `chat-state`, `status`, `payload`, ...).
+    pub name: &'static str,
+    /// The text it shows.
+    pub text: String,
+    /// Whether it came end-to-end protected.
+    pub protected: bool,
+}
+
+impl ShownPart {
+    /// `name: text`, as `expect: {parts: [...]}` names it.
+    pub fn label(&self) -> String {
+        format!("{}: {}", self.name, self.text)
+    }
+}
+
 /// What one device experienced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceLog {
@@ -43,6 +67,8 @@ pub struct DeviceLog {
     pub verifications: Vec<(BareJid, VerificationResult)>,
     /// What the users did in each verification ceremony, as it started.
     pub ceremonies: Vec<(BareJid, jabberwock_e2e::Ceremony)>,
+    /// Parts of stanzas beyond message bodies shown, in order.
+    pub parts: Vec<ShownPart>,
 }
 
 /// The simulator's hooks.
@@ -337,14 +363,41 @@ impl Hooks for World {
                     .by(server)
                     .what("stored-offline"),
             ),
-            Note::Send { device, to, body, queued } => {
+            Note::Send { device, to, body, queued, parts } => {
                 let q = if queued { " (queued: offline)" } else { "" };
+                let with = if parts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", list_parts("message", parts))
+                };
                 self.record(self.device_line(
                     "event",
                     "send",
                     device,
-                    format!("⇒ sends {body:?} to {to}{q}"),
+                    format!("⇒ sends {body:?}{with} to {to}{q}"),
                 ));
+            }
+            Note::SendOther { device, to, stanza, parts } => {
+                self.record(self.device_line(
+                    "event",
+                    "send",
+                    device,
+                    format!("⇒ sends {stanza} {} to {to}", list_parts(stanza, parts)),
+                ));
+            }
+            Note::Parts { device, from, stanza, parts, protected } => {
+                let how = if protected { "protected" } else { "in clear" };
+                self.record(self.device_line(
+                    "event",
+                    "parts",
+                    device,
+                    format!("⇐ {stanza} parts {} from {from} ({how})", list_parts(stanza, parts)),
+                ));
+                let shown = parts.iter().map(|p| {
+                    let (name, text) = part_of(stanza, p);
+                    ShownPart { from: from.to_owned(), stanza, name, text, protected }
+                });
+                self.log(device, |l| l.parts.extend(shown));
             }
             Note::Event { device, event } => match event {
                 Event::Plaintext { from, body, trust, delay, carbon } => {
@@ -409,6 +462,8 @@ impl Hooks for World {
                     ));
                     self.log(device, |l| l.verifications.push((peer.clone(), *result)));
                 }
+                // The client notes the parts with those that came in clear (`Note::Parts`).
+                Event::Parts { .. } => {}
                 Event::Rejected { from, error } => {
                     // Recorded as the engine error it is: the same rejection reads the same
                     // whether or not the stanza first waited for its sender's keys.
@@ -488,6 +543,27 @@ impl Hooks for World {
             a.stolen.push((at, device.clone(), stolen));
         }
     }
+}
+
+/// What a part is and the text it shows: a message part as [`content::describe`] names it, a
+/// presence's `status`, or else an iq's `payload` (its character data).
+fn part_of(stanza: &str, part: &Element) -> (&'static str, String) {
+    match content::describe(part) {
+        Some((name, text)) if stanza != "iq" => (name, text),
+        _ => ("payload", content::all_text(part)),
+    }
+}
+
+/// Parts for a transcript line: `subject "…", chat-state "composing"`.
+fn list_parts(stanza: &str, parts: &[Element]) -> String {
+    let named: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let (name, text) = part_of(stanza, p);
+            format!("{name} {text:?}")
+        })
+        .collect();
+    named.join(", ")
 }
 
 /// A hop's sending and receiving ends, as the diagram's participants: a device's full JID or

@@ -4,10 +4,11 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use jid::{BareJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use rand_core::RngCore;
 
+use crate::content::Content;
 use crate::kit::directory::{self, Failure, Forwarding, Keyed};
 use crate::{E2eError, Protocol};
 
@@ -195,6 +196,18 @@ pub enum Event {
         /// Whether it arrived as a carbon copy (filled by the client).
         carbon: Option<Carbon>,
     },
+    /// Parts of a stanza's content beyond a message body that reached the user end-to-end
+    /// protected (XEP-0210 §4.1): a message's subject, thread, XHTML, out-of-band URL, chat
+    /// state or correction ([`crate::content::describe`]) — reported after the message's
+    /// [`Event::Plaintext`] — a presence's `<status/>`, an iq's payload.
+    Parts {
+        /// The sending device, as the stanza claimed it.
+        from: Jid,
+        /// The stanza they came in: `message`, `presence` or `iq`.
+        stanza: &'static str,
+        /// The parts, as the elements they are.
+        parts: Vec<Element>,
+    },
     /// Something the user must be warned about.
     Alert {
         /// A stable kebab-case reason: one its protocol declares
@@ -345,6 +358,43 @@ pub trait Engine: fmt::Debug + Send {
             Some(k) => Ok(directory::send(k, cx, to, body)),
             None => Err(E2eError::Policy { detail: format!("{} cannot send to {to}", self.protocol()) }),
         }
+    }
+
+    /// Sends a message with its whole content (XEP-0210 §4.1): `content.body` as
+    /// [`Engine::send`] does, and the other parts as far as the protocol protects them. By
+    /// default the protocol protects the body alone: the other parts go in clear, in a
+    /// `<message/>` of their own beside the encrypted one (as clients of body-only protocols
+    /// send chat states and out-of-band URLs). With no other part this is [`Engine::send`].
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        let mut out = self.send(cx, to, &content.body)?;
+        if !content.parts.is_empty() {
+            out.actions.push(Action::Send(crate::content::clear_message(to, &content.parts)));
+        }
+        Ok(out)
+    }
+
+    /// Sends directed presence (RFC 6121 §4.6) with a `<status/>` to `to` (XEP-0210 §4.1: one
+    /// entity to another; broadcasts need not be covered). By default in clear.
+    fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
+        let _ = cx;
+        let stanza = crate::content::clear_presence(&to.to_string(), status);
+        Ok(Output { actions: vec![Action::Send(stanza)], events: vec![] })
+    }
+
+    /// Sends an `<iq type='set'/>` carrying `payload` to the device `to` (XEP-0210 §4.1). By
+    /// default in clear.
+    fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
+        let _ = cx;
+        let stanza = crate::content::clear_iq(&to.to_string(), payload);
+        Ok(Output { actions: vec![Action::Send(stanza)], events: vec![] })
+    }
+
+    /// Whether a child element the client would show as a message part in clear
+    /// ([`crate::content::describe`]) is instead this protocol's own (XEP-0155 names a
+    /// session by the message's `<thread/>`): the client does not show it.
+    fn owns_part(&self, part: &Element) -> bool {
+        let _ = part;
+        false
     }
 
     /// Handles a stanza addressed to this device: a message, or the result of an

@@ -7,6 +7,7 @@
 //!
 //! This crate must never depend on tokio or turmoil: an engine does not know it is simulated.
 
+pub mod content;
 mod engine;
 mod error;
 pub mod kit;
@@ -42,6 +43,7 @@ protocols! {
     omemo => [OMEMO, OMEMO_LEGACY],
 }
 
+pub use content::{Content, MessageParts};
 pub use engine::{
     Action, Carbon, Ceremony, Cx, Engine, EngineConfig, Event, IdentityMarks, OutOfBand, Output, Theft,
     Trust, TrustPolicy, VerificationResult,

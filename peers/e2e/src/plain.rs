@@ -89,6 +89,24 @@ impl Engine for Plain {
         Ok(Output { actions: vec![crate::Action::Send(stanza)], events: vec![] })
     }
 
+    /// RFC 6121 §5.2: the message's other parts are children of the same `<message/>`.
+    fn send_message(
+        &mut self,
+        cx: &mut Cx<'_>,
+        to: &BareJid,
+        content: &crate::Content,
+    ) -> Result<Output, E2eError> {
+        let mut out = self.send(cx, to, &content.body)?;
+        for action in &mut out.actions {
+            if let crate::Action::Send(stanza) = action {
+                for p in &content.parts {
+                    stanza.append_child(p.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn receive(&mut self, _cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
         if !stanza.is("message", NS_CLIENT) {
             return Ok(Output::default());

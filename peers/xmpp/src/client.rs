@@ -18,7 +18,8 @@ use jabberwock_e2e::xml::{
     text_el,
 };
 use jabberwock_e2e::{
-    Action, BareJid, Carbon, Cx, E2eError, Element, Engine, Event, FullJid, OutOfBand, Output, Theft,
+    Action, BareJid, Carbon, Content, Cx, E2eError, Element, Engine, Event, FullJid, Jid, MessageParts,
+    OutOfBand, Output, Theft,
 };
 use rand_core::RngCore;
 use tokio::io::BufStream;
@@ -66,6 +67,22 @@ pub enum Command {
         to: BareJid,
         /// The plaintext.
         body: String,
+        /// The other parts of the message (XEP-0210 §4.1).
+        parts: MessageParts,
+    },
+    /// Send directed presence with a `<status/>` (RFC 6121 §4.6) through the engine.
+    Presence {
+        /// The recipient (an account, or one device).
+        to: Jid,
+        /// The status text.
+        status: String,
+    },
+    /// Send an `<iq type='set'/>` with this payload to another device through the engine.
+    Iq {
+        /// The recipient device.
+        to: FullJid,
+        /// The payload.
+        payload: Element,
     },
     /// Log out cleanly and stay offline.
     GoOffline,
@@ -105,6 +122,9 @@ pub struct Device<T: Transport> {
     roster: BTreeMap<BareJid, (String, bool)>,
     /// Our iq requests still waiting for an answer, by id.
     asked: BTreeMap<String, Asked>,
+    /// The id of the last message this device sent to each account (what a XEP-0308
+    /// correction replaces).
+    last_message: BTreeMap<BareJid, String>,
 }
 
 /// What an outstanding iq request asked for.
@@ -151,6 +171,7 @@ impl<T: Transport> Device<T> {
             announced: None,
             roster: BTreeMap::new(),
             asked: BTreeMap::new(),
+            last_message: BTreeMap::new(),
         }
     }
 
@@ -309,10 +330,49 @@ impl<T: Transport> Device<T> {
         let now = self.hooks.now();
         let mut cx = Cx { rng: &mut *self.rng, now };
         let result = match &cmd {
-            Command::Send { to, body } => {
-                let r = self.engine.send(&mut cx, to, body);
+            Command::Send { to, body, parts } => {
+                // XEP-0308: a correction names the message it replaces by its id.
+                let content = Content {
+                    body: body.clone(),
+                    parts: parts.elements(self.last_message.get(to).map(String::as_str)),
+                };
+                let r = if content.parts.is_empty() {
+                    self.engine.send(&mut cx, to, body)
+                } else {
+                    self.engine.send_message(&mut cx, to, &content)
+                };
                 let (to, queued) = (to.to_string(), conn.is_none());
-                self.hooks.note(Note::Send { device: &self.cfg.jid, to: &to, body, queued });
+                self.hooks.note(Note::Send {
+                    device: &self.cfg.jid,
+                    to: &to,
+                    body,
+                    queued,
+                    parts: &content.parts,
+                });
+                r
+            }
+            Command::Presence { to, status } => {
+                let r = self.engine.send_presence(&mut cx, to, status);
+                let parts = [text_el("status", NS_CLIENT, status.as_str())];
+                let to = to.to_string();
+                self.hooks.note(Note::SendOther {
+                    device: &self.cfg.jid,
+                    to: &to,
+                    stanza: "presence",
+                    parts: &parts,
+                });
+                r
+            }
+            Command::Iq { to, payload } => {
+                let r = self.engine.send_iq(&mut cx, to, payload);
+                let to_s = to.to_string();
+                let parts = [payload.clone()];
+                self.hooks.note(Note::SendOther {
+                    device: &self.cfg.jid,
+                    to: &to_s,
+                    stanza: "iq",
+                    parts: &parts,
+                });
                 r
             }
             Command::Verify { peer } => {
@@ -355,6 +415,13 @@ impl<T: Transport> Device<T> {
         for event in &output.events {
             self.hooks.note(Note::Event { device: &self.cfg.jid, event });
         }
+        for event in &output.events {
+            if let Event::Parts { from, stanza, parts } = event {
+                let from = from.to_string();
+                let device = &self.cfg.jid;
+                self.hooks.note(Note::Parts { device, from: &from, stanza, parts, protected: true });
+            }
+        }
         // What this device would say out of band can change with its sessions (an ESession's
         // SAS): keep the board current.
         self.announce();
@@ -364,6 +431,7 @@ impl<T: Transport> Device<T> {
                     if s.attr("id").is_none() {
                         s.set("id", self.next_id("m"));
                     }
+                    self.remember_message(&s);
                     s
                 }
                 Action::Publish { node, id, item, options } => self.publish_iq(&node, &id, item, &options),
@@ -378,6 +446,21 @@ impl<T: Transport> Device<T> {
                 Some(c) => self.write(c, stanza).await,
                 None => self.queue.push(stanza),
             }
+        }
+    }
+
+    /// XEP-0308: a correction names the message it replaces by that stanza's id — the last
+    /// message this device sent the account that carries a body, or that is not session
+    /// management kept from carbons (XEP-0280 §6 `<private/>`). A protocol whose handshake
+    /// travels in bodies may have the last such message be part of its handshake.
+    fn remember_message(&mut self, s: &Element) {
+        let session_management = s.has_child("private", NS_CARBONS) && !s.has_child("body", NS_CLIENT);
+        if s.name() != "message" || session_management || stanza_type(s) == "error" {
+            return;
+        }
+        let to = s.attr("to").and_then(|t| t.parse::<Jid>().ok()).map(|j| j.to_bare());
+        if let (Some(to), Some(id)) = (to, s.attr("id")) {
+            self.last_message.insert(to, id.to_owned());
         }
     }
 
@@ -579,6 +662,19 @@ impl<T: Transport> Device<T> {
                     let mut cx = Cx { rng: &mut *self.rng, now: self.hooks.now() };
                     let result = self.engine.receive_presence(&mut cx, &stanza);
                     self.apply(Some(c), result).await;
+                    // RFC 6121 §4.7.2.2: a status in clear is shown as it is.
+                    let status: Vec<Element> =
+                        stanza.get_child("status", NS_CLIENT).cloned().into_iter().collect();
+                    if !status.is_empty() {
+                        let device = &self.cfg.jid;
+                        self.hooks.note(Note::Parts {
+                            device,
+                            from: &from,
+                            stanza: "presence",
+                            parts: &status,
+                            protected: false,
+                        });
+                    }
                 }
                 _ => {}
             },
@@ -637,9 +733,25 @@ impl<T: Transport> Device<T> {
                     self.write(c, iq_result(&stanza, None, None)).await;
                 } else if stanza.has_child("ping", NS_PING) && stanza_type(&stanza) == "get" {
                     self.write(c, iq_result(&stanza, None, None)).await;
-                } else if let Some(e) = error_reply(&stanza, "cancel", "service-unavailable", None) {
-                    // RFC 6120 §8.4: an iq we do not understand.
-                    self.write(c, e).await;
+                } else {
+                    // A payload from another account's device reached us in clear (XEP-0210
+                    // §4.1 measures it): noted, then refused as one we do not understand.
+                    let peer = from.parse::<FullJid>().is_ok_and(|f| f.to_bare().to_string() != own);
+                    if peer {
+                        let parts: Vec<Element> = stanza.children().cloned().collect();
+                        let device = &self.cfg.jid;
+                        self.hooks.note(Note::Parts {
+                            device,
+                            from,
+                            stanza: "iq",
+                            parts: &parts,
+                            protected: false,
+                        });
+                    }
+                    if let Some(e) = error_reply(&stanza, "cancel", "service-unavailable", None) {
+                        // RFC 6120 §8.4: an iq we do not understand.
+                        self.write(c, e).await;
+                    }
                 }
             }
             "result" => {
@@ -735,6 +847,16 @@ impl<T: Transport> Device<T> {
             .and_then(|d| d.attr("stamp"))
             .and_then(parse_stamp)
             .map(|stamp| now.saturating_sub(stamp));
+        // XEP-0210 §4.1: the parts of the message that travelled in clear, shown as they are
+        // (but what the protocol itself uses them for).
+        let clear: Vec<Element> = if stanza.name() == "message" {
+            jabberwock_e2e::content::message_parts(&stanza)
+                .into_iter()
+                .filter(|p| !self.engine.owns_part(p))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut cx = Cx { rng: &mut *self.rng, now };
         let mut result = self.engine.receive(&mut cx, &stanza);
         if let Ok(out) = result.as_mut() {
@@ -746,6 +868,11 @@ impl<T: Transport> Device<T> {
             }
         }
         self.apply(Some(c), result).await;
+        if !clear.is_empty() {
+            let from = stanza.attr("from").unwrap_or_default();
+            let device = &self.cfg.jid;
+            self.hooks.note(Note::Parts { device, from, stanza: "message", parts: &clear, protected: false });
+        }
         let mut cx = Cx { rng: &mut *self.rng, now };
         let left = self.engine.drain(&mut cx);
         if !left.actions.is_empty() || !left.events.is_empty() {

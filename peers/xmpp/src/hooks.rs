@@ -169,6 +169,35 @@ pub enum Note<'a> {
         body: &'a str,
         /// Whether it was queued because the device is offline.
         queued: bool,
+        /// The other parts it carries (XEP-0210 §4.1), as the elements they are.
+        parts: &'a [Element],
+    },
+    /// A device sent directed presence with a status, or an iq payload, to another entity
+    /// (XEP-0210 §4.1).
+    SendOther {
+        /// The device.
+        device: &'a FullJid,
+        /// The recipient.
+        to: &'a str,
+        /// `presence` or `iq`.
+        stanza: &'static str,
+        /// What it carries (`<status/>`, the iq payload).
+        parts: &'a [Element],
+    },
+    /// Parts of a stanza's content beyond a message body reached a device (XEP-0210 §4.1):
+    /// shown from a stanza in clear (`protected: false`), or as its engine reported them
+    /// ([`Event::Parts`], `protected: true`).
+    Parts {
+        /// The device.
+        device: &'a FullJid,
+        /// Who sent them, as the stanza claimed.
+        from: &'a str,
+        /// `message`, `presence` or `iq`.
+        stanza: &'static str,
+        /// The parts.
+        parts: &'a [Element],
+        /// Whether they came end-to-end protected.
+        protected: bool,
     },
     /// A device's engine reported an event (plaintext, alert, verification).
     Event {

@@ -23,4 +23,4 @@ pub use hooks::{Hooks, Hop, Injection, Note, Release, Ticket};
 pub use rustls;
 pub use server::{Account, Disk, RosterItem, Server, ServerConfig, Subscription};
 pub use tls::{ClientTls, ServerTls, TlsSummary};
-pub use wire::{C2S_PORT, S2S_PORT, Transport};
+pub use wire::{C2S_PORT, MAX_DEPTH, S2S_PORT, Transport};

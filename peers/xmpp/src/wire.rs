@@ -177,7 +177,7 @@ pub(crate) fn stream_error_condition(el: &Element) -> Option<&'static str> {
 
 /// How deep a stanza may nest. Deeper input is refused with `<policy-violation/>` (RFC 6120
 /// §4.9.3.14) before anything recursive (routing, serialising, dropping) touches it.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 
 /// Whether `el` nests deeper than `limit` elements, measured without recursion.
 pub(crate) fn too_deep(el: &Element, limit: usize) -> bool {

@@ -94,7 +94,11 @@ fn chat_over_real_tcp() {
                 &EngineConfig::default(),
             );
             let device = Device::new(cfg, engine, rng, Rc::clone(&hooks), transport.clone());
-            let send = Command::Send { to: format!("{peer}@a.example").parse().unwrap(), body: body.into() };
+            let send = Command::Send {
+                to: format!("{peer}@a.example").parse().unwrap(),
+                body: body.into(),
+                parts: Default::default(),
+            };
             tokio::task::spawn_local(device.run(vec![(hooks.now(), send)]));
         }
 

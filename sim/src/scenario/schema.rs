@@ -517,14 +517,85 @@ pub enum TheftSpec {
     FullState,
 }
 
-/// A message to send.
+/// A message to send: a body, and optionally the other parts a message stanza may carry
+/// (XEP-0210 §4.1 asks for the whole content to be protected). The engine protects what its
+/// protocol can; the client sends the rest in clear.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SendSpec {
     /// The recipient account.
     pub to: String,
     /// The plaintext.
     pub body: String,
+    /// A subject (RFC 6121 §5.2.4).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A thread id (RFC 6121 §5.2.5).
+    #[serde(default)]
+    pub thread: Option<String>,
+    /// The message as XHTML-IM (XEP-0071): this text, in one paragraph.
+    #[serde(default)]
+    pub xhtml: Option<String>,
+    /// A URL sent out of band (XEP-0066).
+    #[serde(default)]
+    pub oob: Option<String>,
+    /// A chat state (XEP-0085).
+    #[serde(default)]
+    pub chat_state: Option<ChatStateSpec>,
+    /// The message corrects this device's previous message to the same account (XEP-0308):
+    /// an earlier `send` to it must come first.
+    #[serde(default)]
+    pub correction: bool,
+}
+
+/// A chat state (XEP-0085).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChatStateSpec {
+    /// Taking part in the chat.
+    Active,
+    /// Typing.
+    Composing,
+    /// Stopped typing.
+    Paused,
+    /// Not taking part for a while.
+    Inactive,
+    /// Left the chat.
+    Gone,
+}
+
+impl ChatStateSpec {
+    /// The element name XEP-0085 gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatStateSpec::Active => "active",
+            ChatStateSpec::Composing => "composing",
+            ChatStateSpec::Paused => "paused",
+            ChatStateSpec::Inactive => "inactive",
+            ChatStateSpec::Gone => "gone",
+        }
+    }
+}
+
+/// Directed presence with a status (RFC 6121 §4.6): to one contact, not broadcast.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSpec {
+    /// The recipient: an account (`bob@b.example`) or one of its devices (`bob/laptop`).
+    pub to: String,
+    /// The status text (RFC 6121 §4.7.2.2).
+    pub status: String,
+}
+
+/// An `<iq type='set'/>` with a payload, to another device.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IqSpec {
+    /// The recipient device (`bob/laptop` or its full JID).
+    pub to: String,
+    /// The payload: one XML element with its namespace, at most 4096 bytes and 8 levels deep
+    /// (`<query xmlns='urn:example:notes'>text</query>`).
+    pub payload: String,
 }
 
 /// A timeline step: `at` plus exactly one action (`wait` needs no device).
@@ -539,6 +610,12 @@ pub struct Step {
     /// Send a message through the device's engine.
     #[serde(default)]
     pub send: Option<SendSpec>,
+    /// Send directed presence with a status.
+    #[serde(default)]
+    pub presence: Option<PresenceSpec>,
+    /// Send an iq payload to another device.
+    #[serde(default)]
+    pub iq: Option<IqSpec>,
     /// Log out or in.
     #[serde(default)]
     pub go: Option<Go>,
@@ -688,6 +765,12 @@ pub struct PartyExpect {
     /// Device: plaintexts that must have arrived as XEP-0280 carbons.
     #[serde(default)]
     pub carbons: Vec<String>,
+    /// Device: parts of stanzas beyond message bodies it must have been shown (XEP-0210
+    /// §4.1), each `name: text` — `subject: …`, `thread: …`, `xhtml: …`, `oob: <url>`,
+    /// `chat-state: composing`, `correction: <replaced id>`, `status: …` (a presence), `payload:
+    /// <text>` (an iq).
+    #[serde(default)]
+    pub parts: Vec<String>,
     /// Device: alert reasons, in order (each a known reason: scenarios/reasons.md).
     #[serde(default)]
     #[schemars(schema_with = "crate::reasons::list_schema")]

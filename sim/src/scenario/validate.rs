@@ -5,7 +5,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use jabberwock_e2e::{BareJid, Element, FullJid, Protocol, Theft, TrustPolicy};
+use jabberwock_e2e::{BareJid, Element, FullJid, Jid, MessageParts, Protocol, Theft, TrustPolicy};
 use jabberwock_xmpp::{Command, Hop};
 
 use crate::attacker::{Action, AttackerPlan, ForgeKeys, HopKind, Injection, POWERS, Position, Rule, ids};
@@ -160,6 +160,18 @@ pub struct Scenario {
 type Federation = BTreeSet<(String, String)>;
 
 /// Two servers as a [`Federation`] holds them: in name order.
+/// The largest iq payload a step may send, in bytes.
+const MAX_IQ_PAYLOAD: usize = 4096;
+/// How deep an iq payload may nest: far below what a client accepts in a stanza
+/// ([`jabberwock_xmpp::MAX_DEPTH`]), with room for the layers an engine wraps around it.
+const MAX_IQ_DEPTH: usize = 8;
+const _: () = assert!(MAX_IQ_DEPTH + 8 < jabberwock_xmpp::MAX_DEPTH);
+
+/// How many elements deep `e` nests (itself counts one).
+fn depth(e: &Element) -> usize {
+    1 + e.children().map(depth).max().unwrap_or(0)
+}
+
 fn server_pair(a: &str, b: &str) -> (String, String) {
     if a < b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) }
 }
@@ -415,11 +427,7 @@ impl Validator<'_> {
         let mut servers = Vec::new();
         for (i, s) in raw.servers.iter().enumerate() {
             let pos = (s.line, s.column);
-            if s.value
-                .parse::<jabberwock_e2e::Jid>()
-                .map(|j| j.node().is_some() || j.resource().is_some())
-                .unwrap_or(true)
-            {
+            if s.value.parse::<Jid>().map(|j| j.node().is_some() || j.resource().is_some()).unwrap_or(true) {
                 return self.err(pos, format!("servers[{i}]"), format!("`{}` is not a domain", s.value));
             }
             if servers.contains(&s.value) {
@@ -677,6 +685,8 @@ impl Validator<'_> {
         let raw = self.raw;
         let mut last = Duration::ZERO;
         let mut end = Duration::ZERO;
+        // (device, account) pairs with a message sent so far: what a correction may replace.
+        let mut sent_to: BTreeSet<(FullJid, BareJid)> = BTreeSet::new();
         for (i, step) in raw.timeline.iter().enumerate() {
             let pos = (step.line, step.column);
             let path = format!("timeline[{i}]");
@@ -696,6 +706,8 @@ impl Validator<'_> {
             end = end.max(at);
             let actions = [
                 step.send.is_some(),
+                step.presence.is_some(),
+                step.iq.is_some(),
                 step.go.is_some(),
                 step.raw.is_some(),
                 step.verify.is_some(),
@@ -708,7 +720,7 @@ impl Validator<'_> {
                     pos,
                     path,
                     format!(
-                        "a step needs exactly one of send, go, raw, verify, compromise, wait (found {n})"
+                        "a step needs exactly one of send, presence, iq, go, raw, verify, compromise, wait (found {n})"
                     ),
                 );
             }
@@ -735,7 +747,50 @@ impl Validator<'_> {
             }
             let command = if let Some(s) = &step.send {
                 let to = self.account_ref(pos, &format!("{path}.send.to"), &s.to)?;
-                Command::Send { to, body: s.body.clone() }
+                if s.correction && !sent_to.contains(&(dev.clone(), to.clone())) {
+                    return self.err(
+                        pos,
+                        format!("{path}.send.correction"),
+                        format!(
+                            "a correction replaces an earlier message: this device sends none to {to} before"
+                        ),
+                    );
+                }
+                sent_to.insert((dev.clone(), to.clone()));
+                let parts = MessageParts {
+                    subject: s.subject.clone(),
+                    thread: s.thread.clone(),
+                    xhtml: s.xhtml.clone(),
+                    oob: s.oob.clone(),
+                    chat_state: s.chat_state.map(|c| c.name().to_owned()),
+                    correction: s.correction,
+                };
+                Command::Send { to, body: s.body.clone(), parts }
+            } else if let Some(p) = &step.presence {
+                let field = format!("{path}.presence.to");
+                let to = match self.account_ref(pos, &field, &p.to) {
+                    Ok(account) => Jid::from(account),
+                    Err(_) => Jid::from(self.device_ref(pos, &field, &p.to).map_err(|mut e| {
+                        e.message = format!("`{}` is neither an account nor a device", p.to);
+                        e
+                    })?),
+                };
+                Command::Presence { to, status: p.status.clone() }
+            } else if let Some(q) = &step.iq {
+                let to = self.device_ref(pos, &format!("{path}.iq.to"), &q.to)?;
+                let field = format!("{path}.iq.payload");
+                if q.payload.len() > MAX_IQ_PAYLOAD {
+                    return self.err(pos, field, format!("a payload is at most {MAX_IQ_PAYLOAD} bytes"));
+                }
+                let payload = self.xml(pos, &field, &q.payload)?;
+                if depth(&payload) > MAX_IQ_DEPTH {
+                    return self.err(
+                        pos,
+                        field,
+                        format!("a payload nests at most {MAX_IQ_DEPTH} elements deep"),
+                    );
+                }
+                Command::Iq { to, payload }
             } else if let Some(go) = step.go {
                 match go {
                     Go::Online => Command::GoOnline,
@@ -784,6 +839,7 @@ impl Validator<'_> {
                     || e.senders.is_some()
                     || !e.delayed.is_empty()
                     || !e.carbons.is_empty()
+                    || !e.parts.is_empty()
                     || e.alerts.is_some()
                     || e.errors.is_some()
                 {

@@ -165,7 +165,10 @@ fn hostile_input_never_breaks_the_world() {
     scenario.devices[mallory].schedule.sort_by_key(|(at, _)| *at);
     let end = at.max(raw_at) + Duration::from_secs(2);
     let alice = scenario.devices.iter_mut().find(|d| d.short == "alice/phone").unwrap();
-    alice.schedule.push((end, Command::Send { to: bob.to_bare(), body: "after the storm".into() }));
+    alice.schedule.push((
+        end,
+        Command::Send { to: bob.to_bare(), body: "after the storm".into(), parts: Default::default() },
+    ));
     scenario.end = end + Duration::from_secs(5);
 
     let first = run(&scenario).unwrap();

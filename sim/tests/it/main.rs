@@ -7,6 +7,7 @@ mod determinism;
 mod device_ids;
 mod diagram;
 mod faults;
+mod generality;
 mod hostile;
 mod joins;
 mod layering;

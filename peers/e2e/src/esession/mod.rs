@@ -1451,6 +1451,12 @@ impl Engine for Esession {
         Protocol::of(&PROTOCOL)
     }
 
+    /// XEP-0155 names a session by the `<thread/>` of its messages: the client does not show
+    /// it as a message part.
+    fn owns_part(&self, part: &Element) -> bool {
+        part.is("thread", NS_CLIENT)
+    }
+
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
         // Keys travel inside the negotiation; back from offline, the options go (XEP-0187).
         let mut out = Output::default();

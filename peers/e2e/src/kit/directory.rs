@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use crate::Content;
 use crate::xml::{NS_CLIENT, NS_PUBSUB, NS_PUBSUB_EVENT};
 use crate::{Action, Cx, E2eError, Event, Output};
 
@@ -23,8 +24,8 @@ use crate::{Action, Cx, E2eError, Event, Output};
 pub struct Directory {
     /// Fetches asked for and not yet answered: (owner, node).
     asked: BTreeSet<(BareJid, String)>,
-    /// Messages the user sent, waiting for their recipient's keys: (to, body).
-    pending: Vec<(BareJid, String)>,
+    /// Messages the user sent, waiting for their recipient's keys: (to, content).
+    pending: Vec<(BareJid, Content)>,
     /// Received stanzas waiting for their sender's keys, in arrival order.
     held: Vec<Element>,
     /// Nodes read whole (a fetch result) or known not to exist (a failed fetch): (owner, node).
@@ -93,7 +94,12 @@ impl Directory {
 
     /// Queues a message for [`flush`].
     pub fn queue(&mut self, to: &BareJid, body: &str) {
-        self.pending.push((to.clone(), body.to_owned()));
+        self.pending.push((to.clone(), Content::body(body)));
+    }
+
+    /// Queues a message with parts beyond its body for [`flush`] ([`Keyed::seal_content`]).
+    pub fn queue_content(&mut self, to: &BareJid, content: &Content) {
+        self.pending.push((to.clone(), content.clone()));
     }
 
     /// Gives up every message waiting for `to` (alert `not-sent`, saying `why`).
@@ -210,6 +216,12 @@ pub trait Keyed {
     /// A waiting message to `to`, sealed; fetches for missing keys go into `out`.
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed;
 
+    /// A waiting message with parts beyond its body (XEP-0210 §4.1), sealed. By default the
+    /// body alone: an engine whose protocol protects the other parts seals them too.
+    fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
+        self.seal(cx, to, &content.body, out)
+    }
+
     /// What follows from a failed fetch (after the fetch is marked answered).
     fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output);
 
@@ -237,13 +249,26 @@ pub fn send(engine: &mut dyn Keyed, cx: &mut Cx<'_>, to: &BareJid, body: &str) -
     out
 }
 
+/// Queues a message with parts beyond its body and sends whatever can go.
+pub fn send_content(engine: &mut dyn Keyed, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Output {
+    let mut out = Output::default();
+    engine.directory().queue_content(to, content);
+    flush(engine, cx, &mut out);
+    out
+}
+
 /// Seals every waiting message whose keys are complete; the others wait on (or are given up,
 /// alert `not-sent`).
 pub fn flush(engine: &mut dyn Keyed, cx: &mut Cx<'_>, out: &mut Output) {
-    for (to, body) in core::mem::take(&mut engine.directory().pending) {
-        match engine.seal(cx, &to, &body, out) {
+    for (to, content) in core::mem::take(&mut engine.directory().pending) {
+        let sealed = if content.parts.is_empty() {
+            engine.seal(cx, &to, &content.body, out)
+        } else {
+            engine.seal_content(cx, &to, &content, out)
+        };
+        match sealed {
             Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
-            Ok(None) => engine.directory().pending.push((to, body)),
+            Ok(None) => engine.directory().pending.push((to, content)),
             Err(NotSent(why)) => out.events.push(Event::Alert {
                 reason: crate::reason::NOT_SENT.code,
                 detail: format!("to {to}: {why}"),
@@ -412,7 +437,7 @@ mod tests {
         dir.queue(&bare("bob@b.example"), "c");
         dir.give_up(&bare("bob@b.example"), "no keys", &mut out);
         assert_eq!(out.events.len(), 2);
-        assert_eq!(dir.pending, [(bare("carol@c.example"), "b".to_owned())]);
+        assert_eq!(dir.pending, [(bare("carol@c.example"), Content::body("b"))]);
     }
 
     #[test]

@@ -44,7 +44,9 @@ use crate::kit::directory::{self, Directory, Failure, Keyed, Pep, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
-use crate::{Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy};
+use crate::{
+    Action, Content, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, TrustPolicy,
+};
 
 /// `urn:xmpp:omemo:2`.
 pub const NS: &str = "urn:xmpp:omemo:2";
@@ -480,13 +482,18 @@ impl Omemo {
         Some(all)
     }
 
-    /// §sce: the OMEMO SCE profile — rpad always, time, to and from.
-    fn envelope(&self, cx: &mut Cx<'_>, to: &BareJid, text: &str) -> Element {
+    /// §sce: the OMEMO SCE profile — rpad always, time, to and from. XEP-0420 §sending: the
+    /// message's other parts (`parts`) go into `<content/>` beside the body.
+    fn envelope(&self, cx: &mut Cx<'_>, to: &BareJid, text: &str, parts: &[Element]) -> Element {
         let pad_len = (cx.rng.next_u32() % 200) as usize;
         let pad: String =
             random_bytes(cx.rng).iter().cycle().take(pad_len).map(|b| char::from(b'a' + b % 26)).collect();
+        let mut content = el("content", NS_SCE).child(text_el("body", NS_CLIENT, text));
+        for p in parts {
+            content.append_child(p.clone());
+        }
         el("envelope", NS_SCE)
-            .child(el("content", NS_SCE).child(text_el("body", NS_CLIENT, text)))
+            .child(content)
             .child(text_el("rpad", NS_SCE, pad))
             .child(el("time", NS_SCE).with("stamp", format_stamp(cx.now)))
             .child(el("to", NS_SCE).with("jid", to.to_string()))
@@ -616,6 +623,7 @@ impl Omemo {
             return Ok(()); // an empty OMEMO message: session management only
         };
         let payload = unb64("payload", &payload_el.text())?;
+        let mut parts = Vec::new();
         let body = match version {
             Version::Omemo2 => {
                 let plaintext = payload::open(&key_material, &payload)?;
@@ -625,7 +633,9 @@ impl Omemo {
                     what: "envelope",
                     detail: e.to_string(),
                 })?;
-                self.check_envelope(cx, stanza, &sender, &envelope)?
+                let (body, found) = self.check_envelope(cx, stanza, &sender, &envelope)?;
+                parts = found;
+                body
             }
             // 0.3 has no envelope: the plaintext is the body, and nothing binds it to a sender,
             // a recipient or a time beyond the ratchet session it came through.
@@ -643,7 +653,10 @@ impl Omemo {
                 detail: format!("device {sid} of {sender} is not trusted"),
             });
         }
-        out.events.push(Event::Plaintext { from, body, trust, delay: None, carbon: None });
+        out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        if !parts.is_empty() {
+            out.events.push(Event::Parts { from, stanza: "message", parts });
+        }
         Ok(())
     }
 
@@ -675,14 +688,15 @@ impl Omemo {
         )
     }
 
-    /// XEP-0420 §affix checks for the OMEMO profile; returns the body.
+    /// XEP-0420 §affix checks for the OMEMO profile; returns the body and the other parts of
+    /// the content (§receiving).
     fn check_envelope(
         &self,
         cx: &Cx<'_>,
         stanza: &Element,
         sender: &BareJid,
         envelope: &Element,
-    ) -> Result<String, E2eError> {
+    ) -> Result<(String, Vec<Element>), E2eError> {
         if !envelope.is("envelope", NS_SCE) {
             return Err(E2eError::Malformed { what: "envelope", detail: "not an SCE envelope".into() });
         }
@@ -720,41 +734,26 @@ impl Omemo {
             }
         }
         let content = envelope.get_child("content", NS_SCE).ok_or(E2eError::Missing { what: "content" })?;
-        Ok(content.get_child("body", NS_CLIENT).map(Element::text).unwrap_or_default())
+        let body = content.get_child("body", NS_CLIENT).map(Element::text).unwrap_or_default();
+        Ok((body, crate::content::decrypted_parts(content)))
     }
 }
 
-impl Keyed for Omemo {
-    fn directory(&mut self) -> &mut Directory {
-        &mut self.dir
-    }
-
-    /// PEP: iq results of our fetches and event notifications (a `from` that does not parse
-    /// is read as our own account).
-    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+impl Omemo {
+    /// A new message to `to`: each device of `to` (and of our own account) whose bundle a read
+    /// did not have is due one more read, up to [`MAX_BUNDLE_READS`].
+    fn bundles_due(&mut self, to: &BareJid) {
         let own = self.own();
-        let owner = pep.owner(&own).unwrap_or(own);
-        self.pep_items(cx, &owner, pep, out)
+        for ((owner, _), missing) in self.missing.iter_mut() {
+            if (owner == to || *owner == own) && missing.reads < MAX_BUNDLE_READS {
+                missing.due = true;
+            }
+        }
     }
 
-    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        if stanza.name() != "message" {
-            return Ok(());
-        }
-        if stanza.has_child("encrypted", self.version.ns()) {
-            return self.decrypt(cx, stanza, out);
-        }
-        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
-            // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
-            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).unwrap_or(Jid::from(self.own()));
-            out.unencrypted(from, body, "without OMEMO");
-        }
-        Ok(())
-    }
-
-    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
-    /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
-    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+    /// Builds the `<message/>` carrying `body` (and, OMEMO 2, the other `parts` in the SCE
+    /// envelope) to `to`, or `None` while key material is still being fetched.
+    fn seal_parts(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, parts: &[Element], out: &mut Output) -> Sealed {
         let Some(devices) = self.recipients(to, out) else { return Ok(None) };
         // §usecases-building: the bundles of devices without a session are read first (a
         // device whose bundle was found missing only when a read is due, [`MAX_BUNDLE_READS`]).
@@ -775,7 +774,7 @@ impl Keyed for Omemo {
         // (OMEMO 2: the SCE envelope; 0.3: the body text, AES-128-GCM).
         let (key_material, iv, ciphertext) = match self.version {
             Version::Omemo2 => {
-                let envelope = self.envelope(cx, to, body);
+                let envelope = self.envelope(cx, to, body, parts);
                 let (k, c) = payload::seal(String::from(&envelope).as_bytes(), cx.rng);
                 (k.to_vec(), None, c)
             }
@@ -831,6 +830,47 @@ impl Keyed for Omemo {
                 .child(el("store", NS_HINTS)),
         ))
     }
+}
+
+impl Keyed for Omemo {
+    fn directory(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
+
+    /// PEP: iq results of our fetches and event notifications (a `from` that does not parse
+    /// is read as our own account).
+    fn items(&mut self, cx: &mut Cx<'_>, pep: &Pep<'_>, out: &mut Output) -> Result<(), E2eError> {
+        let own = self.own();
+        let owner = pep.owner(&own).unwrap_or(own);
+        self.pep_items(cx, &owner, pep, out)
+    }
+
+    fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() != "message" {
+            return Ok(());
+        }
+        if stanza.has_child("encrypted", self.version.ns()) {
+            return self.decrypt(cx, stanza, out);
+        }
+        if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+            // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
+            let from = stanza.attr("from").and_then(|f| f.parse::<Jid>().ok()).unwrap_or(Jid::from(self.own()));
+            out.unencrypted(from, body, "without OMEMO");
+        }
+        Ok(())
+    }
+
+    /// Builds the `<message/>` carrying `body` to `to`, or `None` while key material is still
+    /// being fetched. (Empty OMEMO messages are built by `Omemo::empty_to`.)
+    fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        self.seal_parts(cx, to, body, &[], out)
+    }
+
+    /// OMEMO 2 seals the message's other parts in the SCE envelope with its body (XEP-0420
+    /// §sending); OMEMO 0.3 never gets here (its `send_message` keeps the default).
+    fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
+        self.seal_parts(cx, to, &content.body, &content.parts, out)
+    }
 
     fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
         let Failure { owner, node, condition } = failure;
@@ -873,13 +913,24 @@ impl Engine for Omemo {
     /// not have is due one more read, up to [`MAX_BUNDLE_READS`]; then the message is queued
     /// in the key directory as every keyed engine's is.
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let own = self.own();
-        for ((owner, _), missing) in self.missing.iter_mut() {
-            if (owner == to || *owner == own) && missing.reads < MAX_BUNDLE_READS {
-                missing.due = true;
-            }
-        }
+        self.bundles_due(to);
         Ok(directory::send(self, cx, to, body))
+    }
+
+    /// OMEMO 2 (XEP-0384 §sce, XEP-0420 §sending): the message's other parts travel in the SCE
+    /// envelope's `<content/>` with the body. OMEMO 0.3 encrypts the body text alone
+    /// (XEP-0384 v0.3 §glossary-general: a MessageElement's payload "corresponds to a
+    /// <message>'s <body>"): the other parts go in clear, the default.
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        if self.version == Version::Legacy {
+            let mut out = self.send(cx, to, &content.body)?;
+            if !content.parts.is_empty() {
+                out.actions.push(Action::Send(crate::content::clear_message(to, &content.parts)));
+            }
+            return Ok(out);
+        }
+        self.bundles_due(to);
+        Ok(directory::send_content(self, cx, to, content))
     }
 
     fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {

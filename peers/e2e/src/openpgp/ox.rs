@@ -19,7 +19,9 @@ use crate::kit::trust::TrustState;
 use crate::rng06::Rng06;
 use crate::time::format_stamp;
 use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, NS_SERVER, el, sender, text_el};
-use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
+use crate::{
+    Action, Content, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
+};
 
 /// `urn:xmpp:openpgp:0` (XEP-0373).
 pub const NS: &str = "urn:xmpp:openpgp:0";
@@ -235,9 +237,18 @@ impl Ox {
         cx: &mut Cx<'_>,
         to: &BareJid,
         body: &str,
+        parts: &[Element],
         certs: &[SignedPublicKey],
     ) -> Result<Element, E2eError> {
-        let signcrypt = signcrypt(cx, to, body);
+        let mut signcrypt = signcrypt(cx, to, body);
+        // XEP-0374 §openpgp-secured-im: the children of <payload/> are the stanza's extension
+        // elements, encrypted and signed (chat states, XHTML-IM, ... "can be any extension
+        // element"): the message's other parts go there beside the body.
+        if let Some(payload) = signcrypt.get_child_mut("payload", NS) {
+            for p in parts {
+                payload.append_child(p.clone());
+            }
+        }
         let refs: Vec<&SignedPublicKey> = certs.iter().collect();
         let bytes = self.key.encrypt(cx.rng, &refs, String::from(&signcrypt).as_bytes(), cx.now, true)?;
         Ok(message(to, &bytes))
@@ -327,7 +338,7 @@ impl Ox {
             .ok_or(E2eError::Rejected { reason: "bad-signature", detail: format!("from {from}") })?;
         let text = String::from_utf8(decrypted.data)
             .map_err(|e| E2eError::Malformed { what: "signcrypt", detail: e.to_string() })?;
-        let body = check_signcrypt(cx, &text, &outer_to)?;
+        let (body, parts) = check_signcrypt(cx, &text, &outer_to)?;
         let trust = if from_bare == own && fpr == self.key.fingerprint() {
             Trust::Verified // our own key
         } else {
@@ -340,7 +351,12 @@ impl Ox {
             });
         }
         if let Some(body) = body {
-            out.events.push(Event::Plaintext { from, body, trust, delay: None, carbon: None });
+            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        }
+        // XEP-0374 §openpgp-secured-im: the payload's other children are processed as if they
+        // had been direct extension elements of the stanza.
+        if !parts.is_empty() {
+            out.events.push(Event::Parts { from, stanza: "message", parts });
         }
         Ok(())
     }
@@ -570,8 +586,13 @@ fn nesting_ok(text: &str) -> bool {
     true
 }
 
-/// XEP-0373 §3.2 checks on a verified `<signcrypt/>`; the body, if the payload has one.
-fn check_signcrypt(cx: &Cx<'_>, text: &str, outer_to: &BareJid) -> Result<Option<String>, E2eError> {
+/// XEP-0373 §3.2 checks on a verified `<signcrypt/>`; the body, if the payload has one, and
+/// the payload's other children.
+fn check_signcrypt(
+    cx: &Cx<'_>,
+    text: &str,
+    outer_to: &BareJid,
+) -> Result<(Option<String>, Vec<Element>), E2eError> {
     if text.len() > MAX_CONTENT {
         return Err(E2eError::Malformed {
             what: "signcrypt",
@@ -633,10 +654,12 @@ fn check_signcrypt(cx: &Cx<'_>, text: &str, outer_to: &BareJid) -> Result<Option
         });
     };
     // XEP-0374 §2.2: the body in 'jabber:client', and 'jabber:server' accepted too.
-    Ok(payload
+    let body = payload
         .children()
         .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns() == NS_SERVER))
-        .map(Element::text))
+        .map(Element::text);
+    let parts = crate::content::decrypted_parts(payload).into_iter().filter(|c| c.name() != "body" || c.ns() != NS_SERVER).collect();
+    Ok((body, parts))
 }
 
 /// A data node item: `<pubkey><data>BASE64</data></pubkey>` holding the key `fpr` of `owner`.
@@ -712,53 +735,15 @@ impl Keyed for Ox {
 
     /// XEP-0374 §2.2, once every announced key of `to` is in.
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
-        if !self.announced.contains_key(to) {
-            self.dir.fetch(to, NODE_PUBLIC_KEYS, out);
-            return Ok(None);
-        }
-        if self.missing.get(to).is_some_and(|m| !m.is_empty()) {
-            return Ok(None);
-        }
-        let own = self.own();
-        let mut certs = self.usable(to);
-        if certs.is_empty() && *to != own {
-            return Err(NotSent(format!("no usable OpenPGP key of {to} is announced")));
-        }
-        // "SHOULD also be encrypted to self" (XEP-0373 §3.1): our key and our other devices'.
-        certs.push(self.key.public().clone());
-        if *to != own {
-            certs.extend(self.usable(&own));
-        }
-        Ok(Some(self.stanza(cx, to, body, &certs)?))
+        self.seal_parts(cx, to, body, &[], out)
+    }
+
+    fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
+        self.seal_parts(cx, to, &content.body, &content.parts, out)
     }
 
     fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
-        let Failure { owner, node, condition } = failure;
-        if node == NODE_PUBLIC_KEYS {
-            if *owner == self.own() {
-                // No metadata node yet: announce our key (§4.2).
-                let ours = BTreeSet::from([self.key.fingerprint().to_owned()]);
-                out.actions.push(self.publish_metadata(cx, &ours));
-                self.announced.insert(owner.clone(), ours);
-            } else {
-                self.announced.entry(owner.clone()).or_default();
-                out.events.push(Event::Alert {
-                    reason: "no-public-key",
-                    detail: format!("{owner} announces no OpenPGP key ({condition})"),
-                });
-            }
-            self.missing.remove(owner);
-            self.keys_arrived(cx, owner, out);
-        } else if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
-            out.events.push(Event::Alert {
-                reason: "no-public-key",
-                detail: format!("public key {fpr} of {owner} could not be fetched ({condition})"),
-            });
-            if let Some(m) = self.missing.get_mut(owner) {
-                m.remove(fpr);
-            }
-            self.keys_arrived(cx, owner, out);
-        }
+        self.keys_failed_after_fetch(cx, failure, out)
     }
 
     /// The surreptitious-forwarding test (D. Davis, USENIX ATC 2001), with this device's key.
@@ -808,9 +793,70 @@ impl Keyed for Ox {
     }
 }
 
+impl Ox {
+    /// XEP-0374 §2.2, once every announced key of `to` is in: `body` and the message's other
+    /// `parts` in one `<signcrypt/>`.
+    fn seal_parts(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, parts: &[Element], out: &mut Output) -> Sealed {
+        if !self.announced.contains_key(to) {
+            self.dir.fetch(to, NODE_PUBLIC_KEYS, out);
+            return Ok(None);
+        }
+        if self.missing.get(to).is_some_and(|m| !m.is_empty()) {
+            return Ok(None);
+        }
+        let own = self.own();
+        let mut certs = self.usable(to);
+        if certs.is_empty() && *to != own {
+            return Err(NotSent(format!("no usable OpenPGP key of {to} is announced")));
+        }
+        // "SHOULD also be encrypted to self" (XEP-0373 §3.1): our key and our other devices'.
+        certs.push(self.key.public().clone());
+        if *to != own {
+            certs.extend(self.usable(&own));
+        }
+        Ok(Some(self.stanza(cx, to, body, parts, &certs)?))
+    }
+
+    fn keys_failed_after_fetch(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
+        let Failure { owner, node, condition } = failure;
+        if node == NODE_PUBLIC_KEYS {
+            if *owner == self.own() {
+                // No metadata node yet: announce our key (§4.2).
+                let ours = BTreeSet::from([self.key.fingerprint().to_owned()]);
+                out.actions.push(self.publish_metadata(cx, &ours));
+                self.announced.insert(owner.clone(), ours);
+            } else {
+                self.announced.entry(owner.clone()).or_default();
+                out.events.push(Event::Alert {
+                    reason: "no-public-key",
+                    detail: format!("{owner} announces no OpenPGP key ({condition})"),
+                });
+            }
+            self.missing.remove(owner);
+            self.keys_arrived(cx, owner, out);
+        } else if let Some(fpr) = node.strip_prefix(NODE_PUBLIC_KEYS).and_then(|r| r.strip_prefix(':')) {
+            out.events.push(Event::Alert {
+                reason: "no-public-key",
+                detail: format!("public key {fpr} of {owner} could not be fetched ({condition})"),
+            });
+            if let Some(m) = self.missing.get_mut(owner) {
+                m.remove(fpr);
+            }
+            self.keys_arrived(cx, owner, out);
+        }
+    }
+
+}
+
 impl Engine for Ox {
     fn protocol(&self) -> Protocol {
         Protocol::of(&super::OX)
+    }
+
+    /// XEP-0374 §openpgp-secured-im: the message's other parts go into the `<payload/>` with
+    /// the body, signed and encrypted.
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        Ok(directory::send_content(self, cx, to, content))
     }
 
     fn keyed(&mut self) -> Option<&mut dyn Keyed> {

@@ -137,7 +137,9 @@ use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Pep, Pl
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_DELAY, NS_STANZAS, el, sender, text_el};
-use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
+use crate::{
+    Action, Content, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
+};
 
 /// The registry entry.
 pub static PROTOCOL: crate::ProtocolDef =
@@ -552,6 +554,12 @@ impl Smime {
             });
         }
         out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        // The secured stanza's other children: the message's other parts, shown as if they
+        // had come in clear.
+        let parts = crate::content::decrypted_parts(&xml);
+        if !parts.is_empty() {
+            out.events.push(Event::Parts { from: from.clone(), stanza: "message", parts });
+        }
         Ok(())
     }
 }
@@ -662,6 +670,13 @@ impl Keyed for Smime {
 
     /// §3.1: the message to `to`, once its certificate node was read.
     fn seal(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) -> Sealed {
+        self.seal_content(cx, to, &Content::body(body), out)
+    }
+
+    /// §3.1: the message to `to` with its other parts (XEP-0210 §4.1): step 1 secures the
+    /// whole `<message/>` stanza, every child of it.
+    fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
+        let body = content.body.as_str();
         if !self.dir.read_or_fetch(to, NODE, out) {
             return Ok(None);
         }
@@ -680,11 +695,14 @@ impl Keyed for Smime {
             }
         }
         // §3.1 step 1: the stanza to secure.
-        let inner = el("message", NS_CLIENT)
+        let mut inner = el("message", NS_CLIENT)
             .with("from", self.me.to_string())
             .with("to", to.to_string())
             .with("type", "chat")
             .child(text_el("body", NS_CLIENT, body));
+        for p in &content.parts {
+            inner.append_child(p.clone());
+        }
         // Step 2: CPIM with From, To, DateTime (§6.9).
         let stamp = self.next_stamp(cx.now);
         let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
@@ -755,6 +773,13 @@ impl Engine for Smime {
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         self.enrol(cx)?;
         Ok(directory::send(self, cx, to, body))
+    }
+
+    /// RFC 3923 §3.1 secures the whole `<message/>`: its other parts travel inside with the
+    /// body.
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        self.enrol(cx)?;
+        Ok(directory::send_content(self, cx, to, content))
     }
 
     fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {

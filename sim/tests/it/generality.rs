@@ -1,0 +1,26 @@
+//! XEP-0210 §4.1 measured: the generality run's judge reads the parts of a message, a directed
+//! presence's status and an iq payload out of what the servers carried.
+
+use jabberwock_e2e::Protocol;
+use jabberwock_sim::properties::PROPERTIES;
+
+fn generality() -> &'static jabberwock_sim::properties::Property {
+    PROPERTIES.iter().find(|p| p.id == "generality").unwrap()
+}
+
+/// The control sends everything in clear: the judge must find every part on the wire, and
+/// Bob's client must show every part (else the judge would measure a run that lost them).
+#[test]
+fn the_control_leaks_every_part_and_bob_gets_each() {
+    let (verdict, outcome) = generality().measure("plain".parse::<Protocol>().unwrap()).unwrap();
+    assert!(verdict.tested && !verdict.holds, "{}", verdict.reason);
+    assert_eq!(
+        verdict.reason,
+        "read: body, subject, thread, XHTML, out-of-band URL, chat state, correction, presence status, iq payload"
+    );
+    let bob = outcome.devices.iter().find(|(j, _)| j.to_string() == "bob@b.example/laptop").unwrap().1;
+    let shown: Vec<String> = bob.parts.iter().map(|p| p.label()).collect();
+    assert!(shown.contains(&"status: out walking the quokka".to_owned()), "{shown:?}");
+    assert!(shown.contains(&"payload: note about the capybara".to_owned()), "{shown:?}");
+    assert!(bob.parts.iter().all(|p| !p.protected));
+}
