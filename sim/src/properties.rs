@@ -623,29 +623,57 @@ fn identity_protection_active(f: &Facts<'_>) -> Verdict {
     if marks.is_empty() {
         return untested("Bob's device has no long-term key to look for");
     }
-    // What its own end of the session holds of Bob's identity (its engines' `peer_marks`).
+    // When its own end of the session first held Bob's identity (its engines' `peer_marks`).
     let bob = f.jid("bob/laptop").map(|j| j.to_bare().to_string()).unwrap_or_default();
-    let learned: Vec<&str> = f
+    let learned: Vec<(u64, &str)> = f
         .outcome
         .attacker
         .iter()
         .flat_map(|a| a.learned.iter())
-        .filter(|(peer, _, bytes)| *peer == bob && marks.iter().any(|(_, _, m)| m == bytes))
-        .map(|(_, name, _)| *name)
+        .filter(|(_, peer, _, bytes)| *peer == bob && marks.iter().any(|(_, _, m)| m == bytes))
+        .map(|(at, _, name, _)| (u64::try_from(at.as_millis()).unwrap_or(u64::MAX), *name))
         .collect();
     let on_the_wire = marks_on_the_wire(f, &marks);
-    match (learned.is_empty(), on_the_wire.is_empty()) {
-        (true, true) => verdict(
+    if !on_the_wire.is_empty() {
+        return verdict(false, format!("no session needed: the servers read {}", on_the_wire.join(", ")));
+    }
+    let Some(&(learned_at, _)) = learned.iter().min_by_key(|(at, _)| *at) else {
+        return verdict(
             true,
             "Bob answered, yet neither the session the attacker ran with him nor the servers gave away his long-term key",
+        );
+    };
+    let names: Vec<&str> = learned.iter().map(|(_, n)| *n).collect();
+    // Who had to show a key first: when Bob's own engine first held a key of the initiator's.
+    let initiator = f.jid("alice/phone").map(|j| j.to_bare().to_string()).unwrap_or_default();
+    let shown_first = f
+        .device("bob/laptop")
+        .and_then(|l| l.learned.iter().filter(|(_, p, ..)| *p == initiator).map(|(at, ..)| *at).min());
+    match shown_first {
+        Some(at) if at < learned_at => verdict(
+            true,
+            format!(
+                "the session showed it Bob's {} only after it had proved a key of its own (Bob held it at {}, it his at {}): \
+                 no one learns Bob's key without showing theirs first, and Bob may refuse one he does not know",
+                names.join(" and "),
+                ms(at),
+                ms(learned_at)
+            ),
         ),
-        (false, _) => {
-            verdict(false, format!("the session it started showed it Bob's {}", learned.join(" and ")))
-        }
-        (true, false) => {
-            verdict(false, format!("no session needed: the servers read {}", on_the_wire.join(", ")))
-        }
+        _ => verdict(
+            false,
+            format!(
+                "the session it started showed it Bob's {} at {} before it had shown him any key of its own",
+                names.join(" and "),
+                ms(learned_at)
+            ),
+        ),
     }
+}
+
+/// Milliseconds since the start, as the transcript writes times.
+fn ms(at: u64) -> String {
+    format!("{}.{:03}s", at / 1000, at % 1000)
 }
 
 /// The parts of what Alice sends in the generality run: the part's name, what a server would

@@ -131,7 +131,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         topic: "Identity Protection",
         anchor: "reqs-id-protect",
         level: Level::Must,
-        asks: "No other entity should be able to identify Alice or Bob; public keys MUST NOT be revealed to a passive attack.",
+        asks: "No other entity should be able to identify Alice or Bob; public keys MUST NOT be revealed to a passive attack, and Bob MUST be able to protect his from an active one.",
         measured_by: &["identity-protection", "identity-protection-active"],
         unmeasured: None,
     },

@@ -143,9 +143,12 @@ impl Outcome {
                     f.recipient, f.claimed, f.detail
                 );
             }
-            for (peer, name, _) in &a.learned {
-                let _ =
-                    writeln!(out, "attacker learned {peer}'s {name} in a session its engines ran with them");
+            for (at, peer, name, _) in &a.learned {
+                let _ = writeln!(
+                    out,
+                    "attacker learned {peer}'s {name} at {} in a session its engines ran with them",
+                    fmt_time(*at)
+                );
             }
             if let Some((n, total)) = a.public_forgery {
                 let _ = writeln!(

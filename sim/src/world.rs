@@ -69,6 +69,9 @@ pub struct DeviceLog {
     pub ceremonies: Vec<(BareJid, jabberwock_e2e::Ceremony)>,
     /// Parts of stanzas beyond message bodies shown, in order.
     pub parts: Vec<ShownPart>,
+    /// What its engine learned of its peers' long-term identities, each mark when first held
+    /// (ms since the start): (when, the peer account, what the mark is, its bytes).
+    pub learned: Vec<(u64, String, &'static str, Vec<u8>)>,
 }
 
 /// The simulator's hooks.
@@ -534,6 +537,18 @@ impl Hooks for World {
 
     fn identity(&self, device: &FullJid, marks: jabberwock_e2e::IdentityMarks) {
         self.identities.borrow_mut().insert(device.clone(), marks);
+    }
+
+    fn peer_identity(&self, device: &FullJid, peer: &BareJid, marks: &jabberwock_e2e::IdentityMarks) {
+        let at = u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut devices = self.devices.borrow_mut();
+        let learned = &mut devices.entry(device.clone()).or_default().learned;
+        let peer = peer.to_string();
+        for (name, bytes) in marks {
+            if !learned.iter().any(|(_, p, _, b)| *p == peer && b == bytes) {
+                learned.push((at, peer.clone(), name, bytes.clone()));
+            }
+        }
     }
 
     fn stolen(&self, device: &FullJid, stolen: Box<dyn Engine>) {

@@ -299,6 +299,12 @@ pub trait Hooks {
         let _ = (device, marks);
     }
 
+    /// What a device's engine holds of `peer`'s long-term identity after a stanza from them
+    /// ([`jabberwock_e2e::Engine::peer_marks`]), reported when it changed, for the judges.
+    fn peer_identity(&self, device: &FullJid, peer: &BareJid, marks: &jabberwock_e2e::IdentityMarks) {
+        let _ = (device, peer, marks);
+    }
+
     /// What the devices of `peer` say on the out-of-band channel.
     fn out_of_band(&self, peer: &BareJid) -> OutOfBand {
         let _ = peer;

@@ -35,16 +35,18 @@ pub(super) struct Forger {
     last: Duration,
 }
 
-/// Adds to `learned` what `engine` learned in its sessions of `victim`'s long-term identity
-/// ([`Engine::peer_marks`]), each mark once.
-pub(super) fn learn(
-    learned: &mut Vec<(String, &'static str, Vec<u8>)>,
-    victim: &BareJid,
-    engine: &dyn Engine,
-) {
+/// What one of the attacker's engines learned of a victim's long-term identity in a session
+/// it ran with them ([`Engine::peer_marks`]): when it first held it, the victim's account,
+/// what the mark is, its bytes.
+pub type Learned = (Duration, String, &'static str, Vec<u8>);
+
+/// Adds to `learned` what `engine` holds at `at` of `victim`'s long-term identity, each mark
+/// once (with the time it was first seen).
+pub(super) fn learn(learned: &mut Vec<Learned>, at: Duration, victim: &BareJid, engine: &dyn Engine) {
+    let victim_name = victim.to_string();
     for (name, bytes) in engine.peer_marks(victim) {
-        if !learned.iter().any(|(v, _, b)| *v == victim.to_string() && *b == bytes) {
-            learned.push((victim.to_string(), name, bytes));
+        if !learned.iter().any(|(_, v, _, b)| *v == victim_name && *b == bytes) {
+            learned.push((at, victim_name.clone(), name, bytes));
         }
     }
 }
@@ -201,9 +203,6 @@ impl Attacker {
         log: &mut Vec<String>,
     ) -> Result<Vec<Release>, Element> {
         let Hop::ClientToServer { client, server } = hop else { return Err(stanza) };
-        for f in self.forgers.iter().filter(|f| at.saturating_sub(f.last) >= FORGER_IDLE) {
-            learn(&mut self.learned, &f.victim, f.engine.as_ref());
-        }
         self.forgers.retain(|f| at.saturating_sub(f.last) < FORGER_IDLE);
         let to = stanza.attr("to").and_then(|t| t.parse::<FullJid>().ok());
         let answer = stanza.attr("id").map(|id| (client.to_bare(), id.to_owned()));
@@ -227,6 +226,7 @@ impl Attacker {
         let out = receive_all(forger.engine.as_mut(), &mut cx, &s);
         let out = answer_fetches(forger.engine.as_mut(), &mut cx, out, &self.seen);
         let from = forger.from.clone();
+        learn(&mut self.learned, at, &forger.victim, forger.engine.as_ref());
         let mut answers = self.as_sent_by(&from.to_string(), "forged", out);
         for m in &mut answers {
             m.set("to", client.to_string());

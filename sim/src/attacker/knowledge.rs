@@ -9,7 +9,7 @@ use jabberwock_e2e::{Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, new
 use rand_chacha::ChaCha20Rng;
 
 use super::Attacker;
-use super::forge::{answer_fetches, learn};
+use super::forge::answer_fetches;
 use crate::units::fmt_time;
 
 /// What the attacker can try to read in a stanza: its messages with a body or a payload
@@ -84,8 +84,9 @@ pub struct AttackerReport {
     /// TLS records it saw on a client link and could not open: (records, bytes).
     pub records: (usize, usize),
     /// What its own engines learned of their peers' long-term identities in the sessions they
-    /// ran (forgers, impostors): (the peer account, what the mark is, its bytes).
-    pub learned: Vec<(String, &'static str, Vec<u8>)>,
+    /// ran (forgers, impostors and their relays): (when first, the peer account, what the mark
+    /// is, its bytes).
+    pub learned: Vec<super::forge::Learned>,
 }
 
 /// One recipient-forgery attempt (the deniability test).
@@ -174,19 +175,7 @@ impl Attacker {
             })
             .collect();
         // What the sessions its engines ran with the victims revealed of them.
-        let mut learned = core::mem::take(&mut self.learned);
-        for f in &self.forgers {
-            learn(&mut learned, &f.victim, f.engine.as_ref());
-        }
-        for (owner, imp) in &self.impostors {
-            for victim in imp.victims.keys() {
-                learn(&mut learned, victim, imp.engine.as_ref());
-            }
-            // In the middle, its engines posing as the victims ran sessions with the owner.
-            for relay in imp.toward_owner.values() {
-                learn(&mut learned, owner, relay.as_ref());
-            }
-        }
+        let learned = core::mem::take(&mut self.learned);
         let mut read: Vec<Read> = Vec::new();
         for (owner, imp) in core::mem::take(&mut self.impostors) {
             for (at, body, means) in imp.read {

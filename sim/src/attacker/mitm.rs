@@ -13,6 +13,7 @@ use jabberwock_xmpp::{Hop, Release};
 use rand_chacha::ChaCha20Rng;
 
 use super::Attacker;
+use super::forge::learn;
 
 /// The attacker's own engine posing as an account, and the PEP items it publishes.
 #[derive(Debug)]
@@ -97,6 +98,7 @@ impl Attacker {
                 s.set("from", client.to_string());
                 let mut cx = Cx { rng: &mut self.rng, now };
                 let out = receive_all(imp.engine.as_mut(), &mut cx, &s);
+                learn(&mut self.learned, at, &victim, imp.engine.as_ref());
                 log.push(format!(
                     "takes {} from {client} into its engine posing as {owner} ({tag})",
                     id_of(stanza)
@@ -137,6 +139,7 @@ impl Attacker {
                 });
                 let mut cx = Cx { rng: &mut self.rng, now };
                 let out = receive_all(relay.as_mut(), &mut cx, stanza);
+                learn(&mut self.learned, at, owner, relay.as_ref());
                 log.push(format!(
                     "takes {} to {client} into its engine posing as {victim} ({tag})",
                     id_of(stanza)

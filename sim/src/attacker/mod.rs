@@ -71,9 +71,9 @@ pub struct Attacker {
     requests: BTreeMap<(BareJid, String), String>,
     /// Forgers still talking: a session protocol's forgery is a handshake first.
     forgers: Vec<Forger>,
-    /// What forgers that retired had learned of their victims' long-term identities: see
-    /// [`AttackerReport::learned`].
-    learned: Vec<(String, &'static str, Vec<u8>)>,
+    /// What its engines learned of their victims' long-term identities, as they learned it:
+    /// see [`AttackerReport::learned`].
+    learned: Vec<forge::Learned>,
     /// How many stanzas it made up without an id of their own (forged or forwarded): the
     /// next one's number, so ids never repeat.
     made: u32,
