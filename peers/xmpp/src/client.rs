@@ -331,11 +331,11 @@ impl<T: Transport> Device<T> {
         let mut cx = Cx { rng: &mut *self.rng, now };
         let result = match &cmd {
             Command::Send { to, body, parts } => {
-                // XEP-0308: a correction names the message it replaces by its id.
-                let content = Content {
-                    body: body.clone(),
-                    parts: parts.elements(self.last_message.get(to).map(String::as_str)),
-                };
+                // XEP-0308: a correction names the message it replaces by its id — the id the
+                // peer knows it by: the engine's, when the message travelled inside the
+                // protocol's own stanzas, else the last message stanza we sent.
+                let corrects = self.engine.message_id(to).or_else(|| self.last_message.get(to).cloned());
+                let content = Content { body: body.clone(), parts: parts.elements(corrects.as_deref()) };
                 let r = if content.parts.is_empty() {
                     self.engine.send(&mut cx, to, body)
                 } else {
