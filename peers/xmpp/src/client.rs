@@ -123,7 +123,7 @@ pub struct Device<T: Transport> {
     /// Our iq requests still waiting for an answer, by id.
     asked: BTreeMap<String, Asked>,
     /// The id of the last message this device sent to each account (what a XEP-0308
-    /// correction replaces).
+    /// correction replaces, unless the engine names the message itself: `Engine::message_id`).
     last_message: BTreeMap<BareJid, String>,
 }
 

@@ -35,7 +35,9 @@ fn a_tunnel_hides_every_part_and_the_correction_names_the_inner_message() {
     let bob = outcome.devices.iter().find(|(j, _)| j.to_string() == "bob@b.example/laptop").unwrap().1;
     let shown: Vec<String> = bob.parts.iter().map(|p| p.label()).collect();
     assert!(bob.parts.iter().all(|p| p.protected), "{shown:?}");
-    for part in ["status: out walking the quokka", "payload: note about the capybara", "chat-state: composing"] {
+    for part in
+        ["status: out walking the quokka", "payload: note about the capybara", "chat-state: composing"]
+    {
         assert!(shown.contains(&part.to_owned()), "{part}: {shown:?}");
     }
     let correction = bob.parts.iter().find(|p| p.name == "correction").unwrap();
