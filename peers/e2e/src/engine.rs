@@ -397,6 +397,16 @@ pub trait Engine: fmt::Debug + Send {
         false
     }
 
+    /// The id of the last message this device sent `to`, as the user sent it, when that
+    /// message travels inside the protocol's own stanzas with an id of its own (a tunnel's
+    /// inner stanza): what a XEP-0308 correction sent afterwards names, since the peer's
+    /// client knows the message by that id. `None` (the default): the `<message/>` stanzas
+    /// the client sends carry the message, and the client names the last one it sent.
+    fn message_id(&self, to: &BareJid) -> Option<String> {
+        let _ = to;
+        None
+    }
+
     /// Handles a stanza addressed to this device: a message, or the result of an
     /// [`Action::Fetch`]. The client has already unwrapped carbons and checked their origin.
     /// An engine that keeps a key directory ([`Engine::keyed`]) reads PEP answers there.

@@ -126,7 +126,7 @@ pub struct Device<T: Transport> {
     /// Our iq requests still waiting for an answer, by id.
     asked: BTreeMap<String, Asked>,
     /// The id of the last message this device sent to each account (what a XEP-0308
-    /// correction replaces).
+    /// correction replaces, unless the engine names the message itself: `Engine::message_id`).
     last_message: BTreeMap<BareJid, String>,
 }
 
@@ -335,11 +335,11 @@ impl<T: Transport> Device<T> {
         let mut cx = Cx { rng: &mut *self.rng, now };
         let result = match &cmd {
             Command::Send { to, body, parts } => {
-                // XEP-0308: a correction names the message it replaces by its id.
-                let content = Content {
-                    body: body.clone(),
-                    parts: parts.elements(self.last_message.get(to).map(String::as_str)),
-                };
+                // XEP-0308: a correction names the message it replaces by its id — the id the
+                // peer knows it by: the engine's, when the message travelled inside the
+                // protocol's own stanzas, else the last message stanza we sent.
+                let corrects = self.engine.message_id(to).or_else(|| self.last_message.get(to).cloned());
+                let content = Content { body: body.clone(), parts: parts.elements(corrects.as_deref()) };
                 let r = if content.parts.is_empty() {
                     self.engine.send(&mut cx, to, body)
                 } else {

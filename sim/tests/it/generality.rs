@@ -24,3 +24,26 @@ fn the_control_leaks_every_part_and_bob_gets_each() {
     assert!(shown.contains(&"payload: note about the capybara".to_owned()), "{shown:?}");
     assert!(bob.parts.iter().all(|p| !p.protected));
 }
+
+/// A tunnel carries whole stanzas: the servers read none of the parts, Bob is shown each,
+/// protected, and the correction names the first message by the id it had inside the tunnel
+/// (the id Bob knows it by), not by any stanza the servers carried.
+#[test]
+fn a_tunnel_hides_every_part_and_the_correction_names_the_inner_message() {
+    let (verdict, outcome) = generality().measure("xtls".parse::<Protocol>().unwrap()).unwrap();
+    assert!(verdict.tested && verdict.holds, "{}", verdict.reason);
+    let bob = outcome.devices.iter().find(|(j, _)| j.to_string() == "bob@b.example/laptop").unwrap().1;
+    let shown: Vec<String> = bob.parts.iter().map(|p| p.label()).collect();
+    assert!(bob.parts.iter().all(|p| p.protected), "{shown:?}");
+    for part in
+        ["status: out walking the quokka", "payload: note about the capybara", "chat-state: composing"]
+    {
+        assert!(shown.contains(&part.to_owned()), "{part}: {shown:?}");
+    }
+    let correction = bob.parts.iter().find(|p| p.name == "correction").unwrap();
+    assert!(!correction.text.is_empty());
+    let hops = outcome.transcript.entries.iter().filter(|e| e.kind == "hop");
+    let carried: String = hops.filter_map(|e| e.xml.clone()).collect();
+    assert_eq!(correction.text, "in-1", "the first message inside the tunnel");
+    assert!(!carried.contains(&correction.text), "the servers never saw that id");
+}

@@ -16,9 +16,17 @@
 //!   `<iq type='result'/>`. The responder sends a CertificateRequest ("mutual authentication
 //!   is desired"). Stanzas do not follow record boundaries: we put everything rustls has to
 //!   say after one input into one `<data/>`.
-//! - §stanzas: after the handshake, application data is the stanza itself with its routing
-//!   stripped (`<message type='chat'><body/></message>`); the receiver takes `from`/`to`
-//!   from the `<iq/>`.
+//! - §intro, §stanzas: after the handshake, "the entities can then exchange TLS-encrypted
+//!   XMPP stanzas over that tunnel": the application data is whole stanzas with their routing
+//!   stripped — a `<message type='chat'/>` with its body and every other part (the draft's
+//!   example carries a `<thread/>` and a chat state), a directed `<presence/>` with its
+//!   status, an `<iq/>` with its payload —, in the stream's default namespace, one after
+//!   another (the draft shows no stream header). The receiver takes `from`/`to` from the
+//!   outer `<iq/>`, whatever the inner stanza claims, and shows the body (`Plaintext`) and
+//!   the other parts (`Parts`). Each inner stanza has an `id` of its own (RFC 6120 §8.1.3):
+//!   an inner iq request is answered through the tunnel (RFC 6120 §8.2.3; `service-unavailable`,
+//!   §8.4, as the client answers a payload it has no handler for), and a XEP-0308 correction
+//!   names the inner message it corrects ([`Engine::message_id`]).
 //! - §close: `<iq type='set'><close/></iq>`, answered by `<iq type='result'><closed/></iq>`,
 //!   or `<item-not-found/>` for an unknown tunnel. "If an error is detected, the tunnel MUST
 //!   be considered closed and invalid": any TLS error ends the tunnel (we send rustls' alert
@@ -93,8 +101,8 @@ use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::tls::{self, Identity};
 use crate::xml::{ElementExt, NS_CLIENT, NS_STANZAS, el, sender, text_el};
 use crate::{
-    Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust,
-    VerificationResult,
+    Action, Content, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft,
+    Trust, VerificationResult,
 };
 
 /// The registry entry.
@@ -176,8 +184,8 @@ struct Session {
     phase: Phase,
     role: Role,
     tunnel: Option<Tunnel>,
-    /// Bodies waiting for the handshake (or for the peer's certificate to be trusted).
-    outbox: Vec<String>,
+    /// Stanzas waiting for the handshake (or for the peer's certificate to be trusted).
+    outbox: Vec<Queued>,
     /// Whether the responder saw the first `<data/>` (which carries `method`).
     method_seen: bool,
     /// Plaintext received that does not make a whole stanza yet.
@@ -190,7 +198,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(phase: Phase, role: Role, outbox: Vec<String>, first_id: u64) -> Session {
+    fn new(phase: Phase, role: Role, outbox: Vec<Queued>, first_id: u64) -> Session {
         Session {
             first_id,
             phase,
@@ -205,6 +213,16 @@ impl Session {
     }
 }
 
+/// A stanza waiting to go through a tunnel.
+#[derive(Debug, Clone)]
+struct Queued {
+    /// The one device it is for (an iq, presence directed to a full JID); `None`: every
+    /// XTLS device of the account (a message, presence to the account).
+    device: Option<FullJid>,
+    /// The stanza, routing stripped (§stanzas).
+    stanza: Element,
+}
+
 /// One device's XTLS state.
 #[derive(Debug, Clone)]
 pub struct Xtls {
@@ -216,8 +234,13 @@ pub struct Xtls {
     /// XTLS-capable devices seen in presence, per account.
     devices: BTreeMap<BareJid, BTreeSet<FullJid>>,
     sessions: BTreeMap<FullJid, Session>,
-    /// Bodies for accounts with no XTLS device online.
-    pending: BTreeMap<BareJid, Vec<String>>,
+    /// Stanzas for accounts (or devices) with no XTLS device online.
+    pending: BTreeMap<BareJid, Vec<Queued>>,
+    /// Our inner stanza counter (their `id`s, RFC 6120 §8.1.3).
+    next_inner: u64,
+    /// The id of the last message we tunnelled to each account: what a XEP-0308 correction
+    /// names ([`Engine::message_id`]).
+    last_message: BTreeMap<BareJid, String>,
     /// The certificate fingerprint seen per peer device, and its trust.
     certs: TrustBook<FullJid>,
     next_id: u64,
@@ -242,13 +265,21 @@ fn iq_result(to: &Jid, id: &str, child: Option<Element>) -> Element {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// The stanza we tunnel for a chat message, routing stripped (§stanzas).
-fn message_xml(body: &str) -> String {
-    format!("<message type='chat'><body>{}</body></message>", escape(body))
+/// A stanza as it travels in the tunnel (§stanzas, "A Stanza to Send (No Routing)"): without
+/// routing (we build the stanzas we tunnel without it, [`Xtls::inner`]), in the default
+/// namespace of the tunnelled stream (`jabber:client`, not declared again on the stanza, as
+/// in the draft's example). The inner stream is the stanzas alone, one after another: the
+/// draft shows no stream header.
+fn stanza_xml(stanza: &Element) -> String {
+    // Serialised inside a wrapper in the stream's namespace, the stanza needs no `xmlns`;
+    // the wrapper's start tag (no `>` in its one attribute) and end tag are cut off again.
+    let wrapped = String::from(&el("tunnel", NS_CLIENT).child(stanza.clone()));
+    let inner = wrapped
+        .split_once('>')
+        .and_then(|(_, rest)| rest.strip_suffix("</tunnel>"))
+        .map(str::to_owned);
+    // Not the shape expected: the stanza with its own declaration (the same stanza).
+    inner.unwrap_or_else(|| String::from(stanza))
 }
 
 /// Splits complete top-level elements off the front of `buf` (the tunnelled stanza stream).
@@ -353,6 +384,8 @@ impl Xtls {
             devices: BTreeMap::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
+            next_inner: 0,
+            last_message: BTreeMap::new(),
             certs: TrustBook::new(config.trust, &WORDING),
             next_id: 0,
             left: Output::default(),
@@ -400,8 +433,33 @@ impl Xtls {
         el("iq", NS_CLIENT).with("type", "set").with("to", to.to_string()).with("id", id).child(child)
     }
 
+    /// A stanza of the tunnelled stream (§stanzas): `name` (`message`, `presence`, `iq`) with
+    /// an `id` of its own (RFC 6120 §8.1.3: an iq MUST have one; a XEP-0308 correction names
+    /// a message by it) and no routing.
+    fn inner(&mut self, name: &str) -> Element {
+        self.next_inner += 1;
+        el(name, NS_CLIENT).with("id", format!("in-{}", self.next_inner))
+    }
+
+    /// Queues `stanza` for `account` (for its one device `device`, if given), and sends what
+    /// can go.
+    fn submit(
+        &mut self,
+        cx: &mut Cx<'_>,
+        account: &BareJid,
+        device: Option<FullJid>,
+        stanza: Element,
+    ) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        self.identity(cx.now)?;
+        let mut queued = self.pending.remove(account).unwrap_or_default();
+        queued.push(Queued { device, stanza });
+        self.dispatch(cx, account, queued, &mut out);
+        Ok(out)
+    }
+
     /// §start: asks `peer` for a tunnel; `outbox` goes through it once open.
-    fn start(&mut self, peer: &FullJid, outbox: Vec<String>, out: &mut Output) {
+    fn start(&mut self, peer: &FullJid, outbox: Vec<Queued>, out: &mut Output) {
         let first_id = self.next_id;
         let iq = self.iq_set(peer, el("start", NS_XTLS));
         let id = iq.attr("id").unwrap_or_default().to_owned();
@@ -428,7 +486,7 @@ impl Xtls {
         out.actions.push(Action::Send(iq));
     }
 
-    /// Writes the waiting bodies into an open tunnel whose peer is not untrusted.
+    /// Writes the waiting stanzas into an open tunnel whose peer is not untrusted.
     fn flush_outbox(&mut self, cx: &mut Cx<'_>, peer: &FullJid, out: &mut Output) {
         if self.certs.distrusts(&peer.to_bare(), peer) {
             return;
@@ -438,8 +496,8 @@ impl Xtls {
             return;
         }
         let Some(t) = s.tunnel.as_mut() else { return };
-        for body in core::mem::take(&mut s.outbox) {
-            if let Err(e) = t.write(cx.now, message_xml(&body).as_bytes()) {
+        for queued in core::mem::take(&mut s.outbox) {
+            if let Err(e) = t.write(cx.now, stanza_xml(&queued.stanza).as_bytes()) {
                 out.events.push(Event::Alert { reason: "not-sent", detail: format!("to {peer}: {e}") });
             }
         }
@@ -447,7 +505,7 @@ impl Xtls {
     }
 
     /// Ends a tunnel after an error (§close: "the tunnel MUST be considered closed"): what
-    /// rustls queued (its alert) goes in a last `<data/>`, then `<close/>`. Bodies that were
+    /// rustls queued (its alert) goes in a last `<data/>`, then `<close/>`. Stanzas that were
     /// still waiting go back to the account's queue.
     fn kill(&mut self, peer: &FullJid, out: &mut Output) {
         self.flush_tls(peer, out);
@@ -653,6 +711,7 @@ impl Xtls {
             self.established(cx, from, out);
         }
         let trust = self.certs.trust_of(&from.to_bare(), from);
+        let mut answers = Vec::new();
         for stanza in stanzas {
             let stanza = match parse_stanza(&stanza) {
                 Ok(s) => s,
@@ -661,24 +720,17 @@ impl Xtls {
                     return Err(e);
                 }
             };
-            // §stanzas: the receiver supplies `from` and `to` from the <iq/>.
-            if stanza.is("message", NS_CLIENT)
-                && let Some(body) = stanza.get_child("body", NS_CLIENT)
-            {
-                if trust == Trust::Untrusted {
-                    out.events.push(Event::Alert {
-                        reason: "untrusted-device",
-                        detail: format!("{from}'s certificate is not trusted"),
-                    });
-                }
-                out.events.push(Event::Plaintext {
-                    from: Jid::from(from.clone()),
-                    body: body.text(),
-                    trust,
-                    delay: None,
-                    carbon: None,
-                });
+            // §stanzas: the receiver supplies `from` and `to` from the <iq/>: the sender is the
+            // tunnel's peer, whatever routing the inner stanza claims.
+            if let Some(answer) = self.tunnelled(from, trust, &stanza, out) {
+                answers.push(Queued { device: Some(from.clone()), stanza: answer });
             }
+        }
+        if !answers.is_empty() {
+            if let Some(s) = self.sessions.get_mut(from) {
+                s.outbox.extend(answers);
+            }
+            self.flush_outbox(cx, from, out);
         }
         if peer_closed {
             out.events.push(Event::Alert {
@@ -687,6 +739,55 @@ impl Xtls {
             });
         }
         Ok(())
+    }
+
+    /// One stanza that came out of the tunnel with `from` (§stanzas), shown to the user: a
+    /// message's body and its other parts, a presence's status, an iq's payload. Returns the
+    /// answer an iq request gets through the tunnel.
+    fn tunnelled(&self, from: &FullJid, trust: Trust, stanza: &Element, out: &mut Output) -> Option<Element> {
+        let sender = Jid::from(from.clone());
+        let kind = stanza.attr("type");
+        let mut shown = Vec::new();
+        let mut answer = None;
+        let parts_event = |name: &'static str, parts: Vec<Element>| {
+            (!parts.is_empty()).then(|| Event::Parts { from: sender.clone(), stanza: name, parts })
+        };
+        match stanza.name() {
+            _ if stanza.ns() != NS_CLIENT || kind == Some("error") => {} // an answer to one of ours
+            "message" => {
+                if let Some(body) = stanza.get_child("body", NS_CLIENT) {
+                    let body = body.text();
+                    shown.push(Event::Plaintext { from: sender.clone(), body, trust, delay: None, carbon: None });
+                }
+                // Reported after the body, as the other engines do.
+                shown.extend(parts_event("message", crate::content::decrypted_parts(stanza)));
+            }
+            // RFC 6121 §4.6 directed presence, available or unavailable: its <status/>
+            // (§4.7.2.2) and whatever else it carries.
+            "presence" if kind.is_none_or(|k| k == "unavailable") => {
+                shown.extend(parts_event("presence", crate::content::decrypted_parts(stanza)));
+            }
+            "iq" if matches!(kind, Some("get" | "set")) => {
+                shown.extend(parts_event("iq", stanza.children().cloned().collect()));
+                // RFC 6120 §8.2.3: a request MUST be answered; §8.4: a payload nobody here
+                // handles (the user is shown it) gets <service-unavailable/>, as the client
+                // answers one in clear. The answer goes back through the tunnel.
+                answer = stanza.attr("id").map(|id| {
+                    let condition = el("service-unavailable", NS_STANZAS);
+                    let error = el("error", NS_CLIENT).with("type", "cancel").child(condition);
+                    el("iq", NS_CLIENT).with("type", "error").with("id", id).child(error)
+                });
+            }
+            _ => {} // an iq answer, another presence type: nothing to show
+        }
+        if trust == Trust::Untrusted && !shown.is_empty() {
+            out.events.push(Event::Alert {
+                reason: "untrusted-device",
+                detail: format!("{from}'s certificate is not trusted"),
+            });
+        }
+        out.events.extend(shown);
+        answer
     }
 
     fn on_close(&mut self, iq: Iq<'_>, out: &mut Output) {
@@ -753,25 +854,42 @@ impl Xtls {
         }
     }
 
-    /// Starts tunnels for (or writes into) every trusted device of `to`, with `bodies`.
-    fn dispatch(&mut self, cx: &mut Cx<'_>, to: &BareJid, bodies: Vec<String>, out: &mut Output) {
+    /// Starts tunnels for (or writes into) every trusted device of `to`, with the stanzas
+    /// `queued` for them; what has no device online waits in `pending`.
+    fn dispatch(&mut self, cx: &mut Cx<'_>, to: &BareJid, queued: Vec<Queued>, out: &mut Output) {
         let devices: Vec<FullJid> =
             self.devices.get(to).map(|d| d.iter().cloned().collect()).unwrap_or_default();
-        if devices.is_empty() {
+        let mut outboxes: BTreeMap<FullJid, Vec<Queued>> = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for q in queued {
+            let targets: Vec<&FullJid> = match &q.device {
+                Some(d) => devices.iter().filter(|x| *x == d).collect(),
+                None => devices.iter().collect(),
+            };
+            if targets.is_empty() {
+                waiting.push(q);
+                continue;
+            }
+            for d in targets {
+                outboxes.entry(d.clone()).or_default().push(q.clone());
+            }
+        }
+        if !waiting.is_empty() {
+            let messages = waiting.iter().all(|q| q.stanza.name() == "message");
             out.events.push(Event::Alert {
                 reason: "xtls-waiting",
                 detail: format!(
-                    "no XTLS device of {to} is online: {} message(s) wait (XTLS has no offline sessions)",
-                    bodies.len()
+                    "no XTLS device of {to} is online: {} {} wait (XTLS has no offline sessions)",
+                    waiting.len(),
+                    if messages { "message(s)" } else { "stanza(s)" }
                 ),
             });
-            self.pending.entry(to.clone()).or_default().extend(bodies);
-            return;
+            self.pending.entry(to.clone()).or_default().extend(waiting);
         }
-        for d in devices {
+        for (d, outbox) in outboxes {
             match self.sessions.get_mut(&d) {
                 Some(s) => {
-                    s.outbox.extend(bodies.iter().cloned());
+                    s.outbox.extend(outbox);
                     if self.certs.distrusts(to, &d) {
                         out.events.push(Event::Alert {
                             reason: "untrusted-device",
@@ -782,7 +900,7 @@ impl Xtls {
                     }
                     self.flush_outbox(cx, &d, out);
                 }
-                None => self.start(&d, bodies.clone(), out),
+                None => self.start(&d, outbox, out),
             }
         }
     }
@@ -830,19 +948,50 @@ impl Engine for Xtls {
             self.start(&from, s.outbox, &mut out);
         }
         let bare = from.to_bare();
-        if let Some(bodies) = self.pending.remove(&bare) {
-            self.dispatch(cx, &bare, bodies, &mut out);
+        if let Some(queued) = self.pending.remove(&bare) {
+            self.dispatch(cx, &bare, queued, &mut out);
         }
         Ok(out)
     }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        self.identity(cx.now)?;
-        let mut bodies = self.pending.remove(to).unwrap_or_default();
-        bodies.push(body.to_owned());
-        self.dispatch(cx, to, bodies, &mut out);
-        Ok(out)
+        self.send_message(cx, to, &Content::body(body))
+    }
+
+    /// §stanzas: the whole `<message/>` goes through the tunnel, every part with the body
+    /// (the draft's example carries a `<thread/>` and a chat state).
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        let mut message = self.inner("message").with("type", "chat");
+        if !content.body.is_empty() || content.parts.is_empty() {
+            message.append_child(text_el("body", NS_CLIENT, content.body.as_str()));
+        }
+        for part in &content.parts {
+            message.append_child(part.clone());
+        }
+        if let Some(id) = message.attr("id") {
+            self.last_message.insert(to.clone(), id.to_owned());
+        }
+        self.submit(cx, to, None, message)
+    }
+
+    /// §stanzas: directed presence (RFC 6121 §4.6) goes through the tunnel of every XTLS
+    /// device of the account, or of the one device named.
+    fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
+        let presence = self.inner("presence").child(text_el("status", NS_CLIENT, status));
+        let device = to.clone().try_into_full().ok();
+        self.submit(cx, &to.to_bare(), device, presence)
+    }
+
+    /// §stanzas: the `<iq type='set'/>` goes through the tunnel with the device `to`.
+    fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
+        let iq = self.inner("iq").with("type", "set").child(payload.clone());
+        self.submit(cx, &to.to_bare(), Some(to.clone()), iq)
+    }
+
+    /// The inner message's id: the outer stanzas are `<iq/>`s of the tunnel, which the peer's
+    /// user never sees.
+    fn message_id(&self, to: &BareJid) -> Option<String> {
+        self.last_message.get(to).cloned()
     }
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {

@@ -696,3 +696,192 @@ fn a_rolled_back_client_hello_fails_the_handshake() {
     assert_eq!(net.errors[0], (ALICE.to_owned(), "bad-record-mac"), "{:?}", net.errors);
     assert!(!net.dev(ALICE).is_open(&jid(BOB)) && !net.dev(BOB).is_open(&jid(ALICE)));
 }
+
+impl Net {
+    /// Runs one engine call of `from` and delivers what it sends.
+    fn call(&mut self, from: &str, f: impl FnOnce(&mut Xtls, &mut Cx<'_>) -> Result<Output, E2eError>) {
+        let mut rng = self.rng.clone();
+        let out = f(self.devices.get_mut(from).unwrap(), &mut cx(&mut rng)).unwrap();
+        self.rng = rng;
+        self.run(from, out);
+    }
+
+    /// The parts `device` was shown, per stanza kind, as they arrived.
+    fn parts(&self, device: &str) -> Vec<(&'static str, Vec<Element>)> {
+        self.events
+            .iter()
+            .filter(|(d, _)| d == device)
+            .filter_map(|(_, e)| match e {
+                Event::Parts { stanza, parts, .. } => Some((*stanza, parts.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Everything the servers carried, serialised.
+    fn carried(&self) -> String {
+        self.wire.iter().map(|(_, s)| String::from(s)).collect()
+    }
+}
+
+/// The parts of the generality run: subject, thread, XHTML-IM, an OOB URL, a chat state,
+/// and a correction of `corrects`.
+fn every_part(corrects: &str) -> Vec<Element> {
+    let parts = crate::MessageParts {
+        subject: Some("quarterly tapir census".into()),
+        thread: Some("thread-okapi-4711".into()),
+        xhtml: Some("the pangolin is in bold".into()),
+        oob: Some("https://files.example/narwhal-photo.jpg".into()),
+        chat_state: Some("composing".into()),
+        correction: true,
+    };
+    parts.elements(Some(corrects))
+}
+
+#[test]
+fn a_message_goes_whole_through_the_tunnel_and_its_correction_names_the_inner_id() {
+    let mut net = Net::new(21, &[ALICE, BOB], TrustPolicy::Btbv);
+    net.presences();
+    let bob = bare(BOB);
+    assert_eq!(net.dev(ALICE).message_id(&bob), None, "nothing sent yet");
+    net.send(ALICE, "bob@b.example", "hello bob");
+    // XEP-0308: the first message is known to Bob by the inner stanza's id, not by any
+    // <iq/> of the tunnel.
+    let first = net.dev(ALICE).message_id(&bob).unwrap();
+    assert!(net.wire.iter().all(|(_, s)| s.attr("id") != Some(first.as_str())));
+    let parts = every_part(&first);
+    let content = Content { body: "meet me at the tapir gate".into(), parts: parts.clone() };
+    net.call(ALICE, |e, cx| e.send_message(cx, &bob, &content));
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    let shown: Vec<String> = net.shown(BOB).into_iter().map(|(b, _)| b).collect();
+    assert_eq!(shown, ["hello bob", "meet me at the tapir gate"]);
+    // Every part arrived as it was sent, the correction naming the first message.
+    assert_eq!(net.parts(BOB), [("message", parts)]);
+    let second = net.dev(ALICE).message_id(&bob).unwrap();
+    assert_ne!(first, second);
+    // The servers carried none of it.
+    let carried = net.carried();
+    for text in ["tapir", "okapi", "pangolin", "narwhal", "chatstates", "message-correct", &first] {
+        assert!(!carried.contains(text), "{text} crossed the servers readable");
+    }
+    // Nothing went beside the tunnel: iq stanzas only.
+    assert!(net.wire.iter().all(|(_, s)| s.name() == "iq"));
+}
+
+#[test]
+fn a_tunnelled_stanza_is_whole_without_routing_or_a_namespace_of_its_own() {
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let mut alice = Xtls::new(jid(ALICE), &mut rng, &EngineConfig::default());
+    let mut m = alice.inner("message").with("type", "chat");
+    m.append_child(text_el("body", NS_CLIENT, "a <&> b"));
+    m.append_child(el("active", crate::content::NS_CHATSTATES));
+    let xml = stanza_xml(&m);
+    assert_eq!(
+        xml,
+        "<message id='in-1' type='chat'><body>a &lt;&amp;&gt; b</body>\
+         <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    );
+    // The receiver reads it back as it was.
+    let mut buf = xml.into_bytes();
+    let got = split_stanzas(&mut buf).unwrap();
+    assert_eq!(parse_stanza(&got[0]).unwrap(), m);
+    assert_eq!(alice.inner("iq").attr("id"), Some("in-2"), "each inner stanza its own id");
+}
+
+#[test]
+fn directed_presence_goes_through_the_tunnels_of_the_account_or_the_one_device() {
+    let mut net = Net::new(23, &[ALICE, BOB, BOB2], TrustPolicy::Btbv);
+    net.presences();
+    let status = |e: &Element| e.is("status", NS_CLIENT).then(|| e.text());
+    // To the account: each of its devices.
+    let account: Jid = bare(BOB).into();
+    net.call(ALICE, |e, cx| e.send_presence(cx, &account, "out walking the quokka"));
+    for d in [BOB, BOB2] {
+        let parts = net.parts(d);
+        assert_eq!(parts.len(), 1, "{d}: {parts:?}");
+        assert_eq!(parts[0].0, "presence");
+        assert_eq!(parts[0].1.iter().filter_map(status).collect::<Vec<_>>(), ["out walking the quokka"]);
+    }
+    // To one device: that one only.
+    let tablet: Jid = jid(BOB2).into();
+    net.call(ALICE, |e, cx| e.send_presence(cx, &tablet, "back soon"));
+    assert_eq!(net.parts(BOB).len(), 1);
+    let last = net.parts(BOB2).pop().unwrap();
+    assert_eq!(last.1.iter().filter_map(status).collect::<Vec<_>>(), ["back soon"]);
+    assert!(!net.carried().contains("quokka") && !net.carried().contains("back soon"));
+    assert!(net.shown(BOB).is_empty(), "a presence is no message");
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+}
+
+#[test]
+fn an_iq_goes_through_the_tunnel_and_is_answered_through_it() {
+    let mut net = Net::new(24, &[ALICE, BOB], TrustPolicy::Btbv);
+    net.online.remove(BOB);
+    net.presences();
+    let payload: Element = "<query xmlns='urn:example:notes'>note about the capybara</query>".parse().unwrap();
+    let p = payload.clone();
+    net.call(ALICE, |e, cx| e.send_iq(cx, &jid(BOB), &p));
+    // No device online: it waits (an iq is not stored offline either).
+    assert!(net.alerts(ALICE).contains(&"xtls-waiting"));
+    assert!(net.wire.is_empty());
+    net.online.insert(BOB.to_owned());
+    net.presences();
+    assert_eq!(net.parts(BOB), [("iq", vec![payload])]);
+    assert!(!net.carried().contains("capybara"));
+    // RFC 6120 §8.2.3: Bob answered, inside the tunnel: one record more from him than when
+    // a message comes, and Alice took it without a word.
+    let mut quiet = Net::new(24, &[ALICE, BOB], TrustPolicy::Btbv);
+    quiet.presences();
+    quiet.send(ALICE, "bob@b.example", "no answer to this");
+    assert_eq!(app_records(&net, BOB).len(), app_records(&quiet, BOB).len() + 1);
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    assert!(net.dev(ALICE).sessions.get(&jid(BOB)).unwrap().plain.is_empty(), "read whole");
+    assert!(net.parts(ALICE).is_empty() && net.shown(ALICE).is_empty());
+    // An iq for another device of the account waits for that device, not for the account.
+    let mut net = Net::new(25, &[ALICE, BOB, BOB2], TrustPolicy::Btbv);
+    net.online.remove(BOB2);
+    net.presences();
+    let p = el("x", "urn:example:notes");
+    net.call(ALICE, |e, cx| e.send_iq(cx, &jid(BOB2), &p));
+    assert!(net.alerts(ALICE).contains(&"xtls-waiting"));
+    assert!(net.parts(BOB).is_empty());
+    net.online.insert(BOB2.to_owned());
+    net.presences();
+    assert_eq!(net.parts(BOB2).len(), 1);
+    assert!(net.parts(BOB).is_empty());
+}
+
+/// What comes out of the tunnel is the peer's, whatever it claims: an inner `from` is not
+/// believed, answers and unknown stanzas show nothing, and a request without an id is shown
+/// but cannot be answered.
+#[test]
+fn tunnelled_stanzas_are_the_peers_whatever_they_claim() {
+    let mut net = Net::new(26, &[ALICE, BOB], TrustPolicy::Btbv);
+    net.presences();
+    net.send(ALICE, "bob@b.example", "open");
+    let forged = "<message from='mallory@evil.example/x' type='chat'><body>from mallory?</body></message>\
+        <iq type='result' id='in-9'/><iq type='error' id='in-8'/><stream xmlns='urn:example'/>\
+        <presence type='subscribe'><status>sub</status></presence><iq type='get'><q xmlns='urn:example:q'/></iq>";
+    let mut rng = net.rng.clone();
+    let mut out = Output::default();
+    let alice = net.devices.get_mut(ALICE).unwrap();
+    let t = alice.sessions.get_mut(&jid(BOB)).unwrap().tunnel.as_mut().unwrap();
+    t.write(cx(&mut rng).now, forged.as_bytes()).unwrap();
+    alice.flush_tls(&jid(BOB), &mut out);
+    net.rng = rng;
+    net.run(ALICE, out);
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    let shown: Vec<(Jid, String)> = net
+        .events
+        .iter()
+        .filter(|(d, _)| d == BOB)
+        .filter_map(|(_, e)| match e {
+            Event::Plaintext { from, body, .. } => Some((from.clone(), body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown.last().unwrap(), &(Jid::from(jid(ALICE)), "from mallory?".to_owned()));
+    let parts = net.parts(BOB);
+    assert_eq!(parts.len(), 1, "only the iq request is shown: {parts:?}");
+    assert_eq!(parts[0].0, "iq");
+}
