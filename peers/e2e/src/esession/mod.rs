@@ -5,17 +5,19 @@
 //! - [`forms`]: data forms and the §sign-normal normalization;
 //! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA;
 //! - `offline`: XEP-0187, the options published before going offline and the offline
-//!   ESessions started from them.
+//!   ESessions started from them;
+//! - `stanzas`: XEP-0200 §content, the stanza types an ESession protects (message, presence,
+//!   iq) and what of each travels inside `<c/>`.
 //!
 //! Choices where the texts are ambiguous (README "Protocol choices" lists them): 4-message
 //! negotiation only (§init-variants: "SHOULD be used to establish client-to-client sessions");
 //! `aes128-ctr`, `sha256`, `rsa-sha256` with `key` identities both ways, `sas28x5`, no
-//! compression, `message` stanzas; the cipher key is the low 16 bytes of its HMAC, MAC and
-//! SIGMA keys the whole HMAC; a CTR counter's first block is the counter itself and counters
-//! run on from the handshake into the stanzas, never reset; counters in MACs are stripped
-//! MPIs; Bob's final message uses the `#ns-init` wrapper; the SAS is five base-28 digits,
-//! most significant first. Every encrypted stanza also carries `<private/>` (XEP-0280) so
-//! carbons do not copy what no other resource can read.
+//! compression, `message`, `presence` and `iq` stanzas; the cipher key is the low 16 bytes of
+//! its HMAC, MAC and SIGMA keys the whole HMAC; a CTR counter's first block is the counter
+//! itself and counters run on from the handshake into the stanzas, never reset; counters in
+//! MACs are stripped MPIs; Bob's final message uses the `#ns-init` wrapper; the SAS is five
+//! base-28 digits, most significant first. Every encrypted message also carries `<private/>`
+//! (XEP-0280) so carbons do not copy what no other resource can read.
 
 pub mod crypto;
 pub mod forms;
@@ -1095,7 +1097,10 @@ impl Esession {
                 s.consumed(&sealed.mac, opened.counter);
                 let kind = Kind::of(stanza).unwrap_or(Kind::Message);
                 if !s.stanzas.contains(&kind) {
-                    // XEP-0116 §init-complete-verify: only the stanza types agreed upon.
+                    // XEP-0116 §init-complete-verify: only the stanza types agreed upon. The
+                    // counter moved on (the session goes on); the sender is told, as §decrypt
+                    // allows for content it refuses (an iq request must be answered anyway).
+                    out.actions.push(Action::Send(not_acceptable(from, thread, stanza)));
                     return Err(E2eError::Rejected {
                         reason: "not-acceptable",
                         detail: format!("{from} encrypted a {kind} stanza: the ESession agreed on none"),

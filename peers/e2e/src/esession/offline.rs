@@ -59,7 +59,7 @@ pub const NS_PUBKEYS: &str = "http://www.xmpp.org/extensions/xep-0189.html#ns";
 /// W3C XML Signature.
 const NS_XMLDSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 /// XEP-0131 stanza headers (the `Created` header of §exchange).
-const NS_SHIM: &str = "http://jabber.org/protocol/shim";
+pub(super) const NS_SHIM: &str = "http://jabber.org/protocol/shim";
 /// How long published options stay usable (§sec-expire).
 const OFFLINE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The groups we publish a DH value for, in our order of preference.

@@ -15,6 +15,7 @@ use core::fmt;
 use jid::{FullJid, Jid};
 use minidom::Element;
 
+use super::offline::NS_SHIM;
 use crate::content::{Content, decrypted_parts};
 use crate::xml::NS_CLIENT;
 use crate::E2eError;
@@ -170,8 +171,10 @@ fn is_thread(part: &Element) -> bool {
 
 /// What of decrypted content the user is shown as parts of a `kind` stanza (XEP-0210 §4.1),
 /// besides a message's body: a message's and a presence's other children, but what a
-/// receiving client discards there ([`decrypted_parts`]) and a `<thread/>`, which §content
-/// keeps out of `<c/>` (the ESession's own is in clear); an iq's payload whole.
+/// receiving client discards there ([`decrypted_parts`]), a `<thread/>`, which §content
+/// keeps out of `<c/>` (the ESession's own is in clear), and the `Created` SHIM header an
+/// offline ESession's sender stamps its message with (XEP-0187 §exchange: the protocol's, not
+/// a part the user sent); an iq's payload whole.
 pub(super) fn parts(kind: Kind, children: &[Element]) -> Vec<Element> {
     match kind {
         Kind::Iq => children.to_vec(),
@@ -180,7 +183,8 @@ pub(super) fn parts(kind: Kind, children: &[Element]) -> Vec<Element> {
             for c in children {
                 content.append_child(c.clone());
             }
-            decrypted_parts(&content).into_iter().filter(|p| !is_thread(p)).collect()
+            let own = |p: &Element| is_thread(p) || p.is("headers", NS_SHIM);
+            decrypted_parts(&content).into_iter().filter(|p| !own(p)).collect()
         }
     }
 }

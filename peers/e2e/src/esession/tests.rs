@@ -1150,8 +1150,10 @@ fn stanza_types_the_session_did_not_agree_on_are_neither_sent_nor_read() {
     assert_eq!(p.alerts_of(true), ["esession", "not-sent", "not-sent"]);
     p.alice.sessions.get_mut(&bob_jid()).unwrap().stanzas = OFFERED.to_vec();
     p.bob.sessions.get_mut(&alice_jid()).unwrap().stanzas = vec![Kind::Message];
-    let presence = p.compose_presence("bob@b.example", "status-x");
-    p.run_all(presence);
+    let mut presence = p.compose_presence("bob@b.example", "status-x");
+    let answer = p.deliver(true, presence.remove(0).1);
+    assert!(answer.len() == 1 && is_error(&answer[0].1) && answer[0].1.name() == "presence", "{answer:?}");
+    p.run_all(answer);
     assert_eq!(p.errors_of(false), ["not-acceptable"]);
     assert!(parts_shown(&p, "presence").is_empty());
     p.send(true, "still here");
@@ -1184,4 +1186,20 @@ fn the_stanzas_field_is_answered_and_checked_per_type() {
     assert_eq!(stanzas::check_answer(&v(&["message", "presence"])).unwrap(), [Kind::Message, Kind::Presence]);
     assert_eq!(stanzas::check_answer(&v(&["message", "x"])).unwrap_err().code(), "not-acceptable");
     assert_eq!(stanzas::check_answer(&v(&["iq"])).unwrap_err().code(), "not-acceptable");
+}
+
+/// An offline ESession (XEP-0187) carries a message's parts too; its `Created` stamp
+/// (§exchange) is the protocol's and is not shown as a part.
+#[test]
+fn an_offline_session_carries_the_parts_but_not_its_stamp() {
+    let mut p = Pair::new(48);
+    p.go_offline(false);
+    let parts = crate::MessageParts { subject: Some("subject-offline".into()), ..Default::default() };
+    p.send_content(&crate::Content { body: "while away".into(), parts: parts.elements(None) });
+    assert_eq!(p.alerts_of(true), ["esession-offline"], "{:?}", p.events);
+    assert!(p.held.iter().all(|(_, s)| !String::from(s).contains("subject-offline")));
+    p.go_online(false);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.shown_by(false), ["while away"]);
+    assert_eq!(parts_shown(&p, "message"), [("subject".to_owned(), "subject-offline".to_owned())]);
 }
