@@ -5,22 +5,25 @@
 //! - [`forms`]: data forms and the §sign-normal normalization;
 //! - [`crypto`]: groups, key derivation, identity hiding, SAS, CTR counters, RSA;
 //! - `offline`: XEP-0187, the options published before going offline and the offline
-//!   ESessions started from them.
+//!   ESessions started from them;
+//! - `stanzas`: XEP-0200 §content, the stanza types an ESession protects (message, presence,
+//!   iq) and what of each travels inside `<c/>`.
 //!
 //! Choices where the texts are ambiguous (README "Protocol choices" lists them): 4-message
 //! negotiation only (§init-variants: "SHOULD be used to establish client-to-client sessions");
 //! `aes128-ctr`, `sha256`, `rsa-sha256` with `key` identities both ways, `sas28x5`, no
-//! compression, `message` stanzas; the cipher key is the low 16 bytes of its HMAC, MAC and
-//! SIGMA keys the whole HMAC; a CTR counter's first block is the counter itself and counters
-//! run on from the handshake into the stanzas, never reset; counters in MACs are stripped
-//! MPIs; Bob's final message uses the `#ns-init` wrapper; the SAS is five base-28 digits,
-//! most significant first. Every encrypted stanza also carries `<private/>` (XEP-0280) so
-//! carbons do not copy what no other resource can read.
+//! compression, `message`, `presence` and `iq` stanzas; the cipher key is the low 16 bytes of
+//! its HMAC, MAC and SIGMA keys the whole HMAC; a CTR counter's first block is the counter
+//! itself and counters run on from the handshake into the stanzas, never reset; counters in
+//! MACs are stripped MPIs; Bob's final message uses the `#ns-init` wrapper; the SAS is five
+//! base-28 digits, most significant first. Every encrypted message also carries `<private/>`
+//! (XEP-0280) so carbons do not copy what no other resource can read.
 
 pub mod crypto;
 pub mod forms;
 mod offline;
 mod seam;
+mod stanzas;
 
 use core::fmt;
 use std::collections::{BTreeMap, VecDeque};
@@ -32,6 +35,7 @@ use rand_core::RngCore;
 
 use self::crypto::{Identity, Keys, check_public, counter_mpi, ctr, mpi};
 use self::forms::{FORM_TYPE, Field, Form, NS_DATA, NS_FEATURE, form_content};
+use self::stanzas::{Kind, Outgoing, body_xml, escape};
 use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
 use crate::kit::crypto::{equal, hmac_sha256, sha256};
@@ -83,6 +87,7 @@ struct BobState {
     c_a: u128,
     form_a: Vec<u8>,
     form_b: Vec<u8>,
+    stanzas: Vec<Kind>,
 }
 
 #[derive(Clone)]
@@ -99,6 +104,7 @@ struct AliceState {
     c_b: u128,
     form_b: Vec<u8>,
     m_a: Vec<u8>,
+    stanzas: Vec<Kind>,
 }
 
 /// An established ESession.
@@ -139,6 +145,9 @@ struct Session {
     /// An offline ESession (XEP-0187) the peer started from our published options: we read
     /// in it and never send (§exchange).
     offline: bool,
+    /// The stanza types agreed in the 'stanzas' field (XEP-0116 §init-online-request): the
+    /// only ones encrypted and decrypted in it.
+    stanzas: Vec<Kind>,
 }
 
 impl fmt::Debug for Session {
@@ -167,7 +176,8 @@ pub struct Esession {
     identity: Option<Identity>,
     negotiations: BTreeMap<BareJid, Negotiation>,
     sessions: BTreeMap<BareJid, Session>,
-    stored: BTreeMap<BareJid, Vec<String>>,
+    /// What the user sent while no ESession existed, in order, until one does.
+    stored: BTreeMap<BareJid, Vec<Outgoing>>,
     /// Retained secrets per peer account and peer client (§init-finalbob).
     retained: BTreeMap<BareJid, BTreeMap<String, [u8; 32]>>,
     /// Public keys seen per peer account, with their trust.
@@ -376,12 +386,16 @@ impl Esession {
             ("hash_algs", choose("hash_algs", &["sha256"])?),
             ("sign_algs", choose("sign_algs", &[crypto::RSA_SHA256])?),
             ("compress", choose("compress", &["none"])?),
-            ("stanzas", choose("stanzas", &["message"])?),
             ("init_pubkey", choose("init_pubkey", &["key"])?),
             ("resp_pubkey", choose("resp_pubkey", &["key"])?),
             ("ver", choose("ver", &["1.0"])?),
             ("sas_algs", choose("sas_algs", &["sas28x5"])?),
         ];
+        // The 'stanzas' field is list-multi: every offered type we accept (XEP-0116
+        // §init-online-request, option 6).
+        let stanza_field = form.field("stanzas").ok_or(E2eError::Missing { what: "stanzas" })?;
+        let offered = if stanza_field.options.is_empty() { &stanza_field.values } else { &stanza_field.options };
+        let stanzas = stanzas::accept_offer(offered)?;
         let their_freq: u32 = form.value("rekey_freq")?.trim().parse().unwrap_or(REKEY_FREQ);
         let freq = their_freq.max(REKEY_FREQ).to_string();
         let n_a = unb64("my_nonce", form.value("my_nonce")?)?;
@@ -397,6 +411,10 @@ impl Esession {
         ];
         for (var, v) in &choices {
             fields.push(Field::values(var, None, &[v]));
+            if *var == "compress" {
+                let names: Vec<&str> = stanzas.iter().map(|k| k.name()).collect();
+                fields.push(Field::values("stanzas", None, &names));
+            }
         }
         fields.push(Field::values("rekey_freq", None, &[&freq]));
         fields.push(Field::values("my_nonce", None, &[&b64(&n_b)]));
@@ -422,6 +440,7 @@ impl Esession {
             c_a,
             form_a: form_content(x, &[]),
             form_b,
+            stanzas,
         };
         self.negotiations.insert(from.to_bare(), Negotiation::AwaitM3(Box::new(state)));
         Ok(())
@@ -463,7 +482,6 @@ impl Esession {
             ("resp_pubkey", "key"),
             ("security", "e2e"),
             ("compress", "none"),
-            ("stanzas", "message"),
             ("ver", "1.0"),
         ] {
             if form.value(var)? != ours {
@@ -473,6 +491,9 @@ impl Esession {
                 });
             }
         }
+        let stanzas = stanzas::check_answer(
+            &form.field("stanzas").ok_or(E2eError::Missing { what: "stanzas" })?.values,
+        )?;
         // §init-online-form: Bob's rekey frequency is at least ours and below 2^32.
         if form.value("rekey_freq")?.trim().parse::<u32>().map_or(true, |f| f < REKEY_FREQ) {
             return Err(E2eError::Rejected {
@@ -552,6 +573,7 @@ impl Esession {
             c_b,
             form_b,
             m_a,
+            stanzas,
         };
         self.negotiations.insert(peer, Negotiation::AwaitM4(Box::new(state)));
         Ok(())
@@ -679,6 +701,7 @@ impl Esession {
             seen_macs: VecDeque::new(),
             skip: None,
             offline: false,
+            stanzas: st.stanzas.clone(),
         };
         // The new retained secret replaces the old one for this client, once the session is
         // accepted (§init-finalbob, §init-finalalice).
@@ -758,6 +781,7 @@ impl Esession {
             seen_macs: VecDeque::new(),
             skip: None,
             offline: false,
+            stanzas: st.stanzas.clone(),
         };
         // The new retained secret replaces the old one for this client, once the session is
         // accepted (§init-finalbob, §init-finalalice).
@@ -823,8 +847,8 @@ impl Esession {
             });
         }
         self.sessions.insert(peer.clone(), session);
-        for body in self.stored.remove(&peer).unwrap_or_default() {
-            if let Err(e) = self.encrypt_content(&peer, &body_xml(&body), None, out) {
+        for item in self.stored.remove(&peer).unwrap_or_default() {
+            if let Err(e) = self.send_in_session(&peer, &item, None, out) {
                 out.events.push(Event::Alert { reason: "not-sent", detail: e.to_string() });
             }
         }
@@ -833,10 +857,17 @@ impl Esession {
 
     /// [`Engine::receive`]'s work; what it pushes to `out` before an error still goes out.
     fn receive_stanza(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        if stanza.is("iq", NS_CLIENT) && stanza.attr("type") == Some("result") {
+        let kind = Kind::of(stanza);
+        if kind == Some(Kind::Iq) && stanza.attr("type") == Some("result") && !stanza.has_child("c", NS_C) {
             return self.pep_result(cx, stanza, out);
         }
-        if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
+        if stanza.attr("type") == Some("error") {
+            return Ok(());
+        }
+        if matches!(kind, Some(Kind::Presence | Kind::Iq)) {
+            return self.receive_other(stanza, out);
+        }
+        if kind != Some(Kind::Message) {
             return Ok(());
         }
         let from: Jid = sender(stanza)?;
@@ -881,6 +912,25 @@ impl Esession {
         Ok(())
     }
 
+    /// XEP-0200 §content: a presence or iq whose content is encrypted, from the device of one
+    /// of our ESessions. An iq request is answered as the client answers a payload it does
+    /// not process (RFC 6120 §8.4, `service-unavailable`): the engine shows the payload to
+    /// the user and processes nothing; the error carries no content to encrypt (§content: an
+    /// `<error/>` is never encrypted).
+    fn receive_other(&mut self, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let Some(c) = stanza.get_child("c", NS_C) else { return Ok(()) };
+        let from: Jid = sender(stanza)?;
+        // The peer writes: it is online (XEP-0187 §terminate).
+        self.peer_options.remove(&from.to_bare());
+        let thread = self.thread_with(&from).unwrap_or_default();
+        let read = self.decrypt(&from, &thread, stanza, c, out);
+        let request = matches!(stanza.attr("type"), Some("get" | "set"));
+        if stanza.name() == "iq" && request && read.is_ok() {
+            out.actions.push(Action::Send(iq_refusal(&from, stanza)));
+        }
+        read
+    }
+
     // ---- XEP-0200 -----------------------------------------------------------------------------
 
     /// §encrypt in the session with `peer`, as a message stanza to the peer, with a rekey
@@ -896,6 +946,95 @@ impl Esession {
         let c = seal(s, content, rekey_rng)?;
         out.actions.push(Action::Send(session_message(s, vec![c])));
         Ok(())
+    }
+
+    /// XEP-0200 §send: `item` encrypted in the session with `peer` (its content in place of
+    /// the original, §content), as the stanza of its type to the peer's device — the one the
+    /// ESession was negotiated with: XEP-0200 covers "one-to-one" stanzas — with a rekey
+    /// (§rekey-init) when an RNG is given. A stanza type the session did not agree on
+    /// (XEP-0116 'stanzas'), or an iq or presence for another device of the peer, is not sent
+    /// (alert `not-sent`): never in clear.
+    fn send_in_session(
+        &mut self,
+        peer: &BareJid,
+        item: &Outgoing,
+        rekey_rng: Option<&mut dyn RngCore>,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let s = self.sessions.get_mut(peer).ok_or(E2eError::Missing { what: "ESession" })?;
+        let kind = item.kind();
+        let not_sent = |detail: String| Event::Alert { reason: crate::reason::NOT_SENT.code, detail };
+        if !s.stanzas.contains(&kind) {
+            out.events.push(not_sent(format!(
+                "the ESession with {} encrypts no {kind} stanzas (XEP-0116 `stanzas`): the {kind} is not sent",
+                s.peer
+            )));
+            return Ok(());
+        }
+        let addressed = match item {
+            Outgoing::Message(_) => None,
+            Outgoing::Presence { to, .. } => Some(to.clone()),
+            Outgoing::Iq { to, .. } => Some(Jid::from(to.clone())),
+        };
+        if let Some(to) = addressed.filter(|to| to.resource().is_some() && *to != s.peer) {
+            out.events.push(not_sent(format!(
+                "the ESession with {peer} is with {}, not {to}: the {kind} is not sent",
+                s.peer
+            )));
+            return Ok(());
+        }
+        let c = seal(s, &item.content(), rekey_rng)?;
+        let stanza = match kind {
+            Kind::Message => session_message(s, vec![c]),
+            Kind::Presence => el("presence", NS_CLIENT).with("to", s.peer.to_string()).child(c),
+            Kind::Iq => el("iq", NS_CLIENT).with("type", "set").with("to", s.peer.to_string()).child(c),
+        };
+        out.actions.push(Action::Send(stanza));
+        Ok(())
+    }
+
+    /// Sends `item` to `to`: in the ESession with it, or once one is negotiated (never in
+    /// clear).
+    fn send_item(&mut self, cx: &mut Cx<'_>, to: &BareJid, item: Outgoing) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        if self.sessions.get(to).is_some_and(|s| s.offline) {
+            // XEP-0187 §exchange: "she MUST terminate the offline ESession and start a new
+            // online ESession first".
+            self.end_offline(to, &mut out);
+        }
+        if let Some(s) = self.sessions.get(to) {
+            // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
+            let due = s.initiator && s.old_recv.is_none() && s.sent_since_rekey + 1 >= s.rekey_freq;
+            let rng: Option<&mut dyn RngCore> = if due { Some(&mut *cx.rng) } else { None };
+            self.send_in_session(to, &item, rng, &mut out)?;
+            return Ok(out);
+        }
+        // No session: store what the user sent and negotiate one (never send in clear).
+        self.stored.entry(to.clone()).or_default().push(item);
+        if self.peer_options.get(to).is_some_and(|o| o.usable(cx.now)) {
+            // XEP-0187: the peer is offline and its options are known.
+            self.send_offline(cx, to, &mut out);
+            return Ok(out);
+        }
+        self.peer_options.remove(to);
+        if !self.negotiations.contains_key(to) {
+            self.request(cx, to, &mut out);
+        }
+        // XEP-0187 §init-offline-request: if the peer is offline, its options say so.
+        self.look_up(to, &mut out);
+        Ok(out)
+    }
+
+    /// The thread of our ESession with the device `from` (current, or closing): XEP-0200 names
+    /// no thread for presence and iq stanzas (§content's presence example carries none, RFC
+    /// 6121 gives them none), so theirs is the one-to-one session between the two devices.
+    fn thread_with(&self, from: &Jid) -> Option<String> {
+        let peer = from.to_bare();
+        [self.sessions.get(&peer), self.closing.get(&peer)]
+            .into_iter()
+            .flatten()
+            .find(|s| s.peer == *from)
+            .map(|s| s.thread.clone())
     }
 
     /// §decrypt: an XEP-0200 stanza from `from` on `thread`.
@@ -956,10 +1095,21 @@ impl Esession {
         match read {
             Ok(opened) => {
                 s.consumed(&sealed.mac, opened.counter);
+                let kind = Kind::of(stanza).unwrap_or(Kind::Message);
+                if !s.stanzas.contains(&kind) {
+                    // XEP-0116 §init-complete-verify: only the stanza types agreed upon. The
+                    // counter moved on (the session goes on); the sender is told, as §decrypt
+                    // allows for content it refuses (an iq request must be answered anyway).
+                    out.actions.push(Action::Send(not_acceptable(from, thread, stanza)));
+                    return Err(E2eError::Rejected {
+                        reason: "not-acceptable",
+                        detail: format!("{from} encrypted a {kind} stanza: the ESession agreed on none"),
+                    });
+                }
                 if live {
-                    self.read_live(from, opened, out);
+                    self.read_live(from, kind, opened, out);
                 } else {
-                    self.read_closing(from, &opened, out);
+                    self.read_closing(from, kind, &opened, out);
                 }
                 Ok(())
             }
@@ -1001,7 +1151,7 @@ impl Esession {
     }
 
     /// An authenticated stanza of a current session: §rekey-accept, §terminate, or content.
-    fn read_live(&mut self, from: &Jid, opened: Opened, out: &mut Output) {
+    fn read_live(&mut self, from: &Jid, kind: Kind, mut opened: Opened, out: &mut Output) {
         let peer = from.to_bare();
         let Some(s) = self.sessions.get_mut(&peer) else { return };
         if opened.newest {
@@ -1009,7 +1159,7 @@ impl Esession {
             s.old_recv = None;
         }
         // §rekey-accept: a new e from the peer; with one key set, both directions change.
-        if let Some((e, (theirs, mine))) = opened.rekey {
+        if let Some((e, (theirs, mine))) = opened.rekey.take() {
             s.recv = theirs;
             s.send = mine;
             s.peer_public = e;
@@ -1035,15 +1185,13 @@ impl Esession {
             });
             return;
         }
-        if let Some(body) = opened.body {
-            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
-        }
+        opened.show(from, kind, trust, out);
     }
 
     /// An authenticated stanza of a session we ended, before the peer's acknowledgement: the
     /// acknowledgement (or the peer's own termination, crossing ours) closes it; a message the
     /// peer sent before it saw our termination is still shown.
-    fn read_closing(&mut self, from: &Jid, opened: &Opened, out: &mut Output) {
+    fn read_closing(&mut self, from: &Jid, kind: Kind, opened: &Opened, out: &mut Output) {
         let peer = from.to_bare();
         let Some(s) = self.closing.get(&peer) else { return };
         if termination(&opened.text).is_some() {
@@ -1057,9 +1205,7 @@ impl Esession {
             return;
         }
         let trust = s.trust();
-        if let Some(body) = opened.body.clone() {
-            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
-        }
+        opened.show(from, kind, trust, out);
     }
 
     /// XEP-0200 §decrypt's MUST, carried out as XEP-0116 §terminate: an encrypted `terminate`
@@ -1129,7 +1275,7 @@ pub(super) fn offered_options(groups: &[&str]) -> Vec<Field> {
         Field::options("hash_algs", "list-single", &["sha256"], false),
         Field::options("sign_algs", "list-single", &[crypto::RSA_SHA256], false),
         Field::options("compress", "list-single", &["none"], false),
-        Field::options("stanzas", "list-multi", &["message"], false),
+        Field::options("stanzas", "list-multi", &stanzas::offered_names(), false),
     ]
 }
 
@@ -1210,14 +1356,32 @@ fn session_message(s: &Session, children: Vec<Element>) -> Element {
 }
 
 /// XEP-0200 §decrypt's `not-acceptable` error for a stanza we could not read (RFC 6120 §8.3:
-/// the same id, back to the sender; the thread names the session).
+/// a stanza of the same kind, the same id, back to the sender; a message's thread names the
+/// session).
 fn not_acceptable(to: &Jid, thread: &str, stanza: &Element) -> Element {
-    let mut m = el("message", NS_CLIENT).with("to", to.to_string()).with("type", "error");
+    let kind = Kind::of(stanza).unwrap_or(Kind::Message);
+    let mut m = error_reply(kind, to, stanza);
+    if kind == Kind::Message {
+        m.append_child(text_el("thread", NS_CLIENT, thread));
+    }
+    m.child(el("error", NS_CLIENT).with("type", "cancel").child(el("not-acceptable", NS_STANZAS)))
+}
+
+/// RFC 6120 §8.4: the `service-unavailable` answer to an iq request whose payload nothing
+/// here processes (the clear payload would get the same from the client).
+fn iq_refusal(to: &Jid, stanza: &Element) -> Element {
+    error_reply(Kind::Iq, to, stanza)
+        .child(el("error", NS_CLIENT).with("type", "cancel").child(el("service-unavailable", NS_STANZAS)))
+}
+
+/// An error stanza of `kind` answering `stanza` (RFC 6120 §8.3: the same id), without its
+/// `<error/>`.
+fn error_reply(kind: Kind, to: &Jid, stanza: &Element) -> Element {
+    let mut m = el(kind.name(), NS_CLIENT).with("to", to.to_string()).with("type", "error");
     if let Some(id) = stanza.attr("id") {
         m.set("id", id);
     }
-    m.child(text_el("thread", NS_CLIENT, thread))
-        .child(el("error", NS_CLIENT).with("type", "cancel").child(el("not-acceptable", NS_STANZAS)))
+    m
 }
 
 /// The parts of a received `<c/>`: its MAC, the normalized content the MAC covers, and how
@@ -1261,10 +1425,27 @@ struct Opened {
     text: String,
     /// Its `<body/>`.
     body: Option<String>,
+    /// Its elements (none for an SSN form: a termination).
+    children: Vec<Element>,
     /// A `<key/>`: the peer's new public value and the keys it makes.
     rekey: Option<(BigUint, (Keys, Keys))>,
     /// Whether it came under our newest receiving keys.
     newest: bool,
+}
+
+impl Opened {
+    /// What the user is shown of an authenticated `kind` stanza: a message's body, then the
+    /// parts of any stanza (XEP-0210 §4.1), as [`Event::Parts`].
+    fn show(&self, from: &Jid, kind: Kind, trust: Trust, out: &mut Output) {
+        if let (Kind::Message, Some(body)) = (kind, &self.body) {
+            let body = body.clone();
+            out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
+        }
+        let parts = stanzas::parts(kind, &self.children);
+        if !parts.is_empty() {
+            out.events.push(Event::Parts { from: from.clone(), stanza: kind.name(), parts });
+        }
+    }
 }
 
 /// Why a `<c/>` could not be read.
@@ -1306,11 +1487,14 @@ fn open(s: &Session, sealed: &Sealed<'_>, at: u128) -> Result<Opened, Unreadable
         };
         let text =
             String::from_utf8(data).map_err(|e| E2eError::Malformed { what: "content", detail: e.to_string() })?;
-        let body = if text.starts_with("<feature>") { None } else { parse_body(&text)? };
-        Ok::<_, E2eError>((rekey, text, body))
+        let children = if text.starts_with("<feature>") { Vec::new() } else { parse_content(&text)? };
+        Ok::<_, E2eError>((rekey, text, children))
     })();
     match decoded {
-        Ok((rekey, text, body)) => Ok(Opened { counter, text, body, rekey, newest }),
+        Ok((rekey, text, children)) => {
+            let body = children.iter().find(|c| c.is("body", NS_CLIENT)).map(Element::text);
+            Ok(Opened { counter, text, body, children, rekey, newest })
+        }
         Err(e) => Err(Unreadable::Content(e, counter)),
     }
 }
@@ -1399,22 +1583,13 @@ fn form_rekey_freq(form_b: &[u8]) -> u32 {
         .unwrap_or(REKEY_FREQ)
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// The content we encrypt for a chat message: `<body/>` (the stanza's namespace applies).
-fn body_xml(body: &str) -> String {
-    format!("<body>{}</body>", escape(body))
-}
-
 /// The deepest element nesting decrypted content may have (the server's stream limit).
 const MAX_DEPTH: usize = 64;
 
-/// Parses decrypted content as stanza children in `jabber:client` and finds the `<body/>`.
+/// Parses decrypted content as stanza children in `jabber:client` (XEP-0200 §decrypt step 6).
 /// The content comes from the peer, who may be the attacker: its nesting is checked before
 /// the recursive parser sees it.
-fn parse_body(text: &str) -> Result<Option<String>, E2eError> {
+fn parse_content(text: &str) -> Result<Vec<Element>, E2eError> {
     let mut depth: usize = 0;
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -1443,7 +1618,7 @@ fn parse_body(text: &str) -> Result<Option<String>, E2eError> {
         what: "decrypted content",
         detail: e.to_string(),
     })?;
-    Ok(root.get_child("body", NS_CLIENT).map(Element::text))
+    Ok(root.children().cloned().collect())
 }
 
 impl Engine for Esession {
@@ -1492,33 +1667,57 @@ impl Engine for Esession {
     }
 
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
-        let mut out = Output::default();
-        if self.sessions.get(to).is_some_and(|s| s.offline) {
-            // XEP-0187 §exchange: "she MUST terminate the offline ESession and start a new
-            // online ESession first".
-            self.end_offline(to, &mut out);
+        self.send_item(cx, to, Outgoing::Message(crate::Content::body(body)))
+    }
+
+    /// XEP-0200 §content: the message's whole content goes inside `<c/>` — body, subject,
+    /// XHTML, out-of-band URL, chat state, correction —, but its `<thread/>`: "She MUST NOT
+    /// encrypt ... <thread/> elements", and the stanza's one `<thread/>` in clear names the
+    /// ESession (XEP-0155). Neither text gives the user's own thread a place: it is not sent,
+    /// and the user is told (`not-sent`).
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &crate::Content) -> Result<Output, E2eError> {
+        let thread = stanzas::user_thread(content);
+        let mut out = self.send_item(cx, to, Outgoing::Message(content.clone()))?;
+        if let Some(thread) = thread {
+            out.events.push(Event::Alert {
+                reason: crate::reason::NOT_SENT.code,
+                detail: format!(
+                    "the message's thread {thread:?} is not sent: XEP-0200 §content forbids encrypting a <thread/>, and the stanza's thread names the ESession (XEP-0155)"
+                ),
+            });
         }
-        if let Some(s) = self.sessions.get(to) {
-            // §rekey: every `rekey_freq` stanzas (at most as often as negotiated).
-            let due = s.initiator && s.old_recv.is_none() && s.sent_since_rekey + 1 >= s.rekey_freq;
-            let rng: Option<&mut dyn RngCore> = if due { Some(&mut *cx.rng) } else { None };
-            self.encrypt_content(to, &body_xml(body), rng, &mut out)?;
-            return Ok(out);
-        }
-        // No session: store the message and negotiate one (never send in clear).
-        self.stored.entry(to.clone()).or_default().push(body.to_owned());
-        if self.peer_options.get(to).is_some_and(|o| o.usable(cx.now)) {
-            // XEP-0187: the peer is offline and its options are known.
-            self.send_offline(cx, to, &mut out);
-            return Ok(out);
-        }
-        self.peer_options.remove(to);
-        if !self.negotiations.contains_key(to) {
-            self.request(cx, to, &mut out);
-        }
-        // XEP-0187 §init-offline-request: if the peer is offline, its options say so.
-        self.look_up(to, &mut out);
         Ok(out)
+    }
+
+    /// XEP-0200 §content covers one-to-one `<presence/>`: directed presence goes encrypted in
+    /// the ESession with `to`'s account, to the device it was negotiated with, once the
+    /// negotiated 'stanzas' include `presence` (XEP-0116); it waits for a negotiation like a
+    /// message.
+    fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
+        let item = Outgoing::Presence { to: to.clone(), status: status.to_owned() };
+        self.send_item(cx, &to.to_bare(), item)
+    }
+
+    /// XEP-0200 §content covers one-to-one `<iq/>`: the payload goes encrypted in the ESession
+    /// with `to` (the device it was negotiated with), once the negotiated 'stanzas' include
+    /// `iq` (XEP-0116); it waits for a negotiation like a message.
+    fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
+        let item = Outgoing::Iq { to: to.clone(), payload: payload.clone() };
+        self.send_item(cx, &to.to_bare(), item)
+    }
+
+    /// The client hands us iq requests carrying XEP-0200's `<c/>` (§content: iq content is
+    /// encrypted too), and the answers to ours.
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[NS_C]
+    }
+
+    /// Presence carrying XEP-0200's `<c/>` is decrypted like a message.
+    fn receive_presence(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        if !stanza.has_child("c", NS_C) {
+            return Ok(Output::default());
+        }
+        self.receive(cx, stanza)
     }
 
     fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {

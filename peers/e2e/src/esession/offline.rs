@@ -38,7 +38,7 @@ use num_bigint::BigUint;
 use super::crypto::{self, check_public, counter_mpi, mpi};
 use super::forms::{self, FORM_TYPE, Field, Form, NS_DATA, form_content};
 use super::{
-    Esession, NS_C, NS_INIT, REKEY_FREQ, Sealed, Session, Unreadable, body_xml, counter_b, escape, hide_identity,
+    Esession, Kind, NS_C, NS_INIT, REKEY_FREQ, Sealed, Session, Unreadable, counter_b, escape, hide_identity,
     open, open_identity, parse_counter, random_counter, random_vec, seal, session_message, termination,
 };
 use crate::kit::codec::{b64, hex, unb64};
@@ -59,7 +59,7 @@ pub const NS_PUBKEYS: &str = "http://www.xmpp.org/extensions/xep-0189.html#ns";
 /// W3C XML Signature.
 const NS_XMLDSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 /// XEP-0131 stanza headers (the `Created` header of §exchange).
-const NS_SHIM: &str = "http://jabber.org/protocol/shim";
+pub(super) const NS_SHIM: &str = "http://jabber.org/protocol/shim";
 /// How long published options stay usable (§sec-expire).
 const OFFLINE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The groups we publish a DH value for, in our order of preference.
@@ -394,6 +394,8 @@ impl Esession {
             seen_macs: Default::default(),
             skip: None,
             offline: true,
+            // §exchange: an offline ESession carries the one message it was started for.
+            stanzas: vec![Kind::Message],
         };
         out.events.push(Event::Alert {
             reason: "esession-offline",
@@ -414,10 +416,7 @@ impl Esession {
             };
             session.consumed(&sealed.mac, opened.counter);
             ended |= termination(&opened.text).is_some();
-            if let Some(body) = opened.body {
-                let trust = session.trust();
-                out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
-            }
+            opened.show(from, Kind::Message, session.trust(), out);
         }
         if ended {
             // §init-offline-start: "the ESession is terminated immediately"; its keys go now
@@ -605,8 +604,17 @@ impl Esession {
     /// Sends the messages waiting for `to` in offline ESessions, when its options are known.
     pub(super) fn send_offline(&mut self, cx: &mut Cx<'_>, to: &BareJid, out: &mut Output) {
         let Some(terms) = self.peer_options.get(to).cloned() else { return };
-        for body in self.stored.remove(to).unwrap_or_default() {
-            match self.offline_message(cx, &terms, &body, true) {
+        for item in self.stored.remove(to).unwrap_or_default() {
+            if item.kind() != Kind::Message {
+                // Directed presence and iq requests go to a device that is online (RFC 6121
+                // §4.6, RFC 6120 §8.2.3): an offline ESession carries a message.
+                out.events.push(Event::Alert {
+                    reason: crate::reason::NOT_SENT.code,
+                    detail: format!("{to} is offline: the {} is not sent", item.kind()),
+                });
+                continue;
+            }
+            match self.offline_message(cx, &terms, &item.content(), true) {
                 Ok(stanza) => {
                     out.events.push(Event::Alert {
                         reason: "esession-offline",
@@ -631,7 +639,7 @@ impl Esession {
         &mut self,
         cx: &mut Cx<'_>,
         terms: &PeerOptions,
-        body: &str,
+        content: &str,
         terminate: bool,
     ) -> Result<Element, E2eError> {
         let p = crypto::group_prime(terms.group).ok_or(E2eError::Missing { what: "group" })?;
@@ -703,10 +711,11 @@ impl Esession {
             seen_macs: Default::default(),
             skip: None,
             offline: true,
+            // §exchange: an offline ESession carries the one message it was started for.
+            stanzas: vec![Kind::Message],
         };
         let content = format!(
-            "{}<headers xmlns='{NS_SHIM}'><header name='Created'>{}</header></headers>",
-            body_xml(body),
+            "{content}<headers xmlns='{NS_SHIM}'><header name='Created'>{}</header></headers>",
             format_stamp(cx.now)
         );
         let c = seal(&mut session, &content, None)?;

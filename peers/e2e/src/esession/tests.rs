@@ -6,6 +6,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::crypto::{self, Keys, counter_mpi, ctr, mpi};
 use super::forms::{Field, Form, form_content};
 use super::*;
+use super::stanzas::OFFERED;
 use crate::kit::codec::b64;
 use crate::xml::NS_PUBSUB;
 use crate::testing::{damaged_codes, flip_base64, random_element, set_text};
@@ -143,7 +144,12 @@ impl Pair {
             return vec![];
         }
         self.wire.push((by_alice, s.clone()));
-        let (result, left) = self.call(!by_alice, |e, cx| (e.receive(cx, &s), e.drain(cx)));
+        // The client hands presence to `receive_presence`, the rest to `receive`.
+        let presence = s.name() == "presence";
+        let (result, left) = self.call(!by_alice, |e, cx| {
+            let r = if presence { e.receive_presence(cx, &s) } else { e.receive(cx, &s) };
+            (r, e.drain(cx))
+        });
         let mut replies = self.handle(!by_alice, result);
         replies.extend(self.handle(!by_alice, Ok(left)));
         replies
@@ -465,10 +471,12 @@ fn crossing_requests_settle_on_one_session() {
 #[test]
 fn deeply_nested_content_is_refused() {
     let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
-    assert_eq!(parse_body(&deep).unwrap_err().code(), "malformed");
+    assert_eq!(parse_content(&deep).unwrap_err().code(), "malformed");
     let many =
         format!("<body>x</body>{}", "<active xmlns='http://jabber.org/protocol/chatstates'/>".repeat(100));
-    assert_eq!(parse_body(&many).unwrap(), Some("x".to_owned()));
+    let children = parse_content(&many).unwrap();
+    assert_eq!(children.len(), 101);
+    assert!(children[0].is("body", NS_CLIENT) && children[0].text() == "x");
 }
 
 #[test]
@@ -706,7 +714,7 @@ fn writing_back_ends_an_offline_session_first() {
     p.go_offline(false);
     p.send(true, "one");
     let terms = p.alice.peer_options[&bob_jid()].clone();
-    let open_one = p.call(true, |e, cx| e.offline_message(cx, &terms, "two", false)).unwrap();
+    let open_one = p.call(true, |e, cx| e.offline_message(cx, &terms, &body_xml("two"), false)).unwrap();
     assert!(!String::from(&open_one).contains("terminate"));
     p.held.push((true, open_one));
     // Only the offline ESessions wait (no online request that would replace the open one).
@@ -774,7 +782,7 @@ fn mutated_offline_stanzas_never_panic() {
         damage(&mut x, &mut rng);
         let mut alice = Esession::new(ALICE.parse().unwrap());
         alice.lookups.insert(bob_jid(), offline::Lookup::Options);
-        alice.stored.insert(bob_jid(), vec!["hi".into()]);
+        alice.stored.insert(bob_jid(), vec![Outgoing::Message(crate::Content::body("hi"))]);
         let _ = alice.receive(&mut cx(&mut rng), &wrap(x));
     }
 }
@@ -932,4 +940,266 @@ fn a_rolled_back_offer_fails_the_mac_over_the_form() {
     // The signature is over the SIGMA MAC, which covers formA.
     assert_eq!(p.errors_of(false), ["bad-signature"], "Bob was told: {:?}", p.events);
     assert!(p.bob.sessions.is_empty() && p.alice.sessions.is_empty());
+}
+
+// ---- XEP-0200 §content: every part of every stanza type ----------------------------------------
+
+fn alice_jid() -> BareJid {
+    "alice@a.example".parse().unwrap()
+}
+
+/// Every part a message may carry beside its body, each with its own text.
+fn every_part() -> crate::MessageParts {
+    crate::MessageParts {
+        subject: Some("subject-okapi".into()),
+        thread: Some("thread-tapir".into()),
+        xhtml: Some("xhtml-pangolin".into()),
+        oob: Some("https://files.example/narwhal".into()),
+        chat_state: Some("composing".into()),
+        correction: true,
+    }
+}
+
+/// The parts of `stanza` Bob was shown, as [`crate::content::describe`] names them (an iq's
+/// payload by its text).
+fn parts_shown(p: &Pair, stanza: &str) -> Vec<(String, String)> {
+    p.events
+        .iter()
+        .filter_map(|(a, e)| match e {
+            Event::Parts { stanza: s, parts, .. } if !*a && *s == stanza => Some(parts.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|part| match crate::content::describe(&part) {
+            Some((name, text)) if stanza != "iq" => (name.to_owned(), text),
+            _ => ("payload".to_owned(), crate::content::all_text(&part)),
+        })
+        .collect()
+}
+
+impl Pair {
+    fn send_content(&mut self, content: &crate::Content) {
+        let result = self.call(true, |e, cx| e.send_message(cx, &bob_jid(), content));
+        let stanzas = self.handle(true, result);
+        self.run_all(stanzas);
+    }
+
+    fn compose_presence(&mut self, to: &str, status: &str) -> Vec<(bool, Element)> {
+        let to: Jid = to.parse().unwrap();
+        let result = self.call(true, |e, cx| e.send_presence(cx, &to, status));
+        self.handle(true, result)
+    }
+
+    fn compose_iq(&mut self, to: &str, payload: &Element) -> Vec<(bool, Element)> {
+        let to: FullJid = to.parse().unwrap();
+        let result = self.call(true, |e, cx| e.send_iq(cx, &to, payload));
+        self.handle(true, result)
+    }
+}
+
+fn note(text: &str) -> Element {
+    text_el("query", "urn:example:notes", text)
+}
+
+/// XEP-0200 §content: the body and every other part go inside `<c/>`; the `<thread/>` in
+/// clear is the ESession's, and the user's own thread, which neither XEP-0200 nor XEP-0155
+/// gives a place, is not sent and the user is told. Bob is shown the body, then the parts.
+#[test]
+fn every_message_part_travels_encrypted_and_arrives_as_a_part() {
+    let mut p = Pair::new(40);
+    p.send(true, "hello bob");
+    let before = p.wire.len();
+    let content = crate::Content { body: "body-quokka".into(), parts: every_part().elements(Some("m1")) };
+    p.send_content(&content);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.wire.len(), before + 1, "one stanza");
+    let stanza = &p.wire[before].1;
+    let names: Vec<&str> = stanza.children().map(Element::name).collect();
+    assert_eq!(names, ["thread", "c", "private"]);
+    let session_thread = p.alice.sessions.get(&bob_jid()).unwrap().thread.clone();
+    assert_eq!(stanza.get_child("thread", NS_CLIENT).unwrap().text(), session_thread);
+    let wire = String::from(stanza);
+    for text in ["body-quokka", "subject-okapi", "thread-tapir", "xhtml-pangolin", "narwhal", "composing", "m1"] {
+        assert!(!wire.contains(text), "{text} crossed in clear: {wire}");
+    }
+    assert_eq!(p.shown_by(false), ["hello bob", "body-quokka"]);
+    assert_eq!(
+        parts_shown(&p, "message"),
+        [
+            ("subject", "subject-okapi"),
+            ("xhtml", "xhtml-pangolin"),
+            ("oob", "https://files.example/narwhal"),
+            ("chat-state", "composing"),
+            ("correction", "m1"),
+        ]
+        .map(|(n, t)| (n.to_owned(), t.to_owned()))
+    );
+    // The body came first, then its parts.
+    let bob_events: Vec<&Event> = p.events.iter().filter(|(a, _)| !*a).map(|(_, e)| e).collect();
+    let n = bob_events.len();
+    assert!(matches!(bob_events[n - 2], Event::Plaintext { .. }) && matches!(bob_events[n - 1], Event::Parts { .. }));
+    assert_eq!(p.alerts_of(true), ["esession", "not-sent"], "the user's thread is not sent");
+}
+
+/// A message of parts alone (a chat state) goes the same way: no body is shown.
+#[test]
+fn a_message_without_a_body_shows_its_parts_only() {
+    let mut p = Pair::new(41);
+    let parts = crate::MessageParts { chat_state: Some("paused".into()), ..Default::default() };
+    // Before any session: it waits for the negotiation, as a message does.
+    p.send_content(&crate::Content { body: String::new(), parts: parts.elements(None) });
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(p.shown_by(false).is_empty());
+    assert_eq!(parts_shown(&p, "message"), [("chat-state".to_owned(), "paused".to_owned())]);
+}
+
+/// XEP-0116's 'stanzas' field offers message, presence and iq; Bob accepts all three, and
+/// directed presence and an iq go encrypted to the device of the session: Bob is shown the
+/// status and the payload, and answers the iq he does not process (RFC 6120 §8.4).
+#[test]
+fn presence_and_iq_travel_encrypted_and_arrive_as_parts() {
+    let mut p = Pair::new(42);
+    p.send(true, "hello bob");
+    let offer = String::from(&p.wire[0].1);
+    assert!(offer.contains("<option><value>presence</value></option><option><value>iq</value></option>"), "{offer}");
+    let agreed = [Kind::Message, Kind::Presence, Kind::Iq];
+    assert_eq!(p.alice.sessions[&bob_jid()].stanzas, agreed);
+    assert_eq!(p.bob.sessions[&alice_jid()].stanzas, agreed);
+    let presence = p.compose_presence("bob@b.example", "status-walking-the-quokka");
+    assert_eq!(presence.len(), 1);
+    let wire = String::from(&presence[0].1);
+    assert!(presence[0].1.is("presence", NS_CLIENT) && presence[0].1.attr("to") == Some(BOB), "{wire}");
+    assert!(presence[0].1.has_child("c", NS_C) && !wire.contains("quokka") && !wire.contains("status"));
+    p.run_all(presence);
+    let iq = p.compose_iq(BOB, &note("note-capybara"));
+    assert_eq!(iq.len(), 1);
+    let wire = String::from(&iq[0].1);
+    assert!(iq[0].1.attr("type") == Some("set") && iq[0].1.has_child("c", NS_C), "{wire}");
+    assert!(!wire.contains("capybara") && !wire.contains("urn:example:notes"));
+    let mut iq = iq;
+    iq[0].1.set("id", "iq1");
+    let answer = p.deliver(true, iq.remove(0).1);
+    assert_eq!(answer.len(), 1);
+    let refusal = &answer[0].1;
+    assert!(refusal.is("iq", NS_CLIENT) && refusal.attr("type") == Some("error") && refusal.attr("id") == Some("iq1"));
+    assert!(refusal.get_child("error", NS_CLIENT).unwrap().has_child("service-unavailable", NS_STANZAS));
+    p.run_all(answer);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(parts_shown(&p, "presence"), [("status".to_owned(), "status-walking-the-quokka".to_owned())]);
+    assert_eq!(parts_shown(&p, "iq"), [("payload".to_owned(), "note-capybara".to_owned())]);
+    // The session goes on both ways: the counters stayed in step.
+    p.send(true, "after");
+    p.send(false, "back");
+    assert_eq!(p.shown_by(false), ["hello bob", "after"]);
+    assert_eq!(p.shown_by(true), ["back"]);
+}
+
+/// Presence and an iq sent before any session wait for the negotiation, as messages do.
+#[test]
+fn presence_and_iq_wait_for_the_negotiation() {
+    let mut p = Pair::new(43);
+    let mut first = p.compose_presence("bob@b.example", "status-early");
+    first.extend(p.compose_iq(BOB, &note("note-early")));
+    assert!(first.iter().all(|(_, s)| !String::from(s).contains("early")));
+    p.run_all(first);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(parts_shown(&p, "presence"), [("status".to_owned(), "status-early".to_owned())]);
+    assert_eq!(parts_shown(&p, "iq"), [("payload".to_owned(), "note-early".to_owned())]);
+    assert!(p.wire.iter().all(|(_, s)| !String::from(s).contains("early")));
+}
+
+/// XEP-0200 §decrypt: a changed presence or iq fails its MAC like a message: nothing of it is
+/// shown, and the session ends as §decrypt requires, with an error of the same stanza kind.
+#[test]
+fn a_tampered_presence_or_iq_is_refused_and_ends_the_session() {
+    for iq in [false, true] {
+        let mut p = Pair::new(44);
+        p.send(true, "hello bob");
+        let mut stanza = if iq { p.compose_iq(BOB, &note("note-x")) } else { p.compose_presence(BOB, "status-x") };
+        flip_data(&mut stanza[0].1);
+        let kind = stanza[0].1.name().to_owned();
+        let answer = p.deliver(true, stanza.remove(0).1);
+        assert_eq!(p.errors_of(false), ["bad-mac"]);
+        assert!(parts_shown(&p, &kind).is_empty());
+        assert!(p.bob.sessions.is_empty(), "the session is over");
+        assert!(answer.iter().any(|(_, s)| is_error(s) && s.name() == kind), "{answer:?}");
+    }
+    // A message's parts are refused with it.
+    let mut p = Pair::new(45);
+    p.send(true, "hello bob");
+    let content = crate::Content { body: "b".into(), parts: every_part().elements(None) };
+    let result = p.call(true, |e, cx| e.send_message(cx, &bob_jid(), &content));
+    let mut stanza = p.handle(true, result);
+    flip_data(&mut stanza[0].1);
+    p.deliver(true, stanza.remove(0).1);
+    assert_eq!(p.errors_of(false), ["bad-mac"]);
+    assert!(parts_shown(&p, "message").is_empty());
+    assert_eq!(p.shown_by(false), ["hello bob"]);
+}
+
+/// A session that agreed on messages alone (what another implementation may answer,
+/// XEP-0116 §init-online-request) carries no presence or iq: the sender does not send them
+/// (never in clear), and the receiver refuses one it gets.
+#[test]
+fn stanza_types_the_session_did_not_agree_on_are_neither_sent_nor_read() {
+    let mut p = Pair::new(46);
+    p.send(true, "hello bob");
+    p.alice.sessions.get_mut(&bob_jid()).unwrap().stanzas = vec![Kind::Message];
+    assert!(p.compose_presence("bob@b.example", "status-x").is_empty());
+    assert!(p.compose_iq(BOB, &note("note-x")).is_empty());
+    assert_eq!(p.alerts_of(true), ["esession", "not-sent", "not-sent"]);
+    p.alice.sessions.get_mut(&bob_jid()).unwrap().stanzas = OFFERED.to_vec();
+    p.bob.sessions.get_mut(&alice_jid()).unwrap().stanzas = vec![Kind::Message];
+    let mut presence = p.compose_presence("bob@b.example", "status-x");
+    let answer = p.deliver(true, presence.remove(0).1);
+    assert!(answer.len() == 1 && is_error(&answer[0].1) && answer[0].1.name() == "presence", "{answer:?}");
+    p.run_all(answer);
+    assert_eq!(p.errors_of(false), ["not-acceptable"]);
+    assert!(parts_shown(&p, "presence").is_empty());
+    p.send(true, "still here");
+    assert_eq!(p.shown_by(false), ["hello bob", "still here"], "the counters stayed in step");
+}
+
+/// Presence or an iq is the one-to-one session's only from the device it was negotiated
+/// with: another device of the same account has none, and an iq for another device of the
+/// peer is not sent.
+#[test]
+fn presence_from_another_device_of_the_peer_belongs_to_no_session() {
+    let mut p = Pair::new(47);
+    p.send(true, "hello bob");
+    let mut presence = p.compose_presence("bob@b.example", "status-x");
+    let mut s = presence.remove(0).1;
+    s.set("from", "alice@a.example/tablet");
+    let (result, _) = p.call(false, |e, cx| (e.receive_presence(cx, &s), e.drain(cx)));
+    assert_eq!(result.unwrap_err().code(), "no-session");
+    assert!(p.compose_iq("bob@b.example/desktop", &note("note-x")).is_empty());
+    assert_eq!(p.alerts_of(true), ["esession", "not-sent"]);
+}
+
+/// Bob's answer to the 'stanzas' field is list-multi: every offered type he accepts, in
+/// Alice's order; Alice accepts only types she offered, `message` among them.
+#[test]
+fn the_stanzas_field_is_answered_and_checked_per_type() {
+    let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    assert_eq!(stanzas::accept_offer(&v(&["iq", "message", "x"])).unwrap(), [Kind::Iq, Kind::Message]);
+    assert_eq!(stanzas::accept_offer(&v(&["presence"])).unwrap_err().code(), "not-acceptable");
+    assert_eq!(stanzas::check_answer(&v(&["message", "presence"])).unwrap(), [Kind::Message, Kind::Presence]);
+    assert_eq!(stanzas::check_answer(&v(&["message", "x"])).unwrap_err().code(), "not-acceptable");
+    assert_eq!(stanzas::check_answer(&v(&["iq"])).unwrap_err().code(), "not-acceptable");
+}
+
+/// An offline ESession (XEP-0187) carries a message's parts too; its `Created` stamp
+/// (§exchange) is the protocol's and is not shown as a part.
+#[test]
+fn an_offline_session_carries_the_parts_but_not_its_stamp() {
+    let mut p = Pair::new(48);
+    p.go_offline(false);
+    let parts = crate::MessageParts { subject: Some("subject-offline".into()), ..Default::default() };
+    p.send_content(&crate::Content { body: "while away".into(), parts: parts.elements(None) });
+    assert_eq!(p.alerts_of(true), ["esession-offline"], "{:?}", p.events);
+    assert!(p.held.iter().all(|(_, s)| !String::from(s).contains("subject-offline")));
+    p.go_online(false);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.shown_by(false), ["while away"]);
+    assert_eq!(parts_shown(&p, "message"), [("subject".to_owned(), "subject-offline".to_owned())]);
 }
