@@ -46,3 +46,8 @@ fn seals_every_part(protocol: &str) {
 fn smime_seals_presence_and_iq_too() {
     seals_every_part("smime");
 }
+
+#[test]
+fn xmlsec_seals_every_part_presence_and_iq() {
+    seals_every_part("xmlsec");
+}
