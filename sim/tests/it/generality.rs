@@ -47,3 +47,30 @@ fn a_tunnel_hides_every_part_and_the_correction_names_the_inner_message() {
     assert_eq!(correction.text, "in-1", "the first message inside the tunnel");
     assert!(!carried.contains(&correction.text), "the servers never saw that id");
 }
+
+/// A protocol that secures every stanza kind whole: the servers read no part, and Bob is
+/// shown each one, protected.
+fn seals_every_part(protocol: &str) {
+    let (verdict, outcome) = generality().measure(protocol.parse::<Protocol>().unwrap()).unwrap();
+    assert!(verdict.tested && verdict.holds, "{protocol}: {}", verdict.reason);
+    let bob = outcome.devices.iter().find(|(j, _)| j.to_string() == "bob@b.example/laptop").unwrap().1;
+    let shown: Vec<String> = bob.parts.iter().map(|p| p.label()).collect();
+    for part in [
+        "subject: quarterly tapir census",
+        "status: out walking the quokka",
+        "payload: note about the capybara",
+    ] {
+        assert!(shown.contains(&part.to_owned()), "{protocol}: {shown:?}");
+    }
+    assert!(bob.parts.iter().all(|p| p.protected), "{protocol}: {shown:?}");
+}
+
+#[test]
+fn smime_seals_presence_and_iq_too() {
+    seals_every_part("smime");
+}
+
+#[test]
+fn xmlsec_seals_every_part_presence_and_iq() {
+    seals_every_part("xmlsec");
+}

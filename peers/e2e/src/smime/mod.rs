@@ -1,6 +1,7 @@
 //! S/MIME over XMPP, RFC 3923: the engine `smime`.
 //!
 //! - [`cpim`]: the `Message/CPIM` object (RFC 3862) that carries the stanza (§3.1 step 2);
+//! - [`pidf`]: the `application/pidf+xml` object (RFC 3863) that carries directed presence (§4.1);
 //! - [`envelope`]: CMS SignedData inside EnvelopedData (§6.5), algorithms of §6.10;
 //! - [`pki`]: the scenario CA, device certificates with `id-on-xmppAddr`, the checks.
 //!
@@ -24,6 +25,41 @@
 //! know: RFC 6121 §5.2.2 reads those as `normal`) are processed; `<e2e/>` in `groupchat` or
 //! `headline` messages is ignored without an answer (RFC 3923 secures one-to-one stanzas, and
 //! an answer to a room or a broadcast would go to whoever the `from` names).
+//!
+//! # Presence and iq (§4, §5)
+//!
+//! RFC 3923 secures "presence information that is directed to a specific user, and [...] any
+//! arbitrary XMPP stanza directed to a specific user" (§1) — the whole content of every stanza
+//! kind (XEP-0210 §4.1):
+//!
+//! - Directed presence, §4.1: "Generate an "application/pidf+xml" object as defined in
+//!   [PIDF]", sign it, envelope it, and send it in an `<e2e/>` child of a `<presence/>` that
+//!   "MUST include a 'to' attribute". The PIDF document ([`pidf`]) holds the status as its
+//!   `<note/>` and the `<timestamp/>` of §6.9; it is signed as it is (no CPIM around it: §4.1
+//!   names none). The receiver decrypts, verifies and checks the certificate as for a message,
+//!   requires the PIDF `entity` to be the stanza's sender (`pidf-entity-mismatch`), runs §6.9's
+//!   two checks on the `<timestamp/>` — against the same per-certificate newest DateTime as
+//!   messages: §6.9 asks for a timestamp "greater than any timestamp received", and the sender
+//!   stamps every object from one increasing clock — and reports the notes as the presence's
+//!   `<status/>` ([`Event::Parts`]). A PIDF document names no recipient: whoever can open a
+//!   secured presence can re-envelope it, signature intact, to anyone (surreptitious
+//!   forwarding) — RFC 3923's format, measured as it is.
+//! - An iq, §5 ("Securing Arbitrary XMPP Data"): the `<iq type='set'/>` with its payload as
+//!   `application/xmpp+xml` inside a CPIM object, exactly as a message (§5: "Because [MSGFMT]
+//!   specifies the ability to encapsulate any MIME type, the approach taken in this memo is to
+//!   include arbitrary XMPP data in an XML media type named "application/xmpp+xml""), so the
+//!   CPIM From, To and DateTime checks apply. The `<e2e/>` is the one child of an
+//!   `<iq type='set'/>` to the device (§5's closing sentence names a `<presence/>` as the
+//!   carrier even there; §9 has `<e2e/>` wrap any of the three objects, and an iq's semantics
+//!   need an `<iq/>`). The receiver answers a secured iq it read with an empty result (RFC 6120
+//!   §8.2.3), one it could not with §7's error as an `<iq type='error'/>`, and reports the
+//!   payload as the iq's part. The secured stanza must be of the kind that carried it — a
+//!   signed iq re-enveloped into a `<message/>` is `malformed`, and the reverse.
+//!
+//! Presence and iq wait for the recipient's certificates as messages do. A presence that
+//! fails is refused without a §7 answer (§7's SHOULDs): the client hands presence to the
+//! engine without collecting answers afterwards, and the answer would be one more instance of
+//! the oracle described below.
 //!
 //! # Timestamps (§6.9), delayed delivery and replay
 //!
@@ -119,6 +155,7 @@
 
 pub mod cpim;
 pub mod envelope;
+pub mod pidf;
 pub mod pki;
 mod seam;
 
@@ -133,7 +170,7 @@ use rsa::RsaPrivateKey;
 use self::pki::{Ca, Cert};
 use crate::kit;
 use crate::kit::codec::{b64, unb64_wrapped as unb64};
-use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, NotSent, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
 use crate::xml::{ElementExt, NS_CLIENT, NS_DELAY, NS_STANZAS, el, sender, text_el};
@@ -201,6 +238,33 @@ pub struct Smime {
     newest: BTreeMap<String, Duration>,
     /// §7 error stanzas waiting for [`Engine::drain`].
     outbox: Vec<Element>,
+    /// Directed presence and iq payloads the user sent, waiting for their recipient's
+    /// certificates (messages wait in [`Directory`]).
+    waiting: Vec<Waiting>,
+}
+
+/// A presence or iq to seal once its recipient's certificate node is read.
+#[derive(Debug, Clone)]
+enum Waiting {
+    /// §4.1: directed presence with this status.
+    Presence { to: Jid, status: String },
+    /// §5: an `<iq type='set'/>` with this payload.
+    Iq { to: FullJid, payload: Element },
+}
+
+impl Waiting {
+    fn to(&self) -> BareJid {
+        match self {
+            Waiting::Presence { to, .. } => to.to_bare(),
+            Waiting::Iq { to, .. } => to.to_bare(),
+        }
+    }
+}
+
+/// What an `<e2e/>` object held once decrypted and its signature and certificate checked.
+struct Opened {
+    signer: Cert,
+    content: Vec<u8>,
 }
 
 impl fmt::Debug for Smime {
@@ -272,6 +336,7 @@ impl Smime {
             last_stamp: None,
             newest: BTreeMap::new(),
             outbox: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -477,19 +542,74 @@ impl Smime {
         }
     }
 
-    /// The §7 answer to a stanza we could not decrypt or verify.
+    /// The §7 answer to a stanza we could not decrypt or verify: an error of the same stanza
+    /// kind (for an iq, also RFC 6120 §8.2.3's answer every request gets).
     fn error_stanza(stanza: &Element, from: &Jid, stage: Stage) -> Element {
         let condition = match stage {
             Stage::Decrypt => "bad-request",
             Stage::Verify => "not-acceptable",
         };
-        let mut m = el("message", NS_CLIENT).with("to", from.to_string()).with("type", "error");
+        let kind = if stanza.name() == "iq" { "iq" } else { "message" };
+        let mut m = el(kind, NS_CLIENT).with("to", from.to_string()).with("type", "error");
         if let Some(id) = stanza.attr("id") {
             m.set("id", id);
         }
         m.child(el("error", NS_CLIENT).with("type", "modify").child(el(condition, NS_STANZAS)))
     }
 
+    /// Receiving's first three steps for any stanza (module docs): decrypt the EnvelopedData,
+    /// verify the SignedData, check the signer's certificate. The signed content is returned
+    /// for the stanza kind's own checks.
+    fn open_e2e(&mut self, cx: &mut Cx<'_>, sender: &BareJid, e2e: &Element) -> Result<Opened, (Stage, E2eError)> {
+        let mine = self.enrol(cx).map_err(|e| (Stage::Decrypt, e))?;
+        // Decrypt.
+        let der = unb64("e2e", &e2e.text()).map_err(|e| (Stage::Decrypt, e))?;
+        let (_content_type, inner) =
+            envelope::open(&der, &mine, &self.key, cx.rng).map_err(|e| (Stage::Decrypt, e))?;
+        // Verify the signature (the signer's certificate from the SignedData or our store).
+        let v = |e| (Stage::Verify, e);
+        let known = self.certificates(sender, |_| true);
+        let signed = envelope::verify(&inner, &known).map_err(v)?;
+        // Check the certificate.
+        self.check_certificate(cx, &signed.signer, sender).map_err(v)?;
+        Ok(Opened { signer: signed.signer, content: signed.content })
+    }
+
+    /// What follows a verified object's own checks, for every stanza kind: §6.9's checks on
+    /// its timestamp `date_time` (module docs, "Timestamps": a failure is shown, marked — §7's
+    /// Case #3, never refused; a thief and the impostor skip them), then the trust the policy
+    /// gives the signer's certificate.
+    fn admit(
+        &mut self,
+        cx: &Cx<'_>,
+        stanza: &Element,
+        sender: &BareJid,
+        signer: Cert,
+        date_time: &str,
+        out: &mut Output,
+    ) -> Result<Trust, E2eError> {
+        let sent = parse_stamp(date_time.trim())
+            .ok_or_else(|| E2eError::Malformed { what: "timestamp", detail: date_time.to_owned() })?;
+        if self.mode == Mode::Honest {
+            let freshness = self.check_timestamp(&signer.fingerprint, sent, cx.now);
+            if let Some(alert) = self.timestamp_alert(freshness, stanza, date_time, cx.now) {
+                out.events.push(alert);
+            }
+        }
+        let trust = self.observe(sender, signer, out).trust();
+        if trust == Trust::Untrusted {
+            out.events.push(Event::Alert {
+                reason: "untrusted-key",
+                detail: format!("{sender} signed with a certificate the user does not trust"),
+            });
+        }
+        Ok(trust)
+    }
+
+    /// A `<message/>` or `<iq/>` (§3.1, §5): the CPIM object around the `application/xmpp+xml`
+    /// stanza; its From must be the sender, its To us (or the sender our own account: a sent
+    /// carbon), and the secured stanza of the same kind as the one that carried it (a signed
+    /// iq shown as a message, or the reverse, would say what its sender never said).
     fn receive_e2e(
         &mut self,
         cx: &mut Cx<'_>,
@@ -499,19 +619,10 @@ impl Smime {
         out: &mut Output,
     ) -> Result<(), (Stage, E2eError)> {
         let sender = from.to_bare();
-        let mine = self.enrol(cx).map_err(|e| (Stage::Decrypt, e))?;
-        // Decrypt.
-        let der = unb64("e2e", &e2e.text()).map_err(|e| (Stage::Decrypt, e))?;
-        let (_content_type, inner) =
-            envelope::open(&der, &mine, &self.key, cx.rng).map_err(|e| (Stage::Decrypt, e))?;
-        // Verify the signature (the signer's certificate from the SignedData or our store).
+        let opened = self.open_e2e(cx, &sender, e2e)?;
         let v = |e| (Stage::Verify, e);
-        let known = self.certificates(&sender, |_| true);
-        let signed = envelope::verify(&inner, &known).map_err(v)?;
-        // Check the certificate.
-        self.check_certificate(cx, &signed.signer, &sender).map_err(v)?;
         // Check CPIM.
-        let text = String::from_utf8(signed.content)
+        let text = String::from_utf8(opened.content)
             .map_err(|e| v(E2eError::Malformed { what: "cpim", detail: e.to_string() }))?;
         let object = cpim::parse(&text).map_err(v)?;
         if self.mode != Mode::Impostor {
@@ -529,30 +640,33 @@ impl Smime {
                 )));
             }
         }
-        let sent = parse_stamp(&object.date_time).ok_or_else(|| {
+        parse_stamp(&object.date_time).ok_or_else(|| {
             v(E2eError::Malformed { what: "CPIM DateTime", detail: object.date_time.clone() })
         })?;
         let xml = parse_xmpp_xml(&object.xml).map_err(v)?;
+        if xml.name() != stanza.name() || !(xml.ns() == NS_CLIENT || xml.ns().is_empty()) {
+            return Err(v(E2eError::Malformed {
+                what: "xmpp+xml",
+                detail: format!("a secured <{}/> in a <{}/>", xml.name(), stanza.name()),
+            }));
+        }
+        let trust = self.admit(cx, stanza, &sender, opened.signer, &object.date_time, out).map_err(v)?;
+        if xml.name() == "iq" {
+            // §5: the iq's payload, reported as a part; RFC 6120 §8.2.3: answered.
+            let parts: Vec<Element> = xml.children().cloned().collect();
+            out.events.push(Event::Parts { from: from.clone(), stanza: "iq", parts });
+            let mut result = el("iq", NS_CLIENT).with("type", "result").with("to", from.to_string());
+            if let Some(id) = stanza.attr("id") {
+                result.set("id", id);
+            }
+            out.actions.push(Action::Send(result));
+            return Ok(());
+        }
         let body = xml
             .children()
             .find(|c| c.name() == "body" && (c.ns() == NS_CLIENT || c.ns().is_empty()))
             .map(Element::text)
             .unwrap_or_default();
-        // §6.9 (module docs, "Timestamps"): a verified message whose DateTime fails a check is
-        // shown, marked — §7's Case #3, never refused. A thief and the impostor skip them.
-        if self.mode == Mode::Honest {
-            let freshness = self.check_timestamp(&signed.signer.fingerprint, sent, cx.now);
-            if let Some(alert) = self.timestamp_alert(freshness, stanza, &object.date_time, cx.now) {
-                out.events.push(alert);
-            }
-        }
-        let trust = self.observe(&sender, signed.signer, out).trust();
-        if trust == Trust::Untrusted {
-            out.events.push(Event::Alert {
-                reason: "untrusted-key",
-                detail: format!("{sender} signed with a certificate the user does not trust"),
-            });
-        }
         out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
         // The secured stanza's other children: the message's other parts, shown as if they
         // had come in clear.
@@ -562,19 +676,169 @@ impl Smime {
         }
         Ok(())
     }
+
+    /// Directed presence (§4): the PIDF document, whose `entity` must be the sender; its
+    /// `<timestamp/>` gets §6.9's checks, its notes are the presence's `<status/>`.
+    fn receive_presence_e2e(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &Jid,
+        stanza: &Element,
+        e2e: &Element,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let sender = from.to_bare();
+        let opened = self.open_e2e(cx, &sender, e2e).map_err(|(_, e)| e)?;
+        let text = String::from_utf8(opened.content)
+            .map_err(|e| E2eError::Malformed { what: "pidf", detail: e.to_string() })?;
+        let document = pidf::parse(&text)?;
+        if self.mode != Mode::Impostor && document.entity != sender {
+            return Err(rejected(
+                "pidf-entity-mismatch",
+                format!("PIDF entity {}, stanza from {sender}", document.entity),
+            ));
+        }
+        self.admit(cx, stanza, &sender, opened.signer, &document.timestamp, out)?;
+        let parts: Vec<Element> = document.notes.iter().map(|n| text_el("status", NS_CLIENT, n.as_str())).collect();
+        if !parts.is_empty() {
+            out.events.push(Event::Parts { from: from.clone(), stanza: "presence", parts });
+        }
+        Ok(())
+    }
+
+    // ---- presence and iq: sending -----------------------------------------------------------
+
+    /// The certificates a stanza to `to` is enveloped to — ours first, then `to`'s usable
+    /// ones, then our other devices' — with our own; `None` while `to`'s node is being read.
+    fn recipients(&mut self, cx: &Cx<'_>, to: &BareJid, out: &mut Output) -> Result<Option<(Cert, Vec<Cert>)>, NotSent> {
+        if !self.dir.read_or_fetch(to, NODE, out) {
+            return Ok(None);
+        }
+        let own = self.own();
+        let mine = self.enrol(cx)?;
+        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
+        let mut theirs = self.certificates(to, usable);
+        theirs.retain(|c| c.fingerprint != mine.fingerprint);
+        if theirs.is_empty() && *to != own {
+            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
+        }
+        let mut recipients: Vec<Cert> = vec![mine.clone()];
+        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
+            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
+                recipients.push(c);
+            }
+        }
+        Ok(Some((mine, recipients)))
+    }
+
+    /// Signs `object` and envelopes it to `recipients` (§6.5): the `<e2e/>` element.
+    fn e2e_element(&self, cx: &mut Cx<'_>, mine: &Cert, recipients: &[Cert], object: &[u8]) -> Result<Element, E2eError> {
+        let signed = envelope::sign(&self.key, mine, object, cx.now)?;
+        let refs: Vec<&Cert> = recipients.iter().collect();
+        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
+        Ok(text_el("e2e", NS_E2E, b64(&enveloped)))
+    }
+
+    /// A waiting presence or iq, sealed: §4.1 for presence (a PIDF document), §5 for an iq (a
+    /// CPIM object around the `application/xmpp+xml` iq, as a message's).
+    fn seal_waiting(&mut self, cx: &mut Cx<'_>, waiting: &Waiting, out: &mut Output) -> Sealed {
+        let to = waiting.to();
+        let Some((mine, recipients)) = self.recipients(cx, &to, out)? else { return Ok(None) };
+        let own = self.own();
+        let stamp = format_stamp(self.next_stamp(cx.now));
+        match waiting {
+            Waiting::Presence { to, status } => {
+                let object = pidf::build(&own, status, &stamp);
+                let e2e = self.e2e_element(cx, &mine, &recipients, object.as_bytes())?;
+                // §4.1 step 3: "The <presence/> stanza MUST include a 'to' attribute".
+                Ok(Some(el("presence", NS_CLIENT).with("to", to.to_string()).child(e2e)))
+            }
+            Waiting::Iq { to, payload } => {
+                let inner = el("iq", NS_CLIENT)
+                    .with("type", "set")
+                    .with("from", self.me.to_string())
+                    .with("to", to.to_string())
+                    .child(payload.clone());
+                let object = cpim::build(&own, &to.to_bare(), &stamp, &String::from(&inner));
+                let e2e = self.e2e_element(cx, &mine, &recipients, object.as_bytes())?;
+                Ok(Some(el("iq", NS_CLIENT).with("type", "set").with("to", to.to_string()).child(e2e)))
+            }
+        }
+    }
+
+    /// An iq the client handed us (§5): a secured request, read and answered — a result, or
+    /// §7's error — or the answer to one of ours.
+    fn iq(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        let from: Jid = sender(stanza)?;
+        match stanza.attr("type") {
+            Some("result") => Ok(()),
+            Some("error") => {
+                // Reported, never answered (RFC 6120 §8.3: no error about an error).
+                let condition = stanza
+                    .get_child("error", NS_CLIENT)
+                    .and_then(|e| e.children().find(|c| c.ns() == NS_STANZAS))
+                    .map(|c| c.name().to_owned())
+                    .unwrap_or_else(|| "undefined-condition".into());
+                out.events.push(Event::Alert {
+                    reason: "peer-error",
+                    detail: format!("{from} returned <{condition}/> for an iq"),
+                });
+                Ok(())
+            }
+            Some("set" | "get") => {
+                let Some(e2e) = stanza.get_child("e2e", NS_E2E) else { return Ok(()) };
+                self.receive_e2e(cx, &from, stanza, e2e, out).map_err(|(stage, e)| {
+                    if self.mode == Mode::Honest {
+                        self.outbox.push(Self::error_stanza(stanza, &from, stage));
+                    }
+                    e
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Seals every waiting presence and iq whose recipient's certificates are known; the
+    /// others wait on, or are given up (alert `not-sent`).
+    fn flush_waiting(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
+        for waiting in core::mem::take(&mut self.waiting) {
+            match self.seal_waiting(cx, &waiting, out) {
+                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
+                Ok(None) => self.waiting.push(waiting),
+                Err(NotSent(why)) => out.events.push(Event::Alert {
+                    reason: crate::reason::NOT_SENT.code,
+                    detail: format!("to {}: {why}", waiting.to()),
+                }),
+            }
+        }
+    }
 }
 
 /// The encapsulated `application/xmpp+xml` (RFC 3923 §10): one stanza; a stanza without a
-/// namespace declaration (as in RFC 3923's own examples) is read in `jabber:client`.
+/// namespace declaration (as in RFC 3923's own examples) is read in `jabber:client`. §10's
+/// `<xmpp/>` root ("MUST contain one and only one child element") is read too, as its child.
 fn parse_xmpp_xml(xml: &str) -> Result<Element, E2eError> {
     let malformed = |e: minidom::Error| E2eError::Malformed { what: "xmpp+xml", detail: e.to_string() };
-    match xml.trim().parse::<Element>() {
-        Ok(e) => Ok(e),
+    let t = xml.trim();
+    let t = t.strip_prefix("<?xml").and_then(|r| r.split_once("?>")).map_or(t, |(_, r)| r.trim_start());
+    let root = match t.parse::<Element>() {
+        Ok(e) => e,
         Err(first) => {
-            let t = xml.trim();
-            let Some(rest) = t.strip_prefix("<message") else { return Err(malformed(first)) };
-            format!("<message xmlns='{NS_CLIENT}'{rest}").parse::<Element>().map_err(|_| malformed(first))
+            let name = ["message", "iq", "presence", "xmpp"].into_iter().find(|n| {
+                t.strip_prefix('<').and_then(|r| r.strip_prefix(n)).is_some_and(|r| r.starts_with([' ', '>', '/', '\n', '\t', '\r']))
+            });
+            let Some(name) = name else { return Err(malformed(first)) };
+            let rest = &t[1 + name.len()..];
+            format!("<{name} xmlns='{NS_CLIENT}'{rest}").parse::<Element>().map_err(|_| malformed(first))?
         }
+    };
+    if root.name() != "xmpp" {
+        return Ok(root);
+    }
+    let mut children = root.children();
+    match (children.next(), children.next()) {
+        (Some(only), None) => Ok(only.clone()),
+        _ => Err(E2eError::Malformed { what: "xmpp+xml", detail: "<xmpp/> must hold one and only one stanza".into() }),
     }
 }
 
@@ -591,6 +855,7 @@ impl Keyed for Smime {
                 detail: format!("certificates of {owner} could not be fetched ({condition})"),
             };
             directory::no_keys(self, cx, failure, &own, alert, out);
+            self.flush_waiting(cx, out);
         }
     }
 
@@ -624,10 +889,14 @@ impl Keyed for Smime {
             }
         }
         directory::flush(self, cx, out);
+        self.flush_waiting(cx, out);
         Ok(())
     }
 
     fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.name() == "iq" {
+            return self.iq(cx, stanza, out);
+        }
         if stanza.name() != "message" {
             return Ok(());
         }
@@ -677,23 +946,8 @@ impl Keyed for Smime {
     /// whole `<message/>` stanza, every child of it.
     fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
         let body = content.body.as_str();
-        if !self.dir.read_or_fetch(to, NODE, out) {
-            return Ok(None);
-        }
+        let Some((mine, recipients)) = self.recipients(cx, to, out)? else { return Ok(None) };
         let own = self.own();
-        let mine = self.enrol(cx)?;
-        let usable = |k: &Known<Cert>| k.state != TrustState::Untrusted;
-        let mut theirs = self.certificates(to, usable);
-        theirs.retain(|c| c.fingerprint != mine.fingerprint);
-        if theirs.is_empty() && *to != own {
-            return Err(E2eError::Policy { detail: format!("no trusted certificate of {to}") }.into());
-        }
-        let mut recipients: Vec<Cert> = vec![mine.clone()];
-        for c in theirs.into_iter().chain(self.certificates(&own, usable)) {
-            if !recipients.iter().any(|r| r.fingerprint == c.fingerprint) {
-                recipients.push(c);
-            }
-        }
         // §3.1 step 1: the stanza to secure.
         let mut inner = el("message", NS_CLIENT)
             .with("from", self.me.to_string())
@@ -707,14 +961,8 @@ impl Keyed for Smime {
         let stamp = self.next_stamp(cx.now);
         let object = cpim::build(&own, to, &format_stamp(stamp), &String::from(&inner));
         // Steps 3-4: sign, then encrypt (§6.5).
-        let signed = envelope::sign(&self.key, &mine, object.as_bytes(), cx.now)?;
-        let refs: Vec<&Cert> = recipients.iter().collect();
-        let enveloped = envelope::envelope(&signed, &refs, cx.rng)?;
-        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(text_el(
-            "e2e",
-            NS_E2E,
-            b64(&enveloped),
-        ))))
+        let e2e = self.e2e_element(cx, &mine, &recipients, object.as_bytes())?;
+        Ok(Some(el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(e2e)))
     }
 
     /// Surreptitious forwarding (Davis 2001, §2 "S/MIME"): RFC 3923's layers are
@@ -782,6 +1030,45 @@ impl Engine for Smime {
         Ok(directory::send_content(self, cx, to, content))
     }
 
+    /// RFC 3923 §4.1: directed presence, its status in a signed and enveloped PIDF document;
+    /// it waits for `to`'s certificates as a message does.
+    fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
+        self.enrol(cx)?;
+        self.waiting.push(Waiting::Presence { to: to.clone(), status: status.to_owned() });
+        let mut out = Output::default();
+        self.flush_waiting(cx, &mut out);
+        Ok(out)
+    }
+
+    /// RFC 3923 §5: the iq, whole, in a signed and enveloped CPIM object; it waits for `to`'s
+    /// certificates as a message does.
+    fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
+        self.enrol(cx)?;
+        self.waiting.push(Waiting::Iq { to: to.clone(), payload: payload.clone() });
+        let mut out = Output::default();
+        self.flush_waiting(cx, &mut out);
+        Ok(out)
+    }
+
+    /// §5: a secured iq carries one `<e2e/>`; the client hands it (and the answers to ours)
+    /// to [`Engine::receive`].
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[NS_E2E]
+    }
+
+    /// §4: directed presence carrying `<e2e/>`. A failure is refused (the error returned);
+    /// no §7 answer goes back (module docs, "Presence and iq").
+    fn receive_presence(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        let Some(e2e) = stanza.get_child("e2e", NS_E2E) else { return Ok(out) };
+        if stanza.attr("type").is_some_and(|t| t != "available") {
+            return Ok(out);
+        }
+        let from: Jid = sender(stanza)?;
+        self.receive_presence_e2e(cx, &from, stanza, e2e, &mut out)?;
+        Ok(out)
+    }
+
     fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
         Output {
             actions: core::mem::take(&mut self.outbox).into_iter().map(Action::Send).collect(),
@@ -821,7 +1108,10 @@ impl Engine for Smime {
             copy.mode = Mode::Stolen;
         }
         copy.outbox.clear();
-        kit::stolen(copy, what, |copy| copy.dir.wipe())
+        kit::stolen(copy, what, |copy| {
+            copy.dir.wipe();
+            copy.waiting.clear();
+        })
     }
 }
 

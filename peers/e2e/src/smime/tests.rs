@@ -141,7 +141,11 @@ impl World {
 
     /// `receive` then `drain`, as the client does; errors recorded.
     fn deliver(&mut self, t: usize, s: &Element) -> Vec<Output> {
-        let r = self.call(t, |e, cx| e.receive(cx, s));
+        let r = if s.name() == "presence" {
+            self.call(t, |e, cx| e.receive_presence(cx, s))
+        } else {
+            self.call(t, |e, cx| e.receive(cx, s))
+        };
         let mut outs = vec![];
         match r {
             Ok(o) => outs.push(o),
@@ -153,7 +157,11 @@ impl World {
 
     /// Delivers a recorded stanza to device `t` again, returning what came of it.
     fn replay(&mut self, t: usize, s: &Element) -> (Result<Output, E2eError>, Output) {
-        let r = self.call(t, |e, cx| e.receive(cx, s));
+        let r = if s.name() == "presence" {
+            self.call(t, |e, cx| e.receive_presence(cx, s))
+        } else {
+            self.call(t, |e, cx| e.receive(cx, s))
+        };
         let d = self.call(t, |e, cx| e.drain(cx));
         (r, d)
     }
@@ -1118,4 +1126,143 @@ fn signed_attributes_are_verified_as_sent() {
     swapped.extend(&encoded[0]);
     replace_once(&mut signed, &reversed, &swapped);
     assert_eq!(envelope::verify(&signed, &[]).unwrap_err().code(), "bad-signature");
+}
+
+// ---- presence (§4) and iq (§5), message parts (XEP-0210 §4.1) ---------------------------------
+
+/// The parts device `j` was shown, by stanza kind, with their text.
+fn parts_shown(w: &World, j: &str) -> Vec<(&'static str, String)> {
+    let i = w.idx(j);
+    w.events
+        .iter()
+        .filter(|(d, _)| *d == i)
+        .filter_map(|(_, e)| if let Event::Parts { stanza, parts, .. } = e { Some((*stanza, parts)) } else { None })
+        .flat_map(|(stanza, parts)| parts.iter().map(move |p| (stanza, String::from(p))))
+        .collect()
+}
+
+fn note_payload() -> Element {
+    text_el("query", "urn:example:notes", "note about the capybara")
+}
+
+#[test]
+fn message_parts_presence_status_and_iq_payload_round_trip_sealed() {
+    let mut w = pair(40);
+    let a = w.idx(ALICE);
+    let content = Content {
+        body: "meet me".into(),
+        parts: vec![text_el("subject", NS_CLIENT, "tapir census"), el("composing", crate::content::NS_CHATSTATES)],
+    };
+    let out = w.call(a, |e, cx| e.send_message(cx, &bare(BOB), &content).unwrap());
+    w.run(a, out);
+    let out = w.call(a, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "walking the quokka").unwrap());
+    w.run(a, out);
+    let out = w.call(a, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()).unwrap());
+    w.run(a, out);
+    assert!(w.errors.is_empty(), "{:?}", w.errors);
+    assert_eq!(w.shown_by(BOB), [("meet me".to_owned(), Trust::Unverified)]);
+    let shown = parts_shown(&w, BOB);
+    let kinds: Vec<&str> = shown.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["message", "message", "presence", "iq"], "{shown:?}");
+    assert!(shown[0].1.contains("tapir census") && shown[1].1.contains("composing"));
+    assert!(shown[2].1.contains(">walking the quokka<") && shown[2].1.contains("jabber:client"), "{shown:?}");
+    assert!(shown[3].1.contains("note about the capybara") && shown[3].1.contains("urn:example:notes"));
+    // Nothing of it in clear; the presence is directed (§4.1 step 3), the iq answered.
+    for (_, _, s) in &w.wire {
+        let text = String::from(s);
+        for secret in ["tapir", "composing", "quokka", "capybara", "urn:example:notes"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    let presence = w.wire.iter().find(|(_, _, s)| s.name() == "presence").map(|(_, _, s)| s.clone()).unwrap();
+    assert_eq!(presence.attr("to"), Some("bob@b.example"));
+    assert!(presence.get_child("e2e", NS_E2E).is_some());
+    assert!(w.wire.iter().any(|(by, to, s)| *by == 1
+        && *to == a
+        && s.name() == "iq"
+        && s.attr("type") == Some("result")));
+    // Alice takes Bob's answer without a word.
+    assert!(w.events.iter().all(|(d, e)| *d != a || !matches!(e, Event::Alert { .. })), "{:?}", w.events);
+}
+
+#[test]
+fn presence_and_iq_wait_for_the_certificates_then_go() {
+    let mut w = pair(41);
+    let a = w.idx(ALICE);
+    // Nothing of Bob's read yet: the first call fetches, the fetch answer releases both.
+    let out = w.call(a, |e, cx| e.send_presence(cx, &Jid::from(jid(BOB)), "here").unwrap());
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Fetch { node, .. } if node == NODE)), "{out:?}");
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::Send(_))));
+    let out2 = w.call(a, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()).unwrap());
+    w.run(a, out);
+    w.run(a, out2);
+    let kinds: Vec<&str> = parts_shown(&w, BOB).iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["presence", "iq"]);
+    // An account without certificates: given up with `not-sent`.
+    let out = w.call(a, |e, cx| e.send_presence(cx, &Jid::from(bare(CAROL)), "x").unwrap());
+    w.run(a, out);
+    assert!(w.events.iter().any(|(d, e)| *d == a && matches!(e, Event::Alert { reason: "not-sent", .. })));
+}
+
+#[test]
+fn a_tampered_presence_or_iq_is_refused_and_a_replayed_one_marked() {
+    let mut w = pair(42);
+    let a = w.idx(ALICE);
+    let out = w.call(a, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "original").unwrap());
+    w.run(a, out);
+    let out = w.call(a, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()).unwrap());
+    w.run(a, out);
+    let presence = w.wire.iter().find(|(_, _, s)| s.name() == "presence").unwrap().2.clone();
+    let iq = w.wire.iter().rev().find(|(_, _, s)| s.name() == "iq" && s.attr("type") == Some("set")).unwrap().2.clone();
+    let tamper = |s: &Element| {
+        let mut s = s.clone();
+        let e2e = s.get_child_mut("e2e", NS_E2E).unwrap();
+        let mut der = unb64("e2e", &e2e.text()).unwrap();
+        let n = der.len();
+        der[n - 5] ^= 0x01;
+        let _ = e2e.take_nodes();
+        e2e.append_text(b64(&der));
+        s
+    };
+    assert_eq!(presence.name(), "presence");
+    let (r, d) = w.replay(1, &tamper(&presence));
+    assert_eq!(r.unwrap_err().code(), "bad-padding");
+    assert!(d.actions.is_empty(), "no §7 answer to presence");
+    let (r, d) = w.replay(1, &tamper(&iq));
+    assert_eq!(r.unwrap_err().code(), "bad-padding");
+    let answer = d.actions.iter().find_map(|x| if let Action::Send(s) = x { Some(s.clone()) } else { None }).unwrap();
+    assert_eq!((answer.name(), answer.attr("type"), answer.attr("to")), ("iq", Some("error"), Some(ALICE)));
+    assert_eq!(error_condition(&d).as_deref(), Some("bad-request"));
+    // §6.9 for presence too: the same PIDF again is a "decreasing timestamp", shown marked.
+    let (r, _) = w.replay(1, &presence);
+    let out = r.unwrap();
+    assert_eq!(codes(&out), ["timestamp-decreasing"]);
+    assert!(out.events.iter().any(|e| matches!(e, Event::Parts { stanza: "presence", .. })));
+    w.now = NOW + Duration::from_secs(3600);
+    let (r, _) = w.replay(1, &iq);
+    assert_eq!(codes(&r.unwrap()), ["timestamp-too-old"]);
+}
+
+#[test]
+fn a_secured_stanza_of_another_kind_or_entity_is_refused() {
+    let mut w = pair(43);
+    let a = w.idx(ALICE);
+    let out = w.call(a, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()).unwrap());
+    w.run(a, out);
+    let iq = w.wire.iter().rev().find(|(_, _, s)| s.name() == "iq" && s.attr("type") == Some("set")).unwrap().2.clone();
+    // Alice's signed iq, re-enveloped into a message: not a message she wrote.
+    let signed = signed_data_in(&mut w, &iq);
+    let as_message = to_bob(&mut w, &signed);
+    let (r, d) = w.replay(1, &as_message);
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), "malformed", "{e}");
+    assert_eq!(error_condition(&d).as_deref(), Some("not-acceptable"));
+    // Alice's signed presence, claimed by Carol's stanza: the PIDF entity names Alice.
+    let out = w.call(a, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "mine").unwrap());
+    w.run(a, out);
+    let mut presence = w.last_e2e_to(BOB);
+    presence.set("from", MALLORY);
+    let (r, _) = w.replay(1, &presence);
+    // The signer's certificate names Alice, not the stanza's sender: refused before the PIDF.
+    assert_eq!(r.unwrap_err().code(), "certificate-mismatch");
 }

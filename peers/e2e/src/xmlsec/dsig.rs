@@ -47,8 +47,14 @@ pub struct Payload {
     pub from: String,
     /// `<time/>`: XEP-0082 DateTime of sending.
     pub time: String,
-    /// `<body/>`.
+    /// The kind of stanza signed: `message` (a `<body/>`), `presence` or `iq` (a
+    /// `<presence/>` or `<iq/>` child of the payload).
+    pub stanza: &'static str,
+    /// `<body/>` (empty for presence and iq).
     pub body: String,
+    /// The stanza's other content, as the elements it travels as: a message's `<parts/>`
+    /// children, a presence's (its `<status/>`), an iq's (its payload).
+    pub parts: Vec<Element>,
     /// The fingerprint of the key whose signature verified.
     pub signer: String,
 }
@@ -253,7 +259,9 @@ fn id_values<'a>(node: Node<'a, '_>) -> impl Iterator<Item = &'a str> {
 /// 6. the digest of that element minus the Signature, canonicalised, matches (`bad-digest`);
 /// 7. the canonical SignedInfo verifies under a key of the sender (`bad-signature`);
 /// 8. the fields are read from the node the Reference resolved to: exactly one each of
-///    `<to/>`, `<from/>`, `<time/>`, `<body/>` as its direct children, text only.
+///    `<to/>`, `<from/>`, `<time/>` as its direct children, text only, and exactly one of
+///    `<body/>` (text only; a message, with at most one `<parts/>` beside it), `<presence/>`
+///    or `<iq/>` — the stanza's content, copied from that node ([`content_of`]).
 pub fn verify(text: &str, keys: &mut KeyLookup<'_>) -> Result<Payload, E2eError> {
     let doc = parse(text)?;
     let root = doc.root_element();
@@ -387,14 +395,63 @@ pub fn verify(text: &str, keys: &mut KeyLookup<'_>) -> Result<Payload, E2eError>
         .ok_or_else(|| rejected("bad-signature", "the SignatureValue does not verify"))?;
     // 8. The fields, from the node the Reference resolved to.
     let field = |name: &'static str| text_of(only_child(target, NS, name)?, name);
-    Ok(Payload {
-        id: id.to_owned(),
-        to: field("to")?,
-        from: field("from")?,
-        time: field("time")?,
-        body: field("body")?,
-        signer: signer.fingerprint.clone(),
-    })
+    let (to, from, time) = (field("to")?, field("from")?, field("time")?);
+    let (stanza, body, parts) = content_of(target)?;
+    Ok(Payload { id: id.to_owned(), to, from, time, stanza, body, parts, signer: signer.fingerprint.clone() })
+}
+
+/// The stanza content of the signed element `target` (check 8): a message's `<body/>` and
+/// the children of its optional `<parts/>`, or the children of `<presence/>` or `<iq/>` —
+/// exactly one of the three kinds, each read as a direct child of `target` only.
+fn content_of(target: Node<'_, '_>) -> Result<(&'static str, String, Vec<Element>), E2eError> {
+    let kinds: Vec<&'static str> =
+        ["body", "presence", "iq"].into_iter().filter(|k| elements(target).any(|c| is(c, NS, k))).collect();
+    let parts = |name: &'static str| -> Result<Vec<Element>, E2eError> {
+        let holder = only_child(target, NS, name)?;
+        elements(holder).map(|c| to_element(c, 0)).collect()
+    };
+    match kinds.as_slice() {
+        ["body"] => {
+            let body = text_of(only_child(target, NS, "body")?, "body")?;
+            let parts = match elements(target).filter(|c| is(*c, NS, "parts")).count() {
+                0 => Vec::new(),
+                _ => parts("parts")?,
+            };
+            Ok(("message", body, parts))
+        }
+        ["presence"] => Ok(("presence", String::new(), parts("presence")?)),
+        ["iq"] => Ok(("iq", String::new(), parts("iq")?)),
+        [] => Err(E2eError::Missing { what: "body" }),
+        _ => Err(E2eError::Malformed {
+            what: "signed payload",
+            detail: format!("the content of more than one stanza kind: {kinds:?}"),
+        }),
+    }
+}
+
+/// The deepest a part may nest below its holder (the parser already bounds the document).
+const MAX_PART_DEPTH: usize = 64;
+
+/// A copy of the element `node` as a [`minidom::Element`]: its name, namespace, unqualified
+/// attributes, text and element children (namespace-qualified attributes are dropped: the
+/// parts we know use none).
+fn to_element(node: Node<'_, '_>, depth: usize) -> Result<Element, E2eError> {
+    if depth > MAX_PART_DEPTH {
+        return Err(E2eError::Malformed { what: "part", detail: format!("nested deeper than {MAX_PART_DEPTH}") });
+    }
+    let name = node.tag_name();
+    let mut e = el(name.name(), name.namespace().unwrap_or_default());
+    for a in node.attributes().filter(|a| a.namespace().is_none()) {
+        e.set(a.name(), a.value());
+    }
+    for c in node.children() {
+        if c.is_element() {
+            e.append_child(to_element(c, depth + 1)?);
+        } else if c.is_text() {
+            e.append_text(c.text().unwrap_or_default());
+        }
+    }
+    Ok(e)
 }
 
 /// The namespace of the unsigned wrapper in [`wrap`] (any element the receiver has no use for

@@ -1,5 +1,5 @@
 //! The `xmlsec` engine: W3C XML Signature 1.1 (xmldsig-core1) and XML Encryption 1.1
-//! (xmlenc-core1) applied to XMPP chat messages.
+//! (xmlenc-core1) applied to XMPP chat messages, directed presence and iq requests.
 //!
 //! No XEP defines this; the binding below is ours, and this text is its specification
 //! (`urn:xmpp:jabberwock:xmlsec:0`). Where the W3C texts leave a choice, it is named here.
@@ -89,6 +89,13 @@
 //! stanza's attributes and the fallback `<body/>` (never shown), and the list of
 //! `EncryptedKey`s (who else can read it; removing one only denies that device the message).
 //!
+//! A message with content beyond its body (XEP-0210 §4.1: a subject, a thread, XHTML-IM, an
+//! out-of-band URL, a chat state, a correction) carries it after `<body/>`, in one
+//! `<parts xmlns='urn:xmpp:jabberwock:xmlsec:0'/>` holding those elements as the message
+//! would (`<subject xmlns='jabber:client'/>`, `<composing xmlns='…chatstates'/>`, …), inside
+//! the signed element. A body-only message has no `<parts/>`: its payload is the one above,
+//! byte for byte. Presence and iq: see "Presence and iq" below.
+//!
 //! 2. The serialised payload (xmlenc §4.1 `Type='…#Element'`) is encrypted once under a fresh
 //!    AES-128 key, whose copy is wrapped for every recipient key: every trusted key of the
 //!    recipient and every trusted key of our own other devices.
@@ -154,6 +161,33 @@
 //!    that sender's messages not newer than the oldest dropped entry are refused as `replay`),
 //!    and expires entries in time order.
 //!
+//! # Presence and iq
+//!
+//! XEP-0210 §4.1 asks for the full content of any stanza kind sent between two entities; the
+//! same payload carries it, with `<presence/>` or `<iq/>` (in this binding's namespace) in
+//! place of `<body/>`, holding the stanza's content as its children:
+//!
+//! ```xml
+//! <signed xmlns='urn:xmpp:jabberwock:xmlsec:0' Id='m…'>
+//!   <to>bob@b.example</to><from>alice@a.example</from><time>…</time>
+//!   <presence><status xmlns='jabber:client'>out walking</status></presence>
+//!   <Signature xmlns='http://www.w3.org/2000/09/xmldsig#'>…</Signature>
+//! </signed>
+//! ```
+//!
+//! encrypted as for a message and sent as the `<EncryptedData/>` child of a directed
+//! `<presence to='…'/>` (RFC 6121 §4.6; broadcast presence is not covered) or as the one child
+//! of an `<iq type='set'/>` to the device (RFC 6120 §8.2.3), with no fallback body, EME or hint.
+//! Both wait for the recipient's keys as a message does. The receiver runs steps 1–5 unchanged
+//! (the same `to`, `from`, `time` and replay checks, over the same `Id` space), then requires
+//! the payload to be signed as the kind of stanza that carried it — a signed presence
+//! re-encrypted into a message, or any other mix, is `malformed`, and so is a payload holding
+//! more than one of `<body/>`, `<presence/>`, `<iq/>` — and reports the content as parts
+//! ([`Event::Parts`]). An iq request is always answered (RFC 6120 §8.2.3): an empty result when
+//! it was read, and one and the same `<not-acceptable/>` error whatever failed — the padding,
+//! the tag, the parse, the signature, a replay — so the answer tells the sender no more than
+//! that it failed (a message, as above, gets no answer at all).
+//!
 //! ## What defeats signature wrapping
 //!
 //! XML signature wrapping (McIntyre et al. 2005; Somorovsky et al. 2011–12) makes a verifier
@@ -166,6 +200,10 @@
 //! last" has nothing to pick between); the transforms are fixed (no XPath/XSLT filter can
 //! shrink what is digested); and the fields are read from that very node (by node identity
 //! in the parsed tree, not by a second search), as its direct children, each exactly once.
+//! The parts too: only the children of the one `<parts/>`, `<presence/>` or `<iq/>` that is a
+//! direct child of that node are read; a `<parts/>` anywhere else — in the stanza around the
+//! `EncryptedData`, in the Signature's `KeyInfo` (which the enveloped-signature transform
+//! leaves out of the digest), in a wrapper beside the payload — is never shown as protected.
 //!
 //! ## What CBC leaves open
 //!
@@ -211,11 +249,11 @@ pub use self::enc::Cipher;
 use self::enc::{Accept, Recipient};
 pub use self::keys::{KeyPair, PublicKey};
 use crate::kit;
-use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, Pep, Placement, Sealed};
+use crate::kit::directory::{self, Directory, Failure, Forwarding, Keyed, Limits, NotSent, Pep, Placement, Sealed};
 use crate::kit::trust::{Known, TrustBook, TrustState, Wording};
 use crate::time::{format_stamp, parse_stamp};
-use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, el, sender, text_el};
-use crate::{Action, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
+use crate::xml::{ElementExt, NS_CLIENT, NS_EME, NS_HINTS, NS_STANZAS, el, sender, text_el};
+use crate::{Action, Content, Cx, E2eError, Engine, EngineConfig, Event, OutOfBand, Output, Protocol, Theft, Trust};
 
 /// The registry entry: the content cipher is an account option.
 pub static PROTOCOL: crate::ProtocolDef =
@@ -367,6 +405,27 @@ pub struct Xmlsec {
     seen: Seen,
     /// An attacker's copy ([`Engine::steal`]): no freshness or replay policy.
     stolen: bool,
+    /// Directed presence and iq payloads the user sent, waiting for their recipient's keys
+    /// (messages wait in [`Directory`]).
+    waiting: Vec<Waiting>,
+    /// Answers to iq requests that failed, for [`Engine::drain`].
+    outbox: Vec<Element>,
+}
+
+/// A presence or iq to seal once its recipient's keys are known.
+#[derive(Debug, Clone)]
+enum Waiting {
+    Presence { to: Jid, status: String },
+    Iq { to: FullJid, payload: Element },
+}
+
+impl Waiting {
+    fn to(&self) -> BareJid {
+        match self {
+            Waiting::Presence { to, .. } => to.to_bare(),
+            Waiting::Iq { to, .. } => to.to_bare(),
+        }
+    }
 }
 
 impl Xmlsec {
@@ -394,6 +453,8 @@ impl Xmlsec {
             dir: Directory::default(),
             seen: Seen::default(),
             stolen: false,
+            waiting: Vec::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -528,17 +589,26 @@ impl Xmlsec {
         Ok(all)
     }
 
-    /// The signed payload for `to` (sign, xmldsig §3.1).
-    fn signed_payload(&self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Element, E2eError> {
+    /// The signed payload for `to` (sign, xmldsig §3.1): `<to/>`, `<from/>`, `<time/>`, then
+    /// `content` — a message's `<body/>` (and `<parts/>`), or a `<presence/>` or `<iq/>`.
+    fn signed_payload_of(&self, cx: &mut Cx<'_>, to: &BareJid, content: Vec<Element>) -> Result<Element, E2eError> {
         let mut id = [0u8; 16];
         cx.rng.fill_bytes(&mut id);
         let id = format!("m{}", keys::hex(&id));
-        let payload = el("signed", NS)
+        let mut payload = el("signed", NS)
             .child(text_el("to", NS, to.to_string()))
             .child(text_el("from", NS, self.own().to_string()))
-            .child(text_el("time", NS, format_stamp(cx.now)))
-            .child(text_el("body", NS, body));
+            .child(text_el("time", NS, format_stamp(cx.now)));
+        for c in content {
+            payload.append_child(c);
+        }
         dsig::sign(payload, &id, &self.key)
+    }
+
+    /// The signed payload of a message to `to` (module docs, "Sending"); with no parts it is
+    /// the body-only payload, byte for byte.
+    fn signed_payload(&self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Element, E2eError> {
+        self.signed_payload_of(cx, to, vec![text_el("body", NS, body)])
     }
 
     /// The signed payload this device would encrypt for `to`, serialised (benches compare the
@@ -552,6 +622,47 @@ impl Xmlsec {
         let recipients = self.recipients(to)?;
         let signed = self.signed_payload(cx, to, body)?;
         self.seal_message(cx, to, &recipients, &String::from(&signed))
+    }
+
+    /// A waiting presence or iq, signed and encrypted (module docs, "Presence and iq"): the
+    /// `<presence/>` or `<iq type='set'/>` carrying the `EncryptedData`.
+    fn seal_waiting(&mut self, cx: &mut Cx<'_>, waiting: &Waiting, out: &mut Output) -> Sealed {
+        let to = waiting.to();
+        if !self.dir.read_or_fetch(&to, NODE_KEYS, out) {
+            return Ok(None);
+        }
+        let recipients = self.recipients(&to)?;
+        let (content, stanza) = match waiting {
+            Waiting::Presence { to, status } => (
+                el("presence", NS).child(text_el("status", NS_CLIENT, status.as_str())),
+                el("presence", NS_CLIENT).with("to", to.to_string()),
+            ),
+            Waiting::Iq { to, payload } => (
+                el("iq", NS).child(payload.clone()),
+                el("iq", NS_CLIENT).with("type", "set").with("to", to.to_string()),
+            ),
+        };
+        let signed = String::from(&self.signed_payload_of(cx, &to, vec![content])?);
+        let jids: Vec<String> = recipients.iter().map(|(j, _)| j.to_string()).collect();
+        let list: Vec<Recipient<'_>> =
+            recipients.iter().zip(&jids).map(|((_, key), jid)| Recipient { jid, key }).collect();
+        let encrypted = enc::seal(signed.as_bytes(), self.cipher, &list, cx.rng)?;
+        Ok(Some(stanza.child(encrypted)))
+    }
+
+    /// Seals every waiting presence and iq whose recipient's keys are known; the others wait
+    /// on, or are given up (alert `not-sent`).
+    fn flush_waiting(&mut self, cx: &mut Cx<'_>, out: &mut Output) {
+        for waiting in core::mem::take(&mut self.waiting) {
+            match self.seal_waiting(cx, &waiting, out) {
+                Ok(Some(stanza)) => out.actions.push(Action::Send(stanza)),
+                Ok(None) => self.waiting.push(waiting),
+                Err(NotSent(why)) => out.events.push(Event::Alert {
+                    reason: crate::reason::NOT_SENT.code,
+                    detail: format!("to {}: {why}", waiting.to()),
+                }),
+            }
+        }
     }
 
     /// Encrypts a serialised payload for `recipients`; the `<message/>` to `to`.
@@ -602,8 +713,11 @@ impl Xmlsec {
         let Some(plaintext) = enc::open(encrypted, &self.key, accept, cx.rng)? else {
             out.events.push(Event::Alert {
                 reason: "not-for-this-device",
-                detail: format!("a message from {from} carries no key for {}", self.key.public.fingerprint),
+                detail: format!("a {} from {from} carries no key for {}", stanza.name(), self.key.public.fingerprint),
             });
+            if stanza.name() == "iq" && !self.stolen {
+                self.outbox.push(iq_answer(stanza, &from, false));
+            }
             return Ok(());
         };
         let text = String::from_utf8(plaintext)
@@ -635,6 +749,14 @@ impl Xmlsec {
             }
             Err(e) => return Err(e),
         };
+        // What was signed as one stanza kind is never read as another (a signed presence
+        // re-encrypted into a message would show its status as what the sender never said).
+        if payload.stanza != stanza.name() {
+            return Err(E2eError::Malformed {
+                what: "signed payload",
+                detail: format!("signed as a <{}/>, carried in a <{}/>", payload.stanza, stanza.name()),
+            });
+        }
         self.check_statements(cx, stanza, &sender, &payload)?;
         let trust = self.trust.state(&sender, &payload.signer).map_or(Trust::Untrusted, TrustState::trust);
         if trust == Trust::Untrusted {
@@ -643,8 +765,47 @@ impl Xmlsec {
                 detail: format!("{from} signed with key {}, which is not trusted", payload.signer),
             });
         }
-        out.events.push(Event::Plaintext { from, body: payload.body, trust, delay: None, carbon: None });
+        match payload.stanza {
+            "message" => {
+                let parts = payload.parts;
+                out.events.push(Event::Plaintext { from: from.clone(), body: payload.body, trust, delay: None, carbon: None });
+                let mut holder = el("parts", NS);
+                for p in parts {
+                    holder.append_child(p);
+                }
+                let parts = crate::content::decrypted_parts(&holder);
+                if !parts.is_empty() {
+                    out.events.push(Event::Parts { from, stanza: "message", parts });
+                }
+            }
+            "presence" => out.events.push(Event::Parts { from, stanza: "presence", parts: payload.parts }),
+            _ => {
+                out.events.push(Event::Parts { from: from.clone(), stanza: "iq", parts: payload.parts });
+                out.actions.push(Action::Send(iq_answer(stanza, &from, true)));
+            }
+        }
         Ok(())
+    }
+
+    /// [`Xmlsec::receive_message`] for any stanza kind; an iq that fails is answered with an
+    /// error (RFC 6120 §8.2.3: every request is answered), one and the same whatever failed
+    /// (module docs, "Presence and iq").
+    fn receive_sealed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        stanza: &Element,
+        hold: Option<Limits>,
+        out: &mut Output,
+    ) -> Result<(), E2eError> {
+        let result = self.receive_message(cx, stanza, hold, out);
+        if result.is_err()
+            && stanza.name() == "iq"
+            && !self.stolen
+            && let Ok(from) = sender(stanza)
+        {
+            self.outbox.push(iq_answer(stanza, &from, false));
+        }
+        result
     }
 
     /// Receive step 5: `from`, `to`, `time`, replay.
@@ -708,6 +869,19 @@ impl Xmlsec {
     }
 }
 
+/// The answer to a secured iq request (RFC 6120 §8.2.3): an empty result, or — whatever
+/// failed — one and the same `<not-acceptable/>` error.
+fn iq_answer(request: &Element, from: &Jid, ok: bool) -> Element {
+    let mut answer = el("iq", NS_CLIENT).with("type", if ok { "result" } else { "error" }).with("to", from.to_string());
+    if let Some(id) = request.attr("id") {
+        answer.set("id", id);
+    }
+    if !ok {
+        answer.append_child(el("error", NS_CLIENT).with("type", "modify").child(el("not-acceptable", NS_STANZAS)));
+    }
+    answer
+}
+
 impl Keyed for Xmlsec {
     fn directory(&mut self) -> &mut Directory {
         &mut self.dir
@@ -720,7 +894,7 @@ impl Keyed for Xmlsec {
     }
 
     fn reread(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
-        self.receive_message(cx, stanza, None, out)
+        self.receive_sealed(cx, stanza, None, out)
     }
 
     /// The items of our node, from an iq result (the whole node) or a notification.
@@ -765,11 +939,20 @@ impl Keyed for Xmlsec {
         }
         self.learn(owner, keys, pep.complete, out);
         directory::flush(self, cx, out);
+        self.flush_waiting(cx, out);
         directory::retry(self, cx, owner, out);
         Ok(())
     }
 
     fn message(&mut self, cx: &mut Cx<'_>, stanza: &Element, out: &mut Output) -> Result<(), E2eError> {
+        if stanza.is("iq", NS_CLIENT) {
+            // A secured request; the answers to ours (results, errors) need nothing more.
+            let request = matches!(stanza.attr("type"), Some("set" | "get"));
+            if request && stanza.children().any(|c| c.is("EncryptedData", NS_XENC)) {
+                self.receive_sealed(cx, stanza, (!self.stolen).then_some(HELD), out)?;
+            }
+            return Ok(());
+        }
         if !stanza.is("message", NS_CLIENT) || stanza.attr("type") == Some("error") {
             return Ok(());
         }
@@ -794,6 +977,21 @@ impl Keyed for Xmlsec {
         Ok(Some(self.encrypt(cx, to, body)?))
     }
 
+    /// A message with parts beyond its body (XEP-0210 §4.1): the parts are signed and
+    /// encrypted with the body, in the payload's `<parts/>` (module docs, "Presence and iq").
+    fn seal_content(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content, out: &mut Output) -> Sealed {
+        if !self.dir.read_or_fetch(to, NODE_KEYS, out) {
+            return Ok(None);
+        }
+        let recipients = self.recipients(to)?;
+        let mut holder = el("parts", NS);
+        for p in &content.parts {
+            holder.append_child(p.clone());
+        }
+        let signed = self.signed_payload_of(cx, to, vec![text_el("body", NS, content.body.as_str()), holder])?;
+        Ok(Some(self.seal_message(cx, to, &recipients, &String::from(&signed))?))
+    }
+
     fn failed(&mut self, cx: &mut Cx<'_>, failure: Failure<'_>, out: &mut Output) {
         if failure.node == NODE_KEYS {
             let own = self.own();
@@ -802,6 +1000,7 @@ impl Keyed for Xmlsec {
                 detail: format!("the keys of {owner} could not be fetched ({condition})"),
             };
             directory::no_keys(self, cx, failure, &own, alert, out);
+            self.flush_waiting(cx, out);
         }
     }
 
@@ -884,6 +1083,55 @@ impl Engine for Xmlsec {
         Ok(directory::send(self, cx, to, body))
     }
 
+    /// Every part of the message is signed and encrypted with its body.
+    fn send_message(&mut self, cx: &mut Cx<'_>, to: &BareJid, content: &Content) -> Result<Output, E2eError> {
+        if content.parts.is_empty() {
+            return self.send(cx, to, &content.body);
+        }
+        if self.active(to, |_| true).is_empty() {
+            self.dir.unread(to, NODE_KEYS);
+        }
+        Ok(directory::send_content(self, cx, to, content))
+    }
+
+    /// Directed presence, its status signed and encrypted (module docs, "Presence and iq").
+    fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
+        self.waiting.push(Waiting::Presence { to: to.clone(), status: status.to_owned() });
+        let mut out = Output::default();
+        self.flush_waiting(cx, &mut out);
+        Ok(out)
+    }
+
+    /// An `<iq type='set'/>` whose payload is signed and encrypted.
+    fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
+        self.waiting.push(Waiting::Iq { to: to.clone(), payload: payload.clone() });
+        let mut out = Output::default();
+        self.flush_waiting(cx, &mut out);
+        Ok(out)
+    }
+
+    /// A secured iq carries one `EncryptedData`.
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[NS_XENC]
+    }
+
+    /// Directed presence carrying an `EncryptedData`: its signed status.
+    fn receive_presence(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        let sealed = stanza.children().any(|c| c.is("EncryptedData", NS_XENC));
+        if sealed && stanza.attr("type").is_none_or(|t| t == "available") {
+            self.receive_sealed(cx, stanza, (!self.stolen).then_some(HELD), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn drain(&mut self, _cx: &mut Cx<'_>) -> Output {
+        Output {
+            actions: core::mem::take(&mut self.outbox).into_iter().map(Action::Send).collect(),
+            events: vec![],
+        }
+    }
+
     fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
     }
@@ -909,9 +1157,11 @@ impl Engine for Xmlsec {
         let mut copy = self.clone();
         copy.stolen = true;
         // The key pair and the public keys of others are long-term; queues are not.
+        copy.outbox.clear();
         kit::stolen(copy, what, |copy| {
             copy.dir.wipe();
             copy.seen = Seen::default();
+            copy.waiting.clear();
         })
     }
 }

@@ -98,15 +98,24 @@ impl Net {
     fn deliver(&mut self, to: &str, stanza: &Element) -> Output {
         let mut rng = self.rng.clone();
         let now = self.now;
-        let result = self.devices.get_mut(to).unwrap().receive(&mut Cx { rng: &mut rng, now }, stanza);
+        let device = self.devices.get_mut(to).unwrap();
+        let result = if stanza.name() == "presence" {
+            device.receive_presence(&mut Cx { rng: &mut rng, now }, stanza)
+        } else {
+            device.receive(&mut Cx { rng: &mut rng, now }, stanza)
+        };
+        // As the client does: what is left (an iq's error answer) after every call.
+        let left = device.drain(&mut Cx { rng: &mut rng, now });
         self.rng = rng;
-        match result {
+        let mut out = match result {
             Ok(out) => out,
             Err(e) => {
                 self.errors.push((to.to_owned(), e.code()));
                 Output::default()
             }
-        }
+        };
+        out.actions.extend(left.actions);
+        out
     }
 
     fn process(&mut self, who: &str, out: Output) {
@@ -1360,4 +1369,191 @@ fn the_replay_cache_expires_in_time_order_and_caps_each_sender() {
     assert!(seen.is_replay(&alice, "m0", t(10)) && seen.is_replay(&alice, "never-seen", t(11)));
     assert!(!seen.is_replay(&alice, "never-seen", t(12)));
     assert!(!seen.is_replay(&bob, "other", t(1)), "other senders are not affected");
+}
+
+// ---- message parts, presence and iq (XEP-0210 §4.1) -------------------------------------------
+
+/// The parts `who` was shown: (stanza kind, serialised part).
+fn parts_shown(net: &Net, who: &str) -> Vec<(&'static str, String)> {
+    net.events
+        .iter()
+        .filter(|(w, _)| w == who)
+        .filter_map(|(_, e)| if let Event::Parts { stanza, parts, .. } = e { Some((*stanza, parts)) } else { None })
+        .flat_map(|(stanza, parts)| parts.iter().map(move |p| (stanza, String::from(p))))
+        .collect()
+}
+
+fn note_payload() -> Element {
+    text_el("query", "urn:example:notes", "note about the capybara")
+}
+
+/// Runs one engine call of `who` and the network after it.
+fn act(net: &mut Net, who: &str, f: impl FnOnce(&mut Xmlsec, &mut Cx<'_>) -> Result<Output, E2eError>) {
+    let mut rng = net.rng.clone();
+    let out = f(net.devices.get_mut(who).unwrap(), &mut Cx { rng: &mut rng, now: net.now }).unwrap();
+    net.rng = rng;
+    net.process(who, out);
+}
+
+#[test]
+fn message_parts_presence_and_iq_round_trip_signed_and_encrypted() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let content = Content {
+        body: "meet me".into(),
+        parts: vec![text_el("subject", NS_CLIENT, "tapir census"), el("composing", crate::content::NS_CHATSTATES)],
+    };
+    act(&mut net, ALICE, |e, cx| e.send_message(cx, &bare(BOB), &content));
+    act(&mut net, ALICE, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "walking the quokka"));
+    act(&mut net, ALICE, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()));
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    assert_eq!(net.shown_by(BOB), ["meet me"]);
+    let shown = parts_shown(&net, BOB);
+    let kinds: Vec<&str> = shown.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["message", "message", "presence", "iq"], "{shown:?}");
+    assert!(shown[0].1.contains(">tapir census<") && shown[1].1.contains("composing"));
+    assert!(shown[2].1.contains(">walking the quokka<") && shown[2].1.contains("jabber:client"), "{shown:?}");
+    assert!(shown[3].1.contains("note about the capybara") && shown[3].1.contains("urn:example:notes"));
+    for (_, s) in &net.wire {
+        let text = String::from(s);
+        for secret in ["tapir", "composing", "quokka", "capybara", "urn:example:notes"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    // The iq is answered with a result, which Alice takes without a word.
+    assert!(net.wire.iter().any(|(w, s)| w == BOB && s.name() == "iq" && s.attr("type") == Some("result")));
+    assert!(net.alerts(ALICE).is_empty(), "{:?}", net.alerts(ALICE));
+}
+
+#[test]
+fn a_body_only_payload_keeps_its_schema() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let text = genuine(&mut net, "plain words");
+    assert!(!text.contains("<parts") && !text.contains("<presence") && !text.contains("<iq"), "{text}");
+    let fields: Vec<String> = text.parse::<Element>().unwrap().children().map(|c| c.name().to_owned()).collect();
+    assert_eq!(fields, ["to", "from", "time", "body", "Signature"]);
+}
+
+#[test]
+fn presence_and_iq_wait_for_keys_and_fail_closed() {
+    let mut net = Net::new(&[(ALICE, 0), (BOB, 1)], TrustPolicy::Btbv, Cipher::Aes128Gcm);
+    net.pep.remove(&bare(BOB));
+    // Bob's node is empty: nothing to encrypt to, so nothing goes, in clear or otherwise.
+    act(&mut net, ALICE, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "quokka"));
+    act(&mut net, ALICE, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()));
+    assert_eq!(net.alerts(ALICE).iter().filter(|a| **a == "not-sent").count(), 2, "{:?}", net.alerts(ALICE));
+    assert!(net.wire.iter().all(|(_, s)| s.name() != "presence" && s.name() != "iq"));
+}
+
+/// Alice's genuine signed payload for Bob with `content` after `<time/>` (not delivered).
+fn genuine_of(net: &mut Net, content: Vec<Element>) -> String {
+    let alice_pem = net.devices[ALICE].public_key_pem();
+    net.devices.get_mut(BOB).unwrap().import_peer_key(&bare(ALICE), &alice_pem).unwrap();
+    let mut rng = net.rng.clone();
+    let signed =
+        net.devices[ALICE].signed_payload_of(&mut Cx { rng: &mut rng, now: NOW }, &bare(BOB), content).unwrap();
+    net.rng = rng;
+    String::from(&signed)
+}
+
+/// Bob reads `text`, encrypted to him in a stanza of `kind` from Alice: what he is shown
+/// (body and parts), or the error.
+fn bob_reads(net: &mut Net, kind: &str, text: &str) -> Result<(Vec<String>, Vec<String>), &'static str> {
+    let mut stanza = sealed_to_bob(text, Cipher::Aes128Gcm, &mut net.rng.clone());
+    if kind != "message" {
+        let data = stanza.get_child("EncryptedData", NS_XENC).unwrap().clone();
+        stanza = el(kind, NS_CLIENT).with("from", ALICE).with("to", BOB).with("id", "q1").child(data);
+        if kind == "iq" {
+            stanza.set("type", "set");
+        }
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let bob = net.devices.get_mut(BOB).unwrap();
+    let mut cx = Cx { rng: &mut rng, now: NOW };
+    let r = if kind == "presence" { bob.receive_presence(&mut cx, &stanza) } else { bob.receive(&mut cx, &stanza) };
+    let out = r.map_err(|e| e.code())?;
+    let mut bodies = vec![];
+    let mut parts = vec![];
+    for e in out.events {
+        match e {
+            Event::Plaintext { body, .. } => bodies.push(body),
+            Event::Parts { parts: p, .. } => parts.extend(p.iter().map(String::from)),
+            _ => {}
+        }
+    }
+    Ok((bodies, parts))
+}
+
+#[test]
+fn a_part_outside_what_was_signed_is_never_shown() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let signed_parts = el("parts", NS).child(text_el("subject", NS_CLIENT, "signed subject"));
+    let text = genuine_of(&mut net, vec![text_el("body", NS, "hi"), signed_parts]);
+    assert_eq!(bob_reads(&mut net, "message", &text).unwrap().1.len(), 1);
+    let injected = format!("<subject xmlns='{NS_CLIENT}'>injected</subject>");
+    // A part slipped into the signed element: the digest no longer matches.
+    let into_parts = text.replacen("</parts>", &format!("{injected}</parts>"), 1);
+    assert_eq!(bob_reads(&mut net, "message", &into_parts), Err("bad-digest"));
+    let text2 = genuine_of(&mut net, vec![text_el("body", NS, "hi")]);
+    let second_holder = text2.replacen("<Signature", &format!("<parts xmlns='{NS}'>{injected}</parts><Signature"), 1);
+    assert_eq!(bob_reads(&mut net, "message", &second_holder), Err("bad-digest"));
+    // Parts inside the Signature's KeyInfo, which the enveloped-signature transform leaves out
+    // of the digest: the signature verifies, and the parts are not read from there.
+    let text3 = genuine_of(&mut net, vec![text_el("body", NS, "hi")]);
+    let in_key_info = text3.replacen("</KeyInfo>", &format!("<parts xmlns='{NS}'>{injected}</parts></KeyInfo>"), 1);
+    assert_ne!(in_key_info, text3);
+    let (bodies, parts) = bob_reads(&mut net, "message", &in_key_info).unwrap();
+    assert_eq!((bodies, parts), (vec!["hi".to_owned()], vec![]));
+    // The wrapping document of `dsig::wrap` with a presence where the body was: refused by
+    // reference resolution before any field is read.
+    let original = dsig::signed_original(&genuine_of(&mut net, vec![text_el("body", NS, "hi")])).unwrap();
+    let wrapped = String::from(&dsig::wrap(original, "mfresh", "bob@b.example", &format_stamp(NOW), "x").unwrap());
+    assert_eq!(bob_reads(&mut net, "message", &wrapped), Err("bad-reference"));
+}
+
+#[test]
+fn a_payload_signed_for_one_stanza_kind_is_refused_in_another() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    let presence = genuine_of(&mut net, vec![el("presence", NS).child(text_el("status", NS_CLIENT, "away"))]);
+    let (_, parts) = bob_reads(&mut net, "presence", &presence).unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(parts[0].contains(">away<"));
+    for kind in ["message", "iq"] {
+        let fresh = genuine_of(&mut net, vec![el("presence", NS).child(text_el("status", NS_CLIENT, "away"))]);
+        assert_eq!(bob_reads(&mut net, kind, &fresh), Err("malformed"), "{kind}");
+    }
+    let iq = genuine_of(&mut net, vec![el("iq", NS).child(note_payload())]);
+    assert_eq!(bob_reads(&mut net, "presence", &iq), Err("malformed"));
+    // Two kinds in one payload.
+    let both = genuine_of(&mut net, vec![text_el("body", NS, "b"), el("iq", NS).child(note_payload())]);
+    assert_eq!(bob_reads(&mut net, "message", &both), Err("malformed"));
+}
+
+#[test]
+fn a_tampered_presence_or_iq_is_refused_and_the_iq_answered_with_an_error() {
+    let mut net = pair(Cipher::Aes128Gcm);
+    net.tamper = Some(Box::new(|s: &mut Element| {
+        if matches!(s.name(), "presence" | "iq")
+            && let Some(data) = s.get_child_mut("EncryptedData", NS_XENC)
+        {
+            let cv = data.get_child_mut("CipherData", NS_XENC).unwrap().get_child_mut("CipherValue", NS_XENC).unwrap();
+            let mut bytes = unb64("CipherValue", &cv.text()).unwrap();
+            bytes[20] ^= 0x01;
+            set_text(cv, &b64(&bytes));
+        }
+        true
+    }));
+    act(&mut net, ALICE, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "quokka"));
+    act(&mut net, ALICE, |e, cx| e.send_iq(cx, &jid(BOB), &note_payload()));
+    assert_eq!(net.errors_of(BOB), ["bad-mac", "bad-mac"]);
+    assert!(parts_shown(&net, BOB).is_empty());
+    let answer = net.wire.iter().find(|(w, s)| w == BOB && s.name() == "iq").unwrap().1.clone();
+    assert_eq!(answer.attr("type"), Some("error"));
+    assert!(answer.get_child("error", NS_CLIENT).unwrap().has_child("not-acceptable", NS_STANZAS));
+    // A replayed presence is refused too.
+    net.tamper = None;
+    act(&mut net, ALICE, |e, cx| e.send_presence(cx, &Jid::from(bare(BOB)), "quokka"));
+    let presence = net.last_message(ALICE);
+    assert_eq!(parts_shown(&net, BOB).len(), 1);
+    let _ = net.deliver(BOB, &presence);
+    assert_eq!(net.errors_of(BOB).last(), Some(&"replay"));
 }
