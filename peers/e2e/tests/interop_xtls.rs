@@ -272,7 +272,7 @@ fn our_client_to_openssl_s_server() {
     // message it held.
     while b.pump(false) > 0 {}
     assert!(b.engine.is_open(&THEIRS.parse().unwrap()), "handshake with s_server: {:?}", b.events);
-    wait_for("s_server", &out, "<message type='chat'><body>hello openssl</body></message>");
+    wait_for("s_server", &out, "<message id='in-1' type='chat'><body>hello openssl</body></message>");
     say(&mut stdin, "<message type='chat'><body>hello xtls, from s_server</body></message>");
     for _ in 0..20 {
         b.pump(false);
@@ -337,7 +337,7 @@ fn openssl_s_client_to_our_server() {
     let to: BareJid = "openssl@o.example".parse().unwrap();
     let sent = b.engine.send(&mut Cx { rng: &mut b.rng, now: NOW }, &to, "hello s_client").unwrap();
     b.apply(sent);
-    wait_for("s_client", &out, "<message type='chat'><body>hello s_client</body></message>");
+    wait_for("s_client", &out, "<message id='in-1' type='chat'><body>hello s_client</body></message>");
     say(&mut stdin, "<message type='chat'><body>hello xtls, from s_client</body></message>");
     for _ in 0..20 {
         b.pump(false);
