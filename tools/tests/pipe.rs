@@ -338,3 +338,36 @@ fn a_call_the_child_does_not_implement_is_unimplemented() {
     let e = stolen.publish(&mut Cx { rng: &mut rng, now: EPOCH }).unwrap_err();
     assert!(matches!(e, E2eError::Unimplemented { call: "steal", .. }), "{e:?}");
 }
+
+// ---- whole scenarios -----------------------------------------------------------------------
+
+/// `jabberwock run <scenario>`, every device's engine behind `jabberwock adapter` when
+/// `piped` ([`jabberwock_sim::ENGINE_ADAPTER`]): the transcript, and whether it passed.
+fn run_scenario(path: &str, piped: bool) -> (String, bool) {
+    let bin = env!("CARGO_BIN_EXE_jabberwock");
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg(format!("{}/../scenarios/{path}", env!("CARGO_MANIFEST_DIR")));
+    if piped {
+        cmd.env(jabberwock_sim::ENGINE_ADAPTER, format!("{bin} adapter"));
+    } else {
+        cmd.env_remove(jabberwock_sim::ENGINE_ADAPTER);
+    }
+    let out = cmd.output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+}
+
+/// Scenarios with a theft, a verification and SMP pass with every engine behind the pipe as
+/// they pass in process; the bytes differ (the pipe draws each call's seed from the device's
+/// stream), which shows the pipe was used; and a piped run is deterministic too.
+#[test]
+fn scenarios_pass_with_every_engine_behind_the_adapter() {
+    for path in ["omemo/full-state-theft.yaml", "omemo/key-substitution-verified.yaml", "otr/smp.yaml"] {
+        let (ours, passed) = run_scenario(path, false);
+        assert!(passed, "{path} in process:\n{ours}");
+        let (piped, passed) = run_scenario(path, true);
+        assert!(passed, "{path} piped:\n{piped}");
+        assert!(piped.trim_end().ends_with("PASS"), "{path}: {piped}");
+        assert_ne!(ours, piped, "{path}: the piped run drew its own seeds");
+        assert_eq!(run_scenario(path, true).0, piped, "{path}: piped runs repeat");
+    }
+}

@@ -267,7 +267,8 @@ fn reader(stdout: ChildStdout) -> std::io::Result<Receiver<Line>> {
 /// Stolen copies ([`Engine::steal`]) live in the same child, under another handle.
 pub struct PipeEngine {
     protocol: Protocol,
-    adapter: Arc<Mutex<Adapter>>,
+    /// The child (`None` for an engine whose child could not be started: `broken` says why).
+    adapter: Option<Arc<Mutex<Adapter>>>,
     handle: String,
     device_id: Option<String>,
     iq_namespaces: &'static [&'static str],
@@ -287,7 +288,7 @@ impl fmt::Debug for PipeEngine {
 impl Drop for PipeEngine {
     fn drop(&mut self) {
         // The child forgets this handle (the process itself ends with the last handle).
-        if self.broken.is_none() && Arc::strong_count(&self.adapter) > 1 {
+        if self.broken.is_none() && self.adapter.as_ref().is_some_and(|a| Arc::strong_count(a) > 1) {
             let _ = self.request::<serde_json::Value>(Call::Drop, None);
         }
     }
@@ -332,7 +333,7 @@ impl PipeEngine {
             .check(intern_list(&built.iq_namespaces).ok_or_else(|| "too many iq namespaces".to_owned()))?;
         Ok(PipeEngine {
             protocol,
-            adapter: Arc::new(Mutex::new(adapter)),
+            adapter: Some(Arc::new(Mutex::new(adapter))),
             handle: built.engine,
             device_id: built.device_id,
             iq_namespaces: namespaces,
@@ -340,9 +341,32 @@ impl PipeEngine {
         })
     }
 
+    /// [`PipeEngine::spawn`], for a caller that must have an engine: one whose child could not
+    /// be started (or greeted) answers every call with that error, in the transcript.
+    pub fn start(
+        command: Command,
+        limit: Duration,
+        protocol: Protocol,
+        me: &FullJid,
+        rng: &mut dyn RngCore,
+        config: &EngineConfig,
+    ) -> PipeEngine {
+        PipeEngine::spawn(command, limit, protocol, me, rng, config).unwrap_or_else(|e| PipeEngine {
+            protocol,
+            adapter: None,
+            handle: String::new(),
+            device_id: None,
+            iq_namespaces: &[],
+            broken: Some(e),
+        })
+    }
+
     /// Who answers: the adapter's implementation and exact version, as its hello said.
     pub fn implementation(&self) -> String {
-        self.adapter.lock().unwrap_or_else(PoisonError::into_inner).implementation.clone()
+        self.adapter
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(PoisonError::into_inner).implementation.clone())
+            .unwrap_or_default()
     }
 
     fn request<T: DeserializeOwned>(&self, call: Call, cx: Option<&mut Cx<'_>>) -> Result<T, E2eError> {
@@ -350,7 +374,10 @@ impl PipeEngine {
             return Err(e.clone());
         }
         let stamp = cx.map_or((None, None), stamp);
-        let mut adapter = self.adapter.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(adapter) = &self.adapter else {
+            return Err(adapter_error(reason::ADAPTER_CRASHED.code, "no child".into()));
+        };
+        let mut adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
         let v = adapter.call(Some(&self.handle), call, stamp)?;
         adapter.check(parse(v))
     }
@@ -358,11 +385,14 @@ impl PipeEngine {
     fn output(&self, call: Call, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
         let w: json::OutputWire = self.request(call, Some(cx))?;
         let protocol = self.protocol;
-        self.adapter.lock().unwrap_or_else(PoisonError::into_inner).check(json::output(protocol, w))
+        self.checked(json::output(protocol, w))
     }
 
     fn checked<T>(&self, r: Result<T, String>) -> Result<T, E2eError> {
-        self.adapter.lock().unwrap_or_else(PoisonError::into_inner).check(r)
+        match &self.adapter {
+            Some(a) => a.lock().unwrap_or_else(PoisonError::into_inner).check(r),
+            None => r.map_err(|detail| adapter_error(reason::ADAPTER_GARBAGE.code, detail)),
+        }
     }
 
     fn stanza(&self, s: Option<String>) -> Result<Option<Element>, E2eError> {
@@ -374,7 +404,7 @@ impl PipeEngine {
     fn sibling(&self, handle: Option<String>, broken: Option<E2eError>) -> PipeEngine {
         PipeEngine {
             protocol: self.protocol,
-            adapter: Arc::clone(&self.adapter),
+            adapter: self.adapter.clone(),
             handle: handle.unwrap_or_default(),
             device_id: self.device_id.clone(),
             iq_namespaces: self.iq_namespaces,
