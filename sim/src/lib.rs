@@ -22,7 +22,7 @@ pub mod transcript;
 pub mod units;
 pub mod world;
 
-pub use runner::{Outcome, RunError, run, run_with_seed};
+pub use runner::{ENGINE_ADAPTER, Outcome, RunError, run, run_with_seed};
 pub use scenario::{Scenario, ScenarioError, json_schema, parse};
 
 /// Reads and parses a scenario file.

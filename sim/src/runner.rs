@@ -27,6 +27,28 @@ use crate::transcript::Transcript;
 use crate::units::fmt_time;
 use crate::world::{DeviceLog, World};
 
+/// The environment variable that runs every device's engine behind an adapter
+/// (`docs/engine-protocol.md`): a command line (words split at spaces) to which the protocol's
+/// name is appended, e.g. `/path/to/jabberwock adapter`. A test hook for now: the scenarios'
+/// own choice of implementation comes later.
+pub const ENGINE_ADAPTER: &str = "JABBERWOCK_ENGINE_ADAPTER";
+
+/// A device's engine: ours in process, or behind the adapter [`ENGINE_ADAPTER`] names.
+fn build_engine(
+    protocol: jabberwock_e2e::Protocol,
+    me: &FullJid,
+    rng: &mut dyn RngCore,
+    config: &EngineConfig,
+) -> Box<dyn jabberwock_e2e::Engine> {
+    let adapter = std::env::var(ENGINE_ADAPTER).ok().filter(|c| !c.trim().is_empty());
+    let Some(line) = adapter else { return new_engine(protocol, me, rng, config) };
+    let mut words = line.split_whitespace();
+    let mut command = std::process::Command::new(words.next().unwrap_or_default());
+    command.args(words).arg(protocol.name());
+    let limit = jabberwock_e2e::pipe::DEFAULT_LIMIT;
+    Box::new(jabberwock_e2e::pipe::PipeEngine::start(command, limit, protocol, me, rng, config))
+}
+
 /// A failure of the simulation itself (not of an expectation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("simulation failed: {0}")]
@@ -449,7 +471,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let ids = Rc::clone(&ids);
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
-            let engine = new_engine(protocol, &cfg.jid, &mut *rng, &config);
+            let engine = build_engine(protocol, &cfg.jid, &mut *rng, &config);
             if let Some(id) = engine.device_id() {
                 ids.borrow_mut().insert(cfg.jid.clone(), id);
             }

@@ -135,6 +135,14 @@ enum Cmd {
         #[arg(long, value_name = "FROM..TO")]
         seeds: Option<String>,
     },
+    /// Serve one of our engines over the engine protocol (`docs/engine-protocol.md`): one JSON
+    /// request per line on standard input, one answer per line on standard output, until the
+    /// input ends. The conformance shim: what an adapter for another implementation answers,
+    /// ours answers with our engine.
+    Adapter {
+        /// The protocol whose engines it serves (a registry name: `jabberwock reasons` lists them).
+        protocol: String,
+    },
 }
 
 /// What `jabberwock diagram` writes.
@@ -184,6 +192,31 @@ fn write_jsonl(path: &Path, outcomes: &[&Outcome]) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `jabberwock adapter <protocol>`: 0 when the input ended, 2 for an unknown protocol, 1 when
+/// the pipes failed.
+fn adapter(protocol: &str) -> ExitCode {
+    let protocol: jabberwock_e2e::Protocol = match protocol.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let implementation = ("jabberwock", env!("CARGO_PKG_VERSION"));
+    match jabberwock_e2e::pipe::serve(
+        protocol,
+        implementation,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adapter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -220,6 +253,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Interop { results, out, check } => interop::command(results, out, check),
+        Cmd::Adapter { protocol } => adapter(&protocol),
         Cmd::Sweep { path, seeds, from, jobs, keep_going, divergence_only, record } => {
             sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }

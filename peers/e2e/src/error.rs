@@ -37,7 +37,9 @@
 //! declaration; the registry's tests fail when a reason lacks one, and the simulator's when an
 //! engine raises a notice (or an undeclared reason) as an error. The variants other than
 //! `Rejected` are every engine's: `malformed` and `missing-element` are the peer's or the
-//! path's, `policy` is ours.
+//! path's, `policy` is ours, and so are an adapter's failures and calls it does not implement
+//! (`adapter-crashed`, `adapter-timeout`, `adapter-garbage`, `unimplemented`: the engine runs
+//! in another process, [`crate::pipe`]).
 
 use core::fmt;
 
@@ -126,6 +128,26 @@ pub enum E2eError {
         /// Why it was refused.
         detail: String,
     },
+    /// The engine runs in another process behind the engine protocol ([`crate::pipe`]) and
+    /// that process failed: it exited, hung past the time limit, or answered what the protocol
+    /// does not allow (not JSON, a line too long, an unknown event, an undeclared reason).
+    /// The process is stopped; every later call on the engine answers the same.
+    #[error("adapter failed ({reason}): {detail}")]
+    Adapter {
+        /// `adapter-crashed`, `adapter-timeout` or `adapter-garbage` ([`reason::ADAPTER`]).
+        reason: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// The engine runs behind an adapter ([`crate::pipe`]) that does not implement this call
+    /// (as BoGo's shim exits 89): the judges give ⚪ with this reason, never a guess.
+    #[error("unimplemented by the adapter: {call}: {detail}")]
+    Unimplemented {
+        /// The call, as the engine protocol names it (`forge`, `steal`).
+        call: &'static str,
+        /// What the adapter said.
+        detail: String,
+    },
 }
 
 impl E2eError {
@@ -138,6 +160,8 @@ impl E2eError {
             E2eError::Missing { .. } => reason::MISSING_ELEMENT.fault,
             E2eError::Rejected { reason, .. } => reason::declared(reason).and_then(|r| r.fault),
             E2eError::Policy { .. } => reason::POLICY.fault,
+            E2eError::Adapter { reason, .. } => reason::declared(reason).and_then(|r| r.fault),
+            E2eError::Unimplemented { .. } => reason::UNIMPLEMENTED.fault,
         };
         declared.unwrap_or(Fault::PeerOrPath)
     }
@@ -151,6 +175,8 @@ impl E2eError {
             E2eError::Missing { .. } => reason::MISSING_ELEMENT.code,
             E2eError::Rejected { reason, .. } => reason,
             E2eError::Policy { .. } => reason::POLICY.code,
+            E2eError::Adapter { reason, .. } => reason,
+            E2eError::Unimplemented { .. } => reason::UNIMPLEMENTED.code,
         }
     }
 }

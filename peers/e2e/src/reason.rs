@@ -66,9 +66,37 @@ pub const POLICY: Reason = Reason::engine(
     "The device refuses to act on its own side: no trusted key of the recipient, no session to send in, a local failure.",
 );
 
+/// [`crate::E2eError::Adapter`]: the process exited.
+pub const ADAPTER_CRASHED: Reason = Reason::engine(
+    "adapter-crashed",
+    Fault::Local,
+    "The engine runs in another process (an adapter) and it exited or closed its output before answering.",
+);
+/// [`crate::E2eError::Adapter`]: no answer within the time limit.
+pub const ADAPTER_TIMEOUT: Reason = Reason::engine(
+    "adapter-timeout",
+    Fault::Local,
+    "The engine runs in another process (an adapter) and it did not answer within the time limit: it was stopped.",
+);
+/// [`crate::E2eError::Adapter`]: an answer the engine protocol does not allow.
+pub const ADAPTER_GARBAGE: Reason = Reason::engine(
+    "adapter-garbage",
+    Fault::Local,
+    "The engine runs in another process (an adapter) and it answered what the engine protocol does not allow (not JSON, too long, an unknown event or reason).",
+);
+/// The adapter's failures, [`crate::E2eError::Adapter`]'s reasons.
+pub static ADAPTER: &[Reason] = &[ADAPTER_CRASHED, ADAPTER_TIMEOUT, ADAPTER_GARBAGE];
+/// [`crate::E2eError::Unimplemented`].
+pub const UNIMPLEMENTED: Reason = Reason::engine(
+    "unimplemented",
+    Fault::Local,
+    "The engine runs behind an adapter that does not implement this call: no verdict is drawn from it.",
+);
+
 /// What every engine may report: the codes of [`crate::E2eError`]'s variants other than
-/// `Rejected`.
-pub static EVERY_ENGINE: &[Reason] = &[MALFORMED, MISSING_ELEMENT, POLICY];
+/// `Rejected` (an adapter's failures included: any protocol's engine may run behind one).
+pub static EVERY_ENGINE: &[Reason] =
+    &[MALFORMED, MISSING_ELEMENT, POLICY, ADAPTER_CRASHED, ADAPTER_TIMEOUT, ADAPTER_GARBAGE, UNIMPLEMENTED];
 
 // ---- shared by several engines ---------------------------------------------------------------
 
