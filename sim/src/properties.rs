@@ -574,18 +574,21 @@ fn identity_marks_of<'a>(
         .collect()
 }
 
-/// Which of `marks` crossed the servers readable (in the XML, or decoded from it), each with
-/// how many stanzas carried it.
-fn marks_on_the_wire(f: &Facts<'_>, marks: &[(&str, &'static str, Vec<u8>)]) -> Vec<String> {
-    // What every server on the path carried: each hop's stanza.
-    let stanzas: Vec<Vec<Vec<u8>>> = f
-        .outcome
+/// What every server on the path carried: each hop's stanza as [`readable`] views it.
+fn carried(f: &Facts<'_>) -> Vec<Vec<Vec<u8>>> {
+    f.outcome
         .transcript
         .entries
         .iter()
         .filter(|e| e.kind == "hop")
         .filter_map(|e| e.xml.as_deref().map(readable))
-        .collect();
+        .collect()
+}
+
+/// Which of `marks` crossed the servers readable (in the XML, or decoded from it), each with
+/// how many stanzas carried it.
+fn marks_on_the_wire(f: &Facts<'_>, marks: &[(&str, &'static str, Vec<u8>)]) -> Vec<String> {
+    let stanzas = carried(f);
     let mut seen: Vec<String> = Vec::new();
     for (who, name, bytes) in marks {
         let n = stanzas
@@ -725,15 +728,7 @@ fn generality(f: &Facts<'_>) -> Verdict {
     if parts.len() < 3 {
         return untested("Alice sent no stanza with parts beyond a body");
     }
-    // What every server on the path carried: each hop's stanza, decoded where it decodes.
-    let stanzas: Vec<Vec<Vec<u8>>> = f
-        .outcome
-        .transcript
-        .entries
-        .iter()
-        .filter(|e| e.kind == "hop")
-        .filter_map(|e| e.xml.as_deref().map(readable))
-        .collect();
+    let stanzas = carried(f);
     let carried = |needle: &[u8]| {
         stanzas.iter().any(|views| views.iter().any(|v| v.windows(needle.len()).any(|w| w == needle)))
     };

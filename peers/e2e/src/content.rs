@@ -3,7 +3,7 @@
 //! sent between two entities"). The parts a message may carry beside its body, the
 //! elements they travel as, and how a received part is named to the user.
 
-use jid::BareJid;
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::xml::{ElementExt, NS_CLIENT, el, text_el};
@@ -196,5 +196,35 @@ mod tests {
         let parts = message_parts(&m);
         assert_eq!(parts.len(), 1);
         assert_eq!(describe(&parts[0]), Some(("subject", "s".into())));
+    }
+}
+
+/// A directed presence or an iq request the user sent through an engine, as an engine keeps it
+/// while it waits for what it needs to protect it (the recipient's keys or certificate).
+#[derive(Debug, Clone)]
+pub enum Directed {
+    /// Directed presence with this `<status/>` (RFC 6121 §4.6).
+    Presence {
+        /// Its addressee, as the user named it.
+        to: Jid,
+        /// The status text.
+        status: String,
+    },
+    /// An `<iq type='set'/>` with this payload (RFC 6120 §8.2.3).
+    Iq {
+        /// The device it is for.
+        to: FullJid,
+        /// The payload.
+        payload: Element,
+    },
+}
+
+impl Directed {
+    /// The account it goes to.
+    pub fn to(&self) -> BareJid {
+        match self {
+            Directed::Presence { to, .. } => to.to_bare(),
+            Directed::Iq { to, .. } => to.to_bare(),
+        }
     }
 }

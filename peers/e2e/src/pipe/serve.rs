@@ -14,35 +14,8 @@ use super::{MAX_LINE, VERSION};
 use crate::kit::codec::unhex;
 use crate::{Content, Cx, E2eError, Engine, OutOfBand, Protocol, new_engine, reason};
 
-/// The calls [`serve`] answers (every one but `restore`: a stolen engine lives in the child
-/// that stole it).
-const SERVED: &[&str] = &[
-    "hello",
-    "new",
-    "publish",
-    "going_offline",
-    "presence",
-    "receive_presence",
-    "send",
-    "send_message",
-    "send_presence",
-    "send_iq",
-    "owns_part",
-    "message_id",
-    "receive",
-    "drain",
-    "fetch_failed",
-    "verify",
-    "out_of_band",
-    "identity_marks",
-    "peer_marks",
-    "ceremony",
-    "forge",
-    "forward",
-    "reencrypt",
-    "steal",
-    "drop",
-];
+/// The one call [`serve`] does not answer: a stolen engine lives in the child that stole it.
+const NOT_SERVED: &str = "restore";
 
 /// Serves `protocol`'s engines on `input`/`output` until `input` ends: one answer line per
 /// request line. `implementation` is what the hello names (this crate, and its version).
@@ -141,7 +114,11 @@ impl Server<'_> {
                     implementation: self.implementation.0.to_owned(),
                     implementation_version: self.implementation.1.to_owned(),
                     protocol: self.protocol.name().to_owned(),
-                    calls: SERVED.iter().map(|c| (*c).to_owned()).collect(),
+                    calls: json::CALLS
+                        .iter()
+                        .filter(|c| **c != NOT_SERVED)
+                        .map(|c| (*c).to_owned())
+                        .collect(),
                 });
             }
             Call::New { me, config } => {

@@ -243,23 +243,8 @@ pub struct Smime {
     waiting: Vec<Waiting>,
 }
 
-/// A presence or iq to seal once its recipient's certificate node is read.
-#[derive(Debug, Clone)]
-enum Waiting {
-    /// §4.1: directed presence with this status.
-    Presence { to: Jid, status: String },
-    /// §5: an `<iq type='set'/>` with this payload.
-    Iq { to: FullJid, payload: Element },
-}
-
-impl Waiting {
-    fn to(&self) -> BareJid {
-        match self {
-            Waiting::Presence { to, .. } => to.to_bare(),
-            Waiting::Iq { to, .. } => to.to_bare(),
-        }
-    }
-}
+/// A presence or iq to seal once its recipient's certificate node is read (§4.1, §5).
+type Waiting = crate::content::Directed;
 
 /// What an `<e2e/>` object held once decrypted and its signature and certificate checked.
 struct Opened {

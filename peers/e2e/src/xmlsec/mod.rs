@@ -413,20 +413,7 @@ pub struct Xmlsec {
 }
 
 /// A presence or iq to seal once its recipient's keys are known.
-#[derive(Debug, Clone)]
-enum Waiting {
-    Presence { to: Jid, status: String },
-    Iq { to: FullJid, payload: Element },
-}
-
-impl Waiting {
-    fn to(&self) -> BareJid {
-        match self {
-            Waiting::Presence { to, .. } => to.to_bare(),
-            Waiting::Iq { to, .. } => to.to_bare(),
-        }
-    }
-}
+type Waiting = crate::content::Directed;
 
 impl Xmlsec {
     /// A new device: an RSA-2048 key pair from `rng` (slow in debug builds), the content
