@@ -641,6 +641,15 @@ fn identity_protection_active(f: &Facts<'_>) -> Verdict {
         return verdict(false, format!("no session needed: the servers read {}", on_the_wire.join(", ")));
     }
     let Some(&(learned_at, _)) = learned.iter().min_by_key(|(at, _)| *at) else {
+        // Nothing learned proves something only if a session ran: Bob answered the initiator.
+        let initiator = f.jid("alice/phone").map(|j| j.to_bare());
+        let answered = f.wire_from("bob/laptop").iter().any(|(_, stanza, _)| {
+            stanza.attr("to").and_then(|t| t.parse::<jabberwock_e2e::Jid>().ok()).map(|j| j.to_bare())
+                == initiator
+        });
+        if !answered {
+            return untested("Bob sent the initiator nothing: no session ran");
+        }
         return verdict(
             true,
             "Bob answered, yet neither the session the attacker ran with him nor the servers gave away his long-term key",
@@ -729,8 +738,10 @@ fn generality(f: &Facts<'_>) -> Verdict {
         return untested("Alice sent no stanza with parts beyond a body");
     }
     let stanzas = carried(f);
+    // An empty text is in everything: it leaks nothing.
     let carried = |needle: &[u8]| {
-        stanzas.iter().any(|views| views.iter().any(|v| v.windows(needle.len()).any(|w| w == needle)))
+        !needle.is_empty()
+            && stanzas.iter().any(|views| views.iter().any(|v| v.windows(needle.len()).any(|w| w == needle)))
     };
     let shown = f.device("bob/laptop").map(|l| l.parts.clone()).unwrap_or_default();
     let bodies = f.shown("bob/laptop");
@@ -894,7 +905,8 @@ fn continuity(f: &Facts<'_>) -> Verdict {
     }
     // Warned (the message shown flagged untrusted), Bob may still answer: he learned it, and
     // what he does with it is his. Warned of nothing, his answer must not reach the new key.
-    let warned = f.received("bob/laptop").iter().any(|r| r.trust == "untrusted");
+    let sent: Vec<String> = f.sent().into_iter().map(|(_, _, b)| b).collect();
+    let warned = f.received("bob/laptop").iter().any(|r| !sent.contains(&r.body) && r.trust == "untrusted");
     match read.first() {
         Some(b) if warned => {
             verdict(forged.holds, format!("{}; he answered all the same, and it read {b:?}", forged.reason))
@@ -973,10 +985,12 @@ fn upgradability(f: &Facts<'_>) -> Verdict {
         }
     }
     let left = lefts.join("; ");
+    // Told: a refusal at either end (an error; alerts are no evidence, many are routine: a
+    // session coming up).
     let mut told = Vec::new();
     for (who, short) in [("Alice", "alice/phone"), ("Bob", "bob/laptop")] {
         let mut said: Vec<String> = Vec::new();
-        for code in f.errors(short).into_iter().chain(f.alerts(short)) {
+        for code in f.errors(short) {
             if !said.contains(&code) {
                 said.push(code);
             }
@@ -987,26 +1001,33 @@ fn upgradability(f: &Facts<'_>) -> Verdict {
     }
     let what = format!("{} withdrawn", first.removed);
     let n = from_alice.len();
-    if !from_alice.is_empty() && shown.len() == n {
+    // Any of Alice's messages shown went over what the reduced offer left: the session went
+    // ahead on less (each text counted once: a copy shown twice is no second message).
+    let mut distinct: Vec<&str> = shown.iter().map(|r| r.body.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if !distinct.is_empty() {
         let words =
             if told.is_empty() { "without a word".to_owned() } else { format!("({})", told.join("; ")) };
         return verdict(
             false,
-            format!("{what}: the session settled for {left} {words}, Bob shown {n} of {n} messages"),
+            format!(
+                "{what}: the session settled for {left} {words}, Bob shown {} of {n} messages",
+                distinct.len()
+            ),
         );
     }
     if told.is_empty() {
         return verdict(
             false,
-            format!("{what}, leaving {left}: Bob shown {} of {n} messages and nobody was told", shown.len()),
+            format!("{what}, leaving {left}: Bob shown none of {n} messages and nobody was told"),
         );
     }
     verdict(
         true,
         format!(
-            "{what}, leaving {left}: the session did not go ahead on it ({}); Bob shown {} of {n} messages",
-            told.join("; "),
-            shown.len()
+            "{what}, leaving {left}: the session did not go ahead on it ({}); Bob shown none of {n} messages",
+            told.join("; ")
         ),
     )
 }

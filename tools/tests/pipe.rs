@@ -301,6 +301,11 @@ fn a_child_that_answers_garbage_is_adapter_garbage() {
         (r#"echo '{"id":3,"ok":{"actions":[{"type":"send","stanza":"<message"}]}}'"#, "not XML"),
         (r#"echo '{"id":9,"ok":{}}'"#, "answered id"),
         ("head -c 9000000 /dev/zero | tr '\\0' a; echo", "longer than"),
+        // XML nested past the limit (parsed, it would overflow the stack when freed).
+        (
+            r#"printf '{"id":3,"ok":{"actions":[{"type":"send","stanza":"'; for i in $(seq 100); do printf '<a>'; done; printf '"}]}}\n'"#,
+            "nested deeper",
+        ),
     ] {
         let (first, next) = publish_on(then, limit);
         assert_eq!(adapter_reason(&first), "adapter-garbage", "{then}");

@@ -97,3 +97,68 @@ pub fn el(name: &str, ns: &str) -> Element {
 pub fn text_el(name: &str, ns: &str, text: impl Into<String>) -> Element {
     Element::bare(name, ns).text_node(text)
 }
+
+/// The deepest element nesting XML from a peer may have where a protocol sets no tighter bound
+/// (the server's stream limit).
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `text`'s element nesting stays within `max` levels. minidom builds and frees trees
+/// recursively, so XML from a peer (or an adapter) is scanned before the parser sees it: tens of
+/// thousands of nested elements would overflow the stack. A cheap scan: a start tag `<x ...>` opens, `</x>`
+/// and the `/>` of an empty-element tag close. Quoted attribute values are skipped (a `/>`
+/// or `>` inside one is not the tag's end), comments, CDATA sections and processing
+/// instructions are skipped to their terminators, so nothing inside them counts. It does not
+/// validate anything: it only bounds what the recursive parser is given.
+pub fn nesting_within(text: &str, max: usize) -> bool {
+    let bytes = text.as_bytes();
+    let find = |from: usize, pat: &[u8]| -> usize {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
+            .map_or(bytes.len(), |p| from + p + pat.len())
+    };
+    let mut depth: usize = 0;
+    let mut i = 0;
+    while let Some(at) = bytes.get(i..).and_then(|rest| rest.iter().position(|b| *b == b'<')) {
+        let start = i + at;
+        let rest = bytes.get(start..).unwrap_or_default();
+        if rest.starts_with(b"<!--") {
+            i = find(start + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(start + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = find(start + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = find(start + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(start + 2, b">");
+        } else {
+            // A start tag: its end is the first `>` outside quotes.
+            let mut quote: Option<u8> = None;
+            let mut j = start + 1;
+            let mut empty = false;
+            while let Some(&b) = bytes.get(j) {
+                match (quote, b) {
+                    (Some(q), _) if b == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'\'' | b'"') => quote = Some(b),
+                    (None, b'>') => {
+                        empty = bytes.get(j - 1) == Some(&b'/');
+                        break;
+                    }
+                    (None, _) => {}
+                }
+                j += 1;
+            }
+            if !empty {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    true
+}

@@ -1437,6 +1437,13 @@ impl Opened {
     /// What the user is shown of an authenticated `kind` stanza: a message's body, then the
     /// parts of any stanza (XEP-0210 §4.1), as [`Event::Parts`].
     fn show(&self, from: &Jid, kind: Kind, trust: Trust, out: &mut Output) {
+        // XEP-0200's MAC covers the content, not the stanza around it: content that cannot be
+        // the kind it arrived in was moved there (a server putting a message's `<c/>` in a
+        // presence): refused, nothing shown.
+        if let Err(error) = stanzas::fits(kind, &self.children) {
+            out.events.push(Event::Rejected { from: from.clone(), error });
+            return;
+        }
         if let (Kind::Message, Some(body)) = (kind, &self.body) {
             let body = body.clone();
             out.events.push(Event::Plaintext { from: from.clone(), body, trust, delay: None, carbon: None });
@@ -1583,35 +1590,12 @@ fn form_rekey_freq(form_b: &[u8]) -> u32 {
         .unwrap_or(REKEY_FREQ)
 }
 
-/// The deepest element nesting decrypted content may have (the server's stream limit).
-const MAX_DEPTH: usize = 64;
-
 /// Parses decrypted content as stanza children in `jabber:client` (XEP-0200 §decrypt step 6).
 /// The content comes from the peer, who may be the attacker: its nesting is checked before
 /// the recursive parser sees it.
 fn parse_content(text: &str) -> Result<Vec<Element>, E2eError> {
-    let mut depth: usize = 0;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while let Some(at) = bytes[i..].iter().position(|b| *b == b'<') {
-        let start = i + at;
-        let end = bytes[start..].iter().position(|b| *b == b'>').map_or(bytes.len(), |e| start + e);
-        match bytes.get(start + 1) {
-            Some(b'/') => depth = depth.saturating_sub(1),
-            Some(b'!' | b'?') => {}
-            // A start tag, unless it closes itself.
-            _ if end > 0 && bytes.get(end - 1) == Some(&b'/') => {}
-            _ => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(E2eError::Malformed {
-                        what: "decrypted content",
-                        detail: "nested too deep".into(),
-                    });
-                }
-            }
-        }
-        i = end.max(start + 1).min(bytes.len());
+    if !crate::xml::nesting_within(text, crate::xml::MAX_DEPTH) {
+        return Err(E2eError::Malformed { what: "decrypted content", detail: "nested too deep".into() });
     }
     let wrapped = format!("<content xmlns='{NS_CLIENT}'>{text}</content>");
     let root: Element = wrapped.parse().map_err(|e: minidom::Error| E2eError::Malformed {

@@ -189,6 +189,27 @@ pub(super) fn parts(kind: Kind, children: &[Element]) -> Vec<Element> {
     }
 }
 
+/// Whether decrypted `children` can be the content of a `kind` stanza (RFC 6120 §8.2.3, RFC
+/// 6121 §4.7 and §5.2): an iq holds exactly one payload and no message or presence elements, a
+/// presence no message elements, a message no presence elements. `malformed` otherwise.
+pub(super) fn fits(kind: Kind, children: &[Element]) -> Result<(), E2eError> {
+    let client = |names: &[&str]| children.iter().any(|c| c.ns() == NS_CLIENT && names.contains(&c.name()));
+    const MESSAGE: &[&str] = &["body", "subject"];
+    const PRESENCE: &[&str] = &["status", "show", "priority"];
+    let wrong = match kind {
+        Kind::Iq => children.len() != 1 || client(MESSAGE) || client(PRESENCE),
+        Kind::Presence => client(MESSAGE),
+        Kind::Message => client(PRESENCE),
+    };
+    if wrong {
+        return Err(E2eError::Malformed {
+            what: "content",
+            detail: format!("not the content of a <{}/> (XEP-0200 §decrypt)", kind.name()),
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

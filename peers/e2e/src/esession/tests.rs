@@ -1137,6 +1137,31 @@ fn a_tampered_presence_or_iq_is_refused_and_ends_the_session() {
     assert_eq!(p.shown_by(false), ["hello bob"]);
 }
 
+/// XEP-0200's MAC covers the content and the counter, not the stanza kind around it: a server
+/// that moves a message's `<c/>` into a presence (or an iq) makes it verify under the session's
+/// keys. The content cannot be a presence's (a `<body/>`): refused, nothing shown, the body
+/// not lost silently as a presence part.
+#[test]
+fn a_message_content_moved_into_a_presence_or_iq_is_refused() {
+    for iq in [false, true] {
+        let mut p = Pair::new(47);
+        p.send(true, "hello bob");
+        let result = p.call(true, |e, cx| e.send(cx, &bob_jid(), "moved body"));
+        let message = p.handle(true, result);
+        let c = message[0].1.get_child("c", NS_C).cloned().unwrap();
+        let mut carrier = if iq { p.compose_iq(BOB, &note("note-x")) } else { p.compose_presence(BOB, "status-x") };
+        let mut stanza = carrier.remove(0).1;
+        let kind = stanza.name().to_owned();
+        stanza.remove_child("c", NS_C);
+        stanza.append_child(c);
+        p.deliver(true, stanza);
+        let rejected = p.events.iter().filter(|(a, e)| !*a && matches!(e, Event::Rejected { .. })).count();
+        assert_eq!(rejected, 1, "{kind}: {:?}", p.events);
+        assert!(parts_shown(&p, &kind).is_empty(), "{kind}");
+        assert_eq!(p.shown_by(false), ["hello bob"], "{kind}");
+    }
+}
+
 /// A session that agreed on messages alone (what another implementation may answer,
 /// XEP-0116 §init-online-request) carries no presence or iq: the sender does not send them
 /// (never in clear), and the receiver refuses one it gets.

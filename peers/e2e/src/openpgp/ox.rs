@@ -527,65 +527,6 @@ const MAX_CONTENT: usize = 64 * 1024;
 /// would overflow the stack: the nesting is counted before the parser sees the text.
 const MAX_DEPTH: usize = 32;
 
-/// A cheap scan of `text` for its element nesting depth: a start tag `<x ...>` opens, `</x>`
-/// and the `/>` of an empty-element tag close. Quoted attribute values are skipped (a `/>`
-/// or `>` inside one is not the tag's end), comments, CDATA sections and processing
-/// instructions are skipped to their terminators, so nothing inside them counts. It does not
-/// validate anything: it only bounds what the recursive parser is given.
-fn nesting_ok(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let find = |from: usize, pat: &[u8]| -> usize {
-        bytes
-            .get(from..)
-            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
-            .map_or(bytes.len(), |p| from + p + pat.len())
-    };
-    let mut depth: usize = 0;
-    let mut i = 0;
-    while let Some(at) = bytes.get(i..).and_then(|rest| rest.iter().position(|b| *b == b'<')) {
-        let start = i + at;
-        let rest = bytes.get(start..).unwrap_or_default();
-        if rest.starts_with(b"<!--") {
-            i = find(start + 4, b"-->");
-        } else if rest.starts_with(b"<![CDATA[") {
-            i = find(start + 9, b"]]>");
-        } else if rest.starts_with(b"<?") {
-            i = find(start + 2, b"?>");
-        } else if rest.starts_with(b"<!") {
-            i = find(start + 2, b">");
-        } else if rest.starts_with(b"</") {
-            depth = depth.saturating_sub(1);
-            i = find(start + 2, b">");
-        } else {
-            // A start tag: its end is the first `>` outside quotes.
-            let mut quote: Option<u8> = None;
-            let mut j = start + 1;
-            let mut empty = false;
-            while let Some(&b) = bytes.get(j) {
-                match (quote, b) {
-                    (Some(q), _) if b == q => quote = None,
-                    (Some(_), _) => {}
-                    (None, b'\'' | b'"') => quote = Some(b),
-                    (None, b'>') => {
-                        empty = bytes.get(j - 1) == Some(&b'/');
-                        break;
-                    }
-                    (None, _) => {}
-                }
-                j += 1;
-            }
-            if !empty {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return false;
-                }
-            }
-            i = j + 1;
-        }
-    }
-    true
-}
-
 /// XEP-0373 §3.2 checks on a verified `<signcrypt/>`; the body, if the payload has one, and
 /// the payload's other children.
 fn check_signcrypt(
@@ -599,7 +540,7 @@ fn check_signcrypt(
             detail: format!("{} bytes, more than {MAX_CONTENT}", text.len()),
         });
     }
-    if !nesting_ok(text) {
+    if !crate::xml::nesting_within(text, MAX_DEPTH) {
         return Err(E2eError::Malformed {
             what: "signcrypt",
             detail: format!("elements nested more than {MAX_DEPTH} deep"),

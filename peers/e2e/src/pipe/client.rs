@@ -77,13 +77,12 @@ impl Adapter {
             let _ = process.wait();
             return Err(adapter_error(reason::ADAPTER_CRASHED.code, "no pipes to the child".into()));
         };
-        let to_child = writer(stdin).map_err(crashed)?;
-        let from_child = reader(stdout).map_err(crashed)?;
         let tail = Arc::new(Mutex::new(Vec::new()));
         let keep = Arc::clone(&tail);
-        std::thread::Builder::new()
-            .name("pipe-stderr".into())
-            .spawn(move || {
+        let threads = (|| {
+            let to_child = writer(stdin)?;
+            let from_child = reader(stdout)?;
+            std::thread::Builder::new().name("pipe-stderr".into()).spawn(move || {
                 let mut stderr = stderr;
                 let mut buf = [0u8; 1024];
                 while let Ok(n @ 1..) = stderr.read(&mut buf) {
@@ -92,8 +91,18 @@ impl Adapter {
                     let excess = t.len().saturating_sub(STDERR_TAIL);
                     t.drain(..excess);
                 }
-            })
-            .map_err(crashed)?;
+            })?;
+            Ok((to_child, from_child))
+        })();
+        // A child we started is never left behind, however the start failed.
+        let (to_child, from_child) = match threads {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                return Err(crashed(e));
+            }
+        };
         Ok(Adapter {
             process,
             to_child: Some(to_child),
@@ -161,6 +170,16 @@ impl Adapter {
         let garbage = |detail: String| adapter_error(reason::ADAPTER_GARBAGE.code, detail);
         let mut line =
             serde_json::to_vec(request).map_err(|e| garbage(format!("cannot write the request: {e}")))?;
+        // Our own request past the line limit is refused here, not blamed on the child.
+        if line.len() > MAX_LINE {
+            return Err(E2eError::Policy {
+                detail: format!(
+                    "a `{}` request of {} bytes, more than {MAX_LINE}",
+                    request.call.name(),
+                    line.len()
+                ),
+            });
+        }
         line.push(b'\n');
         if let Some(tx) = &self.to_child {
             // A closed channel means the writer stopped: the answer will not come either.
@@ -230,7 +249,9 @@ fn writer(mut stdin: ChildStdin) -> std::io::Result<Sender<Vec<u8>>> {
 }
 
 fn reader(stdout: ChildStdout) -> std::io::Result<Receiver<Line>> {
-    let (tx, rx) = mpsc::channel();
+    // One line waits at most: a child that writes unasked stops on its full pipe instead of
+    // filling our memory (and its line is the next answer's: not the one asked for, garbage).
+    let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new().name("pipe-stdout".into()).spawn(move || {
         let mut stdout = BufReader::new(stdout);
         loop {

@@ -333,6 +333,9 @@ pub(super) fn xml(e: &Element) -> String {
 }
 
 pub(super) fn element(what: &str, text: &str) -> Result<Element, String> {
+    if !crate::xml::nesting_within(text, crate::xml::MAX_DEPTH) {
+        return Err(format!("{what} is nested deeper than {} elements", crate::xml::MAX_DEPTH));
+    }
     text.parse::<Element>().map_err(|e| format!("{what} is not XML: {e}"))
 }
 

@@ -38,6 +38,9 @@ const MAX_INTERNED_LEN: usize = 256;
 /// How many such strings a process keeps, at most (each is kept for good).
 const MAX_INTERNED: usize = 4096;
 
+/// The longest list of such strings (an engine's iq namespaces) the child may give.
+const MAX_INTERNED_LIST: usize = 64;
+
 /// The `&'static str` for `s`: the same one every time, kept for the life of the process;
 /// `None` past the bounds.
 fn intern(s: &str) -> Option<&'static str> {
@@ -60,6 +63,9 @@ fn intern(s: &str) -> Option<&'static str> {
 /// The `&'static [&'static str]` for `list` (an engine's iq namespaces), kept as [`intern`]
 /// keeps strings.
 fn intern_list(list: &[String]) -> Option<&'static [&'static str]> {
+    if list.len() > MAX_INTERNED_LIST {
+        return None;
+    }
     static TABLE: OnceLock<Mutex<BTreeMap<Vec<&'static str>, &'static [&'static str]>>> = OnceLock::new();
     let words: Vec<&'static str> = list.iter().map(|s| intern(s)).collect::<Option<_>>()?;
     let mut table = TABLE.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);

@@ -804,6 +804,9 @@ impl Smime {
 /// `<xmpp/>` root ("MUST contain one and only one child element") is read too, as its child.
 fn parse_xmpp_xml(xml: &str) -> Result<Element, E2eError> {
     let malformed = |e: minidom::Error| E2eError::Malformed { what: "xmpp+xml", detail: e.to_string() };
+    if !crate::xml::nesting_within(xml, crate::xml::MAX_DEPTH) {
+        return Err(E2eError::Malformed { what: "xmpp+xml", detail: "nested too deep".into() });
+    }
     let t = xml.trim();
     let t = t.strip_prefix("<?xml").and_then(|r| r.split_once("?>")).map_or(t, |(_, r)| r.trim_start());
     let root = match t.parse::<Element>() {

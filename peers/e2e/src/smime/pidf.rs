@@ -77,6 +77,9 @@ fn only<'a>(parent: &'a Element, name: &'static str) -> Result<&'a Element, E2eE
 /// several tuples would carry several, and which one counts would be ours to guess).
 /// Every failure is `malformed` or `missing`; nothing here panics on hostile input.
 pub fn parse(text: &str) -> Result<Pidf, E2eError> {
+    if !crate::xml::nesting_within(text, crate::xml::MAX_DEPTH) {
+        return Err(malformed("nested too deep"));
+    }
     let root: Element = text.trim().parse().map_err(|e: minidom::Error| malformed(e.to_string()))?;
     if !root.is("presence", NS_PIDF) {
         return Err(malformed(format!("the document element is <{}/> in {:?}", root.name(), root.ns())));
