@@ -201,7 +201,7 @@ mod tests {
 
 /// A directed presence or an iq request the user sent through an engine, as an engine keeps it
 /// while it waits for what it needs to protect it (the recipient's keys or certificate).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Directed {
     /// Directed presence with this `<status/>` (RFC 6121 §4.6).
     Presence {
@@ -220,11 +220,16 @@ pub enum Directed {
 }
 
 impl Directed {
+    /// Its addressee, as the user named it (an account, or one device).
+    pub fn addressee(&self) -> Jid {
+        match self {
+            Directed::Presence { to, .. } => to.clone(),
+            Directed::Iq { to, .. } => Jid::from(to.clone()),
+        }
+    }
+
     /// The account it goes to.
     pub fn to(&self) -> BareJid {
-        match self {
-            Directed::Presence { to, .. } => to.to_bare(),
-            Directed::Iq { to, .. } => to.to_bare(),
-        }
+        self.addressee().to_bare()
     }
 }

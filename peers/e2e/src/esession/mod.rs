@@ -42,6 +42,7 @@ use crate::kit::crypto::{equal, hmac_sha256, sha256};
 use crate::kit::trust;
 use crate::EngineConfig;
 use crate::xml::{ElementExt, NS_CARBONS, NS_CLIENT, NS_STANZAS, el, sender, text_el};
+use crate::content::Directed;
 use crate::{
     Action, Cx, E2eError, Engine, Event, OutOfBand, Output, Protocol, Theft, Trust, VerificationResult,
 };
@@ -973,8 +974,7 @@ impl Esession {
         }
         let addressed = match item {
             Outgoing::Message(_) => None,
-            Outgoing::Presence { to, .. } => Some(to.clone()),
-            Outgoing::Iq { to, .. } => Some(Jid::from(to.clone())),
+            Outgoing::Directed(d) => Some(d.addressee()),
         };
         if let Some(to) = addressed.filter(|to| to.resource().is_some() && *to != s.peer) {
             out.events.push(not_sent(format!(
@@ -1678,7 +1678,7 @@ impl Engine for Esession {
     /// negotiated 'stanzas' include `presence` (XEP-0116); it waits for a negotiation like a
     /// message.
     fn send_presence(&mut self, cx: &mut Cx<'_>, to: &Jid, status: &str) -> Result<Output, E2eError> {
-        let item = Outgoing::Presence { to: to.clone(), status: status.to_owned() };
+        let item = Outgoing::Directed(Directed::Presence { to: to.clone(), status: status.to_owned() });
         self.send_item(cx, &to.to_bare(), item)
     }
 
@@ -1686,7 +1686,7 @@ impl Engine for Esession {
     /// with `to` (the device it was negotiated with), once the negotiated 'stanzas' include
     /// `iq` (XEP-0116); it waits for a negotiation like a message.
     fn send_iq(&mut self, cx: &mut Cx<'_>, to: &FullJid, payload: &Element) -> Result<Output, E2eError> {
-        let item = Outgoing::Iq { to: to.clone(), payload: payload.clone() };
+        let item = Outgoing::Directed(Directed::Iq { to: to.clone(), payload: payload.clone() });
         self.send_item(cx, &to.to_bare(), item)
     }
 

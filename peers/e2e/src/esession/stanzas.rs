@@ -12,11 +12,10 @@
 
 use core::fmt;
 
-use jid::{FullJid, Jid};
 use minidom::Element;
 
 use super::offline::NS_SHIM;
-use crate::content::{Content, decrypted_parts};
+use crate::content::{Content, Directed, decrypted_parts};
 use crate::xml::NS_CLIENT;
 use crate::E2eError;
 
@@ -110,20 +109,8 @@ fn not_acceptable(detail: &str) -> E2eError {
 pub(super) enum Outgoing {
     /// A message: its body and its other parts.
     Message(Content),
-    /// Directed presence with a `<status/>` (RFC 6121 §4.6, §4.7.2.2).
-    Presence {
-        /// Its addressee, as the user named it.
-        to: Jid,
-        /// The status text.
-        status: String,
-    },
-    /// An `<iq type='set'/>` with a payload (RFC 6120 §8.2.3).
-    Iq {
-        /// The device it is for.
-        to: FullJid,
-        /// The payload.
-        payload: Element,
-    },
+    /// Directed presence or an iq.
+    Directed(Directed),
 }
 
 impl Outgoing {
@@ -131,8 +118,8 @@ impl Outgoing {
     pub(super) fn kind(&self) -> Kind {
         match self {
             Outgoing::Message(_) => Kind::Message,
-            Outgoing::Presence { .. } => Kind::Presence,
-            Outgoing::Iq { .. } => Kind::Iq,
+            Outgoing::Directed(Directed::Presence { .. }) => Kind::Presence,
+            Outgoing::Directed(Directed::Iq { .. }) => Kind::Iq,
         }
     }
 
@@ -150,8 +137,10 @@ impl Outgoing {
                 }
                 xml
             }
-            Outgoing::Presence { status, .. } => format!("<status>{}</status>", escape(status)),
-            Outgoing::Iq { payload, .. } => String::from(payload),
+            Outgoing::Directed(Directed::Presence { status, .. }) => {
+                format!("<status>{}</status>", escape(status))
+            }
+            Outgoing::Directed(Directed::Iq { payload, .. }) => String::from(payload),
         }
     }
 }
