@@ -12,6 +12,7 @@
 
 pub mod attacker;
 pub mod diagram;
+pub mod implementations;
 pub mod properties;
 pub mod reasons;
 pub mod report;

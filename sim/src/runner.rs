@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::attacker::Action;
 use crate::attacker::{Attacker, Impostor};
 pub use crate::attacker::{AttackerReport, Forgery, Read};
+use crate::implementations::Implementation;
 use crate::scenario::{NetEvent, Party, PartyExpect, Position, Scenario, Shown, Transport as C2sTransport};
 use crate::transcript::Transcript;
 use crate::units::fmt_time;
@@ -33,20 +34,37 @@ use crate::world::{DeviceLog, World};
 /// own choice of implementation comes later.
 pub const ENGINE_ADAPTER: &str = "JABBERWOCK_ENGINE_ADAPTER";
 
-/// A device's engine: ours in process, or behind the adapter [`ENGINE_ADAPTER`] names.
+/// A device's engine: ours in process, or behind an adapter — the implementation its scenario
+/// names, else the one [`ENGINE_ADAPTER`] names — with what the adapter says it is.
 fn build_engine(
     protocol: jabberwock_e2e::Protocol,
+    implementation: Option<&Implementation>,
     me: &FullJid,
     rng: &mut dyn RngCore,
     config: &EngineConfig,
-) -> Box<dyn jabberwock_e2e::Engine> {
-    let adapter = std::env::var(ENGINE_ADAPTER).ok().filter(|c| !c.trim().is_empty());
-    let Some(line) = adapter else { return new_engine(protocol, me, rng, config) };
-    let mut words = line.split_whitespace();
-    let mut command = std::process::Command::new(words.next().unwrap_or_default());
-    command.args(words).arg(protocol.name());
+) -> (Box<dyn jabberwock_e2e::Engine>, Option<String>) {
     let limit = jabberwock_e2e::pipe::DEFAULT_LIMIT;
-    Box::new(jabberwock_e2e::pipe::PipeEngine::start(command, limit, protocol, me, rng, config))
+    let (command, name) = match implementation {
+        Some(implementation) => (implementation.command(protocol), implementation.name.as_str()),
+        None => {
+            let adapter = std::env::var(ENGINE_ADAPTER).ok().filter(|c| !c.trim().is_empty());
+            let Some(line) = adapter else { return (new_engine(protocol, me, rng, config), None) };
+            let mut words = line.split_whitespace();
+            let mut command = std::process::Command::new(words.next().unwrap_or_default());
+            command.args(words).arg(protocol.name());
+            (command, ENGINE_ADAPTER)
+        }
+    };
+    match jabberwock_e2e::pipe::PipeEngine::spawn(command, limit, protocol, me, rng, config) {
+        Ok(engine) => {
+            let said = format!("{name} (its adapter says: {})", engine.implementation());
+            (Box::new(engine), Some(said))
+        }
+        Err(e) => {
+            let said = format!("{name} (its adapter could not start: {e})");
+            (Box::new(jabberwock_e2e::pipe::PipeEngine::broken(protocol, e)), Some(said))
+        }
+    }
 }
 
 /// A failure of the simulation itself (not of an expectation).
@@ -87,6 +105,9 @@ pub struct Outcome {
     pub attacker: Option<AttackerReport>,
     /// The `expect:` checks.
     pub checks: Vec<Check>,
+    /// The devices whose engine an independent implementation ran, with what its adapter
+    /// said it is (its name and exact version; the error when it could not start).
+    pub implementations: BTreeMap<FullJid, String>,
 }
 
 impl Outcome {
@@ -110,6 +131,9 @@ impl Outcome {
             self.seed,
             fmt_time(self.simulated)
         );
+        for (dev, implementation) in &self.implementations {
+            let _ = writeln!(out, "{dev} runs {implementation}");
+        }
         out.push_str("== transcript ==\n");
         out.push_str(&self.transcript.render());
         out.push_str("== outcome ==\n");
@@ -436,6 +460,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
     // Each device's id as its engine gives it (`$id(..)` in the attacker's plan), recorded as the
     // engines are built: turmoil starts a host's software when it is added.
     let ids: Rc<RefCell<BTreeMap<FullJid, String>>> = Rc::default();
+    let implementations: Rc<RefCell<BTreeMap<FullJid, String>>> = Rc::default();
     for dev in &scenario.devices {
         let cfg = DeviceConfig {
             jid: dev.jid.clone(),
@@ -449,6 +474,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         };
         let schedule: Vec<_> = dev.schedule.iter().map(|(at, cmd)| (epoch + *at, cmd.clone())).collect();
         let protocol = dev.protocol;
+        let implementation = dev.implementation.clone();
         let config = EngineConfig {
             trust: dev.trust,
             options: dev.options.clone(),
@@ -469,9 +495,14 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         let ca = tls.as_ref().map(|t| t.ca.clone());
         let verify = dev.tls_verify;
         let ids = Rc::clone(&ids);
+        let implementations = Rc::clone(&implementations);
         sim.host(host.as_str(), move || {
             let mut rng = Box::new(host_rng(seed, &cfg.jid.to_string()));
-            let engine = build_engine(protocol, &cfg.jid, &mut *rng, &config);
+            let (engine, said) =
+                build_engine(protocol, implementation.as_ref(), &cfg.jid, &mut *rng, &config);
+            if let Some(said) = said {
+                implementations.borrow_mut().insert(cfg.jid.clone(), said);
+            }
             if let Some(id) = engine.device_id() {
                 ids.borrow_mut().insert(cfg.jid.clone(), id);
             }
@@ -559,6 +590,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
         identities,
         attacker,
         checks: vec![],
+        implementations: implementations.borrow().clone(),
     };
     outcome.checks = check(scenario, &outcome);
     Ok(outcome)

@@ -33,6 +33,11 @@ enum Cmd {
         /// Write the full transcript(s), every byte of every stanza, as JSON Lines to this file.
         #[arg(long)]
         jsonl: Option<PathBuf>,
+        /// Run an account's devices on an implementation from the registry
+        /// (`peers/reference/registry.yaml`), as if the file named it for each: `bob=python-omemo`
+        /// (the account's local part or bare JID; `jabberwock` is ours). Repeatable.
+        #[arg(long, value_name = "ACCOUNT=NAME", value_parser = account_implementation)]
+        implementation: Vec<(String, String)>,
     },
     /// Print the JSON Schema of scenario files.
     Schema,
@@ -173,11 +178,24 @@ enum Row {
     Broken(String),
 }
 
-fn run_one(path: &Path, seed: Option<u64>) -> Row {
-    let scenario = match load(path) {
+/// `ACCOUNT=NAME` of `--implementation`.
+fn account_implementation(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((account, name)) if !account.is_empty() && !name.is_empty() => Ok((account.into(), name.into())),
+        _ => Err(format!("`{arg}` is not ACCOUNT=NAME (e.g. bob=python-omemo)")),
+    }
+}
+
+fn run_one(path: &Path, seed: Option<u64>, implementations: &[(String, String)]) -> Row {
+    let mut scenario = match load(path) {
         Ok(s) => s,
         Err(e) => return Row::Broken(e.to_string()),
     };
+    for (account, name) in implementations {
+        if let Err(e) = scenario.use_implementation(account, name) {
+            return Row::Broken(format!("{}: --implementation {account}={name}: {e}", path.display()));
+        }
+    }
     match run_with_seed(&scenario, seed.unwrap_or(scenario.seed)) {
         Ok(o) => Row::Ran(Box::new(o)),
         Err(e) => Row::Broken(format!("{}: {e}", scenario.name)),
@@ -229,7 +247,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Diagram { path, seed, format, all, output } => {
-            let outcome = match run_one(&path, seed) {
+            let outcome = match run_one(&path, seed, &[]) {
                 Row::Ran(o) => o,
                 Row::Broken(e) => {
                     eprintln!("error: {e}");
@@ -303,23 +321,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Cmd::Run { path, seed, jsonl } if path.is_file() => match run_one(&path, seed) {
-            Row::Ran(o) => {
-                print!("{}", o.render());
-                if let Some(j) = jsonl
-                    && let Err(e) = write_jsonl(&j, &[&o])
-                {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
+        Cmd::Run { path, seed, jsonl, implementation } if path.is_file() => {
+            match run_one(&path, seed, &implementation) {
+                Row::Ran(o) => {
+                    print!("{}", o.render());
+                    if let Some(j) = jsonl
+                        && let Err(e) = write_jsonl(&j, &[&o])
+                    {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                    if o.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
-                if o.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                Row::Broken(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Row::Broken(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Cmd::Run { path, seed, jsonl } => {
+        }
+        Cmd::Run { path, seed, jsonl, implementation } => {
             let mut files = Vec::new();
             if let Err(e) = scenario_files(&path, &mut files) {
                 eprintln!("error: {}: {e}", path.display());
@@ -337,7 +357,7 @@ fn main() -> ExitCode {
             let mut rows = Vec::new();
             for f in &files {
                 bar.set_message(f.display().to_string());
-                rows.push((f.clone(), run_one(f, seed)));
+                rows.push((f.clone(), run_one(f, seed, &implementation)));
                 bar.inc(1);
             }
             bar.finish_and_clear();

@@ -208,9 +208,12 @@ pub struct DeviceEntry {
     pub protocol: String,
     /// When it first appears on the network; `None`: from the start.
     pub joins: Option<Dur>,
+    /// The implementation that runs its engine (`None`: ours).
+    pub implementation: Option<String>,
 }
 
-/// A device in its longer form: its protocol, and when it first appears.
+/// A device in its longer form: its protocol, when it first appears, and which implementation
+/// runs it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceFields {
@@ -222,6 +225,12 @@ struct DeviceFields {
     /// device does (an OMEMO device adds itself to its account's device list).
     #[serde(default)]
     joins: Option<Dur>,
+    /// The implementation that runs its engine: `jabberwock` (ours, the default) or an
+    /// independent one of the registry `peers/reference/registry.yaml`, behind its adapter
+    /// (`docs/engine-protocol.md`), e.g. `python-omemo`. It must speak the device's protocol and
+    /// be installed.
+    #[serde(default)]
+    implementation: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for DeviceEntry {
@@ -231,15 +240,17 @@ impl<'de> Deserialize<'de> for DeviceEntry {
         impl<'de> Visitor<'de> for Entry {
             type Value = DeviceEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a protocol name, or a device (`{protocol: <name>, joins: 5s}`)")
+                f.write_str(
+                    "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>}`)",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, protocol: &str) -> Result<DeviceEntry, E> {
-                Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None })
+                Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None, implementation: None })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeviceEntry, A::Error> {
-                let DeviceFields { protocol, joins } =
+                let DeviceFields { protocol, joins, implementation } =
                     DeviceFields::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(DeviceEntry { protocol, joins })
+                Ok(DeviceEntry { protocol, joins, implementation })
             }
         }
         d.deserialize_any(Entry)
@@ -254,7 +265,7 @@ impl JsonSchema for DeviceEntry {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let long = generator.subschema_for::<DeviceFields>();
         schemars::json_schema!({
-            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s}`.",
+            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s, implementation: <name>}`.",
             "anyOf": [{"type": "string", "description": "Its protocol's name."}, long]
         })
     }

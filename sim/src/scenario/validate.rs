@@ -9,6 +9,7 @@ use jabberwock_e2e::{BareJid, Element, FullJid, Jid, MessageParts, Protocol, The
 use jabberwock_xmpp::{Command, Hop};
 
 use crate::attacker::{Action, AttackerPlan, ForgeKeys, HopKind, Injection, POWERS, Position, Rule, ids};
+use crate::implementations::{Implementation, OURS, Registry, probe};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -53,6 +54,8 @@ pub struct DeviceSpec {
     pub short: String,
     /// Its protocol.
     pub protocol: Protocol,
+    /// The independent implementation that runs its engine, behind its adapter (`None`: ours).
+    pub implementation: Option<Implementation>,
     /// Its trust policy.
     pub trust: TrustPolicy,
     /// Its account's protocol options, by key (declared keys and values only).
@@ -156,6 +159,55 @@ pub struct Scenario {
     pub expect: Vec<(Party, String, PartyExpect)>,
 }
 
+impl Scenario {
+    /// Runs every device of `account` (its local part, `bob`, or its bare JID) on the
+    /// implementation `name` ([`OURS`] for our own engines), as if the file named it for each
+    /// of them (`jabberwock run --implementation bob=python-omemo`, and the matrix's columns of
+    /// independent implementations). The implementation must be in the registry, speak each
+    /// device's protocol and be installed here. Answers how many devices it moved.
+    pub fn use_implementation(&mut self, account: &str, name: &str) -> Result<usize, String> {
+        let chosen = if name == OURS {
+            None
+        } else {
+            let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
+            let Some(found) = registry.get(name) else {
+                let mut names = vec![OURS];
+                names.extend(registry.names());
+                return Err(format!(
+                    "unknown implementation `{name}` (implementations: {})",
+                    names.join(", ")
+                ));
+            };
+            Some(found.clone())
+        };
+        let mut moved = 0;
+        for device in &mut self.devices {
+            let bare = device.jid.to_bare();
+            if bare.to_string() != account && bare.node().is_none_or(|n| n.as_str() != account) {
+                continue;
+            }
+            if let Some(chosen) = &chosen {
+                if !chosen.speaks(device.protocol) {
+                    let speaks: Vec<&str> = chosen.protocols.iter().map(|p| p.name()).collect();
+                    return Err(format!(
+                        "`{name}` speaks {}, not {} (the protocol of {})",
+                        speaks.join(", "),
+                        device.protocol,
+                        device.short
+                    ));
+                }
+                probe(chosen, device.protocol).map_err(|why| format!("`{name}` cannot run here: {why}"))?;
+            }
+            device.implementation = chosen.clone();
+            moved += 1;
+        }
+        if moved == 0 {
+            return Err(format!("no device of an account `{account}` in {}", self.name));
+        }
+        Ok(moved)
+    }
+}
+
 /// Federated server pairs, each in name order.
 type Federation = BTreeSet<(String, String)>;
 
@@ -194,7 +246,7 @@ pub fn parse(file: &str, yaml: &str) -> Result<Scenario, ScenarioError> {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         ScenarioError { file: file.to_owned(), line, column, path: String::new(), message: yaml_message(&e) }
     })?;
-    Validator { file, raw: &raw, devices: BTreeMap::new() }.run()
+    Validator { file, raw: &raw, devices: BTreeMap::new(), registry: None }.run()
 }
 
 struct Validator<'a> {
@@ -202,6 +254,8 @@ struct Validator<'a> {
     raw: &'a ScenarioFile,
     /// full JID → (short name, protocol)
     devices: BTreeMap<FullJid, Known>,
+    /// The registry of implementations, read when a device first names one.
+    registry: Option<Registry>,
 }
 
 /// A device as the rest of the file may name it.
@@ -211,6 +265,8 @@ struct Known {
     protocol: Protocol,
     /// When it first appears on the network (`None`: from the start).
     joins: Option<Duration>,
+    /// Who runs its engine (`None`: ours).
+    implementation: Option<Implementation>,
 }
 
 impl Validator<'_> {
@@ -258,6 +314,40 @@ impl Validator<'_> {
     }
 
     /// A protocol option under an account: a value its declaration lists.
+    /// The registry's implementation `name` for a device of `protocol`: listed, speaking it,
+    /// and installed here (its adapter answers a hello).
+    fn implementation(
+        &mut self,
+        at: (u64, u64),
+        path: &str,
+        name: &str,
+        protocol: Protocol,
+    ) -> Result<Implementation, ScenarioError> {
+        if self.registry.is_none() {
+            let registry = Registry::load()
+                .map_err(|e| self.error(at, path, format!("the registry of implementations: {e}")))?;
+            self.registry = Some(registry);
+        }
+        let Some(registry) = self.registry.as_ref() else { return self.err(at, path, "no registry") };
+        let Some(found) = registry.get(name) else {
+            let mut names = vec![OURS];
+            names.extend(registry.names());
+            return self.err(
+                at,
+                path,
+                format!("unknown implementation `{name}` (implementations: {})", names.join(", ")),
+            );
+        };
+        if !found.speaks(protocol) {
+            let speaks: Vec<&str> = found.protocols.iter().map(|p| p.name()).collect();
+            return self.err(at, path, format!("`{name}` speaks {}, not {protocol}", speaks.join(", ")));
+        }
+        let found = found.clone();
+        probe(&found, protocol)
+            .map_err(|why| self.error(at, path, format!("`{name}` cannot run here: {why}")))?;
+        Ok(found)
+    }
+
     fn option(&self, path: &str, key: &str, value: &At<String>) -> Result<(), ScenarioError> {
         let at = (value.line, value.column);
         let Some((protocol, decl)) = Protocol::all_options().find(|(_, o)| o.key == key) else {
@@ -525,7 +615,16 @@ impl Validator<'_> {
                     .or_else(|e| self.err(dpos, format!("{path}.devices.{res}"), e))?;
                 let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
                 let joins = entry.joins.map(|d| d.0).filter(|d| !d.is_zero());
-                self.devices.insert(full, Known { short, protocol, joins });
+                let implementation = match entry.implementation.as_deref() {
+                    None | Some(OURS) => None,
+                    Some(name) => Some(self.implementation(
+                        dpos,
+                        &format!("{path}.devices.{res}.implementation"),
+                        name,
+                        protocol,
+                    )?),
+                };
+                self.devices.insert(full, Known { short, protocol, joins, implementation });
             }
         }
         Ok(accounts)
@@ -538,7 +637,7 @@ impl Validator<'_> {
     ) -> Result<BTreeMap<FullJid, DeviceSpec>, ScenarioError> {
         let raw = self.raw;
         let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
-        for (full, Known { short, protocol, joins }) in &self.devices {
+        for (full, Known { short, protocol, joins, implementation }) in &self.devices {
             let bare = full.to_bare();
             let acc = &raw.accounts[&bare.to_string()];
             let contacts = match &acc.contacts {
@@ -561,6 +660,7 @@ impl Validator<'_> {
                     jid: full.clone(),
                     short: short.clone(),
                     protocol: *protocol,
+                    implementation: implementation.clone(),
                     trust: match acc.trust {
                         TrustSpec::Btbv => TrustPolicy::Btbv,
                         TrustSpec::Tofu => TrustPolicy::Tofu,

@@ -381,12 +381,37 @@ fn a_device_that_joins_later_cannot_act_before() {
         ("{protocol: omemo, joins: soon}", "not a duration"),
         ("{joins: 5s}", "missing field `protocol`"),
         ("{protocol: rot13, joins: 5s}", "unknown protocol `rot13`"),
-        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s}`)"),
+        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>}`)"),
     ] {
         let e = error(&head.replace("{protocol: omemo, joins: 5s}", entry));
         assert!(e.starts_with("bad.yaml:9:"), "{entry}: {e}");
         assert!(e.contains(needle), "{entry}: {e}");
     }
+}
+
+/// `implementation`: a name of the registry (`peers/reference/registry.yaml`) or `jabberwock`,
+/// speaking the device's protocol; refused at the device's line with the field and the choices.
+#[test]
+fn a_device_names_a_registered_implementation_of_its_protocol() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example:\n    devices:\n      laptop: DEVICE\n";
+    let ours =
+        parse("ok.yaml", &head.replace("DEVICE", "{protocol: omemo, implementation: jabberwock}")).unwrap();
+    assert!(ours.devices.iter().all(|d| d.implementation.is_none()));
+    let e = error(&head.replace("DEVICE", "{protocol: omemo, implementation: libsignal-rs}"));
+    assert!(
+        e.starts_with("bad.yaml:8:15: at `accounts.bob@a.example.devices.laptop.implementation`: unknown implementation `libsignal-rs` (implementations: jabberwock, python-omemo,"),
+        "{e}"
+    );
+    let e = error(&head.replace("DEVICE", "{protocol: plain, implementation: python-omemo}"));
+    assert!(e.ends_with("`python-omemo` speaks omemo, omemo-legacy, not plain"), "{e}");
+    // On the command line's side (`--implementation bob=...`), the same rules.
+    let mut scenario = parse("ok.yaml", &head.replace("DEVICE", "omemo")).unwrap();
+    assert_eq!(
+        scenario.use_implementation("carol", "jabberwock").unwrap_err(),
+        "no device of an account `carol` in x"
+    );
+    assert!(scenario.use_implementation("bob", "gnupg").unwrap_err().contains("speaks pgp, ox, not omemo"));
+    assert_eq!(scenario.use_implementation("bob@a.example", "jabberwock"), Ok(1));
 }
 
 /// `$id(<device>)` names a device of the scenario whose protocol gives it an id; in the fields

@@ -315,6 +315,24 @@ impl Drop for PipeEngine {
     }
 }
 
+/// Starts the adapter and checks its hello: this protocol version, speaking `protocol`.
+fn greet(command: Command, limit: Duration, protocol: Protocol) -> Result<Adapter, E2eError> {
+    let mut adapter = Adapter::start(command, limit, protocol)?;
+    let hello = adapter.call(None, Call::Hello { version: VERSION }, (None, None))?;
+    let hello: json::HelloOk = adapter.check(parse(hello))?;
+    let wrong = if hello.version != VERSION {
+        Some(format!("speaks engine protocol version {}, not {VERSION}", hello.version))
+    } else if hello.protocol != protocol.name() {
+        Some(format!("speaks {}, not {protocol}", hello.protocol))
+    } else {
+        None
+    };
+    adapter.check(wrong.map_or(Ok(()), Err))?;
+    adapter.implementation = format!("{} {}", hello.implementation, hello.implementation_version);
+    adapter.calls = hello.calls.into_iter().collect();
+    Ok(adapter)
+}
+
 fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
     serde_json::from_value(v).map_err(|e| format!("an answer of the wrong shape: {e}"))
 }
@@ -332,19 +350,7 @@ impl PipeEngine {
         rng: &mut dyn RngCore,
         config: &EngineConfig,
     ) -> Result<PipeEngine, E2eError> {
-        let mut adapter = Adapter::start(command, limit, protocol)?;
-        let hello = adapter.call(None, Call::Hello { version: VERSION }, (None, None))?;
-        let hello: json::HelloOk = adapter.check(parse(hello))?;
-        let wrong = if hello.version != VERSION {
-            Some(format!("speaks engine protocol version {}, not {VERSION}", hello.version))
-        } else if hello.protocol != protocol.name() {
-            Some(format!("speaks {}, not {protocol}", hello.protocol))
-        } else {
-            None
-        };
-        adapter.check(wrong.map_or(Ok(()), Err))?;
-        adapter.implementation = format!("{} {}", hello.implementation, hello.implementation_version);
-        adapter.calls = hello.calls.into_iter().collect();
+        let mut adapter = greet(command, limit, protocol)?;
         // `new` carries a seed and no time.
         let (_, seed) = stamp(&mut Cx { rng, now: Duration::ZERO });
         let new = Call::New { me: me.to_string(), config: json::config_wire(config) };
@@ -372,14 +378,27 @@ impl PipeEngine {
         rng: &mut dyn RngCore,
         config: &EngineConfig,
     ) -> PipeEngine {
-        PipeEngine::spawn(command, limit, protocol, me, rng, config).unwrap_or_else(|e| PipeEngine {
+        PipeEngine::spawn(command, limit, protocol, me, rng, config)
+            .unwrap_or_else(|e| PipeEngine::broken(protocol, e))
+    }
+
+    /// An engine whose child could not be started: every call answers `error`.
+    pub fn broken(protocol: Protocol, error: E2eError) -> PipeEngine {
+        PipeEngine {
             protocol,
             adapter: None,
             handle: String::new(),
             device_id: None,
             iq_namespaces: &[],
-            broken: Some(e),
-        })
+            broken: Some(error),
+        }
+    }
+
+    /// Starts `command` and checks its hello only: what it says it is (its implementation and
+    /// exact version), or why it cannot serve `protocol` here (not installed, another protocol
+    /// version, ...). The child ends when this returns.
+    pub fn probe(command: Command, limit: Duration, protocol: Protocol) -> Result<String, E2eError> {
+        greet(command, limit, protocol).map(|a| a.implementation.clone())
     }
 
     /// Who answers: the adapter's implementation and exact version, as its hello said.
