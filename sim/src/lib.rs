@@ -13,6 +13,7 @@
 pub mod attacker;
 pub mod diagram;
 pub mod implementations;
+pub mod independent;
 pub mod properties;
 pub mod reasons;
 pub mod report;

@@ -6,6 +6,7 @@
 use jabberwock_e2e::{BareJid, Element, FullJid, Protocol};
 use jabberwock_xmpp::Command;
 
+use crate::implementations::Implementation;
 use crate::runner::{Outcome, run};
 use crate::scenario::{Scenario, parse};
 
@@ -19,6 +20,69 @@ pub struct Verdict {
     pub tested: bool,
     /// One line: what happened.
     pub reason: String,
+}
+
+/// Who runs one side of a property's run when it is not ours: an independent implementation
+/// from the registry (`peers/reference/registry.yaml`), behind its adapter, for every device
+/// of Alice's or of Bob's account; the other side stays ours (a mixed pair).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Theirs {
+    /// The implementation, as its registry line describes it.
+    pub implementation: Implementation,
+    /// The side it plays.
+    pub side: Side,
+}
+
+/// A side of the property templates' conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    /// `alice@a.example`'s devices.
+    Alice,
+    /// `bob@b.example`'s devices.
+    Bob,
+}
+
+impl Side {
+    /// Both, in the order reports list them.
+    pub const BOTH: [Side; 2] = [Side::Alice, Side::Bob];
+
+    /// The templates' account of this side (its local part).
+    pub fn account(self) -> &'static str {
+        match self {
+            Side::Alice => "alice",
+            Side::Bob => "bob",
+        }
+    }
+
+    /// As reports name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Side::Alice => "Alice",
+            Side::Bob => "Bob",
+        }
+    }
+}
+
+impl Theirs {
+    /// `python-omemo as Bob`.
+    pub fn label(&self) -> String {
+        format!("{} as {}", self.implementation.name, self.side.title())
+    }
+
+    /// `bob=python-omemo`, as `jabberwock run --implementation` takes it.
+    pub fn argument(&self) -> String {
+        format!("{}={}", self.side.account(), self.implementation.name)
+    }
+}
+
+/// The first line of the run's report (its transcript, then what the attacker's tests found)
+/// saying that an adapter could not do what the run asked of it — a call it does not implement
+/// ([`jabberwock_e2e::E2eError::Unimplemented`]), or it crashed, hung or answered garbage
+/// ([`jabberwock_e2e::E2eError::Adapter`]): a run with one measured nothing certain, so its
+/// verdict is ⚪ with this line, never a guess.
+fn unmeasured(outcome: &Outcome) -> Option<String> {
+    const MARKS: [&str; 2] = ["unimplemented by the adapter: ", "adapter failed ("];
+    outcome.render().lines().find(|l| MARKS.iter().any(|m| l.contains(m))).map(|l| l.trim().to_owned())
 }
 
 /// A measured property.
@@ -1224,9 +1288,27 @@ impl Property {
 
     /// Runs the property for `protocol` and judges the outcome.
     pub fn measure(&self, protocol: Protocol) -> Result<(Verdict, Outcome), String> {
-        let scenario = self.scenario(protocol)?;
+        self.measure_with(protocol, None)
+    }
+
+    /// Runs the property for `protocol` with one side on an independent implementation
+    /// (`None`: both ours) and judges the outcome. When an adapter could not do what the run
+    /// needed (unimplemented, crashed, hung, garbage), the verdict is ⚪ quoting that line.
+    pub fn measure_with(
+        &self,
+        protocol: Protocol,
+        theirs: Option<&Theirs>,
+    ) -> Result<(Verdict, Outcome), String> {
+        let mut scenario = self.scenario(protocol)?;
+        if let Some(theirs) = theirs {
+            scenario.use_implementation(theirs.side.account(), Some(&theirs.implementation))?;
+        }
         let outcome = run(&scenario).map_err(|e| e.to_string())?;
-        let verdict = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
+        let judged = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
+        let verdict = match unmeasured(&outcome) {
+            Some(line) => untested(&format!("an adapter could not do what the run asked: {line}")),
+            None => judged,
+        };
         Ok((verdict, outcome))
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use jabberwock_e2e::Protocol;
 
-use crate::properties::{PROPERTIES, Property, Verdict};
+use crate::properties::{PROPERTIES, Property, Side, Theirs, Verdict};
 use crate::runner::Outcome;
 
 /// One cell: a property measured on a protocol, and the run that measured it.
@@ -24,7 +24,10 @@ pub struct Cell {
     pub property: &'static Property,
     /// The protocol.
     pub protocol: Protocol,
-    /// The scenario as run (the template with the protocol filled in).
+    /// Who ran one side when it was not ours (`None`: ours on both).
+    pub theirs: Option<Theirs>,
+    /// The scenario as run (the template with the protocol filled in; for a mixed pair, the
+    /// `jabberwock run --implementation` argument that puts one side on theirs, as a comment).
     pub yaml: String,
     /// The verdict and the run behind it, or why there is neither: the run could not be made,
     /// or it panicked.
@@ -46,7 +49,21 @@ pub const ERROR_MARK: &str = "❓";
 impl Cell {
     /// The anchor of the cell in the HTML page.
     pub fn anchor(&self) -> String {
-        format!("{}--{}", self.property.id, self.protocol.name())
+        match &self.theirs {
+            None => format!("{}--{}", self.property.id, self.protocol.name()),
+            Some(t) => format!(
+                "{}--{}--{}-as-{}",
+                self.property.id,
+                self.protocol.name(),
+                t.implementation.name,
+                t.side.account()
+            ),
+        }
+    }
+
+    /// Its column.
+    pub fn column(&self) -> Column {
+        Column { protocol: self.protocol, theirs: self.theirs.clone() }
     }
 
     /// The verdict, unless the cell errored.
@@ -78,6 +95,37 @@ impl Cell {
     }
 }
 
+/// A column of a report: a protocol, on our engines or with one side on an independent
+/// implementation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Who runs one side (`None`: ours on both).
+    pub theirs: Option<Theirs>,
+}
+
+impl Column {
+    /// Its heading: `omemo`, or `omemo: python-omemo as Bob`.
+    pub fn label(&self) -> String {
+        match &self.theirs {
+            None => self.protocol.name().to_owned(),
+            Some(t) => format!("{}: {}", self.protocol.name(), t.label()),
+        }
+    }
+
+    /// The scenario as this column runs a property.
+    fn yaml(&self, property: &Property) -> String {
+        let yaml = property.yaml(self.protocol);
+        match &self.theirs {
+            None => yaml,
+            Some(t) => {
+                format!("# run with: jabberwock run <this file> --implementation {}\n{yaml}", t.argument())
+            }
+        }
+    }
+}
+
 /// Every cell, property by property in suite order, protocols in [`Protocol::ALL`] order.
 #[derive(Debug)]
 pub struct Report {
@@ -89,9 +137,46 @@ pub struct Report {
 /// verdicts do not depend on how many run at once). A cell that errs or panics becomes an
 /// error cell; the others are measured all the same.
 pub fn run(jobs: usize) -> Report {
-    let work: Vec<(&'static Property, Protocol)> =
-        PROPERTIES.iter().flat_map(|p| Protocol::ALL.iter().map(move |pr| (p, *pr))).collect();
-    run_cells(&work, jobs, |property, protocol| property.measure(protocol))
+    let columns: Vec<Column> = Protocol::ALL.iter().map(|p| Column { protocol: *p, theirs: None }).collect();
+    run_columns(&PROPERTIES.iter().collect::<Vec<_>>(), &columns, jobs)
+}
+
+/// Runs `properties` (the suite, [`PROPERTIES`], or a part of it) for each of `columns`, as
+/// [`run`] does for ours.
+pub fn run_columns(properties: &[&'static Property], columns: &[Column], jobs: usize) -> Report {
+    let work: Vec<(&'static Property, Column)> =
+        properties.iter().flat_map(|p| columns.iter().map(move |c| (*p, c.clone()))).collect();
+    run_cells(&work, jobs, |property, column| property.measure_with(column.protocol, column.theirs.as_ref()))
+}
+
+/// The columns of every independent implementation of `names` (registry names) that is
+/// installed here: for each protocol it speaks, one as Alice and one as Bob. Those that cannot
+/// run are listed apart, each with why.
+pub fn independent_columns(
+    registry: &crate::implementations::Registry,
+    names: Option<&[String]>,
+) -> (Vec<Column>, Vec<(String, Protocol, String)>) {
+    let mut columns = Vec::new();
+    let mut missing = Vec::new();
+    for implementation in &registry.implementations {
+        if names.is_some_and(|n| !n.contains(&implementation.name)) {
+            continue;
+        }
+        for protocol in &implementation.protocols {
+            match crate::implementations::probe(implementation, *protocol) {
+                Ok(_) => {
+                    for side in Side::BOTH {
+                        let theirs = Theirs { implementation: implementation.clone(), side };
+                        columns.push(Column { protocol: *protocol, theirs: Some(theirs) });
+                    }
+                }
+                Err(why) => missing.push((implementation.name.clone(), *protocol, why)),
+            }
+        }
+    }
+    // Protocols in registry order, each protocol's implementations in the registry's.
+    columns.sort_by_key(|c| Protocol::ALL.iter().position(|p| *p == c.protocol));
+    (columns, missing)
 }
 
 /// The text of a panic payload.
@@ -104,19 +189,20 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Measures each of `work` with `measure` on up to `jobs` threads, a panic caught per cell.
-fn run_cells<F>(work: &[(&'static Property, Protocol)], jobs: usize, measure: F) -> Report
+fn run_cells<F>(work: &[(&'static Property, Column)], jobs: usize, measure: F) -> Report
 where
-    F: Fn(&'static Property, Protocol) -> Result<(Verdict, Outcome), String> + Sync,
+    F: Fn(&'static Property, &Column) -> Result<(Verdict, Outcome), String> + Sync,
 {
     let slots: Vec<Mutex<Option<Cell>>> = work.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
-    let one = |property: &'static Property, protocol: Protocol| {
-        let result = catch_unwind(AssertUnwindSafe(|| measure(property, protocol)))
+    let one = |property: &'static Property, column: &Column| {
+        let result = catch_unwind(AssertUnwindSafe(|| measure(property, column)))
             .unwrap_or_else(|payload| Err(format!("panicked: {}", panic_text(&*payload))));
         Cell {
             property,
-            protocol,
-            yaml: property.yaml(protocol),
+            protocol: column.protocol,
+            theirs: column.theirs.clone(),
+            yaml: column.yaml(property),
             result: result.map(|(verdict, outcome)| Measured { verdict, outcome }),
         }
     };
@@ -125,8 +211,8 @@ where
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((property, protocol)) = work.get(i).copied() else { break };
-                    let cell = one(property, protocol);
+                    let Some((property, column)) = work.get(i) else { break };
+                    let cell = one(property, column);
                     if let Some(slot) = slots.get(i) {
                         *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(cell);
                     }
@@ -137,11 +223,12 @@ where
     let cells = slots
         .into_iter()
         .zip(work)
-        .map(|(slot, &(property, protocol))| {
+        .map(|(slot, (property, column))| {
             slot.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| Cell {
                 property,
-                protocol,
-                yaml: property.yaml(protocol),
+                protocol: column.protocol,
+                theirs: column.theirs.clone(),
+                yaml: column.yaml(property),
                 result: Err("the run did not finish".to_owned()),
             })
         })
@@ -266,12 +353,24 @@ const ERROR_LEGEND: &str = " · ❓ the run could not be made or panicked (no ve
 impl Report {
     /// The cell of `property` × `protocol`.
     pub fn cell(&self, property: &str, protocol: Protocol) -> Option<&Cell> {
-        self.cells.iter().find(|c| c.property.id == property && c.protocol == protocol)
+        self.cells.iter().find(|c| c.property.id == property && c.protocol == protocol && c.theirs.is_none())
     }
 
     /// The cells without a verdict.
     pub fn errors(&self) -> Vec<&Cell> {
         self.cells.iter().filter(|c| c.result.is_err()).collect()
+    }
+
+    /// The columns, in the order of the cells.
+    pub fn columns(&self) -> Vec<Column> {
+        let mut columns: Vec<Column> = Vec::new();
+        for c in &self.cells {
+            let column = c.column();
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+        }
+        columns
     }
 
     fn legend(&self) -> String {
@@ -309,11 +408,12 @@ impl Report {
         );
         let _ = writeln!(s, "{}\n", self.legend());
         s.push_str("| property |");
-        for p in Protocol::ALL {
-            let _ = write!(s, " {} |", md_cell(p.name()));
+        let columns = self.columns();
+        for c in &columns {
+            let _ = write!(s, " {} |", md_cell(&c.label()));
         }
         s.push_str("\n|---|");
-        for _ in Protocol::ALL {
+        for _ in &columns {
             s.push_str(":-:|");
         }
         s.push('\n');
@@ -342,7 +442,7 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} |",
-                    md_cell(c.protocol.name()),
+                    md_cell(&c.column().label()),
                     c.mark(),
                     md_cell(&c.reason())
                 );
@@ -391,8 +491,8 @@ impl Report {
         );
         let _ = writeln!(s, "<p>{}</p>", html_escape(&self.legend()));
         s.push_str("<table><tr><th>property</th>");
-        for p in Protocol::ALL {
-            let _ = write!(s, "<th>{}</th>", html_escape(p.name()));
+        for c in self.columns() {
+            let _ = write!(s, "<th>{}</th>", html_escape(&c.label()));
         }
         s.push_str("</tr>\n");
         for (p, cells) in self.rows() {
@@ -440,7 +540,7 @@ impl Report {
                      <a href=\"{}\">sequence diagram</a></p>",
                     id(""),
                     html_escape(p.id),
-                    html_escape(c.protocol.name()),
+                    html_escape(&c.column().label()),
                     c.mark(),
                     html_escape(&c.reason()),
                     to("-scenario"),
@@ -568,15 +668,16 @@ mod tests {
     fn a_panicking_or_failing_cell_is_an_error_cell_not_the_end_of_the_report() {
         let (plain, pgp) = (Protocol::ALL[0], Protocol::ALL[1]);
         assert_eq!((plain.name(), pgp.name()), ("plain", "pgp"));
+        let ours = |protocol| Column { protocol, theirs: None };
         let work = [
-            (property("confidentiality"), plain),
-            (property("confidentiality"), pgp),
-            (property("integrity"), plain),
+            (property("confidentiality"), ours(plain)),
+            (property("confidentiality"), ours(pgp)),
+            (property("integrity"), ours(plain)),
         ];
-        let report = run_cells(&work, 2, |p, protocol| match (p.id, protocol.name()) {
+        let report = run_cells(&work, 2, |p, column| match (p.id, column.protocol.name()) {
             ("confidentiality", "pgp") => std::panic::panic_any("boom <b>|x".to_owned()),
             ("integrity", _) => Err("no *such* thing".to_owned()),
-            _ => p.measure(protocol),
+            _ => p.measure(column.protocol),
         });
         assert_eq!(report.cells.len(), 3);
         let errors: Vec<(String, Option<&str>)> =
@@ -619,7 +720,7 @@ mod tests {
         assert!(!html.contains("<b>"));
 
         // Without errors the legend is the usual one.
-        let clean = run_cells(&work[..1], 1, |p, protocol| p.measure(protocol));
+        let clean = run_cells(&work[..1], 1, |p, column| p.measure(column.protocol));
         assert!(clean.errors().is_empty());
         assert!(
             clean.markdown().contains(&format!("{LEGEND}\n")) && !clean.markdown().contains(ERROR_LEGEND)

@@ -554,6 +554,7 @@ mod tests {
             Cell {
                 property: p,
                 protocol,
+                theirs: None,
                 yaml: p.yaml(protocol),
                 result: Ok(crate::report::Measured { verdict, outcome }),
             }
@@ -566,6 +567,7 @@ mod tests {
                 Cell {
                     property: property("integrity"),
                     protocol: plain,
+                    theirs: None,
                     yaml: String::new(),
                     result: Err("boom".to_owned()),
                 },

@@ -76,6 +76,15 @@ enum Cmd {
         /// Threads to run on (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Only these independent implementations (registry names; repeatable). By default
+        /// every one in `peers/reference/registry.yaml` that is installed here gets columns —
+        /// each protocol it speaks, as Alice and as Bob, next to ours — in
+        /// `implementations.md` and `implementations.html`; those not installed are listed there.
+        #[arg(long, value_name = "NAME", conflicts_with = "ours_only")]
+        implementation: Vec<String>,
+        /// Our engines only: no report of independent implementations.
+        #[arg(long)]
+        ours_only: bool,
     },
     /// Render the table of our engines against the independent implementations from the
     /// results the interop tier wrote (one JSON file per passed test); print it, write it
@@ -192,7 +201,7 @@ fn run_one(path: &Path, seed: Option<u64>, implementations: &[(String, String)])
         Err(e) => return Row::Broken(e.to_string()),
     };
     for (account, name) in implementations {
-        if let Err(e) = scenario.use_implementation(account, name) {
+        if let Err(e) = scenario.use_implementation_named(account, name) {
             return Row::Broken(format!("{}: --implementation {account}={name}: {e}", path.display()));
         }
     }
@@ -208,6 +217,58 @@ fn write_jsonl(path: &Path, outcomes: &[&Outcome]) -> Result<(), String> {
         text.push_str(&o.transcript.jsonl_for(&o.name));
     }
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The columns of independent implementations (`names`, or every one installed), next to
+/// `ours`: runs them, writes `implementations.md` and `implementations.html` into `out`, and
+/// answers the report.
+fn independent(
+    ours: &jabberwock_sim::report::Report,
+    names: &[String],
+    jobs: usize,
+    out: &Path,
+    templates: &str,
+) -> Result<jabberwock_sim::report::Report, String> {
+    use jabberwock_sim::implementations::{Registry, probe};
+    let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
+    for name in names {
+        if registry.get(name).is_none() {
+            return Err(format!("--implementation {name}: not in {}", registry.file.display()));
+        }
+    }
+    let names = (!names.is_empty()).then_some(names);
+    let (columns, missing) = jabberwock_sim::report::independent_columns(&registry, names);
+    for (name, protocol, why) in &missing {
+        eprintln!("warning: {name} ({protocol}) cannot run here, no columns for it: {why}");
+    }
+    let mut said = Vec::new();
+    for implementation in &registry.implementations {
+        for protocol in &implementation.protocols {
+            if columns.iter().any(|c| {
+                c.protocol == *protocol
+                    && c.theirs.as_ref().is_some_and(|t| t.implementation.name == implementation.name)
+            }) {
+                let version = probe(implementation, *protocol).unwrap_or_default();
+                said.push((implementation.name.clone(), *protocol, version));
+            }
+        }
+    }
+    let theirs = jabberwock_sim::report::run_columns(
+        &jabberwock_sim::properties::PROPERTIES.iter().collect::<Vec<_>>(),
+        &columns,
+        jobs,
+    );
+    let md = jabberwock_sim::independent::markdown(&theirs, ours, &missing, &said);
+    std::fs::write(out.join("implementations.md"), &md)
+        .and_then(|()| std::fs::write(out.join("implementations.html"), theirs.html(templates)))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let differ = md.matches(&format!(" {} |", jabberwock_sim::independent::DIFFERS)).count();
+    eprintln!(
+        "wrote implementations.md and implementations.html into {} ({} columns, {differ} verdicts differ from ours)",
+        out.display(),
+        columns.len()
+    );
+    Ok(theirs)
 }
 
 /// `jabberwock adapter <protocol>`: 0 when the input ended, 2 for an unknown protocol, 1 when
@@ -276,9 +337,9 @@ fn main() -> ExitCode {
             sweep::command(sweep::Args { path, seeds, from, jobs, keep_going, divergence_only, record })
         }
         Cmd::SweepTotal { records, seeds } => tally::command(records, seeds),
-        Cmd::Matrix { out, jobs } => {
-            let report =
-                jabberwock_sim::report::run(jobs.unwrap_or_else(jabberwock_sim::report::default_jobs));
+        Cmd::Matrix { out, jobs, implementation, ours_only } => {
+            let jobs = jobs.unwrap_or_else(jabberwock_sim::report::default_jobs);
+            let report = jabberwock_sim::report::run(jobs);
             let md = report.markdown();
             // The page links the templates relative to where it is written: those this tool
             // was built from (the report is made from them), else those under the working
@@ -306,9 +367,28 @@ fn main() -> ExitCode {
                 "wrote matrix.md, matrix.html, requirements.md and requirements.html into {}",
                 out.display()
             );
-            let errors = report.errors();
+            let mut errors = report.errors();
+            let independent = if ours_only {
+                None
+            } else {
+                match independent(&report, &implementation, jobs, &out, &templates) {
+                    Ok(theirs) => Some(theirs),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            if let Some(theirs) = &independent {
+                errors.extend(theirs.errors());
+            }
             for c in &errors {
-                eprintln!("error: {} × {}: {}", c.property.id, c.protocol, c.error().unwrap_or_default());
+                eprintln!(
+                    "error: {} × {}: {}",
+                    c.property.id,
+                    c.column().label(),
+                    c.error().unwrap_or_default()
+                );
             }
             if errors.is_empty() {
                 ExitCode::SUCCESS

@@ -21,6 +21,33 @@ class Plain(kit.Engine):
     def publish(self, now):
         return Output()
 
+    def going_offline(self, now):
+        return Output()
+
+    def presence(self, now):
+        return []
+
+    def receive_presence(self, now, stanza):
+        return Output()
+
+    def out_of_band(self):
+        return []
+
+    def ceremony(self, peer):
+        return None
+
+    def identity_marks(self):
+        return []
+
+    def peer_marks(self, peer):
+        return []
+
+    def owns_part(self, part):
+        return False
+
+    def message_id(self, to):
+        return None
+
     def send(self, now, to, body):
         return Output().send(el("message", {"to": to, "type": "chat"}, [el("body", text=body)], xmlns=CLIENT))
 

@@ -161,32 +161,37 @@ pub struct Scenario {
 
 impl Scenario {
     /// Runs every device of `account` (its local part, `bob`, or its bare JID) on the
-    /// implementation `name` ([`OURS`] for our own engines), as if the file named it for each
-    /// of them (`jabberwock run --implementation bob=python-omemo`, and the matrix's columns of
-    /// independent implementations). The implementation must be in the registry, speak each
-    /// device's protocol and be installed here. Answers how many devices it moved.
-    pub fn use_implementation(&mut self, account: &str, name: &str) -> Result<usize, String> {
-        let chosen = if name == OURS {
-            None
-        } else {
-            let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
-            let Some(found) = registry.get(name) else {
-                let mut names = vec![OURS];
-                names.extend(registry.names());
-                return Err(format!(
-                    "unknown implementation `{name}` (implementations: {})",
-                    names.join(", ")
-                ));
-            };
-            Some(found.clone())
+    /// implementation `name` of the registry ([`OURS`] for our own engines), as if the file
+    /// named it for each of them (`jabberwock run --implementation bob=python-omemo`). It must
+    /// be in the registry, speak each device's protocol and be installed here. Answers how many
+    /// devices it moved.
+    pub fn use_implementation_named(&mut self, account: &str, name: &str) -> Result<usize, String> {
+        if name == OURS {
+            return self.use_implementation(account, None);
+        }
+        let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
+        let Some(found) = registry.get(name) else {
+            let mut names = vec![OURS];
+            names.extend(registry.names());
+            return Err(format!("unknown implementation `{name}` (implementations: {})", names.join(", ")));
         };
+        self.use_implementation(account, Some(found))
+    }
+
+    /// [`Scenario::use_implementation_named`] with the implementation at hand (`None`: ours).
+    pub fn use_implementation(
+        &mut self,
+        account: &str,
+        chosen: Option<&Implementation>,
+    ) -> Result<usize, String> {
         let mut moved = 0;
         for device in &mut self.devices {
             let bare = device.jid.to_bare();
             if bare.to_string() != account && bare.node().is_none_or(|n| n.as_str() != account) {
                 continue;
             }
-            if let Some(chosen) = &chosen {
+            if let Some(chosen) = chosen {
+                let name = &chosen.name;
                 if !chosen.speaks(device.protocol) {
                     let speaks: Vec<&str> = chosen.protocols.iter().map(|p| p.name()).collect();
                     return Err(format!(
@@ -198,7 +203,7 @@ impl Scenario {
                 }
                 probe(chosen, device.protocol).map_err(|why| format!("`{name}` cannot run here: {why}"))?;
             }
-            device.implementation = chosen.clone();
+            device.implementation = chosen.cloned();
             moved += 1;
         }
         if moved == 0 {

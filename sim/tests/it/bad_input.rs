@@ -407,11 +407,13 @@ fn a_device_names_a_registered_implementation_of_its_protocol() {
     // On the command line's side (`--implementation bob=...`), the same rules.
     let mut scenario = parse("ok.yaml", &head.replace("DEVICE", "omemo")).unwrap();
     assert_eq!(
-        scenario.use_implementation("carol", "jabberwock").unwrap_err(),
+        scenario.use_implementation_named("carol", "jabberwock").unwrap_err(),
         "no device of an account `carol` in x"
     );
-    assert!(scenario.use_implementation("bob", "gnupg").unwrap_err().contains("speaks pgp, ox, not omemo"));
-    assert_eq!(scenario.use_implementation("bob@a.example", "jabberwock"), Ok(1));
+    assert!(
+        scenario.use_implementation_named("bob", "gnupg").unwrap_err().contains("speaks pgp, ox, not omemo")
+    );
+    assert_eq!(scenario.use_implementation_named("bob@a.example", "jabberwock"), Ok(1));
 }
 
 /// `$id(<device>)` names a device of the scenario whose protocol gives it an id; in the fields
