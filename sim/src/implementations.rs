@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 
 use jabberwock_e2e::Protocol;
-use jabberwock_e2e::pipe::{DEFAULT_LIMIT, PipeEngine};
+use jabberwock_external::{DEFAULT_LIMIT, PipeEngine};
 use serde::Deserialize;
 
 use crate::units::At;

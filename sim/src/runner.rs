@@ -43,7 +43,7 @@ fn build_engine(
     rng: &mut dyn RngCore,
     config: &EngineConfig,
 ) -> (Box<dyn jabberwock_e2e::Engine>, Option<String>) {
-    let limit = jabberwock_e2e::pipe::DEFAULT_LIMIT;
+    let limit = jabberwock_external::DEFAULT_LIMIT;
     let (command, name) = match implementation {
         Some(implementation) => (implementation.command(protocol), implementation.name.as_str()),
         None => {
@@ -55,14 +55,14 @@ fn build_engine(
             (command, ENGINE_ADAPTER)
         }
     };
-    match jabberwock_e2e::pipe::PipeEngine::spawn(command, limit, protocol, me, rng, config) {
+    match jabberwock_external::PipeEngine::spawn(command, limit, protocol, me, rng, config) {
         Ok(engine) => {
             let said = format!("{name} (its adapter says: {})", engine.implementation());
             (Box::new(engine), Some(said))
         }
         Err(e) => {
             let said = format!("{name} (its adapter could not start: {e})");
-            (Box::new(jabberwock_e2e::pipe::PipeEngine::broken(protocol, e)), Some(said))
+            (Box::new(jabberwock_external::PipeEngine::broken(protocol, e)), Some(said))
         }
     }
 }

@@ -472,7 +472,6 @@ impl Hooks for World {
                     // whether or not the stanza first waited for its sender's keys.
                     self.engine_error(device, error, &format!(" (a stanza from {from}, held for its keys)"));
                 }
-                other => self.record(self.device_line("event", "event", device, format!("event {other:?}"))),
             },
             Note::EngineError { device, error } => self.engine_error(device, error, ""),
             Note::StanzaError { device, from, condition } => {

@@ -191,7 +191,7 @@ enum Row {
 fn account_implementation(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
         Some((account, name)) if !account.is_empty() && !name.is_empty() => Ok((account.into(), name.into())),
-        _ => Err(format!("`{arg}` is not ACCOUNT=NAME (e.g. bob=python-omemo)")),
+        _ => Err(format!("`{arg}` is not ACCOUNT=NAME (an account, then an implementation of the registry)")),
     }
 }
 
@@ -282,7 +282,7 @@ fn adapter(protocol: &str) -> ExitCode {
         }
     };
     let implementation = ("jabberwock", env!("CARGO_PKG_VERSION"));
-    match jabberwock_e2e::pipe::serve(
+    match jabberwock_external::serve(
         protocol,
         implementation,
         std::io::stdin().lock(),

@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::process::Command;
 use std::time::Duration;
 
-use jabberwock_e2e::pipe::{DEFAULT_LIMIT, PipeEngine};
 use jabberwock_e2e::time::EPOCH;
 use jabberwock_e2e::xml::{ElementExt, NS_CLIENT, NS_PUBSUB, el};
 use jabberwock_e2e::{
     Action, BareJid, Cx, E2eError, Element, Engine, EngineConfig, Event, FullJid, Jid, Protocol, Theft,
     new_engine,
 };
+use jabberwock_external::{DEFAULT_LIMIT, PipeEngine};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -125,7 +125,6 @@ impl Net {
                     };
                     self.act(i, out);
                 }
-                other => panic!("{other:?}"),
             }
         }
     }

@@ -112,7 +112,6 @@ impl Pair {
                     queue.extend(out.actions.into_iter().map(|a| (!who, a)));
                     continue;
                 }
-                _ => continue,
             };
             self.shown += out.events.iter().filter(|e| matches!(e, Event::Plaintext { .. })).count();
             queue.extend(out.actions.into_iter().map(|a| (who, a)));

@@ -110,7 +110,6 @@ impl Pair {
                         let o = engine.receive(&mut Cx { rng, now }, &s).unwrap();
                         queue.push((!by, o));
                     }
-                    _ => {}
                 }
             }
         }

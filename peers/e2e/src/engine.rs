@@ -70,7 +70,6 @@ impl fmt::Debug for Cx<'_> {
 }
 
 /// What an engine asks its client to do.
-#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send this stanza (the client fills in an `id` when it has none).
@@ -180,7 +179,6 @@ impl fmt::Display for Ceremony {
 pub type IdentityMarks = Vec<(&'static str, Vec<u8>)>;
 
 /// What an engine reports to its user.
-#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A message was decrypted (or, for `plain`, read) and is shown to the user.

@@ -39,7 +39,7 @@
 //! `Rejected` are every engine's: `malformed` and `missing-element` are the peer's or the
 //! path's, `policy` is ours, and so are an adapter's failures and calls it does not implement
 //! (`adapter-crashed`, `adapter-timeout`, `adapter-garbage`, `unimplemented`: the engine runs
-//! in another process, [`crate::pipe`]).
+//! in another process, `jabberwock-external`).
 
 use core::fmt;
 
@@ -95,7 +95,6 @@ impl fmt::Display for Fault {
 }
 
 /// An error from an engine.
-#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum E2eError {
     /// A stanza or payload does not have the shape the protocol requires.
@@ -128,7 +127,7 @@ pub enum E2eError {
         /// Why it was refused.
         detail: String,
     },
-    /// The engine runs in another process behind the engine protocol ([`crate::pipe`]) and
+    /// The engine runs in another process behind the engine protocol (`jabberwock-external`) and
     /// that process failed: it exited, hung past the time limit, or answered what the protocol
     /// does not allow (not JSON, a line too long, an unknown event, an undeclared reason).
     /// The process is stopped; every later call on the engine answers the same.
@@ -139,7 +138,7 @@ pub enum E2eError {
         /// What happened.
         detail: String,
     },
-    /// The engine runs behind an adapter ([`crate::pipe`]) that does not implement this call
+    /// The engine runs behind an adapter (`jabberwock-external`) that does not implement this call
     /// (as BoGo's shim exits 89): the judges give ⚪ with this reason, never a guess.
     #[error("unimplemented by the adapter: {call}: {detail}")]
     Unimplemented {

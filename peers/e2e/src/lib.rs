@@ -11,7 +11,6 @@ pub mod content;
 mod engine;
 mod error;
 pub mod kit;
-pub mod pipe;
 pub mod reason;
 mod registry;
 mod rng06;

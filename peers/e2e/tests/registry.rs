@@ -1,6 +1,6 @@
 //! A protocol is its folder plus one registry line: no other code of the workspace names it.
 //!
-//! The test walks the code — `sim/src`, `tools/src`, `peers/xmpp/src`, `peers/e2e/src` and the
+//! The test walks the code — `sim/src`, `tools/src`, `peers/xmpp/src`, `peers/external/src`, `peers/e2e/src` and the
 //! property templates — and lists every line outside a protocol's own folder (another
 //! protocol's folder included: no engine borrows another's code) that names it: its name or its module's name as a word of an
 //! identifier, a path or a string (`Otr`, `otr::`, `"omemo-legacy"`), or one of the namespaces
@@ -161,7 +161,7 @@ fn a_protocol_is_named_only_by_its_folder_and_its_registry_line() {
     let root = root();
     let e2e_src = root.join("peers/e2e/src");
     let mut files = Vec::new();
-    for dir in ["sim/src", "tools/src", "peers/xmpp/src", "peers/e2e/src"] {
+    for dir in ["sim/src", "tools/src", "peers/xmpp/src", "peers/external/src", "peers/e2e/src"] {
         walk(&root.join(dir), &mut files);
     }
     let mut templates = Vec::new();

@@ -444,7 +444,6 @@ impl<T: Transport> Device<T> {
                     .with("id", self.next_id("fetch"))
                     .with("to", owner.to_string())
                     .child(el("pubsub", NS_PUBSUB).child(el("items", NS_PUBSUB).with("node", node))),
-                _ => continue,
             };
             match conn.as_deref_mut() {
                 Some(c) => self.write(c, stanza).await,

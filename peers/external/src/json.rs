@@ -9,9 +9,9 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use serde::{Deserialize, Serialize};
 
-use super::intern;
-use crate::kit::codec::{hex, unhex};
-use crate::{
+use crate::intern;
+use jabberwock_e2e::kit::codec::{hex, unhex};
+use jabberwock_e2e::{
     Action, Carbon, Ceremony, E2eError, EngineConfig, Event, IdentityMarks, Output, Protocol, Theft, Trust,
     TrustPolicy, VerificationResult, reason,
 };
@@ -333,8 +333,8 @@ pub(super) fn xml(e: &Element) -> String {
 }
 
 pub(super) fn element(what: &str, text: &str) -> Result<Element, String> {
-    if !crate::xml::nesting_within(text, crate::xml::MAX_DEPTH) {
-        return Err(format!("{what} is nested deeper than {} elements", crate::xml::MAX_DEPTH));
+    if !jabberwock_e2e::xml::nesting_within(text, jabberwock_e2e::xml::MAX_DEPTH) {
+        return Err(format!("{what} is nested deeper than {} elements", jabberwock_e2e::xml::MAX_DEPTH));
     }
     text.parse::<Element>().map_err(|e| format!("{what} is not XML: {e}"))
 }

@@ -9,10 +9,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::Serialize;
 
-use super::json::{self, Answer, Call, ErrorWire, Reply, Request};
-use super::{MAX_LINE, VERSION};
-use crate::kit::codec::unhex;
-use crate::{Content, Cx, E2eError, Engine, OutOfBand, Protocol, new_engine, reason};
+use crate::json::{self, Answer, Call, ErrorWire, Reply, Request};
+use crate::{MAX_LINE, VERSION};
+use jabberwock_e2e::kit::codec::unhex;
+use jabberwock_e2e::{Content, Cx, E2eError, Engine, OutOfBand, Protocol, new_engine, reason};
 
 /// The one call [`serve`] does not answer: a stolen engine lives in the child that stole it.
 const NOT_SERVED: &str = "restore";
@@ -62,7 +62,7 @@ fn ok(value: impl Serialize) -> Reply {
     serde_json::to_value(value).map_or_else(|e| refused("answer", e.to_string()), Reply::Ok)
 }
 
-fn out(r: Result<crate::Output, E2eError>) -> Reply {
+fn out(r: Result<jabberwock_e2e::Output, E2eError>) -> Reply {
     match r {
         Ok(o) => ok(json::output_wire(&o)),
         Err(e) => failed(&e),

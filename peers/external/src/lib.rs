@@ -1,13 +1,18 @@
-//! The engine seam carried over a pipe: the [`crate::Engine`] trait as a line protocol on a
+//! The engine seam carried over a pipe: the [`jabberwock_e2e::Engine`] trait as a line protocol on a
 //! child process's standard input and output, so that an engine may be another
 //! implementation in another language (`docs/engine-protocol.md` is the protocol, for adapter
 //! writers).
 //!
 //! [`PipeEngine`] is the caller's side: an engine whose every call is one request line and one
 //! answer line, blocking (simulated time stands still while the child computes), bounded in
-//! line length and wall-clock time, and typed in its failures ([`crate::E2eError::Adapter`],
-//! [`crate::E2eError::Unimplemented`]). [`serve`] is the adapter's side for this crate's own
+//! line length and wall-clock time, and typed in its failures ([`jabberwock_e2e::E2eError::Adapter`],
+//! [`jabberwock_e2e::E2eError::Unimplemented`]). [`serve`] is the adapter's side for our own
 //! engines (`jabberwock adapter <protocol>`), as BoGo's shim serves any TLS stack.
+//!
+//! A crate of its own, beside `jabberwock-e2e` and depending on it: starting and talking to a
+//! child process is I/O, which the sans-I/O engines never do (DESIGN.md, "An implementation is
+//! an engine too"). Dependencies point one way: `tools → sim → {peers/xmpp, peers/external} →
+//! peers/e2e`.
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};

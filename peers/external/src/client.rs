@@ -13,11 +13,11 @@ use minidom::Element;
 use rand_core::RngCore;
 use serde::de::DeserializeOwned;
 
-use super::json::{self, Answer, Call, Reply, Request};
-use super::{MAX_LINE, VERSION, intern_list};
-use crate::engine::Ceremony;
-use crate::kit::codec::hex;
-use crate::{
+use crate::json::{self, Answer, Call, Reply, Request};
+use crate::{MAX_LINE, VERSION, intern_list};
+use jabberwock_e2e::Ceremony;
+use jabberwock_e2e::kit::codec::hex;
+use jabberwock_e2e::{
     Content, Cx, E2eError, Engine, EngineConfig, IdentityMarks, OutOfBand, Output, Protocol, Theft, reason,
 };
 
