@@ -145,3 +145,95 @@ pub fn markdown(
     }
     s
 }
+
+/// One scenario whose Alice has a fault real clients have shipped (`scenarios/quirks/`), run
+/// with Bob on each implementation that speaks his protocol.
+#[derive(Debug)]
+pub struct PeerFault {
+    /// The scenario file, as given.
+    pub file: String,
+    /// Its `about` (the fault, and the client issue it reproduces).
+    pub about: String,
+    /// Bob's implementation (ours first), and how the run went: `Ok(None)` when every
+    /// expectation held, `Ok(Some(the first that did not))`, or `Err(why there is no run)`.
+    pub runs: Vec<(String, Result<Option<String>, String>)>,
+}
+
+/// Runs every scenario file of `dir` with Bob on ours, then on each implementation of
+/// `registry` that speaks Bob's protocol and is installed here.
+pub fn peer_faults(dir: &std::path::Path, registry: &crate::implementations::Registry) -> Vec<PeerFault> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    let mut rows = Vec::new();
+    for file in files {
+        let shown = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let scenario = match crate::load(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                rows.push(PeerFault {
+                    file: shown,
+                    about: String::new(),
+                    runs: vec![("jabberwock".into(), Err(e.to_string()))],
+                });
+                continue;
+            }
+        };
+        let bob = scenario
+            .devices
+            .iter()
+            .find(|d| d.jid.node().is_some_and(|n| n.as_str() == "bob"))
+            .map(|d| d.protocol);
+        let mut runs = vec![(crate::implementations::OURS.to_owned(), fault_run(&scenario, None))];
+        for implementation in &registry.implementations {
+            let Some(protocol) = bob.filter(|p| implementation.speaks(*p)) else { continue };
+            if crate::implementations::probe(implementation, protocol).is_err() {
+                continue;
+            }
+            runs.push((implementation.name.clone(), fault_run(&scenario, Some(implementation))));
+        }
+        rows.push(PeerFault { file: shown, about: scenario.about.clone(), runs });
+    }
+    rows
+}
+
+fn fault_run(
+    scenario: &crate::Scenario,
+    bob: Option<&crate::implementations::Implementation>,
+) -> Result<Option<String>, String> {
+    let mut scenario = scenario.clone();
+    scenario.use_implementation("bob", bob)?;
+    let outcome = crate::run(&scenario).map_err(|e| e.to_string())?;
+    Ok(outcome.failure())
+}
+
+/// The markdown section of [`peer_faults`]' rows.
+pub fn peer_faults_markdown(rows: &[PeerFault]) -> String {
+    let mut s = String::from(
+        "\n## Peers with the faults real clients have shipped\n\n\
+         Each scenario of [`scenarios/quirks/`](../scenarios/quirks/) gives Alice's device (ours) a fault a \
+         deployed client had (`quirks:`; the scenario's `about` names the client issue) and says what a robust \
+         Bob does; here Bob runs on ours and on every implementation that speaks his protocol. ✅ Bob coped as \
+         the scenario expects · ❌ he did not (the first expectation that failed) · ❓ no run.\n\n\
+         | scenario | Bob | outcome |\n|---|---|---|\n",
+    );
+    for row in rows {
+        for (bob, run) in &row.runs {
+            let outcome = match run {
+                Ok(None) => "✅".to_owned(),
+                Ok(Some(failed)) => format!("❌ {}", md_cell(failed)),
+                Err(e) => format!("❓ {}", md_cell(e)),
+            };
+            let _ = writeln!(
+                s,
+                "| [{}](../scenarios/quirks/{}) | {} | {outcome} |",
+                md_cell(&row.file),
+                url_path(&row.file),
+                md_cell(bob)
+            );
+        }
+    }
+    s
+}

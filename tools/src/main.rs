@@ -258,7 +258,18 @@ fn independent(
         &columns,
         jobs,
     );
-    let md = jabberwock_sim::independent::markdown(&theirs, ours, &missing, &said);
+    let mut md = jabberwock_sim::independent::markdown(&theirs, ours, &missing, &said);
+    // The scenarios of peers with known faults, with Bob on each implementation.
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/quirks");
+    let quirks = if built.is_dir() { built } else { PathBuf::from("scenarios/quirks") };
+    if quirks.is_dir() {
+        let mut chosen = registry.clone();
+        if let Some(names) = names {
+            chosen.implementations.retain(|i| names.contains(&i.name));
+        }
+        let rows = jabberwock_sim::independent::peer_faults(&quirks, &chosen);
+        md.push_str(&jabberwock_sim::independent::peer_faults_markdown(&rows));
+    }
     std::fs::write(out.join("implementations.md"), &md)
         .and_then(|()| std::fs::write(out.join("implementations.html"), theirs.html(templates)))
         .map_err(|e| format!("{}: {e}", out.display()))?;

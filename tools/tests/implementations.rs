@@ -158,3 +158,25 @@ fn our_adapter_as_an_independent_implementation_gets_our_verdicts() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The scenarios of faulty peers run with Bob on every implementation of his protocol: ours
+/// first, then the registry's.
+#[test]
+fn peer_fault_scenarios_run_with_bob_on_each_implementation() {
+    let dir = reference("faults");
+    let scenarios = dir.join("quirks");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    std::fs::copy(repo().join("scenarios/omemo/first-contact.yaml"), scenarios.join("a.yaml")).unwrap();
+    std::fs::write(scenarios.join("b.yaml"), "name: [oops]\n").unwrap();
+    let registry = Registry::load_from(&dir.join("registry.yaml")).unwrap();
+    let rows = jabberwock_sim::independent::peer_faults(&scenarios, &registry);
+    assert_eq!(rows.len(), 2);
+    let runs: Vec<(&str, bool)> =
+        rows[0].runs.iter().map(|(n, r)| (n.as_str(), matches!(r, Ok(None)))).collect();
+    assert_eq!(runs, [("jabberwock", true), ("piped", true)]);
+    assert!(matches!(&rows[1].runs[..], [(ours, Err(_))] if ours == "jabberwock"));
+    let md = jabberwock_sim::independent::peer_faults_markdown(&rows);
+    assert!(md.contains("| [a.yaml](../scenarios/quirks/a.yaml) | piped | ✅ |"), "{md}");
+    assert!(md.contains("| [b.yaml](../scenarios/quirks/b.yaml) | jabberwock | ❓ "), "{md}");
+    std::fs::remove_dir_all(dir).ok();
+}
