@@ -254,7 +254,12 @@ impl<'de> Deserialize<'de> for DeviceEntry {
                 )
             }
             fn visit_str<E: serde::de::Error>(self, protocol: &str) -> Result<DeviceEntry, E> {
-                Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None, implementation: None, quirks: vec![] })
+                Ok(DeviceEntry {
+                    protocol: protocol.to_owned(),
+                    joins: None,
+                    implementation: None,
+                    quirks: vec![],
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeviceEntry, A::Error> {
                 let DeviceFields { protocol, joins, implementation, quirks } =

@@ -367,7 +367,12 @@ impl Validator<'_> {
 
     /// A device's quirks: each one its protocol declares, named once, and only on a device our
     /// engine runs (an independent implementation has faults of its own).
-    fn quirks(&self, path: &str, entry: &At<DeviceEntry>, protocol: Protocol) -> Result<BTreeSet<String>, ScenarioError> {
+    fn quirks(
+        &self,
+        path: &str,
+        entry: &At<DeviceEntry>,
+        protocol: Protocol,
+    ) -> Result<BTreeSet<String>, ScenarioError> {
         let mut quirks = BTreeSet::new();
         for (i, quirk) in entry.quirks.iter().enumerate() {
             let (at, path) = ((quirk.line, quirk.column), format!("{path}.quirks[{i}]"));

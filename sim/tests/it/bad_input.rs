@@ -381,7 +381,10 @@ fn a_device_that_joins_later_cannot_act_before() {
         ("{protocol: omemo, joins: soon}", "not a duration"),
         ("{joins: 5s}", "missing field `protocol`"),
         ("{protocol: rot13, joins: 5s}", "unknown protocol `rot13`"),
-        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>, quirks: [..]}`)"),
+        (
+            "[omemo]",
+            "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>, quirks: [..]}`)",
+        ),
     ] {
         let e = error(&head.replace("{protocol: omemo, joins: 5s}", entry));
         assert!(e.starts_with("bad.yaml:9:"), "{entry}: {e}");
@@ -584,8 +587,11 @@ fn set_on_an_element_takes_a_name_or_a_path() {
 #[test]
 fn a_device_names_quirks_its_protocol_declares() {
     let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example:\n    devices:\n      laptop: DEVICE\n";
-    let ok = parse("ok.yaml", &head.replace("DEVICE", "{protocol: omemo-legacy, quirks: [iv-16, tag-in-payload]}"))
-        .unwrap();
+    let ok = parse(
+        "ok.yaml",
+        &head.replace("DEVICE", "{protocol: omemo-legacy, quirks: [iv-16, tag-in-payload]}"),
+    )
+    .unwrap();
     let bob = ok.devices.iter().find(|d| d.short == "bob/laptop").unwrap();
     assert_eq!(bob.quirks.iter().map(String::as_str).collect::<Vec<_>>(), ["iv-16", "tag-in-payload"]);
     for (device, want) in [

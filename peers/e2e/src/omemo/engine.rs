@@ -1018,6 +1018,8 @@ impl Engine for Omemo {
         Ok(out)
     }
 
+    // `cx` goes to the 0.3 half of an `also-legacy` device: another engine, not a recursion.
+    #[allow(clippy::only_used_in_recursion)]
     fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
         let mut out = Output::default();
         // Quirk `unpublished-bundle`: the device list names this device, no bundle follows.
@@ -1059,6 +1061,8 @@ impl Engine for Omemo {
         Ok(directory::failed(self, cx, Failure { owner, node, condition }))
     }
 
+    // `cx` goes to the 0.3 half of an `also-legacy` device: another engine, not a recursion.
+    #[allow(clippy::only_used_in_recursion)]
     fn verify(&mut self, cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         // Fingerprint comparison: every IdentityKey we hold for the peer must be one its devices
         // show out of band.
