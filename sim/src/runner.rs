@@ -489,6 +489,7 @@ pub fn run_with_seed(scenario: &Scenario, seed: u64) -> Result<Outcome, RunError
             // Without a shared CA each device is enrolled with an authority of its own, that no
             // other device knows.
             ca: Some(if scenario.shared_ca { ca_seed(seed) } else { own_ca_seed(seed, &dev.jid) }),
+            quirks: dev.quirks.clone(),
         };
         let hooks = Rc::clone(&hooks);
         let host = dev.jid.to_string();

@@ -114,7 +114,7 @@ impl JsonSchema for DurRange {
 
 /// A value with the line and column where the scenario file wrote it, so semantic errors
 /// (an unknown device, a time in the past) point at the right place.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct At<T> {
     /// The value.
     pub value: T,

@@ -31,6 +31,11 @@ pub struct EngineConfig {
     /// X.509). Honest devices are enrolled with it; an attacker's own engines have `None` and
     /// must make their own.
     pub ca: Option<[u8; 32]>,
+    /// The faults of real clients this device reproduces, by name: only names its protocol
+    /// declares ([`crate::QuirkDecl`], [`crate::ProtocolDef::quirks`]; the scenario loader checks
+    /// them), read by our own engines alone (an independent implementation behind an adapter
+    /// has its own faults, and never gets these). Empty: a faithful device.
+    pub quirks: std::collections::BTreeSet<String>,
 }
 
 impl EngineConfig {

@@ -234,7 +234,7 @@ mod tests {
         }
         // The notices: a session came up or ended, an offline session was used, a tunnel
         // waits, a new session broke the chain of retained secrets (a warning, only ever an
-        // alert). Nothing else goes without a fault (an error raised with one of these is caught by the simulator's scan).
+        // alert), a message came in the other OMEMO version. Nothing else goes without a fault (an error raised with one of these is caught by the simulator's scan).
         let mut notices: Vec<&str> = Protocol::ALL
             .iter()
             .flat_map(|p| p.reasons())
@@ -249,6 +249,7 @@ mod tests {
                 "esession",
                 "esession-offline",
                 "esession-terminated",
+                "other-omemo-version",
                 "otr-finished",
                 "otr-session",
                 "retained-secret-lost",

@@ -52,5 +52,5 @@ pub use error::{E2eError, Fault};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
 pub use reason::Reason;
-pub use registry::{OptionDecl, Protocol, ProtocolDef, new_engine};
+pub use registry::{OptionDecl, Protocol, ProtocolDef, QuirkDecl, new_engine};
 pub use wire::{Ciphertext, Wire, Withdrawn};

@@ -42,6 +42,10 @@ pub struct ProtocolDef {
     /// documentation; `None` when its devices have none. Its engines give theirs with
     /// [`Engine::device_id`] (scenario files name it `$id(bob/phone)`).
     pub device_id: Option<&'static str>,
+    /// The faults real clients of this protocol have shipped that its engine can reproduce on
+    /// request (a device's `quirks: [..]` in a scenario; [`EngineConfig::quirks`]), so a
+    /// scenario can ask how an implementation copes with a peer that has one. Empty for most.
+    pub quirks: &'static [QuirkDecl],
 }
 
 impl ProtocolDef {
@@ -53,12 +57,22 @@ impl ProtocolDef {
         wire: &'static dyn Wire,
         reasons: &'static str,
     ) -> ProtocolDef {
-        ProtocolDef { name, module, build, options: &[], wire, reasons, device_id: None }
+        ProtocolDef { name, module, build, options: &[], wire, reasons, device_id: None, quirks: &[] }
     }
 
     /// The entry for a protocol whose devices have an id ([`ProtocolDef::device_id`]).
     pub const fn with_device_id(self, what: &'static str) -> ProtocolDef {
         ProtocolDef { device_id: Some(what), ..self }
+    }
+
+    /// The entry with these quirks ([`ProtocolDef::quirks`]).
+    pub const fn with_quirks(self, quirks: &'static [QuirkDecl]) -> ProtocolDef {
+        ProtocolDef { quirks, ..self }
+    }
+
+    /// The declared quirk named `name`, if it is one.
+    pub fn quirk(&self, name: &str) -> Option<&'static QuirkDecl> {
+        self.quirks.iter().find(|q| q.name == name)
     }
 
     /// The entry with these account options.
@@ -75,6 +89,19 @@ impl fmt::Debug for ProtocolDef {
             .field("reasons", &self.reasons.lines().count())
             .finish()
     }
+}
+
+/// A fault a real client of a protocol shipped, which the protocol's engine reproduces when a
+/// device asks for it (`phone: {protocol: omemo-legacy, quirks: [iv-16]}`).
+#[derive(Debug)]
+pub struct QuirkDecl {
+    /// Its name in scenario files (lowercase kebab-case).
+    pub name: &'static str,
+    /// What the device then does on the wire, in a sentence.
+    pub reproduces: &'static str,
+    /// The known client issue it reproduces: where it was reported (issue threads, by
+    /// repository and number), as found, never guessed.
+    pub issue: &'static str,
 }
 
 /// A setting a protocol reads from its accounts in scenario files (`otr: opportunistic` under an
@@ -236,6 +263,19 @@ mod tests {
             assert!(!o.values.is_empty(), "option {} of {p} has no values", o.key);
         }
         assert!("nope".parse::<Protocol>().unwrap_err().contains("expected one of: plain"));
+        for p in Protocol::ALL {
+            let mut quirks = std::collections::BTreeSet::new();
+            for q in p.def().quirks {
+                assert!(quirks.insert(q.name), "quirk {} of {p} declared twice", q.name);
+                assert!(
+                    !q.name.is_empty()
+                        && q.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                    "{}",
+                    q.name
+                );
+                assert!(!q.reproduces.is_empty() && !q.issue.is_empty(), "{}", q.name);
+            }
+        }
     }
 
     /// A protocol declares a device id exactly when its engines have one, and building an

@@ -457,6 +457,8 @@ pub(super) fn config(c: &ConfigWire) -> Result<EngineConfig, String> {
         max_message: c.max_message,
         secrets,
         ca,
+        // Quirks are our engines' own: they never cross the pipe.
+        quirks: Default::default(),
     })
 }
 

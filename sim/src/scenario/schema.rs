@@ -210,6 +210,9 @@ pub struct DeviceEntry {
     pub joins: Option<Dur>,
     /// The implementation that runs its engine (`None`: ours).
     pub implementation: Option<String>,
+    /// The faults of real clients its engine reproduces, by name, each with where the file
+    /// wrote it (checked against its protocol's declarations when the scenario is validated).
+    pub quirks: Vec<At<String>>,
 }
 
 /// A device in its longer form: its protocol, when it first appears, and which implementation
@@ -231,6 +234,12 @@ struct DeviceFields {
     /// be installed.
     #[serde(default)]
     implementation: Option<String>,
+    /// Faults real clients of its protocol shipped, which our engine then reproduces on this
+    /// device (`quirks: [iv-16]`), so the scenario shows how its peers cope: names its protocol
+    /// declares (the list, each with the client issue it reproduces, is in the README's scenario
+    /// reference). Our engine's alone: not with another `implementation`.
+    #[serde(default)]
+    quirks: Vec<At<String>>,
 }
 
 impl<'de> Deserialize<'de> for DeviceEntry {
@@ -241,16 +250,21 @@ impl<'de> Deserialize<'de> for DeviceEntry {
             type Value = DeviceEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>}`)",
+                    "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>, quirks: [..]}`)",
                 )
             }
             fn visit_str<E: serde::de::Error>(self, protocol: &str) -> Result<DeviceEntry, E> {
-                Ok(DeviceEntry { protocol: protocol.to_owned(), joins: None, implementation: None })
+                Ok(DeviceEntry {
+                    protocol: protocol.to_owned(),
+                    joins: None,
+                    implementation: None,
+                    quirks: vec![],
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeviceEntry, A::Error> {
-                let DeviceFields { protocol, joins, implementation } =
+                let DeviceFields { protocol, joins, implementation, quirks } =
                     DeviceFields::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(DeviceEntry { protocol, joins, implementation })
+                Ok(DeviceEntry { protocol, joins, implementation, quirks })
             }
         }
         d.deserialize_any(Entry)
@@ -265,7 +279,7 @@ impl JsonSchema for DeviceEntry {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let long = generator.subschema_for::<DeviceFields>();
         schemars::json_schema!({
-            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s, implementation: <name>}`.",
+            "description": "A device: its protocol's name, or `{protocol: <name>, joins: 5s, implementation: <name>, quirks: [..]}`.",
             "anyOf": [{"type": "string", "description": "Its protocol's name."}, long]
         })
     }

@@ -56,6 +56,8 @@ pub struct DeviceSpec {
     pub protocol: Protocol,
     /// The independent implementation that runs its engine, behind its adapter (`None`: ours).
     pub implementation: Option<Implementation>,
+    /// The faults of real clients its engine reproduces (declared by its protocol; ours only).
+    pub quirks: BTreeSet<String>,
     /// Its trust policy.
     pub trust: TrustPolicy,
     /// Its account's protocol options, by key (declared keys and values only).
@@ -192,6 +194,14 @@ impl Scenario {
             }
             if let Some(chosen) = chosen {
                 let name = &chosen.name;
+                if !device.quirks.is_empty() {
+                    let quirks: Vec<&str> = device.quirks.iter().map(String::as_str).collect();
+                    return Err(format!(
+                        "{} has quirks ({}): they are our engine's, `{name}` cannot run it",
+                        device.short,
+                        quirks.join(", ")
+                    ));
+                }
                 if !chosen.speaks(device.protocol) {
                     let speaks: Vec<&str> = chosen.protocols.iter().map(|p| p.name()).collect();
                     return Err(format!(
@@ -272,6 +282,8 @@ struct Known {
     joins: Option<Duration>,
     /// Who runs its engine (`None`: ours).
     implementation: Option<Implementation>,
+    /// The quirks our engine reproduces on it.
+    quirks: BTreeSet<String>,
 }
 
 impl Validator<'_> {
@@ -351,6 +363,43 @@ impl Validator<'_> {
         probe(&found, protocol)
             .map_err(|why| self.error(at, path, format!("`{name}` cannot run here: {why}")))?;
         Ok(found)
+    }
+
+    /// A device's quirks: each one its protocol declares, named once, and only on a device our
+    /// engine runs (an independent implementation has faults of its own).
+    fn quirks(
+        &self,
+        path: &str,
+        entry: &At<DeviceEntry>,
+        protocol: Protocol,
+    ) -> Result<BTreeSet<String>, ScenarioError> {
+        let mut quirks = BTreeSet::new();
+        for (i, quirk) in entry.quirks.iter().enumerate() {
+            let (at, path) = ((quirk.line, quirk.column), format!("{path}.quirks[{i}]"));
+            let declared = protocol.def().quirks;
+            if declared.is_empty() {
+                return self.err(at, path, format!("{protocol} declares no quirks"));
+            }
+            if protocol.def().quirk(quirk).is_none() {
+                let names: Vec<&str> = declared.iter().map(|q| q.name).collect();
+                return self.err(
+                    at,
+                    path,
+                    format!("unknown quirk `{}` (quirks of {protocol}: {})", quirk.value, names.join(", ")),
+                );
+            }
+            if !quirks.insert(quirk.value.clone()) {
+                return self.err(at, path, format!("quirk `{}` named twice", quirk.value));
+            }
+            if let Some(name) = entry.implementation.as_deref().filter(|n| *n != OURS) {
+                return self.err(
+                    at,
+                    path,
+                    format!("quirks are our engine's: a device run by `{name}` cannot have them"),
+                );
+            }
+        }
+        Ok(quirks)
     }
 
     fn option(&self, path: &str, key: &str, value: &At<String>) -> Result<(), ScenarioError> {
@@ -620,6 +669,7 @@ impl Validator<'_> {
                     .or_else(|e| self.err(dpos, format!("{path}.devices.{res}"), e))?;
                 let short = format!("{}/{res}", bare.node().map(|n| n.to_string()).unwrap_or_default());
                 let joins = entry.joins.map(|d| d.0).filter(|d| !d.is_zero());
+                let quirks = self.quirks(&format!("{path}.devices.{res}"), entry, protocol)?;
                 let implementation = match entry.implementation.as_deref() {
                     None | Some(OURS) => None,
                     Some(name) => Some(self.implementation(
@@ -629,7 +679,7 @@ impl Validator<'_> {
                         protocol,
                     )?),
                 };
-                self.devices.insert(full, Known { short, protocol, joins, implementation });
+                self.devices.insert(full, Known { short, protocol, joins, implementation, quirks });
             }
         }
         Ok(accounts)
@@ -642,7 +692,7 @@ impl Validator<'_> {
     ) -> Result<BTreeMap<FullJid, DeviceSpec>, ScenarioError> {
         let raw = self.raw;
         let mut device_specs: BTreeMap<FullJid, DeviceSpec> = BTreeMap::new();
-        for (full, Known { short, protocol, joins, implementation }) in &self.devices {
+        for (full, Known { short, protocol, joins, implementation, quirks }) in &self.devices {
             let bare = full.to_bare();
             let acc = &raw.accounts[&bare.to_string()];
             let contacts = match &acc.contacts {
@@ -666,6 +716,7 @@ impl Validator<'_> {
                     short: short.clone(),
                     protocol: *protocol,
                     implementation: implementation.clone(),
+                    quirks: quirks.clone(),
                     trust: match acc.trust {
                         TrustSpec::Btbv => TrustPolicy::Btbv,
                         TrustSpec::Tofu => TrustPolicy::Tofu,

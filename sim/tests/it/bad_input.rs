@@ -381,7 +381,10 @@ fn a_device_that_joins_later_cannot_act_before() {
         ("{protocol: omemo, joins: soon}", "not a duration"),
         ("{joins: 5s}", "missing field `protocol`"),
         ("{protocol: rot13, joins: 5s}", "unknown protocol `rot13`"),
-        ("[omemo]", "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>}`)"),
+        (
+            "[omemo]",
+            "a protocol name, or a device (`{protocol: <name>, joins: 5s, implementation: <name>, quirks: [..]}`)",
+        ),
     ] {
         let e = error(&head.replace("{protocol: omemo, joins: 5s}", entry));
         assert!(e.starts_with("bad.yaml:9:"), "{entry}: {e}");
@@ -576,4 +579,49 @@ fn set_on_an_element_takes_a_name_or_a_path() {
     for ok in ["keys", "header/keys"] {
         assert!(parse("ok.yaml", &rule(ok)).is_ok(), "{ok}");
     }
+}
+
+/// `quirks:` names faults its protocol declares, once each, on a device our engine runs; each
+/// refusal points at the quirk with its path. The command line cannot move a quirked device to
+/// another implementation either.
+#[test]
+fn a_device_names_quirks_its_protocol_declares() {
+    let head = "name: x\nseed: 1\nservers: [a.example]\naccounts:\n  alice@a.example: {devices: {phone: plain}}\n  bob@a.example:\n    devices:\n      laptop: DEVICE\n";
+    let ok = parse(
+        "ok.yaml",
+        &head.replace("DEVICE", "{protocol: omemo-legacy, quirks: [iv-16, tag-in-payload]}"),
+    )
+    .unwrap();
+    let bob = ok.devices.iter().find(|d| d.short == "bob/laptop").unwrap();
+    assert_eq!(bob.quirks.iter().map(String::as_str).collect::<Vec<_>>(), ["iv-16", "tag-in-payload"]);
+    for (device, want) in [
+        (
+            "{protocol: omemo-legacy, quirks: [iv-12]}",
+            "bad.yaml:8:49: at `accounts.bob@a.example.devices.laptop.quirks[0]`: unknown quirk `iv-12` (quirks of omemo-legacy: iv-16, tag-in-payload, no-fallback-body, key-transport-first, unpublished-bundle)",
+        ),
+        (
+            "{protocol: omemo, quirks: [iv-16]}",
+            "bad.yaml:8:42: at `accounts.bob@a.example.devices.laptop.quirks[0]`: unknown quirk `iv-16` (quirks of omemo: key-transport-first, unpublished-bundle, also-legacy)",
+        ),
+        (
+            "{protocol: plain, quirks: [iv-16]}",
+            "bad.yaml:8:42: at `accounts.bob@a.example.devices.laptop.quirks[0]`: plain declares no quirks",
+        ),
+        (
+            "{protocol: omemo-legacy, quirks: [iv-16, iv-16]}",
+            "bad.yaml:8:56: at `accounts.bob@a.example.devices.laptop.quirks[1]`: quirk `iv-16` named twice",
+        ),
+        (
+            "{protocol: omemo-legacy, implementation: python-omemo, quirks: [iv-16]}",
+            "bad.yaml:8:79: at `accounts.bob@a.example.devices.laptop.quirks[0]`: quirks are our engine's: a device run by `python-omemo` cannot have them",
+        ),
+    ] {
+        assert_eq!(error(&head.replace("DEVICE", device)), want, "{device}");
+    }
+    let mut scenario = ok;
+    assert_eq!(
+        scenario.use_implementation_named("bob", "python-omemo").unwrap_err(),
+        "bob/laptop has quirks (iv-16, tag-in-payload): they are our engine's, `python-omemo` cannot run it"
+    );
+    assert_eq!(scenario.use_implementation_named("bob", "jabberwock"), Ok(1));
 }

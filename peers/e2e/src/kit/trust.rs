@@ -123,6 +123,11 @@ impl<D: Ord + Clone, K> TrustBook<D, K> {
         }
     }
 
+    /// The policy it decides by.
+    pub fn policy(&self) -> TrustPolicy {
+        self.policy
+    }
+
     /// TOFU: records `fingerprints` as the first key set of `owner`, unless one was pinned
     /// already.
     pub fn pin_first(&mut self, owner: &BareJid, fingerprints: &BTreeSet<String>) {

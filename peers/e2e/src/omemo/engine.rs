@@ -37,6 +37,7 @@ use super::ratchet::{Profile, Ratchet};
 use super::session::{Session, SessionRecord};
 use super::wire::{OmemoAuthenticatedMessage, OmemoKeyExchange, decode, key32};
 use super::x3dh::{self, Bundle, KeyExchangeHeader, KeyStore, PREKEYS};
+use super::quirks::Quirks;
 use super::{gcm, legacy, payload, random_bytes};
 use crate::kit;
 use crate::kit::codec::{b64, hex, unb64};
@@ -179,7 +180,7 @@ fn header(
     version: Version,
     sid: u32,
     keys: Vec<(BareJid, Element)>,
-    iv: Option<[u8; legacy::IV_LEN]>,
+    iv: Option<Vec<u8>>,
 ) -> Element {
     let ns = version.ns();
     let mut header = el("header", ns).with("sid", sid.to_string());
@@ -225,6 +226,11 @@ pub struct Omemo {
     /// The IdentityKey seen for each device, and its trust.
     trust: TrustBook<u32>,
     dir: Directory,
+    /// The faults of real clients this device reproduces ([`super::quirks`]).
+    quirks: Quirks,
+    /// With the quirk `also-legacy`, the OMEMO 0.3 half of this OMEMO 2 device: same device id
+    /// and IdentityKey, its own PreKeys, sessions and trust.
+    companion: Option<Box<Omemo>>,
 }
 
 impl Omemo {
@@ -252,7 +258,28 @@ impl Omemo {
             missing: BTreeMap::new(),
             trust: TrustBook::new(policy, &WORDING),
             dir: Directory::default(),
+            quirks: Quirks::default(),
+            companion: None,
         }
+    }
+
+    /// This device with the given quirks ([`super::quirks`]). `also-legacy` (OMEMO 2 only)
+    /// builds the 0.3 half from `rng`: fresh PreKeys under this device's IdentityKey and id.
+    pub fn with_quirks(mut self, quirks: Quirks, rng: &mut dyn RngCore) -> Self {
+        self.quirks = quirks;
+        if quirks.also_legacy && self.version == Version::Omemo2 {
+            let mut half = Omemo::legacy(self.me.clone(), rng, self.trust.policy());
+            half.device = self.device;
+            half.keys = half.keys.with_identity(self.keys.identity.clone());
+            half.quirks = quirks.for_companion();
+            self.companion = Some(Box::new(half));
+        }
+        self
+    }
+
+    /// The payload form this device sends (0.3: [`legacy::Form`]).
+    fn form(&self) -> legacy::Form {
+        legacy::Form { iv_16: self.quirks.iv_16, tag_in_payload: self.quirks.tag_in_payload }
     }
 
     fn own(&self) -> BareJid {
@@ -589,7 +616,9 @@ impl Omemo {
                 // The used PreKey is replaced and the bundle republished; the key exchange is
                 // answered with an empty OMEMO message so the initiator stops repeating it.
                 self.keys.refill(cx.rng);
-                out.actions.push(self.publish_bundle());
+                if !self.quirks.unpublished_bundle {
+                    out.actions.push(self.publish_bundle());
+                }
                 let reply_to = sender.clone();
                 if let Some(mut reply) = self.empty_to(cx, &reply_to, sid) {
                     reply.set("to", from.to_string());
@@ -668,7 +697,7 @@ impl Omemo {
         let (material, iv) = match version {
             Version::Omemo2 => (vec![0u8; 32], None),
             Version::Legacy => {
-                let (key, iv) = legacy::empty_key(cx.rng);
+                let (key, iv) = legacy::empty_key_as(self.form(), cx.rng);
                 (key.to_vec(), Some(iv))
             }
         };
@@ -739,7 +768,37 @@ impl Omemo {
     }
 }
 
+/// Appends `more` to `out`.
+fn merge(out: &mut Output, more: Output) {
+    out.actions.extend(more.actions);
+    out.events.extend(more.events);
+}
+
+/// What the 0.3 half of an `also-legacy` device reports, but its `not-sent` alerts: a peer
+/// without a 0.3 device is skipped silently (the OMEMO 2 stanza answers for the message).
+fn from_half(mut out: Output) -> Output {
+    out.events.retain(|e| !matches!(e, Event::Alert { reason, .. } if *reason == crate::reason::NOT_SENT.code));
+    out
+}
+
+/// Whether a stanza is OMEMO 0.3's: its `<encrypted/>`, or a node of its (an item, a
+/// notification, a fetch's answer) named anywhere in it.
+fn names_legacy(e: &Element) -> bool {
+    e.is("encrypted", legacy::NS)
+        || e.attr("node").is_some_and(|n| n.starts_with(legacy::NS))
+        || e.children().any(names_legacy)
+}
+
 impl Omemo {
+    /// Quirk `also-legacy`: the 0.3 half sends `body` to `to` too, in a stanza of its own
+    /// ([`from_half`]).
+    fn companion_sends(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str, out: &mut Output) {
+        let Some(half) = self.companion.as_mut() else { return };
+        if let Ok(more) = half.send(cx, to, body) {
+            merge(out, from_half(more));
+        }
+    }
+
     /// A new message to `to`: each device of `to` (and of our own account) whose bundle a read
     /// did not have is due one more read, up to [`MAX_BUNDLE_READS`].
     fn bundles_due(&mut self, to: &BareJid) {
@@ -779,8 +838,8 @@ impl Omemo {
                 (k.to_vec(), None, c)
             }
             Version::Legacy => {
-                let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
-                (k.to_vec(), Some(iv), c)
+                let (k, iv, c) = legacy::seal_as(self.form(), body.as_bytes(), cx.rng);
+                (k, Some(iv), c)
             }
         };
         let mut keys = Vec::new();
@@ -805,6 +864,13 @@ impl Omemo {
                 )?;
                 let session = Session { ratchet, pending_kex: Some(kex), their_ek: None };
                 self.sessions.insert(key.clone(), SessionRecord::new(session));
+                // Quirk `key-transport-first`: the new session opens with an empty message.
+                if self.quirks.key_transport_first
+                    && let Some(mut opening) = self.empty_to(cx, &owner, d)
+                {
+                    opening.set("to", owner.to_string());
+                    out.actions.push(Action::Send(opening));
+                }
             }
             let Some(session) = self.sessions.get_mut(&key).map(SessionRecord::current_mut) else { continue };
             let message = session.ratchet.encrypt(&key_material)?;
@@ -819,7 +885,7 @@ impl Omemo {
             .child(text_el("payload", ns, b64(&ciphertext)));
         let mut stanza =
             el("message", NS_CLIENT).with("to", to.to_string()).with("type", "chat").child(encrypted);
-        if self.version == Version::Legacy {
+        if self.version == Version::Legacy && !self.quirks.no_fallback_body {
             // What clients without OMEMO show (and, unlike the XEP-0380 hint, always shown).
             stanza.append_child(text_el("body", NS_CLIENT, LEGACY_FALLBACK));
         }
@@ -851,6 +917,21 @@ impl Keyed for Omemo {
         }
         if stanza.has_child("encrypted", self.version.ns()) {
             return self.decrypt(cx, stanza, out);
+        }
+        // The other OMEMO (a peer in the 0.3-to-2 migration, quirk `also-legacy`): not for this
+        // device to read, and its fallback `<body/>` is not the sender's text — a notice, not a
+        // message in clear.
+        let other = match self.version {
+            Version::Omemo2 => legacy::NS,
+            Version::Legacy => NS,
+        };
+        if stanza.has_child("encrypted", other) {
+            let from = stanza.attr("from").unwrap_or("?");
+            out.events.push(Event::Alert {
+                reason: "other-omemo-version",
+                detail: format!("{from} sent a message encrypted with {other}, which this device does not speak"),
+            });
+            return Ok(());
         }
         if let Some(body) = stanza.get_child("body", NS_CLIENT) {
             // A plaintext body where OMEMO was expected: shown, but flagged (a downgrade).
@@ -914,7 +995,9 @@ impl Engine for Omemo {
     /// in the key directory as every keyed engine's is.
     fn send(&mut self, cx: &mut Cx<'_>, to: &BareJid, body: &str) -> Result<Output, E2eError> {
         self.bundles_due(to);
-        Ok(directory::send(self, cx, to, body))
+        let mut out = directory::send(self, cx, to, body);
+        self.companion_sends(cx, to, body, &mut out);
+        Ok(out)
     }
 
     /// OMEMO 2 (XEP-0384 §sce, XEP-0420 §sending): the message's other parts travel in the SCE
@@ -930,20 +1013,64 @@ impl Engine for Omemo {
             return Ok(out);
         }
         self.bundles_due(to);
-        Ok(directory::send_content(self, cx, to, content))
-    }
-
-    fn publish(&mut self, _cx: &mut Cx<'_>) -> Result<Output, E2eError> {
-        let mut out = Output { actions: vec![self.publish_bundle()], events: vec![] };
-        // Our own device list: re-announced when this device is missing from it.
-        self.dir.refetch(&self.own(), self.version.devices_node(), &mut out);
+        let mut out = directory::send_content(self, cx, to, content);
+        self.companion_sends(cx, to, &content.body, &mut out);
         Ok(out)
     }
 
-    fn verify(&mut self, _cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
+    // `cx` goes to the 0.3 half of an `also-legacy` device: another engine, not a recursion.
+    #[allow(clippy::only_used_in_recursion)]
+    fn publish(&mut self, cx: &mut Cx<'_>) -> Result<Output, E2eError> {
+        let mut out = Output::default();
+        // Quirk `unpublished-bundle`: the device list names this device, no bundle follows.
+        if !self.quirks.unpublished_bundle {
+            out.actions.push(self.publish_bundle());
+        }
+        // Our own device list: re-announced when this device is missing from it.
+        self.dir.refetch(&self.own(), self.version.devices_node(), &mut out);
+        if let Some(half) = self.companion.as_mut() {
+            merge(&mut out, half.publish(cx)?);
+        }
+        Ok(out)
+    }
+
+    /// With the quirk `also-legacy`, stanzas of OMEMO 0.3 (its messages, its nodes' items and
+    /// notifications) go to the 0.3 half; the rest, as always, to the key directory.
+    fn receive(&mut self, cx: &mut Cx<'_>, stanza: &Element) -> Result<Output, E2eError> {
+        if let Some(half) = self.companion.as_mut()
+            && !stanza.has_child("encrypted", NS)
+            && names_legacy(stanza)
+        {
+            return half.receive(cx, stanza).map(from_half);
+        }
+        directory::receive(self, cx, stanza)
+    }
+
+    fn fetch_failed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        owner: &BareJid,
+        node: &str,
+        condition: &str,
+    ) -> Result<Output, E2eError> {
+        if let Some(half) = self.companion.as_mut()
+            && node.starts_with(legacy::NS)
+        {
+            return half.fetch_failed(cx, owner, node, condition).map(from_half);
+        }
+        Ok(directory::failed(self, cx, Failure { owner, node, condition }))
+    }
+
+    // `cx` goes to the 0.3 half of an `also-legacy` device: another engine, not a recursion.
+    #[allow(clippy::only_used_in_recursion)]
+    fn verify(&mut self, cx: &mut Cx<'_>, peer: &BareJid, oob: &OutOfBand) -> Result<Output, E2eError> {
         // Fingerprint comparison: every IdentityKey we hold for the peer must be one its devices
         // show out of band.
-        Ok(self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true))
+        let mut out = self.trust.verify(peer, |fp| oob.peer_says.iter().any(|s| s == fp), |_| true);
+        if let Some(half) = self.companion.as_mut() {
+            merge(&mut out, half.verify(cx, peer, oob)?);
+        }
+        Ok(out)
     }
 
     fn forge(&mut self, cx: &mut Cx<'_>, from: &Jid, body: &str) -> Result<Option<Element>, E2eError> {
@@ -969,7 +1096,7 @@ impl Engine for Omemo {
             }
             Version::Legacy => {
                 let (k, iv, c) = legacy::seal(body.as_bytes(), cx.rng);
-                (k.to_vec(), Some(iv), c)
+                (k.to_vec(), Some(iv.to_vec()), c)
             }
         };
         let Some(message) = session.ratchet.forge_incoming(&key_material) else { return Ok(None) };

@@ -176,6 +176,51 @@ pub fn seal_tag_appended(key: &[u8; KEY_LEN], iv: &[u8], plaintext: &[u8]) -> Op
     Some(buffer)
 }
 
+/// How a sender lays the payload out (the forms clients have sent: [`super::quirks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Form {
+    /// A 16-byte IV (quirk `iv-16`) instead of [`IV_LEN`].
+    pub iv_16: bool,
+    /// The tag appended to the payload and the bare key ratcheted (quirk `tag-in-payload`)
+    /// instead of `key || tag`.
+    pub tag_in_payload: bool,
+}
+
+impl Form {
+    fn iv_len(self) -> usize {
+        if self.iv_16 { 16 } else { IV_LEN }
+    }
+}
+
+/// Encrypts a payload in the given form: returns the key material the ratchet carries, the IV
+/// and the payload. The default form is [`seal`]'s, drawing the same bytes from `rng`.
+pub fn seal_as(form: Form, plaintext: &[u8], rng: &mut dyn RngCore) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    if form == Form::default() {
+        let (k, iv, c) = seal(plaintext, rng);
+        return (k.to_vec(), iv.to_vec(), c);
+    }
+    let mut key = [0u8; KEY_LEN];
+    let mut iv = vec![0u8; form.iv_len()];
+    rng.fill_bytes(&mut key);
+    rng.fill_bytes(&mut iv);
+    // A 12- or 16-byte IV: seal_tag_appended takes both.
+    let tagged = seal_tag_appended(&key, &iv, plaintext).unwrap_or_default();
+    if form.tag_in_payload {
+        return (key.to_vec(), iv, tagged);
+    }
+    let (ciphertext, tag) = tagged.split_at(tagged.len().saturating_sub(TAG_LEN));
+    ([key.as_slice(), tag].concat(), iv, ciphertext.to_vec())
+}
+
+/// The key and IV of an empty message in the given form ([`empty_key`]'s with the default one).
+pub fn empty_key_as(form: Form, rng: &mut dyn RngCore) -> ([u8; KEY_LEN], Vec<u8>) {
+    let mut key = [0u8; KEY_LEN];
+    let mut iv = vec![0u8; form.iv_len()];
+    rng.fill_bytes(&mut key);
+    rng.fill_bytes(&mut iv);
+    (key, iv)
+}
+
 /// The key for an empty (key transport) message: 16 fresh bytes, no tag, as oldmemo sends it.
 pub fn empty_key(rng: &mut dyn RngCore) -> ([u8; KEY_LEN], [u8; IV_LEN]) {
     let mut key = [0u8; KEY_LEN];

@@ -7,7 +7,8 @@
 //! - [`payload`]: the content encryption of §protocol-message_encryption / §…decryption;
 //! - [`wire`]: the protobuf structures of §protobuf-schema (and libsignal's, for 0.3);
 //! - [`legacy`]: the OMEMO 0.3 (`eu.siacs.conversations.axolotl`) XML and payload formats;
-//! - [`gcm`]: AES-128-GCM as a holder of the key sees it: 0.3's payload tag against a recipient.
+//! - [`gcm`]: AES-128-GCM as a holder of the key sees it: 0.3's payload tag against a recipient;
+//! - [`quirks`]: faults real clients shipped, reproduced on request (a device's `quirks:`).
 //!
 //! Everything is sans-I/O and deterministic: key material comes from the caller's RNG
 //! ([`random_bytes`]), never from the OS.
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod gcm;
 pub mod legacy;
 pub mod payload;
+pub mod quirks;
 pub mod ratchet;
 mod session;
 mod seam;
@@ -32,24 +34,28 @@ use crate::kit::crypto::hmac_sha256;
 /// The registry entry of OMEMO 2 (`urn:xmpp:omemo:2`).
 pub static OMEMO: crate::ProtocolDef =
     crate::ProtocolDef::new("omemo", module_path!(), build, &seam::OMEMO2, include_str!("reasons.txt"))
-        .with_device_id(DEVICE_ID);
+        .with_device_id(DEVICE_ID)
+        .with_quirks(quirks::OMEMO2);
 
 /// What an OMEMO device id is (both versions).
 const DEVICE_ID: &str = "the OMEMO device id (XEP-0384 §devices: a number in 1..2^31-1)";
 
 /// Builds an OMEMO 2 engine for a device.
 fn build(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
-    Box::new(engine::Omemo::new(me.clone(), rng, config.trust))
+    let quirks = quirks::Quirks::from_names(&config.quirks);
+    Box::new(engine::Omemo::new(me.clone(), rng, config.trust).with_quirks(quirks, rng))
 }
 
 /// The registry entry of OMEMO 0.3 (`eu.siacs.conversations.axolotl`).
 pub static OMEMO_LEGACY: crate::ProtocolDef =
     crate::ProtocolDef::new("omemo-legacy", module_path!(), build_legacy, &seam::LEGACY, include_str!("reasons-legacy.txt"))
-        .with_device_id(DEVICE_ID);
+        .with_device_id(DEVICE_ID)
+        .with_quirks(quirks::LEGACY);
 
 /// Builds an OMEMO 0.3 engine for a device.
 fn build_legacy(me: &FullJid, rng: &mut dyn RngCore, config: &EngineConfig) -> Box<dyn Engine> {
-    Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust))
+    let quirks = quirks::Quirks::from_names(&config.quirks);
+    Box::new(engine::Omemo::legacy(me.clone(), rng, config.trust).with_quirks(quirks, rng))
 }
 
 /// HKDF-SHA-256 with a 256-bit zero salt, as XEP-0384 uses it for message keys and payloads.

@@ -456,7 +456,8 @@ mod engines {
 
     /// The 0.3 stanza is what oldmemo's schema and Conversations expect: keys flat in the
     /// header with `prekey='true'` on the first contact, an IV, a fallback body; 0.3 never
-    /// reads an omemo:2 message (and shows the fallback of a 0.3 one only with an alert).
+    /// reads an omemo:2 message, and an omemo:2 device takes a 0.3 one for what it is: the notice
+    /// `other-omemo-version`, its fallback body not shown as the sender's text.
     #[test]
     fn legacy_wire_shape_and_no_cross_talk() {
         use crate::omemo::legacy::NS;
@@ -468,7 +469,8 @@ mod engines {
         assert!(legacy[0].get_child("body", NS_CLIENT).is_some());
         let (mut modern_bob, _, mut r) = conversation(Omemo::new, 1);
         let events = modern_bob.receive(&mut cx(&mut r), &legacy[0]).unwrap().events;
-        assert!(events.iter().any(|e| matches!(e, Event::Alert { reason: "unencrypted", .. })), "{events:?}");
+        assert!(events.iter().any(|e| matches!(e, Event::Alert { reason: "other-omemo-version", .. })), "{events:?}");
+        assert!(!events.iter().any(|e| matches!(e, Event::Plaintext { .. })), "{events:?}");
     }
 }
 
@@ -1074,5 +1076,306 @@ fn a_listed_device_without_a_bundle_is_read_a_bounded_number_of_times() {
         let mut want = [bob.device_id().to_string(), GHOST.to_string()];
         want.sort();
         assert_eq!(to, want, "{version}");
+    }
+}
+
+/// The quirks ([`super::quirks`]): each changes the bytes on the wire as it says, and our own
+/// receiving engine copes (or says why not). A small world without a server: PEP nodes per
+/// account, stanzas handed over by hand.
+mod quirks {
+    use std::collections::BTreeMap;
+
+    use jid::{BareJid, FullJid};
+    use minidom::Element;
+
+    use super::engines::answer;
+    use super::rng;
+    use crate::kit::codec::unb64;
+    use crate::omemo::engine::{NS, Omemo};
+    use crate::omemo::legacy;
+    use crate::omemo::quirks::Quirks;
+    use crate::xml::{ElementExt, NS_CLIENT};
+    use crate::{Action, Cx, Engine, Event, Output, TrustPolicy};
+
+    fn cx<'a>(r: &'a mut rand_chacha::ChaCha20Rng) -> Cx<'a> {
+        Cx { rng: r, now: crate::time::EPOCH }
+    }
+
+    /// PEP nodes by account, and the stanzas sent (with their `from`).
+    struct World {
+        r: rand_chacha::ChaCha20Rng,
+        pep: BTreeMap<BareJid, Vec<(String, String, Element)>>,
+        sent: Vec<Element>,
+        events: Vec<Event>,
+    }
+
+    impl World {
+        fn new() -> World {
+            World { r: rng(77), pep: BTreeMap::new(), sent: vec![], events: vec![] }
+        }
+
+        fn device(&mut self, jid: &str, legacy: bool, quirks: Quirks) -> (FullJid, Omemo) {
+            let me: FullJid = jid.parse().unwrap();
+            let make = if legacy { Omemo::legacy } else { Omemo::new };
+            let engine = make(me.clone(), &mut self.r, TrustPolicy::Btbv).with_quirks(quirks, &mut self.r);
+            (me, engine)
+        }
+
+        /// Carries out `out` for `dev`: publications land in its account's PEP, fetches are
+        /// answered from PEP (an absent node: item-not-found), stanzas are collected.
+        fn run(&mut self, dev: &mut (FullJid, Omemo), out: Output) {
+            self.events.extend(out.events);
+            let mut queue = out.actions;
+            queue.reverse();
+            while let Some(a) = queue.pop() {
+                let more = match a {
+                    Action::Publish { node, id, item, .. } => {
+                        let nodes = self.pep.entry(dev.0.to_bare()).or_default();
+                        nodes.retain(|(n, i, _)| !(*n == node && *i == id));
+                        nodes.push((node, id, item));
+                        continue;
+                    }
+                    Action::Fetch { owner, node } => {
+                        let published = self.pep.get(&owner).cloned().unwrap_or_default();
+                        if published.iter().any(|(n, _, _)| *n == node) {
+                            dev.1.receive(&mut cx(&mut self.r), &answer(&owner, &node, &published)).unwrap()
+                        } else {
+                            dev.1.fetch_failed(&mut cx(&mut self.r), &owner, &node, "item-not-found").unwrap()
+                        }
+                    }
+                    Action::Send(mut s) => {
+                        s.set("from", dev.0.to_string());
+                        self.sent.push(s);
+                        continue;
+                    }
+                };
+                self.events.extend(more.events);
+                for a in more.actions.into_iter().rev() {
+                    queue.push(a);
+                }
+            }
+        }
+
+        fn publish(&mut self, dev: &mut (FullJid, Omemo)) {
+            let out = dev.1.publish(&mut cx(&mut self.r)).unwrap();
+            self.run(dev, out);
+        }
+
+        fn send(&mut self, dev: &mut (FullJid, Omemo), to: &str, body: &str) -> Vec<Element> {
+            let to: BareJid = to.parse().unwrap();
+            let out = dev.1.send(&mut cx(&mut self.r), &to, body).unwrap();
+            self.run(dev, out);
+            core::mem::take(&mut self.sent)
+        }
+
+        /// `dev` receives `stanza`: what it shows, and its alerts; what it sends is kept.
+        fn receive(&mut self, dev: &mut (FullJid, Omemo), stanza: &Element) -> (Vec<String>, Vec<&'static str>) {
+            let out = dev.1.receive(&mut cx(&mut self.r), stanza).unwrap();
+            self.run(dev, out);
+            let mut shown = vec![];
+            let mut alerts = vec![];
+            for e in core::mem::take(&mut self.events) {
+                match e {
+                    Event::Plaintext { body, .. } => shown.push(body),
+                    Event::Alert { reason, .. } => alerts.push(reason),
+                    _ => {}
+                }
+            }
+            (shown, alerts)
+        }
+
+        /// What `dev` made of everything it received.
+        fn receive_all(&mut self, dev: &mut (FullJid, Omemo), stanzas: &[Element]) -> (Vec<String>, Vec<&'static str>) {
+            let (mut shown, mut alerts) = (vec![], vec![]);
+            for s in stanzas {
+                let (s, a) = self.receive(dev, s);
+                shown.extend(s);
+                alerts.extend(a);
+            }
+            (shown, alerts)
+        }
+    }
+
+    fn quirks(f: impl FnOnce(&mut Quirks)) -> Quirks {
+        let mut q = Quirks::default();
+        f(&mut q);
+        q
+    }
+
+    fn encrypted(stanza: &Element, ns: &str) -> Element {
+        stanza.get_child("encrypted", ns).cloned().unwrap()
+    }
+
+    fn iv_len(stanza: &Element) -> usize {
+        let header = encrypted(stanza, legacy::NS).get_child("header", legacy::NS).cloned().unwrap();
+        unb64("iv", &header.get_child("iv", legacy::NS).unwrap().text()).unwrap().len()
+    }
+
+    fn payload_len(stanza: &Element, ns: &str) -> Option<usize> {
+        encrypted(stanza, ns).get_child("payload", ns).map(|p| unb64("payload", &p.text()).unwrap().len())
+    }
+
+    /// Alice (with `alice_quirks`) sends `bodies` to a faithful Bob of the same version; returns
+    /// the stanzas and what Bob showed and alerted.
+    fn to_faithful_bob(legacy: bool, alice_quirks: Quirks, bodies: &[&str]) -> (Vec<Element>, Vec<String>, Vec<&'static str>) {
+        let mut w = World::new();
+        let mut alice = w.device("alice@a.example/phone", legacy, alice_quirks);
+        let mut bob = w.device("bob@b.example/laptop", legacy, Quirks::default());
+        w.publish(&mut alice);
+        w.publish(&mut bob);
+        let mut stanzas = vec![];
+        for body in bodies {
+            stanzas.extend(w.send(&mut alice, "bob@b.example", body));
+        }
+        let (shown, alerts) = w.receive_all(&mut bob, &stanzas);
+        (stanzas, shown, alerts)
+    }
+
+    /// `iv-16`: the 0.3 `<iv/>` carries 16 bytes instead of 12; Bob reads it (both are
+    /// deployed: `legacy::open` takes either).
+    #[test]
+    fn iv_16_sends_a_16_byte_iv_that_bob_reads() {
+        let (faithful, ..) = to_faithful_bob(true, Quirks::default(), &["hello"]);
+        assert_eq!(iv_len(&faithful[0]), 12);
+        let (quirky, shown, alerts) = to_faithful_bob(true, quirks(|q| q.iv_16 = true), &["hello", "again"]);
+        assert!(quirky.iter().all(|s| iv_len(s) == 16));
+        assert_eq!(shown, ["hello", "again"]);
+        assert_eq!(alerts, Vec::<&str>::new());
+    }
+
+    /// `tag-in-payload`: the payload grows by the 16-byte GCM tag (and the ratchet carries 16
+    /// bytes, not 32); Bob reads it; with both quirks too.
+    #[test]
+    fn tag_in_payload_moves_the_tag_to_the_payload_and_bob_reads_it() {
+        let (faithful, ..) = to_faithful_bob(true, Quirks::default(), &["hello"]);
+        assert_eq!(payload_len(&faithful[0], legacy::NS), Some(5));
+        let (quirky, shown, alerts) =
+            to_faithful_bob(true, quirks(|q| q.tag_in_payload = true), &["hello", "again"]);
+        assert_eq!(payload_len(&quirky[0], legacy::NS), Some(5 + 16));
+        assert_eq!(iv_len(&quirky[0]), 12);
+        assert_eq!(shown, ["hello", "again"]);
+        assert_eq!(alerts, Vec::<&str>::new());
+        let both = quirks(|q| {
+            q.tag_in_payload = true;
+            q.iv_16 = true;
+        });
+        let (quirky, shown, _) = to_faithful_bob(true, both, &["hello"]);
+        assert_eq!((payload_len(&quirky[0], legacy::NS), iv_len(&quirky[0])), (Some(21), 16));
+        assert_eq!(shown, ["hello"]);
+    }
+
+    /// `no-fallback-body`: the 0.3 message has no `<body/>`; Bob reads the `<encrypted/>`.
+    #[test]
+    fn no_fallback_body_leaves_the_body_out_and_bob_reads_it() {
+        let (faithful, ..) = to_faithful_bob(true, Quirks::default(), &["hello"]);
+        assert!(faithful[0].get_child("body", NS_CLIENT).is_some());
+        let (quirky, shown, alerts) = to_faithful_bob(true, quirks(|q| q.no_fallback_body = true), &["hello"]);
+        assert!(quirky[0].get_child("body", NS_CLIENT).is_none());
+        assert!(quirky[0].get_child("encrypted", legacy::NS).is_some());
+        assert_eq!((shown, alerts), (vec!["hello".to_owned()], vec![]));
+    }
+
+    /// `key-transport-first`: a new session opens with an empty message (key exchange, no
+    /// `<payload/>`) before the message; Bob builds the session from it silently, answers it,
+    /// and reads the message that follows (same key exchange) — in both versions.
+    #[test]
+    fn key_transport_first_opens_each_session_with_an_empty_message() {
+        for (legacy, ns, flag) in [(true, legacy::NS, "prekey"), (false, NS, "kex")] {
+            let (faithful, ..) = to_faithful_bob(legacy, Quirks::default(), &["hello"]);
+            assert_eq!(faithful.len(), 1);
+            let (quirky, shown, alerts) =
+                to_faithful_bob(legacy, quirks(|q| q.key_transport_first = true), &["hello", "again"]);
+            assert_eq!(quirky.len(), 3, "one opening, two messages");
+            assert_eq!(payload_len(&quirky[0], ns), None, "the opening has no payload");
+            let opening_key = format!("{:?}", encrypted(&quirky[0], ns));
+            assert!(opening_key.contains(flag), "the opening carries the key exchange: {opening_key}");
+            assert!(quirky[1..].iter().all(|s| payload_len(s, ns).is_some()));
+            assert_eq!(shown, ["hello", "again"], "legacy {legacy}");
+            assert_eq!(alerts, Vec::<&str>::new());
+        }
+    }
+
+    /// `unpublished-bundle`: Alice's device list names her device, no bundle of it is published
+    /// (nor after Bob used one of her PreKeys: she has none out). Bob writing first cannot
+    /// (`no-bundle`, `not-sent`); once Alice wrote, the session her key exchange built carries
+    /// Bob's answer.
+    #[test]
+    fn unpublished_bundle_is_listed_without_a_bundle() {
+        for legacy in [true, false] {
+            let mut w = World::new();
+            let mut alice = w.device("alice@a.example/phone", legacy, quirks(|q| q.unpublished_bundle = true));
+            let mut bob = w.device("bob@b.example/laptop", legacy, Quirks::default());
+            w.publish(&mut alice);
+            w.publish(&mut bob);
+            let alice_nodes: Vec<String> =
+                w.pep[&"alice@a.example".parse::<BareJid>().unwrap()].iter().map(|(n, _, _)| n.clone()).collect();
+            assert_eq!(alice_nodes.len(), 1, "the device list alone: {alice_nodes:?}");
+            assert!(alice_nodes[0].ends_with("devices") || alice_nodes[0].ends_with("devicelist"));
+            let bob_nodes = w.pep[&"bob@b.example".parse::<BareJid>().unwrap()].len();
+            assert_eq!(bob_nodes, 2, "a faithful device publishes its list and its bundle");
+            // Bob first: nothing to encrypt to.
+            let none = w.send(&mut bob, "alice@a.example", "are you there?");
+            assert!(none.is_empty());
+            let alerts: Vec<&str> = core::mem::take(&mut w.events)
+                .into_iter()
+                .filter_map(|e| if let Event::Alert { reason, .. } = e { Some(reason) } else { None })
+                .collect();
+            assert_eq!(alerts, ["no-bundle", "not-sent"], "legacy {legacy}");
+            // Alice writes: Bob reads, and his answer reaches her.
+            let first = w.send(&mut alice, "bob@b.example", "hi bob");
+            assert_eq!(w.receive_all(&mut bob, &first), (vec!["hi bob".to_owned()], vec![]));
+            let answer = w.send(&mut bob, "alice@a.example", "hi alice");
+            let messages: Vec<Element> =
+                answer.into_iter().filter(|s| s.children().any(|c| c.name() == "encrypted")).collect();
+            let (shown, _) = w.receive_all(&mut alice, &messages);
+            assert_eq!(shown, ["hi alice"], "legacy {legacy}");
+            assert_eq!(w.pep[&"alice@a.example".parse::<BareJid>().unwrap()].len(), 1, "still no bundle");
+        }
+    }
+
+    /// `also-legacy`: an OMEMO 2 device publishes both versions' device lists and bundles under
+    /// one device id, and sends each message twice: an OMEMO 2 stanza and a 0.3 one (fallback
+    /// body and all). Bob's OMEMO 2 laptop reads the first and takes the second for what it is
+    /// (`other-omemo-version`, its fallback body not shown); Bob's 0.3 phone the reverse; the
+    /// phone's 0.3 answer reaches Alice's 0.3 half.
+    #[test]
+    fn also_legacy_speaks_both_versions_to_the_same_peer() {
+        let mut w = World::new();
+        let mut alice = w.device("alice@a.example/phone", false, quirks(|q| q.also_legacy = true));
+        let mut laptop = w.device("bob@b.example/laptop", false, Quirks::default());
+        let mut phone = w.device("bob@b.example/phone", true, Quirks::default());
+        w.publish(&mut alice);
+        w.publish(&mut laptop);
+        w.publish(&mut phone);
+        let id = alice.1.device_id().to_string();
+        let mut nodes: Vec<String> = w.pep[&"alice@a.example".parse::<BareJid>().unwrap()]
+            .iter()
+            .map(|(n, i, _)| format!("{n} {i}"))
+            .collect();
+        nodes.sort();
+        assert_eq!(
+            nodes,
+            [
+                format!("{}{id} current", legacy::NODE_BUNDLE_PREFIX),
+                format!("{} current", legacy::NODE_DEVICES),
+                format!("urn:xmpp:omemo:2:bundles {id}"),
+                "urn:xmpp:omemo:2:devices current".to_owned(),
+            ]
+        );
+        let sent = w.send(&mut alice, "bob@b.example", "hello bob");
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].get_child("encrypted", NS).is_some() && sent[0].get_child("body", NS_CLIENT).is_none());
+        assert!(sent[1].get_child("encrypted", legacy::NS).is_some() && sent[1].get_child("body", NS_CLIENT).is_some());
+        let header = encrypted(&sent[1], legacy::NS).get_child("header", legacy::NS).cloned().unwrap();
+        assert_eq!(header.attr("sid"), Some(id.as_str()), "one device id for both");
+        assert_eq!(w.receive_all(&mut laptop, &sent), (vec!["hello bob".to_owned()], vec!["other-omemo-version"]));
+        assert_eq!(w.receive_all(&mut phone, &sent), (vec!["hello bob".to_owned()], vec!["other-omemo-version"]));
+        // Both of Bob's devices answer, each in its version; Alice reads both.
+        let mut answers = w.send(&mut phone, "alice@a.example", "from the phone");
+        answers.extend(w.send(&mut laptop, "alice@a.example", "from the laptop"));
+        let messages: Vec<Element> = answers.into_iter().filter(|s| s.attr("to") == Some("alice@a.example")).collect();
+        let (shown, alerts) = w.receive_all(&mut alice, &messages);
+        assert_eq!(shown, ["from the phone", "from the laptop"]);
+        assert_eq!(alerts, Vec::<&str>::new());
     }
 }

@@ -203,6 +203,13 @@ impl KeyStore {
         store
     }
 
+    /// The same PreKeys under another IdentityKey, the signed PreKey signed anew (an OMEMO 2
+    /// device's 0.3 half shares its IdentityKey: [`super::quirks::ALSO_LEGACY`]).
+    pub fn with_identity(self, identity: IdentityKey) -> Self {
+        let spk_signature = identity.sign(&self.spk.public());
+        KeyStore { identity, spk_signature, ..self }
+    }
+
     /// Restores a store from its secrets: the Ed25519 identity seed, the signed PreKey and the
     /// one-time PreKeys (X25519 private keys with their ids). `target` is how many one-time
     /// PreKeys [`KeyStore::refill`] keeps.
