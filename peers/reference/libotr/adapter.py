@@ -208,6 +208,8 @@ class LibotrEngine(kit.Engine):
                  helper: Helper) -> None:
         self.me, self.policy, self.max_message, self.secrets, self.helper = me, policy, max_message, secrets, helper
         self.deferred: List[str] = []
+        # Messages typed before a private conversation existed (policy require), per peer.
+        self.pending: Dict[str, List[str]] = {}
         # Instance tag -> the full JID it last spoke from (where its messages go).
         self.tag_jid: Dict[int, str] = {}
         # Peer (bare) -> fingerprint hex -> trust, as the user decided (SMP).
@@ -307,7 +309,7 @@ class LibotrEngine(kit.Engine):
         the message; returns (bodies shown, error)."""
         shown: List[str] = []
         error: Optional[EngineError] = None
-        why = "malformed"
+        why = next((w[1] for w in lines if w[0] == "why"), "malformed")
         for w in lines:
             kind = w[0]
             if kind == "out":
@@ -315,8 +317,6 @@ class LibotrEngine(kit.Engine):
                 out.send(stanza(self.destination(body, frm), body))
             elif kind == "shown":
                 shown.append(unhx(w[1]))
-            elif kind == "why":
-                why = w[1]
             elif kind == "tlv" and w[1] == "1":
                 out.alert("otr-finished", f"{frm} ended the private conversation")
             elif kind == "err":
@@ -393,6 +393,18 @@ class LibotrEngine(kit.Engine):
             # As our engine: a fingerprint that failed SMP gets nothing more (a client decision).
             return out.alert("not-sent", f"{peer}'s fingerprint {best['fp']} failed verification: "
                                          "the message was not sent")
+        if self.policy == "require" and best is None:
+            if self.pending.get(peer):
+                # The Query went out with the first of them: wait for the AKE.
+                self.pending[peer].append(body)
+                return out
+            lines = self.helper.call("send", kit.RNG.read(32).hex(), now, hx(peer), hx(body))
+            _, error = self.events(peer, peer, lines, out)
+            if error:
+                raise error
+            if not any(e["type"] == "alert" and e["reason"] == "not-sent" for e in out.events):
+                self.pending.setdefault(peer, []).append(body)
+            return out
         lines = self.helper.call("send", kit.RNG.read(32).hex(), now, hx(peer), hx(body))
         newmsg = [unhx(w[1]) for w in lines if w[0] == "newmsg"]
         _, error = self.events(peer, peer, [w for w in lines if w[0] != "newmsg"], out)
@@ -443,6 +455,13 @@ class LibotrEngine(kit.Engine):
             # What libotr sent in answer (an Error Message, an SMP abort) still goes out.
             self.deferred += [a["stanza"] for a in out.actions if a["type"] == "send"]
             raise error
+        if self.pending.get(peer) and any(w[:2] in (["ev", "gone-secure"], ["ev", "still-secure"]) for w in lines):
+            # "If there is a recent stored message, encrypt it and send it."
+            for body in self.pending.pop(peer):
+                more = self.helper.call("send", kit.RNG.read(32).hex(), now, hx(peer), hx(body))
+                _, err = self.events(peer, frm, more, out)
+                if err:
+                    raise err
         encrypted = tags is not None
         trust = "unencrypted"
         if encrypted and shown:
@@ -514,13 +533,14 @@ class LibotrEngine(kit.Engine):
         c = copy.copy(self)
         c.helper = self.helper.fork()
         c.deferred = list(self.deferred)
+        c.pending = copy.deepcopy(self.pending)
         c.tag_jid = dict(self.tag_jid)
         c.trust = copy.deepcopy(self.trust)
         if what == "full-state":
             return c, None
         # Keys only: sessions, fingerprints seen and what was in flight go.
         c.helper.call("forget")
-        c.deferred, c.tag_jid, c.trust = [], {}, {}
+        c.deferred, c.tag_jid, c.trust, c.pending = [], {}, {}, {}
         state = json.dumps({"me": self.me, "policy": self.policy, "max_message": self.max_message,
                             "secrets": self.secrets, "key": self.keytext, "instag": self.instagtext},
                            sort_keys=True)

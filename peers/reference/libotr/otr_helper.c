@@ -196,6 +196,10 @@ static void op_write_fingerprints(void *opdata) { (void)opdata; }
 
 static void op_gone_secure(void *opdata, ConnContext *context) {
     (void)opdata;
+    /* The adapter keeps every message typed before the session and sends them in order once
+     * private (libotr would resend only the last one, and not at all after a fragmented AKE). */
+    context->context_priv->may_retransmit = 0;
+    if (context->m_context) context->m_context->context_priv->may_retransmit = 0;
     printf("ev gone-secure %u ", context->their_instance);
     if (context->active_fingerprint && context->active_fingerprint->fingerprint)
         put_hex(context->active_fingerprint->fingerprint, 20);
@@ -213,7 +217,14 @@ static void op_gone_insecure(void *opdata, ConnContext *context) {
 
 static void op_still_secure(void *opdata, ConnContext *context, int is_reply) {
     (void)opdata; (void)is_reply;
-    printf("ev still-secure %u\n", context->their_instance);
+    printf("ev still-secure %u ", context->their_instance);
+    if (context->active_fingerprint && context->active_fingerprint->fingerprint)
+        put_hex(context->active_fingerprint->fingerprint, 20);
+    else
+        putchar('-');
+    putchar(' ');
+    put_hex(context->sessionid, context->sessionid_len);
+    putchar('\n');
 }
 
 static int op_max_message_size(void *opdata, ConnContext *context) {
@@ -425,6 +436,7 @@ static const char *why_unreadable(const char *peer, const char *msg) {
     }
     unsigned char full[16] = {0};
     memcpy(full, ctr, 8);
+    if (getenv("OTR_HELPER_DEBUG")) fprintf(stderr, "why: i=%d j=%d ctr=%02x%02x rcv=%02x%02x\n", i, j, ctr[6], ctr[7], sess->rcvctr[6], sess->rcvctr[7]);
     if (otrl_dh_cmpctr(full, sess->rcvctr) <= 0) why = "replayed-counter";
 done:
     free(buf);
