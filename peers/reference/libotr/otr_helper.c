@@ -346,13 +346,29 @@ static char *slurp(FILE *f, size_t *len) {
     return buf;
 }
 
+/* A real (temporary) file holding `text`: libotr fstat()s what it reads. */
+static FILE *file_of(const char *text, size_t len) {
+    FILE *f = tmpfile();
+    if (!f) return NULL;
+    if (fwrite(text, 1, len, f) != len) {
+        fclose(f);
+        return NULL;
+    }
+    rewind(f);
+    return f;
+}
+
 static int load_identity(const char *key, size_t keylen, const char *instag, size_t instaglen) {
-    FILE *f = fmemopen((void *)key, keylen, "r");
-    if (!f || otrl_privkey_read_FILEp(us, f)) return -1;
+    FILE *f = file_of(key, keylen);
+    if (!f) return -1;
+    gcry_error_t e = otrl_privkey_read_FILEp(us, f);
     fclose(f);
-    f = fmemopen((void *)instag, instaglen, "r");
-    if (!f || otrl_instag_read_FILEp(us, f)) return -1;
+    if (e) return -1;
+    f = file_of(instag, instaglen);
+    if (!f) return -1;
+    e = otrl_instag_read_FILEp(us, f);
     fclose(f);
+    if (e) return -1;
     free(keytext);
     free(instagtext);
     keytext = malloc(keylen + 1);
