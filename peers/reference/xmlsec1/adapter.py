@@ -483,7 +483,12 @@ class Xmlsec1(kit.Engine):
         r = tool.encrypt(template, payload, keys)
         if not r.ok:
             raise policy(f"xmlsec1 --encrypt: {r.last_error()}")
-        return tool.strip_declaration(r.output.decode("utf-8"))
+        # xmlsec1 wraps base64 at 64 columns; XML white space in base64Binary is insignificant
+        # and our engine reads both, but the simulator's bit-flipping attacker decodes only
+        # unwrapped base64 (sim/src/attacker/powers.rs `flip`): the CipherValues go unwrapped.
+        text = tool.strip_declaration(r.output.decode("utf-8"))
+        return re.sub(r"(<CipherValue>)([^<]*)(</CipherValue>)",
+                      lambda m: m.group(1) + re.sub(r"[ \t\r\n]", "", m.group(2)) + m.group(3), text)
 
     def seal_message(self, to: str, recipients, payload: str) -> str:
         return el("message", {"to": to, "type": "chat"}, [
