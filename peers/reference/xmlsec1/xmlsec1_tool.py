@@ -36,7 +36,16 @@ def version() -> str:
     except OSError:
         return "not installed"
     m = re.search(r"xmlsec1\s+(\S+)\s*\((\w+)\)", out.stdout)
-    return f"{m.group(1)} ({m.group(2)})" if m else out.stdout.strip() or "unknown"
+    found = f"{m.group(1)} ({m.group(2)})" if m else out.stdout.strip() or "unknown"
+    # The Debian packages, when there are: the library and the crypto it runs on.
+    try:
+        q = subprocess.run(["dpkg-query", "-W", "-f=${Package}=${Version} ", "libxmlsec1-openssl", "libssl3"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        if q.returncode == 0 and q.stdout.strip():
+            found += "; " + q.stdout.strip()
+    except OSError:
+        pass
+    return found
 
 
 class Run:
