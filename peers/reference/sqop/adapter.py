@@ -152,6 +152,9 @@ class SqopBackend(x.Backend):
         rc, out, err = self.sqop(args + [self.key()], data, now, limit=x.MAX_PLAINTEXT + 1)
         if len(out) > x.MAX_PLAINTEXT:
             raise EngineError("too-large", f"the decrypted content exceeds {x.MAX_PLAINTEXT} bytes")
+        if rc == 3 and signers:
+            # SOP's NO_SIGNATURE: decrypted, but no signature by one of `signers` verifies.
+            return b"", "unverified", None
         if rc != 0:
             raise EngineError("undecryptable",
                               f"not decryptable with our key {self.fingerprint}: sqop exit {rc}: {err.strip()[-200:]}")
