@@ -58,7 +58,7 @@ class GpgBackend(x.Backend):
 
     @classmethod
     def create(cls, uid, rng):
-        home = tempfile.mkdtemp(prefix="jw-gnupg-")
+        home = x.scratch("gnupg")
         os.chmod(home, 0o700)
         b = cls(home, "", b"")
         rc, _, err = b.gpg(["--gen-key"], KEY_PARAMS.format(uid=uid).encode())
@@ -175,7 +175,7 @@ class GpgBackend(x.Backend):
         return out
 
     def copy(self):
-        home = tempfile.mkdtemp(prefix="jw-gnupg-")
+        home = x.scratch("gnupg")
         os.chmod(home, 0o700)
         shutil.copytree(self.home, home, dirs_exist_ok=True,
                         ignore=lambda d, names: [n for n in names if n.startswith("S.") or n.endswith(".lock")])
@@ -189,7 +189,7 @@ class GpgBackend(x.Backend):
     def restore_state(cls, blob):
         import json
         d = json.loads(blob)
-        home = tempfile.mkdtemp(prefix="jw-gnupg-")
+        home = x.scratch("gnupg")
         os.chmod(home, 0o700)
         x.untar_dir(d["home"], home)
         os.chmod(home, 0o700)

@@ -1242,6 +1242,43 @@ def run_tool(cmd: List[str], data: bytes = b"", env: Optional[Dict[str, str]] = 
 
 
 _LIVE: List[Backend] = []
+_ROOT: Dict[str, str] = {}
+
+WATCHDOG = """
+import os, shutil, subprocess, sys
+root = sys.argv[1]
+sys.stdin.buffer.read()  # ends when the adapter exits, however it ends (even SIGKILL)
+for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    home = os.path.join(root, name)
+    if os.path.exists(os.path.join(home, "pubring.kbx")):
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+shutil.rmtree(root, ignore_errors=True)
+"""
+
+
+def scratch(prefix: str) -> str:
+    """A new private folder for one engine's files, inside this adapter process's own root
+    (`/tmp/jw-<prefix>-...`), which a watchdog process removes when the adapter exits — even
+    when it is killed — stopping the gpg agents started for the folders in it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    root = _ROOT.get(prefix)
+    if root is None:
+        root = tempfile.mkdtemp(prefix=f"jw-{prefix}-")
+        _ROOT[prefix] = root
+        dog = subprocess.Popen([sys.executable, "-c", WATCHDOG, root], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _ROOT[prefix + "/dog"] = str(dog.pid)
+        _DOGS.append(dog)  # its stdin stays open as long as this process lives
+    d = tempfile.mkdtemp(dir=root)
+    os.chmod(d, 0o700)
+    return d
+
+
+_DOGS: List[Any] = []
 
 
 def track(b: Backend) -> Backend:

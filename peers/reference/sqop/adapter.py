@@ -85,7 +85,7 @@ class SqopBackend(x.Backend):
 
     @classmethod
     def create(cls, uid, rng):
-        folder = tempfile.mkdtemp(prefix="jw-sqop-")
+        folder = x.scratch("sqop")
         b = cls(folder, "", b"")
         rc, key, err = b.sqop(["generate-key", "--no-armor", uid])
         if rc != 0 or not key:
@@ -182,7 +182,7 @@ class SqopBackend(x.Backend):
                                for l in out.decode().split("\n"))
 
     def copy(self):
-        folder = tempfile.mkdtemp(prefix="jw-sqop-")
+        folder = x.scratch("sqop")
         shutil.copytree(self.folder, folder, dirs_exist_ok=True)
         return SqopBackend(folder, self.fingerprint, self.public)
 
@@ -194,7 +194,7 @@ class SqopBackend(x.Backend):
     def restore_state(cls, blob):
         import json
         d = json.loads(blob)
-        folder = tempfile.mkdtemp(prefix="jw-sqop-")
+        folder = x.scratch("sqop")
         x.untar_dir(d["folder"], folder)
         return cls(folder, d["fpr"], x.unb64("public", d["public"]))
 
