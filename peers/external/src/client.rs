@@ -38,6 +38,8 @@ struct Adapter {
     to_child: Option<Sender<Vec<u8>>>,
     from_child: Receiver<Line>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Told when the child's standard error has ended (the tail is then complete).
+    stderr_done: Receiver<()>,
     limit: Duration,
     next_id: u64,
     calls: BTreeSet<String>,
@@ -49,8 +51,15 @@ struct Adapter {
 
 impl Drop for Adapter {
     fn drop(&mut self) {
-        // Closing its input asks it to end; it is stopped either way (a child we started).
+        // Closing its input asks it to end, and it gets a second to do so (to clean up what it
+        // made: key homes, agents); it is stopped either way (a child we started).
         self.to_child = None;
+        for _ in 0..200 {
+            match self.process.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                _ => return,
+            }
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
@@ -61,6 +70,22 @@ fn adapter_error(reason: &'static str, detail: String) -> E2eError {
 }
 
 impl Adapter {
+    /// How the child ended, once its output closed: its exit status, waited for up to 5 s;
+    /// past that it is stopped.
+    fn exit_status(&mut self) -> String {
+        // Wall-clock waiting, not simulated time: 1000 naps of 5 ms.
+        for _ in 0..1000 {
+            match self.process.try_wait() {
+                Ok(Some(status)) => return format!(" ({status})"),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        " (it did not exit within 5 s of closing its output: stopped)".to_owned()
+    }
+
     fn start(mut command: Command, limit: Duration, protocol: Protocol) -> Result<Adapter, E2eError> {
         let crashed =
             |e: std::io::Error| adapter_error(reason::ADAPTER_CRASHED.code, format!("cannot start: {e}"));
@@ -79,6 +104,7 @@ impl Adapter {
         };
         let tail = Arc::new(Mutex::new(Vec::new()));
         let keep = Arc::clone(&tail);
+        let (ended, stderr_done) = mpsc::channel();
         let threads = (|| {
             let to_child = writer(stdin)?;
             let from_child = reader(stdout)?;
@@ -91,6 +117,7 @@ impl Adapter {
                     let excess = t.len().saturating_sub(STDERR_TAIL);
                     t.drain(..excess);
                 }
+                let _ = ended.send(());
             })?;
             Ok((to_child, from_child))
         })();
@@ -108,6 +135,7 @@ impl Adapter {
             to_child: Some(to_child),
             from_child,
             stderr: tail,
+            stderr_done,
             limit,
             next_id: 0,
             calls: BTreeSet::from(["hello".to_owned()]),
@@ -203,10 +231,10 @@ impl Adapter {
             Line::Text(text) => text,
             Line::TooLong => return Err(garbage(format!("an answer longer than {MAX_LINE} bytes"))),
             Line::Closed(how) => {
-                let status = match self.process.try_wait() {
-                    Ok(Some(status)) => format!(" ({status})"),
-                    _ => String::new(),
-                };
+                // Its exit and the end of its standard error, waited for (a little), so that
+                // the report does not depend on which the caller happened to see first.
+                let status = self.exit_status();
+                let _ = self.stderr_done.recv_timeout(Duration::from_secs(1));
                 let tail = self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let tail = String::from_utf8_lossy(&tail);
                 let said = tail.trim();

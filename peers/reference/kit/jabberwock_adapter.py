@@ -47,6 +47,19 @@ ENGINE_CALLS = {
 }
 
 
+# The fields each call must carry (engine protocol v1); a request without one is `malformed`.
+REQUIRED = {
+    "new": ("me",), "restore": ("state",), "steal": ("engine", "what"),
+    "receive_presence": ("engine", "stanza"), "receive": ("engine", "stanza"),
+    "send": ("engine", "to", "body"), "send_message": ("engine", "to", "body"),
+    "send_presence": ("engine", "to"), "send_iq": ("engine", "to", "payload"),
+    "fetch_failed": ("engine", "owner", "node", "condition"), "verify": ("engine", "peer"),
+    "ceremony": ("engine", "peer"), "peer_marks": ("engine", "peer"), "owns_part": ("engine", "part"),
+    "message_id": ("engine", "to"), "forge": ("engine", "from", "body"),
+    "forward": ("engine", "recorded", "to", "body"), "reencrypt": ("engine", "stanza", "body"),
+}
+
+
 class EngineError(Exception):
     """The engine refused: `code` is a reason the protocol declares (scenarios/reasons.md),
     or `malformed` / `missing-element` (with `what`) / `policy`."""
@@ -297,6 +310,11 @@ class Engine:
         """An engine from a state `steal` handed out."""
         raise Unimplemented("restore")
 
+    def close(self) -> None:
+        """Called when the handle is dropped, and for every engine left when the input ends
+        (the caller closes it at the end of a run, then waits a second before stopping the
+        process): remove temporary folders, stop helper processes."""
+
     # device_id and iq_namespaces for `new`'s answer.
     def device_id(self) -> Optional[str]:
         return None
@@ -335,6 +353,9 @@ def serve(implementation: str, version: str, protocols: Dict[str, type]) -> None
 
     def answer(req: Dict[str, Any]) -> Dict[str, Any]:
         call = req.get("call")
+        for field in REQUIRED.get(str(call), ()):
+            if field not in req:
+                raise EngineError("malformed", f"`{call}` needs `{field}`", field)
         if "seed" in req and isinstance(req["seed"], str):
             try:
                 RNG.reset(bytes.fromhex(req["seed"]))
@@ -356,7 +377,9 @@ def serve(implementation: str, version: str, protocols: Dict[str, type]) -> None
             return {"error": {"code": "malformed", "what": "engine", "detail": "no such engine"}}
         now = req.get("now", 0)
         if call == "drop":
-            engines.pop(req["engine"], None)
+            dropped = engines.pop(req["engine"], None)
+            if dropped is not None:
+                dropped.close()
             return {"ok": {}}
         if call == "steal":
             copy, state = e.steal(req["what"])
@@ -403,7 +426,15 @@ def serve(implementation: str, version: str, protocols: Dict[str, type]) -> None
             sys.exit(2)
         if not raw.strip():
             continue
-        req = json.loads(raw)
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            reply = {"id": None, "error": {"code": "malformed", "what": "request", "detail": f"not a request: {e}"}}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+            continue
         try:
             reply = answer(req)
         except EngineError as err:
@@ -417,3 +448,5 @@ def serve(implementation: str, version: str, protocols: Dict[str, type]) -> None
         reply["id"] = req.get("id")
         sys.stdout.write(json.dumps(reply, separators=(",", ":"), ensure_ascii=False) + "\n")
         sys.stdout.flush()
+    for e in engines.values():
+        e.close()

@@ -504,7 +504,10 @@ fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> O
         target.append_text(armor_body(&bytes));
         return Some((i as u32, "the armoured packets (CRC-24 recomputed) of"));
     }
-    let trimmed = text.trim();
+    // Base64 may be wrapped (XML Security's serialisers break it every 64 columns): white
+    // space is not part of it.
+    let compact: String = text.chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r')).collect();
+    let trimmed = compact.as_str();
     let decoded = b64.decode(trimmed).ok().filter(|b| !b.is_empty());
     let as_b64 = match encoding {
         Some(Encoding::Base64) => decoded,
@@ -681,6 +684,17 @@ mod tests {
             v[1] = 2;
             v
         });
+    }
+
+    /// Base64 wrapped in lines (as xmlsec1 writes a CipherValue) is still base64: the flip
+    /// lands in the decoded bytes, not in the text.
+    #[test]
+    fn flip_reads_wrapped_base64() {
+        let mut el: Element =
+            "<m xmlns='jabber:client'><c xmlns='urn:x'>AAAAAAAAAAAAAAAA\nAAAAAAAA\n</c></m>".parse().unwrap();
+        assert_eq!(flip(&mut el, "c", 9, Some(Encoding::Base64)), Some((9, "the base64 payload of")));
+        let text = el.children().next().unwrap().text();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap()[1], 2);
     }
 
     #[test]
