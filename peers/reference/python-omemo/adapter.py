@@ -244,6 +244,9 @@ def cause_chain(e: BaseException) -> List[BaseException]:
 
 def library_error(e: BaseException, what: str) -> EngineError:
     """A typed error for what python-omemo raised on input from the network."""
+    if os.environ.get("OMEMO_ADAPTER_DEBUG"):
+        import traceback
+        traceback.print_exception(e, file=sys.stderr)
     chain = cause_chain(e)
     text = "; ".join(f"{type(c).__name__}: {c}" for c in chain if str(c) or True)[:400]
     kinds = [type(c) for c in chain]
@@ -486,8 +489,9 @@ class OmemoEngine(kit.Engine):
         item_tag = f"{{{PUBSUB}}}item" if complete else f"{{{PUBSUB_EVENT}}}item"
         each = [i for i in items if i.tag == item_tag]
         ns = self.v.ns
+        if complete:
+            self.asked.discard((owner, node))  # a fetch answered (a notification answers none)
         if node == self.v.devices_node:
-            self.asked.discard((owner, node))
             listing: Dict[int, Optional[str]] = {}
             for item in each[-1:]:
                 lst = item.find(f"{{{ns}}}{'list' if self.v.legacy else 'devices'}")
@@ -504,7 +508,6 @@ class OmemoEngine(kit.Engine):
             self.devices[owner] = listing
             await self.manager.update_device_list(ns, owner, listing)
         elif not self.v.legacy and node == self.v.bundle_node(0):
-            self.asked.discard((owner, node))
             for item in each:
                 try:
                     d = int(item.get("id", ""))
@@ -520,7 +523,6 @@ class OmemoEngine(kit.Engine):
                 for d in await self.waiting_for(owner):
                     self.bundle_missing(owner, d, "its bundles node has no item for it")
         elif self.v.legacy and node.startswith(self.v.bundle_prefix or "\0"):
-            self.asked.discard((owner, node))
             try:
                 d = int(node[len(self.v.bundle_prefix or ""):])
             except ValueError as e:
@@ -564,7 +566,6 @@ class OmemoEngine(kit.Engine):
             for d in await self.waiting_for(owner):
                 if not await self.trust_known_untrusted(owner, d):
                     self.fetch(owner, self.v.bundle_node(d))
-                    self.due.discard((owner, d))
                     waiting = True
         if waiting:
             return None
