@@ -44,6 +44,7 @@ from omemo.storage import Just, Maybe, Nothing, Storage  # noqa: E402
 from omemo import session_manager as sm  # noqa: E402
 from omemo.backend import DecryptionFailed, KeyExchangeFailed, TooManySkippedMessageKeys  # noqa: E402
 import doubleratchet  # noqa: E402
+import doubleratchet.models  # noqa: E402
 from doubleratchet.recommended import diffie_hellman_ratchet_curve25519 as dh25519  # noqa: E402
 from doubleratchet.diffie_hellman_ratchet import DoSProtectionException, DuplicateMessageException  # noqa: E402
 from doubleratchet.aead import AuthenticationFailedException  # noqa: E402
@@ -547,13 +548,13 @@ class OmemoEngine(kit.Engine):
 
     # ---- sending ----
 
-    def envelope(self, to: str, body: str, parts: List[str]) -> bytes:
+    def envelope(self, to: str, body: str, parts: List[str], sender: Optional[str] = None) -> bytes:
         pad_len = int.from_bytes(kit.RNG.read(4), "big") % 200
         raw = kit.RNG.read(32)
         pad = "".join(chr(ord("a") + raw[i % 32] % 26) for i in range(pad_len))
         content = el("content", None, [el("body", text=body, xmlns=CLIENT)] + list(parts))
         env = el("envelope", None, [content, el("rpad", text=pad), el("time", {"stamp": stamp(self.now)}),
-                                    el("to", {"jid": to}), el("from", {"jid": self.own})], xmlns=SCE)
+                                    el("to", {"jid": to}), el("from", {"jid": sender or self.own})], xmlns=SCE)
         return env.encode("utf-8")
 
     async def seal(self, to: str, body: str, parts: List[str]) -> Optional[str]:
@@ -900,9 +901,46 @@ class OmemoEngine(kit.Engine):
         return None
 
     def forge(self, now: int, frm: str, body: str) -> Optional[str]:
-        raise kit.Unimplemented(
-            "python-omemo has no call that writes a message into this device's own receiving chain "
-            "(a forgery needs the ratchet's receiving chain key, which the library keeps to itself)")
+        self.begin(now)
+        return run(self.forge_async(frm, body))
+
+    async def forge_async(self, frm: str, body: str) -> Optional[str]:
+        """Deniability: a message this device accepts as `frm`'s, made from its own state alone.
+        Its session with a device of `frm` holds the root key both sides share: the library's
+        own Diffie-Hellman ratchet, started from that root key against this device's current
+        ratchet key with a fresh one of "the sender's", makes the next sending chain the sender
+        would make after a ratchet step, and the library's Double Ratchet encrypts the payload
+        key with it (this device then takes the message for a new ratchet step of the sender)."""
+        sender = bare(frm)
+        prefix = f"/{self.v.ns}/{sender}/"
+        devices = sorted(int(k[len(prefix):].split("/")[0]) for k in self.storage.data
+                         if k.startswith(prefix) and k.endswith("/double_ratchet"))
+        if not devices:
+            return None
+        sid = devices[0]
+        backend = self.manager._SessionManager__backends[0]  # type: ignore[attr-defined]
+        session = await backend.load_session(sender, sid)
+        if session is None:
+            return None
+        mod = oldmemo.oldmemo if self.v.legacy else twomemo.twomemo
+        theirs = session.double_ratchet.model.diffie_hellman_ratchet
+        mine_pub = dh25519.DiffieHellmanRatchet._derive_pub(theirs.own_ratchet_priv)
+        threshold = backend.max_num_per_message_skipped_keys
+        dh = await dh25519.DiffieHellmanRatchet.create(
+            None, mine_pub, mod.RootChainKDFImpl, theirs.root_chain.key, mod.MessageChainKDFImpl,
+            mod.DoubleRatchetImpl.MESSAGE_CHAIN_CONSTANT, threshold)
+        model = doubleratchet.models.DoubleRatchetModel(diffie_hellman_ratchet=dh.model, skipped_message_keys=[])
+        mirror = mod.DoubleRatchetImpl.from_model(
+            model, dh25519.DiffieHellmanRatchet, mod.RootChainKDFImpl, mod.MessageChainKDFImpl,
+            mod.DoubleRatchetImpl.MESSAGE_CHAIN_CONSTANT, threshold, backend.max_num_per_session_skipped_keys,
+            mod.AEADImpl)
+        plaintext = body.encode("utf-8") if self.v.legacy else self.envelope(self.own, body, [], sender=sender)
+        content, key = await backend.encrypt_plaintext(plaintext)
+        encrypted_message = await mirror.encrypt_message(key.key + key.auth_tag, session.associated_data)
+        ekm = mod.EncryptedKeyMaterialImpl(self.own, self.device, encrypted_message)
+        message = omemo.Message(self.v.ns, sender, sid, content, frozenset({(ekm, None)}))
+        encrypted = self.v.etree.serialize_message(message)
+        return el("message", {"from": frm, "to": self.own, "type": "chat"}, [xml_of(encrypted)], xmlns=CLIENT)
 
     def forward(self, now: int, recorded: str, to: str, body: str) -> Optional[Output]:
         return None  # OMEMO messages carry no sender signature to reuse
