@@ -77,6 +77,11 @@ dh25519.X25519PrivateKey = _SeededX25519  # type: ignore[attr-defined]
 CLOCK = [1767225600]
 x3dh.base_state.time = types.SimpleNamespace(time=lambda: CLOCK[0])  # type: ignore[attr-defined]
 
+# python-omemo keeps devices in sets of DeviceInformation tuples; a tuple's hash takes its
+# label's, and hash(None) is the address of None (it changes run to run before Python 3.12):
+# the order sessions are built in, and so who draws which random bytes, would change with it.
+omemo.DeviceInformation.__hash__ = lambda d: hash((d.bare_jid, d.device_id, d.identity_key))  # type: ignore
+
 LOOP = asyncio.new_event_loop()
 asyncio.set_event_loop(LOOP)
 
@@ -230,6 +235,11 @@ def parse_stamp(s: str) -> Optional[float]:
     except ValueError:
         return None
     return t.timestamp()
+
+
+# Exceptions that mean a bug of this adapter, never hostile input: they crash it (the caller
+# reports adapter-crashed with the traceback).
+BUGS = (NameError, AttributeError, AssertionError, UnboundLocalError)
 
 
 def cause_chain(e: BaseException) -> List[BaseException]:
@@ -578,6 +588,10 @@ class OmemoEngine(kit.Engine):
             raise NotSent(f"{to} has no trusted OMEMO device") from e
         except (sm.StillUndecided, sm.TrustDecisionFailed) as e:
             raise NotSent(f"trust undecided: {e}") from e
+        except BUGS:
+            raise
+        except Exception as e:  # noqa: BLE001 - a hostile bundle, say
+            raise NotSent(library_error(e, "bundle").detail) from e
         finally:
             self.encrypting = False
         for err in sorted(errors, key=lambda x: (x.bare_jid, x.device_id)):
@@ -687,8 +701,9 @@ class OmemoEngine(kit.Engine):
             plaintext, device, _key = await self.manager.decrypt(message)
         except sm.MessageNotForUs:
             return
-        except (sm.SessionManagerException, omemo.backend.BackendException, omemo.storage.StorageException,
-                ValueError, KeyError, TypeError) as e:
+        except BUGS:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the library raises on hostile input
             raise library_error(e, "encrypted") from e
         finally:
             self.reply_to = None
@@ -974,7 +989,9 @@ class OmemoEngine(kit.Engine):
             plaintext, _device, key = await self.manager.decrypt(message)
         except sm.MessageNotForUs as e:
             raise EngineError("missing-element", "no key for this device", "key for this device") from e
-        except (sm.SessionManagerException, omemo.backend.BackendException, ValueError, KeyError, TypeError) as e:
+        except BUGS:
+            raise
+        except Exception as e:  # noqa: BLE001
             raise library_error(e, "encrypted") from e
         finally:
             self.reply_to = None
@@ -1047,7 +1064,10 @@ class OmemoEngine(kit.Engine):
                 raise EngineError("malformed", "a state of another protocol", "state")
         except (ValueError, AttributeError) as e:
             raise EngineError("malformed", f"not a state: {e}", "state") from e
-        return cls.load(s)
+        try:
+            return cls.load(s)
+        except (KeyError, TypeError, ValueError, omemo.storage.StorageException) as e:
+            raise EngineError("malformed", f"not a state of this adapter: {type(e).__name__}: {e}", "state") from e
 
     @classmethod
     def load(cls, s: Dict[str, Any]) -> "OmemoEngine":
