@@ -600,6 +600,8 @@ class OmemoEngine(kit.Engine):
             reason = library_error(err.exception, "bundle")
             self.out.alert(reason.code if reason.code != "malformed" else "no-bundle",
                            f"device {err.device_id} of {err.bare_jid}: {reason.detail}")
+        if not messages:
+            raise NotSent(f"{to} has no trusted OMEMO device")
         (message,) = list(messages.keys())
         encrypted = self.v.etree.serialize_message(message)
         sort_keys(encrypted, self.v.ns)
