@@ -512,7 +512,7 @@ fn flip(el: &mut Element, name: &str, bit: i64, encoding: Option<Encoding>) -> O
     let as_b64 = match encoding {
         Some(Encoding::Base64) => decoded,
         Some(Encoding::Text | Encoding::Armor) => None,
-        None => decoded.filter(|_| trimmed.len() >= 16 && trimmed.len() % 4 == 0),
+        None => decoded.filter(|_| trimmed.len() >= 16 && trimmed.len().is_multiple_of(4)),
     };
     let (bytes, is_b64) = match as_b64 {
         Some(b) => (b, true),
