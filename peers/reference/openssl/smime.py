@@ -749,7 +749,7 @@ class Smime(kit.Engine):
         except EngineError as x:
             raise Staged("verify", x)
         if xname == "iq":
-            out.parts(frm, "iq", [serialize(c, xns) for c in xml])
+            out.parts(frm, "iq", [serialize(c) for c in xml])
             out.send(el("iq", {"type": "result", "to": frm, "id": s.get("id")}, xmlns=CLIENT))
             return
         body = ""
@@ -758,7 +758,7 @@ class Smime(kit.Engine):
                 body = "".join(c.itertext())
                 break
         out.plaintext(frm, body, trust)
-        parts = [serialize(c, xns) for c in xml if not (kit.local(c) in ((CLIENT, "body"), ("", "body")))
+        parts = [serialize(c) for c in xml if not (kit.local(c) in ((CLIENT, "body"), ("", "body")))
                  and kit.local(c)[0] not in SERVER_PROCESSED]
         if parts:
             out.parts(frm, "message", parts)

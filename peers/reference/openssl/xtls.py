@@ -62,10 +62,10 @@ def tls_reason(e: Exception) -> EngineError:
     text = str(e).lower()
     if isinstance(e, SSL.ZeroReturnError):
         return EngineError("tls-error", "the peer closed the TLS session")
-    if "bad record mac" in text or "decryption failed" in text or "decrypt error" in text and "alert" not in text:
+    if "alert" in text:
+        code = "tls-alert"  # the peer's alert (OpenSSL: "sslv3/tlsv1 alert …", "ssl alert number …")
+    elif "bad record mac" in text or "decryption failed" in text:
         code = "bad-record-mac"
-    elif "alert" in text:
-        code = "tls-alert"
     elif "certificate" in text:
         code = "bad-certificate"
     elif any(w in text for w in ("unexpected message", "bad message", "length", "wrong version", "decode",
@@ -627,15 +627,15 @@ class Xtls(kit.Engine):
             body = st.find(f"{{{CLIENT}}}body")
             if body is not None:
                 shown.append(("plaintext", "".join(body.itertext())))
-            parts = [serialize(c, CLIENT) for c in st if kit.local(c) != (CLIENT, "body") and kit.local(c)[0] not in SERVER_PROCESSED]
+            parts = [serialize(c) for c in st if kit.local(c) != (CLIENT, "body") and kit.local(c)[0] not in SERVER_PROCESSED]
             if parts:
                 shown.append(("parts", ("message", parts)))
         elif name == "presence" and kind in (None, "unavailable"):
-            parts = [serialize(c, CLIENT) for c in st if kit.local(c) != (CLIENT, "body") and kit.local(c)[0] not in SERVER_PROCESSED]
+            parts = [serialize(c) for c in st if kit.local(c) != (CLIENT, "body") and kit.local(c)[0] not in SERVER_PROCESSED]
             if parts:
                 shown.append(("parts", ("presence", parts)))
         elif name == "iq" and kind in ("get", "set"):
-            parts = [serialize(c, CLIENT) for c in st]
+            parts = [serialize(c) for c in st]
             if parts:
                 shown.append(("parts", ("iq", parts)))
             if st.get("id") is not None:
