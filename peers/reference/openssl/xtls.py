@@ -775,9 +775,22 @@ class Xtls(kit.Engine):
         return e
 
     def steal(self, what: str) -> Tuple["Xtls", Optional[str]]:
-        if what == "full-state":
-            raise Unimplemented("an OpenSSL SSL connection cannot be copied, and its randomness is OpenSSL's own: "
-                                "the live tunnels cannot be replayed into a copy (identity-key and long-term-keys are served)")
+        live = sorted(p for p, s in self.sessions.items() if s.conn is not None)
+        if what == "full-state" and live:
+            raise Unimplemented(f"a full-state copy of the live TLS tunnel(s) with {', '.join(live)}: an OpenSSL SSL "
+                                "connection cannot be copied, and its randomness is OpenSSL's own, so the tunnel cannot "
+                                "be replayed into a copy (identity-key and long-term-keys are served, and full-state "
+                                "while no tunnel is live)")
         c = Xtls.restore(self.state())
+        if what == "full-state":
+            # No live tunnel: the rest of the state is copied whole (tunnels still being asked
+            # for, what waits for a device).
+            for p, s in self.sessions.items():
+                cs = Session(s.phase, s.role, list(s.outbox), s.first_id)
+                cs.method_seen = s.method_seen
+                c.sessions[p] = cs
+            c.pending = {k: list(v) for k, v in self.pending.items()}
+            c.left = Output().extend(self.left)
+            return c, None
         return c, c.state()
 
