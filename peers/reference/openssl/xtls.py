@@ -47,8 +47,9 @@ VALIDITY = datetime.timedelta(days=365)
 
 
 def version() -> str:
-    return (SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
-            + f" (pyOpenSSL {OpenSSL.__version__}, cryptography {cryptography.__version__})")
+    v = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode().split()  # "OpenSSL 4.0.3 29 Sep 2026"
+    return (f"{v[1] if len(v) > 1 else ' '.join(v)} (libssl bundled by cryptography {cryptography.__version__}, "
+            f"via pyOpenSSL {OpenSSL.__version__})")
 
 
 def caps_ver() -> str:
