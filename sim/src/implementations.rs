@@ -45,6 +45,9 @@ pub struct Implementation {
     pub run: Vec<String>,
     /// What to install for it.
     pub needs: String,
+    /// What varies from run to run for a given seed, when its library's randomness cannot be
+    /// drawn from the seed (`None`: its runs repeat byte for byte). Reports mask what varies.
+    pub varies: Option<String>,
     /// Its folder: the adapter's working directory.
     pub folder: PathBuf,
 }
@@ -98,6 +101,8 @@ struct Line {
     run: Vec<String>,
     #[serde(default)]
     needs: String,
+    #[serde(default)]
+    varies: Option<String>,
 }
 
 /// Whether `implementation`'s adapter starts here and greets as a speaker of `protocol`: its
@@ -213,6 +218,7 @@ impl Registry {
                     protocols,
                     run: line.value.run,
                     needs: line.value.needs,
+                    varies: line.value.varies,
                 },
             ));
         }

@@ -12,8 +12,50 @@ use crate::report::{Cell, Column, Report, md_cell, url_path};
 /// An implementation that could not run here: its name, the protocol, and why.
 pub type Missing = (String, Protocol, String);
 
+/// What an implementation's adapter said it is, for a protocol: (name, protocol, its hello's
+/// implementation and version, what varies run to run if anything).
+pub type Said = (String, Protocol, String, Option<String>);
+
 /// What marks a verdict that differs from ours.
 pub const DIFFERS: &str = "≠";
+
+/// A reason as the committed report shows it: for an implementation whose runs vary (its
+/// library's randomness is its own), what changes from run to run — hex strings of 16 digits
+/// or more (keys, fingerprints), numbers of 100 or more (sizes, authentication strings) — is
+/// masked, so that the report only changes when a verdict or its account does.
+fn shown(cell: &Cell) -> String {
+    let reason = cell.reason();
+    if cell.theirs.as_ref().is_none_or(|t| t.implementation.varies.is_none()) {
+        return reason;
+    }
+    let mut out = String::with_capacity(reason.len());
+    let chars: Vec<char> = reason.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let hex = chars[i..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        let digits = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        if boundary && hex >= 16 {
+            out.push_str(VARIES);
+            i += hex;
+        } else if boundary && digits >= 3 && chars.get(i + digits).is_none_or(|c| !c.is_ascii_alphanumeric())
+        {
+            out.push_str(VARIES);
+            i += digits;
+        } else if boundary && (hex > 0 || digits > 0) {
+            let word = chars[i..].iter().take_while(|c| c.is_ascii_alphanumeric()).count().max(1);
+            out.extend(&chars[i..i + word]);
+            i += word;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// What stands for a masked value.
+pub const VARIES: &str = "⟨varies⟩";
 
 /// Whether two cells' verdicts differ (an error cell differs from any verdict).
 fn differs(theirs: &Cell, ours: &Cell) -> bool {
@@ -23,12 +65,7 @@ fn differs(theirs: &Cell, ours: &Cell) -> bool {
 /// The report's markdown. `theirs` holds the independent columns' cells, `ours` our own
 /// (the matrix); `missing`, the implementations that could not run here; `said`, what each
 /// (implementation, protocol) adapter's hello said it is.
-pub fn markdown(
-    theirs: &Report,
-    ours: &Report,
-    missing: &[Missing],
-    said: &[(String, Protocol, String)],
-) -> String {
+pub fn markdown(theirs: &Report, ours: &Report, missing: &[Missing], said: &[Said]) -> String {
     let mut s = String::new();
     s.push_str("# Independent implementations under attack\n\n");
     s.push_str(
@@ -47,20 +84,25 @@ pub fn markdown(
     s.push_str("✅ the property held in the run · ❌ it did not · ⚪ the attack could not be carried out · ");
     s.push_str("❓ the run could not be made · ≠ differs from ours\n\n");
     s.push_str(
-        "## The implementations\n\n| implementation | protocol | its adapter says it is |\n|---|---|---|\n",
+        "## The implementations\n\nWhere an implementation's runs vary for a given seed (its library draws its own \
+         randomness), the reasons below mask what varies (keys, fingerprints, sizes) as ⟨varies⟩: the verdicts do \
+         not vary, and CI checks this file against a fresh run.\n\n\
+         | implementation | protocol | its adapter says it is | the same bytes every run |\n|---|---|---|---|\n",
     );
-    for (name, protocol, version) in said {
+    for (name, protocol, version, varies) in said {
+        let repeat = varies.as_ref().map_or_else(|| "yes".to_owned(), |v| format!("no: {v}"));
         let _ = writeln!(
             s,
-            "| [{}](../peers/reference/{}/) | {} | {} |",
+            "| [{}](../peers/reference/{}/) | {} | {} | {} |",
             md_cell(name),
             url_path(name),
             protocol.name(),
-            md_cell(version)
+            md_cell(version),
+            md_cell(&repeat)
         );
     }
     for (name, protocol, why) in missing {
-        let _ = writeln!(s, "| {} | {} | not run here: {} |", md_cell(name), protocol.name(), md_cell(why));
+        let _ = writeln!(s, "| {} | {} | not run here: {} | |", md_cell(name), protocol.name(), md_cell(why));
     }
     let columns = theirs.columns();
     for protocol in Protocol::ALL {
@@ -119,7 +161,7 @@ pub fn markdown(
                     md_cell(property.id),
                     md_cell(&label),
                     cell.mark(),
-                    md_cell(&cell.reason()),
+                    md_cell(&shown(cell)),
                     our.mark(),
                     md_cell(&our.reason())
                 );
@@ -138,7 +180,7 @@ pub fn markdown(
                 md_cell(property.id),
                 md_cell(&label),
                 cell.mark(),
-                md_cell(&cell.reason())
+                md_cell(&shown(cell))
             );
         }
         s.push_str("\n</details>\n");
@@ -236,4 +278,41 @@ pub fn peer_faults_markdown(rows: &[PeerFault]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::implementations::Implementation;
+    use crate::properties::{PROPERTIES, Side, Theirs};
+
+    fn cell(varies: Option<&str>, error: &str) -> Cell {
+        let implementation = Implementation {
+            name: "lib".into(),
+            protocols: vec![],
+            run: vec!["x".into()],
+            needs: String::new(),
+            varies: varies.map(str::to_owned),
+            folder: std::path::PathBuf::new(),
+        };
+        Cell {
+            property: &PROPERTIES[0],
+            protocol: Protocol::ALL[0],
+            theirs: Some(Theirs { implementation, side: Side::Bob }),
+            yaml: String::new(),
+            result: Err(error.to_owned()),
+        }
+    }
+
+    /// What varies run to run is masked in the reasons of implementations that say so: long
+    /// hex and numbers of 100 or more; small counts, times and words stay.
+    #[test]
+    fn reasons_of_varying_implementations_are_masked() {
+        let text = "compare \"C82C4CCB03C412E336AADA37B317F9CC 34009\" took 1022–1278 bytes, read 3 of 3 at 6.000s (x25519, sha256)";
+        assert_eq!(shown(&cell(None, text)), format!("error: {text}"));
+        assert_eq!(
+            shown(&cell(Some("keys"), text)),
+            "error: compare \"⟨varies⟩ ⟨varies⟩\" took ⟨varies⟩–⟨varies⟩ bytes, read 3 of 3 at 6.000s (x25519, sha256)"
+        );
+    }
 }

@@ -168,6 +168,9 @@ impl Outcome {
                 a.seen,
                 a.stolen.join(", ")
             );
+            for line in &a.unusable {
+                let _ = writeln!(out, "attacker could not use a stolen state: {line}");
+            }
             if a.records.0 > 0 {
                 let _ = writeln!(
                     out,

@@ -249,7 +249,7 @@ fn independent(
                     && c.theirs.as_ref().is_some_and(|t| t.implementation.name == implementation.name)
             }) {
                 let version = probe(implementation, *protocol).unwrap_or_default();
-                said.push((implementation.name.clone(), *protocol, version));
+                said.push((implementation.name.clone(), *protocol, version, implementation.varies.clone()));
             }
         }
     }

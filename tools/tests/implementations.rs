@@ -147,7 +147,7 @@ fn our_adapter_as_an_independent_implementation_gets_our_verdicts() {
             cell.yaml
         );
     }
-    let said = [("piped".to_owned(), omemo, "jabberwock 0".to_owned())];
+    let said = [("piped".to_owned(), omemo, "jabberwock 0".to_owned(), None)];
     let md = jabberwock_sim::independent::markdown(&theirs, &ours, &[], &said);
     assert!(md.contains("| property | ours | piped as Alice | piped as Bob |"), "{md}");
     assert!(md.contains("\nEvery verdict is ours.\n"), "{md}");

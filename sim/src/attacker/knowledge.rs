@@ -5,7 +5,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_e2e::xml::NS_CLIENT;
-use jabberwock_e2e::{Cx, Element, Engine, EngineConfig, Event, FullJid, Jid, new_engine};
+use jabberwock_e2e::{Cx, E2eError, Element, Engine, EngineConfig, Event, FullJid, Jid, new_engine};
 use rand_chacha::ChaCha20Rng;
 
 use super::Attacker;
@@ -68,6 +68,9 @@ pub struct AttackerReport {
     pub carriers: usize,
     /// Devices whose state it stole.
     pub stolen: Vec<String>,
+    /// Stolen states it could not use because the implementation behind them could not do what
+    /// it asked (an adapter's `unimplemented`, or its failure): each once, with the error.
+    pub unusable: Vec<String>,
     /// What it could read.
     pub read: Vec<Read>,
     /// How many times each power acted.
@@ -155,6 +158,7 @@ impl Attacker {
                     seen: 0,
                     carriers: 0,
                     stolen: vec![],
+                    unusable: vec![],
                     read: vec![],
                     acted: BTreeMap::new(),
                     withdrawn: vec![],
@@ -230,6 +234,7 @@ impl Attacker {
         let namespaces: BTreeSet<&'static str> =
             readers.iter().flat_map(|(_, e)| e.iq_namespaces().iter().copied()).collect();
         let mut carriers = 0;
+        let mut unusable: Vec<String> = Vec::new();
         for seen in &self.seen {
             let readable = readable_in(&seen.stanza, &namespaces);
             carriers += usize::from(!readable.is_empty());
@@ -240,7 +245,17 @@ impl Attacker {
                     // recorded stanza, and a protocol that drops its session on a bad MAC (an
                     // ESession) must not lose it to a stanza from before the theft.
                     let mut trial = engine.steal(jabberwock_e2e::Theft::FullState);
-                    let Ok(out) = trial.receive(&mut cx, &msg) else { continue };
+                    let out = match trial.receive(&mut cx, &msg) {
+                        Ok(out) => out,
+                        Err(e @ (E2eError::Unimplemented { .. } | E2eError::Adapter { .. })) => {
+                            let line = format!("{means}: {e}");
+                            if !unusable.contains(&line) {
+                                unusable.push(line);
+                            }
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
                     // A protocol that must check a signature asks for the sender's public key
                     // first: keys are public, and the attacker answers from what it recorded.
                     let out = answer_fetches(trial.as_mut(), &mut cx, out, &self.seen);
@@ -274,6 +289,7 @@ impl Attacker {
             seen: self.seen.len(),
             carriers,
             stolen,
+            unusable,
             read,
             acted: self.acted.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             withdrawn: self.withdrawn.clone(),
