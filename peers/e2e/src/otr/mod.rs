@@ -300,9 +300,12 @@ impl Otr {
         let text = wire::classify(body)?;
         let policy = self.config.policy;
         match text {
-            Text::Fragment { sender, receiver, k, n, piece } => {
+            Text::Fragment { tags, k, n, piece } => {
                 // §"Instance Tags": for another instance of ours, or from an invalid sender tag.
-                if (receiver != 0 && receiver != self.instance) || sender < wire::MIN_INSTANCE_TAG {
+                // (The v2 form has none: what it carries is checked once it is whole.)
+                if let Some((sender, receiver)) = tags
+                    && ((receiver != 0 && receiver != self.instance) || sender < wire::MIN_INSTANCE_TAG)
+                {
                     return Ok(());
                 }
                 let whole = self
@@ -316,7 +319,7 @@ impl Otr {
                 if let Some(whole) = whole {
                     // A reassembled message is an encoded message, never another fragment
                     // (which would let nested fragments recurse without bound).
-                    if whole.contains("?OTR|") {
+                    if whole.contains("?OTR|") || whole.contains("?OTR,") {
                         return Err(E2eError::Malformed {
                             what: "OTR fragment",
                             detail: "a reassembled message is itself a fragment".into(),

@@ -401,6 +401,35 @@ fn nested_fragments_are_refused() {
     assert_eq!(p.bob.receive(&mut cx(&mut rng), &stanza).unwrap_err().code(), "malformed");
 }
 
+/// §"Transmitting Fragments": the v2 form, `?OTR,k,n,piece,`, without instance tags — how
+/// libotr 4.1 fragments the Query text it sends before any tags are known — is reassembled
+/// like the v3 form: Bob answers the whole Query with a D-H Commit. Nested v2 fragments are
+/// refused too.
+#[test]
+fn v2_fragments_are_reassembled() {
+    let mut p = Pair::new(14, OtrConfig::default());
+    let query = "?OTRv3? Alice has requested an Off-the-Record private conversation.";
+    let (a, b) = query.split_at(20);
+    let stanza = |body: String| {
+        el("message", NS_CLIENT).with("from", ALICE).with("type", "chat").child(text_el("body", NS_CLIENT, body))
+    };
+    let mut rng = p.rng.clone();
+    let first = p.bob.receive(&mut cx(&mut rng), &stanza(format!("?OTR,1,2,{a},"))).unwrap();
+    assert!(first.actions.is_empty() && first.events.is_empty(), "{first:?}");
+    let second = p.bob.receive(&mut cx(&mut rng), &stanza(format!("?OTR,2,2,{b},"))).unwrap();
+    let sent: Vec<String> = second
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(s) => s.get_child("body", NS_CLIENT).map(|b| b.text()),
+            _ => None,
+        })
+        .collect();
+    assert!(sent.iter().any(|b| b.starts_with("?OTR:AAMC")), "a D-H Commit answers the Query: {sent:?}");
+    let nested = format!("?OTR,1,1,?OTR,1,1,{query},,");
+    assert_eq!(p.bob.receive(&mut cx(&mut rng), &stanza(nested)).unwrap_err().code(), "malformed");
+}
+
 /// Seeded damage to every kind of OTR message on the wire (AKE, data, SMP, fragments):
 /// typed errors or nothing, never a panic.
 #[test]

@@ -312,12 +312,11 @@ pub fn armor(bytes: &[u8]) -> String {
 /// What a message body is, at the text level.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Text {
-    /// A fragment (§"Fragmentation", v3 form).
+    /// A fragment (§"Fragmentation": the v3 form; or the v2 form, without instance tags, which
+    /// libotr uses for the Query text it fragments before any tags are known).
     Fragment {
-        /// Sender instance tag.
-        sender: u32,
-        /// Receiver instance tag.
-        receiver: u32,
+        /// Sender and receiver instance tags (`None`: the v2 form).
+        tags: Option<(u32, u32)>,
         /// k.
         k: u16,
         /// n.
@@ -344,6 +343,9 @@ pub enum Text {
 pub fn classify(body: &str) -> Result<Text, E2eError> {
     if let Some(i) = body.find("?OTR|") {
         return parse_fragment(&body[i + 5..]);
+    }
+    if let Some(i) = body.find("?OTR,") {
+        return parse_fragment_v2(&body[i + 5..]);
     }
     if let Some(i) = body.find("?OTR:") {
         let rest = &body[i + 5..];
@@ -473,21 +475,29 @@ fn parse_fragment(s: &str) -> Result<Text, E2eError> {
     let bad = |d: &str| malformed("OTR fragment", d.to_owned());
     let (sender, rest) = s.split_once('|').ok_or_else(|| bad("no receiver tag"))?;
     let (receiver, rest) = rest.split_once(',').ok_or_else(|| bad("no k"))?;
-    let (k, rest) = rest.split_once(',').ok_or_else(|| bad("no n"))?;
+    let hex = |v: &str| u32::from_str_radix(v, 16).map_err(|_| bad("instance tag is not hex"));
+    let (k, n, piece) = fragment_rest(rest)?;
+    Ok(Text::Fragment { tags: Some((hex(sender)?, hex(receiver)?)), k, n, piece })
+}
+
+/// §"Transmitting Fragments": "OTR version 2 messages get fragmented in a similar format, but
+/// without the instance tags fields" — `?OTR,k,n,piece,`.
+fn parse_fragment_v2(s: &str) -> Result<Text, E2eError> {
+    let (k, n, piece) = fragment_rest(s)?;
+    Ok(Text::Fragment { tags: None, k, n, piece })
+}
+
+/// `k,n,piece,` of a fragment.
+fn fragment_rest(s: &str) -> Result<(u16, u16, String), E2eError> {
+    let bad = |d: &str| malformed("OTR fragment", d.to_owned());
+    let (k, rest) = s.split_once(',').ok_or_else(|| bad("no n"))?;
     let (n, rest) = rest.split_once(',').ok_or_else(|| bad("no piece"))?;
     let piece = rest
         .strip_suffix(',')
         .or_else(|| rest.split_once(',').map(|(p, _)| p))
         .ok_or_else(|| bad("no final comma"))?;
-    let hex = |v: &str| u32::from_str_radix(v, 16).map_err(|_| bad("instance tag is not hex"));
     let num = |v: &str| v.parse::<u16>().map_err(|_| bad("k or n is not a short"));
-    Ok(Text::Fragment {
-        sender: hex(sender)?,
-        receiver: hex(receiver)?,
-        k: num(k)?,
-        n: num(n)?,
-        piece: piece.to_owned(),
-    })
+    Ok((num(k)?, num(n)?, piece.to_owned()))
 }
 
 /// Splits an encoded message into v3 fragments whose whole text is at most `max` bytes
