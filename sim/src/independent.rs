@@ -57,6 +57,37 @@ fn shown(cell: &Cell) -> String {
 /// What stands for a masked value.
 pub const VARIES: &str = "⟨varies⟩";
 
+/// A version text with every version number cut to major.minor (`3.0.19-1~deb12u2` → `3.0`):
+/// the committed report changes with a library's minor version, not with every patch or
+/// distribution rebuild (the transcripts keep the exact one).
+fn major_minor(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit() && (i == 0 || !chars[i - 1].is_ascii_alphanumeric());
+        let digits = |from: usize| chars[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let major = if starts { digits(i) } else { 0 };
+        let dot = i + major;
+        let minor = if major > 0 && chars.get(dot) == Some(&'.') { digits(dot + 1) } else { 0 };
+        if minor == 0 {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        out.extend(&chars[i..dot + 1 + minor]);
+        i = dot + 1 + minor;
+        // The rest of the version: more numbers, a distribution's revision.
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '~' | '+'))
+            && !(chars[i] == '.' && chars.get(i + 1).is_none_or(|c| !c.is_ascii_alphanumeric()))
+        {
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Whether two cells' verdicts differ (an error cell differs from any verdict).
 fn differs(theirs: &Cell, ours: &Cell) -> bool {
     theirs.mark() != ours.mark()
@@ -87,7 +118,7 @@ pub fn markdown(theirs: &Report, ours: &Report, missing: &[Missing], said: &[Sai
         "## The implementations\n\nWhere an implementation's runs vary for a given seed (its library draws its own \
          randomness), the reasons below mask what varies (keys, fingerprints, sizes) as ⟨varies⟩: the verdicts do \
          not vary, and CI checks this file against a fresh run.\n\n\
-         | implementation | protocol | its adapter says it is | the same bytes every run |\n|---|---|---|---|\n",
+         | implementation | protocol | its adapter says it is (versions to major.minor; transcripts give the exact one) | the same bytes every run |\n|---|---|---|---|\n",
     );
     for (name, protocol, version, varies) in said {
         let repeat = varies.as_ref().map_or_else(|| "yes".to_owned(), |v| format!("no: {v}"));
@@ -97,7 +128,7 @@ pub fn markdown(theirs: &Report, ours: &Report, missing: &[Missing], said: &[Sai
             md_cell(name),
             url_path(name),
             protocol.name(),
-            md_cell(version),
+            md_cell(&major_minor(version)),
             md_cell(&repeat)
         );
     }
@@ -302,6 +333,20 @@ mod tests {
             yaml: String::new(),
             result: Err(error.to_owned()),
         }
+    }
+
+    #[test]
+    fn versions_are_cut_to_major_minor() {
+        assert_eq!(major_minor("openssl 3.0.19"), "openssl 3.0");
+        assert_eq!(
+            major_minor("xmlsec1 1.2.37 (openssl); libssl3=3.0.19-1~deb12u2 libxmlsec1-openssl=1.2.37-2"),
+            "xmlsec1 1.2 (openssl); libssl3=3.0 libxmlsec1-openssl=1.2"
+        );
+        assert_eq!(major_minor("omemo=1.3.0 twomemo=1.2.0, X3DH 1.3.0."), "omemo=1.3 twomemo=1.2, X3DH 1.3.");
+        assert_eq!(
+            major_minor("libotr 4.1.1 (libgcrypt 1.10.1) x25519 v2"),
+            "libotr 4.1 (libgcrypt 1.10) x25519 v2"
+        );
     }
 
     /// What varies run to run is masked in the reasons of implementations that say so: long
