@@ -178,7 +178,9 @@ impl Registry {
         };
         let lines: BTreeMap<String, At<Line>> = serde_saphyr::from_str(text).map_err(|e| {
             let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            fail(line, column, e.to_string().lines().next().unwrap_or_default().to_owned())
+            use serde_saphyr::MessageFormatter as _;
+            let message = serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet());
+            fail(line, column, message.lines().next().unwrap_or_default().to_owned())
         })?;
         if lines.len() > MAX_IMPLEMENTATIONS {
             return Err(fail(0, 0, format!("more than {MAX_IMPLEMENTATIONS} implementations")));
@@ -273,6 +275,10 @@ mod tests {
         assert!(parse("lib: {protocols: [], run: [x]}").unwrap_err().message.contains("lists none"));
         assert!(parse("lib: {protocols: [otr], run: []}").unwrap_err().message.contains("`run`"));
         assert!(parse("lib: {protocols: [otr, otr], run: [x]}").unwrap_err().message.contains("twice"));
+        let twice =
+            parse("lib: {protocols: [otr], run: [x]}\nlib: {protocols: [omemo], run: [y]}\n").unwrap_err();
+        assert_eq!((twice.line, twice.column), (2, 1), "{twice}");
+        assert!(twice.message.starts_with("duplicate mapping key: lib"), "{twice}");
         let unknown = parse("lib: {protocols: [otr], run: [x], colour: red}").unwrap_err();
         assert!(unknown.message.contains("colour") && unknown.line == 1, "{unknown}");
     }
