@@ -58,6 +58,17 @@ impl Implementation {
         self.protocols.contains(&protocol)
     }
 
+    /// Whether it can run a device of `protocol` here: it speaks it, and its adapter starts and
+    /// greets ([`probe`]).
+    pub fn ready_for(&self, protocol: Protocol) -> Result<(), String> {
+        let name = &self.name;
+        if !self.speaks(protocol) {
+            let speaks: Vec<&str> = self.protocols.iter().map(|p| p.name()).collect();
+            return Err(format!("`{name}` speaks {}, not {protocol}", speaks.join(", ")));
+        }
+        probe(self, protocol).map(|_| ()).map_err(|why| format!("`{name}` cannot run here: {why}"))
+    }
+
     /// The command that starts its adapter for `protocol`, in its folder.
     pub fn command(&self, protocol: Protocol) -> Command {
         let program = self.run.first().map_or("", String::as_str);
@@ -234,6 +245,15 @@ impl Registry {
     /// The implementation of that name.
     pub fn get(&self, name: &str) -> Option<&Implementation> {
         self.implementations.iter().find(|i| i.name == name)
+    }
+
+    /// The implementation of that name, or why there is none (every name, ours first).
+    pub fn find(&self, name: &str) -> Result<&Implementation, String> {
+        self.get(name).ok_or_else(|| {
+            let mut names = vec![OURS];
+            names.extend(self.names());
+            format!("unknown implementation `{name}` (implementations: {})", names.join(", "))
+        })
     }
 
     /// Every name, for error messages.

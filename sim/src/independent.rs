@@ -7,6 +7,7 @@ use core::fmt::Write as _;
 
 use jabberwock_e2e::Protocol;
 
+use crate::properties::{Side, Theirs};
 use crate::report::{Cell, Column, Report, md_cell, url_path};
 
 /// An implementation that could not run here: its name, the protocol, and why.
@@ -15,6 +16,42 @@ pub type Missing = (String, Protocol, String);
 /// What an implementation's adapter said it is, for a protocol: (name, protocol, its hello's
 /// implementation and version, what varies run to run if anything).
 pub type Said = (String, Protocol, String, Option<String>);
+
+/// The independent columns a registry gives here, with what each adapter said it is and
+/// which could not run.
+#[derive(Debug)]
+pub struct Lineup {
+    /// For each implementation installed here and each protocol it speaks, one column as
+    /// Alice and one as Bob; protocols in registry order, each one's implementations in the
+    /// registry's.
+    pub columns: Vec<Column>,
+    /// What their adapters said they are.
+    pub said: Vec<Said>,
+    /// Those that cannot run here, each with why.
+    pub missing: Vec<Missing>,
+}
+
+/// The columns of every implementation of `registry` that is installed here.
+pub fn lineup(registry: &crate::implementations::Registry) -> Lineup {
+    let mut lineup = Lineup { columns: Vec::new(), said: Vec::new(), missing: Vec::new() };
+    for implementation in &registry.implementations {
+        for protocol in &implementation.protocols {
+            let name = implementation.name.clone();
+            match crate::implementations::probe(implementation, *protocol) {
+                Ok(version) => {
+                    for side in Side::BOTH {
+                        let theirs = Theirs { implementation: implementation.clone(), side };
+                        lineup.columns.push(Column { protocol: *protocol, theirs: Some(theirs) });
+                    }
+                    lineup.said.push((name, *protocol, version, implementation.varies.clone()));
+                }
+                Err(why) => lineup.missing.push((name, *protocol, why)),
+            }
+        }
+    }
+    lineup.columns.sort_by_key(|c| Protocol::ALL.iter().position(|p| *p == c.protocol));
+    lineup
+}
 
 /// What marks a verdict that differs from ours.
 pub const DIFFERS: &str = "≠";
@@ -315,7 +352,7 @@ pub fn peer_faults_markdown(rows: &[PeerFault]) -> String {
 mod tests {
     use super::*;
     use crate::implementations::Implementation;
-    use crate::properties::{PROPERTIES, Side, Theirs};
+    use crate::properties::PROPERTIES;
 
     fn cell(varies: Option<&str>, error: &str) -> Cell {
         let implementation = Implementation {

@@ -75,16 +75,15 @@ impl Theirs {
     }
 }
 
-/// The first line of the run's report (its transcript, then what the attacker's tests found)
-/// saying that an adapter could not do what the run asked of it — a call it does not implement
+/// The first line of the run's `report` ([`Outcome::render`]: its transcript, then what the
+/// attacker's tests found) saying that an adapter could not do what the run asked of it — a call it does not implement
 /// ([`jabberwock_e2e::E2eError::Unimplemented`]), or it crashed, hung or answered garbage
 /// ([`jabberwock_e2e::E2eError::Adapter`]): a run with one measured nothing certain, so its
 /// verdict is ⚪ with this line, never a guess. A stolen state the attacker could not read
 /// with (`attacker could not use a stolen state`) is apart: see [`unread`].
-fn unmeasured(outcome: &Outcome) -> Option<String> {
+fn unmeasured(report: &str) -> Option<String> {
     const MARKS: [&str; 2] = ["unimplemented by the adapter: ", "adapter failed ("];
-    outcome
-        .render()
+    report
         .lines()
         .filter(|l| !l.starts_with(UNUSABLE))
         .find(|l| MARKS.iter().any(|m| l.contains(m)))
@@ -94,11 +93,12 @@ fn unmeasured(outcome: &Outcome) -> Option<String> {
 /// How the outcome reports a stolen state whose implementation could not read.
 const UNUSABLE: &str = "attacker could not use a stolen state: ";
 
-/// The attacker's stolen state could not be read with (its implementation could not do it):
+/// The run's `report` says the attacker's stolen state could not be read with (its
+/// implementation could not do it):
 /// a verdict that holds because the attacker read nothing proves nothing then, while one that
 /// failed did so on evidence found all the same.
-fn unread(outcome: &Outcome) -> Option<String> {
-    outcome.render().lines().find(|l| l.starts_with(UNUSABLE)).map(|l| l.trim().to_owned())
+fn unread(report: &str) -> Option<String> {
+    report.lines().find(|l| l.starts_with(UNUSABLE)).map(|l| l.trim().to_owned())
 }
 
 /// A measured property.
@@ -1321,7 +1321,8 @@ impl Property {
         }
         let outcome = run(&scenario).map_err(|e| e.to_string())?;
         let judged = (self.judge)(&Facts { scenario: &scenario, outcome: &outcome });
-        let verdict = match (unmeasured(&outcome), unread(&outcome)) {
+        let report = outcome.render();
+        let verdict = match (unmeasured(&report), unread(&report)) {
             (Some(line), _) => untested(&format!("an adapter could not do what the run asked: {line}")),
             (None, Some(line)) if judged.tested && judged.holds => {
                 untested(&format!("held only as far as the attacker could try: {line}"))

@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use jabberwock_e2e::Protocol;
 
-use crate::properties::{PROPERTIES, Property, Side, Theirs, Verdict};
+use crate::properties::{PROPERTIES, Property, Theirs, Verdict};
 use crate::runner::Outcome;
 
 /// One cell: a property measured on a protocol, and the run that measured it.
@@ -147,36 +147,6 @@ pub fn run_columns(properties: &[&'static Property], columns: &[Column], jobs: u
     let work: Vec<(&'static Property, Column)> =
         properties.iter().flat_map(|p| columns.iter().map(move |c| (*p, c.clone()))).collect();
     run_cells(&work, jobs, |property, column| property.measure_with(column.protocol, column.theirs.as_ref()))
-}
-
-/// The columns of every independent implementation of `names` (registry names) that is
-/// installed here: for each protocol it speaks, one as Alice and one as Bob. Those that cannot
-/// run are listed apart, each with why.
-pub fn independent_columns(
-    registry: &crate::implementations::Registry,
-    names: Option<&[String]>,
-) -> (Vec<Column>, Vec<(String, Protocol, String)>) {
-    let mut columns = Vec::new();
-    let mut missing = Vec::new();
-    for implementation in &registry.implementations {
-        if names.is_some_and(|n| !n.contains(&implementation.name)) {
-            continue;
-        }
-        for protocol in &implementation.protocols {
-            match crate::implementations::probe(implementation, *protocol) {
-                Ok(_) => {
-                    for side in Side::BOTH {
-                        let theirs = Theirs { implementation: implementation.clone(), side };
-                        columns.push(Column { protocol: *protocol, theirs: Some(theirs) });
-                    }
-                }
-                Err(why) => missing.push((implementation.name.clone(), *protocol, why)),
-            }
-        }
-    }
-    // Protocols in registry order, each protocol's implementations in the registry's.
-    columns.sort_by_key(|c| Protocol::ALL.iter().position(|p| *p == c.protocol));
-    (columns, missing)
 }
 
 /// The text of a panic payload.

@@ -219,6 +219,13 @@ fn write_jsonl(path: &Path, outcomes: &[&Outcome]) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A folder of the checkout this tool was built from (what the reports are made from), else
+/// the same path under the working directory.
+fn shipped(folder: &str) -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(folder);
+    if built.is_dir() { built } else { PathBuf::from(folder) }
+}
+
 /// The columns of independent implementations (`names`, or every one installed), next to
 /// `ours`: runs them, writes `implementations.md` and `implementations.html` into `out`, and
 /// answers the report.
@@ -229,29 +236,18 @@ fn independent(
     out: &Path,
     templates: &str,
 ) -> Result<jabberwock_sim::report::Report, String> {
-    use jabberwock_sim::implementations::{Registry, probe};
-    let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
+    use jabberwock_sim::implementations::Registry;
+    let mut registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
     for name in names {
-        if registry.get(name).is_none() {
-            return Err(format!("--implementation {name}: not in {}", registry.file.display()));
-        }
+        registry.find(name).map_err(|e| format!("--implementation {name}: {e}"))?;
     }
-    let names = (!names.is_empty()).then_some(names);
-    let (columns, missing) = jabberwock_sim::report::independent_columns(&registry, names);
+    if !names.is_empty() {
+        registry.implementations.retain(|i| names.contains(&i.name));
+    }
+    let jabberwock_sim::independent::Lineup { columns, said, missing } =
+        jabberwock_sim::independent::lineup(&registry);
     for (name, protocol, why) in &missing {
         eprintln!("warning: {name} ({protocol}) cannot run here, no columns for it: {why}");
-    }
-    let mut said = Vec::new();
-    for implementation in &registry.implementations {
-        for protocol in &implementation.protocols {
-            if columns.iter().any(|c| {
-                c.protocol == *protocol
-                    && c.theirs.as_ref().is_some_and(|t| t.implementation.name == implementation.name)
-            }) {
-                let version = probe(implementation, *protocol).unwrap_or_default();
-                said.push((implementation.name.clone(), *protocol, version, implementation.varies.clone()));
-            }
-        }
     }
     let theirs = jabberwock_sim::report::run_columns(
         &jabberwock_sim::properties::PROPERTIES.iter().collect::<Vec<_>>(),
@@ -260,14 +256,9 @@ fn independent(
     );
     let mut md = jabberwock_sim::independent::markdown(&theirs, ours, &missing, &said);
     // The scenarios of peers with known faults, with Bob on each implementation.
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/quirks");
-    let quirks = if built.is_dir() { built } else { PathBuf::from("scenarios/quirks") };
+    let quirks = shipped("scenarios/quirks");
     if quirks.is_dir() {
-        let mut chosen = registry.clone();
-        if let Some(names) = names {
-            chosen.implementations.retain(|i| names.contains(&i.name));
-        }
-        let rows = jabberwock_sim::independent::peer_faults(&quirks, &chosen);
+        let rows = jabberwock_sim::independent::peer_faults(&quirks, &registry);
         md.push_str(&jabberwock_sim::independent::peer_faults_markdown(&rows));
     }
     std::fs::write(out.join("implementations.md"), &md)
@@ -355,8 +346,7 @@ fn main() -> ExitCode {
             // The page links the templates relative to where it is written: those this tool
             // was built from (the report is made from them), else those under the working
             // directory.
-            let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/properties");
-            let templates = if built.is_dir() { built } else { PathBuf::from("scenarios/properties") };
+            let templates = shipped("scenarios/properties");
             let templates = jabberwock_sim::report::relative_path(&out, &templates)
                 .unwrap_or_else(|| "../scenarios/properties".to_owned());
             let html = report.html(&templates);

@@ -9,7 +9,7 @@ use jabberwock_e2e::{BareJid, Element, FullJid, Jid, MessageParts, Protocol, The
 use jabberwock_xmpp::{Command, Hop};
 
 use crate::attacker::{Action, AttackerPlan, ForgeKeys, HopKind, Injection, POWERS, Position, Rule, ids};
-use crate::implementations::{Implementation, OURS, Registry, probe};
+use crate::implementations::{Implementation, OURS, Registry};
 use crate::units::{At, Dur, DurRange};
 
 use super::schema::*;
@@ -172,12 +172,7 @@ impl Scenario {
             return self.use_implementation(account, None);
         }
         let registry = Registry::load().map_err(|e| format!("the registry of implementations: {e}"))?;
-        let Some(found) = registry.get(name) else {
-            let mut names = vec![OURS];
-            names.extend(registry.names());
-            return Err(format!("unknown implementation `{name}` (implementations: {})", names.join(", ")));
-        };
-        self.use_implementation(account, Some(found))
+        self.use_implementation(account, Some(registry.find(name)?))
     }
 
     /// [`Scenario::use_implementation_named`] with the implementation at hand (`None`: ours).
@@ -202,16 +197,7 @@ impl Scenario {
                         quirks.join(", ")
                     ));
                 }
-                if !chosen.speaks(device.protocol) {
-                    let speaks: Vec<&str> = chosen.protocols.iter().map(|p| p.name()).collect();
-                    return Err(format!(
-                        "`{name}` speaks {}, not {} (the protocol of {})",
-                        speaks.join(", "),
-                        device.protocol,
-                        device.short
-                    ));
-                }
-                probe(chosen, device.protocol).map_err(|why| format!("`{name}` cannot run here: {why}"))?;
+                chosen.ready_for(device.protocol).map_err(|e| format!("{}: {e}", device.short))?;
             }
             device.implementation = chosen.cloned();
             moved += 1;
@@ -346,22 +332,8 @@ impl Validator<'_> {
             self.registry = Some(registry);
         }
         let Some(registry) = self.registry.as_ref() else { return self.err(at, path, "no registry") };
-        let Some(found) = registry.get(name) else {
-            let mut names = vec![OURS];
-            names.extend(registry.names());
-            return self.err(
-                at,
-                path,
-                format!("unknown implementation `{name}` (implementations: {})", names.join(", ")),
-            );
-        };
-        if !found.speaks(protocol) {
-            let speaks: Vec<&str> = found.protocols.iter().map(|p| p.name()).collect();
-            return self.err(at, path, format!("`{name}` speaks {}, not {protocol}", speaks.join(", ")));
-        }
-        let found = found.clone();
-        probe(&found, protocol)
-            .map_err(|why| self.error(at, path, format!("`{name}` cannot run here: {why}")))?;
+        let found = registry.find(name).map_err(|e| self.error(at, path, e))?.clone();
+        found.ready_for(protocol).map_err(|e| self.error(at, path, e))?;
         Ok(found)
     }
 
